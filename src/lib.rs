@@ -1,0 +1,11 @@
+//! sonde: active synthetic probing. Scenario files in, Prometheus metrics out.
+//!
+//! - [`config`] reads scenario files (YAML), reports every error with its location, and
+//!   produces [`scenario::Config`]: scenarios with their probe requests built.
+//! - [`engine`] runs one scenario once and produces a step-by-step trace.
+//! - [`scheduler`] runs every scenario on its interval, never overlapping itself.
+//! - [`metrics`] and [`web`] expose the results.
+//! - [`cli`] ties it together.
+
+pub mod config;
+pub mod scenario;

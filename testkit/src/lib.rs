@@ -1,0 +1,5 @@
+//! In-process fixture servers for sonde's tests. Everything listens on 127.0.0.1 (or ::1) on a
+//! port the OS picks, and stops when its handle is dropped: tests need nothing installed and
+//! send no traffic off the machine.
+
+pub mod pki;
