@@ -327,15 +327,23 @@ pub async fn with_deadline<T>(
     }
 }
 
-/// Durations for humans: "850µs", "12.3ms", "1.204s".
+/// Durations for humans: "850µs", "12.3ms", "500ms", "1.204s", "2s".
 pub fn fmt_duration(d: Duration) -> String {
     let us = d.as_micros();
     if us < 1_000 {
         format!("{us}µs")
     } else if us < 1_000_000 {
-        format!("{:.1}ms", us as f64 / 1_000.0)
+        trim_zeros(format!("{:.1}", us as f64 / 1_000.0)) + "ms"
     } else {
-        format!("{:.3}s", d.as_secs_f64())
+        trim_zeros(format!("{:.3}", d.as_secs_f64())) + "s"
+    }
+}
+
+fn trim_zeros(s: String) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
 
@@ -387,5 +395,8 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_micros(850)), "850µs");
         assert_eq!(fmt_duration(Duration::from_micros(12_340)), "12.3ms");
         assert_eq!(fmt_duration(Duration::from_millis(1204)), "1.204s");
+        assert_eq!(fmt_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(fmt_duration(Duration::from_secs(2)), "2s");
     }
 }

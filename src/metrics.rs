@@ -1,0 +1,386 @@
+//! sonde's own metrics (`/metrics`), named in the contract.
+//!
+//! Each scenario task owns a [`ScenarioMetrics`] holding handles to its series, created once when
+//! the task starts: recording a run is then a few atomic operations, with no label hashing on the
+//! hot path (10,000 runs a second must stay cheap). When a scenario is removed or changed by a
+//! reload, its task removes exactly the series it created, so stale scenarios vanish from
+//! `/metrics` instead of reporting their last value forever.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use sonde_probes::{FailureReason, Phase};
+
+use crate::engine::{RunReport, RunResult};
+use crate::scenario::Scenario;
+
+/// Latency buckets for probes and runs: loopback answers in well under a millisecond, a slow
+/// service across a continent in seconds, and timeouts go up to a minute.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Scheduler lag: a healthy scheduler starts runs within a millisecond or two of plan.
+pub const LAG_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// The label set of one series: the scenario's base labels (scenario, region, declared labels),
+/// shared by all its series, plus the family's own (step, phase, reason, result).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesLabels {
+    base: Arc<[(String, String)]>,
+    step: Option<Arc<str>>,
+    extra: Option<(&'static str, &'static str)>,
+}
+
+impl EncodeLabelSet for SeriesLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.base.as_ref().encode(encoder)?;
+        if let Some(step) = &self.step {
+            [("step", step.as_ref())].encode(encoder)?;
+        }
+        if let Some(kv) = self.extra {
+            [kv].encode(encoder)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+/// Every family sonde exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    scenario_success: Family<SeriesLabels, Gauge>,
+    scenario_runs: Family<SeriesLabels, Counter>,
+    scenario_duration: Family<SeriesLabels, Histogram, Buckets>,
+    step_success: Family<SeriesLabels, Gauge>,
+    step_duration: Family<SeriesLabels, Histogram, Buckets>,
+    step_phase: Family<SeriesLabels, F64Gauge>,
+    step_failures: Family<SeriesLabels, Counter>,
+    tls_not_after: Family<SeriesLabels, Gauge>,
+    /// Planned vs actual start of every run.
+    pub scheduler_lag: Histogram,
+    /// Runs executing now.
+    pub runs_in_flight: Gauge,
+    /// Scenarios scheduled by this agent.
+    pub scenarios: Gauge,
+    pub config_last_reload_successful: Gauge,
+    pub config_last_reload_success_timestamp: F64Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let scenario_success = Family::default();
+        let scenario_runs = Family::default();
+        let scenario_duration = Family::new_with_constructor(Buckets(&LATENCY_BUCKETS));
+        let step_success = Family::default();
+        let step_duration = Family::new_with_constructor(Buckets(&LATENCY_BUCKETS));
+        let step_phase = Family::default();
+        let step_failures = Family::default();
+        let tls_not_after = Family::default();
+        let scheduler_lag = Histogram::new(LAG_BUCKETS.iter().copied());
+        let runs_in_flight = Gauge::default();
+        let scenarios = Gauge::default();
+        let config_last_reload_successful = Gauge::default();
+        let config_last_reload_success_timestamp = F64Gauge::default();
+        let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+
+        registry.register(
+            "sonde_scenario_success",
+            "1 if the scenario's last run passed, 0 if it failed",
+            scenario_success.clone(),
+        );
+        registry.register(
+            "sonde_scenario_runs",
+            "Scenario runs by result (success, failure, timeout, skipped: a due run that never started because the previous one was still running)",
+            scenario_runs.clone(),
+        );
+        registry.register(
+            "sonde_scenario_duration_seconds",
+            "Duration of whole scenario runs",
+            scenario_duration.clone(),
+        );
+        registry.register(
+            "sonde_step_success",
+            "1 if the step passed in the scenario's last run, 0 if it failed or did not run",
+            step_success.clone(),
+        );
+        registry.register(
+            "sonde_step_duration_seconds",
+            "Duration of steps",
+            step_duration.clone(),
+        );
+        registry.register(
+            "sonde_step_phase_seconds",
+            "Duration of each protocol phase of the step in the last run (resolve, connect, tls, processing, transfer, request, setup, rtt)",
+            step_phase.clone(),
+        );
+        registry.register(
+            "sonde_step_failures",
+            "Step failures by reason (dns, connect, tls, timeout, status, body, assertion, protocol)",
+            step_failures.clone(),
+        );
+        registry.register(
+            "sonde_tls_cert_not_after_seconds",
+            "Earliest notAfter over the certificate chain the step was presented, as Unix seconds",
+            tls_not_after.clone(),
+        );
+        registry.register(
+            "sonde_scheduler_lag_seconds",
+            "Delay between a run's planned and actual start",
+            scheduler_lag.clone(),
+        );
+        registry.register(
+            "sonde_scheduler_runs_in_flight",
+            "Scenario runs executing now",
+            runs_in_flight.clone(),
+        );
+        registry.register(
+            "sonde_scheduler_scenarios",
+            "Scenarios scheduled by this agent",
+            scenarios.clone(),
+        );
+        registry.register(
+            "sonde_config_last_reload_successful",
+            "1 if the last configuration load succeeded, 0 if it failed (the previous configuration keeps running)",
+            config_last_reload_successful.clone(),
+        );
+        registry.register(
+            "sonde_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully, as Unix seconds",
+            config_last_reload_success_timestamp.clone(),
+        );
+        registry.register("sonde_build_info", "sonde's version", build_info);
+
+        Arc::new(Metrics {
+            registry,
+            scenario_success,
+            scenario_runs,
+            scenario_duration,
+            step_success,
+            step_duration,
+            step_phase,
+            step_failures,
+            tls_not_after,
+            scheduler_lag,
+            runs_in_flight,
+            scenarios,
+            config_last_reload_successful,
+            config_last_reload_success_timestamp,
+        })
+    }
+
+    /// The OpenMetrics text exposition of everything.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The `result` label values, in `RunResult` order plus `skipped`.
+const RESULTS: [&str; 4] = ["success", "failure", "timeout", "skipped"];
+
+/// One step's series.
+struct StepSeries {
+    step: Arc<str>,
+    success: Gauge,
+    duration: Histogram,
+    phases: Vec<(Phase, F64Gauge)>,
+    failures: Vec<(FailureReason, Counter)>,
+    tls_not_after: Option<Gauge>,
+}
+
+/// Handles to one scenario's series.
+pub struct ScenarioMetrics {
+    metrics: Arc<Metrics>,
+    base: Arc<[(String, String)]>,
+    success: Gauge,
+    duration: Histogram,
+    runs: [Counter; 4],
+    steps: Vec<StepSeries>,
+}
+
+impl ScenarioMetrics {
+    /// Create the scenario's series. `region` is the agent's region; without one the label is
+    /// left out (an empty label is the same as none to Prometheus).
+    pub fn new(metrics: Arc<Metrics>, scenario: &Scenario, region: Option<&str>) -> Self {
+        let mut base = vec![("scenario".to_string(), scenario.name.clone())];
+        if let Some(r) = region {
+            base.push(("region".to_string(), r.to_string()));
+        }
+        base.extend(scenario.labels.iter().cloned());
+        let base: Arc<[(String, String)]> = base.into();
+        let l = |step: Option<&Arc<str>>, extra| SeriesLabels {
+            base: base.clone(),
+            step: step.cloned(),
+            extra,
+        };
+        let success = metrics.scenario_success.get_or_create_owned(&l(None, None));
+        let duration = metrics
+            .scenario_duration
+            .get_or_create_owned(&l(None, None));
+        let runs = RESULTS.map(|r| {
+            metrics
+                .scenario_runs
+                .get_or_create_owned(&l(None, Some(("result", r))))
+        });
+        let steps = scenario
+            .steps
+            .iter()
+            .map(|s| {
+                let step: Arc<str> = s.name.as_str().into();
+                StepSeries {
+                    success: metrics
+                        .step_success
+                        .get_or_create_owned(&l(Some(&step), None)),
+                    duration: metrics
+                        .step_duration
+                        .get_or_create_owned(&l(Some(&step), None)),
+                    phases: Vec::new(),
+                    failures: Vec::new(),
+                    tls_not_after: None,
+                    step,
+                }
+            })
+            .collect();
+        ScenarioMetrics {
+            metrics,
+            base,
+            success,
+            duration,
+            runs,
+            steps,
+        }
+    }
+
+    fn labels(&self, step: &Arc<str>, extra: Option<(&'static str, &'static str)>) -> SeriesLabels {
+        SeriesLabels {
+            base: self.base.clone(),
+            step: Some(step.clone()),
+            extra,
+        }
+    }
+
+    /// Record a finished run.
+    pub fn record(&mut self, report: &RunReport) {
+        self.success.set(report.success() as i64);
+        self.duration.observe(report.duration.as_secs_f64());
+        let idx = match report.result {
+            RunResult::Success => 0,
+            RunResult::Failure => 1,
+            RunResult::Timeout => 2,
+        };
+        self.runs[idx].inc();
+        for i in 0..self.steps.len() {
+            let step_name = self.steps[i].step.clone();
+            let Some(sr) = report.steps.iter().find(|s| *s.name == *step_name) else {
+                // Did not run: an earlier step failed.
+                self.steps[i].success.set(0);
+                continue;
+            };
+            self.steps[i].success.set(sr.success as i64);
+            self.steps[i].duration.observe(sr.duration.as_secs_f64());
+            // Phases: last run's values; a phase this run did not reach reads 0.
+            for (_, g) in &self.steps[i].phases {
+                g.set(0.0);
+            }
+            for (phase, d) in sr.timings.iter() {
+                let pos = self.steps[i].phases.iter().position(|(p, _)| *p == phase);
+                let g = match pos {
+                    Some(p) => &self.steps[i].phases[p].1,
+                    None => {
+                        let g = self.metrics.step_phase.get_or_create_owned(
+                            &self.labels(&step_name, Some(("phase", phase.as_str()))),
+                        );
+                        self.steps[i].phases.push((phase, g));
+                        &self.steps[i].phases.last().expect("just pushed").1
+                    }
+                };
+                g.set(d.as_secs_f64());
+            }
+            if let Some(f) = &sr.failure {
+                let pos = self.steps[i]
+                    .failures
+                    .iter()
+                    .position(|(r, _)| *r == f.reason);
+                match pos {
+                    Some(p) => {
+                        self.steps[i].failures[p].1.inc();
+                    }
+                    None => {
+                        let c = self.metrics.step_failures.get_or_create_owned(
+                            &self.labels(&step_name, Some(("reason", f.reason.as_str()))),
+                        );
+                        c.inc();
+                        self.steps[i].failures.push((f.reason, c));
+                    }
+                }
+            }
+            if let Some(na) = sr.cert_not_after() {
+                let labels = self.labels(&step_name, None);
+                let g = self.steps[i]
+                    .tls_not_after
+                    .get_or_insert_with(|| self.metrics.tls_not_after.get_or_create_owned(&labels));
+                g.set(na);
+            }
+        }
+    }
+
+    /// Count due runs that were skipped because the previous run was still going.
+    pub fn skipped(&self, n: u64) {
+        if n > 0 {
+            self.runs[3].inc_by(n);
+        }
+    }
+
+    /// Remove every series this scenario created.
+    pub fn remove(self) {
+        let m = &self.metrics;
+        let scen = |extra| SeriesLabels {
+            base: self.base.clone(),
+            step: None,
+            extra,
+        };
+        m.scenario_success.remove(&scen(None));
+        m.scenario_duration.remove(&scen(None));
+        for r in RESULTS {
+            m.scenario_runs.remove(&scen(Some(("result", r))));
+        }
+        for s in &self.steps {
+            m.step_success.remove(&self.labels(&s.step, None));
+            m.step_duration.remove(&self.labels(&s.step, None));
+            m.tls_not_after.remove(&self.labels(&s.step, None));
+            for (p, _) in &s.phases {
+                m.step_phase
+                    .remove(&self.labels(&s.step, Some(("phase", p.as_str()))));
+            }
+            for (r, _) in &s.failures {
+                m.step_failures
+                    .remove(&self.labels(&s.step, Some(("reason", r.as_str()))));
+            }
+        }
+    }
+}

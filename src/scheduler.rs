@@ -1,0 +1,384 @@
+//! The scheduler: every scenario runs every `interval`, forever, until removed or shut down.
+//!
+//! - **Spread.** A scenario's runs happen at wall-clock times `t` with `t mod interval == offset`,
+//!   where the offset is a stable hash of the name (as Prometheus spreads scrapes): 10,000 checks
+//!   with the same interval do not fire in the same millisecond, and agents in several regions run
+//!   the same scenario at the same instant, so their results line up.
+//! - **No overlap.** Each scenario is one task that runs, then waits for its next tick. Ticks that
+//!   fall due while a run is still going (only possible when runs wait for a concurrency permit)
+//!   are skipped and counted in `sonde_scenario_runs_total{result="skipped"}`.
+//! - **Bounded.** A global semaphore caps concurrent runs; `timeout` bounds every run.
+//! - **Reload** ([`Scheduler::apply`]) keeps the task, state and series of every scenario whose
+//!   fingerprint is unchanged, replaces changed ones (the new version starts after the old one's
+//!   in-flight run ends, so even then a scenario never overlaps itself), and removes the rest.
+//! - **Shutdown** stops scheduling and waits for in-flight runs, each bounded by its deadline.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{self, RunReport, RunResult};
+use crate::metrics::{Metrics, ScenarioMetrics};
+use crate::scenario::{Config, Scenario};
+
+/// Default cap on concurrent runs. Each run holds at least one socket; sonde raises its file
+/// descriptor limit at start, and this keeps well inside common limits.
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 1024;
+
+/// What the API shows about one scheduled scenario; updated by its task after every run.
+pub struct ScenarioState {
+    pub scenario: Arc<Scenario>,
+    last: Mutex<Option<Arc<RunReport>>>,
+    pub runs: AtomicU64,
+    pub failures: AtomicU64,
+    pub skipped: AtomicU64,
+    /// Unix milliseconds of the next planned run.
+    pub next_run_ms: AtomicU64,
+    /// Unix milliseconds of the last successful run (0: never).
+    pub last_success_ms: AtomicU64,
+}
+
+impl ScenarioState {
+    fn new(scenario: Arc<Scenario>) -> Self {
+        ScenarioState {
+            scenario,
+            last: Mutex::new(None),
+            runs: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            next_run_ms: AtomicU64::new(0),
+            last_success_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn last(&self) -> Option<Arc<RunReport>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_last(&self, r: Arc<RunReport>) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    }
+}
+
+struct Task {
+    fingerprint: u64,
+    state: Arc<ScenarioState>,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// A scenario this agent does not run, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NotOwned {
+    pub scenario: String,
+    pub reason: String,
+}
+
+/// Runs scenarios on their schedules.
+pub struct Scheduler {
+    metrics: Arc<Metrics>,
+    region: Option<String>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tasks: Mutex<BTreeMap<String, Task>>,
+    not_owned: Mutex<Vec<NotOwned>>,
+}
+
+impl Scheduler {
+    pub fn new(metrics: Arc<Metrics>, region: Option<String>, max_concurrent_runs: usize) -> Self {
+        Scheduler {
+            metrics,
+            region,
+            permits: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
+            shutdown: CancellationToken::new(),
+            tasks: Mutex::new(BTreeMap::new()),
+            not_owned: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// Make `config` the running configuration (see the module docs for what is kept).
+    pub fn apply(&self, config: &Config) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut old = std::mem::take(&mut *tasks);
+        let mut not_owned = Vec::new();
+        for sc in &config.scenarios {
+            if let Err(reason) = selected(sc, self.region.as_deref()) {
+                not_owned.push(NotOwned {
+                    scenario: sc.name.clone(),
+                    reason,
+                });
+                continue;
+            }
+            let prev = match old.remove(&sc.name) {
+                Some(t) if t.fingerprint == sc.fingerprint && !t.handle.is_finished() => {
+                    tasks.insert(sc.name.clone(), t);
+                    continue;
+                }
+                Some(t) => {
+                    t.cancel.cancel();
+                    Some(t.handle)
+                }
+                None => None,
+            };
+            tasks.insert(sc.name.clone(), self.spawn(sc.clone(), prev));
+        }
+        for (_, t) in old {
+            t.cancel.cancel();
+        }
+        self.metrics.scenarios.set(tasks.len() as i64);
+        *self.not_owned.lock().unwrap_or_else(|e| e.into_inner()) = not_owned;
+    }
+
+    fn spawn(&self, scenario: Arc<Scenario>, prev: Option<JoinHandle<()>>) -> Task {
+        let state = Arc::new(ScenarioState::new(scenario.clone()));
+        let cancel = self.shutdown.child_token();
+        let handle = tokio::spawn(scenario_loop(
+            scenario.clone(),
+            state.clone(),
+            cancel.clone(),
+            prev,
+            self.metrics.clone(),
+            self.region.clone(),
+            self.permits.clone(),
+        ));
+        Task {
+            fingerprint: scenario.fingerprint,
+            state,
+            cancel,
+            handle,
+        }
+    }
+
+    /// The scheduled scenarios' states, by name.
+    pub fn states(&self) -> Vec<Arc<ScenarioState>> {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.values().map(|t| t.state.clone()).collect()
+    }
+
+    pub fn state(&self, name: &str) -> Option<Arc<ScenarioState>> {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.get(name).map(|t| t.state.clone())
+    }
+
+    /// Scenarios of the configuration that this agent does not run, with the reason.
+    pub fn not_owned(&self) -> Vec<NotOwned> {
+        self.not_owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stop scheduling and wait for in-flight runs to finish (each within its own deadline).
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let handles: Vec<JoinHandle<()>> = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *tasks)
+                .into_values()
+                .map(|t| t.handle)
+                .collect()
+        };
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Whether this agent runs `sc`: `regions:` lists names to include and `!names` to exclude. An
+/// agent without a region runs everything (a single agent needs no region).
+pub fn selected(sc: &Scenario, region: Option<&str>) -> Result<(), String> {
+    let Some(region) = region else {
+        return Ok(());
+    };
+    let mut includes = sc.regions.iter().filter(|r| !r.starts_with('!')).peekable();
+    let listed = includes.peek().is_some();
+    if listed && !sc.regions.iter().any(|r| r == region) {
+        return Err(format!(
+            "region {region} is not in its regions ({})",
+            sc.regions.join(", ")
+        ));
+    }
+    if sc
+        .regions
+        .iter()
+        .any(|r| r.strip_prefix('!') == Some(region))
+    {
+        return Err(format!(
+            "region {region} is excluded by its regions (!{region})"
+        ));
+    }
+    Ok(())
+}
+
+/// A stable 64-bit FNV-1a hash: the same name gives the same offset on every agent and every
+/// version of sonde.
+pub fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// How long from `now` (Unix time) until the scenario's next slot: the next `t` with
+/// `t mod interval == hash(name) mod interval`.
+pub fn wait_for_slot(name: &str, interval: Duration, now: Duration) -> Duration {
+    let iv = interval.as_nanos().max(1);
+    let offset = u128::from(stable_hash(name)) % iv;
+    let phase = now.as_nanos() % iv;
+    let wait = (offset + iv - phase) % iv;
+    Duration::from_nanos(wait as u64)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+async fn scenario_loop(
+    scenario: Arc<Scenario>,
+    state: Arc<ScenarioState>,
+    cancel: CancellationToken,
+    prev: Option<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+    region: Option<String>,
+    permits: Arc<Semaphore>,
+) {
+    // A changed scenario's old version may still be running: never overlap with it.
+    if let Some(prev) = prev {
+        let _ = prev.await;
+    }
+    let mut series = ScenarioMetrics::new(metrics.clone(), &scenario, region.as_deref());
+    let interval = scenario.interval;
+    let wall_now = SystemTime::now();
+    let mut planned = Instant::now()
+        + wait_for_slot(
+            &scenario.name,
+            interval,
+            wall_now.duration_since(UNIX_EPOCH).unwrap_or_default(),
+        );
+    loop {
+        state.next_run_ms.store(
+            unix_ms(SystemTime::now() + planned.saturating_duration_since(Instant::now())),
+            Ordering::Relaxed,
+        );
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(planned) => {}
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // semaphore closed: shutting down
+            },
+        };
+        let started = Instant::now();
+        metrics
+            .scheduler_lag
+            .observe(started.saturating_duration_since(planned).as_secs_f64());
+        metrics.runs_in_flight.inc();
+        // The run is its own task: a panic in a probe fails this run, not the scheduler.
+        let sc = scenario.clone();
+        let report = match tokio::spawn(async move { engine::run(&sc).await }).await {
+            Ok(r) => r,
+            Err(e) => panicked_report(&scenario, e),
+        };
+        metrics.runs_in_flight.dec();
+        drop(permit);
+        series.record(&report);
+        state.runs.fetch_add(1, Ordering::Relaxed);
+        if report.success() {
+            state
+                .last_success_ms
+                .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        } else {
+            state.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                scenario = %scenario.name,
+                step = report.failed_step.as_deref().unwrap_or(""),
+                "run failed: {}",
+                report.failure().map(|f| f.to_string()).unwrap_or_default()
+            );
+        }
+        state.set_last(Arc::new(report));
+        // Next tick after now; ticks that passed while we ran or waited are skipped.
+        let now = Instant::now();
+        let next = planned + interval;
+        let skipped = if next > now {
+            planned = next;
+            0
+        } else {
+            let behind = now.duration_since(next).as_nanos() / interval.as_nanos().max(1) + 1;
+            planned = next + interval * behind as u32;
+            behind as u64
+        };
+        if skipped > 0 {
+            series.skipped(skipped);
+            state.skipped.fetch_add(skipped, Ordering::Relaxed);
+        }
+    }
+    series.remove();
+}
+
+/// A run whose task panicked: reported as a failure with the panic message, so the bug is
+/// visible in the trace instead of silently stopping the scenario.
+fn panicked_report(scenario: &Scenario, e: tokio::task::JoinError) -> RunReport {
+    tracing::error!(scenario = %scenario.name, "scenario run panicked: {e}");
+    RunReport {
+        scenario: scenario.name.clone(),
+        started_at: engine::rfc3339(SystemTime::now()),
+        duration: Duration::ZERO,
+        result: RunResult::Failure,
+        failed_step: scenario.steps.first().map(|s| s.name.clone()),
+        steps: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_stable_and_spread() {
+        let iv = Duration::from_secs(10);
+        let now = Duration::from_secs(1_700_000_003);
+        let a = wait_for_slot("checkout", iv, now);
+        assert_eq!(a, wait_for_slot("checkout", iv, now));
+        assert!(a < iv);
+        // The slot is a fixed phase of the interval: a second later, a second less to wait
+        // (modulo the interval).
+        let b = wait_for_slot("checkout", iv, now + Duration::from_secs(1));
+        assert_eq!(
+            (a + iv - b).as_nanos() % iv.as_nanos(),
+            Duration::from_secs(1).as_nanos()
+        );
+        // 10,000 names spread over 1 s: no 10 ms bucket holds more than 3% of them.
+        let mut buckets = [0u32; 100];
+        for i in 0..10_000 {
+            let w = wait_for_slot(&format!("scenario-{i}"), Duration::from_secs(1), now);
+            buckets[(w.as_millis() / 10) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n < 300), "{buckets:?}");
+    }
+
+    #[test]
+    fn fnv_is_the_published_function() {
+        // Test vectors from the FNV reference.
+        assert_eq!(stable_hash(""), 0xcbf29ce484222325);
+        assert_eq!(stable_hash("a"), 0xaf63dc4c8601ec8c);
+        assert_eq!(stable_hash("foobar"), 0x85944171f73967e8);
+    }
+}
