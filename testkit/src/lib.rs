@@ -2,5 +2,6 @@
 //! port the OS picks, and stops when its handle is dropped: tests need nothing installed and
 //! send no traffic off the machine.
 
+pub mod client;
 pub mod http;
 pub mod pki;
