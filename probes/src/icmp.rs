@@ -1,21 +1,49 @@
 //! ICMP probe: one echo request to an IPv4 or IPv6 address with surge-ping.
 //!
-//! (Skeleton: the implementation lands in the next commit.)
+//! Sockets: an unprivileged ICMP "ping" socket (`SOCK_DGRAM`, allowed on Linux to the groups in
+//! `net.ipv4.ping_group_range`, which also governs ICMPv6) is tried first, then a raw socket
+//! (root or `CAP_NET_RAW`); surge-ping does that fallback. When neither is allowed the probe fails
+//! with reason `connect` and a message that says what to change ([`permission_error_message`]);
+//! [`permission_check`] asks the same question up front, so the built-in default configuration
+//! only includes an ICMP check where one can work.
+//!
+//! Phases are blackbox's: `resolve`, `setup` (socket creation and options), `rtt` (echo request
+//! sent until the echo reply arrived, as surge-ping measures it).
+//!
+//! Options:
+//! - `ttl` sets the IPv4 TTL / IPv6 unicast hop limit of the request;
+//! - `dont_fragment` (IPv4) sets `IP_MTU_DISCOVER = IP_PMTUDISC_DO` on the socket, as blackbox
+//!   does for its unprivileged sockets: the kernel then sends with DF set and refuses
+//!   (`EMSGSIZE`, reported as a `connect` failure) a request larger than the path MTU. surge-ping
+//!   exposes no such option, so it is set on the socket it created. Linux only; elsewhere the
+//!   probe fails with a message saying so. IPv6 routers never fragment, so it is ignored there;
+//! - `source` binds the socket to that local address.
+//!
+//! Replies: surge-ping routes a reply to this probe by (address, identifier, sequence), so echo
+//! replies to other pings — other probes, other processes on a raw socket — are ignored. An ICMP
+//! error quoting our request (destination unreachable, time exceeded) fails the probe with
+//! reason `connect`, naming the ICMP type and code. No reply by the deadline: `timeout`.
+//!
+//! Reply hop limit: surge-ping reads the TTL from the IPv4 header, which only a raw socket
+//! receives; with an unprivileged socket, and for IPv6 (whose header the kernel strips), it is not
+//! available and [`IcmpFacts::reply_hop_limit`] stays `None`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, SurgeError, ICMP};
 use tokio::time::Instant;
 
 use crate::resolve::{ResolveOptions, Resolver};
-use crate::{Failure, FailureReason, Outcome, Recorder};
+use crate::{fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
 
 #[derive(Clone, Debug)]
 pub struct IcmpRequest {
     pub host: String,
     pub resolver: Resolver,
     pub ip: ResolveOptions,
-    /// Bytes of payload after the ICMP header.
+    /// Bytes of payload after the ICMP header. 0 sends the default payload
+    /// ([`DEFAULT_PAYLOAD`]), as blackbox does for an unset `payload_size`.
     pub payload_size: usize,
     /// IPv4 TTL / IPv6 hop limit of the request.
     pub ttl: Option<u32>,
@@ -27,19 +55,391 @@ pub struct IcmpRequest {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct IcmpFacts {
     pub rtt: Option<Duration>,
-    /// TTL / hop limit of the reply, when the socket reports it.
+    /// TTL / hop limit of the reply, when the socket reports it (IPv4 over a raw socket only; see
+    /// the module docs).
     pub reply_hop_limit: Option<u8>,
 }
 
 pub type IcmpOutcome = Outcome<IcmpFacts>;
 
+/// The payload when `payload_size` is 0; a larger payload starts with it.
+pub const DEFAULT_PAYLOAD: &[u8] = b"sonde synthetic probe echo";
+
+/// Largest payload of one echo request (65535 − 20-byte IPv4 header − 8-byte ICMP header).
+pub const MAX_PAYLOAD: usize = 65_507;
+
+/// Run the probe under `deadline`.
 pub async fn probe(req: &IcmpRequest, deadline: Instant) -> IcmpOutcome {
-    let _ = (req, deadline);
-    Recorder::new().finish(
-        Some(Failure::new(
+    let mut rec = Recorder::new();
+    let mut facts = IcmpFacts::default();
+    let res = with_deadline(&mut rec, deadline, async |rec: &mut Recorder| {
+        run(req, deadline, rec, &mut facts).await
+    })
+    .await;
+    rec.finish(res.err(), facts)
+}
+
+async fn run(
+    req: &IcmpRequest,
+    deadline: Instant,
+    rec: &mut Recorder,
+    facts: &mut IcmpFacts,
+) -> Result<(), Failure> {
+    if req.payload_size > MAX_PAYLOAD {
+        return Err(Failure::new(
             FailureReason::Protocol,
-            "icmp probe not implemented yet",
-        )),
-        IcmpFacts::default(),
-    )
+            format!(
+                "payload_size {} is larger than an echo request can carry ({MAX_PAYLOAD} bytes)",
+                req.payload_size
+            ),
+        ));
+    }
+    let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
+    // blackbox pings one address: the first of the preferred family.
+    let ip = addrs[0];
+    rec.remote_addr = Some(SocketAddr::new(ip, 0));
+
+    let setup = Instant::now();
+    rec.doing("setting up the ICMP socket");
+    let client = open_client(ip, req)?;
+    rec.timings.add_since(Phase::Setup, setup);
+    let kind = match client.get_socket().get_type() {
+        t if t == socket2::Type::RAW => "raw",
+        _ => "unprivileged",
+    };
+
+    let payload = payload(req.payload_size);
+    let ident = PingIdentifier(random_u16());
+    let seq = PingSequence(random_u16());
+    let mut pinger = client.pinger(ip, ident).await;
+    // Our deadline governs; surge-ping's own timeout only has to be later.
+    pinger.timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1));
+    rec.doing("waiting for the echo reply");
+    rec.event(format!(
+        "sending an echo request to {ip} over a {kind} ICMP socket: {} payload byte(s), seq {}{}{}",
+        payload.len(),
+        seq.0,
+        req.ttl.map(|t| format!(", ttl {t}")).unwrap_or_default(),
+        if req.dont_fragment && ip.is_ipv4() {
+            ", don't fragment"
+        } else {
+            ""
+        }
+    ));
+    let (packet, rtt) = pinger.ping(seq, &payload).await.map_err(|e| match e {
+        SurgeError::Timeout { .. } => rec.timeout_failure(),
+        SurgeError::IOError(e) => Failure::new(
+            FailureReason::Connect,
+            format!("sending the echo request to {ip} failed: {e}"),
+        ),
+        other => Failure::new(
+            FailureReason::Connect,
+            format!("echo request to {ip} failed: {other}"),
+        ),
+    })?;
+    let (icmp_type, code, is_reply, hop_limit) = match &packet {
+        IcmpPacket::V4(p) => (
+            p.get_icmp_type().0,
+            p.get_icmp_code().0,
+            p.get_icmp_type().0 == 0,
+            p.get_ttl(),
+        ),
+        IcmpPacket::V6(p) => (
+            p.get_icmpv6_type().0,
+            p.get_icmpv6_code().0,
+            p.get_icmpv6_type().0 == 129,
+            None,
+        ),
+    };
+    if !is_reply {
+        return Err(Failure::new(
+            FailureReason::Connect,
+            format!(
+                "{ip} did not answer: got {} instead of an echo reply",
+                describe_icmp_error(ip.is_ipv4(), icmp_type, code)
+            ),
+        ));
+    }
+    rec.timings.add(Phase::Rtt, rtt);
+    facts.rtt = Some(rtt);
+    facts.reply_hop_limit = hop_limit;
+    rec.event(format!(
+        "echo reply from {ip} in {}{}",
+        fmt_duration(rtt),
+        hop_limit.map(|h| format!(", ttl {h}")).unwrap_or_default()
+    ));
+    Ok(())
+}
+
+fn payload(size: usize) -> Vec<u8> {
+    if size == 0 {
+        return DEFAULT_PAYLOAD.to_vec();
+    }
+    let mut p = vec![0u8; size];
+    let n = size.min(DEFAULT_PAYLOAD.len());
+    p[..n].copy_from_slice(&DEFAULT_PAYLOAD[..n]);
+    p
+}
+
+fn random_u16() -> u16 {
+    let rng = ring::rand::SystemRandom::new();
+    match ring::rand::generate::<[u8; 2]>(&rng) {
+        Ok(b) => u16::from_be_bytes(b.expose()),
+        // The OS random source failing is not worth failing a ping for.
+        Err(_) => {
+            (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos()
+                & 0xffff) as u16
+        }
+    }
+}
+
+fn open_client(ip: IpAddr, req: &IcmpRequest) -> Result<Client, Failure> {
+    let mut b = Config::builder()
+        .kind(if ip.is_ipv4() { ICMP::V4 } else { ICMP::V6 })
+        .sock_type_hint(socket2::Type::DGRAM);
+    if let Some(ttl) = req.ttl {
+        b = b.ttl(ttl);
+    }
+    if let Some(src) = req.source {
+        if src.is_ipv4() != ip.is_ipv4() {
+            return Err(Failure::new(
+                FailureReason::Connect,
+                format!("source address {src} and target {ip} are of different IP families"),
+            ));
+        }
+        b = b.bind(SocketAddr::new(src, 0));
+    }
+    let client = Client::new(&b.build()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            Failure::new(
+                FailureReason::Connect,
+                permission_error_message(&e.to_string(), &Environment::current()),
+            )
+        } else {
+            Failure::new(
+                FailureReason::Connect,
+                format!("cannot open an ICMP socket for {ip}: {e}"),
+            )
+        }
+    })?;
+    if req.dont_fragment && ip.is_ipv4() {
+        set_dont_fragment(&client).map_err(|e| {
+            Failure::new(
+                FailureReason::Connect,
+                format!("cannot set don't-fragment on the ICMP socket: {e}"),
+            )
+        })?;
+    }
+    Ok(client)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_dont_fragment(client: &Client) -> std::io::Result<()> {
+    set_pmtudisc_do(client.get_socket().get_native_sock())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_dont_fragment(_client: &Client) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "dont_fragment is only supported on Linux",
+    ))
+}
+
+/// `IP_MTU_DISCOVER = IP_PMTUDISC_DO`: DF on every datagram, no local fragmentation.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_pmtudisc_do(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let val: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: `fd` is an open socket owned by a value the caller holds for the whole call; the
+    // option value is a live c_int whose exact size is passed along.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// ICMP error types for messages.
+fn describe_icmp_error(v4: bool, t: u8, code: u8) -> String {
+    let name = match (v4, t) {
+        (true, 3) => "destination unreachable",
+        (true, 11) => "time exceeded",
+        (true, 12) => "parameter problem",
+        (true, 5) => "redirect",
+        (false, 1) => "destination unreachable",
+        (false, 2) => "packet too big",
+        (false, 3) => "time exceeded",
+        (false, 4) => "parameter problem",
+        _ => "an unexpected ICMP message",
+    };
+    format!("{name} (type {t}, code {code})")
+}
+
+/// What the permission message is built from, gathered from the running process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Environment {
+    /// The executable, for the `setcap` command.
+    pub exe: String,
+    /// The effective group id, when known.
+    pub gid: Option<u32>,
+    /// The current `net.ipv4.ping_group_range`, when readable.
+    pub ping_group_range: Option<(u32, u32)>,
+}
+
+impl Environment {
+    pub fn current() -> Self {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "/path/to/sonde".into());
+        let gid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Gid:"))
+                    .and_then(|l| l.split_whitespace().nth(2))
+                    .and_then(|g| g.parse().ok())
+            });
+        let ping_group_range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+            .ok()
+            .and_then(|s| {
+                let mut it = s.split_whitespace().map(|x| x.parse::<u32>().ok());
+                Some((it.next()??, it.next()??))
+            });
+        Environment {
+            exe,
+            gid,
+            ping_group_range,
+        }
+    }
+}
+
+/// The message for a probe (or a startup check) that may not open ICMP sockets: what failed and
+/// the three ways to allow it. `net.ipv4.ping_group_range` governs ICMPv6 ping sockets as well.
+pub fn permission_error_message(detail: &str, env: &Environment) -> String {
+    let mut msg = format!(
+        "no permission for ICMP sockets ({detail}): run as root, grant CAP_NET_RAW \
+         (setcap cap_net_raw+ep {}), or allow this group: \
+         sysctl -w net.ipv4.ping_group_range='0 2147483647'",
+        env.exe
+    );
+    if let Some((lo, hi)) = env.ping_group_range {
+        msg.push_str(&format!(" (it is now '{lo} {hi}'"));
+        if let Some(g) = env.gid {
+            if g < lo || g > hi {
+                msg.push_str(&format!(", which excludes group {g}"));
+            }
+        }
+        msg.push(')');
+    }
+    msg
+}
+
+/// Whether this process may send ICMP echo requests (an unprivileged ping socket or a raw
+/// socket can be opened), and if not, the message saying what to change. Cheap; no packet is
+/// sent. Used at startup to decide whether the built-in default configuration includes an ICMP
+/// check.
+pub fn permission_check() -> Result<(), String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let dgram = match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    let raw = match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    Err(permission_error_message(
+        &format!("unprivileged ping socket: {dgram}; raw socket: {raw}"),
+        &Environment::current(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_message_says_what_to_change() {
+        let env = Environment {
+            exe: "/usr/local/bin/sonde".into(),
+            gid: Some(1000),
+            ping_group_range: Some((1, 0)),
+        };
+        let m = permission_error_message("Permission denied (os error 13)", &env);
+        assert_eq!(
+            m,
+            "no permission for ICMP sockets (Permission denied (os error 13)): run as root, \
+             grant CAP_NET_RAW (setcap cap_net_raw+ep /usr/local/bin/sonde), or allow this \
+             group: sysctl -w net.ipv4.ping_group_range='0 2147483647' (it is now '1 0', which \
+             excludes group 1000)"
+        );
+        // A range that already holds the group is not called excluding.
+        let env = Environment {
+            gid: Some(5),
+            ping_group_range: Some((0, 10)),
+            ..env
+        };
+        let m = permission_error_message("x", &env);
+        assert!(m.ends_with("(it is now '0 10')"), "{m}");
+        let env = Environment {
+            ping_group_range: None,
+            ..env
+        };
+        assert!(permission_error_message("x", &env).ends_with("'0 2147483647'"));
+    }
+
+    #[test]
+    fn payload_sizes() {
+        assert_eq!(payload(0), DEFAULT_PAYLOAD);
+        assert_eq!(payload(4), b"sond");
+        let p = payload(100);
+        assert_eq!(p.len(), 100);
+        assert!(p.starts_with(DEFAULT_PAYLOAD));
+    }
+
+    #[test]
+    fn icmp_errors_are_named() {
+        assert_eq!(
+            describe_icmp_error(true, 3, 1),
+            "destination unreachable (type 3, code 1)"
+        );
+        assert_eq!(
+            describe_icmp_error(false, 3, 0),
+            "time exceeded (type 3, code 0)"
+        );
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn dont_fragment_sets_pmtudisc_do() {
+        use std::os::fd::AsRawFd;
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_pmtudisc_do(s.as_raw_fd()).unwrap();
+        let mut val: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: valid socket, valid out-pointers sized as passed.
+        let rc = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&mut val as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(val, libc::IP_PMTUDISC_DO);
+    }
 }
