@@ -3,5 +3,7 @@
 //! send no traffic off the machine.
 
 pub mod client;
+pub mod dns;
 pub mod http;
+pub mod lines;
 pub mod pki;
