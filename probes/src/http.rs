@@ -2,17 +2,41 @@
 //! phase — resolve, connect, tls, processing (request sent → first response byte), transfer
 //! (first byte → end of body) — is timed separately, and the whole presented TLS chain is seen.
 //!
-//! (Skeleton: the implementation lands in the next commit.)
+//! Why not a pooled client: a pool hides the dial (a warm connection has no resolve, connect or
+//! TLS phase) and hides the chain. Every hop of a redirect chain therefore gets a fresh
+//! connection, as a first-time visitor would, and its phases are added to the totals (as
+//! blackbox_exporter does).
+//!
+//! The pieces: [`conn`] dials (direct, through a forward proxy, or through a `CONNECT` tunnel)
+//! and speaks HTTP/1.1 or HTTP/2 as ALPN decides; [`prepare`] builds each hop's headers
+//! (defaults, credentials, redirect rules, redaction); [`body`] reads the body under the size
+//! limits; [`checks`] evaluates blackbox's success criteria.
+
+mod body;
+mod checks;
+mod conn;
+mod prepare;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
 use regex::Regex;
 use tokio::time::Instant;
 use url::Url;
 
 use crate::resolve::{ResolveOptions, Resolver};
 use crate::tls::{TlsClient, TlsFacts};
-use crate::{Failure, FailureReason, Outcome, Recorder};
+use crate::{fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
+
+pub use body::REGEX_BODY_CAP;
+
+/// The `User-Agent` sent when the request does not set one.
+pub const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
+
+/// The ALPN list to build an HTTP [`TlsClient`] with: HTTP/2 when the server offers it.
+pub const ALPN_H2_HTTP11: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// ALPN for a client that must stay on HTTP/1.1.
+pub const ALPN_HTTP11: &[&[u8]] = &[b"http/1.1"];
 
 /// Credentials sent in the `Authorization` header. Never shown in events.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,17 +136,276 @@ pub struct HttpFacts {
     pub hops: Vec<Hop>,
 }
 
+impl StatusRange {
+    /// One status code.
+    pub fn single(code: u16) -> Self {
+        StatusRange { lo: code, hi: code }
+    }
+
+    /// A whole class: `class(2)` is 2xx.
+    pub fn class(first_digit: u16) -> Self {
+        StatusRange {
+            lo: first_digit * 100,
+            hi: first_digit * 100 + 99,
+        }
+    }
+
+    pub fn contains(&self, code: u16) -> bool {
+        (self.lo..=self.hi).contains(&code)
+    }
+}
+
+/// "200", "2xx", "200-204": how ranges read in failure messages.
+impl std::fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else if self.lo % 100 == 0 && self.hi == self.lo + 99 {
+            write!(f, "{}xx", self.lo / 100)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+impl HttpRequest {
+    /// A GET of `url` with blackbox's defaults: redirects followed (at most 10), no body limit,
+    /// no checks beyond 2xx, nothing of the body kept.
+    pub fn get(url: Url, resolver: Resolver, tls: TlsClient) -> Self {
+        HttpRequest {
+            url,
+            method: Method::GET,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            auth: None,
+            follow_redirects: true,
+            max_redirects: 10,
+            body_size_limit: None,
+            keep_body: 0,
+            resolver,
+            ip: ResolveOptions::default(),
+            tls,
+            proxy: None,
+            checks: HttpChecks::default(),
+        }
+    }
+}
+
 pub type HttpOutcome = Outcome<HttpFacts>;
+
+/// The phase in flight, so a timeout still reports how long it had been running (a server that
+/// never answers shows a `processing` phase as long as the deadline allowed, not zero).
+#[derive(Default)]
+struct InFlight(Option<(Phase, Instant)>);
+
+impl InFlight {
+    fn begin(&mut self, phase: Phase) -> Instant {
+        let now = Instant::now();
+        self.0 = Some((phase, now));
+        now
+    }
+
+    /// The phase ended: either its owner recorded it, or it is recorded now from `since`.
+    fn end(&mut self, rec: &mut Recorder, record: bool) {
+        if let (Some((phase, since)), true) = (self.0.take(), record) {
+            rec.timings.add_since(phase, since);
+        }
+    }
+}
 
 /// Run the probe under `deadline`.
 pub async fn probe(req: &HttpRequest, deadline: Instant) -> HttpOutcome {
-    let _ = (req, deadline);
-    let rec = Recorder::new();
-    rec.finish(
-        Some(Failure::new(
+    let mut rec = Recorder::new();
+    let mut facts = HttpFacts {
+        final_url: req.url.to_string(),
+        ..HttpFacts::default()
+    };
+    let mut in_flight = InFlight::default();
+    let res = with_deadline(&mut rec, deadline, async |rec: &mut Recorder| {
+        run(req, rec, &mut facts, &mut in_flight).await
+    })
+    .await;
+    if res.is_err() {
+        // Only a timeout leaves a phase in flight: every other path ends its phase first.
+        in_flight.end(&mut rec, true);
+    }
+    rec.finish(res.err(), facts)
+}
+
+/// The redirect loop: one hop per iteration until a final response.
+async fn run(
+    req: &HttpRequest,
+    rec: &mut Recorder,
+    facts: &mut HttpFacts,
+    in_flight: &mut InFlight,
+) -> Result<(), Failure> {
+    let mut url = req.url.clone();
+    let mut method = req.method.clone();
+    let mut body = req.body.clone();
+    let mut body_dropped = false;
+    loop {
+        facts.final_url = url.to_string();
+        facts.hops.push(Hop {
+            url: url.to_string(),
+            remote_addr: None,
+            status: None,
+        });
+        let prepared = prepare::prepare(req, &url, &method, &body, body_dropped)?;
+
+        let dialed = conn::dial(req, &url, &prepared.tls_name, rec, in_flight).await;
+        if let Some(hop) = facts.hops.last_mut() {
+            hop.remote_addr = rec.remote_addr;
+        }
+        let dialed = dialed?;
+        facts.is_tls = dialed.tls.is_some();
+        facts.tls = dialed.tls.clone();
+
+        // processing: from here (HTTP/2 preface included) to the response head.
+        let started = in_flight.begin(Phase::Processing);
+        rec.doing("sending the request");
+        let mut connection = conn::handshake(dialed).await?;
+        let request = prepared.into_request(&url, &method, &body, &connection)?;
+        facts.request_headers = prepare::redacted(&request);
+        rec.event(format!(
+            "{method} {} {} sent",
+            prepare::path_for_log(&url),
+            connection.version_str()
+        ));
+        rec.doing("waiting for the response head");
+        let response = connection.send(request).await;
+        in_flight.end(rec, true);
+        let response = response?;
+
+        let status = response.status();
+        let version = conn::version_str(response.version());
+        facts.status = Some(status.as_u16());
+        facts.version = Some(version.to_string());
+        facts.headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        facts.content_length = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        facts.body_bytes = 0;
+        facts.body = Bytes::new();
+        if let Some(hop) = facts.hops.last_mut() {
+            hop.status = Some(status.as_u16());
+        }
+        rec.event(format!(
+            "{} received ({version}) after {}",
+            status_text(status),
+            fmt_duration(started.elapsed())
+        ));
+
+        if req.follow_redirects {
+            if let Some(location) = redirect_location(status, response.headers()) {
+                if facts.redirects >= req.max_redirects {
+                    return Err(Failure::new(
+                        FailureReason::Protocol,
+                        format!("stopped after {} redirects", facts.redirects),
+                    ));
+                }
+                let next = next_url(&url, location)?;
+                facts.redirects += 1;
+                if matches!(status.as_u16(), 301..=303)
+                    && method != Method::GET
+                    && method != Method::HEAD
+                {
+                    // What browsers (and Go, and so blackbox) do: 301/302/303 turn a POST (or
+                    // any other method) into a GET without body; 307/308 keep both.
+                    method = Method::GET;
+                    body = Bytes::new();
+                    body_dropped = true;
+                }
+                rec.event(format!(
+                    "following {} redirect to {}",
+                    status.as_u16(),
+                    prepare::url_for_log(&next)
+                ));
+                url = next;
+                // Dropping the response and the connection closes it: the next hop dials anew.
+                continue;
+            }
+        }
+
+        // The final response: read the body, then judge.
+        let started = in_flight.begin(Phase::Transfer);
+        rec.doing("reading the response body");
+        let plan = body::Plan::for_request(req);
+        let read = body::read(response.into_body(), &plan, &mut facts.body_bytes).await;
+        in_flight.end(rec, true);
+        rec.event(format!(
+            "{} body byte(s) read in {}",
+            facts.body_bytes,
+            fmt_duration(started.elapsed())
+        ));
+        // Keep the connection (and its driver) until the body is read.
+        drop(connection);
+        let read = match read {
+            Ok(r) => {
+                facts.body = r.kept(req.keep_body);
+                Ok(r)
+            }
+            Err(f) => Err(f),
+        };
+        return checks::evaluate(&req.checks, facts, read);
+    }
+}
+
+/// "200 OK", or just "599" for codes without a standard reason.
+fn status_text(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(r) => format!("{} {r}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    }
+}
+
+/// A 3xx that should be followed: 301, 302, 303, 307, 308 with a non-empty Location. Other 3xx
+/// (and a redirect without Location, which happens in the wild) are final responses, as in Go.
+fn redirect_location(status: StatusCode, headers: &HeaderMap) -> Option<&http::HeaderValue> {
+    if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    headers
+        .get(http::header::LOCATION)
+        .filter(|v| !v.as_bytes().iter().all(|b| b.is_ascii_whitespace()))
+}
+
+/// Resolve a Location against the current URL; only http(s) targets are followed.
+fn next_url(current: &Url, location: &http::HeaderValue) -> Result<Url, Failure> {
+    // Location should be ASCII, but raw UTF-8 is common; `Url::join` percent-encodes it.
+    let text = std::str::from_utf8(location.as_bytes()).map_err(|_| {
+        Failure::new(
             FailureReason::Protocol,
-            "http probe not implemented yet",
-        )),
-        HttpFacts::default(),
-    )
+            format!(
+                "bad Location header {}: not UTF-8",
+                prepare::clip(&String::from_utf8_lossy(location.as_bytes()))
+            ),
+        )
+    })?;
+    let next = current.join(text.trim()).map_err(|e| {
+        Failure::new(
+            FailureReason::Protocol,
+            format!("bad Location header {}: {e}", prepare::clip(text)),
+        )
+    })?;
+    if !matches!(next.scheme(), "http" | "https") || next.host_str().is_none() {
+        return Err(Failure::new(
+            FailureReason::Protocol,
+            format!(
+                "redirect to {} cannot be followed: only http and https URLs with a host",
+                prepare::url_for_log(&next)
+            ),
+        ));
+    }
+    Ok(next)
 }

@@ -1,0 +1,363 @@
+//! Each hop's request: default headers (`Host`, `User-Agent`, `Content-Length`), credentials and
+//! the rules for keeping them across redirects, the request target in the form the connection
+//! needs, and the redacted copy reported in the facts.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Uri};
+use http_body_util::Full;
+use url::Url;
+
+use super::conn::{Connection, Target};
+use super::{Auth, HttpRequest, USER_AGENT};
+use crate::{Failure, FailureReason};
+
+/// Header values never reported: they carry credentials.
+const REDACTED_HEADERS: [header::HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+];
+
+/// One hop's headers and names, before the connection decides the request form.
+pub(super) struct Prepared {
+    headers: HeaderMap,
+    /// `host[:port]` for `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+    authority: String,
+    /// The name TLS sends as SNI and verifies, unless the TLS client overrides it.
+    pub tls_name: String,
+}
+
+/// Build the headers of the hop to `url`.
+///
+/// Credentials (the request's [`Auth`], and `Authorization`/`Cookie` headers it sets) go only to
+/// the original host and its subdomains, as Go's client does: following a redirect to another
+/// site must not hand it the probe's token. A `Host` override applies only while the hop stays on
+/// the original host and port. With a `Host` override, TLS uses that name (as blackbox does), so
+/// probing a virtual host by IP works without `server_name`.
+pub(super) fn prepare(
+    req: &HttpRequest,
+    url: &Url,
+    method: &Method,
+    body: &Bytes,
+    body_dropped: bool,
+) -> Result<Prepared, Failure> {
+    let host = url.host_str().ok_or_else(|| {
+        Failure::new(
+            FailureReason::Protocol,
+            format!("URL {} has no host", url_for_log(url)),
+        )
+    })?;
+    let url_authority = authority_of(url);
+    let creds_ok = credentials_may_follow(&req.url, url);
+    let same_origin =
+        same_host(&req.url, url) && req.url.port_or_known_default() == url.port_or_known_default();
+
+    let mut headers = req.headers.clone();
+    if !creds_ok {
+        headers.remove(header::AUTHORIZATION);
+        headers.remove(header::COOKIE);
+    }
+    let host_override = headers
+        .remove(header::HOST)
+        .filter(|_| same_origin)
+        .and_then(|v| v.to_str().ok().map(str::to_string))
+        .filter(|v| !v.is_empty());
+    if body_dropped {
+        for h in [
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::CONTENT_ENCODING,
+        ] {
+            headers.remove(h);
+        }
+    }
+    if let (Some(auth), true) = (&req.auth, creds_ok) {
+        headers.insert(header::AUTHORIZATION, auth_value(auth)?);
+    }
+    if !headers.contains_key(header::USER_AGENT) {
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    }
+    if !headers.contains_key(header::CONTENT_LENGTH)
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        if !body.is_empty() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        } else if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            // A body-carrying method says so explicitly, as curl and Go do.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        }
+    }
+    let tls_name = match &host_override {
+        Some(h) => strip_port(h).to_string(),
+        None => host.to_string(),
+    };
+    Ok(Prepared {
+        headers,
+        authority: host_override.unwrap_or(url_authority),
+        tls_name,
+    })
+}
+
+impl Prepared {
+    /// The request in the form `conn` needs: origin-form for HTTP/1.1, absolute-form through a
+    /// forward proxy, absolute URI (→ `:scheme`/`:authority`) for HTTP/2.
+    pub(super) fn into_request(
+        self,
+        url: &Url,
+        method: &Method,
+        body: &Bytes,
+        conn: &Connection,
+    ) -> Result<Request<Full<Bytes>>, Failure> {
+        let Prepared {
+            mut headers,
+            authority,
+            ..
+        } = self;
+        let origin = origin_form(url);
+        let (uri, version) = match conn.target() {
+            Target::Origin => (origin, http::Version::HTTP_11),
+            Target::Absolute => (
+                format!("{}://{}{origin}", url.scheme(), authority_of(url)),
+                http::Version::HTTP_11,
+            ),
+            Target::H2 => (
+                format!("{}://{authority}{origin}", url.scheme()),
+                http::Version::HTTP_2,
+            ),
+        };
+        let uri: Uri = uri.parse().map_err(|e| {
+            Failure::new(
+                FailureReason::Protocol,
+                format!("cannot send {}: {e}", url_for_log(url)),
+            )
+        })?;
+        if !matches!(conn.target(), Target::H2) {
+            let v = HeaderValue::from_str(&authority).map_err(|_| {
+                Failure::new(
+                    FailureReason::Protocol,
+                    format!("Host {} is not a valid header value", clip(&authority)),
+                )
+            })?;
+            // Host first, where servers and people expect it.
+            let mut with_host = HeaderMap::with_capacity(headers.len() + 2);
+            with_host.insert(header::HOST, v);
+            with_host.extend(headers);
+            headers = with_host;
+        }
+        if let Some(p) = conn.proxy_authorization() {
+            headers.insert(header::PROXY_AUTHORIZATION, p.clone());
+        }
+        let mut request = Request::new(Full::new(body.clone()));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+}
+
+/// The request's headers as reported: credentials replaced by `<redacted>`; for HTTP/2 the
+/// `:authority` pseudo-header stands where HTTP/1.1 has `Host`.
+pub(super) fn redacted<B>(request: &Request<B>) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(request.headers().len() + 1);
+    if request.version() == http::Version::HTTP_2 {
+        if let Some(a) = request.uri().authority() {
+            out.push((":authority".to_string(), a.to_string()));
+        }
+    }
+    for (n, v) in request.headers() {
+        let value = if REDACTED_HEADERS.contains(n) {
+            "<redacted>".to_string()
+        } else {
+            String::from_utf8_lossy(v.as_bytes()).into_owned()
+        };
+        out.push((n.as_str().to_string(), value));
+    }
+    out
+}
+
+/// The `Authorization` value, marked sensitive so hyper's HPACK never indexes it.
+fn auth_value(auth: &Auth) -> Result<HeaderValue, Failure> {
+    let text = match auth {
+        Auth::Basic { username, password } => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        ),
+        Auth::Bearer(token) => format!("Bearer {token}"),
+    };
+    let mut v = HeaderValue::from_str(&text).map_err(|_| {
+        Failure::new(
+            FailureReason::Assertion,
+            "the bearer token contains characters not allowed in a header",
+        )
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// `Proxy-Authorization: Basic …` from the proxy URL's userinfo (percent-decoded), if any.
+pub(super) fn proxy_authorization(proxy: &Url) -> Option<HeaderValue> {
+    if proxy.username().is_empty() && proxy.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).collect::<Vec<u8>>();
+    let mut creds = decode(proxy.username());
+    creds.push(b':');
+    creds.extend(decode(proxy.password().unwrap_or("")));
+    let value = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(creds)
+    );
+    let mut v = HeaderValue::from_str(&value).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+fn same_host(a: &Url, b: &Url) -> bool {
+    match (a.host_str(), b.host_str()) {
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+        _ => false,
+    }
+}
+
+/// The original host itself or one of its subdomains (Go's rule for forwarding sensitive
+/// headers on redirect).
+fn credentials_may_follow(original: &Url, next: &Url) -> bool {
+    if same_host(original, next) {
+        return true;
+    }
+    match (original.host(), next.host()) {
+        (Some(url::Host::Domain(o)), Some(url::Host::Domain(n))) => {
+            let (o, n) = (o.to_ascii_lowercase(), n.to_ascii_lowercase());
+            n.ends_with(&format!(".{o}"))
+        }
+        _ => false,
+    }
+}
+
+/// `host[:port]` as it belongs in `Host`: the port only when it is not the scheme's default.
+pub(super) fn authority_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+/// `host:port` for `CONNECT`: the port always.
+pub(super) fn connect_authority(url: &Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
+fn origin_form(url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+/// The name part of a `Host` value: `example.com:8443` → `example.com`, `[::1]:443` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// The path for the event log. Query strings often carry API keys, and events end up in logs and
+/// traces, so only the fact that there was one is shown.
+pub(super) fn path_for_log(url: &Url) -> String {
+    match url.query() {
+        Some(_) => format!("{}?…", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+/// A URL for the event log and messages: no userinfo, query elided (see [`path_for_log`]).
+pub(super) fn url_for_log(url: &Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        authority_of(url),
+        path_for_log(url)
+    )
+}
+
+/// Peer-supplied text in a message: quoted, control characters escaped, at most 120 characters.
+pub(super) fn clip(s: &str) -> String {
+    const MAX: usize = 120;
+    if s.chars().count() <= MAX {
+        format!("{s:?}")
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head:?}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn ports_are_stripped_from_host_values() {
+        assert_eq!(strip_port("example.com:8443"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn credentials_follow_only_the_same_site() {
+        let o = u("https://example.com/login");
+        assert!(credentials_may_follow(&o, &u("https://example.com:8443/x")));
+        assert!(credentials_may_follow(&o, &u("https://api.example.com/x")));
+        assert!(!credentials_may_follow(
+            &o,
+            &u("https://evil-example.com/x")
+        ));
+        assert!(!credentials_may_follow(&o, &u("https://example.org/x")));
+        let ip = u("http://127.0.0.1:8080/");
+        assert!(credentials_may_follow(&ip, &u("http://127.0.0.1:9090/")));
+        assert!(!credentials_may_follow(&ip, &u("http://127.0.0.2:8080/")));
+    }
+
+    #[test]
+    fn logs_hide_queries_and_userinfo() {
+        let url = u("https://user:secret@example.com:8443/p?api_key=abc");
+        let shown = url_for_log(&url);
+        assert_eq!(shown, "https://example.com:8443/p?…");
+        assert_eq!(path_for_log(&u("http://h/a/b")), "/a/b");
+    }
+
+    #[test]
+    fn proxy_credentials_are_decoded() {
+        let v = proxy_authorization(&u("http://us%40er:p%3Ass@127.0.0.1:3128")).unwrap();
+        let expected = base64::engine::general_purpose::STANDARD.encode("us@er:p:ss");
+        assert_eq!(v.to_str().unwrap(), format!("Basic {expected}"));
+        assert!(proxy_authorization(&u("http://127.0.0.1:3128")).is_none());
+    }
+
+    #[test]
+    fn clipping_bounds_and_escapes() {
+        assert_eq!(clip("a\nb"), "\"a\\nb\"");
+        let long = "x".repeat(1000);
+        assert!(clip(&long).chars().count() < 130);
+    }
+}
