@@ -233,13 +233,58 @@ fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
 fn describe_tls_error(e: &std::io::Error) -> String {
     if let Some(inner) = e.get_ref() {
         if let Some(r) = inner.downcast_ref::<rustls::Error>() {
-            return r.to_string();
+            return describe_rustls_error(r);
         }
         return inner.to_string();
     }
     match e.kind() {
         std::io::ErrorKind::UnexpectedEof => "the peer closed the connection".into(),
         _ => e.to_string(),
+    }
+}
+
+/// Certificate rejections in words a person acts on: rustls's own texts say `UnknownIssuer`,
+/// print Unix seconds and wrap names in `DnsName("…")`.
+fn describe_rustls_error(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = e else {
+        return e.to_string();
+    };
+    let unix = |t: &UnixTime| fmt_unix(t.as_secs() as i64);
+    let what = match c {
+        C::UnknownIssuer => "signed by an unknown authority: not trusted by ca_file (or, when no \
+                             ca_file is set, by the system's root certificates)"
+            .to_string(),
+        C::ExpiredContext { time, not_after } => {
+            format!("expired at {} (it is now {})", unix(not_after), unix(time))
+        }
+        C::NotValidYetContext { time, not_before } => format!(
+            "not valid before {} (it is now {})",
+            unix(not_before),
+            unix(time)
+        ),
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } => format!(
+            "not valid for name {:?}; it is valid for: {}",
+            expected.to_str(),
+            presented
+                .iter()
+                .map(|p| unwrap_debug_name(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => return e.to_string(),
+    };
+    format!("invalid peer certificate: {what}")
+}
+
+/// `DnsName("a.example")` → `a.example`; anything else unchanged.
+fn unwrap_debug_name(s: &str) -> &str {
+    match (s.find("(\""), s.strip_suffix("\")")) {
+        (Some(i), Some(rest)) if i + 2 <= rest.len() => &rest[i + 2..],
+        _ => s,
     }
 }
 
@@ -507,6 +552,13 @@ mod tests {
         assert_eq!(fmt_unix(0), "1970-01-01T00:00:00Z");
         assert_eq!(fmt_unix(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(fmt_unix(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn presented_names_lose_their_debug_wrapping() {
+        assert_eq!(unwrap_debug_name("DnsName(\"a.example\")"), "a.example");
+        assert_eq!(unwrap_debug_name("192.0.2.1"), "192.0.2.1");
+        assert_eq!(unwrap_debug_name("x(\")"), "x(\")");
     }
 
     #[test]

@@ -193,6 +193,18 @@ impl LineServer {
         self.tls.handshakes.load(Ordering::SeqCst)
     }
 
+    /// Wait until the server has completed at least `n` TLS handshakes (at most 5 s, a hang
+    /// guard) and return how many it has. Under TLS 1.3 a client finishes its side of the
+    /// handshake before the server has read the client's Finished message, so a test that asks
+    /// right after the probe returned would race the server.
+    pub async fn wait_tls_handshakes(&self, n: usize) -> usize {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.tls_handshakes() < n && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.tls_handshakes()
+    }
+
     /// Completed handshakes in which the client presented a certificate.
     pub fn client_certificates_seen(&self) -> usize {
         self.tls.client_certs.load(Ordering::SeqCst)
