@@ -217,7 +217,7 @@ impl InFlight {
 pub async fn probe(req: &HttpRequest, deadline: Instant) -> HttpOutcome {
     let mut rec = Recorder::new();
     let mut facts = HttpFacts {
-        final_url: req.url.to_string(),
+        final_url: prepare::url_for_facts(&req.url),
         ..HttpFacts::default()
     };
     let mut in_flight = InFlight::default();
@@ -244,9 +244,15 @@ async fn run(
     let mut body = req.body.clone();
     let mut body_dropped = false;
     loop {
-        facts.final_url = url.to_string();
+        // Facts describe the last hop: a hop that fails must not show its predecessor's status.
+        *facts = HttpFacts {
+            redirects: facts.redirects,
+            hops: std::mem::take(&mut facts.hops),
+            final_url: prepare::url_for_facts(&url),
+            ..HttpFacts::default()
+        };
         facts.hops.push(Hop {
-            url: url.to_string(),
+            url: facts.final_url.clone(),
             remote_addr: None,
             status: None,
         });
@@ -295,8 +301,6 @@ async fn run(
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        facts.body_bytes = 0;
-        facts.body = Bytes::new();
         if let Some(hop) = facts.hops.last_mut() {
             hop.status = Some(status.as_u16());
         }
@@ -316,20 +320,20 @@ async fn run(
                 }
                 let next = next_url(&url, location)?;
                 facts.redirects += 1;
-                if matches!(status.as_u16(), 301..=303)
-                    && method != Method::GET
-                    && method != Method::HEAD
-                {
-                    // What browsers (and Go, and so blackbox) do: 301/302/303 turn a POST (or
-                    // any other method) into a GET without body; 307/308 keep both.
-                    method = Method::GET;
+                if matches!(status.as_u16(), 301..=303) {
+                    // What browsers (and Go, and so blackbox) do: 301/302/303 turn a POST (or any
+                    // method but HEAD) into a GET without body — and, unlike Go, without the
+                    // body's Content-Type; 307/308 keep method and body.
+                    if method != Method::HEAD {
+                        method = Method::GET;
+                    }
                     body = Bytes::new();
                     body_dropped = true;
                 }
                 rec.event(format!(
                     "following {} redirect to {}",
                     status.as_u16(),
-                    prepare::url_for_log(&next)
+                    prepare::clip_plain(&prepare::url_for_log(&next))
                 ));
                 url = next;
                 // Dropping the response and the connection closes it: the next hop dials anew.
@@ -403,7 +407,7 @@ fn next_url(current: &Url, location: &http::HeaderValue) -> Result<Url, Failure>
             FailureReason::Protocol,
             format!(
                 "redirect to {} cannot be followed: only http and https URLs with a host",
-                prepare::url_for_log(&next)
+                prepare::clip_plain(&prepare::url_for_log(&next))
             ),
         ));
     }

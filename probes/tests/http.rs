@@ -88,6 +88,13 @@ fn assert_fails(o: &HttpOutcome, reason: FailureReason, needle: &str) {
     );
 }
 
+/// TLS failure wording belongs to the tls module; here only the reason and the gist matter.
+fn assert_tls_failure(o: &HttpOutcome, gist: &str) {
+    assert_fails(o, FailureReason::Tls, "TLS handshake");
+    let msg = o.failure.as_ref().unwrap().message.to_lowercase();
+    assert!(msg.contains(gist), "{msg:?} should mention {gist:?}");
+}
+
 fn request_header<'a>(o: &'a HttpOutcome, name: &str) -> Option<&'a str> {
     o.facts
         .request_headers
@@ -405,7 +412,7 @@ async fn tls_with_an_unknown_ca_fails_with_tls() {
     let t = https_server(&[b"h2"]).await;
     let other = Ca::new("some other root");
     let o = run(&request(&t.server.url("/"), Some(&other))).await;
-    assert_fails(&o, FailureReason::Tls, "UnknownIssuer");
+    assert_tls_failure(&o, "unknown");
     assert!(o.facts.status.is_none());
 }
 
@@ -419,7 +426,7 @@ async fn tls_with_a_wrong_name_fails_with_tls() {
     )
     .await;
     let o = run(&request(&server.url("/"), Some(&ca))).await;
-    assert_fails(&o, FailureReason::Tls, "not valid for name");
+    assert_tls_failure(&o, "name");
     // The Host header names the virtual host, and TLS follows it (as blackbox does).
     let mut req = request(&server.url("/"), Some(&ca));
     req.headers
@@ -437,7 +444,7 @@ async fn tls_with_an_expired_leaf_fails_with_tls() {
     )
     .await;
     let o = run(&request(&server.url("/"), Some(&ca))).await;
-    assert_fails(&o, FailureReason::Tls, "certificate expired");
+    assert_tls_failure(&o, "expired");
 }
 
 #[tokio::test]
@@ -675,6 +682,24 @@ async fn a_redirect_loop_fails_with_protocol() {
 }
 
 #[tokio::test]
+async fn a_failing_hop_does_not_report_its_predecessors_status() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = l.local_addr().unwrap();
+    drop(l);
+    let server = HttpServer::start(
+        Routes::new().at("/", Reply::redirect(302, &format!("http://{closed}/next"))),
+    )
+    .await;
+    let o = run(&request(&server.url("/"), None)).await;
+    assert_fails(&o, FailureReason::Connect, &closed.to_string());
+    assert_eq!(o.facts.status, None);
+    assert_eq!(o.facts.redirects, 1);
+    assert_eq!(o.facts.final_url, format!("http://{closed}/next"));
+    let statuses: Vec<_> = o.facts.hops.iter().map(|h| h.status).collect();
+    assert_eq!(statuses, vec![Some(302), None]);
+}
+
+#[tokio::test]
 async fn a_bad_location_fails_with_protocol() {
     let server = HttpServer::start(
         Routes::new()
@@ -732,6 +757,24 @@ async fn bearer_auth_is_sent_and_redacted() {
     );
     assert_eq!(request_header(&o, "authorization"), Some("<redacted>"));
     assert!(!events(&o).contains("tok-123"));
+}
+
+#[tokio::test]
+async fn userinfo_in_the_url_becomes_basic_auth_and_stays_out_of_the_facts() {
+    let server = HttpServer::start(Routes::new().at("/", Reply::echo())).await;
+    let url = server.url("/").replace("http://", "http://user:pw%40x@");
+    let o = run(&request(&url, None)).await;
+    assert_ok(&o);
+    // base64("user:pw@x")
+    assert_eq!(
+        server.requests()[0].header("authorization"),
+        Some("Basic dXNlcjpwd0B4")
+    );
+    assert_eq!(
+        o.facts.final_url,
+        server.url("/").replace("http://", "http://user@")
+    );
+    assert!(!format!("{o:?}").contains("pw%40x"), "password leaked");
 }
 
 #[tokio::test]

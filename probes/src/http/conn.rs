@@ -77,7 +77,7 @@ pub(super) async fn dial(
             .port_or_known_default()
             .unwrap_or(if https { 443 } else { 80 });
         let tcp = connect(req, host, port, rec, in_flight).await?;
-        return finish_dial(req, Box::new(tcp), https, tls_name, rec, in_flight, None).await;
+        return finish_dial(req, Box::new(tcp), https, tls_name, rec, in_flight).await;
     };
     if proxy.scheme() != "http" {
         return Err(Failure::new(
@@ -118,7 +118,7 @@ pub(super) async fn dial(
         url_for_log(proxy),
         fmt_duration(started.elapsed())
     ));
-    finish_dial(req, tunnel, true, tls_name, rec, in_flight, None).await
+    finish_dial(req, tunnel, true, tls_name, rec, in_flight).await
 }
 
 /// Resolve and connect, keeping the phase in flight visible to a timeout.
@@ -146,13 +146,12 @@ async fn finish_dial(
     tls_name: &str,
     rec: &mut Recorder,
     in_flight: &mut InFlight,
-    forward_proxy_auth: Option<Option<HeaderValue>>,
 ) -> Result<Dialed, Failure> {
     if !https {
         return Ok(Dialed {
             io,
             tls: None,
-            forward_proxy_auth,
+            forward_proxy_auth: None,
         });
     }
     in_flight.begin(Phase::Tls);
@@ -162,7 +161,7 @@ async fn finish_dial(
     Ok(Dialed {
         io: Box::new(stream),
         tls: Some(facts),
-        forward_proxy_auth,
+        forward_proxy_auth: None,
     })
 }
 

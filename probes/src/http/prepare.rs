@@ -43,6 +43,15 @@ pub(super) fn prepare(
     body: &Bytes,
     body_dropped: bool,
 ) -> Result<Prepared, Failure> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Failure::new(
+            FailureReason::Protocol,
+            format!(
+                "unsupported URL scheme {:?}: only http and https",
+                url.scheme()
+            ),
+        ));
+    }
     let host = url.host_str().ok_or_else(|| {
         Failure::new(
             FailureReason::Protocol,
@@ -76,6 +85,12 @@ pub(super) fn prepare(
     }
     if let (Some(auth), true) = (&req.auth, creds_ok) {
         headers.insert(header::AUTHORIZATION, auth_value(auth)?);
+    }
+    if !headers.contains_key(header::AUTHORIZATION) && creds_ok {
+        // `http://user:pass@host/`: Basic credentials from the URL, as Go and curl use them.
+        if let Some(v) = userinfo_basic(url) {
+            headers.insert(header::AUTHORIZATION, v);
+        }
     }
     if !headers.contains_key(header::USER_AGENT) {
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
@@ -198,15 +213,20 @@ fn auth_value(auth: &Auth) -> Result<HeaderValue, Failure> {
     Ok(v)
 }
 
-/// `Proxy-Authorization: Basic …` from the proxy URL's userinfo (percent-decoded), if any.
+/// `Proxy-Authorization: Basic …` from the proxy URL's userinfo, if any.
 pub(super) fn proxy_authorization(proxy: &Url) -> Option<HeaderValue> {
-    if proxy.username().is_empty() && proxy.password().is_none() {
+    userinfo_basic(proxy)
+}
+
+/// `Basic base64(user:password)` from a URL's userinfo (percent-decoded), if it has one.
+fn userinfo_basic(url: &Url) -> Option<HeaderValue> {
+    if url.username().is_empty() && url.password().is_none() {
         return None;
     }
     let decode = |s: &str| percent_encoding::percent_decode_str(s).collect::<Vec<u8>>();
-    let mut creds = decode(proxy.username());
+    let mut creds = decode(url.username());
     creds.push(b':');
-    creds.extend(decode(proxy.password().unwrap_or("")));
+    creds.extend(decode(url.password().unwrap_or("")));
     let value = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(creds)
@@ -296,6 +316,27 @@ pub(super) fn url_for_log(url: &Url) -> String {
     )
 }
 
+/// A URL for the facts (`final_url`, hops): complete, query included, but never a password.
+pub(super) fn url_for_facts(url: &Url) -> String {
+    if url.password().is_none() {
+        return url.to_string();
+    }
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// Peer-influenced text in an event: at most 200 characters.
+pub(super) fn clip_plain(s: &str) -> String {
+    const MAX: usize = 200;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head}…")
+    }
+}
+
 /// Peer-supplied text in a message: quoted, control characters escaped, at most 120 characters.
 pub(super) fn clip(s: &str) -> String {
     const MAX: usize = 120;
@@ -352,6 +393,15 @@ mod tests {
         let expected = base64::engine::general_purpose::STANDARD.encode("us@er:p:ss");
         assert_eq!(v.to_str().unwrap(), format!("Basic {expected}"));
         assert!(proxy_authorization(&u("http://127.0.0.1:3128")).is_none());
+    }
+
+    #[test]
+    fn facts_never_carry_a_password() {
+        assert_eq!(
+            url_for_facts(&u("http://user:pw@127.0.0.1:8080/a?b=c")),
+            "http://user@127.0.0.1:8080/a?b=c"
+        );
+        assert_eq!(url_for_facts(&u("http://h/a")), "http://h/a");
     }
 
     #[test]
