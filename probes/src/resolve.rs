@@ -216,6 +216,9 @@ impl Resolver {
                     _ => None,
                 })
                 .collect()),
+            // NXDOMAIN is also "no records" to hickory, but it means the name does not exist at
+            // all, which is what the person reading the failure needs to know.
+            Err(e) if e.is_nx_domain() => Err("NXDOMAIN (the name does not exist)".into()),
             Err(e) if e.is_no_records_found() => Ok(vec![]),
             Err(e) => Err(e.to_string()),
         }
