@@ -1,1 +1,174 @@
-//! Configuration loading (in progress).
+//! Configuration loading: scenario files (YAML, format v1 — `notes/format-v1.md`) in, a checked
+//! [`Config`] with every probe request built out, or every error of every file, each located.
+//!
+//! How a file goes through:
+//! 1. [`locate`] indexes the positions of every key and value by path (serde_norway has no
+//!    spans), and finds duplicate keys;
+//! 2. serde_norway parses the text into a `Value` (its syntax errors carry their location);
+//! 3. [`compile`] takes the top-level form apart and types each scenario's own keys, then each
+//!    step separately, through [`deser`], which reports every structural error and rewrites
+//!    serde's messages; [`template`] renders `{{ … }}` into step strings first;
+//! 4. [`steps`] and [`expect`] check values and build the `sonde_probes` requests, sharing
+//!    resolvers and TLS clients through [`build`];
+//! 5. [`redact`] keeps a secrets-free copy for `/config` and the fingerprint.
+//!
+//! Errors display as `file:line:column: what is wrong — what was expected`. File-level
+//! problems with no position (a path that does not exist, a file that cannot be read, a folder
+//! without YAML files) display as `path: what is wrong — what was expected` and have
+//! `line == 0`.
+
+mod build;
+mod compile;
+mod deser;
+mod error;
+mod expect;
+mod locate;
+mod model;
+mod redact;
+mod steps;
+mod suggest;
+mod targets;
+mod template;
+mod units;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+pub use error::ConfigError;
+pub use redact::REDACTED;
+
+pub use crate::scenario::Config;
+
+/// How to load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// The agent's region: available to templates as `region` (using `region` without one is an
+    /// error) and part of every fingerprint.
+    pub region: Option<String>,
+}
+
+/// How deep folders are searched for YAML files (guards against symlink loops).
+const MAX_DEPTH: usize = 32;
+
+fn file_error(path: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        message: message.into(),
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(cut) = s.find(" (os error") {
+        s.truncate(cut);
+    }
+    s
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml")
+    )
+}
+
+fn collect_yaml(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, errors: &mut Vec<ConfigError>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(file_error(
+                dir,
+                format!(
+                    "cannot read this folder: {} — expected a readable folder",
+                    io_reason(&e)
+                ),
+            ));
+            return;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            if depth < MAX_DEPTH {
+                collect_yaml(&p, depth + 1, out, errors);
+            }
+        } else if is_yaml(&p) {
+            out.push(p);
+        }
+    }
+}
+
+/// Load files and folders (every `*.yaml`/`*.yml` below a folder, recursively, in sorted
+/// order). Scenario names must be unique across everything loaded.
+pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => {
+                let before = files.len();
+                collect_yaml(p, 0, &mut files, &mut errors);
+                if files.len() == before {
+                    errors.push(file_error(
+                        p,
+                        "no *.yaml or *.yml file in this folder — expected scenario files",
+                    ));
+                }
+            }
+            Ok(_) => files.push(p.clone()),
+            Err(e) => errors.push(file_error(
+                p,
+                format!(
+                    "cannot read: {} — expected a scenario file or a folder of them",
+                    io_reason(&e)
+                ),
+            )),
+        }
+    }
+    // The same file named twice (or a file and its folder) is loaded once.
+    let mut seen = HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+
+    let mut loader = compile::Loader::new(opts);
+    let mut config = Config::default();
+    for f in &files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => {
+                let name = f.display().to_string();
+                let dir = f.parent().unwrap_or(Path::new(""));
+                let fe = loader.file(&name, dir, &text, &mut config.scenarios);
+                errors.extend(fe.into_errors());
+                config.sources.push(name);
+            }
+            Err(e) => errors.push(file_error(
+                f,
+                format!(
+                    "cannot read: {} — expected a readable UTF-8 YAML file",
+                    io_reason(&e)
+                ),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Load one document from a string; `origin` names it in errors (e.g. `<built-in>`). Relative
+/// file paths in it are relative to the current folder.
+pub fn load_str(origin: &str, text: &str, opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    let mut loader = compile::Loader::new(opts);
+    let mut config = Config::default();
+    let errors = loader.file(origin, Path::new(""), text, &mut config.scenarios);
+    config.sources.push(origin.to_string());
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors.into_errors())
+    }
+}

@@ -1,0 +1,338 @@
+//! What every step compiler shares: where errors go, and the expensive things built once per
+//! load and shared between steps (resolvers, TLS clients), plus small helpers for regexes,
+//! resolvers and TLS configuration.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use regex::Regex;
+use sonde_probes::resolve::{IpProtocol, ResolveOptions, Resolver};
+use sonde_probes::tls::{TlsClient, TlsOptions, TlsVersion};
+
+use super::error::FileErrors;
+use super::locate::{index_path, key_path, PosIndex};
+use super::model::TlsConfigModel;
+use super::redact::Fnv;
+use super::targets;
+use super::units::{IpProto, TlsVersionWord};
+
+/// Which ALPN protocols a TLS client offers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Alpn {
+    /// tcp and tls steps: no ALPN.
+    None,
+    /// http with `enable_http2: false`.
+    Http1,
+    /// http: HTTP/2 when the server agrees.
+    Http2,
+}
+
+impl Alpn {
+    fn protocols(self) -> &'static [&'static [u8]] {
+        match self {
+            Alpn::None => &[],
+            Alpn::Http1 => &[b"http/1.1"],
+            Alpn::Http2 => &[b"h2", b"http/1.1"],
+        }
+    }
+}
+
+/// The default TLS clients (system roots, full verification) are the same for every step of
+/// every load, and building a rustls configuration costs far more than the rest of a step: build
+/// each once per process.
+fn default_client(alpn: Alpn) -> TlsClient {
+    static NONE: OnceLock<TlsClient> = OnceLock::new();
+    static H1: OnceLock<TlsClient> = OnceLock::new();
+    static H2: OnceLock<TlsClient> = OnceLock::new();
+    let cell = match alpn {
+        Alpn::None => &NONE,
+        Alpn::Http1 => &H1,
+        Alpn::Http2 => &H2,
+    };
+    cell.get_or_init(|| TlsClient::system(alpn.protocols()))
+        .clone()
+}
+
+/// Built once per load, shared by every step of it.
+#[derive(Default)]
+pub struct Shared {
+    /// Created on first use: a configuration whose steps all name a resolver never reads
+    /// `/etc/resolv.conf`.
+    system: Option<Result<Resolver, String>>,
+    by_servers: HashMap<Vec<SocketAddr>, Resolver>,
+    /// Never asked: for IP-literal targets when the system resolver cannot be built.
+    unused: Option<Resolver>,
+    tls: HashMap<(TlsOptions, Alpn), TlsClient>,
+}
+
+/// Where a step compiler reports, and what it shares.
+pub struct Cx<'a> {
+    pub index: &'a PosIndex,
+    pub errors: &'a mut FileErrors,
+    pub shared: &'a mut Shared,
+    /// Relative file paths are relative to this folder (the YAML file's).
+    pub dir: &'a Path,
+    /// The scenario's fingerprint: files read at load (tls_config) count too.
+    pub hash: &'a mut Fnv,
+}
+
+/// The first line of a regex error that says what is wrong.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("error: ").map(str::to_string))
+        .or_else(|| text.lines().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl Cx<'_> {
+    pub fn err_value(&mut self, path: &str, msg: impl Into<String>) {
+        let p = self.index.value(path);
+        self.errors.push(p, msg);
+    }
+
+    pub fn err_key(&mut self, path: &str, msg: impl Into<String>) {
+        let p = self.index.key(path);
+        self.errors.push(p, msg);
+    }
+
+    pub fn regex(&mut self, s: &str, path: &str) -> Option<Regex> {
+        match Regex::new(s) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.err_value(
+                    path,
+                    format!(
+                        "invalid regex {s:?}: {} — expected a regular expression",
+                        regex_reason(&e)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn bytes_regex(&mut self, s: &str, path: &str) -> Option<regex::bytes::Regex> {
+        match regex::bytes::Regex::new(s) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.err_value(
+                    path,
+                    format!(
+                        "invalid regex {s:?}: {} — expected a regular expression",
+                        regex_reason(&e)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Compile a list of regexes written at `path` (each located at its item).
+    pub fn regexes(&mut self, list: Option<&Vec<String>>, path: &str) -> Vec<Regex> {
+        list.into_iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, s)| self.regex(s, &index_path(path, i)))
+            .collect()
+    }
+
+    /// Parse the step's `resolver:` override (at `path`).
+    pub fn resolver_override(&mut self, list: &[String], path: &str) -> Option<Vec<SocketAddr>> {
+        if list.is_empty() {
+            self.err_value(
+                path,
+                "empty resolver list — expected at least one address, like 127.0.0.1:5353",
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, s) in list.iter().enumerate() {
+            match targets::resolver_addr(s) {
+                Ok(a) => out.push(a),
+                Err(m) => {
+                    self.err_value(&index_path(path, i), m);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// The resolver a step uses to find `host` (written at `target_path`).
+    pub fn resolver(
+        &mut self,
+        servers: Option<&[SocketAddr]>,
+        host: &str,
+        target_path: &str,
+    ) -> Option<Resolver> {
+        if let Some(servers) = servers {
+            if let Some(r) = self.shared.by_servers.get(servers) {
+                return Some(r.clone());
+            }
+            return match Resolver::with_servers(servers) {
+                Ok(r) => {
+                    self.shared.by_servers.insert(servers.to_vec(), r.clone());
+                    Some(r)
+                }
+                Err(e) => {
+                    self.err_value(target_path, format!("{e} — expected a usable resolver"));
+                    None
+                }
+            };
+        }
+        let system = self
+            .shared
+            .system
+            .get_or_insert_with(Resolver::system)
+            .clone();
+        match system {
+            Ok(r) => Some(r),
+            Err(_) if targets::is_ip_literal(host) => {
+                if self.shared.unused.is_none() {
+                    let lo: SocketAddr = ([127, 0, 0, 1], 53).into();
+                    self.shared.unused = Resolver::with_servers(&[lo]).ok();
+                }
+                self.shared.unused.clone()
+            }
+            Err(e) => {
+                self.err_value(
+                    target_path,
+                    format!("{e} — expected a `resolver:` override on this step"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A TLS client from `tls_config` (at `path`), read files and all.
+    pub fn tls_client(
+        &mut self,
+        model: Option<&TlsConfigModel>,
+        path: &str,
+        alpn: Alpn,
+    ) -> Option<TlsClient> {
+        let Some(m) = model else {
+            return Some(default_client(alpn));
+        };
+        let before = self.errors.len();
+        let ca_file = self.tls_file(m.ca_file.as_deref(), &key_path(path, "ca_file"));
+        let cert_file = self.tls_file(m.cert_file.as_deref(), &key_path(path, "cert_file"));
+        let key_file = self.tls_file(m.key_file.as_deref(), &key_path(path, "key_file"));
+        match (&m.cert_file, &m.key_file) {
+            (Some(_), None) => self.err_key(
+                &key_path(path, "cert_file"),
+                "`cert_file` without `key_file` — expected both, for a client certificate",
+            ),
+            (None, Some(_)) => self.err_key(
+                &key_path(path, "key_file"),
+                "`key_file` without `cert_file` — expected both, for a client certificate",
+            ),
+            _ => {}
+        }
+        let version = |w: Option<TlsVersionWord>| {
+            w.map(|w| match w {
+                TlsVersionWord::Tls12 => TlsVersion::Tls12,
+                TlsVersionWord::Tls13 => TlsVersion::Tls13,
+            })
+        };
+        let opts = TlsOptions {
+            ca_file,
+            cert_file,
+            key_file,
+            server_name: m.server_name.clone(),
+            insecure_skip_verify: m.insecure_skip_verify.unwrap_or(false),
+            min_version: version(m.min_version),
+            max_version: version(m.max_version),
+        };
+        if let (Some(lo), Some(hi)) = (opts.min_version, opts.max_version) {
+            if lo > hi {
+                self.err_value(
+                    &key_path(path, "min_version"),
+                    "`min_version` is above `max_version` — expected min_version ≤ max_version",
+                );
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        if opts == TlsOptions::default() {
+            return Some(default_client(alpn));
+        }
+        if let Some(c) = self.shared.tls.get(&(opts.clone(), alpn)) {
+            return Some(c.clone());
+        }
+        match TlsClient::new(&opts, alpn.protocols()) {
+            Ok(c) => {
+                self.shared.tls.insert((opts, alpn), c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                // Point at the file the message names, when it names one.
+                let at = [
+                    ("ca_file", &opts.ca_file),
+                    ("cert_file", &opts.cert_file),
+                    ("key_file", &opts.key_file),
+                ]
+                .into_iter()
+                .find(|(k, f)| {
+                    e.starts_with(k)
+                        || f.as_ref()
+                            .is_some_and(|f| e.contains(&f.display().to_string()))
+                })
+                .map(|(k, _)| key_path(path, k))
+                .unwrap_or_else(|| path.to_string());
+                self.err_value(
+                    &at,
+                    format!("unusable tls_config: {e} — expected PEM certificate and key files"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Resolve a tls_config file against the YAML file's folder and check it can be read.
+    fn tls_file(&mut self, file: Option<&str>, path: &str) -> Option<PathBuf> {
+        let file = file?;
+        let full = self.dir.join(file);
+        match std::fs::read(&full) {
+            Ok(bytes) => {
+                self.hash.write(&bytes);
+                Some(full)
+            }
+            Err(e) => {
+                let key = path.rsplit('.').next().unwrap_or("file");
+                let mut reason = e.to_string();
+                if let Some(cut) = reason.find(" (os error") {
+                    reason.truncate(cut);
+                }
+                let shown = if Path::new(file).is_absolute() {
+                    format!("{file:?}")
+                } else {
+                    let dir = self.dir.display().to_string();
+                    let dir = if dir.is_empty() { ".".to_string() } else { dir };
+                    format!("{file:?} (in {dir})")
+                };
+                self.err_value(
+                    path,
+                    format!("cannot read {key} {shown}: {reason} — expected a readable PEM file"),
+                );
+                None
+            }
+        }
+    }
+}
+
+pub fn ip_options(pref: Option<IpProto>, fallback: Option<bool>) -> ResolveOptions {
+    ResolveOptions {
+        preferred: match pref.unwrap_or(IpProto::Auto) {
+            IpProto::Auto => IpProtocol::Auto,
+            IpProto::Ip4 => IpProtocol::Ip4,
+            IpProto::Ip6 => IpProtocol::Ip6,
+        },
+        fallback: fallback.unwrap_or(true),
+    }
+}

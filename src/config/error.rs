@@ -1,0 +1,94 @@
+//! The one error type of the loader, and the collector that keeps every error of every file in a
+//! stable order without duplicates.
+
+use std::fmt;
+
+/// One problem in the configuration, with where it is.
+///
+/// `line` and `column` are 1-based (characters, not bytes). A file-level problem that has no
+/// position — the path does not exist, cannot be read, a folder without YAML files — has
+/// `line == 0 && column == 0` and displays as `file: message`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// One line: `what is wrong — what was expected`.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A 1-based position in a file.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Pos {
+    pub const START: Pos = Pos { line: 1, column: 1 };
+}
+
+/// The errors of one file. They are reported sorted by position (the order a reader meets
+/// them), without duplicates: recovery after a structural error can meet the same problem twice.
+#[derive(Debug, Default)]
+pub struct FileErrors {
+    pub file: String,
+    errors: Vec<(Pos, String)>,
+}
+
+impl FileErrors {
+    pub fn new(file: &str) -> Self {
+        FileErrors {
+            file: file.to_string(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, pos: Pos, message: impl Into<String>) {
+        self.errors.push((pos, message.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// `file:line:col`, for "already defined at" messages.
+    pub fn at(&self, pos: Pos) -> String {
+        format!("{}:{}:{}", self.file, pos.line, pos.column)
+    }
+
+    pub fn into_errors(mut self) -> Vec<ConfigError> {
+        self.errors.sort();
+        self.errors.dedup();
+        let file = self.file;
+        self.errors
+            .into_iter()
+            .map(|(p, message)| ConfigError {
+                file: file.clone(),
+                line: p.line,
+                column: p.column,
+                message,
+            })
+            .collect()
+    }
+}

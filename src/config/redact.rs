@@ -1,0 +1,106 @@
+//! The `/config` view of a scenario (as written, templates unrendered, secrets replaced) and
+//! its fingerprint.
+//!
+//! The redacted view is built from the YAML as written rather than from the typed model, so it
+//! shows what the user wrote (templates like `{{ env.TOKEN }}` stay templates: a secret from the
+//! environment never reaches it) and costs no second deserialization.
+
+use serde_json::Value as J;
+
+pub const REDACTED: &str = "<redacted>";
+
+const SECRET_KEYS: [&str; 2] = ["password", "bearer_token"];
+const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// Replace secrets in place: `password` and `bearer_token` values anywhere, the values of
+/// `Authorization`, `Proxy-Authorization` and `Cookie` in any `headers` mapping, and the userinfo
+/// of a `proxy_url`.
+pub fn redact(v: &mut J) {
+    match v {
+        J::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                if SECRET_KEYS.contains(&k.as_str()) {
+                    *val = J::String(REDACTED.into());
+                } else if k == "headers" {
+                    if let J::Object(h) = val {
+                        for (name, hv) in h.iter_mut() {
+                            if SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                                *hv = J::String(REDACTED.into());
+                            }
+                        }
+                    }
+                    redact(val);
+                } else if k == "proxy_url" {
+                    if let J::String(s) = val {
+                        *s = redact_userinfo(s);
+                    }
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        J::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}{REDACTED}{}", &url[..scheme_end + 3], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// FNV-1a, 64 bits: stable across runs and builds (std's hasher is not), good enough to tell
+/// "changed" from "unchanged".
+#[derive(Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        // A separator, so ("ab","c") and ("a","bc") differ.
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+    }
+
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_replaced() {
+        let mut v = serde_json::json!({
+            "http": {"url": "http://x", "headers": {"authorization": "Bearer x", "X-A": "1"},
+                     "basic_auth": {"username": "u", "password": "p"},
+                     "proxy_url": "http://user:pw@proxy:3128/"},
+            "vars": {"password": "{{ env.P }}"}
+        });
+        redact(&mut v);
+        assert_eq!(v["http"]["headers"]["authorization"], REDACTED);
+        assert_eq!(v["http"]["headers"]["X-A"], "1");
+        assert_eq!(v["http"]["basic_auth"]["password"], REDACTED);
+        assert_eq!(v["http"]["basic_auth"]["username"], "u");
+        assert_eq!(v["http"]["proxy_url"], "http://<redacted>@proxy:3128/");
+        assert_eq!(v["vars"]["password"], REDACTED);
+    }
+}

@@ -1,0 +1,627 @@
+//! One step's typed model → the probe request the engine calls, every value checked.
+//!
+//! Each compiler reports every problem it finds (it does not stop at the first) and returns
+//! `None` if there was any.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use sonde_probes::dns::{
+    DNSClass, DnsChecks, DnsRequest, DnsTransport, RecordType, ResponseCode, RrChecks,
+};
+use sonde_probes::http::{Auth, HeaderCheck, HttpChecks, HttpRequest, StatusRange};
+use sonde_probes::icmp::IcmpRequest;
+use sonde_probes::tcp::{TcpRequest, TcpStep};
+use sonde_probes::tls::TlsRequest;
+use url::Url;
+
+use super::build::{ip_options, Alpn, Cx};
+use super::expect;
+use super::locate::{index_path, key_path};
+use super::model::{
+    DnsModel, ExpectModel, HeaderRegexModel, HttpModel, IcmpModel, RrValidateModel, TcpModel,
+    TlsProbeModel,
+};
+use super::suggest;
+use super::targets;
+use super::units::Transport;
+
+/// How many bytes of a response body an http step keeps for the trace (and, later, captures).
+/// Small on purpose: 10,000 scenarios each keeping their last body must stay cheap.
+pub const KEEP_BODY: usize = 4096;
+
+const HTTP_VERSIONS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"];
+
+fn url_field(s: &str, path: &str, what: &str, schemes: &[&str], cx: &mut Cx) -> Option<Url> {
+    let expected = if schemes.len() == 1 {
+        format!("an absolute {}:// URL", schemes[0])
+    } else {
+        "an absolute http:// or https:// URL".to_string()
+    };
+    match Url::parse(s) {
+        Ok(u) if !schemes.contains(&u.scheme()) => {
+            cx.err_value(
+                path,
+                format!(
+                    "unsupported {what} scheme `{}` in {s:?} — expected {expected}",
+                    u.scheme()
+                ),
+            );
+            None
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+            cx.err_value(
+                path,
+                format!("{what} {s:?} has no host — expected {expected}"),
+            );
+            None
+        }
+        Ok(u) => Some(u),
+        Err(e) => {
+            cx.err_value(
+                path,
+                format!("invalid {what} {s:?}: {e} — expected {expected}"),
+            );
+            None
+        }
+    }
+}
+
+fn header_regexes(
+    list: Option<&Vec<HeaderRegexModel>>,
+    path: &str,
+    fail_if_matches: bool,
+    out: &mut Vec<HeaderCheck>,
+    cx: &mut Cx,
+) {
+    for (i, h) in list.into_iter().flatten().enumerate() {
+        let ip = index_path(path, i);
+        let name = match HeaderName::from_bytes(h.header.as_bytes()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                cx.err_value(
+                    &key_path(&ip, "header"),
+                    format!(
+                        "invalid header name {:?} — expected a token like Content-Type",
+                        h.header
+                    ),
+                );
+                None
+            }
+        };
+        let regex = cx.regex(&h.regexp, &key_path(&ip, "regexp"));
+        if let (Some(name), Some(regex)) = (name, regex) {
+            out.push(HeaderCheck {
+                name,
+                regex,
+                fail_if_matches,
+                allow_missing: h.allow_missing.unwrap_or(false),
+            });
+        }
+    }
+}
+
+pub fn http(
+    m: &HttpModel,
+    expect: Option<&ExpectModel>,
+    path: &str,
+    expect_path: &str,
+    servers: Option<&[SocketAddr]>,
+    cx: &mut Cx,
+) -> Option<HttpRequest> {
+    let before = cx.errors.len();
+    let p = |k: &str| key_path(path, k);
+    let url = url_field(&m.url, &p("url"), "URL", &["http", "https"], cx);
+
+    let method_text = m
+        .method
+        .as_deref()
+        .unwrap_or("GET")
+        .trim()
+        .to_ascii_uppercase();
+    let method = match Method::from_bytes(method_text.as_bytes()) {
+        Ok(me) => Some(me),
+        Err(_) => {
+            cx.err_value(
+                &p("method"),
+                format!(
+                    "invalid HTTP method {:?} — expected a method like GET, POST or HEAD",
+                    m.method.as_deref().unwrap_or_default()
+                ),
+            );
+            None
+        }
+    };
+
+    let mut headers = HeaderMap::new();
+    if let Some(hs) = &m.headers {
+        let hp = p("headers");
+        for (k, v) in &hs.0 {
+            let at = key_path(&hp, k);
+            let name = HeaderName::from_bytes(k.as_bytes());
+            let value = HeaderValue::from_bytes(v.0.as_bytes());
+            match (name, value) {
+                (Ok(n), Ok(v)) => {
+                    headers.append(n, v);
+                }
+                (Err(_), _) => cx.err_key(
+                    &at,
+                    format!("invalid header name {k:?} — expected a token like X-Request-Id"),
+                ),
+                (_, Err(_)) => cx.err_value(
+                    &at,
+                    format!(
+                        "invalid value for header `{k}` — expected text without control characters or line breaks"
+                    ),
+                ),
+            }
+        }
+    }
+
+    let auth = match (&m.basic_auth, &m.bearer_token) {
+        (Some(_), Some(_)) => {
+            cx.err_key(
+                &p("bearer_token"),
+                "both `basic_auth` and `bearer_token` — expected at most one of them",
+            );
+            None
+        }
+        (Some(b), None) => Some(Auth::Basic {
+            username: b.username.0.clone(),
+            password: b.password.0.clone(),
+        }),
+        (None, Some(t)) => Some(Auth::Bearer(t.clone())),
+        (None, None) => None,
+    };
+
+    let proxy = m
+        .proxy_url
+        .as_deref()
+        .and_then(|s| url_field(s, &p("proxy_url"), "proxy_url", &["http"], cx));
+
+    let mut checks = HttpChecks {
+        fail_if_ssl: m.fail_if_ssl.unwrap_or(false),
+        fail_if_not_ssl: m.fail_if_not_ssl.unwrap_or(false),
+        ..Default::default()
+    };
+    if let Some(codes) = &m.valid_status_codes {
+        let cp = p("valid_status_codes");
+        for (i, c) in codes.iter().enumerate() {
+            if (100..=599).contains(c) {
+                checks
+                    .valid_status_codes
+                    .push(StatusRange { lo: *c, hi: *c });
+            } else {
+                cx.err_value(
+                    &index_path(&cp, i),
+                    format!("invalid status code {c} — expected 100 to 599"),
+                );
+            }
+        }
+        if expect.is_some_and(|e| e.status.is_some()) {
+            cx.err_key(
+                &key_path(expect_path, "status"),
+                "both `expect.status` and `valid_status_codes` — expected only one of them",
+            );
+        }
+    }
+    if let Some(vs) = &m.valid_http_versions {
+        let vp = p("valid_http_versions");
+        for (i, v) in vs.iter().enumerate() {
+            if HTTP_VERSIONS.contains(&v.as_str()) {
+                checks.valid_http_versions.push(v.clone());
+            } else {
+                cx.err_value(
+                    &index_path(&vp, i),
+                    format!(
+                        "unknown HTTP version `{v}`{}",
+                        suggest::hint(v, &HTTP_VERSIONS)
+                    ),
+                );
+            }
+        }
+    }
+    checks.fail_if_body_matches = cx.regexes(
+        m.fail_if_body_matches_regexp.as_ref(),
+        &p("fail_if_body_matches_regexp"),
+    );
+    checks.fail_if_body_not_matches = cx.regexes(
+        m.fail_if_body_not_matches_regexp.as_ref(),
+        &p("fail_if_body_not_matches_regexp"),
+    );
+    header_regexes(
+        m.fail_if_header_matches.as_ref(),
+        &p("fail_if_header_matches"),
+        true,
+        &mut checks.headers,
+        cx,
+    );
+    header_regexes(
+        m.fail_if_header_not_matches.as_ref(),
+        &p("fail_if_header_not_matches"),
+        false,
+        &mut checks.headers,
+        cx,
+    );
+    if let Some(e) = expect {
+        expect::http_checks(e, expect_path, &mut checks, cx);
+    }
+
+    let alpn = if m.enable_http2.unwrap_or(true) {
+        Alpn::Http2
+    } else {
+        Alpn::Http1
+    };
+    let tls = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), alpn);
+    let host = url
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let resolver = if url.is_some() {
+        cx.resolver(servers, &host, &p("url"))
+    } else {
+        None
+    };
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(HttpRequest {
+        url: url?,
+        method: method?,
+        headers,
+        body: Bytes::from(m.body.clone().unwrap_or_default()),
+        auth,
+        follow_redirects: m.follow_redirects.unwrap_or(true),
+        max_redirects: m.max_redirects.unwrap_or(10),
+        body_size_limit: m.body_size_limit.map(|b| b.0),
+        keep_body: KEEP_BODY,
+        resolver: resolver?,
+        ip: ip_options(m.preferred_ip_protocol, m.ip_protocol_fallback),
+        tls: tls?,
+        proxy,
+        checks,
+    })
+}
+
+pub fn tcp(
+    m: &TcpModel,
+    path: &str,
+    servers: Option<&[SocketAddr]>,
+    cx: &mut Cx,
+) -> Option<TcpRequest> {
+    let before = cx.errors.len();
+    let p = |k: &str| key_path(path, k);
+    let target = match targets::host_port(&m.target) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            cx.err_value(&p("target"), e);
+            None
+        }
+    };
+    let mut dialogue = Vec::new();
+    let qp = p("query_response");
+    for (i, item) in m.query_response.iter().flatten().enumerate() {
+        let ip = index_path(&qp, i);
+        let mut any = false;
+        if let Some(e) = &item.expect {
+            any = true;
+            if let Some(r) = cx.bytes_regex(e, &key_path(&ip, "expect")) {
+                dialogue.push(TcpStep::Expect(r));
+            }
+        }
+        if let Some(b) = &item.expect_bytes {
+            any = true;
+            dialogue.push(TcpStep::ExpectBytes(b.as_bytes().to_vec()));
+        }
+        if let Some(s) = &item.send {
+            any = true;
+            dialogue.push(TcpStep::Send(s.clone()));
+        }
+        if let Some(st) = item.starttls {
+            any = true;
+            if st {
+                dialogue.push(TcpStep::StartTls);
+            }
+        }
+        if !any {
+            cx.err_value(
+                &ip,
+                "empty `query_response` item — expected one of: expect, expect_bytes, send, starttls",
+            );
+        }
+    }
+    let tls_client = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), Alpn::None);
+    let resolver = match &target {
+        Some((h, _)) => cx.resolver(servers, h, &p("target")),
+        None => None,
+    };
+    if cx.errors.len() > before {
+        return None;
+    }
+    let (host, port) = target?;
+    Some(TcpRequest {
+        host,
+        port,
+        resolver: resolver?,
+        ip: ip_options(m.preferred_ip_protocol, m.ip_protocol_fallback),
+        tls: m.tls.unwrap_or(false),
+        tls_client: tls_client?,
+        dialogue,
+    })
+}
+
+/// Record types offered in "did you mean" hints (any type hickory knows is accepted).
+const DNS_TYPES: [&str; 22] = [
+    "A",
+    "AAAA",
+    "ANY",
+    "AXFR",
+    "CAA",
+    "CNAME",
+    "DNSKEY",
+    "DS",
+    "HINFO",
+    "HTTPS",
+    "IXFR",
+    "MX",
+    "NAPTR",
+    "NS",
+    "NULL",
+    "OPENPGPKEY",
+    "PTR",
+    "SOA",
+    "SRV",
+    "SSHFP",
+    "SVCB",
+    "TLSA",
+];
+const DNS_CLASSES: [&str; 5] = ["IN", "CH", "HS", "NONE", "ANY"];
+const RCODES: [(&str, ResponseCode); 12] = [
+    ("NOERROR", ResponseCode::NoError),
+    ("FORMERR", ResponseCode::FormErr),
+    ("SERVFAIL", ResponseCode::ServFail),
+    ("NXDOMAIN", ResponseCode::NXDomain),
+    ("NOTIMP", ResponseCode::NotImp),
+    ("REFUSED", ResponseCode::Refused),
+    ("YXDOMAIN", ResponseCode::YXDomain),
+    ("YXRRSET", ResponseCode::YXRRSet),
+    ("NXRRSET", ResponseCode::NXRRSet),
+    ("NOTAUTH", ResponseCode::NotAuth),
+    ("NOTZONE", ResponseCode::NotZone),
+    ("BADVERS", ResponseCode::BADVERS),
+];
+
+fn rr_checks(m: Option<&RrValidateModel>, path: &str, cx: &mut Cx) -> RrChecks {
+    let Some(m) = m else {
+        return RrChecks::default();
+    };
+    let p = |k: &str| key_path(path, k);
+    RrChecks {
+        fail_if_matches: cx.regexes(
+            m.fail_if_matches_regexp.as_ref(),
+            &p("fail_if_matches_regexp"),
+        ),
+        fail_if_all_match: cx.regexes(
+            m.fail_if_all_match_regexp.as_ref(),
+            &p("fail_if_all_match_regexp"),
+        ),
+        fail_if_not_matches: cx.regexes(
+            m.fail_if_not_matches_regexp.as_ref(),
+            &p("fail_if_not_matches_regexp"),
+        ),
+        fail_if_none_matches: cx.regexes(
+            m.fail_if_none_matches_regexp.as_ref(),
+            &p("fail_if_none_matches_regexp"),
+        ),
+    }
+}
+
+pub fn dns(
+    m: &DnsModel,
+    path: &str,
+    servers: Option<&[SocketAddr]>,
+    cx: &mut Cx,
+) -> Option<DnsRequest> {
+    let before = cx.errors.len();
+    let p = |k: &str| key_path(path, k);
+    let server = match targets::host_opt_port(&m.server, Some(53)) {
+        Ok((h, port)) => Some((h, port.unwrap_or(53))),
+        Err(e) => {
+            cx.err_value(&p("server"), e);
+            None
+        }
+    };
+    if m.query_name.trim().is_empty() {
+        cx.err_value(
+            &p("query_name"),
+            "empty `query_name` — expected the name to look up, like example.com",
+        );
+    }
+    let qtype_text = m
+        .query_type
+        .as_deref()
+        .unwrap_or("A")
+        .trim()
+        .to_ascii_uppercase();
+    let query_type = match RecordType::from_str(&qtype_text) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            cx.err_value(
+                &p("query_type"),
+                format!(
+                    "unknown DNS query type `{}`{}",
+                    m.query_type.as_deref().unwrap_or_default(),
+                    suggest::hint(&qtype_text, &DNS_TYPES)
+                ),
+            );
+            None
+        }
+    };
+    let qclass_text = m
+        .query_class
+        .as_deref()
+        .unwrap_or("IN")
+        .trim()
+        .to_ascii_uppercase();
+    let query_class = match DNSClass::from_str(&qclass_text) {
+        Ok(c) => Some(c),
+        Err(_) => {
+            cx.err_value(
+                &p("query_class"),
+                format!(
+                    "unknown DNS class `{}`{}",
+                    m.query_class.as_deref().unwrap_or_default(),
+                    suggest::hint(&qclass_text, &DNS_CLASSES)
+                ),
+            );
+            None
+        }
+    };
+    let mut valid_rcodes = Vec::new();
+    let rp = p("valid_rcodes");
+    for (i, r) in m.valid_rcodes.iter().flatten().enumerate() {
+        let up = r.trim().to_ascii_uppercase();
+        match RCODES.iter().find(|(n, _)| *n == up) {
+            Some((_, c)) => valid_rcodes.push(*c),
+            None => {
+                let names: Vec<&str> = RCODES.iter().map(|(n, _)| *n).collect();
+                cx.err_value(
+                    &index_path(&rp, i),
+                    format!("unknown DNS rcode `{r}`{}", suggest::hint(&up, &names)),
+                );
+            }
+        }
+    }
+    let checks = DnsChecks {
+        valid_rcodes,
+        answer: rr_checks(
+            m.validate_answer_rrs.as_ref(),
+            &p("validate_answer_rrs"),
+            cx,
+        ),
+        authority: rr_checks(
+            m.validate_authority_rrs.as_ref(),
+            &p("validate_authority_rrs"),
+            cx,
+        ),
+        additional: rr_checks(
+            m.validate_additional_rrs.as_ref(),
+            &p("validate_additional_rrs"),
+            cx,
+        ),
+    };
+    let resolver = match &server {
+        Some((h, _)) => cx.resolver(servers, h, &p("server")),
+        None => None,
+    };
+    if cx.errors.len() > before {
+        return None;
+    }
+    let (server, port) = server?;
+    Some(DnsRequest {
+        server,
+        port,
+        resolver: resolver?,
+        ip: ip_options(m.preferred_ip_protocol, m.ip_protocol_fallback),
+        query_name: m.query_name.trim().to_string(),
+        query_type: query_type?,
+        query_class: query_class?,
+        transport: match m.transport_protocol.unwrap_or(Transport::Udp) {
+            Transport::Udp => DnsTransport::Udp,
+            Transport::Tcp => DnsTransport::Tcp,
+        },
+        recursion_desired: m.recursion_desired.unwrap_or(true),
+        checks,
+    })
+}
+
+pub fn icmp(
+    m: &IcmpModel,
+    path: &str,
+    servers: Option<&[SocketAddr]>,
+    cx: &mut Cx,
+) -> Option<IcmpRequest> {
+    let before = cx.errors.len();
+    let p = |k: &str| key_path(path, k);
+    let host = match targets::bare_host(&m.target) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            cx.err_value(&p("target"), e);
+            None
+        }
+    };
+    let ttl = match m.ttl {
+        Some(t) if !(1..=255).contains(&t) => {
+            cx.err_value(
+                &p("ttl"),
+                format!("ttl {t} is out of range — expected 1 to 255"),
+            );
+            None
+        }
+        t => t.map(|t| t as u32),
+    };
+    let source = match &m.source_ip_address {
+        Some(s) => match s.trim().parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                cx.err_value(
+                    &p("source_ip_address"),
+                    format!("invalid source_ip_address {s:?} — expected an IP address"),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let resolver = match &host {
+        Some(h) => cx.resolver(servers, h, &p("target")),
+        None => None,
+    };
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(IcmpRequest {
+        host: host?,
+        resolver: resolver?,
+        ip: ip_options(m.preferred_ip_protocol, m.ip_protocol_fallback),
+        payload_size: usize::from(m.payload_size.unwrap_or(56)),
+        ttl,
+        dont_fragment: m.dont_fragment.unwrap_or(false),
+        source,
+    })
+}
+
+pub fn tls(
+    m: &TlsProbeModel,
+    path: &str,
+    servers: Option<&[SocketAddr]>,
+    cx: &mut Cx,
+) -> Option<TlsRequest> {
+    let before = cx.errors.len();
+    let p = |k: &str| key_path(path, k);
+    let target = match targets::host_port(&m.target) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            cx.err_value(&p("target"), e);
+            None
+        }
+    };
+    let client = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), Alpn::None);
+    let resolver = match &target {
+        Some((h, _)) => cx.resolver(servers, h, &p("target")),
+        None => None,
+    };
+    if cx.errors.len() > before {
+        return None;
+    }
+    let (host, port) = target?;
+    Some(TlsRequest {
+        host,
+        port,
+        resolver: resolver?,
+        ip: ip_options(m.preferred_ip_protocol, m.ip_protocol_fallback),
+        client: client?,
+    })
+}
