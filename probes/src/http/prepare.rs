@@ -161,6 +161,13 @@ impl Prepared {
             with_host.insert(header::HOST, v);
             with_host.extend(headers);
             headers = with_host;
+            // Each probe dials a fresh connection and never reuses it, so say so (as blackbox
+            // does with Go's DisableKeepAlives): the server closes first, and the TIME_WAIT
+            // state lands on its side instead of eating the prober's ephemeral ports at
+            // thousands of probes a second.
+            if !headers.contains_key(header::CONNECTION) {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
         }
         if let Some(p) = conn.proxy_authorization() {
             headers.insert(header::PROXY_AUTHORIZATION, p.clone());
