@@ -17,7 +17,7 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// `" — did you mean `x`?"` or `" — expected one of: a, b, c"`.
-pub fn hint<'a>(word: &str, candidates: &[&'a str]) -> String {
+pub fn hint(word: &str, candidates: &[&str]) -> String {
     match closest(word, candidates.iter().copied()) {
         Some(c) => format!(" — did you mean `{c}`?"),
         None => format!(" — expected one of: {}", candidates.join(", ")),
