@@ -13,7 +13,9 @@
 //!   [`FailureReason::Protocol`] — nothing was said at all, which is a broken or overloaded
 //!   service (a closed banner, an accept-and-drop), not a content mismatch, and alerting on it
 //!   deserves its own label;
-//! - the deadline passed while waiting: [`FailureReason::Timeout`].
+//! - the deadline passed while waiting: [`FailureReason::Timeout`];
+//! - a TLS alert instead of data (a TLS 1.3 server refusing the client certificate after the
+//!   handshake): [`FailureReason::Tls`]; any other read error: [`FailureReason::Protocol`].
 //!
 //! In the first two cases `failed_due_to_regex` is set, as blackbox sets
 //! `probe_failed_due_to_regex` whenever the scanner ran out of lines without a match; on a timeout
@@ -287,6 +289,14 @@ impl ReadError {
                     MAX_LINE / 1024
                 ),
             ),
+            // A TLS alert after the handshake, e.g. a TLS 1.3 server refusing the client
+            // certificate only once it has read the client's last flight.
+            ReadError::Io(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
+                Failure::new(
+                    FailureReason::Tls,
+                    format!("TLS error from the peer (dialogue step {step_no}/{n}): {e}"),
+                )
+            }
             ReadError::Io(e) => Failure::new(
                 FailureReason::Protocol,
                 format!("reading from the peer failed (dialogue step {step_no}/{n}): {e}"),

@@ -523,6 +523,11 @@ pub struct TlsProbeFacts {
 pub type TlsOutcome = Outcome<TlsProbeFacts>;
 
 /// Run the handshake-only probe under `deadline`.
+///
+/// Under TLS 1.3 the client's side of the handshake completes before the server has checked the
+/// client certificate, so a server refusing a (missing or wrong) client certificate is not seen
+/// here, exactly as with blackbox's handshake; the refusal arrives as an alert on the first read,
+/// which the tcp probe (`tls: true` plus an `Expect`) reports as reason `tls`.
 pub async fn probe(req: &TlsRequest, deadline: Instant) -> TlsOutcome {
     let mut rec = Recorder::new();
     let mut facts = TlsProbeFacts::default();

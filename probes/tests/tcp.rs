@@ -365,3 +365,38 @@ async fn final_line_without_newline_still_counts() {
     .await;
     assert!(out.success(), "{:?}", out.failure);
 }
+
+/// A TLS 1.3 server checks the client certificate after the client's handshake is done, so the
+/// refusal arrives as an alert on the first read: reason tls, not a regex or protocol failure.
+#[tokio::test]
+async fn missing_client_certificate_surfaces_on_the_first_read() {
+    let ca = Ca::new("sonde test CA");
+    let client_ca = Ca::new("sonde client CA");
+    let leaf = ca.leaf(&["mail.sonde.test"], time::Duration::days(30), &[]);
+    let server = LineServer::implicit_tls(pki::server_config(&leaf, &[], Some(&client_ca))).await;
+    let mut req = request(server.port(), vec![expect("^220 ")]);
+    req.tls = true;
+    req.tls_client = trusting(&ca, "mail.sonde.test");
+    let out = run(&req, Duration::from_secs(5)).await;
+    let f = out
+        .failure
+        .expect("the server requires a client certificate");
+    assert_eq!(f.reason, FailureReason::Tls, "{}", f.message);
+    assert!(f.message.contains("step 1/1"), "{}", f.message);
+    assert!(!out.facts.failed_due_to_regex);
+
+    let me = client_ca.leaf(&["probe.sonde.test"], time::Duration::days(30), &[]);
+    req.tls_client = TlsClient::new(
+        &TlsOptions {
+            ca_file: Some(ca.ca_file.clone()),
+            server_name: Some("mail.sonde.test".into()),
+            cert_file: Some(me.cert_file.clone()),
+            key_file: Some(me.key_file.clone()),
+            ..Default::default()
+        },
+        &[],
+    )
+    .unwrap();
+    let out = run(&req, Duration::from_secs(5)).await;
+    assert!(out.success(), "{:?}", out.failure);
+}
