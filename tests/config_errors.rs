@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sonde::config::{load_paths, LoadOptions};
+use sonde::config::{load_paths, load_str, LoadOptions};
 
 const DIR: &str = "tests/fixtures/invalid";
 
@@ -66,5 +66,82 @@ fn every_invalid_fixture_reports_exactly_its_expected_errors() {
         failures.len(),
         fixtures.len(),
         failures.join("\n")
+    );
+}
+
+/// Problems with no position in a file display as `path: message` (line and column 0).
+#[test]
+fn file_level_problems_name_the_path_without_a_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-folder");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("README.txt"), "no yaml here").unwrap();
+    let binary = dir.path().join("binary.yaml");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let errors = load_paths(
+        &[missing.clone(), empty.clone(), binary.clone()],
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            format!(
+                "{}: cannot read: No such file or directory — expected a scenario file or a folder of them",
+                missing.display()
+            ),
+            format!(
+                "{}: no *.yaml or *.yml file in this folder — expected scenario files",
+                empty.display()
+            ),
+            format!(
+                "{}: cannot read: stream did not contain valid UTF-8 — expected a readable UTF-8 YAML file",
+                binary.display()
+            ),
+        ]
+    );
+    assert!(errors.iter().all(|e| e.line == 0 && e.column == 0));
+}
+
+/// Errors of several files are all reported, file by file, in load order; a scenario name seen
+/// in an earlier file (even one with errors) is a duplicate in a later one.
+#[test]
+fn every_file_reports_its_errors() {
+    let errors = load_paths(
+        &[
+            PathBuf::from(DIR).join("bad-duration.yaml"),
+            PathBuf::from(DIR).join("three-unknown-keys.yaml"),
+        ],
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "tests/fixtures/invalid/bad-duration.yaml:2:11: invalid duration \"5 parsecs\" — expected a duration like 30s, 1m30s or 500ms",
+            "tests/fixtures/invalid/three-unknown-keys.yaml:1:11: duplicate scenario name `api` — already defined at tests/fixtures/invalid/bad-duration.yaml:1:11",
+            "tests/fixtures/invalid/three-unknown-keys.yaml:2:1: unknown key `tmeout` — did you mean `timeout`?",
+            "tests/fixtures/invalid/three-unknown-keys.yaml:5:3: unknown key `methd` — did you mean `method`?",
+            "tests/fixtures/invalid/three-unknown-keys.yaml:6:3: unknown key `hedaers` — did you mean `headers`?",
+        ]
+    );
+}
+
+/// `load_str` (the built-in configuration) names its origin in errors.
+#[test]
+fn load_str_errors_name_the_origin() {
+    let errors = load_str(
+        "<built-in>",
+        "scenario: x\nhttp: {url: 5}\n",
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        got,
+        ["<built-in>:2:13: `url` is the number 5 — expected a string"]
     );
 }

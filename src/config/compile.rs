@@ -615,7 +615,8 @@ fn step(
         expect::check_keys(e, &ep, kind, cx);
     }
     let post = expect::post_checks(m.expect.as_ref(), &ep, cx);
-    if kinds.len() != 1 || cx.errors.len() > before {
+    // Even when checks above failed, the kind's own checks run: every problem is reported.
+    if kinds.len() != 1 {
         return out;
     }
     let action = if let Some(h) = &m.http {
@@ -632,7 +633,7 @@ fn step(
     } else {
         None
     };
-    if let Some(a) = action {
+    if let (Some(a), false) = (action, cx.errors.len() > before) {
         out.built = Some((timeout, a, post));
     }
     out
