@@ -145,3 +145,37 @@ fn load_str_errors_name_the_origin() {
         ["<built-in>:2:13: `url` is the number 5 — expected a string"]
     );
 }
+
+/// Hostile documents get an error, not a crash or a hang: deep nesting and an alias bomb.
+#[test]
+fn hostile_documents_are_refused_cleanly() {
+    let deep = format!(
+        "scenario: x\nvars: {}{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let errors = load_str("<deep>", &deep, &LoadOptions::default()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.starts_with(
+            "the document is too deeply nested or expands too far (recursion limit exceeded"
+        ),
+        "{}",
+        errors[0]
+    );
+
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    bomb.push_str("scenario: x\n");
+    let errors = load_str("<bomb>", &bomb, &LoadOptions::default()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "<bomb>:1:1: the document is too deeply nested or expands too far (repetition limit exceeded) — expected an ordinary scenario file"
+    );
+}

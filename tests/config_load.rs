@@ -377,3 +377,42 @@ fn ten_thousand_scenarios_in_one_file_load() {
     assert_eq!(c.scenarios.len(), 10_000);
     assert_eq!(c.scenarios[9_999].defined_at, "<bulk>:29999:15");
 }
+
+#[test]
+fn anchors_and_merge_keys_are_resolved() {
+    let text = "\
+defaults: &defaults
+  interval: 10s
+  timeout: 2s
+scenarios:
+  - <<: *defaults
+    scenario: a
+    http: &probe {url: \"http://127.0.0.1:1/\"}
+  - <<: *defaults
+    scenario: b
+    http: *probe
+";
+    // `defaults:` beside `scenarios:` is refused; the same with the anchor on the first item:
+    let errors = load_str("<anchors>", text, &LoadOptions::default()).unwrap_err();
+    assert_eq!(
+        errors[0].to_string(),
+        "<anchors>:1:1: unknown key `defaults` beside `scenarios:` — expected only `scenarios:` here (a scenario's keys go inside its list item)"
+    );
+    let text = "\
+scenarios:
+  - &first
+    scenario: a
+    interval: 10s
+    timeout: 2s
+    http: {url: \"http://127.0.0.1:1/\"}
+  - <<: *first
+    scenario: b
+";
+    let c = load_str("<anchors>", text, &LoadOptions::default()).unwrap();
+    let b = &c.scenarios[1];
+    assert_eq!(b.name, "b");
+    assert_eq!(b.interval, Duration::from_secs(10));
+    assert_eq!(b.timeout, Duration::from_secs(2));
+    assert_eq!(b.defined_at, "<anchors>:8:15");
+    assert!(matches!(b.steps[0].action, Action::Http(_)));
+}

@@ -662,6 +662,12 @@ fn describe(v: &Value) -> &'static str {
 
 /// serde_norway's syntax messages carry "at line L column C", which the location already says.
 fn syntax_message(raw: &str) -> String {
+    if raw.contains("limit exceeded") {
+        return format!(
+            "the document is too deeply nested or expands too far ({}) — expected an ordinary scenario file",
+            raw.split(" at line").next().unwrap_or(raw)
+        );
+    }
     if raw.contains("more than one document") {
         return "more than one YAML document (`---`) — expected one document per file".into();
     }

@@ -195,3 +195,30 @@ impl Templates {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_but_defaults_work() {
+        let t = Templates::new(None);
+        let mut scope = t.scope("s");
+        scope
+            .pairs
+            .push(("base".into(), JValue::from("http://127.0.0.1")));
+        assert_eq!(
+            t.render("{{ env.SONDE_SURELY_UNSET_4711 | default('x') }}", &scope)
+                .unwrap(),
+            "x"
+        );
+        assert_eq!(t.render("{{ scenario }}", &scope).unwrap(), "s");
+        let e = t.render("{{ base.nope }}", &scope).unwrap_err();
+        assert!(e.contains("{{ base.nope }}"), "{e}");
+        let e = t.render("{{ nope }}", &scope).unwrap_err();
+        assert_eq!(
+            e,
+            "undefined template variable `nope` — defined: base, env, scenario"
+        );
+    }
+}

@@ -181,6 +181,9 @@ const STATUS_EXPECTED: &str = "a status code (100–599) like 200, or a class li
 
 fn status_from_str(s: &str) -> Option<StatusItem> {
     let s = s.trim();
+    if !s.is_ascii() {
+        return None;
+    }
     if s.len() == 3 && s[1..].eq_ignore_ascii_case("xx") {
         let d = s[..1].parse::<u16>().ok().filter(|d| (1..=5).contains(d))?;
         return Some(StatusItem {
@@ -409,5 +412,6 @@ mod tests {
         );
         assert_eq!(status_from_str("6xx"), None);
         assert_eq!(status_from_str("99"), None);
+        assert_eq!(status_from_str("é1"), None);
     }
 }
