@@ -1,0 +1,148 @@
+//! `sonde serve`: load the configuration, schedule it, serve the web endpoints, reload on SIGHUP
+//! or `POST /-/reload`, and shut down cleanly on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{self, ConfigError, LoadOptions};
+use crate::metrics::Metrics;
+use crate::scenario::Config;
+use crate::scheduler::Scheduler;
+
+/// Where the configuration comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// Files and folders given with `-c` (or `./sonde.yaml`).
+    Paths(Vec<PathBuf>),
+    /// The built-in self-check, as YAML text.
+    BuiltIn(String),
+}
+
+impl ConfigSource {
+    pub fn load(&self, opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+        match self {
+            ConfigSource::Paths(p) => config::load_paths(p, opts),
+            ConfigSource::BuiltIn(text) => config::load_str("<built-in>", text, opts),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::Paths(p) => p
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ConfigSource::BuiltIn(_) => "<built-in>".into(),
+        }
+    }
+}
+
+/// Everything the web endpoints and signal handlers share.
+pub struct App {
+    pub metrics: Arc<Metrics>,
+    pub scheduler: Scheduler,
+    pub source: ConfigSource,
+    pub load_options: LoadOptions,
+    /// The configuration now running.
+    current: Mutex<Arc<Config>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    ready: AtomicBool,
+    pub listen: SocketAddr,
+}
+
+/// The outcome of a reload, for the endpoint and the log.
+pub enum Reload {
+    Applied { scenarios: usize },
+    Rejected(Vec<ConfigError>),
+}
+
+impl App {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        scheduler: Scheduler,
+        source: ConfigSource,
+        load_options: LoadOptions,
+        initial: Config,
+        listen: SocketAddr,
+    ) -> Arc<App> {
+        let app = Arc::new(App {
+            metrics,
+            scheduler,
+            source,
+            load_options,
+            current: Mutex::new(Arc::new(Config::default())),
+            reloading: tokio::sync::Mutex::new(()),
+            ready: AtomicBool::new(false),
+            listen,
+        });
+        app.install(initial);
+        app.ready.store(true, Ordering::SeqCst);
+        app
+    }
+
+    fn install(&self, config: Config) {
+        self.scheduler.apply(&config);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        self.metrics.config_last_reload_successful.set(1);
+        self.metrics.config_last_reload_success_timestamp.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Load the configuration again and swap it in atomically. An invalid configuration changes
+    /// nothing that runs: the old one keeps going and the failure is visible in
+    /// `sonde_config_last_reload_successful`.
+    pub async fn reload(self: &Arc<Self>) -> Reload {
+        let _one_at_a_time = self.reloading.lock().await;
+        let source = self.source.clone();
+        let opts = self.load_options.clone();
+        let loaded = tokio::task::spawn_blocking(move || source.load(&opts))
+            .await
+            .unwrap_or_else(|e| {
+                Err(vec![ConfigError {
+                    file: self.source.describe(),
+                    line: 0,
+                    column: 0,
+                    message: format!("the configuration loader crashed: {e}"),
+                }])
+            });
+        match loaded {
+            Ok(config) => {
+                let n = config.scenarios.len();
+                self.install(config);
+                tracing::info!(scenarios = n, "configuration reloaded");
+                Reload::Applied { scenarios: n }
+            }
+            Err(errors) => {
+                self.metrics.config_last_reload_successful.set(0);
+                for e in &errors {
+                    tracing::error!("reload rejected: {e}");
+                }
+                tracing::error!(
+                    errors = errors.len(),
+                    "configuration reload failed; the previous configuration keeps running"
+                );
+                Reload::Rejected(errors)
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The HTTP endpoints of `sonde serve` (axum): metrics, health, reload, the loaded configuration
+//! and the scenarios' last runs.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::engine::fmt_long;
+use crate::scheduler::ScenarioState;
+use crate::serve::{App, Reload};
+
+/// The router for `app`.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload).put(reload))
+        .route("/config", get(config))
+        .route("/api/v1/scenarios", get(scenarios))
+        .route("/api/v1/scenarios/{name}", get(scenario))
+        .with_state(app)
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    // Encoding 10k scenarios' series is tens of milliseconds of CPU: keep it off the runtime's
+    // worker threads so probe timings are not disturbed.
+    let m = app.metrics.clone();
+    match tokio::task::spawn_blocking(move || m.encode()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn healthy() -> &'static str {
+    "Healthy\n"
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.is_ready() {
+        (StatusCode::OK, "Ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Not ready\n").into_response()
+    }
+}
+
+async fn reload(State(app): State<Arc<App>>) -> Response {
+    match app.reload().await {
+        Reload::Applied { scenarios } => (
+            StatusCode::OK,
+            format!("configuration reloaded: {scenarios} scenarios\n"),
+        )
+            .into_response(),
+        Reload::Rejected(errors) => {
+            let mut body =
+                String::from("configuration rejected; the previous configuration keeps running\n");
+            for e in errors {
+                body.push_str(&e.to_string());
+                body.push('\n');
+            }
+            (StatusCode::BAD_REQUEST, body).into_response()
+        }
+    }
+}
+
+async fn config(State(app): State<Arc<App>>) -> Response {
+    let cfg = app.config();
+    let doc = json!({
+        "sources": cfg.sources,
+        "scenarios": cfg.scenarios.iter().map(|s| s.redacted.clone()).collect::<Vec<_>>(),
+    });
+    match serde_norway::to_string(&doc) {
+        Ok(yaml) => ([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], yaml).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A scenario's summary: definition, counters, and its last run in brief.
+fn summary(st: &ScenarioState) -> Value {
+    let sc = &st.scenario;
+    let last = st.last();
+    let status = match &last {
+        None => "pending",
+        Some(r) if r.success() => "passing",
+        Some(_) => "failing",
+    };
+    let ms = |v: u64| {
+        (v > 0).then(|| {
+            crate::engine::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(v))
+        })
+    };
+    json!({
+        "name": sc.name,
+        "defined_at": sc.defined_at,
+        "interval": fmt_long(sc.interval),
+        "timeout": fmt_long(sc.timeout),
+        "regions": sc.regions,
+        "tags": sc.tags,
+        "labels": sc.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "steps": sc.steps.iter().map(|s| json!({"name": s.name, "kind": s.action.kind()})).collect::<Vec<_>>(),
+        "status": status,
+        "runs": st.runs.load(Ordering::Relaxed),
+        "failures": st.failures.load(Ordering::Relaxed),
+        "skipped": st.skipped.load(Ordering::Relaxed),
+        "next_run_at": ms(st.next_run_ms.load(Ordering::Relaxed)),
+        "last_success_at": ms(st.last_success_ms.load(Ordering::Relaxed)),
+        "last_run": last.as_ref().map(|r| json!({
+            "started_at": r.started_at,
+            "duration": r.duration.as_secs_f64(),
+            "result": r.result,
+            "failed_step": r.failed_step,
+            "failure": r.failure(),
+        })),
+    })
+}
+
+async fn scenarios(State(app): State<Arc<App>>) -> Json<Value> {
+    let list: Vec<Value> = app.scheduler.states().iter().map(|s| summary(s)).collect();
+    Json(json!({
+        "region": app.scheduler.region(),
+        "scenarios": list,
+        "not_owned": app.scheduler.not_owned(),
+    }))
+}
+
+async fn scenario(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let Some(st) = app.scheduler.state(&name) else {
+        let why = app
+            .scheduler
+            .not_owned()
+            .into_iter()
+            .find(|n| n.scenario == name)
+            .map(|n| format!("scenario {name:?} is not run by this agent: {}", n.reason))
+            .unwrap_or_else(|| format!("no scenario named {name:?}"));
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": why }))).into_response();
+    };
+    let mut v = summary(&st);
+    v["last_run"] = serde_json::to_value(st.last().as_deref()).unwrap_or(Value::Null);
+    Json(v).into_response()
+}
+
+async fn index(State(app): State<Arc<App>>) -> Html<String> {
+    let mut rows = String::new();
+    for st in app.scheduler.states() {
+        let s = summary(&st);
+        let name = html_escape(s["name"].as_str().unwrap_or_default());
+        let failure = s["last_run"]["failure"]["message"]
+            .as_str()
+            .map(html_escape)
+            .unwrap_or_default();
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/api/v1/scenarios/{url}\">{name}</a></td><td class=\"{st}\">{st}</td><td>{iv}</td><td>{runs}</td><td>{fail}</td><td>{failure}</td></tr>\n",
+            url = urlencode_path(s["name"].as_str().unwrap_or_default()),
+            st = s["status"].as_str().unwrap_or_default(),
+            iv = s["interval"].as_str().unwrap_or_default(),
+            runs = s["runs"],
+            fail = s["failures"],
+        ));
+    }
+    Html(format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>sonde</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}.passing{{color:#070}}.failing{{color:#b00}}.pending{{color:#777}}</style></head>
+<body><h1>sonde</h1>
+<p>Version {version}. Configuration: {source}. Links: <a href="/metrics">metrics</a> · <a href="/config">configuration</a> · <a href="/api/v1/scenarios">scenarios (JSON)</a> · <a href="/-/healthy">healthy</a> · <a href="/-/ready">ready</a></p>
+<table><tr><th>scenario</th><th>status</th><th>interval</th><th>runs</th><th>failures</th><th>last failure</th></tr>
+{rows}</table></body></html>
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+        source = html_escape(&app.source.describe()),
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn urlencode_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
