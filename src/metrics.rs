@@ -198,6 +198,17 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// The classic Prometheus text exposition (0.0.4) of everything, for clients that do not ask
+    /// for OpenMetrics: curl, `promtool check metrics`, older agents. The formats differ in how
+    /// counter families are named (OpenMetrics: `x` with samples `x_total`; classic: `x_total`),
+    /// and classic parsers reject the OpenMetrics naming ("no help text" for every counter).
+    pub fn encode_prometheus_text(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
 }
 
 /// The `result` label values, in `RunResult` order plus `skipped`.

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,13 +30,28 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+/// OpenMetrics for clients that ask for it (Prometheus does), the classic text format for the
+/// rest — the negotiation of Go's client_golang and so of blackbox_exporter, so that
+/// `curl …/metrics | promtool check metrics` works.
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let openmetrics = headers.get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
+    });
     // Encoding 10k scenarios' series is tens of milliseconds of CPU: keep it off the runtime's
     // worker threads so probe timings are not disturbed.
     let m = app.metrics.clone();
-    match tokio::task::spawn_blocking(move || m.encode()).await {
-        Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+    let encoded = tokio::task::spawn_blocking(move || {
+        if openmetrics {
+            (OPENMETRICS, m.encode())
+        } else {
+            (PROMETHEUS_TEXT, m.encode_prometheus_text())
+        }
+    });
+    match encoded.await {
+        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
