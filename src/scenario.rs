@@ -40,6 +40,48 @@ pub struct Scenario {
     pub fingerprint: u64,
     /// The scenario's definition as written, secrets redacted, for `/config`.
     pub redacted: serde_json::Value,
+    /// Secret values (from `env` references and secret keys), longest first: replaced by
+    /// `<redacted>` wherever they appear in traces and logs.
+    pub secrets: Vec<String>,
+}
+
+impl Scenario {
+    /// `text` with every secret value replaced.
+    pub fn redact_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut out = std::borrow::Cow::Borrowed(text);
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = std::borrow::Cow::Owned(out.replace(s.as_str(), crate::config::REDACTED));
+            }
+        }
+        out
+    }
+
+    /// Every string (and object key) of `v` with secret values replaced.
+    pub fn redact_json(&self, v: &mut serde_json::Value) {
+        use serde_json::Value as J;
+        if self.secrets.is_empty() {
+            return;
+        }
+        match v {
+            J::String(s) => {
+                if let std::borrow::Cow::Owned(r) = self.redact_text(s) {
+                    *s = r;
+                }
+            }
+            J::Array(items) => items.iter_mut().for_each(|i| self.redact_json(i)),
+            J::Object(m) => {
+                *m = std::mem::take(m)
+                    .into_iter()
+                    .map(|(k, mut val)| {
+                        self.redact_json(&mut val);
+                        (self.redact_text(&k).into_owned(), val)
+                    })
+                    .collect();
+            }
+            _ => {}
+        }
+    }
 }
 
 /// One step of a scenario.

@@ -310,7 +310,7 @@ async fn scenario_loop(
                 scenario = %scenario.name,
                 step = report.failed_step.as_deref().unwrap_or(""),
                 "run failed: {}",
-                report.failure().map(|f| f.to_string()).unwrap_or_default()
+                scenario.redact_text(&report.failure().map(|f| f.to_string()).unwrap_or_default())
             );
         }
         state.set_last(Arc::new(report));

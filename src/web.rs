@@ -113,7 +113,7 @@ fn summary(st: &ScenarioState) -> Value {
             crate::engine::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(v))
         })
     };
-    json!({
+    let mut v = json!({
         "name": sc.name,
         "defined_at": sc.defined_at,
         "interval": fmt_long(sc.interval),
@@ -135,7 +135,9 @@ fn summary(st: &ScenarioState) -> Value {
             "failed_step": r.failed_step,
             "failure": r.failure(),
         })),
-    })
+    });
+    sc.redact_json(&mut v);
+    v
 }
 
 async fn scenarios(State(app): State<Arc<App>>) -> Json<Value> {
@@ -160,6 +162,7 @@ async fn scenario(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
     };
     let mut v = summary(&st);
     v["last_run"] = serde_json::to_value(st.last().as_deref()).unwrap_or(Value::Null);
+    st.scenario.redact_json(&mut v);
     Json(v).into_response()
 }
 

@@ -21,8 +21,13 @@ struct Serve {
 
 impl Serve {
     fn start(args: &[&str]) -> Serve {
+        Self::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Serve {
         let addr = free_addr();
         let child = Command::new(SONDE)
+            .envs(env.iter().copied())
             .arg("serve")
             .args(args)
             .args(["--listen", &addr.to_string()])
@@ -247,12 +252,20 @@ fn serve_probes_and_exposes_metrics_api_and_redacted_config() {
   - scenario: down
     interval: 1s
     http: {{url: "{down}"}}
+  - scenario: keyed
+    interval: 1s
+    http:
+      url: "{ok}?key={{{{ env.SONDE_TEST_API_KEY }}}}"
+      headers: {{X-Api-Key: "{{{{ env.SONDE_TEST_API_KEY }}}}"}}
 "#,
             ok = web.url("/ok"),
             down = web.url("/down"),
         ),
     );
-    let s = Serve::start(&["-c", f.to_str().unwrap(), "--region", "eu-west"]);
+    let s = Serve::start_with_env(
+        &["-c", f.to_str().unwrap(), "--region", "eu-west"],
+        &[("SONDE_TEST_API_KEY", "k3y-from-env-7781")],
+    );
     let web_doc = s.wait_runs("web", 0);
     let down_doc = s.wait_runs("down", 0);
 
@@ -295,7 +308,22 @@ fn serve_probes_and_exposes_metrics_api_and_redacted_config() {
 
     let list = s.get("/api/v1/scenarios").json();
     assert_eq!(list["region"], "eu-west");
-    assert_eq!(list["scenarios"].as_array().unwrap().len(), 2);
+    assert_eq!(list["scenarios"].as_array().unwrap().len(), 3);
+
+    // A secret from the environment reached the target (it is what the probe must send) but
+    // no output of sonde: not the trace's URL, headers or events, not /config.
+    let keyed = s.wait_runs("keyed", 0);
+    assert_eq!(keyed["status"], "passing", "{keyed:#}");
+    let seen = web.requests();
+    assert!(seen
+        .iter()
+        .any(|r| r.header("x-api-key") == Some("k3y-from-env-7781")));
+    let trace = s.get("/api/v1/scenarios/keyed").body;
+    assert!(
+        !trace.contains("k3y-from-env-7781"),
+        "secret in the trace:\n{trace}"
+    );
+    assert!(trace.contains("<redacted>"), "{trace}");
     assert_eq!(s.get("/api/v1/scenarios/nope").status, 404);
 
     let cfg = s.get("/config");

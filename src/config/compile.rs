@@ -15,7 +15,7 @@ use super::error::{FileErrors, Pos};
 use super::expect;
 use super::locate::{index_path, key_path, PosIndex};
 use super::model::{ScenarioModel, StepModel, KINDS};
-use super::redact::{redact, Fnv};
+use super::redact::{redact, secrets, Fnv};
 use super::steps;
 use super::suggest;
 use super::template::Templates;
@@ -230,6 +230,7 @@ impl Loader {
         let mut redacted = serde_json::to_value(&raw).unwrap_or_default();
         hash.write(redacted.to_string().as_bytes());
         hash.write(self.region.as_deref().unwrap_or("").as_bytes());
+        let secrets = secrets(&redacted, |name| std::env::var(name).ok());
         redact(&mut redacted);
 
         let rec = deserialize_recovering::<ScenarioModel>(raw, path, "a scenario", index, errors);
@@ -516,6 +517,7 @@ impl Loader {
             steps: built,
             fingerprint: hash.finish(),
             redacted,
+            secrets,
         })
     }
 }

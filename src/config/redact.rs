@@ -5,6 +5,9 @@
 //! shows what the user wrote (templates like `{{ env.TOKEN }}` stay templates: a secret from the
 //! environment never reaches it) and costs no second deserialization.
 
+use std::sync::OnceLock;
+
+use regex::Regex;
 use serde_json::Value as J;
 
 pub const REDACTED: &str = "<redacted>";
@@ -56,6 +59,53 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
+/// Values shorter than this are not treated as secrets in traces: redacting every "1" or "ok" in
+/// a trace would destroy it, and such values protect nothing.
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// The secret values of a scenario as written: the values of every environment variable its
+/// templates reference (`env.NAME`, `env["NAME"]`) — a template may carry them anywhere, a URL,
+/// a header, a TCP send — and the literal values at secret keys. The engine's traces and logs
+/// replace them with `<redacted>` wherever they appear. Longest first, so a secret that contains
+/// another is replaced whole.
+pub fn secrets(raw: &J, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    static ENV_REF: OnceLock<Regex> = OnceLock::new();
+    let env_ref = ENV_REF.get_or_init(|| {
+        Regex::new(r#"env\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*["']([^"']+)["']\s*\])"#)
+            .expect("static regex")
+    });
+    let mut out = Vec::new();
+    let mut walk = vec![(raw, false)];
+    while let Some((v, secret_key)) = walk.pop() {
+        match v {
+            J::Object(m) => {
+                for (k, val) in m {
+                    let lk = k.to_ascii_lowercase();
+                    let secret =
+                        SECRET_KEYS.contains(&lk.as_str()) || SECRET_HEADERS.contains(&lk.as_str());
+                    walk.push((val, secret));
+                }
+            }
+            J::Array(items) => walk.extend(items.iter().map(|i| (i, false))),
+            J::String(s) => {
+                for c in env_ref.captures_iter(s) {
+                    if let Some(v) = c.get(1).or(c.get(2)).and_then(|n| env(n.as_str())) {
+                        out.push(v);
+                    }
+                }
+                if secret_key && !s.contains("{{") {
+                    out.push(s.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    out.retain(|s| s.len() >= MIN_SECRET_LEN);
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    out.dedup();
+    out
+}
+
 /// FNV-1a, 64 bits: stable across runs and builds (std's hasher is not), good enough to tell
 /// "changed" from "unchanged".
 #[derive(Clone, Copy)]
@@ -102,5 +152,26 @@ mod tests {
         assert_eq!(v["http"]["basic_auth"]["username"], "u");
         assert_eq!(v["http"]["proxy_url"], "http://<redacted>@proxy:3128/");
         assert_eq!(v["vars"]["password"], REDACTED);
+    }
+
+    #[test]
+    fn secrets_come_from_env_references_and_secret_keys() {
+        let raw = serde_json::json!({
+            "vars": {"token": "{{ env.API_TOKEN }}", "short": "{{ env['SHORT'] }}"},
+            "http": {"url": "https://x/?k={{ env[\"KEY\"] }}",
+                     "headers": {"Authorization": "Bearer literal-token"},
+                     "basic_auth": {"username": "u", "password": "{{ env.API_TOKEN }}"}},
+            "tcp": {"query_response": [{"send": "AUTH {{ env.MISSING }}"}]}
+        });
+        let env = |n: &str| match n {
+            "API_TOKEN" => Some("s3cr3t-token".to_string()),
+            "KEY" => Some("key-value-12".to_string()),
+            "SHORT" => Some("ab".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            secrets(&raw, env),
+            vec!["Bearer literal-token", "key-value-12", "s3cr3t-token"]
+        );
     }
 }
