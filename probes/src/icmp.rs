@@ -54,6 +54,7 @@ pub struct IcmpRequest {
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct IcmpFacts {
+    #[serde(serialize_with = "crate::ser_opt_secs")]
     pub rtt: Option<Duration>,
     /// TTL / hop limit of the reply, when the socket reports it (IPv4 over a raw socket only; see
     /// the module docs).

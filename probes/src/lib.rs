@@ -204,8 +204,19 @@ pub struct Event {
     pub message: String,
 }
 
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// Durations serialize as seconds (a float), like every duration in sonde's JSON.
+pub(crate) fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+pub(crate) fn ser_opt_secs<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 /// What every probe returns. `F` holds the protocol's own facts.
@@ -388,6 +399,30 @@ mod tests {
         assert_eq!(f.reason, FailureReason::Timeout);
         assert!(f.message.contains("waiting forever"), "{}", f.message);
         assert_eq!(rec.timings.get(Phase::Resolve), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn durations_serialize_as_seconds() {
+        #[derive(serde::Serialize)]
+        struct T {
+            #[serde(serialize_with = "ser_secs")]
+            d: Duration,
+            #[serde(serialize_with = "ser_opt_secs")]
+            some: Option<Duration>,
+            #[serde(serialize_with = "ser_opt_secs")]
+            none: Option<Duration>,
+        }
+        let t = T {
+            d: Duration::from_millis(1500),
+            some: Some(Duration::from_micros(35)),
+            none: None,
+        };
+        let mut out = Vec::new();
+        serde::Serialize::serialize(&t, &mut serde_json::Serializer::new(&mut out)).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"d":1.5,"some":0.000035,"none":null}"#
+        );
     }
 
     #[test]
