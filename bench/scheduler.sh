@@ -4,7 +4,7 @@
 # per 1,000 probes — and, side by side in the same run, blackbox_exporter's CPU per 1,000 probes
 # when driven by wrk through /probe (blackbox has no scheduler; Prometheus drives it that way).
 #
-#   bash bench/scheduler.sh                 # 10,000 scenarios, 60 s window
+#   bash bench/scheduler.sh                 # 10,000 scenarios, 60 s window (~2.5 min in all)
 #   N=2000 WINDOW=20 bash bench/scheduler.sh
 #
 # Traffic stays on 127.0.0.1. Installs nginx, wrk and prometheus-blackbox-exporter from Debian if
@@ -98,19 +98,26 @@ for _ in $(seq 1 300); do curl -fsS "http://$SONDE_ADDR/-/ready" >/dev/null 2>&1
 echo "sonde up with $N scenarios; warming up ${WARMUP}s…" >&2
 sleep "$WARMUP"
 
-t0=$(date +%s.%N)
-curl -fsS "http://$SONDE_ADDR/metrics" >"$work/m0.txt"
+# RSS every 0.2 s for the whole window, scrapes included (a 10k-scenario /metrics is ~35 MB of
+# text, and encoding it is part of the memory a real deployment needs).
+(while kill -0 $sonde_pid 2>/dev/null; do
+   echo "$(date +%s.%N) $(rss_kb $sonde_pid)"; sleep 0.2
+ done) >"$work/rss.txt" 2>/dev/null &
+sampler=$!
+# Counters come from two scrapes; each is timed at its midpoint.
+scrape() {
+  local a b
+  a=$(date +%s.%N); curl -fsS "http://$SONDE_ADDR/metrics" >"$1"; b=$(date +%s.%N)
+  echo "$a $b"
+}
+read -r s0a s0b < <(scrape "$work/m0.txt")
 c0=$(cpu_ticks $sonde_pid); n0=$(cpu_ticks $nginx_pid)
-rss_max=0
-end=$(( $(date +%s) + WINDOW ))
-while [ "$(date +%s)" -lt "$end" ]; do
-  r=$(rss_kb $sonde_pid); [ "$r" -gt "$rss_max" ] && rss_max=$r
-  sleep 1
-done
+sleep "$WINDOW"
 c1=$(cpu_ticks $sonde_pid); n1=$(cpu_ticks $nginx_pid)
-curl -fsS "http://$SONDE_ADDR/metrics" >"$work/m1.txt"
-t1=$(date +%s.%N)
-rss_end=$(rss_kb $sonde_pid)
+read -r s1a s1b < <(scrape "$work/m1.txt")
+sleep 1
+kill $sampler 2>/dev/null || true
+t0=$(python3 -c "print(($s0a+$s0b)/2)"); t1=$(python3 -c "print(($s1a+$s1b)/2)")
 kill $sonde_pid; wait $sonde_pid 2>/dev/null || true
 
 # --- blackbox_exporter side by side: CPU per probe through /probe --------------------------------
@@ -132,5 +139,5 @@ if command -v prometheus-blackbox-exporter >/dev/null; then
   export BB_REQS=$(awk '/requests in/{print $1}' "$work/wrk.txt")
 fi
 
-T0=$t0 T1=$t1 C0=$c0 C1=$c1 NG0=$n0 NG1=$n1 HZ=$hz RSS_MAX=$rss_max RSS_END=$rss_end N=$N \
+T0=$t0 T1=$t1 C0=$c0 C1=$c1 NG0=$n0 NG1=$n1 HZ=$hz RSS_LOG=$work/rss.txt SCRAPE1="$s1a $s1b" N=$N \
   python3 "$root/bench/lib/scheduler_report.py" "$work/m0.txt" "$work/m1.txt"

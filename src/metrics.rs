@@ -191,23 +191,77 @@ impl Metrics {
         })
     }
 
-    /// The OpenMetrics text exposition of everything.
-    pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(64 * 1024);
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    /// The exposition of everything in `format`, as a list of chunks of about [`CHUNK`] bytes.
+    ///
+    /// 10,000 scenarios make some 35 MB of text. Encoding into one growing `String` would hold
+    /// the text plus its doubling slack (up to twice as much) in one block; chunks cost exactly
+    /// the text, are freed as they are sent, and no family lock is held while a slow client reads.
+    pub fn encode(&self, format: Format) -> Vec<bytes::Bytes> {
+        let mut w = Chunks::default();
+        // Writing into memory cannot fail.
+        let _ = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut w, &self.registry)
+            }
+            // Classic parsers (curl, `promtool check metrics`, older agents) reject OpenMetrics'
+            // counter naming (`x` with samples `x_total`: "no help text"), so they get 0.0.4.
+            Format::PrometheusText => {
+                prometheus_client::encoding::prometheus_text::encode(&mut w, &self.registry)
+            }
+        };
+        w.finish()
     }
+}
 
-    /// The classic Prometheus text exposition (0.0.4) of everything, for clients that do not ask
-    /// for OpenMetrics: curl, `promtool check metrics`, older agents. The formats differ in how
-    /// counter families are named (OpenMetrics: `x` with samples `x_total`; classic: `x_total`),
-    /// and classic parsers reject the OpenMetrics naming ("no help text" for every counter).
-    pub fn encode_prometheus_text(&self) -> String {
-        let mut out = String::with_capacity(64 * 1024);
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
-        out
+/// The two text expositions `/metrics` serves.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text; version=1.0.0`, for clients that ask (Prometheus does).
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`, for everyone else.
+    PrometheusText,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::PrometheusText => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// Size of one chunk of an exposition.
+pub const CHUNK: usize = 256 * 1024;
+
+#[derive(Default)]
+struct Chunks {
+    done: Vec<bytes::Bytes>,
+    current: String,
+}
+
+impl std::fmt::Write for Chunks {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        // Never let the chunk grow by reallocation (that would copy it and double its block):
+        // close it before a write that would not fit.
+        if !self.current.is_empty() && self.current.len() + s.len() > self.current.capacity() {
+            self.done
+                .push(bytes::Bytes::from(std::mem::take(&mut self.current)));
+        }
+        if self.current.capacity() == 0 {
+            self.current.reserve_exact(CHUNK.max(s.len()));
+        }
+        self.current.push_str(s);
+        Ok(())
+    }
+}
+
+impl Chunks {
+    fn finish(mut self) -> Vec<bytes::Bytes> {
+        if !self.current.is_empty() {
+            self.done.push(bytes::Bytes::from(self.current));
+        }
+        self.done
     }
 }
 
@@ -393,5 +447,68 @@ impl ScenarioMetrics {
                     .remove(&self.labels(&s.step, Some(("reason", r.as_str()))));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, LoadOptions};
+
+    fn loaded(n: usize) -> (Arc<Metrics>, Vec<ScenarioMetrics>) {
+        let mut yaml = String::from("scenarios:\n");
+        for i in 0..n {
+            yaml.push_str(&format!(
+                "  - scenario: s{i}\n    labels: {{team: \"t\\\"{i}\"}}\n    tcp: {{target: \"127.0.0.1:1\"}}\n"
+            ));
+        }
+        let cfg = load_str("t.yaml", &yaml, &LoadOptions::default()).expect("valid");
+        let m = Metrics::new();
+        let series = cfg
+            .scenarios
+            .iter()
+            .map(|s| ScenarioMetrics::new(m.clone(), s, Some("eu")))
+            .collect();
+        (m, series)
+    }
+
+    #[test]
+    fn chunks_are_bounded_and_add_up_to_the_whole_exposition() {
+        let (m, _series) = loaded(600);
+        for format in [Format::PrometheusText, Format::OpenMetrics] {
+            let chunks = m.encode(format);
+            assert!(chunks.len() > 1, "600 scenarios should not fit one chunk");
+            assert!(
+                chunks.iter().all(|c| c.len() <= CHUNK),
+                "a chunk outgrew CHUNK"
+            );
+            let joined: Vec<u8> = chunks.concat();
+            let mut whole = String::new();
+            match format {
+                Format::OpenMetrics => {
+                    prometheus_client::encoding::text::encode(&mut whole, &m.registry).unwrap()
+                }
+                Format::PrometheusText => {
+                    prometheus_client::encoding::prometheus_text::encode(&mut whole, &m.registry)
+                        .unwrap()
+                }
+            }
+            assert_eq!(String::from_utf8(joined).unwrap(), whole);
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_removal_removes_every_series() {
+        let (m, mut series) = loaded(2);
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        assert!(
+            text.contains(r#"sonde_scenario_success{scenario="s1",region="eu",team="t\"1"} 0"#),
+            "{text}"
+        );
+        let s1 = series.pop().unwrap();
+        s1.remove();
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        assert!(!text.contains(r#"scenario="s1""#), "{text}");
+        assert!(text.contains(r#"scenario="s0""#));
     }
 }

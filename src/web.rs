@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -12,6 +13,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::engine::fmt_long;
+use crate::metrics::Format;
 use crate::scheduler::ScenarioState;
 use crate::serve::{App, Reload};
 
@@ -29,9 +31,6 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format for the
 /// rest — the negotiation of Go's client_golang and so of blackbox_exporter, so that
 /// `curl …/metrics | promtool check metrics` works.
@@ -40,18 +39,21 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         v.to_str()
             .is_ok_and(|v| v.contains("application/openmetrics-text"))
     });
+    let format = if openmetrics {
+        Format::OpenMetrics
+    } else {
+        Format::PrometheusText
+    };
     // Encoding 10k scenarios' series is tens of milliseconds of CPU: keep it off the runtime's
     // worker threads so probe timings are not disturbed.
     let m = app.metrics.clone();
-    let encoded = tokio::task::spawn_blocking(move || {
-        if openmetrics {
-            (OPENMETRICS, m.encode())
-        } else {
-            (PROMETHEUS_TEXT, m.encode_prometheus_text())
+    match tokio::task::spawn_blocking(move || m.encode(format)).await {
+        Ok(chunks) => {
+            let body = Body::from_stream(futures_util::stream::iter(
+                chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+            ));
+            ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
         }
-    });
-    match encoded.await {
-        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -57,8 +57,15 @@ def main():
           f"timeout {done['timeout']:.0f}, skipped {done['skipped']:.0f}")
     print(f"  scheduler lag       p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms  "
           "(histogram_quantile over the window)")
-    print(f"  sonde RSS           max {int(e['RSS_MAX']) / 1024:.1f} MB, "
-          f"at end {int(e['RSS_END']) / 1024:.1f} MB")
+    samples = [(float(t), int(kb)) for t, kb in
+               (line.split() for line in open(e["RSS_LOG"]) if len(line.split()) == 2)]
+    s1a, s1b = (float(x) for x in e["SCRAPE1"].split())
+    window = sorted(kb for t, kb in samples if t0 <= t <= t1)
+    during_scrape = [kb for t, kb in samples if s1a - 0.3 <= t <= s1b + 0.3]
+    median = window[len(window) // 2] if window else 0
+    print(f"  sonde RSS           median {median / 1024:.1f} MB, max {max(window or [0]) / 1024:.1f} MB "
+          f"over the window; {max(during_scrape or [0]) / 1024:.1f} MB during a /metrics scrape "
+          f"of {len(m1) / 1e6:.1f} MB")
     print(f"  sonde CPU           {cpu / dt:.2f} cores, {per_1k:.3f} CPU-s per 1k probes  "
           f"(nginx worker: {ncpu / dt:.2f} cores)")
     if e.get("BB_REQS"):

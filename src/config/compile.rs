@@ -514,7 +514,12 @@ impl Loader {
             regions,
             tags,
             labels,
-            steps: built,
+            steps: {
+                // Exact capacity: 10,000 one-step scenarios would otherwise carry room for
+                // 40,000 steps.
+                built.shrink_to_fit();
+                built
+            },
             fingerprint: hash.finish(),
             redacted,
             secrets,
