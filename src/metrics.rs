@@ -191,25 +191,73 @@ impl Metrics {
         })
     }
 
-    /// The exposition of everything in `format`, as a list of chunks of about [`CHUNK`] bytes.
-    ///
-    /// 10,000 scenarios make some 35 MB of text. Encoding into one growing `String` would hold
-    /// the text plus its doubling slack (up to twice as much) in one block; chunks cost exactly
-    /// the text, are freed as they are sent, and no family lock is held while a slow client reads.
+    /// The exposition of everything in `format`, in chunks of at most [`CHUNK`] bytes (one
+    /// bigger write aside).
     pub fn encode(&self, format: Format) -> Vec<bytes::Bytes> {
-        let mut w = Chunks::default();
-        // Writing into memory cannot fail.
-        let _ = match format {
+        let mut out = Vec::new();
+        // Collecting into memory cannot fail.
+        let _ = self.encode_into(format, |chunk| {
+            out.push(chunk);
+            Ok(())
+        });
+        out
+    }
+
+    /// Encode into `tx` chunk by chunk, as the client reads: the memory a scrape costs stays a
+    /// few chunks however many series there are (10,000 scenarios make ~35 MB of text).
+    ///
+    /// The encoder holds each family's read lock while it encodes that family, so it must never
+    /// wait for the client then: a chunk the channel has no room for is kept in memory and sent
+    /// once the encoding is done. A fast reader (Prometheus) gets the stream at encoding speed; a
+    /// slow one costs memory, never a blocked scenario task. Returns early if the client left.
+    /// Call from a blocking thread.
+    pub fn encode_streaming(&self, format: Format, tx: tokio::sync::mpsc::Sender<bytes::Bytes>) {
+        use tokio::sync::mpsc::error::TrySendError;
+        let mut backlog: std::collections::VecDeque<bytes::Bytes> = Default::default();
+        let res = self.encode_into(format, |chunk| {
+            backlog.push_back(chunk);
+            while let Some(c) = backlog.pop_front() {
+                match tx.try_send(c) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(c)) => {
+                        backlog.push_front(c);
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => return Err(std::fmt::Error),
+                }
+            }
+            Ok(())
+        });
+        if res.is_ok() {
+            // No lock is held any more: now waiting for the client is fine.
+            for c in backlog {
+                if tx.blocking_send(c).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn encode_into(
+        &self,
+        format: Format,
+        sink: impl FnMut(bytes::Bytes) -> std::fmt::Result,
+    ) -> std::fmt::Result {
+        let mut w = ChunkWriter {
+            current: String::new(),
+            sink,
+        };
+        match format {
             Format::OpenMetrics => {
-                prometheus_client::encoding::text::encode(&mut w, &self.registry)
+                prometheus_client::encoding::text::encode(&mut w, &self.registry)?
             }
             // Classic parsers (curl, `promtool check metrics`, older agents) reject OpenMetrics'
             // counter naming (`x` with samples `x_total`: "no help text"), so they get 0.0.4.
             Format::PrometheusText => {
-                prometheus_client::encoding::prometheus_text::encode(&mut w, &self.registry)
+                prometheus_client::encoding::prometheus_text::encode(&mut w, &self.registry)?
             }
-        };
-        w.finish()
+        }
+        w.flush()
     }
 }
 
@@ -234,19 +282,18 @@ impl Format {
 /// Size of one chunk of an exposition.
 pub const CHUNK: usize = 256 * 1024;
 
-#[derive(Default)]
-struct Chunks {
-    done: Vec<bytes::Bytes>,
+/// Cuts a text stream into chunks of exactly reserved size: a chunk never grows by
+/// reallocation (which would copy it and double its block), it is closed before a write that
+/// would not fit.
+struct ChunkWriter<F> {
     current: String,
+    sink: F,
 }
 
-impl std::fmt::Write for Chunks {
+impl<F: FnMut(bytes::Bytes) -> std::fmt::Result> std::fmt::Write for ChunkWriter<F> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        // Never let the chunk grow by reallocation (that would copy it and double its block):
-        // close it before a write that would not fit.
         if !self.current.is_empty() && self.current.len() + s.len() > self.current.capacity() {
-            self.done
-                .push(bytes::Bytes::from(std::mem::take(&mut self.current)));
+            self.flush()?;
         }
         if self.current.capacity() == 0 {
             self.current.reserve_exact(CHUNK.max(s.len()));
@@ -256,12 +303,12 @@ impl std::fmt::Write for Chunks {
     }
 }
 
-impl Chunks {
-    fn finish(mut self) -> Vec<bytes::Bytes> {
-        if !self.current.is_empty() {
-            self.done.push(bytes::Bytes::from(self.current));
+impl<F: FnMut(bytes::Bytes) -> std::fmt::Result> ChunkWriter<F> {
+    fn flush(&mut self) -> std::fmt::Result {
+        if self.current.is_empty() {
+            return Ok(());
         }
-        self.done
+        (self.sink)(bytes::Bytes::from(std::mem::take(&mut self.current)))
     }
 }
 

@@ -47,15 +47,14 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     // Encoding 10k scenarios' series is tens of milliseconds of CPU: keep it off the runtime's
     // worker threads so probe timings are not disturbed.
     let m = app.metrics.clone();
-    match tokio::task::spawn_blocking(move || m.encode(format)).await {
-        Ok(chunks) => {
-            let body = Body::from_stream(futures_util::stream::iter(
-                chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
-            ));
-            ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    tokio::task::spawn_blocking(move || m.encode_streaming(format, tx));
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    }));
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 async fn healthy() -> &'static str {
