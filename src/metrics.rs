@@ -545,6 +545,33 @@ mod tests {
     }
 
     #[test]
+    fn streaming_to_a_slow_reader_loses_and_reorders_nothing() {
+        let (m, _series) = loaded(600);
+        let whole = m.encode(Format::OpenMetrics).concat();
+        // A one-slot channel and a reader that dawdles: most chunks go through the backlog.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let m2 = m.clone();
+        let writer = std::thread::spawn(move || m2.encode_streaming(Format::OpenMetrics, tx));
+        let mut got = Vec::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            got.extend_from_slice(&chunk);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        writer.join().unwrap();
+        assert_eq!(got.len(), whole.len());
+        assert!(got == whole, "streamed exposition differs");
+    }
+
+    #[test]
+    fn streaming_stops_when_the_client_leaves() {
+        let (m, _series) = loaded(600);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        // Returns (rather than blocking forever on a closed channel).
+        m.encode_streaming(Format::PrometheusText, tx);
+    }
+
+    #[test]
     fn label_values_are_escaped_and_removal_removes_every_series() {
         let (m, mut series) = loaded(2);
         let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
