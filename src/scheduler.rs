@@ -87,6 +87,11 @@ pub struct Scheduler {
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     tasks: Mutex<BTreeMap<String, Task>>,
+    /// Tasks of scenarios a reload removed, by name, until they end: their run in flight may
+    /// still be going. If the scenario comes back, its new task waits for the old one (no
+    /// overlap, and the old task's cleanup cannot delete the new task's series, which have the
+    /// same labels); shutdown waits for them like for the others.
+    retired: Mutex<BTreeMap<String, JoinHandle<()>>>,
     not_owned: Mutex<Vec<NotOwned>>,
 }
 
@@ -98,6 +103,7 @@ impl Scheduler {
             permits: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             shutdown: CancellationToken::new(),
             tasks: Mutex::new(BTreeMap::new()),
+            retired: Mutex::new(BTreeMap::new()),
             not_owned: Mutex::new(Vec::new()),
         }
     }
@@ -110,6 +116,8 @@ impl Scheduler {
     pub fn apply(&self, config: &Config) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let mut old = std::mem::take(&mut *tasks);
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|_, h| !h.is_finished());
         let mut not_owned = Vec::new();
         for sc in &config.scenarios {
             if let Err(reason) = selected(sc, self.region.as_deref()) {
@@ -128,12 +136,13 @@ impl Scheduler {
                     t.cancel.cancel();
                     Some(t.handle)
                 }
-                None => None,
+                None => retired.remove(&sc.name),
             };
             tasks.insert(sc.name.clone(), self.spawn(sc.clone(), prev));
         }
-        for (_, t) in old {
+        for (name, t) in old {
             t.cancel.cancel();
+            retired.insert(name, t.handle);
         }
         self.metrics.scenarios.set(tasks.len() as i64);
         *self.not_owned.lock().unwrap_or_else(|e| e.into_inner()) = not_owned;
@@ -181,13 +190,17 @@ impl Scheduler {
     /// Stop scheduling and wait for in-flight runs to finish (each within its own deadline).
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        let handles: Vec<JoinHandle<()>> = {
+        let mut handles: Vec<JoinHandle<()>> = {
             let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut *tasks)
                 .into_values()
                 .map(|t| t.handle)
                 .collect()
         };
+        handles.extend(
+            std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_values(),
+        );
         for h in handles {
             let _ = h.await;
         }
@@ -380,5 +393,62 @@ mod tests {
         assert_eq!(stable_hash(""), 0xcbf29ce484222325);
         assert_eq!(stable_hash("a"), 0xaf63dc4c8601ec8c);
         assert_eq!(stable_hash("foobar"), 0x85944171f73967e8);
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+    use crate::config::{load_str, LoadOptions};
+    use crate::metrics::Format;
+    use sonde_testkit::http::RawServer;
+
+    /// Hang guard: polls `f` every 10 ms, panics after 15 s.
+    async fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let guard = Instant::now() + Duration::from_secs(15);
+        while !f() {
+            assert!(
+                Instant::now() < guard,
+                "hang guard: still waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn exposition(m: &Metrics) -> String {
+        String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap()
+    }
+
+    /// A reload removes a scenario while its run is in flight, the next reload brings it back:
+    /// the old task's cleanup must not delete the new task's series (same labels), and the two
+    /// versions must not run at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scenario_removed_and_re_added_mid_run_keeps_its_series() {
+        let never = RawServer::never_answers().await;
+        let yaml = format!(
+            "scenario: s\ninterval: 1s\ntimeout: 1s\nhttp: {{url: \"{}\"}}\n",
+            never.url("/")
+        );
+        let cfg = load_str("t.yaml", &yaml, &LoadOptions::default()).expect("valid");
+        let metrics = Metrics::new();
+        let sched = Scheduler::new(metrics.clone(), None, 16);
+        sched.apply(&cfg);
+        wait_until("the first run to start", || {
+            metrics.runs_in_flight.get() == 1
+        })
+        .await;
+        sched.apply(&Config::default());
+        sched.apply(&cfg);
+        let st = sched.state("s").expect("scheduled again");
+        wait_until("the new version's first run", || {
+            st.runs.load(Ordering::Relaxed) >= 1
+        })
+        .await;
+        let text = exposition(&metrics);
+        assert!(
+            text.contains(r#"sonde_scenario_runs_total{scenario="s",result="timeout"} 1"#),
+            "the re-added scenario's series are gone or wrong:\n{text}"
+        );
+        sched.shutdown().await;
     }
 }
