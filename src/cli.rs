@@ -253,15 +253,37 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
     tokio::spawn(handle_signals(app.clone(), shutdown.clone()));
     let server = axum::serve(listener, crate::web::router(app.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    if let Err(e) = server.await {
-        eprintln!("sonde: web server failed: {e}");
-        return ExitCode::FAILURE;
-    }
+    let mut web = tokio::spawn(std::future::IntoFuture::into_future(server));
+    // Scheduling stops at the signal, not once the web server has drained: a client holding a
+    // connection open must neither keep probes running nor keep sonde from exiting.
+    // (Biased: the web server also ends at the signal, which is then no failure.)
+    let failed = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        r = &mut web => Some(r),
+    };
     tracing::info!("stopped scheduling; waiting for runs in flight to finish");
     app.scheduler.shutdown().await;
+    if let Some(r) = failed {
+        let why = match r {
+            Ok(Err(e)) => e.to_string(),
+            Ok(Ok(())) => "stopped unexpectedly".into(),
+            Err(e) => e.to_string(),
+        };
+        eprintln!("sonde: web server failed: {why}");
+        return ExitCode::FAILURE;
+    }
+    if tokio::time::timeout(WEB_DRAIN_GRACE, web).await.is_err() {
+        tracing::warn!(
+            "a client still holds a connection to the web endpoints; exiting without it"
+        );
+    }
     tracing::info!("bye");
     ExitCode::SUCCESS
 }
+
+/// How long, once runs in flight have finished, requests still being served may take.
+const WEB_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SIGHUP reloads; SIGTERM and SIGINT shut down.
 async fn handle_signals(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {

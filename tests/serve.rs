@@ -451,3 +451,38 @@ fn sigterm_lets_the_run_in_flight_finish_then_exits_0() {
         "the in-flight run did not finish before exit:\n{stderr}"
     );
 }
+
+#[test]
+fn sigterm_stops_scheduling_at_once_even_while_a_client_holds_a_connection() {
+    let rt = runtime();
+    let target = rt.block_on(HttpServer::start(Routes::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("sonde.yaml");
+    write(
+        &f,
+        &format!(
+            "scenario: tick\ninterval: 200ms\ntimeout: 200ms\ntcp: {{target: \"{}\"}}\n",
+            target.addr()
+        ),
+    );
+    let s = Serve::start(&["-c", f.to_str().unwrap()]);
+    s.wait_runs("tick", 1);
+    // A client that never finishes its request keeps its connection open through the web
+    // server's graceful shutdown.
+    let mut stuck = std::net::TcpStream::connect(s.addr).unwrap();
+    std::io::Write::write_all(&mut stuck, b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let at_signal = target.connections();
+    s.signal(libc::SIGTERM);
+    let (code, stderr) = s.wait_exit();
+    assert_eq!(code, Some(0), "{stderr}");
+    // At most the run in flight at the signal (and one more, if the signal arrived just after
+    // a tick on a loaded machine) reached the target afterwards, not one every 200 ms.
+    let after = target.connections();
+    assert!(
+        after <= at_signal + 2,
+        "{} runs started after SIGTERM:\n{stderr}",
+        after - at_signal
+    );
+    drop(stuck);
+}
