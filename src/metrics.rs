@@ -408,6 +408,11 @@ impl ScenarioMetrics {
         self.runs[idx].inc();
         for i in 0..self.steps.len() {
             let step_name = self.steps[i].step.clone();
+            // Phases: last run's values; a phase this run did not reach (or a step it did not
+            // reach) reads 0.
+            for (_, g) in &self.steps[i].phases {
+                g.set(0.0);
+            }
             let Some(sr) = report.steps.iter().find(|s| *s.name == *step_name) else {
                 // Did not run: an earlier step failed.
                 self.steps[i].success.set(0);
@@ -415,10 +420,6 @@ impl ScenarioMetrics {
             };
             self.steps[i].success.set(sr.success as i64);
             self.steps[i].duration.observe(sr.duration.as_secs_f64());
-            // Phases: last run's values; a phase this run did not reach reads 0.
-            for (_, g) in &self.steps[i].phases {
-                g.set(0.0);
-            }
             for (phase, d) in sr.timings.iter() {
                 let pos = self.steps[i].phases.iter().position(|(p, _)| *p == phase);
                 let g = match pos {
@@ -584,5 +585,54 @@ mod tests {
         let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
         assert!(!text.contains(r#"scenario="s1""#), "{text}");
         assert!(text.contains(r#"scenario="s0""#));
+    }
+
+    fn tcp_step(name: &str, failure: Option<FailureReason>) -> crate::engine::StepReport {
+        let mut timings = sonde_probes::Timings::default();
+        timings.add(Phase::Connect, std::time::Duration::from_millis(7));
+        crate::engine::StepReport {
+            name: name.into(),
+            kind: "tcp",
+            success: failure.is_none(),
+            duration: std::time::Duration::from_millis(7),
+            failure: failure.map(|r| sonde_probes::Failure::new(r, "x")),
+            timings,
+            remote_addr: None,
+            events: vec![],
+            facts: crate::engine::StepFacts::Tcp(Default::default()),
+        }
+    }
+
+    fn run(steps: Vec<crate::engine::StepReport>) -> RunReport {
+        let failed = steps.iter().any(|s| !s.success);
+        RunReport {
+            scenario: "two".into(),
+            started_at: String::new(),
+            duration: std::time::Duration::from_millis(14),
+            result: if failed {
+                RunResult::Failure
+            } else {
+                RunResult::Success
+            },
+            failed_step: None,
+            steps,
+        }
+    }
+
+    /// `sonde_step_phase_seconds` is the last run's: a step the last run did not reach (an
+    /// earlier step failed) must not keep showing an older run's phases.
+    #[test]
+    fn phases_of_a_step_that_did_not_run_read_zero() {
+        let yaml = "scenario: two\nsteps:\n  - {name: a, tcp: {target: \"127.0.0.1:1\"}}\n  - {name: b, tcp: {target: \"127.0.0.1:2\"}}\n";
+        let cfg = load_str("t.yaml", yaml, &LoadOptions::default()).expect("valid");
+        let m = Metrics::new();
+        let mut series = ScenarioMetrics::new(m.clone(), &cfg.scenarios[0], None);
+        series.record(&run(vec![tcp_step("a", None), tcp_step("b", None)]));
+        let line = r#"sonde_step_phase_seconds{scenario="two",step="b",phase="connect"} "#;
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        assert!(text.contains(&format!("{line}0.007")), "{text}");
+        series.record(&run(vec![tcp_step("a", Some(FailureReason::Connect))]));
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        assert!(text.contains(&format!("{line}0.0\n")), "{text}");
     }
 }
