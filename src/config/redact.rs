@@ -17,7 +17,7 @@ const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cook
 
 /// Replace secrets in place: `password` and `bearer_token` values anywhere, the values of
 /// `Authorization`, `Proxy-Authorization` and `Cookie` in any `headers` mapping, and the userinfo
-/// of a `proxy_url`.
+/// of a `url` or `proxy_url` (the http probe sends it as Basic auth).
 pub fn redact(v: &mut J) {
     match v {
         J::Object(m) => {
@@ -33,7 +33,7 @@ pub fn redact(v: &mut J) {
                         }
                     }
                     redact(val);
-                } else if k == "proxy_url" {
+                } else if k == "url" || k == "proxy_url" {
                     if let J::String(s) = val {
                         *s = redact_userinfo(s);
                     }
@@ -52,7 +52,7 @@ fn redact_userinfo(url: &str) -> String {
         return url.to_string();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
         Some(at) => format!("{}{REDACTED}{}", &url[..scheme_end + 3], &rest[at..]),
         None => url.to_string(),
@@ -143,6 +143,7 @@ mod tests {
             "http": {"url": "http://x", "headers": {"authorization": "Bearer x", "X-A": "1"},
                      "basic_auth": {"username": "u", "password": "p"},
                      "proxy_url": "http://user:pw@proxy:3128/"},
+            "steps": [{"http": {"url": "https://probe:hunter2@api:8443?next=a@b"}}],
             "vars": {"password": "{{ env.P }}"}
         });
         redact(&mut v);
@@ -151,6 +152,11 @@ mod tests {
         assert_eq!(v["http"]["basic_auth"]["password"], REDACTED);
         assert_eq!(v["http"]["basic_auth"]["username"], "u");
         assert_eq!(v["http"]["proxy_url"], "http://<redacted>@proxy:3128/");
+        assert_eq!(
+            v["steps"][0]["http"]["url"],
+            "https://<redacted>@api:8443?next=a@b"
+        );
+        assert_eq!(v["http"]["url"], "http://x");
         assert_eq!(v["vars"]["password"], REDACTED);
     }
 
