@@ -1,8 +1,9 @@
 //! sonde's own metrics (`/metrics`), named in the contract.
 //!
-//! Each scenario task owns a [`ScenarioMetrics`] holding handles to its series, created once when
-//! the task starts: recording a run is then a few atomic operations, with no label hashing on the
-//! hot path (10,000 runs a second must stay cheap). When a scenario is removed or changed by a
+//! Each scenario task owns a [`ScenarioMetrics`] holding handles to its series, created once (when
+//! the task starts, or for the success gauges, phases and failure reasons, the first time there is
+//! something to say): recording a run is then a few atomic operations, with no label hashing on
+//! the hot path (10,000 runs a second must stay cheap). When a scenario is removed or changed by a
 //! reload, its task removes exactly the series it created, so stale scenarios vanish from
 //! `/metrics` instead of reporting their last value forever.
 
@@ -318,7 +319,8 @@ const RESULTS: [&str; 4] = ["success", "failure", "timeout", "skipped"];
 /// One step's series.
 struct StepSeries {
     step: Arc<str>,
-    success: Gauge,
+    /// Created by the first run, like the scenario's.
+    success: Option<Gauge>,
     duration: Histogram,
     phases: Vec<(Phase, F64Gauge)>,
     failures: Vec<(FailureReason, Counter)>,
@@ -329,7 +331,9 @@ struct StepSeries {
 pub struct ScenarioMetrics {
     metrics: Arc<Metrics>,
     base: Arc<[(String, String)]>,
-    success: Gauge,
+    /// Created by the first run: before it, "did the last run pass" has no answer, and a 0
+    /// would read as a failure (and fire alerts) after every start or reload.
+    success: Option<Gauge>,
     duration: Histogram,
     runs: [Counter; 4],
     steps: Vec<StepSeries>,
@@ -350,7 +354,6 @@ impl ScenarioMetrics {
             step: step.cloned(),
             extra,
         };
-        let success = metrics.scenario_success.get_or_create_owned(&l(None, None));
         let duration = metrics
             .scenario_duration
             .get_or_create_owned(&l(None, None));
@@ -365,9 +368,7 @@ impl ScenarioMetrics {
             .map(|s| {
                 let step: Arc<str> = s.name.as_str().into();
                 StepSeries {
-                    success: metrics
-                        .step_success
-                        .get_or_create_owned(&l(Some(&step), None)),
+                    success: None,
                     duration: metrics
                         .step_duration
                         .get_or_create_owned(&l(Some(&step), None)),
@@ -381,7 +382,7 @@ impl ScenarioMetrics {
         ScenarioMetrics {
             metrics,
             base,
-            success,
+            success: None,
             duration,
             runs,
             steps,
@@ -398,7 +399,14 @@ impl ScenarioMetrics {
 
     /// Record a finished run.
     pub fn record(&mut self, report: &RunReport) {
-        self.success.set(report.success() as i64);
+        let labels = SeriesLabels {
+            base: self.base.clone(),
+            step: None,
+            extra: None,
+        };
+        self.success
+            .get_or_insert_with(|| self.metrics.scenario_success.get_or_create_owned(&labels))
+            .set(report.success() as i64);
         self.duration.observe(report.duration.as_secs_f64());
         let idx = match report.result {
             RunResult::Success => 0,
@@ -413,12 +421,16 @@ impl ScenarioMetrics {
             for (_, g) in &self.steps[i].phases {
                 g.set(0.0);
             }
+            let labels = self.labels(&step_name, None);
+            let success = self.steps[i]
+                .success
+                .get_or_insert_with(|| self.metrics.step_success.get_or_create_owned(&labels));
             let Some(sr) = report.steps.iter().find(|s| *s.name == *step_name) else {
                 // Did not run: an earlier step failed.
-                self.steps[i].success.set(0);
+                success.set(0);
                 continue;
             };
-            self.steps[i].success.set(sr.success as i64);
+            success.set(sr.success as i64);
             self.steps[i].duration.observe(sr.duration.as_secs_f64());
             for (phase, d) in sr.timings.iter() {
                 let pos = self.steps[i].phases.iter().position(|(p, _)| *p == phase);
@@ -577,7 +589,9 @@ mod tests {
         let (m, mut series) = loaded(2);
         let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
         assert!(
-            text.contains(r#"sonde_scenario_success{scenario="s1",region="eu",team="t\"1"} 0"#),
+            text.contains(
+                r#"sonde_scenario_runs_total{scenario="s1",region="eu",team="t\"1",result="success"} 0"#
+            ),
             "{text}"
         );
         let s1 = series.pop().unwrap();
@@ -617,6 +631,35 @@ mod tests {
             failed_step: None,
             steps,
         }
+    }
+
+    /// Before its first run a scenario has no "last run": its success gauges are absent (not 0,
+    /// which would read as a failure), its counters are there at 0.
+    #[test]
+    fn success_gauges_appear_with_the_first_run() {
+        let yaml = "scenario: two\nsteps:\n  - {name: a, tcp: {target: \"127.0.0.1:1\"}}\n  - {name: b, tcp: {target: \"127.0.0.1:2\"}}\n";
+        let cfg = load_str("t.yaml", yaml, &LoadOptions::default()).expect("valid");
+        let m = Metrics::new();
+        let mut series = ScenarioMetrics::new(m.clone(), &cfg.scenarios[0], None);
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        assert!(!text.contains("sonde_scenario_success{"), "{text}");
+        assert!(!text.contains("sonde_step_success{"), "{text}");
+        assert!(
+            text.contains(r#"sonde_scenario_runs_total{scenario="two",result="failure"} 0"#),
+            "{text}"
+        );
+        series.record(&run(vec![tcp_step("a", Some(FailureReason::Connect))]));
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        for line in [
+            r#"sonde_scenario_success{scenario="two"} 0"#,
+            r#"sonde_step_success{scenario="two",step="a"} 0"#,
+            r#"sonde_step_success{scenario="two",step="b"} 0"#,
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+        series.remove();
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        assert!(!text.contains(r#"scenario="two""#), "{text}");
     }
 
     /// `sonde_step_phase_seconds` is the last run's: a step the last run did not reach (an
