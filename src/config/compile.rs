@@ -29,7 +29,15 @@ const MAX_LABELS: usize = 16;
 const RESERVED_LABELS: [&str; 10] = [
     "scenario", "region", "step", "phase", "reason", "result", "le", "job", "instance", "quantile",
 ];
-const NOT_YET: &str = "is not supported yet (it arrives with multi-step scenarios)";
+/// "`key` is not supported yet …": the features reserved keys belong to, and what to do now.
+fn not_yet(key: &str) -> String {
+    let with = if key == "alert" {
+        "alerting"
+    } else {
+        "multi-step scenarios"
+    };
+    format!("`{key}` is not supported yet (it arrives with {with}) — expected it left out for now")
+}
 
 fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -352,7 +360,7 @@ impl Loader {
         ];
         for (k, present) in reserved {
             if present {
-                errors.push(index.key(&p(k)), format!("`{k}` {NOT_YET}"));
+                errors.push(index.key(&p(k)), not_yet(k));
             }
         }
 
@@ -571,7 +579,7 @@ fn step(
     for (k, present) in reserved {
         if present {
             any_reserved = true;
-            cx.err_key(&p(k), format!("`{k}` {NOT_YET}"));
+            cx.err_key(&p(k), not_yet(k));
         }
     }
     match kinds.as_slice() {
