@@ -100,7 +100,10 @@ impl Scheduler {
         Scheduler {
             metrics,
             region,
-            permits: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
+            // Semaphore::new panics above MAX_PERMITS, and the cap comes from the command line.
+            permits: Arc::new(Semaphore::new(
+                max_concurrent_runs.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             shutdown: CancellationToken::new(),
             tasks: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(BTreeMap::new()),
@@ -385,6 +388,14 @@ mod tests {
             buckets[(w.as_millis() / 10) as usize] += 1;
         }
         assert!(buckets.iter().all(|&n| n < 300), "{buckets:?}");
+    }
+
+    #[test]
+    fn any_concurrency_cap_is_accepted() {
+        for cap in [0, 1, usize::MAX] {
+            let s = Scheduler::new(Metrics::new(), None, cap);
+            assert!(s.permits.available_permits() >= 1);
+        }
     }
 
     #[test]
