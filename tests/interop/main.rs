@@ -949,7 +949,26 @@ fn get_with_accept(addr: SocketAddr, path: &str, accept: &str) -> String {
     .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
-    raw
+    // /metrics streams its body, so it comes chunked: give back the head and the plain body.
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        return raw;
+    };
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return raw;
+    }
+    let (mut rest, mut plain) = (body, String::new());
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        plain.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    format!("{head}\r\n\r\n{plain}")
 }
 
 #[test]
