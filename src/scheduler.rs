@@ -4,9 +4,12 @@
 //!   where the offset is a stable hash of the name (as Prometheus spreads scrapes): 10,000 checks
 //!   with the same interval do not fire in the same millisecond, and agents in several regions run
 //!   the same scenario at the same instant, so their results line up.
-//! - **No overlap.** Each scenario is one task that runs, then waits for its next tick. Ticks that
-//!   fall due while a run is still going (only possible when runs wait for a concurrency permit)
-//!   are skipped and counted in `sonde_scenario_runs_total{result="skipped"}`.
+//! - **No overlap.** Each scenario is one task that runs, then waits for its next tick. A tick
+//!   that falls due while a run is still going is taken as soon as the run ends (late: the lag
+//!   histogram shows it), as Go's ticker and so Prometheus's scrape loop do — with `timeout` equal
+//!   to `interval` a target that always times out is still probed every interval. Older ticks
+//!   that also fell due (the run plus its wait for a permit took more than an interval) are
+//!   skipped and counted in `sonde_scenario_runs_total{result="skipped"}`.
 //! - **Bounded.** A global semaphore caps concurrent runs; `timeout` bounds every run.
 //! - **Reload** ([`Scheduler::apply`]) keeps the task, state and series of every scenario whose
 //!   fingerprint is unchanged, replaces changed ones (the new version starts after the old one's
@@ -257,6 +260,20 @@ pub fn wait_for_slot(name: &str, interval: Duration, now: Duration) -> Duration 
     Duration::from_nanos(wait as u64)
 }
 
+/// After a run planned at `planned` ends at `now`: the next planned start, and how many ticks
+/// are skipped. The latest tick that fell due during the run is kept (and runs at once); only
+/// the ones before it are skipped.
+pub fn next_tick(planned: Instant, interval: Duration, now: Instant) -> (Instant, u64) {
+    let next = planned + interval;
+    if next > now {
+        return (next, 0);
+    }
+    let iv = interval.as_nanos().max(1);
+    let older = now.duration_since(next).as_nanos() / iv;
+    let latest = next + Duration::from_nanos((older * iv) as u64);
+    (latest, older as u64)
+}
+
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
@@ -330,17 +347,8 @@ async fn scenario_loop(
             );
         }
         state.set_last(Arc::new(report));
-        // Next tick after now; ticks that passed while we ran or waited are skipped.
-        let now = Instant::now();
-        let next = planned + interval;
-        let skipped = if next > now {
-            planned = next;
-            0
-        } else {
-            let behind = now.duration_since(next).as_nanos() / interval.as_nanos().max(1) + 1;
-            planned = next + interval * behind as u32;
-            behind as u64
-        };
+        let skipped;
+        (planned, skipped) = next_tick(planned, interval, Instant::now());
         if skipped > 0 {
             series.skipped(skipped);
             state.skipped.fetch_add(skipped, Ordering::Relaxed);
@@ -396,6 +404,21 @@ mod tests {
             let s = Scheduler::new(Metrics::new(), None, cap);
             assert!(s.permits.available_permits() >= 1);
         }
+    }
+
+    #[test]
+    fn a_tick_due_during_the_run_is_taken_late_older_ones_are_skipped() {
+        let t0 = Instant::now();
+        let iv = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        // Ended within the interval: next tick as planned, nothing skipped.
+        assert_eq!(next_tick(t0, iv, t0 + ms(300)), (t0 + iv, 0));
+        // timeout == interval: ended just after the next tick, which runs at once.
+        assert_eq!(next_tick(t0, iv, t0 + ms(1_002)), (t0 + iv, 0));
+        // Ended 2.5 intervals late: the tick at +1 s is skipped, the one at +2 s runs now.
+        assert_eq!(next_tick(t0, iv, t0 + ms(2_500)), (t0 + 2 * iv, 1));
+        // Exactly on a tick: that tick is due and taken.
+        assert_eq!(next_tick(t0, iv, t0 + 3 * iv), (t0 + 3 * iv, 2));
     }
 
     #[test]

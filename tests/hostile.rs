@@ -44,6 +44,10 @@ scenarios:
     interval: 200ms
     timeout: 200ms
     http: {{url: "{ok}"}}
+  - scenario: always-times-out
+    interval: 500ms
+    timeout: 500ms
+    http: {{url: "{never}"}}
   - scenario: never-answers
     interval: 2s
     timeout: {TIMEOUT_MS}ms
@@ -121,6 +125,18 @@ scenarios:
     for st in scheduler.states() {
         let name = st.scenario.name.as_str();
         let last = st.last().expect("every scenario has run");
+        if name == "always-times-out" {
+            // timeout == interval: each run ends just after the next tick, which must still run
+            // (late) rather than be skipped, or a dead target is probed at half the rate.
+            assert_eq!(last.result, sonde::engine::RunResult::Timeout);
+            assert_eq!(
+                st.skipped.load(Ordering::Relaxed),
+                0,
+                "a run that used its whole interval made the scheduler skip the next tick"
+            );
+            assert!(st.runs.load(Ordering::Relaxed) >= 3);
+            continue;
+        }
         if name == "healthy" {
             assert!(
                 last.success(),
