@@ -32,6 +32,34 @@ pub use body::REGEX_BODY_CAP;
 /// The `User-Agent` sent when the request does not set one.
 pub const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
 
+/// What a reported secret header value reads as.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a header's value is a credential and must never be reported (in facts, events,
+/// traces or `/config`): `Authorization`, `Cookie`, `Set-Cookie`, and any name that speaks of a
+/// token, key, secret, password, session, signature or credential (`X-Api-Key`,
+/// `X-Auth-Token`…). `WWW-Authenticate`-style challenges stay visible: they help explain a 401.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    if n.contains("authenticate") {
+        return false;
+    }
+    [
+        "auth",
+        "cookie",
+        "token",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "session",
+        "signature",
+        "credential",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
 /// The ALPN list to build an HTTP [`TlsClient`] with: HTTP/2 when the server offers it.
 pub const ALPN_H2_HTTP11: &[&[u8]] = &[b"h2", b"http/1.1"];
 
@@ -290,10 +318,12 @@ async fn run(
             .headers()
             .iter()
             .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
+                let value = if is_secret_header(n.as_str()) {
+                    REDACTED.to_string()
+                } else {
+                    String::from_utf8_lossy(v.as_bytes()).into_owned()
+                };
+                (n.as_str().to_string(), value)
             })
             .collect();
         facts.content_length = response

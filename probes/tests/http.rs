@@ -745,6 +745,44 @@ async fn basic_auth_is_sent_and_redacted() {
 }
 
 #[tokio::test]
+async fn secret_headers_are_redacted_both_ways() {
+    let server = HttpServer::start(
+        Routes::new().at(
+            "/",
+            Reply::text(200, "ok")
+                .header("set-cookie", "sid=server-session-secret; HttpOnly")
+                .header("x-trace", "visible"),
+        ),
+    )
+    .await;
+    let mut req = request(&server.url("/"), None);
+    req.headers
+        .insert("x-api-key", HeaderValue::from_static("api-key-secret"));
+    let o = run(&req).await;
+    assert_ok(&o);
+    assert_eq!(
+        server.requests()[0].header("x-api-key"),
+        Some("api-key-secret")
+    );
+    assert_eq!(request_header(&o, "x-api-key"), Some("<redacted>"));
+    let response: std::collections::HashMap<_, _> = o.facts.headers.iter().cloned().collect();
+    assert_eq!(response["set-cookie"], "<redacted>");
+    assert_eq!(response["x-trace"], "visible");
+    let everything = format!(
+        "{}\n{:?}\n{:?}",
+        events(&o),
+        o.facts.request_headers,
+        o.facts.headers
+    );
+    for secret in ["api-key-secret", "server-session-secret"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked: {everything}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn bearer_auth_is_sent_and_redacted() {
     let server = HttpServer::start(Routes::new().at("/", Reply::echo())).await;
     let mut req = request(&server.url("/"), None);

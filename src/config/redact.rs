@@ -9,14 +9,15 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 use serde_json::Value as J;
+use sonde_probes::http::is_secret_header;
 
 pub const REDACTED: &str = "<redacted>";
 
 const SECRET_KEYS: [&str; 2] = ["password", "bearer_token"];
-const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
 
-/// Replace secrets in place: `password` and `bearer_token` values anywhere, the values of
-/// `Authorization`, `Proxy-Authorization` and `Cookie` in any `headers` mapping, and the userinfo
+/// Replace secrets in place: `password` and `bearer_token` values anywhere, the values of secret
+/// headers ([`is_secret_header`]: `Authorization`, `Cookie`, `X-Api-Key`…) in any `headers`
+/// mapping, and the userinfo
 /// of a `url` or `proxy_url` (the http probe sends it as Basic auth).
 pub fn redact(v: &mut J) {
     match v {
@@ -27,7 +28,7 @@ pub fn redact(v: &mut J) {
                 } else if k == "headers" {
                     if let J::Object(h) = val {
                         for (name, hv) in h.iter_mut() {
-                            if SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                            if is_secret_header(name) {
                                 *hv = J::String(REDACTED.into());
                             }
                         }
@@ -75,18 +76,21 @@ pub fn secrets(raw: &J, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
             .expect("static regex")
     });
     let mut out = Vec::new();
-    let mut walk = vec![(raw, false)];
-    while let Some((v, secret_key)) = walk.pop() {
+    // (value, is it at a secret key, is it a `headers` mapping)
+    let mut walk = vec![(raw, false, false)];
+    while let Some((v, secret_key, is_headers)) = walk.pop() {
         match v {
             J::Object(m) => {
                 for (k, val) in m {
-                    let lk = k.to_ascii_lowercase();
-                    let secret =
-                        SECRET_KEYS.contains(&lk.as_str()) || SECRET_HEADERS.contains(&lk.as_str());
-                    walk.push((val, secret));
+                    let secret = if is_headers {
+                        is_secret_header(k)
+                    } else {
+                        SECRET_KEYS.contains(&k.as_str())
+                    };
+                    walk.push((val, secret, k == "headers"));
                 }
             }
-            J::Array(items) => walk.extend(items.iter().map(|i| (i, false))),
+            J::Array(items) => walk.extend(items.iter().map(|i| (i, false, false))),
             J::String(s) => {
                 for c in env_ref.captures_iter(s) {
                     if let Some(v) = c.get(1).or(c.get(2)).and_then(|n| env(n.as_str())) {
@@ -165,7 +169,8 @@ mod tests {
         let raw = serde_json::json!({
             "vars": {"token": "{{ env.API_TOKEN }}", "short": "{{ env['SHORT'] }}"},
             "http": {"url": "https://x/?k={{ env[\"KEY\"] }}",
-                     "headers": {"Authorization": "Bearer literal-token"},
+                     "headers": {"Authorization": "Bearer literal-token", "X-Api-Key": "literal-api-key",
+                                 "Accept": "application/json"},
                      "basic_auth": {"username": "u", "password": "{{ env.API_TOKEN }}"}},
             "tcp": {"query_response": [{"send": "AUTH {{ env.MISSING }}"}]}
         });
@@ -177,7 +182,12 @@ mod tests {
         };
         assert_eq!(
             secrets(&raw, env),
-            vec!["Bearer literal-token", "key-value-12", "s3cr3t-token"]
+            vec![
+                "Bearer literal-token",
+                "literal-api-key",
+                "key-value-12",
+                "s3cr3t-token"
+            ]
         );
     }
 }

@@ -10,15 +10,8 @@ use http_body_util::Full;
 use url::Url;
 
 use super::conn::{Connection, Target};
-use super::{Auth, HttpRequest, USER_AGENT};
+use super::{Auth, HttpRequest, REDACTED, USER_AGENT};
 use crate::{Failure, FailureReason};
-
-/// Header values never reported: they carry credentials.
-const REDACTED_HEADERS: [header::HeaderName; 3] = [
-    header::AUTHORIZATION,
-    header::PROXY_AUTHORIZATION,
-    header::COOKIE,
-];
 
 /// One hop's headers and names, before the connection decides the request form.
 pub(super) struct Prepared {
@@ -191,8 +184,8 @@ pub(super) fn redacted<B>(request: &Request<B>) -> Vec<(String, String)> {
         }
     }
     for (n, v) in request.headers() {
-        let value = if REDACTED_HEADERS.contains(n) {
-            "<redacted>".to_string()
+        let value = if super::is_secret_header(n.as_str()) {
+            REDACTED.to_string()
         } else {
             String::from_utf8_lossy(v.as_bytes()).into_owned()
         };
@@ -361,6 +354,33 @@ mod tests {
 
     fn u(s: &str) -> Url {
         Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn secret_headers_are_recognised_by_name() {
+        use super::super::is_secret_header;
+        for secret in [
+            "Authorization",
+            "proxy-authorization",
+            "Cookie",
+            "Set-Cookie",
+            "X-Api-Key",
+            "X-Auth-Token",
+            "x-amz-security-token",
+            "X-Session-Id",
+            "X-Hub-Signature-256",
+        ] {
+            assert!(is_secret_header(secret), "{secret} should be secret");
+        }
+        for plain in [
+            "Accept",
+            "Content-Type",
+            "WWW-Authenticate",
+            "Location",
+            "Keep-Alive",
+        ] {
+            assert!(!is_secret_header(plain), "{plain} should be shown");
+        }
     }
 
     #[test]
