@@ -53,6 +53,10 @@ pub struct RunReport {
     pub failed_step: Option<String>,
     /// Steps that ran, in order; steps after a failure did not run and are not listed.
     pub steps: Vec<StepReport>,
+    /// Set when the run failed because of a bug in sonde (a panic), not because of the target:
+    /// what went wrong, for the trace and a bug report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_error: Option<String>,
 }
 
 impl RunReport {
@@ -148,6 +152,7 @@ pub async fn run(scenario: &Scenario) -> RunReport {
         result,
         failed_step,
         steps,
+        internal_error: None,
     }
 }
 

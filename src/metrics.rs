@@ -630,6 +630,7 @@ mod tests {
             },
             failed_step: None,
             steps,
+            internal_error: None,
         }
     }
 

@@ -327,7 +327,7 @@ async fn scenario_loop(
         let sc = scenario.clone();
         let report = match tokio::spawn(async move { engine::run(&sc).await }).await {
             Ok(r) => r,
-            Err(e) => panicked_report(&scenario, e),
+            Err(e) => panicked_report(&scenario, started, e),
         };
         metrics.runs_in_flight.dec();
         drop(permit);
@@ -357,17 +357,31 @@ async fn scenario_loop(
     series.remove();
 }
 
-/// A run whose task panicked: reported as a failure with the panic message, so the bug is
-/// visible in the trace instead of silently stopping the scenario.
-fn panicked_report(scenario: &Scenario, e: tokio::task::JoinError) -> RunReport {
-    tracing::error!(scenario = %scenario.name, "scenario run panicked: {e}");
+/// A run whose task panicked: a failure of the run (not of a step: the target did nothing wrong)
+/// whose trace carries the panic message, so the bug is visible instead of silently stopping the
+/// scenario. No failure reason is counted: the bounded reasons describe targets.
+fn panicked_report(scenario: &Scenario, started: Instant, e: tokio::task::JoinError) -> RunReport {
+    let what = match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-text payload".into()),
+        Err(e) => e.to_string(),
+    };
+    let what = format!(
+        "internal error in sonde (please report it): the run panicked: {}",
+        scenario.redact_text(&what)
+    );
+    tracing::error!(scenario = %scenario.name, "{what}");
     RunReport {
         scenario: scenario.name.clone(),
-        started_at: engine::rfc3339(SystemTime::now()),
-        duration: Duration::ZERO,
+        started_at: engine::rfc3339(SystemTime::now() - started.elapsed()),
+        duration: started.elapsed(),
         result: RunResult::Failure,
-        failed_step: scenario.steps.first().map(|s| s.name.clone()),
+        failed_step: None,
         steps: Vec::new(),
+        internal_error: Some(what),
     }
 }
 
@@ -419,6 +433,28 @@ mod tests {
         assert_eq!(next_tick(t0, iv, t0 + ms(2_500)), (t0 + 2 * iv, 1));
         // Exactly on a tick: that tick is due and taken.
         assert_eq!(next_tick(t0, iv, t0 + 3 * iv), (t0 + 3 * iv, 2));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_run_is_a_run_failure_with_the_panic_message() {
+        std::env::set_var("SONDE_TEST_PANIC_SECRET", "panic-secret-value");
+        let cfg = crate::config::load_str(
+            "p.yaml",
+            "scenario: p\nhttp: {url: \"http://127.0.0.1:1/?k={{ env.SONDE_TEST_PANIC_SECRET }}\"}\n",
+            &Default::default(),
+        )
+        .unwrap();
+        let e = tokio::spawn(async { panic!("boom with panic-secret-value inside") })
+            .await
+            .unwrap_err();
+        let r = panicked_report(&cfg.scenarios[0], Instant::now(), e);
+        assert_eq!(r.result, RunResult::Failure);
+        assert_eq!(r.failed_step, None);
+        let msg = r.internal_error.unwrap();
+        assert!(
+            msg.contains("the run panicked: boom with <redacted> inside"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -135,6 +135,7 @@ fn summary(st: &ScenarioState) -> Value {
             "result": r.result,
             "failed_step": r.failed_step,
             "failure": r.failure(),
+            "internal_error": r.internal_error,
         })),
     });
     sc.redact_json(&mut v);
