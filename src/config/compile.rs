@@ -25,6 +25,9 @@ use crate::scenario::{Action, PostChecks, Scenario, Step};
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longer intervals are almost certainly a typo (`30d` for `30s`), and far-future deadlines
+/// overflow the clock: a monthly check is the longest sonde schedules.
+const MAX_INTERVAL: Duration = Duration::from_secs(31 * 86_400);
 const MAX_LABELS: usize = 16;
 const RESERVED_LABELS: [&str; 10] = [
     "scenario", "region", "step", "phase", "reason", "result", "le", "job", "instance", "quantile",
@@ -39,8 +42,9 @@ fn not_yet(key: &str) -> String {
     format!("`{key}` is not supported yet (it arrives with {with}) — expected it left out for now")
 }
 
+/// Durations in messages the way people write them in YAML ("30s", "14d", "1m 30s").
 fn human(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    crate::engine::fmt_long(d)
 }
 
 fn valid_scenario_name(n: &str) -> bool {
@@ -274,6 +278,15 @@ impl Loader {
                     human(MIN_INTERVAL)
                 ),
             );
+        } else if interval > MAX_INTERVAL {
+            errors.push(
+                index.value(&p("interval")),
+                format!(
+                    "interval {} is too long — expected at most {}",
+                    human(interval),
+                    human(MAX_INTERVAL)
+                ),
+            );
         }
         let timeout = m
             .timeout
@@ -283,7 +296,10 @@ impl Loader {
                 index.value(&p("timeout")),
                 "timeout 0s — expected a deadline above zero",
             );
-        } else if timeout > interval && !removed.contains(&p("interval")) {
+        } else if timeout > interval
+            && !removed.contains(&p("interval"))
+            && (MIN_INTERVAL..=MAX_INTERVAL).contains(&interval)
+        {
             errors.push(
                 index.value(&p("timeout")),
                 format!(
