@@ -27,7 +27,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/reload", post(reload).put(reload))
         .route("/config", get(config))
         .route("/api/v1/scenarios", get(scenarios))
-        .route("/api/v1/scenarios/{name}", get(scenario))
+        .route("/api/v1/scenarios/{*name}", get(scenario))
         .with_state(app)
 }
 
@@ -209,7 +209,7 @@ fn html_escape(s: &str) -> String {
 fn urlencode_path(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
                 (b as char).to_string()
             }
             _ => format!("%{b:02X}"),
