@@ -31,7 +31,7 @@ pub enum RunResult {
 }
 
 impl RunResult {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             RunResult::Success => "success",
             RunResult::Failure => "failure",

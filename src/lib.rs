@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod default_config;
 pub mod engine;
+pub mod hash;
 pub mod metrics;
 pub mod scenario;
 pub mod scheduler;

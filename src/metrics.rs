@@ -314,7 +314,12 @@ impl<F: FnMut(bytes::Bytes) -> std::fmt::Result> ChunkWriter<F> {
 }
 
 /// The `result` label values, in `RunResult` order plus `skipped`.
-const RESULTS: [&str; 4] = ["success", "failure", "timeout", "skipped"];
+const RESULTS: [&str; 4] = [
+    RunResult::Success.as_str(),
+    RunResult::Failure.as_str(),
+    RunResult::Timeout.as_str(),
+    "skipped",
+];
 
 /// One step's series.
 struct StepSeries {

@@ -99,23 +99,20 @@ impl Cx<'_> {
     }
 
     pub fn regex(&mut self, s: &str, path: &str) -> Option<Regex> {
-        match Regex::new(s) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                self.err_value(
-                    path,
-                    format!(
-                        "invalid regex {s:?}: {} — expected a regular expression",
-                        regex_reason(&e)
-                    ),
-                );
-                None
-            }
-        }
+        self.compile_regex(s, path, Regex::new)
     }
 
     pub fn bytes_regex(&mut self, s: &str, path: &str) -> Option<regex::bytes::Regex> {
-        match regex::bytes::Regex::new(s) {
+        self.compile_regex(s, path, regex::bytes::Regex::new)
+    }
+
+    fn compile_regex<R>(
+        &mut self,
+        s: &str,
+        path: &str,
+        new: impl Fn(&str) -> Result<R, regex::Error>,
+    ) -> Option<R> {
+        match new(s) {
             Ok(r) => Some(r),
             Err(e) => {
                 self.err_value(

@@ -110,26 +110,20 @@ pub fn secrets(raw: &J, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
     out
 }
 
-/// FNV-1a, 64 bits: stable across runs and builds (std's hasher is not), good enough to tell
-/// "changed" from "unchanged".
+/// A fingerprint built from several parts (FNV-1a, see [`crate::hash`]); a separator byte after
+/// each part makes ("ab", "c") and ("a", "bc") differ.
 #[derive(Clone, Copy)]
 pub struct Fnv(u64);
 
 impl Default for Fnv {
     fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+        Fnv(crate::hash::FNV_OFFSET)
     }
 }
 
 impl Fnv {
     pub fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-        // A separator, so ("ab","c") and ("a","bc") differ.
-        self.0 ^= 0xff;
-        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        self.0 = crate::hash::fnv1a(crate::hash::fnv1a(self.0, bytes), &[0xff]);
     }
 
     pub fn finish(self) -> u64 {
