@@ -172,8 +172,8 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Which configuration `serve` runs.
-fn config_source(args: &ServeArgs) -> ConfigSource {
+/// Which configuration `serve` runs; `listen` is the address actually bound.
+fn config_source(args: &ServeArgs, listen: SocketAddr) -> ConfigSource {
     if !args.config.is_empty() {
         return ConfigSource::Paths(args.config.clone());
     }
@@ -188,7 +188,7 @@ fn config_source(args: &ServeArgs) -> ConfigSource {
             false
         }
     };
-    ConfigSource::BuiltIn(default_config::builtin(args.listen, icmp))
+    ConfigSource::BuiltIn(default_config::builtin(listen, icmp))
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -207,7 +207,17 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve_async(args: ServeArgs) -> ExitCode {
-    let source = config_source(&args);
+    // Bind first: the built-in configuration probes the address actually bound (`--listen
+    // 127.0.0.1:0` picks a port).
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sonde: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = listener.local_addr().unwrap_or(args.listen);
+    let source = config_source(&args, listen);
     let opts = LoadOptions {
         region: args.region.clone(),
     };
@@ -226,13 +236,6 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
             }
         }
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("sonde: cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
-        }
-    };
     let metrics = Metrics::new();
     let scheduler = Scheduler::new(
         metrics.clone(),
@@ -240,9 +243,9 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         args.max_concurrent_runs,
     );
     let n = initial.scenarios.len();
-    let app = App::new(metrics, scheduler, source, opts, initial, args.listen);
+    let app = App::new(metrics, scheduler, source, opts, initial);
     tracing::info!(
-        listen = %args.listen,
+        listen = %listen,
         config = %app.source.describe(),
         scenarios = n,
         "sonde {} serving",
@@ -262,6 +265,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         _ = shutdown.cancelled() => None,
         r = &mut web => Some(r),
     };
+    app.set_not_ready();
     tracing::info!("stopped scheduling; waiting for runs in flight to finish");
     app.scheduler.shutdown().await;
     if let Some(r) = failed {
@@ -308,8 +312,15 @@ async fn handle_signals(app: Arc<App>, shutdown: tokio_util::sync::CancellationT
             _ = int.recv() => break,
         }
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down (a second SIGTERM or SIGINT exits at once)");
     shutdown.cancel();
+    // Runs in flight may take up to their timeout; an impatient operator can cut that short.
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("sonde: second signal: exiting without waiting for runs in flight");
+    std::process::exit(1);
 }
 
 /// Raise the soft file-descriptor limit to the hard one: every in-flight probe holds a socket,

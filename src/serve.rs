@@ -1,7 +1,6 @@
 //! `sonde serve`: load the configuration, schedule it, serve the web endpoints, reload on SIGHUP
 //! or `POST /-/reload`, and shut down cleanly on SIGTERM/SIGINT.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,7 +51,6 @@ pub struct App {
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
     ready: AtomicBool,
-    pub listen: SocketAddr,
 }
 
 /// The outcome of a reload, for the endpoint and the log.
@@ -68,7 +66,6 @@ impl App {
         source: ConfigSource,
         load_options: LoadOptions,
         initial: Config,
-        listen: SocketAddr,
     ) -> Arc<App> {
         let app = Arc::new(App {
             metrics,
@@ -78,7 +75,6 @@ impl App {
             current: Mutex::new(Arc::new(Config::default())),
             reloading: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
-            listen,
         });
         app.install(initial);
         app.ready.store(true, Ordering::SeqCst);
@@ -102,6 +98,12 @@ impl App {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// From the shutdown signal on, `/-/ready` answers 503 so load balancers and supervisors see
+    /// the agent going away.
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::SeqCst);
     }
 
     pub fn is_ready(&self) -> bool {
