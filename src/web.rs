@@ -46,9 +46,15 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     };
     // Encoding 10k scenarios' series is tens of milliseconds of CPU: keep it off the runtime's
     // worker threads so probe timings are not disturbed.
+    let Ok(slot) = app.scrape_slots.clone().acquire_owned().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response();
+    };
     let m = app.metrics.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-    tokio::task::spawn_blocking(move || m.encode_streaming(format, tx));
+    tokio::task::spawn_blocking(move || {
+        m.encode_streaming(format, tx);
+        drop(slot);
+    });
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

@@ -53,7 +53,7 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    /// Every reason, in label order, so metrics can pre-create the series.
+    /// Every reason, in label order: the complete set of `reason` label values.
     pub const ALL: [FailureReason; 8] = [
         FailureReason::Dns,
         FailureReason::Connect,
