@@ -1,129 +1,15 @@
 //! `sonde serve` and `sonde check` as a user runs them: the real binary, real files, real
 //! signals, endpoints read over HTTP. Fixture targets are in-process servers on loopback.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sonde_testkit::client;
 use sonde_testkit::http::{HttpServer, Reply, Routes};
+use sonde_testkit::process::{free_addr, Serve};
 
 const SONDE: &str = env!("CARGO_BIN_EXE_sonde");
-
-/// A `sonde serve` process, killed when dropped.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Serve {
-    fn start(args: &[&str]) -> Serve {
-        Self::start_with_env(args, &[])
-    }
-
-    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Serve {
-        let addr = free_addr();
-        let child = Command::new(SONDE)
-            .envs(env.iter().copied())
-            .arg("serve")
-            .args(args)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sonde serve");
-        let mut s = Serve { child, addr };
-        s.wait_ready();
-        s
-    }
-
-    fn wait_ready(&mut self) {
-        let guard = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client::get(self.addr, "/-/ready") {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sonde serve exited early ({status}): {}", self.stderr());
-            }
-            assert!(
-                Instant::now() < guard,
-                "hang guard: sonde never became ready"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn get(&self, path: &str) -> client::Response {
-        client::get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
-    fn scenario(&self, name: &str) -> Value {
-        self.get(&format!("/api/v1/scenarios/{name}")).json()
-    }
-
-    /// Wait until `name` has completed more than `runs` runs; returns its API document.
-    fn wait_runs(&self, name: &str, runs: u64) -> Value {
-        let guard = Instant::now() + Duration::from_secs(20);
-        loop {
-            let r = self.get(&format!("/api/v1/scenarios/{name}"));
-            if r.status == 200 {
-                let v = r.json();
-                if v["runs"].as_u64().unwrap_or(0) > runs {
-                    return v;
-                }
-            }
-            assert!(
-                Instant::now() < guard,
-                "hang guard: {name} did not get past {runs} runs in 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: sending a signal to our own child process.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    /// Wait for exit (hang guard 20 s); returns the exit code and stderr.
-    fn wait_exit(mut self) -> (Option<i32>, String) {
-        let guard = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return (status.code(), self.stderr());
-            }
-            assert!(Instant::now() < guard, "hang guard: sonde did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stderr(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(e) = self.child.stderr.as_mut() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -262,10 +148,11 @@ fn serve_probes_and_exposes_metrics_api_and_redacted_config() {
             down = web.url("/down"),
         ),
     );
-    let s = Serve::start_with_env(
-        &["-c", f.to_str().unwrap(), "--region", "eu-west"],
-        &[("SONDE_TEST_API_KEY", "k3y-from-env-7781")],
-    );
+    let s = Serve::command(SONDE)
+        .config(&f)
+        .region("eu-west")
+        .env("SONDE_TEST_API_KEY", "k3y-from-env-7781")
+        .start();
     let web_doc = s.wait_runs("web", 0);
     let down_doc = s.wait_runs("down", 0);
 
@@ -365,13 +252,13 @@ fn a_broken_reload_keeps_the_running_config_and_a_good_one_keeps_unchanged_state
         &f,
         &format!("scenarios:\n{}{}", scenario("a"), scenario("b")),
     );
-    let s = Serve::start(&["-c", f.to_str().unwrap()]);
+    let s = Serve::command(SONDE).config(&f).start();
     s.wait_runs("a", 0);
     s.wait_runs("b", 0);
 
     // Break the file: the reload is refused, with the error located, and nothing changes.
     write(&f, &format!("scenarios:\n{}    bogus: 1\n", scenario("a")));
-    let r = client::post(s.addr, "/-/reload", "").unwrap();
+    let r = client::post(s.addr(), "/-/reload", "").unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
         r.body
@@ -436,7 +323,7 @@ fn sigterm_lets_the_run_in_flight_finish_then_exits_0() {
             web.url("/slow")
         ),
     );
-    let s = Serve::start(&["-c", f.to_str().unwrap(), "--log-level", "debug"]);
+    let s = Serve::command(SONDE).config(&f).log_level("debug").start();
     let guard = Instant::now() + Duration::from_secs(20);
     while web.requests().is_empty() {
         assert!(Instant::now() < guard, "hang guard: the scenario never ran");
@@ -465,11 +352,11 @@ fn sigterm_stops_scheduling_at_once_even_while_a_client_holds_a_connection() {
             target.addr()
         ),
     );
-    let s = Serve::start(&["-c", f.to_str().unwrap()]);
+    let s = Serve::command(SONDE).config(&f).start();
     s.wait_runs("tick", 1);
     // A client that never finishes its request keeps its connection open through the web
     // server's graceful shutdown.
-    let mut stuck = std::net::TcpStream::connect(s.addr).unwrap();
+    let mut stuck = std::net::TcpStream::connect(s.addr()).unwrap();
     std::io::Write::write_all(&mut stuck, b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let at_signal = target.connections();
@@ -485,4 +372,51 @@ fn sigterm_stops_scheduling_at_once_even_while_a_client_holds_a_connection() {
         after - at_signal
     );
     drop(stuck);
+}
+
+#[test]
+fn builtin_config_probes_the_port_actually_bound() {
+    // No -c and no ./sonde.yaml: the built-in self-check. With `--listen 127.0.0.1:0` the OS
+    // picks the port, and the self-check must probe that port, not port 0.
+    let empty = tempfile::tempdir().unwrap();
+    let s = Serve::command(SONDE)
+        .current_dir(empty.path())
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start();
+    let port = s.addr().port();
+    assert_ne!(port, 0);
+
+    let cfg = s.get("/config").body;
+    assert!(
+        cfg.contains(&format!("http://127.0.0.1:{port}/-/healthy")),
+        "the built-in config does not probe the bound port {port}:\n{cfg}"
+    );
+    let mut expected = vec!["sonde-self-http", "sonde-self-tcp"];
+    match sonde_probes::icmp::permission_check() {
+        Ok(()) => expected.push("sonde-self-icmp"),
+        Err(why) => eprintln!(
+            "SKIPPED: builtin_config_probes_the_port_actually_bound — sonde-self-icmp not \
+             checked, no permission to send ICMP echo here: {why}"
+        ),
+    }
+    let list = s.get("/api/v1/scenarios").json();
+    let mut names: Vec<&str> = list["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sc| sc["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "{list:#}");
+
+    for name in expected {
+        let doc = s.wait_runs(name, 0);
+        assert_eq!(
+            doc["status"],
+            "passing",
+            "{name}: {doc:#}\nlog:\n{}",
+            s.log()
+        );
+    }
 }

@@ -7,3 +7,4 @@ pub mod dns;
 pub mod http;
 pub mod lines;
 pub mod pki;
+pub mod process;

@@ -11,15 +11,14 @@
 //! Every test is ignored by default (the servers are not there): run `tests/interop/run.sh`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use regex::Regex;
 use serde_json::Value;
-use sonde_testkit::client;
+use sonde_testkit::process::{free_addr, Serve};
 
 const SONDE: &str = env!("CARGO_BIN_EXE_sonde");
 
@@ -99,131 +98,11 @@ fn port(addr: &str) -> &str {
 // ---------------------------------------------------------------------------------------------
 // A `sonde serve` process.
 
-/// A `sonde serve` process (killed when dropped), its scenario files and its log.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Serve {
-    /// Serve `yaml` as the only scenario file.
-    fn yaml(yaml: &str) -> Serve {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("scenarios.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        Serve::start(dir, &[file], None, &[])
-    }
-
-    /// Serve `configs` (run from `cwd` if given) with extra environment variables.
-    fn start(
-        dir: tempfile::TempDir,
-        configs: &[PathBuf],
-        cwd: Option<&Path>,
-        env: &[(&str, &str)],
-    ) -> Serve {
-        let addr = free_addr();
-        let log = File::create(dir.path().join("sonde.log")).unwrap();
-        let mut cmd = Command::new(SONDE);
-        cmd.arg("serve");
-        for c in configs {
-            cmd.arg("-c").arg(c);
-        }
-        cmd.args(["--listen", &addr.to_string()])
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        if let Some(cwd) = cwd {
-            cmd.current_dir(cwd);
-        }
-        let child = cmd.spawn().expect("start sonde serve");
-        let mut s = Serve { child, addr, dir };
-        s.wait_ready();
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sonde.log")).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self) {
-        let guard = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client::get(self.addr, "/-/ready") {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sonde serve exited early ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < guard,
-                "hang guard: sonde serve not ready after 20 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn get(&self, path: &str) -> client::Response {
-        client::get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
-    /// Wait (hang guard `within`) until every scenario has completed a run, then return each
-    /// scenario's full document (status, last run with its trace) by name.
-    fn wait_all_ran(&self, within: Duration) -> BTreeMap<String, Value> {
-        let guard = Instant::now() + within;
-        loop {
-            let list = self.get("/api/v1/scenarios").json();
-            let scenarios = list["scenarios"]
-                .as_array()
-                .unwrap_or_else(|| panic!("no scenarios list in {list}"));
-            let pending: Vec<String> = scenarios
-                .iter()
-                .filter(|s| s["last_run"].is_null())
-                .map(|s| format!("{} (next run at {})", s["name"], s["next_run_at"]))
-                .collect();
-            if pending.is_empty() {
-                assert!(!scenarios.is_empty(), "sonde serves no scenario: {list}");
-                return scenarios
-                    .iter()
-                    .map(|s| {
-                        let name = s["name"].as_str().unwrap().to_string();
-                        let doc = self.scenario(&name);
-                        (name, doc)
-                    })
-                    .collect();
-            }
-            assert!(
-                Instant::now() < guard,
-                "hang guard: after {within:?} these scenarios never ran: {}\nsonde's log:\n{}",
-                pending.join(", "),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn scenario(&self, name: &str) -> Value {
-        let r = self.get(&format!("/api/v1/scenarios/{name}"));
-        assert_eq!(r.status, 200, "GET /api/v1/scenarios/{name}: {}", r.body);
-        r.json()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// `sonde serve` with `yaml` as its only scenario file, on a free port, ready.
+fn serve_yaml(yaml: &str) -> Serve {
+    Serve::command(SONDE)
+        .config_yaml("scenarios.yaml", yaml)
+        .start()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,7 +212,7 @@ fn earliest_not_after(tls: &Value) -> i64 {
 fn http_against_nginx() {
     let sv = Servers::from_env();
     let (http, dns, port) = (&sv.http, &sv.dns, sv.http_port());
-    let s = Serve::yaml(&format!(
+    let s = serve_yaml(&format!(
         r#"
 scenarios:
   - scenario: http-ok
@@ -437,7 +316,7 @@ scenarios:
 fn https_against_nginx() {
     let sv = Servers::from_env();
     let (https, dns, ca, port) = (&sv.https, &sv.dns, &sv.ca, sv.https_port());
-    let s = Serve::yaml(&format!(
+    let s = serve_yaml(&format!(
         r#"
 scenarios:
   - scenario: https-h2
@@ -620,7 +499,7 @@ fn dns_against_dnsmasq() {
       validate_answer_rrs: {{fail_if_matches_regexp: ['IN\s+A\s+127\.']}}
 "#
     );
-    let s = Serve::yaml(&yaml);
+    let s = serve_yaml(&yaml);
     let all = s.wait_all_ran(FIRST_RUNS);
 
     for transport in ["udp", "tcp"] {
@@ -663,7 +542,7 @@ fn tcp_dialogue_against_nginx() {
     let (http, dns, ca, tls_port) = (&sv.http, &sv.dns, &sv.ca, sv.https_port());
     let closed = free_addr();
     // The probe ends every `send` with "\n": "HEAD / HTTP/1.0\r\n\r" + "\n" is a request.
-    let s = Serve::yaml(&format!(
+    let s = serve_yaml(&format!(
         r#"
 scenarios:
   - scenario: tcp-http
@@ -725,7 +604,7 @@ scenarios:
 fn tls_probe_against_nginx() {
     let sv = Servers::from_env();
     let (https, dns, ca, port) = (&sv.https, &sv.dns, &sv.ca, sv.https_port());
-    let s = Serve::yaml(&format!(
+    let s = serve_yaml(&format!(
         r#"
 scenarios:
   - scenario: tls-ok
@@ -803,7 +682,7 @@ fn icmp_echo_to_loopback() {
         eprintln!("SKIPPED: icmp_echo_to_loopback — no permission to send ICMP echo here: {why}");
         return;
     }
-    let s = Serve::yaml(
+    let s = serve_yaml(
         r#"
 scenarios:
   - scenario: ping-loopback
@@ -823,7 +702,7 @@ scenarios:
 fn metrics_pass_promtool_and_carry_the_families() {
     let sv = Servers::from_env();
     let (http, https, dns, ca) = (&sv.http, &sv.https, &sv.dns, &sv.ca);
-    let s = Serve::yaml(&format!(
+    let s = serve_yaml(&format!(
         r#"
 scenarios:
   - scenario: m-https
@@ -887,7 +766,7 @@ scenarios:
 
     // Prometheus asks for OpenMetrics and gets it, the same series in that format.
     let om = get_with_accept(
-        s.addr,
+        s.addr(),
         "/metrics",
         "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
     );
@@ -976,15 +855,12 @@ fn get_with_accept(addr: SocketAddr, path: &str, accept: &str) -> String {
 fn shipped_examples_pass_against_real_servers() {
     let sv = Servers::from_env();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let s = Serve::start(
-        tempfile::tempdir().unwrap(),
-        &[
-            PathBuf::from("scenarios"),
-            PathBuf::from("examples/sonde.yaml"),
-        ],
-        Some(root),
-        &[("SONDE_EXAMPLE_CA_FILE", sv.ca.as_str())],
-    );
+    let s = Serve::command(SONDE)
+        .config("scenarios")
+        .config("examples/sonde.yaml")
+        .current_dir(root)
+        .env("SONDE_EXAMPLE_CA_FILE", &sv.ca)
+        .start();
     // The examples use realistic intervals: each gets its interval (its first run lands at a
     // name-derived offset within it) plus slack.
     let list = s.get("/api/v1/scenarios").json();
