@@ -420,3 +420,29 @@ fn builtin_config_probes_the_port_actually_bound() {
         );
     }
 }
+
+#[test]
+fn scenario_names_with_a_slash_have_an_api_page_and_a_working_link() {
+    let rt = runtime();
+    let web = rt.block_on(HttpServer::start(
+        Routes::new().at("/ok", Reply::text(200, "ok")),
+    ));
+    let s = Serve::command(SONDE)
+        .config_yaml(
+            "sonde.yaml",
+            &format!(
+                "scenario: team/checkout\ninterval: 1s\nhttp: {{url: \"{}\"}}\n",
+                web.url("/ok")
+            ),
+        )
+        .start();
+    let doc = s.wait_runs("team/checkout", 0);
+    assert_eq!(doc["name"], "team/checkout");
+    assert_eq!(doc["status"], "passing");
+    // The index links to the same page.
+    let index = s.get("/").body;
+    assert!(
+        index.contains("href=\"/api/v1/scenarios/team/checkout\""),
+        "{index}"
+    );
+}
