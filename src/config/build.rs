@@ -98,6 +98,17 @@ impl Cx<'_> {
         self.errors.push(p, msg);
     }
 
+    /// The value, or `None` after reporting the error at `path`'s value.
+    pub fn ok<T>(&mut self, path: &str, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err_value(path, e);
+                None
+            }
+        }
+    }
+
     pub fn regex(&mut self, s: &str, path: &str) -> Option<Regex> {
         self.compile_regex(s, path, Regex::new)
     }

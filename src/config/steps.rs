@@ -293,13 +293,7 @@ pub fn tcp(
 ) -> Option<TcpRequest> {
     let before = cx.errors.len();
     let p = |k: &str| key_path(path, k);
-    let target = match targets::host_port(&m.target) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            cx.err_value(&p("target"), e);
-            None
-        }
-    };
+    let target = cx.ok(&p("target"), targets::host_port(&m.target));
     let mut dialogue = Vec::new();
     let qp = p("query_response");
     for (i, item) in m.query_response.iter().flatten().enumerate() {
@@ -426,13 +420,9 @@ pub fn dns(
 ) -> Option<DnsRequest> {
     let before = cx.errors.len();
     let p = |k: &str| key_path(path, k);
-    let server = match targets::host_opt_port(&m.server, Some(53)) {
-        Ok((h, port)) => Some((h, port.unwrap_or(53))),
-        Err(e) => {
-            cx.err_value(&p("server"), e);
-            None
-        }
-    };
+    let server = cx
+        .ok(&p("server"), targets::host_opt_port(&m.server, Some(53)))
+        .map(|(h, port)| (h, port.unwrap_or(53)));
     if m.query_name.trim().is_empty() {
         cx.err_value(
             &p("query_name"),
@@ -545,13 +535,7 @@ pub fn icmp(
 ) -> Option<IcmpRequest> {
     let before = cx.errors.len();
     let p = |k: &str| key_path(path, k);
-    let host = match targets::bare_host(&m.target) {
-        Ok(h) => Some(h),
-        Err(e) => {
-            cx.err_value(&p("target"), e);
-            None
-        }
-    };
+    let host = cx.ok(&p("target"), targets::bare_host(&m.target));
     let ttl = match m.ttl {
         Some(t) if !(1..=255).contains(&t) => {
             cx.err_value(
@@ -601,13 +585,7 @@ pub fn tls(
 ) -> Option<TlsRequest> {
     let before = cx.errors.len();
     let p = |k: &str| key_path(path, k);
-    let target = match targets::host_port(&m.target) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            cx.err_value(&p("target"), e);
-            None
-        }
-    };
+    let target = cx.ok(&p("target"), targets::host_port(&m.target));
     let client = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), Alpn::None);
     let resolver = match &target {
         Some((h, _)) => cx.resolver(servers, h, &p("target")),
