@@ -1,4 +1,4 @@
-//! The YAML as written: serde types of the scenario format v1 (see `notes/format-v1.md`).
+//! The YAML as written: serde types of the scenario format v1 (see `docs/scenario-format.md`).
 //!
 //! Parts that are deserialized on their own — each step, and the one-step shorthand — stay raw
 //! `serde_norway::Value`s here, so one bad step does not hide the errors of the others, and so
