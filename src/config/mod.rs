@@ -1,4 +1,4 @@
-//! Configuration loading: scenario files (YAML, format v1 — `notes/format-v1.md`) in, a checked
+//! Configuration loading: scenario files (YAML, format v1 — `docs/scenario-format.md`) in, a checked
 //! [`Config`] with every probe request built out, or every error of every file, each located.
 //!
 //! How a file goes through:
