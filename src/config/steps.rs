@@ -327,10 +327,9 @@ pub fn tcp(
         }
     }
     let tls_client = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), Alpn::None);
-    let resolver = match &target {
-        Some((h, _)) => cx.resolver(servers, h, &p("target")),
-        None => None,
-    };
+    let resolver = target
+        .as_ref()
+        .and_then(|(h, _)| cx.resolver(servers, h, &p("target")));
     if cx.errors.len() > before {
         return None;
     }
@@ -502,10 +501,9 @@ pub fn dns(
             cx,
         ),
     };
-    let resolver = match &server {
-        Some((h, _)) => cx.resolver(servers, h, &p("server")),
-        None => None,
-    };
+    let resolver = server
+        .as_ref()
+        .and_then(|(h, _)| cx.resolver(servers, h, &p("server")));
     if cx.errors.len() > before {
         return None;
     }
@@ -559,10 +557,9 @@ pub fn icmp(
         },
         None => None,
     };
-    let resolver = match &host {
-        Some(h) => cx.resolver(servers, h, &p("target")),
-        None => None,
-    };
+    let resolver = host
+        .as_ref()
+        .and_then(|h| cx.resolver(servers, h, &p("target")));
     if cx.errors.len() > before {
         return None;
     }
@@ -587,10 +584,9 @@ pub fn tls(
     let p = |k: &str| key_path(path, k);
     let target = cx.ok(&p("target"), targets::host_port(&m.target));
     let client = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), Alpn::None);
-    let resolver = match &target {
-        Some((h, _)) => cx.resolver(servers, h, &p("target")),
-        None => None,
-    };
+    let resolver = target
+        .as_ref()
+        .and_then(|(h, _)| cx.resolver(servers, h, &p("target")));
     if cx.errors.len() > before {
         return None;
     }
