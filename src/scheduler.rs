@@ -96,6 +96,8 @@ pub struct Scheduler {
     /// same labels); shutdown waits for them like for the others.
     retired: Mutex<BTreeMap<String, JoinHandle<()>>>,
     not_owned: Mutex<Vec<NotOwned>>,
+    /// `--shard I/N`: the share of the region's scenarios this agent runs (see [`crate::shard`]).
+    shard: Option<crate::shard::Shard>,
 }
 
 impl Scheduler {
@@ -111,7 +113,18 @@ impl Scheduler {
             tasks: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(BTreeMap::new()),
             not_owned: Mutex::new(Vec::new()),
+            shard: None,
         }
+    }
+
+    /// Run only the scenarios of `shard` (set before the first [`Scheduler::apply`]).
+    pub fn with_shard(mut self, shard: Option<crate::shard::Shard>) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    pub fn shard(&self) -> Option<crate::shard::Shard> {
+        self.shard
     }
 
     pub fn region(&self) -> Option<&str> {
@@ -126,7 +139,9 @@ impl Scheduler {
         retired.retain(|_, h| !h.is_finished());
         let mut not_owned = Vec::new();
         for sc in &config.scenarios {
-            if let Err(reason) = selected(sc, self.region.as_deref()) {
+            let owned = selected(sc, self.region.as_deref())
+                .and_then(|()| crate::shard::owns(self.shard, &sc.name));
+            if let Err(reason) = owned {
                 not_owned.push(NotOwned {
                     scenario: sc.name.clone(),
                     reason,
