@@ -17,6 +17,8 @@ pub struct Config {
     pub scenarios: Vec<Arc<Scenario>>,
     /// The files (or `<built-in>`) the scenarios came from, in load order.
     pub sources: Vec<String>,
+    /// The agent settings documents' content (region, shard, remote_write), merged.
+    pub agent: crate::config::agent::AgentSettings,
 }
 
 /// One scenario, ready to run.

@@ -17,6 +17,7 @@
 //! without YAML files) display as `path: what is wrong — what was expected` and have
 //! `line == 0`.
 
+pub mod agent;
 mod build;
 mod compile;
 mod deser;
@@ -101,12 +102,34 @@ fn collect_yaml(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, errors: &mut V
     }
 }
 
+/// One `-c` input: a file or folder on disk, or a document already fetched (a URL's body).
+#[derive(Clone, Debug)]
+pub enum Input {
+    Path(PathBuf),
+    /// `origin` names it in errors; relative file paths in it are relative to the current folder.
+    Text {
+        origin: String,
+        text: String,
+    },
+}
+
 /// Load files and folders (every `*.yaml`/`*.yml` below a folder, recursively, in sorted
 /// order). Scenario names must be unique across everything loaded.
 pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    let inputs: Vec<Input> = paths.iter().cloned().map(Input::Path).collect();
+    load_inputs(&inputs, opts)
+}
+
+/// Load inputs in order. Agent settings documents ([`agent`]) are read first: their `region`
+/// (unless `opts` has one, from the command line) renders the scenarios' templates.
+pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut files = Vec::new();
-    for p in paths {
+    for input in inputs {
+        let p = match input {
+            Input::Path(p) => p,
+            Input::Text { .. } => continue,
+        };
         match std::fs::metadata(p) {
             Ok(m) if m.is_dir() => {
                 let before = files.len();
@@ -132,17 +155,15 @@ pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, Vec<C
     let mut seen = HashSet::new();
     files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
 
-    let mut loader = compile::Loader::new(opts);
-    let mut config = Config::default();
+    // (origin, folder for relative paths, text)
+    let mut docs: Vec<(String, PathBuf, String)> = Vec::new();
     for f in &files {
         match std::fs::read_to_string(f) {
-            Ok(text) => {
-                let name = f.display().to_string();
-                let dir = f.parent().unwrap_or(Path::new(""));
-                let fe = loader.file(&name, dir, &text, &mut config.scenarios);
-                errors.extend(fe.into_errors());
-                config.sources.push(name);
-            }
+            Ok(text) => docs.push((
+                f.display().to_string(),
+                f.parent().unwrap_or(Path::new("")).to_path_buf(),
+                text,
+            )),
             Err(e) => errors.push(file_error(
                 f,
                 format!(
@@ -151,6 +172,36 @@ pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, Vec<C
                 ),
             )),
         }
+    }
+    for input in inputs {
+        if let Input::Text { origin, text } = input {
+            docs.push((origin.clone(), PathBuf::new(), text.clone()));
+        }
+    }
+
+    let mut config = Config::default();
+    let mut scenario_docs = Vec::new();
+    for (name, dir, text) in docs {
+        if agent::is_agent_document(&text) {
+            let merged =
+                agent::parse(&name, &dir, &text).and_then(|a| agent::merge(&mut config.agent, a));
+            if let Err(e) = merged {
+                errors.push(e);
+            }
+            config.sources.push(name);
+        } else {
+            scenario_docs.push((name, dir, text));
+        }
+    }
+    let mut opts = opts.clone();
+    if opts.region.is_none() {
+        opts.region = config.agent.region.clone();
+    }
+    let mut loader = compile::Loader::new(&opts);
+    for (name, dir, text) in scenario_docs {
+        let fe = loader.file(&name, &dir, &text, &mut config.scenarios);
+        errors.extend(fe.into_errors());
+        config.sources.push(name);
     }
     if errors.is_empty() {
         Ok(config)
