@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// lag).
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_RUNS, value_name = "N")]
     pub max_concurrent_runs: usize,
+
+    #[command(flatten)]
+    pub agent: crate::agent::AgentFlags,
 }
 
 #[derive(Args, Debug)]
@@ -217,8 +220,15 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         }
     };
     let listen = listener.local_addr().unwrap_or(args.listen);
-    let source = config_source(&args, listen);
-    let opts = LoadOptions {
+    let source = match crate::agent::url_source(&args.config, &args.agent) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        None => config_source(&args, listen),
+    };
+    let mut opts = LoadOptions {
         region: args.region.clone(),
     };
     let initial = {
@@ -236,12 +246,11 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
             }
         }
     };
+    let (region, shard) = crate::agent::effective(args.region.clone(), &args.agent, &initial);
+    opts.region = region.clone();
     let metrics = Metrics::new();
-    let scheduler = Scheduler::new(
-        metrics.clone(),
-        args.region.clone(),
-        args.max_concurrent_runs,
-    );
+    let scheduler =
+        Scheduler::new(metrics.clone(), region, args.max_concurrent_runs).with_shard(shard);
     let n = initial.scenarios.len();
     let app = App::new(metrics, scheduler, source, opts, initial);
     tracing::info!(
@@ -254,6 +263,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
 
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(handle_signals(app.clone(), shutdown.clone()));
+    crate::agent::start(app.clone(), shutdown.clone());
     let server = axum::serve(listener, crate::web::router(app.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut web = tokio::spawn(std::future::IntoFuture::into_future(server));

@@ -8,13 +8,17 @@
 //!   signals.
 //! - [`cli`] is the command line.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod default_config;
 pub mod engine;
 pub mod hash;
 pub mod metrics;
+pub mod remote_write;
 pub mod scenario;
 pub mod scheduler;
 pub mod serve;
+pub mod shard;
+pub mod source;
 pub mod web;

@@ -84,6 +84,7 @@ pub struct Metrics {
     pub scenarios: Gauge,
     pub config_last_reload_successful: Gauge,
     pub config_last_reload_success_timestamp: F64Gauge,
+    pub remote_write: crate::remote_write::RemoteWriteMetrics,
 }
 
 impl Metrics {
@@ -173,6 +174,7 @@ impl Metrics {
             config_last_reload_success_timestamp.clone(),
         );
         registry.register("sonde_build_info", "sonde's version", build_info);
+        let remote_write = crate::remote_write::RemoteWriteMetrics::register(&mut registry);
 
         Arc::new(Metrics {
             registry,
@@ -189,6 +191,7 @@ impl Metrics {
             scenarios,
             config_last_reload_successful,
             config_last_reload_success_timestamp,
+            remote_write,
         })
     }
 

@@ -18,6 +18,8 @@ pub enum ConfigSource {
     Paths(Vec<PathBuf>),
     /// The built-in self-check, as YAML text.
     BuiltIn(String),
+    /// `-c` with at least one URL (see [`crate::source`]).
+    Remote(Arc<crate::source::Sources>),
 }
 
 impl ConfigSource {
@@ -25,6 +27,7 @@ impl ConfigSource {
         match self {
             ConfigSource::Paths(p) => config::load_paths(p, opts),
             ConfigSource::BuiltIn(text) => config::load_str("<built-in>", text, opts),
+            ConfigSource::Remote(s) => s.load(opts),
         }
     }
 
@@ -36,6 +39,7 @@ impl ConfigSource {
                 .collect::<Vec<_>>()
                 .join(", "),
             ConfigSource::BuiltIn(_) => "<built-in>".into(),
+            ConfigSource::Remote(s) => s.describe(),
         }
     }
 }
@@ -137,6 +141,7 @@ impl App {
             });
         match loaded {
             Ok(config) => {
+                crate::agent::warn_on_agent_change(&self.config(), &config);
                 let n = config.scenarios.len();
                 self.install(config);
                 tracing::info!(scenarios = n, "configuration reloaded");

@@ -1,0 +1,117 @@
+//! What makes one `sonde serve` process one agent among many: its region and shard (flags win
+//! over the agent settings document, [`crate::config::agent`]), the configuration URLs it polls
+//! and the files it watches ([`crate::source`]), and the metrics it pushes
+//! ([`crate::remote_write`]). `cli` calls [`effective`] once the first configuration is loaded
+//! and [`start`] once the app exists.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::config::agent::AgentSettings;
+use crate::scenario::Config;
+use crate::serve::{App, ConfigSource};
+use crate::shard::Shard;
+
+/// `serve` flags for running as one of many agents.
+#[derive(Args, Debug, Clone)]
+pub struct AgentFlags {
+    /// Run only shard I of N of this region's scenarios (consistent hashing of the name): N
+    /// agents with 1/N … N/N together run each scenario exactly once. Also `agent: {shard:}`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+
+    /// How often -c URLs are fetched again (with If-None-Match / If-Modified-Since).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_interval)]
+    pub config_poll_interval: Duration,
+
+    /// A file holding the bearer token sent when fetching -c URLs.
+    #[arg(long, value_name = "FILE")]
+    pub config_bearer_token_file: Option<std::path::PathBuf>,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .ok()
+        .filter(|d| *d >= Duration::from_secs(1))
+        .ok_or_else(|| format!("{s:?} — expected a duration of at least 1s, such as 30s or 5m"))
+}
+
+/// The `ConfigSource` for `-c` arguments that include a URL; `None` when all are paths.
+pub fn url_source(
+    args: &[std::path::PathBuf],
+    flags: &AgentFlags,
+) -> Option<Result<ConfigSource, String>> {
+    if !args.iter().any(|a| crate::source::is_url(a)) {
+        return None;
+    }
+    let bearer = match &flags.config_bearer_token_file {
+        None => None,
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                return Some(Err(format!(
+                    "--config-bearer-token-file {}: {e}",
+                    f.display()
+                )))
+            }
+        },
+    };
+    Some(
+        crate::source::Sources::new(args, bearer, flags.config_poll_interval)
+            .map(|s| ConfigSource::Remote(Arc::new(s))),
+    )
+}
+
+/// This agent's region and shard: the flag, else the agent settings document.
+pub fn effective(
+    region_flag: Option<String>,
+    flags: &AgentFlags,
+    initial: &Config,
+) -> (Option<String>, Option<Shard>) {
+    (
+        region_flag.or_else(|| initial.agent.region.clone()),
+        flags.shard.or(initial.agent.shard),
+    )
+}
+
+/// Start the watchers, pollers and the remote_write pusher; they stop with `stop`.
+pub fn start(app: Arc<App>, stop: tokio_util::sync::CancellationToken) {
+    let paths = match &app.source {
+        ConfigSource::Paths(p) => p.clone(),
+        ConfigSource::Remote(s) => {
+            tokio::spawn(crate::source::poll(app.clone(), s.clone(), stop.clone()));
+            s.paths()
+        }
+        ConfigSource::BuiltIn(_) => Vec::new(),
+    };
+    tokio::spawn(crate::source::watch::watch(
+        app.clone(),
+        paths,
+        stop.clone(),
+    ));
+    let cfg = app.config();
+    if let Some(rw) = cfg.agent.remote_write.clone() {
+        let mut rw = rw;
+        // Pushed series carry the region even where the series itself has none (sonde's own).
+        if let Some(region) = app.scheduler.region() {
+            if !rw.external_labels.iter().any(|(k, _)| k == "region") {
+                rw.external_labels
+                    .push(("region".into(), region.to_string()));
+            }
+        }
+        crate::remote_write::start(app.metrics.clone(), rw, stop);
+    }
+}
+
+/// Region, shard and remote_write are read at start: a reload that changes them says so instead
+/// of half-applying (the series already carry the old region).
+pub fn warn_on_agent_change(old: &Config, new: &Config) {
+    let (a, b): (&AgentSettings, &AgentSettings) = (&old.agent, &new.agent);
+    if a.region != b.region || a.shard != b.shard || a.remote_write != b.remote_write {
+        tracing::warn!(
+            "the agent settings (region, shard, remote_write) changed; they apply at the next restart"
+        );
+    }
+}
