@@ -290,18 +290,27 @@ pub async fn poll(
     let mut tick = tokio::time::interval(sources.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is now: the start-up load has just fetched
+                       // After a failed fetch an unchanged document (304) still needs a reload: that is what
+                       // clears `sonde_config_last_reload_successful`.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         match sources.fetch_all().await {
-            Ok(false) => {}
-            Ok(true) => {
-                tracing::info!("a configuration URL changed; reloading");
+            Ok(false) if !failing => {}
+            Ok(changed) => {
+                failing = false;
+                if changed {
+                    tracing::info!("a configuration URL changed; reloading");
+                } else {
+                    tracing::info!("the configuration URLs answer again; reloading");
+                }
                 let _ = app.reload().await;
             }
             Err(errors) => {
+                failing = true;
                 app.metrics.config_last_reload_successful.set(0);
                 for e in errors {
                     tracing::error!(
