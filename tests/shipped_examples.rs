@@ -19,6 +19,13 @@ fn root() -> &'static Path {
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        // Prometheus's own files (scrape config, rules), checked by promtool instead.
+        if path.ends_with("examples/prometheus") {
+            let agent = path.join("agent-push.yaml");
+            assert!(agent.is_file(), "no {}", agent.display());
+            out.push(agent);
+            continue;
+        }
         if path.is_dir() {
             yaml_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
@@ -55,7 +62,8 @@ fn shipped_examples_pass_sonde_check() {
 
     let mut cmd = Command::new(SONDE);
     cmd.current_dir(root())
-        .args(["check", "scenarios", "examples"])
+        .arg("check")
+        .args(&files)
         .env_remove("SONDE_EXAMPLE_CA_FILE")
         .env_remove("SHOP_HOST")
         .env_remove("SHOP_TOKEN");
