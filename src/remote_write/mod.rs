@@ -300,7 +300,10 @@ pub async fn push_once(client: &reqwest::Client, cfg: &RemoteWrite, body: Vec<u8
         req = req.bearer_auth(t);
     }
     match req.send().await {
-        Err(e) => Outcome::Retry(format!("cannot reach the receiver: {e}")),
+        Err(e) => Outcome::Retry(format!(
+            "cannot reach the receiver: {}",
+            crate::source::error_chain(&e)
+        )),
         Ok(resp) => {
             let status = resp.status();
             if status.is_success() {

@@ -323,7 +323,7 @@ pub async fn poll(
 }
 
 /// `reqwest`'s error with its causes: "error sending request" alone does not say why.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -72,6 +72,7 @@ set -a
 set +a
 echo "interop: servers up ($(tr '\n' ' ' < "$work/env"))"
 
+bash tests/interop/regions.sh  # many regions: network namespaces, real Prometheus, remote_write
 # --- 3. tests ---------------------------------------------------------------------------------
 # --nocapture so that SKIPPED: lines (e.g. ICMP without permission) are seen, not swallowed.
 set +e
