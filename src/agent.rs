@@ -31,6 +31,17 @@ pub struct AgentFlags {
     pub config_bearer_token_file: Option<std::path::PathBuf>,
 }
 
+/// `--region`: the same names scenarios' `regions:` lists accept, so every agent is selectable.
+pub fn parse_region(s: &str) -> Result<String, String> {
+    if crate::config::agent::valid_region(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} — expected a region name of a-z, 0-9, _ and - (as in scenarios' regions: lists)"
+        ))
+    }
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .ok()
@@ -76,8 +87,9 @@ pub fn effective(
     )
 }
 
-/// Start the watchers, pollers and the remote_write pusher; they stop with `stop`.
-pub fn start(app: Arc<App>, stop: tokio_util::sync::CancellationToken) {
+/// Start the watchers, pollers and the remote_write pusher; they stop with `stop`. Await
+/// [`Running::finish`] before exiting: it pushes what is still queued (briefly).
+pub fn start(app: Arc<App>, stop: tokio_util::sync::CancellationToken) -> Running {
     let paths = match &app.source {
         ConfigSource::Paths(p) => p.clone(),
         ConfigSource::Remote(s) => {
@@ -86,11 +98,7 @@ pub fn start(app: Arc<App>, stop: tokio_util::sync::CancellationToken) {
         }
         ConfigSource::BuiltIn(_) => Vec::new(),
     };
-    tokio::spawn(crate::source::watch::watch(
-        app.clone(),
-        paths,
-        stop.clone(),
-    ));
+    crate::source::watch::watch(app.clone(), paths, stop.clone());
     let cfg = app.config();
     if let Some(rw) = cfg.agent.remote_write.clone() {
         let mut rw = rw;
@@ -101,7 +109,24 @@ pub fn start(app: Arc<App>, stop: tokio_util::sync::CancellationToken) {
                     .push(("region".into(), region.to_string()));
             }
         }
-        crate::remote_write::start(app.metrics.clone(), rw, stop);
+        return Running {
+            push: crate::remote_write::start(app.metrics.clone(), rw, stop),
+        };
+    }
+    Running { push: None }
+}
+
+/// The agent's background work that must end before the process does.
+pub struct Running {
+    push: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Wait for the remote_write queue to be flushed (bounded by its grace period).
+    pub async fn finish(self) {
+        if let Some(h) = self.push {
+            let _ = h.await;
+        }
     }
 }
 

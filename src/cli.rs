@@ -68,7 +68,7 @@ pub struct ServeArgs {
 
     /// This agent's region: the `region` label of every series, and the selector for scenarios'
     /// `regions:` lists.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = crate::agent::parse_region)]
     pub region: Option<String>,
 
     /// At most this many scenario runs at once; further due runs wait (and show as scheduler
@@ -263,7 +263,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
 
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(handle_signals(app.clone(), shutdown.clone()));
-    crate::agent::start(app.clone(), shutdown.clone());
+    let agent = crate::agent::start(app.clone(), shutdown.clone());
     let server = axum::serve(listener, crate::web::router(app.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut web = tokio::spawn(std::future::IntoFuture::into_future(server));
@@ -278,6 +278,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
     app.set_not_ready();
     tracing::info!("stopped scheduling; waiting for runs in flight to finish");
     app.scheduler.shutdown().await;
+    agent.finish().await;
     if let Some(r) = failed {
         let why = match r {
             Ok(Err(e)) => e.to_string(),

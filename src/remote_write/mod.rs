@@ -93,13 +93,18 @@ impl RemoteWriteMetrics {
     }
 }
 
-/// Start sampling and pushing until `stop`.
-pub fn start(metrics: Arc<Metrics>, cfg: RemoteWrite, stop: tokio_util::sync::CancellationToken) {
+/// Start sampling and pushing until `stop`. The returned task ends once the queue is flushed
+/// after `stop` (at most [`FLUSH_GRACE`]): await it before exiting.
+pub fn start(
+    metrics: Arc<Metrics>,
+    cfg: RemoteWrite,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
     let client = match client(&cfg) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("remote_write disabled: {e}");
-            return;
+            return None;
         }
     };
     let shared = Arc::new(Shared {
@@ -118,7 +123,7 @@ pub fn start(metrics: Arc<Metrics>, cfg: RemoteWrite, stop: tokio_util::sync::Ca
         shared.clone(),
         stop.clone(),
     ));
-    tokio::spawn(send_loop(metrics, cfg, client, shared, stop));
+    Some(tokio::spawn(send_loop(metrics, cfg, client, shared, stop)))
 }
 
 struct Shared {
@@ -326,6 +331,10 @@ pub async fn push_once(client: &reqwest::Client, cfg: &RemoteWrite, body: Vec<u8
     }
 }
 
+/// At shutdown, how long the queue may still be pushed: a restart should not lose the last
+/// interval's samples, nor wait long for a receiver that is away.
+pub const FLUSH_GRACE: Duration = Duration::from_secs(5);
+
 async fn send_loop(
     metrics: Arc<Metrics>,
     cfg: Arc<RemoteWrite>,
@@ -334,18 +343,35 @@ async fn send_loop(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut backoff = MIN_BACKOFF;
+    // Set at shutdown: from then on, push what is queued until empty or this instant.
+    let mut flush_until: Option<tokio::time::Instant> = None;
     loop {
+        if flush_until.is_none() && stop.is_cancelled() {
+            flush_until = Some(tokio::time::Instant::now() + FLUSH_GRACE);
+        }
         let batch = shared.queue().take_batch(cfg.max_samples_per_send);
         if batch.is_empty() {
+            if flush_until.is_some() {
+                return;
+            }
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => continue,
                 _ = shared.wake.notified() => continue,
             }
         }
         let body = encode(&batch);
-        let outcome = tokio::select! {
-            _ = stop.cancelled() => return,
-            o = push_once(&client, &cfg, body) => o,
+        let outcome = match flush_until {
+            None => tokio::select! {
+                // Shutting down: start this batch again, in flush mode.
+                _ = stop.cancelled() => Outcome::Retry("shutting down".into()),
+                o = push_once(&client, &cfg, body) => o,
+            },
+            Some(until) => {
+                match tokio::time::timeout_at(until, push_once(&client, &cfg, body)).await {
+                    Ok(o) => o,
+                    Err(_) => Outcome::Retry("the shutdown grace ran out".into()),
+                }
+            }
         };
         let counts = {
             let mut q = shared.queue();
@@ -367,12 +393,25 @@ async fn send_loop(
                     "remote_write: batch refused, not retried: {why}"
                 );
             }
+            Outcome::Retry(_) if stop.is_cancelled() && flush_until.is_none() => {}
             Outcome::Retry(why) => {
                 metrics.remote_write.retries.inc();
-                tracing::warn!(retry_in = ?backoff, "remote_write: push failed, will retry: {why}");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if let Some(until) = flush_until {
+                    if tokio::time::Instant::now() + backoff >= until {
+                        let left = shared.queue().len();
+                        tracing::warn!(
+                            samples = left,
+                            "remote_write: stopping with samples unsent: {why}"
+                        );
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                } else {
+                    tracing::warn!(retry_in = ?backoff, "remote_write: push failed, will retry: {why}");
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }

@@ -52,9 +52,10 @@ impl Plan {
     }
 }
 
-/// Watch `paths` until `stop`, calling `app.reload()` after changes settle. Returns at once
-/// (logging why) if the system cannot watch: SIGHUP and `/-/reload` still work.
-pub async fn watch(
+/// Watch `paths` until `stop`, calling `app.reload()` after changes settle. The watches are in
+/// place when this returns (so an edit right after start is seen); the reloading runs in a task.
+/// Without a way to watch it logs why and returns: SIGHUP and `/-/reload` still work.
+pub fn watch(
     app: Arc<crate::serve::App>,
     paths: Vec<PathBuf>,
     stop: tokio_util::sync::CancellationToken,
@@ -93,20 +94,24 @@ pub async fn watch(
             tracing::warn!(path = %p.display(), "cannot watch ({e}); changes there need SIGHUP or POST /-/reload");
         }
     }
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            ev = rx.recv() => if ev.is_none() { return },
-        }
-        // Let the burst settle: every further event restarts the wait.
+    tokio::spawn(async move {
+        // Owned by the task: dropping the watcher ends the watches.
+        let _watcher = watcher;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(SETTLE) => break,
                 ev = rx.recv() => if ev.is_none() { return },
             }
+            // Let the burst settle: every further event restarts the wait.
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(SETTLE) => break,
+                    ev = rx.recv() => if ev.is_none() { return },
+                }
+            }
+            tracing::info!("configuration files changed; reloading");
+            let _ = app.reload().await;
         }
-        tracing::info!("configuration files changed; reloading");
-        let _ = app.reload().await;
-    }
+    });
 }
