@@ -7,6 +7,8 @@
 //! - [`metrics`] and [`web`] expose the results; [`serve`] ties them together with reloads and
 //!   signals.
 //! - [`cli`] is the command line.
+//! - Many agents: [`agent`] (region, shard, what runs beside the scheduler), [`shard`],
+//!   [`source`] (configuration URLs, file watching) and [`remote_write`] (push).
 
 pub mod agent;
 pub mod cli;

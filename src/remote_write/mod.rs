@@ -210,6 +210,13 @@ fn snapshot(
     }
     *cache = seen;
     let n = samples.len() as u64;
+    if samples.len() > cfg.queue_capacity {
+        tracing::warn!(
+            samples = samples.len(),
+            queue_capacity = cfg.queue_capacity,
+            "remote_write: one sampling has more series than the queue holds; raise queue_capacity"
+        );
+    }
     let counts = {
         let mut q = shared.queue();
         let c = q.push(samples, now_ms());
