@@ -145,6 +145,13 @@ fn an_agent_document_sets_region_and_shard_and_flags_win() {
         .start();
     assert_eq!(s2.get("/api/v1/scenarios").json()["region"], "eu");
 
+    // Agent settings are read at start: a changed document says so and changes nothing.
+    std::fs::write(s.dir().join("agent.yaml"), "agent:\n  region: us-east\n").unwrap();
+    wait_for("the reload to warn", &s, || {
+        s.log().contains("they apply at the next restart")
+    });
+    assert_eq!(s.get("/api/v1/scenarios").json()["region"], "ap-east");
+
     let out = std::process::Command::new(SONDE)
         .args(["serve", "--listen", "127.0.0.1:0", "-c"])
         .arg(s.dir().join("s.yaml"))
