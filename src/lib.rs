@@ -8,13 +8,16 @@
 //!   signals.
 //! - [`cli`] is the command line.
 
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod default_config;
 pub mod engine;
 pub mod hash;
+pub mod matcher;
 pub mod metrics;
 pub mod scenario;
 pub mod scheduler;
 pub mod serve;
 pub mod web;
+pub mod wsstep;

@@ -324,6 +324,10 @@ const RESULTS: [&str; 4] = [
 /// One step's series.
 struct StepSeries {
     step: Arc<str>,
+    /// A step of `steps:` (not setup or teardown): when a run does not reach it, its success
+    /// reads 0. Setup and teardown steps of a persistent session run only now and then: their
+    /// series keep the last time they ran.
+    main: bool,
     /// Created by the first run, like the scenario's.
     success: Option<Gauge>,
     duration: Histogram,
@@ -367,12 +371,13 @@ impl ScenarioMetrics {
                 .scenario_runs
                 .get_or_create_owned(&l(None, Some(("result", r))))
         });
+        let main: Vec<&str> = scenario.steps.iter().map(|s| s.name.as_str()).collect();
         let steps = scenario
-            .steps
-            .iter()
+            .all_steps()
             .map(|s| {
                 let step: Arc<str> = s.name.as_str().into();
                 StepSeries {
+                    main: main.contains(&s.name.as_str()),
                     success: None,
                     duration: metrics
                         .step_duration
@@ -421,6 +426,10 @@ impl ScenarioMetrics {
         self.runs[idx].inc();
         for i in 0..self.steps.len() {
             let step_name = self.steps[i].step.clone();
+            let ran = report.steps.iter().any(|s| *s.name == *step_name);
+            if !ran && !self.steps[i].main {
+                continue;
+            }
             // Phases: last run's values; a phase this run did not reach (or a step it did not
             // reach) reads 0.
             for (_, g) in &self.steps[i].phases {
@@ -612,12 +621,16 @@ mod tests {
         crate::engine::StepReport {
             name: name.into(),
             kind: "tcp",
+            stage: crate::engine::Stage::Steps,
             success: failure.is_none(),
             duration: std::time::Duration::from_millis(7),
             failure: failure.map(|r| sonde_probes::Failure::new(r, "x")),
+            attempts: 1,
             timings,
             remote_addr: None,
             events: vec![],
+            captures: vec![],
+            checks: vec![],
             facts: crate::engine::StepFacts::Tcp(Default::default()),
         }
     }
@@ -636,6 +649,8 @@ mod tests {
             failed_step: None,
             steps,
             internal_error: None,
+            session_events: vec![],
+            secrets: vec![],
         }
     }
 

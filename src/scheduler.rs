@@ -338,7 +338,7 @@ async fn scenario_loop(
                 scenario = %scenario.name,
                 step = report.failed_step.as_deref().unwrap_or(""),
                 "run failed: {}",
-                scenario.redact_text(&report.failure().map(|f| f.to_string()).unwrap_or_default())
+                report.redact_text(&scenario, &report.failure().map(|f| f.to_string()).unwrap_or_default())
             );
         }
         state.set_last(Arc::new(report));
@@ -377,6 +377,8 @@ fn panicked_report(scenario: &Scenario, started: Instant, e: tokio::task::JoinEr
         failed_step: None,
         steps: Vec::new(),
         internal_error: Some(what),
+        session_events: Vec::new(),
+        secrets: Vec::new(),
     }
 }
 

@@ -147,6 +147,10 @@ pub struct HttpFacts {
     pub request_headers: Vec<(String, String)>,
     /// Response headers of the last hop.
     pub headers: Vec<(String, String)>,
+    /// The real values of the response headers shown as redacted in `headers` (`Set-Cookie`,
+    /// tokens…), for a scenario's cookie jar and captures; never serialized.
+    #[serde(skip)]
+    pub secret_headers: Vec<(String, String)>,
     /// The declared Content-Length of the last response, if any.
     pub content_length: Option<u64>,
     /// Body bytes received on the last hop.
@@ -314,6 +318,17 @@ async fn run(
         let version = conn::version_str(response.version());
         facts.status = Some(status.as_u16());
         facts.version = Some(version.to_string());
+        facts.secret_headers = response
+            .headers()
+            .iter()
+            .filter(|(n, _)| is_secret_header(n.as_str()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
         facts.headers = response
             .headers()
             .iter()

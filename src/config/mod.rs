@@ -22,6 +22,8 @@ mod compile;
 mod deser;
 mod error;
 mod expect;
+mod flow;
+pub mod funcs;
 mod locate;
 mod model;
 mod redact;
@@ -35,7 +37,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
-pub use redact::REDACTED;
+pub use redact::{MIN_SECRET_LEN, REDACTED};
+pub use suggest::hint;
 
 pub use crate::scenario::Config;
 
