@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod scenario;
 pub mod scheduler;
 pub mod serve;
+pub mod session;
 pub mod web;
 pub mod wsstep;

@@ -76,6 +76,9 @@ pub struct Metrics {
     step_phase: Family<SeriesLabels, F64Gauge>,
     step_failures: Family<SeriesLabels, Counter>,
     tls_not_after: Family<SeriesLabels, Gauge>,
+    session_connected: Family<SeriesLabels, Gauge>,
+    session_reconnects: Family<SeriesLabels, Counter>,
+    session_age: Family<SeriesLabels, F64Gauge>,
     /// Planned vs actual start of every run.
     pub scheduler_lag: Histogram,
     /// Runs executing now.
@@ -97,6 +100,9 @@ impl Metrics {
         let step_phase = Family::default();
         let step_failures = Family::default();
         let tls_not_after = Family::default();
+        let session_connected = Family::default();
+        let session_reconnects = Family::default();
+        let session_age = Family::default();
         let scheduler_lag = Histogram::new(LAG_BUCKETS.iter().copied());
         let runs_in_flight = Gauge::default();
         let scenarios = Gauge::default();
@@ -148,6 +154,21 @@ impl Metrics {
             tls_not_after.clone(),
         );
         registry.register(
+            "sonde_session_connected",
+            "Persistent sessions: 1 while the session's connections are up and set up, 0 while it is disconnected",
+            session_connected.clone(),
+        );
+        registry.register(
+            "sonde_session_reconnects",
+            "Persistent sessions: times setup ran again after the connections broke",
+            session_reconnects.clone(),
+        );
+        registry.register(
+            "sonde_session_connection_age_seconds",
+            "Persistent sessions: age of the oldest open connection at the last run",
+            session_age.clone(),
+        );
+        registry.register(
             "sonde_scheduler_lag_seconds",
             "Delay between a run's planned and actual start",
             scheduler_lag.clone(),
@@ -184,6 +205,9 @@ impl Metrics {
             step_phase,
             step_failures,
             tls_not_after,
+            session_connected,
+            session_reconnects,
+            session_age,
             scheduler_lag,
             runs_in_flight,
             scenarios,
@@ -346,6 +370,8 @@ pub struct ScenarioMetrics {
     duration: Histogram,
     runs: [Counter; 4],
     steps: Vec<StepSeries>,
+    /// Persistent sessions only: connected, reconnects, connection age.
+    session: Option<(Gauge, Counter, F64Gauge)>,
 }
 
 impl ScenarioMetrics {
@@ -389,6 +415,17 @@ impl ScenarioMetrics {
                 }
             })
             .collect();
+        let session = scenario.persistent.then(|| {
+            (
+                metrics
+                    .session_connected
+                    .get_or_create_owned(&l(None, None)),
+                metrics
+                    .session_reconnects
+                    .get_or_create_owned(&l(None, None)),
+                metrics.session_age.get_or_create_owned(&l(None, None)),
+            )
+        });
         ScenarioMetrics {
             metrics,
             base,
@@ -396,6 +433,7 @@ impl ScenarioMetrics {
             duration,
             runs,
             steps,
+            session,
         }
     }
 
@@ -488,6 +526,24 @@ impl ScenarioMetrics {
         }
     }
 
+    pub fn session_connected(&self, up: bool) {
+        if let Some((g, _, _)) = &self.session {
+            g.set(up as i64);
+        }
+    }
+
+    pub fn session_reconnected(&self) {
+        if let Some((_, c, _)) = &self.session {
+            c.inc();
+        }
+    }
+
+    pub fn session_age(&self, age: Option<std::time::Duration>) {
+        if let Some((_, _, g)) = &self.session {
+            g.set(age.map_or(0.0, |a| a.as_secs_f64()));
+        }
+    }
+
     /// Count due runs that were skipped because the previous run was still going.
     pub fn skipped(&self, n: u64) {
         if n > 0 {
@@ -504,6 +560,9 @@ impl ScenarioMetrics {
             extra,
         };
         m.scenario_success.remove(&scen(None));
+        m.session_connected.remove(&scen(None));
+        m.session_reconnects.remove(&scen(None));
+        m.session_age.remove(&scen(None));
         m.scenario_duration.remove(&scen(None));
         for r in RESULTS {
             m.scenario_runs.remove(&scen(Some(("result", r))));
