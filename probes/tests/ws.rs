@@ -632,3 +632,34 @@ async fn xmpp_requires_its_subprotocol_and_the_login_first() {
     assert_eq!(r.failure.unwrap().reason, FailureReason::Protocol);
     assert_eq!(server.messages(), 0);
 }
+
+#[tokio::test]
+async fn send_to_a_server_that_stopped_reading_times_out() {
+    let server = WsServer::echo().await;
+    let conn = open_ok(&request(server.url("/"))).await;
+    send(&conn, "!silence").await;
+    // Fill the socket buffers until a send cannot finish by its deadline (bounded: loopback
+    // buffers hold a few MB at most; 400 × 64 KiB is 25 MB).
+    let chunk = Payload::Binary(bytes::Bytes::from(vec![0u8; 64 * 1024]));
+    let mut failure = None;
+    for _ in 0..400 {
+        let d = Duration::from_millis(200);
+        let res = tokio::time::timeout(d + HANG_GUARD, conn.send(chunk.clone(), soon(d)))
+            .await
+            .expect("send overran its deadline (hang guard)");
+        if let Err(f) = res {
+            failure = Some(f);
+            break;
+        }
+    }
+    let f = failure.expect("a send to a server that does not read must time out");
+    assert_eq!(f.reason, FailureReason::Timeout, "{f}");
+    // A half-written frame leaves the connection unusable; it says so.
+    let closed = tokio::time::timeout(HANG_GUARD, conn.wait_closed())
+        .await
+        .expect("wait_closed (hang guard)");
+    match closed {
+        Closed::Error(e) => assert!(e.contains("not reading"), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
