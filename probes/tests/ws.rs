@@ -664,3 +664,46 @@ async fn send_to_a_server_that_stopped_reading_times_out() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+/// Connect to a server that writes `raw` bytes right after the upgrade; how the connection ended.
+async fn closed_after_raw(raw: &[u8]) -> Closed {
+    let server = WsServer::start(WsOptions {
+        raw_after_upgrade: Some(raw.to_vec()),
+        ..Default::default()
+    })
+    .await;
+    let mut req = request(server.url("/"));
+    req.max_frame_size = 1024;
+    let conn = open_ok(&req).await;
+    tokio::time::timeout(HANG_GUARD, conn.wait_closed())
+        .await
+        .expect("a hostile frame must end the connection (hang guard)")
+}
+
+#[tokio::test]
+async fn hostile_frames_fail_the_connection_in_words() {
+    // A text frame that is not UTF-8.
+    let c = closed_after_raw(&[0x81, 0x02, 0xff, 0xfe]).await;
+    assert!(
+        matches!(&c, Closed::Error(e) if e.contains("UTF-8")),
+        "{c:?}"
+    );
+    // A masked frame from a server (RFC 6455 §5.1 forbids it).
+    let c = closed_after_raw(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]).await;
+    assert!(
+        matches!(&c, Closed::Error(e) if e.contains("broke the WebSocket protocol")),
+        "{c:?}"
+    );
+    // A reserved opcode.
+    let c = closed_after_raw(&[0x83, 0x00]).await;
+    assert!(
+        matches!(&c, Closed::Error(e) if e.contains("broke the WebSocket protocol")),
+        "{c:?}"
+    );
+    // A header announcing an absurd length: refused from the header, nothing allocated.
+    let c = closed_after_raw(&[0x82, 0x7f, 0x3f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).await;
+    assert!(
+        matches!(&c, Closed::Error(e) if e.contains("max_frame_size")),
+        "{c:?}"
+    );
+}

@@ -69,6 +69,9 @@ pub struct WsOptions {
     pub drop_after_frames: Option<usize>,
     /// wss: TLS with this configuration (see [`crate::pki::server_config`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Hostile: right after the upgrade, write these raw bytes to the stream (bypassing the
+    /// framing: invalid UTF-8, masked server frames, absurd lengths…), then go on as usual.
+    pub raw_after_upgrade: Option<Vec<u8>>,
 }
 
 /// What the fixture saw clients do.
@@ -332,6 +335,13 @@ async fn serve(
     let Some(mut ws) = upgrade(io, &opts.subprotocol, opts.refuse_status, &seen).await else {
         return;
     };
+    if let Some(raw) = &opts.raw_after_upgrade {
+        use tokio::io::AsyncWriteExt;
+        let io = ws.get_mut();
+        if io.write_all(raw).await.is_err() || io.flush().await.is_err() {
+            return;
+        }
+    }
     if let Some(g) = &opts.greeting {
         if ws.send(Message::text(g.clone())).await.is_err() {
             return;
