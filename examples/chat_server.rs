@@ -563,7 +563,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<(SocketAddr, ChatOpt
     Ok((listen, opts))
 }
 
-/// Holding many connections needs many file descriptors: raise the soft limit to the hard one.
+/// Holding many connections needs many file descriptors: raise the limit as far as allowed.
 #[allow(dead_code)]
 fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
@@ -572,7 +572,16 @@ fn raise_fd_limit() {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        // Root may raise the hard limit too; anyone may raise the soft one up to the hard one.
+        let wanted = lim.rlim_max.max(1 << 18);
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: wanted,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }

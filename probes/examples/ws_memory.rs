@@ -45,7 +45,16 @@ fn raise_fd_limit() {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        // Root may raise the hard limit too; anyone may raise the soft one up to the hard one.
+        let wanted = lim.rlim_max.max(1 << 18);
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: wanted,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
@@ -165,8 +174,9 @@ async fn main() {
         if n % 1000 == 0 || n == total {
             let rss = rss_kib();
             println!(
-                "{n:>6} connections: RSS {rss} KiB, {:.1} KiB per connection above baseline",
-                (rss.saturating_sub(base)) as f64 / n as f64
+                "{n:>6} connections: RSS {rss} KiB, {:.1} KiB per connection above baseline ({:.1?})",
+                (rss.saturating_sub(base)) as f64 / n as f64,
+                started.elapsed()
             );
         }
     }
