@@ -98,7 +98,7 @@ async fn config(State(app): State<Arc<App>>) -> Response {
     let cfg = app.config();
     let doc = json!({
         "sources": cfg.sources,
-        "scenarios": cfg.scenarios.iter().map(|s| s.redacted.clone()).collect::<Vec<_>>(),
+        "scenarios": cfg.scenarios.iter().map(|s| s.redacted()).collect::<Vec<_>>(),
     });
     match serde_norway::to_string(&doc) {
         Ok(yaml) => ([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], yaml).into_response(),

@@ -320,7 +320,7 @@ async fn secrets_from_env_and_files_never_reach_traces_config_or_logs() {
     let trace = r.to_json(&sc).to_string();
     assert!(trace.contains("<redacted>"), "{trace}");
     assert!(!trace.contains("env-secret-4711"), "trace: {trace}");
-    let config = serde_json::to_string(&sc.redacted).unwrap();
+    let config = serde_json::to_string(&sc.redacted()).unwrap();
     assert!(!config.contains("env-secret-4711"), "/config: {config}");
     let log = r.redact_text(&sc, &format!("{:?}", r.steps));
     assert!(!log.contains("env-secret-4711"), "log: {log}");

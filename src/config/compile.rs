@@ -659,7 +659,7 @@ impl Loader {
             heartbeat,
             cookies: m.cookies.unwrap_or(true),
             fingerprint: hash.finish(),
-            redacted,
+            redacted_json: redacted.to_string().into_boxed_str(),
             secrets,
         })
     }
@@ -707,6 +707,10 @@ fn capture_names(m: &StepModel) -> Vec<String> {
 /// The per-run builder of a dynamic step: render the raw tree with the run's captures, type it,
 /// and build it with the same [`step`] builder as at load.
 fn dynamic_builder(rt: Arc<RtBase>, raw: Value, base: String, name: String) -> Box<BuildFn> {
+    // Kept as compact JSON text (a YAML value tree is several times larger), parsed per run.
+    let raw: Box<str> = serde_json::to_string(&raw)
+        .unwrap_or_default()
+        .into_boxed_str();
     Box::new(move |captured: &[Captured]| {
         let (sink, sink_value) = SecretSink::value();
         let mut scope = rt.scope.clone();
@@ -714,7 +718,8 @@ fn dynamic_builder(rt: Arc<RtBase>, raw: Value, base: String, name: String) -> B
         for (k, v) in captured {
             scope.set(k, minijinja::Value::from(minijinja::value::Serde(v)));
         }
-        let mut v = raw.clone();
+        let mut v: Value = serde_json::from_str(&raw)
+            .map_err(|e| format!("{base}: cannot read the step back: {e}"))?;
         rt.templates.render_tree_rt(&mut v, &base, &scope)?;
         let index = PosIndex::build("");
         let mut errors = FileErrors::new(&rt.file);
