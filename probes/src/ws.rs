@@ -340,16 +340,24 @@ async fn dial_and_upgrade(
             let status = response.status();
             facts.status = Some(status.as_u16());
             facts.response_headers = header_pairs(response.headers());
-            return Err(Failure::new(
-                FailureReason::Status,
-                format!(
-                    "upgrade refused: HTTP {} {}",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or("")
-                )
-                .trim_end()
-                .to_string(),
-            ));
+            let mut message = format!(
+                "upgrade refused: HTTP {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_string();
+            // Whatever of the body came with the head often says why ("invalid token").
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let body = body.trim();
+            if !body.is_empty() {
+                message.push_str(&format!(" ({:?})", clip(body, 200)));
+            }
+            return Err(Failure::new(FailureReason::Status, message));
         }
         Err(e) => return Err(upgrade_failure(&e, &req.subprotocols)),
     };
