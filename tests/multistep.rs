@@ -84,6 +84,9 @@ async fn im_pair_round_trip_in_a_persistent_session_skips_noise() {
             .contains("\"op\":\"message\""));
         assert_eq!(server.logged_in(), 2);
     }
+    // The login tokens are HMACs of the chat secret: secrets themselves.
+    let token = chat_server::token_for(chat_server::DEFAULT_SECRET, "alice");
+    assert!(sc.secrets.contains(&token));
     assert_eq!(server.delivered(), 3);
     session.end(&sc).await;
     wait_until("teardown to close both connections", || {
@@ -178,9 +181,13 @@ steps:
         facts["skipped_count"].as_u64().unwrap() >= 1,
         "presence noise skipped: {facts}"
     );
-    // The password read by file() is a secret.
+    // The password read by file() is a secret, and so is the credential made of it.
     assert!(sc.secrets.contains(&"s3cret".to_string()));
     assert!(!trace.contains("s3cret"), "{trace}");
+    assert!(
+        !trace.contains("AHByb2JlAHMzY3JldA=="),
+        "base64 credential leaked: {trace}"
+    );
 }
 
 #[tokio::test]

@@ -37,7 +37,20 @@ pub struct Templates {
 #[derive(Clone)]
 pub struct Scope {
     pairs: Vec<(String, JValue)>,
+    /// Vars whose value came from a secret (`env`, `file()`, or another such var).
+    secret_vars: Vec<String>,
 }
+
+/// Functions and filters that turn a value into another form of it: applied to a secret, the
+/// result is as secret (`base64("\0user\0" ~ password)` *is* the password).
+const TRANSFORMS: [&str; 6] = [
+    "base64",
+    "b64decode",
+    "hmac_sha256",
+    "sha256",
+    "urlencode",
+    "json",
+];
 
 impl Scope {
     /// The names a template may use (the internal keys left out).
@@ -229,10 +242,21 @@ impl Templates {
             ),
             (funcs::SINK_KEY.to_string(), sink),
         ];
+        let secret_vars = Vec::new();
         if let Some(r) = &self.region {
             pairs.push(("region".to_string(), JValue::from(r.as_str())));
         }
-        Scope { pairs }
+        Scope { pairs, secret_vars }
+    }
+
+    /// Whether `src` uses a secret: `env`, `file()`, or a var that came from one.
+    fn uses_secret(&self, src: &str, scope: &Scope) -> bool {
+        let Ok(t) = self.env.template_from_str(src) else {
+            return false;
+        };
+        t.undeclared_variables(false)
+            .iter()
+            .any(|n| n == "env" || n == "file" || scope.secret_vars.contains(n))
     }
 
     /// Render one string; the error is a finished message.
@@ -244,7 +268,7 @@ impl Templates {
             )
         })?;
         let ctx = JValue::from_pairs(scope.pairs.iter().cloned());
-        tmpl.render(ctx).map_err(|e| {
+        let out = tmpl.render(ctx).map_err(|e| {
             if let Some(m) = self.explain_undefined(&tmpl.undeclared_variables(true), scope) {
                 return m;
             }
@@ -253,7 +277,19 @@ impl Templates {
                 _ => e.detail().unwrap_or("error").to_string(),
             };
             format!("template {src:?} failed: {what} — expected it to render with the defined variables")
-        })
+        })?;
+        // A transformed secret is a secret: collect it with the render's other secrets.
+        if TRANSFORMS.iter().any(|f| src.contains(f)) && self.uses_secret(src, scope) {
+            if let Some((_, sink)) = scope.pairs.iter().find(|(k, _)| k == funcs::SINK_KEY) {
+                if let Some(sink) = sink.downcast_object_ref::<funcs::SecretSink>() {
+                    sink.0
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(out.clone());
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn explain_undefined(
@@ -319,6 +355,11 @@ impl Templates {
                 VarValue::Bool(b) => JValue::from(*b),
             };
             rendered.push((name.clone(), serde_json::Value::String(value.to_string())));
+            if let VarValue::Str(src) = v {
+                if is_template(src) && self.uses_secret(src, scope) {
+                    scope.secret_vars.push(name.clone());
+                }
+            }
             scope.pairs.retain(|(k, _)| k != name);
             scope.pairs.push((name.clone(), value));
         }
