@@ -276,8 +276,18 @@ enum Command {
     },
 }
 
-/// Where the peer's answer to our close frame goes: its code and reason, if it sent any.
-type CloseReply = oneshot::Sender<Option<(u16, String)>>;
+/// Where the outcome of our close goes.
+type CloseReply = oneshot::Sender<CloseAnswer>;
+
+/// How the closing handshake we started ended.
+enum CloseAnswer {
+    /// The peer answered with its close frame (code and reason, if it had any).
+    Peer(Option<(u16, String)>),
+    /// The connection ended without the peer's close frame.
+    Dropped,
+    /// The deadline passed first.
+    TimedOut,
+}
 
 /// Any byte stream the WebSocket can run over: TCP or TLS over TCP.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -529,7 +539,9 @@ impl Task {
         // Set after a heartbeat ping until anything arrives from the peer.
         let mut ping_unanswered = false;
         // After we sent a close frame: until when we wait for the peer's, and who wants it.
-        let mut closing: Option<(Instant, Option<CloseReply>)> = None;
+        // (The connection's end is always recorded before anyone is answered, so a caller that
+        // gets its answer sees `closed()` set.)
+        let mut closing: Option<(Instant, CloseReply)> = None;
         loop {
             let tick = match (self.heartbeat, &closing) {
                 (_, Some((until, _))) => Some(*until),
@@ -553,25 +565,28 @@ impl Task {
                                 Ok(Ok(())) => { let _ = done.send(Ok(last_activity)); }
                                 Ok(Err(e)) => {
                                     let why = describe_error(&e, self.max_frame_size);
-                                    let _ = done.send(Err(why.clone()));
-                                    self.shared.finish(Closed::Error(why));
+                                    self.shared.finish(Closed::Error(why.clone()));
+                                    let _ = done.send(Err(why));
                                     return;
                                 }
                                 Err(_) => {
                                     // A half-written frame leaves the stream unusable.
                                     let why = "sending a frame did not finish before the deadline (the server is not reading)".to_string();
-                                    let _ = done.send(Err(why.clone()));
-                                    self.shared.finish(Closed::Error(why));
+                                    self.shared.finish(Closed::Error(why.clone()));
+                                    let _ = done.send(Err(why));
                                     return;
                                 }
                             }
                         }
                         Command::Close { frame, deadline, done } => {
                             match tokio::time::timeout_at(deadline, self.socket.close(Some(frame))).await {
-                                Ok(Ok(())) => closing = Some((deadline, Some(done))),
-                                _ => {
-                                    let _ = done.send(None);
+                                Ok(Ok(())) => closing = Some((deadline, done)),
+                                res => {
                                     self.shared.finish(Closed::ByUs);
+                                    let _ = done.send(match res {
+                                        Err(_) => CloseAnswer::TimedOut,
+                                        _ => CloseAnswer::Dropped,
+                                    });
                                     return;
                                 }
                             }
@@ -597,10 +612,8 @@ impl Task {
                             match closing.take() {
                                 Some((_, done)) => {
                                     // The answer to our close.
-                                    if let Some(done) = done {
-                                        let _ = done.send(peer);
-                                    }
                                     self.shared.finish(Closed::ByUs);
+                                    let _ = done.send(CloseAnswer::Peer(peer));
                                 }
                                 None => {
                                     let (code, reason) = match peer {
@@ -615,17 +628,18 @@ impl Task {
                             return;
                         }
                         Some(Err(e)) => {
-                            if let Some((_, Some(done))) = closing.take() {
-                                let _ = done.send(None);
+                            if let Some((_, done)) = closing.take() {
                                 self.shared.finish(Closed::ByUs);
+                                let _ = done.send(CloseAnswer::Dropped);
                             } else {
                                 self.shared.finish(Closed::Error(describe_error(&e, self.max_frame_size)));
                             }
                             return;
                         }
                         None => {
-                            if closing.is_some() {
+                            if let Some((_, done)) = closing.take() {
                                 self.shared.finish(Closed::ByUs);
+                                let _ = done.send(CloseAnswer::Dropped);
                             } else {
                                 self.shared.finish(Closed::Error(
                                     "the server dropped the connection without a close frame".into(),
@@ -638,10 +652,8 @@ impl Task {
                 _ = sleep_until_opt(tick) => {
                     if let Some((_, done)) = closing.take() {
                         // The peer never answered our close.
-                        if let Some(done) = done {
-                            let _ = done.send(None);
-                        }
                         self.shared.finish(Closed::ByUs);
+                        let _ = done.send(CloseAnswer::TimedOut);
                         return;
                     }
                     let hb = self.heartbeat.unwrap_or_default();
@@ -828,10 +840,12 @@ impl WsConn {
             Ok(Err(_)) => return Err(self.gone_failure("cannot close").await),
             Ok(Ok(())) => {}
         }
-        match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(peer)) => Ok(peer),
-            Ok(Err(_)) => Ok(None),
-            Err(_) => Err(Failure::new(
+        // The task itself answers by the deadline (so "no answer" is told apart from "dropped"
+        // deterministically); the extra second is only a guard against a stuck task.
+        match tokio::time::timeout_at(deadline + Duration::from_secs(1), answer).await {
+            Ok(Ok(CloseAnswer::Peer(peer))) => Ok(peer),
+            Ok(Ok(CloseAnswer::Dropped) | Err(_)) => Ok(None),
+            Ok(Ok(CloseAnswer::TimedOut)) | Err(_) => Err(Failure::new(
                 FailureReason::Timeout,
                 "the server did not answer our close frame before the deadline",
             )),

@@ -719,3 +719,23 @@ async fn hostile_frames_fail_the_connection_in_words() {
         "{c:?}"
     );
 }
+
+#[tokio::test]
+async fn close_to_a_server_that_never_answers_times_out() {
+    let server = WsServer::echo().await;
+    let conn = open_ok(&request(server.url("/"))).await;
+    send(&conn, "!silence").await;
+    let d = Duration::from_millis(300);
+    let res = tokio::time::timeout(d + HANG_GUARD, conn.close(1000, "bye", soon(d)))
+        .await
+        .expect("close overran its deadline (hang guard)");
+    let f = res.unwrap_err();
+    assert_eq!(f.reason, FailureReason::Timeout);
+    assert!(
+        f.message.contains("did not answer our close"),
+        "{}",
+        f.message
+    );
+    // The connection is finished either way.
+    assert_eq!(conn.closed(), Some(Closed::ByUs));
+}
