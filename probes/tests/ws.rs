@@ -739,3 +739,33 @@ async fn close_to_a_server_that_never_answers_times_out() {
     // The connection is finished either way.
     assert_eq!(conn.closed(), Some(Closed::ByUs));
 }
+
+#[tokio::test]
+async fn xmpp_over_wss() {
+    let ca = Ca::new("sonde xmpp test CA");
+    let leaf = ca.leaf(&["127.0.0.1"], Span::days(30), &[]);
+    let server = XmppServer::start(XmppOptions {
+        tls: Some(pki::server_config(&leaf, &[b"http/1.1"], None)),
+        ..Default::default()
+    })
+    .await;
+    let mut req = request(server.url());
+    assert!(req.url.starts_with("wss://"), "{}", req.url);
+    req.subprotocols = vec!["xmpp".into()];
+    req.tls_client = TlsClient::new(
+        &TlsOptions {
+            ca_file: Some(ca.ca_file.clone()),
+            ..Default::default()
+        },
+        &[b"http/1.1"],
+    )
+    .unwrap();
+    let conn = open_ok(&req).await;
+    send(
+        &conn,
+        r#"<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="sonde.test" version="1.0"/>"#,
+    )
+    .await;
+    let r = expect(&conn, Duration::from_secs(5), |s| s.contains("PLAIN")).await;
+    assert!(r.matched.is_some(), "{:?}", r.failure);
+}
