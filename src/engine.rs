@@ -262,6 +262,8 @@ pub struct RunCtx {
     pub last_send: Option<Instant>,
     /// Secrets met so far (see [`RunReport::secrets`]).
     pub secrets: Vec<String>,
+    /// Kept-alive HTTP connections (`reuse_connections`).
+    pub http: sonde_probes::http::ConnPool,
 }
 
 /// Cookies a jar keeps at most: a hostile server cannot grow it without bound.
@@ -370,7 +372,7 @@ pub async fn run_stages(
             continue;
         }
         for step in steps {
-            let r = run_step(step, stage, ctx, deadline, scenario.cookies).await;
+            let r = run_step(step, stage, ctx, deadline, Share::of(scenario)).await;
             let failed = record(&mut report, r, step);
             if failed {
                 break 'outer;
@@ -412,11 +414,27 @@ pub async fn run_teardown(scenario: &Scenario, ctx: &mut RunCtx, report: &mut Ru
     let start = Instant::now();
     let deadline = start + scenario.timeout.min(TEARDOWN_BUDGET);
     for step in &scenario.teardown {
-        let r = run_step(step, Stage::Teardown, ctx, deadline, scenario.cookies).await;
+        let r = run_step(step, Stage::Teardown, ctx, deadline, Share::of(scenario)).await;
         record(report, r, step);
     }
     report.duration += start.elapsed();
     report.secrets = ctx.secrets.clone();
+}
+
+/// What the http steps of a run share.
+#[derive(Copy, Clone, Debug)]
+pub struct Share {
+    pub cookies: bool,
+    pub connections: bool,
+}
+
+impl Share {
+    pub fn of(s: &Scenario) -> Share {
+        Share {
+            cookies: s.cookies,
+            connections: s.reuse_connections,
+        }
+    }
 }
 
 /// Run one step with its retries.
@@ -425,7 +443,7 @@ pub async fn run_step(
     stage: Stage,
     ctx: &mut RunCtx,
     run_deadline: Instant,
-    cookies: bool,
+    cookies: Share,
 ) -> StepReport {
     let start = Instant::now();
     let deadline = match step.timeout {
@@ -462,7 +480,7 @@ async fn attempt(
     stage: Stage,
     ctx: &mut RunCtx,
     deadline: Instant,
-    cookies: bool,
+    cookies: Share,
 ) -> StepReport {
     if let Action::Dynamic(d) = &step.action {
         return match (d.build)(&ctx.captures) {
@@ -491,28 +509,35 @@ async fn exec(
     stage: Stage,
     ctx: &mut RunCtx,
     deadline: Instant,
-    cookies: bool,
+    share: Share,
 ) -> StepReport {
     use sonde_probes::{dns, http, icmp, tcp, tls};
     let mut report = match &step.action {
         Action::Http(r) => {
             let host = r.url.host_str().unwrap_or("").to_string();
-            let jar = if cookies {
+            let jar = if share.cookies {
                 ctx.cookie_header(&host)
             } else {
                 None
             };
-            let o = match jar {
+            let with_jar;
+            let req: &http::HttpRequest = match jar {
                 Some(c) if !r.headers.contains_key(::http::header::COOKIE) => {
-                    let mut req = (**r).clone();
+                    let mut q = (**r).clone();
                     if let Ok(v) = ::http::HeaderValue::from_str(&c) {
-                        req.headers.insert(::http::header::COOKIE, v);
+                        q.headers.insert(::http::header::COOKIE, v);
                     }
-                    http::probe(&req, deadline).await
+                    with_jar = q;
+                    &with_jar
                 }
-                _ => http::probe(r, deadline).await,
+                _ => r,
             };
-            if cookies {
+            let o = if share.connections {
+                http::probe_pooled(req, deadline, &mut ctx.http).await
+            } else {
+                http::probe(req, deadline).await
+            };
+            if share.cookies {
                 ctx.store_cookies(&host, &o.facts);
             }
             from_outcome(step, stage, o, StepFacts::Http)

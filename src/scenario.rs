@@ -53,6 +53,8 @@ pub struct Scenario {
     pub heartbeat: Option<std::time::Duration>,
     /// HTTP steps of a run share a cookie jar.
     pub cookies: bool,
+    /// HTTP steps of a run reuse kept-alive connections.
+    pub reuse_connections: bool,
     /// Changes whenever anything that affects a run changes (definition, rendered templates,
     /// region). A reload keeps the running state of scenarios whose fingerprint is unchanged.
     pub fingerprint: u64,

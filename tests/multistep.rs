@@ -244,6 +244,23 @@ steps:
     assert!(poll.checks.iter().all(|c| c.passed));
     let login = &server.requests()[0];
     assert_eq!(login.header("content-type"), Some("application/json"));
+    // One kept-alive connection for the whole run: login and every poll.
+    assert_eq!(server.connections(), 1, "connection reuse within a run");
+    assert!(poll
+        .events
+        .iter()
+        .any(|e| e.message.starts_with("reusing the connection")));
+    // Opted out: a connection per request, and the flow works the same.
+    polls.store(0, Ordering::SeqCst);
+    let fresh = load_one(&yaml.replace(
+        "scenario: poll\n",
+        "scenario: poll\nreuse_connections: false\n",
+    ));
+    assert!(!fresh.reuse_connections);
+    let before = server.connections();
+    let r = engine::run(&fresh).await;
+    assert!(r.success(), "{:#}", r.to_json(&fresh));
+    assert_eq!(server.connections() - before, 4);
     // A capture named `token` is a secret: the trace shows it redacted.
     let trace = r.to_json(&sc).to_string();
     assert!(!trace.contains("tok-12345"), "{trace}");

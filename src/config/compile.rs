@@ -639,6 +639,11 @@ impl Loader {
         if errors.len() > before {
             return None;
         }
+        let http_steps = [&setup, &built, &teardown]
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|s| s.action.kind() == "http")
+            .count();
         Some(Scenario {
             name,
             defined_at,
@@ -658,6 +663,9 @@ impl Loader {
             persistent,
             heartbeat,
             cookies: m.cookies.unwrap_or(true),
+            // A one-step check dials anew every run, as blackbox does (and closes first on the
+            // server's side): reuse only pays between the http steps of one run.
+            reuse_connections: m.reuse_connections.unwrap_or(true) && http_steps > 1,
             fingerprint: hash.finish(),
             redacted_json: redacted.to_string().into_boxed_str(),
             secrets,

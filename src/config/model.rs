@@ -61,6 +61,8 @@ pub struct ScenarioModel {
     pub heartbeat: Option<Dur>,
     /// HTTP steps of a run share a cookie jar (default true).
     pub cookies: Option<bool>,
+    /// HTTP steps of a run reuse kept-alive connections (default true).
+    pub reuse_connections: Option<bool>,
     // Reserved.
     pub alert: Option<IgnoredAny>,
 }
