@@ -409,7 +409,9 @@ async fn persistent_loop(
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
-                let (reconnected, report) = session.reconnect(&scenario).await;
+                // Boxed: inline, the whole engine's future would sit in every session's task
+                // for its lifetime, not just while reconnecting.
+                let (reconnected, report) = Box::pin(session.reconnect(&scenario)).await;
                 drop(permit);
                 if reconnected {
                     series.session_reconnected();
@@ -475,7 +477,7 @@ async fn persistent_loop(
             state.skipped.fetch_add(skipped, Ordering::Relaxed);
         }
     }
-    session.end(&scenario).await;
+    Box::pin(session.end(&scenario)).await;
     series.remove();
 }
 
