@@ -13,6 +13,15 @@ def runs(text, result):
     return total(text, r'^sonde_scenario_runs_total\{[^}]*result="%s"[^}]*\} (\S+)' % result)
 
 
+def per_scenario_runs(text):
+    """Runs (any result but skipped) of every scenario, by name."""
+    out = {}
+    pat = r'^sonde_scenario_runs_total\{scenario="([^"]+)"[^}]*result="(success|failure|timeout)"[^}]*\} (\S+)'
+    for name, _, v in re.findall(pat, text, re.M):
+        out[name] = out.get(name, 0.0) + float(v)
+    return out
+
+
 def deliver_buckets(text):
     """sonde_step_duration_seconds{step="deliver"} summed over every session, by bucket."""
     b = {}
@@ -68,6 +77,11 @@ def main():
     print(f"  sessions connected  {connected} of {n}; reconnects in the window {reconnects:.0f}")
     print(f"  runs                planned {planned:.0f}, ran {ran:.0f}: success {done['success']:.0f}, "
           f"failure {done['failure']:.0f}, timeout {done['timeout']:.0f}, skipped {done['skipped']:.0f}")
+    r0, r1 = per_scenario_runs(m0), per_scenario_runs(m1)
+    floor = int(dt // interval)
+    short = sum(1 for k, v in r1.items() if v - r0.get(k, 0.0) < floor)
+    print(f"  per session         every session should run at least {floor} times in the window: "
+          f"{short} ran fewer")
     missed = done["skipped"] + done["failure"] + done["timeout"]
     print(f"  missed intervals    {missed:.0f} (skipped because a run overran + runs that failed); "
           f"achieved {ran / dt:.1f} runs/s of {n / interval:.1f} planned "
