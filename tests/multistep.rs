@@ -349,3 +349,48 @@ async fn secrets_from_env_and_files_never_reach_traces_config_or_logs() {
     let log = r.redact_text(&sc, &format!("{:?}", r.steps));
     assert!(!log.contains("env-secret-4711"), "log: {log}");
 }
+
+#[tokio::test]
+async fn a_session_whose_server_is_gone_backs_off_and_says_why() {
+    let server = chat(None).await;
+    let sc = im_scenario(&server, "10s");
+    let mut session = Session::default();
+    let (_, r) = session.run(&sc).await;
+    assert!(r.success(), "{:#}", r.to_json(&sc));
+    assert!(session.connected);
+    drop(server); // drops every connection and stops listening
+                  // The next run meets the broken connection, fails with it, and leaves the session
+                  // disconnected with a reconnect due at once.
+    let (_, r) = session.run(&sc).await;
+    assert!(!r.success());
+    assert!(!session.connected);
+    assert!(
+        r.session_events
+            .iter()
+            .any(|e| e.starts_with("session broken: connection `")),
+        "{:?}",
+        r.session_events
+    );
+    // Reconnecting fails (nobody listens): backoff starts at 1 s.
+    let (reconnected, setup) = session.reconnect(&sc).await;
+    assert!(!reconnected);
+    assert_eq!(setup.failed_step.as_deref(), Some("alice-connect"));
+    assert_eq!(session.backoff, sonde::session::BACKOFF_START);
+    // A run due meanwhile fails saying so, with the last attempt's error.
+    let (_, r) = session.run(&sc).await;
+    let f = r.failure().unwrap();
+    assert_eq!(r.failed_step.as_deref(), Some("session"));
+    assert!(
+        f.message.starts_with("not connected, reconnecting in "),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message.contains("setup step `alice-connect` failed"),
+        "{}",
+        f.message
+    );
+    // The next failure doubles the backoff.
+    session.reconnect(&sc).await;
+    assert_eq!(session.backoff, 2 * sonde::session::BACKOFF_START);
+}
