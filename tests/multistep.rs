@@ -394,3 +394,37 @@ async fn a_session_whose_server_is_gone_backs_off_and_says_why() {
     session.reconnect(&sc).await;
     assert_eq!(session.backoff, 2 * sonde::session::BACKOFF_START);
 }
+
+#[tokio::test]
+async fn teardown_runs_after_a_failing_step_which_ends_the_run_and_is_named() {
+    let server = HttpServer::start(
+        Routes::new()
+            .at("/ok", Reply::text(200, "fine"))
+            .at("/bad", Reply::text(503, "down"))
+            .at("/cleanup", Reply::text(200, "cleaned")),
+    )
+    .await;
+    let sc = load_one(&format!(
+        "scenario: t\nsetup:\n  - {{name: prepare, http: {{url: \"{ok}\"}}}}\nsteps:\n  - {{name: nap, sleep: 20ms}}\n  - {{name: broken, http: {{url: \"{bad}\"}}}}\n  - {{name: never, http: {{url: \"{ok}\"}}}}\nteardown:\n  - {{name: cleanup, http: {{url: \"{cleanup}\"}}}}\n",
+        ok = server.url("/ok"),
+        bad = server.url("/bad"),
+        cleanup = server.url("/cleanup"),
+    ));
+    let r = engine::run(&sc).await;
+    assert_eq!(r.failed_step.as_deref(), Some("broken"));
+    let names: Vec<(&str, Stage)> = r.steps.iter().map(|s| (s.name.as_str(), s.stage)).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("prepare", Stage::Setup),
+            ("nap", Stage::Steps),
+            ("broken", Stage::Steps),
+            ("cleanup", Stage::Teardown)
+        ]
+    );
+    assert!(r.steps[3].success);
+    // Each step reports its own duration; the sleep lasted at least its 20 ms.
+    assert!(r.steps[1].duration >= Duration::from_millis(20));
+    let paths: Vec<String> = server.requests().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, vec!["/ok", "/bad", "/cleanup"]);
+}
