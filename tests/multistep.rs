@@ -82,6 +82,10 @@ async fn im_pair_round_trip_in_a_persistent_session_skips_noise() {
             .as_str()
             .unwrap()
             .contains("\"op\":\"message\""));
+        // expect.json on the matched frame, listed in the trace.
+        assert_eq!(deliver.checks.len(), 1);
+        assert!(deliver.checks[0].passed, "{:?}", deliver.checks);
+        assert_eq!(deliver.checks[0].what, "$.text in the frame");
         assert_eq!(server.logged_in(), 2);
     }
     // The login tokens are HMACs of the chat secret: secrets themselves.
