@@ -25,6 +25,8 @@ pub const INBOX_LIMIT: usize = 64;
 pub const MAX_FRAME: u64 = 1024 * 1024;
 /// Default pause between `retry` attempts.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Shortest pause between attempts.
+pub const MIN_RETRY_EVERY: Duration = Duration::from_millis(10);
 
 const CAPTURE_SOURCES: [&str; 8] = [
     "json", "regex", "header", "status", "cookie", "body", "frame", "group",
@@ -232,9 +234,24 @@ pub fn retry(m: Option<&RetryModel>, path: &str, cx: &mut Cx) -> Option<Retry> {
             return None;
         }
     };
+    let every = m.every.map_or(RETRY_EVERY, |d| d.0);
+    if every < MIN_RETRY_EVERY {
+        cx.err_value(
+            &key_path(path, "every"),
+            format!(
+                "retry every {} is too short — expected at least 10ms (a failing step would spin)",
+                if every.is_zero() {
+                    "0s".to_string()
+                } else {
+                    sonde_probes::fmt_duration(every)
+                }
+            ),
+        );
+        return None;
+    }
     Some(Retry {
         attempts,
-        every: m.every.map_or(RETRY_EVERY, |d| d.0),
+        every,
         within: m.within.map(|d| d.0),
     })
 }
