@@ -11,16 +11,20 @@
 //!   [`source`] (configuration URLs, file watching) and [`remote_write`] (push).
 
 pub mod agent;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod default_config;
 pub mod engine;
 pub mod hash;
+pub mod matcher;
 pub mod metrics;
 pub mod remote_write;
 pub mod scenario;
 pub mod scheduler;
 pub mod serve;
+pub mod session;
 pub mod shard;
 pub mod source;
 pub mod web;
+pub mod wsstep;

@@ -98,7 +98,7 @@ async fn config(State(app): State<Arc<App>>) -> Response {
     let cfg = app.config();
     let doc = json!({
         "sources": cfg.sources,
-        "scenarios": cfg.scenarios.iter().map(|s| s.redacted.clone()).collect::<Vec<_>>(),
+        "scenarios": cfg.scenarios.iter().map(|s| s.redacted()).collect::<Vec<_>>(),
     });
     match serde_norway::to_string(&doc) {
         Ok(yaml) => ([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], yaml).into_response(),
@@ -129,6 +129,9 @@ fn summary(st: &ScenarioState) -> Value {
         "tags": sc.tags,
         "labels": sc.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "steps": sc.steps.iter().map(|s| json!({"name": s.name, "kind": s.action.kind()})).collect::<Vec<_>>(),
+        "setup": sc.setup.iter().map(|s| json!({"name": s.name, "kind": s.action.kind()})).collect::<Vec<_>>(),
+        "teardown": sc.teardown.iter().map(|s| json!({"name": s.name, "kind": s.action.kind()})).collect::<Vec<_>>(),
+        "session": if sc.persistent { "persistent" } else { "per_run" },
         "status": status,
         "runs": st.runs.load(Ordering::Relaxed),
         "failures": st.failures.load(Ordering::Relaxed),
@@ -145,6 +148,9 @@ fn summary(st: &ScenarioState) -> Value {
         })),
     });
     sc.redact_json(&mut v);
+    if let Some(r) = &last {
+        crate::engine::redact_json_with(&mut v, &r.secrets);
+    }
     v
 }
 
@@ -170,8 +176,10 @@ async fn scenario(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
         return (StatusCode::NOT_FOUND, Json(json!({ "error": why }))).into_response();
     };
     let mut v = summary(&st);
-    v["last_run"] = serde_json::to_value(st.last().as_deref()).unwrap_or(Value::Null);
-    st.scenario.redact_json(&mut v);
+    v["last_run"] = st
+        .last()
+        .map(|r| r.to_json(&st.scenario))
+        .unwrap_or(Value::Null);
     Json(v).into_response()
 }
 

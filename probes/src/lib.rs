@@ -19,6 +19,7 @@ pub mod icmp;
 pub mod resolve;
 pub mod tcp;
 pub mod tls;
+pub mod ws;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -23,6 +23,8 @@ mod compile;
 mod deser;
 mod error;
 mod expect;
+mod flow;
+pub mod funcs;
 mod locate;
 mod model;
 mod redact;
@@ -36,7 +38,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
-pub use redact::REDACTED;
+pub use redact::{MIN_SECRET_LEN, REDACTED};
+pub use suggest::hint;
 
 pub use crate::scenario::Config;
 

@@ -8,3 +8,5 @@ pub mod http;
 pub mod lines;
 pub mod pki;
 pub mod process;
+pub mod ws;
+pub mod xmpp;
