@@ -8,6 +8,7 @@
 //!   signals.
 //! - [`cli`] is the command line.
 
+pub mod blackbox;
 pub mod cli;
 pub mod config;
 pub mod default_config;

@@ -1,0 +1,341 @@
+//! One blackbox-style probe: the timeout blackbox would give it, the target read as the module's
+//! prober reads it, the probe itself, and its metrics and log. Shared by `/probe` and
+//! `sonde probe`.
+
+use std::time::{Duration, Instant as StdInstant, SystemTime};
+
+use http::header::{HeaderValue, HOST};
+use sonde_probes::{fmt_duration, Event, Outcome};
+use tokio::time::Instant;
+
+use super::debug::logfmt;
+use super::metrics::{self, HttpStage, Registry};
+use super::module::{http_url, parse_port, split_host_port, Module, Spec};
+
+/// blackbox's timeout when Prometheus sends no `X-Prometheus-Scrape-Timeout-Seconds`.
+pub const NO_HEADER_TIMEOUT_SECS: f64 = 120.0;
+
+/// blackbox's `getTimeout`: the scrape timeout from the header (120 s without one) minus the
+/// offset, replaced by the module's timeout when that is shorter — or when the offset leaves
+/// nothing. Err: the header is not a number (blackbox answers 500).
+pub fn timeout_seconds(
+    header: Option<&str>,
+    module_timeout: Option<Duration>,
+    offset: f64,
+) -> Result<f64, String> {
+    let mut t = match header.filter(|h| !h.is_empty()) {
+        Some(h) => h
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("strconv.ParseFloat: parsing {h:?}: invalid syntax"))?,
+        None => 0.0,
+    };
+    if t == 0.0 {
+        t = NO_HEADER_TIMEOUT_SECS;
+    }
+    let max = t - offset;
+    let module = module_timeout.map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    Ok(if (module > 0.0 && module < max) || max < 0.0 {
+        module
+    } else {
+        max
+    })
+}
+
+/// Seconds (possibly negative, NaN or huge, from a header) as a deadline: clamped to 0–1 day.
+pub fn duration_from_secs(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(s.min(86_400.0))
+}
+
+/// What a probe produced.
+pub struct Report {
+    pub success: bool,
+    pub registry: Registry,
+    /// logfmt lines for the debug output.
+    pub log: Vec<String>,
+}
+
+/// A `/probe` request that blackbox refuses before probing (HTTP 400).
+#[derive(Debug)]
+pub struct BadRequest(pub String);
+
+struct Log {
+    lines: Vec<String>,
+    module: String,
+    target: String,
+}
+
+impl Log {
+    fn line(&mut self, level: &str, msg: &str, extra: &[(&str, &str)]) {
+        let ts = crate::engine::rfc3339(SystemTime::now());
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("ts", &ts),
+            ("module", &self.module),
+            ("target", &self.target),
+            ("level", level),
+            ("msg", msg),
+        ];
+        pairs.extend_from_slice(extra);
+        self.lines.push(logfmt(&pairs));
+    }
+
+    fn events(&mut self, events: &[Event]) {
+        for e in events {
+            let at = format!("{:.6}", e.at.as_secs_f64());
+            let msg = e.message.clone();
+            self.line("info", &msg, &[("at_seconds", &at)]);
+        }
+    }
+
+    fn outcome<F>(&mut self, o: &Outcome<F>) {
+        if let Some(a) = o.remote_addr {
+            let ip = a.ip().to_string();
+            self.line("info", "Resolved target address", &[("ip", &ip)]);
+        }
+        self.events(&o.events);
+        let phases: Vec<String> = o
+            .timings
+            .iter()
+            .map(|(p, d)| format!("{}={}", p.as_str(), fmt_duration(d)))
+            .collect();
+        if !phases.is_empty() {
+            let p = phases.join(" ");
+            self.line("info", "Phases", &[("durations", &p)]);
+        }
+        if let Some(f) = &o.failure {
+            let reason = f.reason.as_str();
+            self.line(
+                "error",
+                "Failure",
+                &[("reason", reason), ("err", &f.message)],
+            );
+        }
+    }
+}
+
+/// Run `module` against `target` within `timeout`. `hostname` is `/probe`'s `hostname`
+/// parameter. Err: blackbox would answer 400 without probing.
+pub async fn run(
+    module: &Module,
+    target: &str,
+    hostname: Option<&str>,
+    timeout: Duration,
+) -> Result<Report, BadRequest> {
+    let mut log = Log {
+        lines: Vec::new(),
+        module: module.name.clone(),
+        target: target.to_string(),
+    };
+    let timeout_text = format!("{}", timeout.as_secs_f64());
+    log.line(
+        "info",
+        "Beginning probe",
+        &[
+            ("probe", module.prober.as_str()),
+            ("timeout_seconds", &timeout_text),
+        ],
+    );
+    let started = StdInstant::now();
+    let deadline = Instant::now() + timeout;
+    let mut r = Registry::default();
+    let success = match &module.spec {
+        Spec::Http(spec) => {
+            let mut req = spec.req.clone();
+            if let Some(h) = hostname.filter(|h| !h.is_empty()) {
+                if let Some(existing) = req.headers.get(HOST) {
+                    if existing.as_bytes() != h.as_bytes() {
+                        return Err(BadRequest(format!(
+                            "host header defined both in module configuration ({}) and with URL-parameter 'hostname' ({h})",
+                            String::from_utf8_lossy(existing.as_bytes())
+                        )));
+                    }
+                }
+                let v = HeaderValue::from_str(h)
+                    .map_err(|_| BadRequest(format!("invalid hostname {h:?}")))?;
+                req.headers.insert(HOST, v);
+            }
+            match http_url(target) {
+                Err(e) => {
+                    log.line("error", "Could not parse target URL", &[("err", &e)]);
+                    metrics::http(&mut r, HttpStage::BadTarget, None);
+                    false
+                }
+                Ok(url) => {
+                    req.url = url;
+                    let o = sonde_probes::http::probe(&req, deadline).await;
+                    log.outcome_http(&o);
+                    metrics::http(&mut r, HttpStage::Probed, Some(&o));
+                    o.success()
+                }
+            }
+        }
+        Spec::Tcp(spec) => {
+            let parsed =
+                split_host_port(target).and_then(|(h, p)| Ok((h, parse_port(&p, target)?)));
+            match parsed {
+                Err(e) => {
+                    log.line(
+                        "error",
+                        "Error splitting target address and port",
+                        &[("err", &e)],
+                    );
+                    metrics::tcp(&mut r, false, None);
+                    false
+                }
+                Ok((host, port)) => {
+                    let mut req = spec.req.clone();
+                    req.host = host;
+                    req.port = port;
+                    if let Some(h) = hostname.filter(|h| !h.is_empty()) {
+                        req.tls_client = spec
+                            .tls
+                            .with_default_server_name(h)
+                            .map_err(|e| BadRequest(format!("cannot use hostname {h:?}: {e}")))?;
+                    }
+                    let o = sonde_probes::tcp::probe(&req, deadline).await;
+                    log.outcome(&o);
+                    for line in &o.facts.transcript {
+                        log.line("debug", "Dialogue", &[("line", line)]);
+                    }
+                    metrics::tcp(&mut r, true, Some(&o));
+                    o.success()
+                }
+            }
+        }
+        Spec::Icmp(spec) => {
+            let mut req = spec.clone();
+            req.host = target.to_string();
+            let o = sonde_probes::icmp::probe(&req, deadline).await;
+            log.outcome(&o);
+            metrics::icmp(&mut r, Some(&o));
+            o.success()
+        }
+        Spec::Dns(spec) => {
+            let mut req = spec.clone();
+            let (host, port) = match split_host_port(target) {
+                Ok((h, p)) => (h, Some(p)),
+                Err(_) => (target.to_string(), None),
+            };
+            let port = match port.map(|p| parse_port(&p, target)) {
+                None => Ok(53),
+                Some(r) => r,
+            };
+            let soa = req.query_type == sonde_probes::dns::RecordType::SOA;
+            match port {
+                Err(e) => {
+                    log.line("error", "Error parsing target", &[("err", &e)]);
+                    metrics::dns(&mut r, soa, None);
+                    false
+                }
+                Ok(port) => {
+                    req.server = host;
+                    req.port = port;
+                    let o = sonde_probes::dns::probe(&req, deadline).await;
+                    log.outcome(&o);
+                    metrics::dns(&mut r, soa, Some(&o));
+                    o.success()
+                }
+            }
+        }
+        Spec::Grpc(spec) => match http_url(target) {
+            Err(e) => {
+                log.line("error", "Could not parse target URL", &[("err", &e)]);
+                metrics::grpc(&mut r, None);
+                false
+            }
+            Ok(url) => {
+                let host = url
+                    .host_str()
+                    .unwrap_or_default()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let tls_client = match hostname.filter(|h| !h.is_empty()) {
+                    Some(h) => spec
+                        .tls_spec
+                        .with_default_server_name(h)
+                        .map_err(|e| BadRequest(format!("cannot use hostname {h:?}: {e}")))?,
+                    None => spec.tls_spec.client.clone(),
+                };
+                let req = sonde_probes::grpc::GrpcRequest {
+                    host,
+                    port: url.port().unwrap_or(443),
+                    resolver: super::module::system_resolver(),
+                    ip: spec.ip,
+                    tls: spec.tls,
+                    tls_client,
+                    service: spec.service.clone(),
+                };
+                let o = sonde_probes::grpc::probe(&req, deadline).await;
+                log.outcome(&o);
+                metrics::grpc(&mut r, Some(&o));
+                o.success()
+            }
+        },
+    };
+    let duration = started.elapsed().as_secs_f64();
+    metrics::common(&mut r, success, duration);
+    let d = duration.to_string();
+    if success {
+        log.line("info", "Probe succeeded", &[("duration_seconds", &d)]);
+    } else {
+        log.line("error", "Probe failed", &[("duration_seconds", &d)]);
+    }
+    Ok(Report {
+        success,
+        registry: r,
+        log: log.lines,
+    })
+}
+
+impl Log {
+    fn outcome_http(&mut self, o: &sonde_probes::http::HttpOutcome) {
+        if let Some(a) = o.remote_addr {
+            let ip = a.ip().to_string();
+            self.line("info", "Resolved target address", &[("ip", &ip)]);
+        }
+        self.events(&o.events);
+        for (n, v) in &o.facts.request_headers {
+            let h = format!("{n}: {v}");
+            self.line("info", "Request header", &[("header", &h)]);
+        }
+        for (n, v) in &o.facts.headers {
+            let h = format!("{n}: {v}");
+            self.line("info", "Response header", &[("header", &h)]);
+        }
+        let inner = Outcome {
+            failure: o.failure.clone(),
+            duration: o.duration,
+            timings: o.timings.clone(),
+            remote_addr: None,
+            events: vec![],
+            facts: (),
+        };
+        self.outcome(&inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_follows_blackbox() {
+        let s = Duration::from_secs;
+        // No header: 120 s minus the offset.
+        assert_eq!(timeout_seconds(None, None, 0.5).unwrap(), 119.5);
+        // Header minus offset.
+        assert_eq!(timeout_seconds(Some("10"), None, 0.5).unwrap(), 9.5);
+        // The module's timeout when it is shorter.
+        assert_eq!(timeout_seconds(Some("10"), Some(s(5)), 0.5).unwrap(), 5.0);
+        // Not when it is longer.
+        assert_eq!(timeout_seconds(Some("10"), Some(s(30)), 0.5).unwrap(), 9.5);
+        // An offset larger than the scrape timeout: the module's (here none: 0).
+        assert_eq!(timeout_seconds(Some("0.2"), None, 0.5).unwrap(), 0.0);
+        assert_eq!(timeout_seconds(Some("0.2"), Some(s(3)), 0.5).unwrap(), 3.0);
+        assert!(timeout_seconds(Some("ten"), None, 0.5).is_err());
+    }
+}
