@@ -159,7 +159,7 @@ pub struct HttpFacts {
     /// Whether the last hop was over TLS.
     pub is_tls: bool,
     pub tls: Option<TlsFacts>,
-    /// Failed because of a body regex (blackbox `probe_failed_due_to_regex`).
+    /// Failed because of a body or header regex (blackbox `probe_failed_due_to_regex`).
     pub failed_due_to_regex: bool,
     pub hops: Vec<Hop>,
 }

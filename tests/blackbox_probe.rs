@@ -1,0 +1,645 @@
+//! `/probe` in process: sonde's web router with a blackbox configuration, probing loopback
+//! fixtures, answering as blackbox_exporter does — status codes and messages of refused
+//! requests, metric families per prober and outcome, the timeout from Prometheus' header, the
+//! debug trace with secrets hidden, blackbox's own series, and the safety options.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sonde::blackbox::safety::Safety;
+use sonde::blackbox::Blackbox;
+use sonde::config::LoadOptions;
+use sonde::metrics::Metrics;
+use sonde::scheduler::Scheduler;
+use sonde::serve::{App, ConfigSource, Reload};
+use sonde_testkit::dns::{DnsServer, Zone};
+use sonde_testkit::http::{HttpServer, Reply, Routes};
+use sonde_testkit::pki::{server_config, Ca};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Probe {
+    addr: SocketAddr,
+    app: Arc<App>,
+    dir: tempfile::TempDir,
+}
+
+async fn start(yaml: &str, safety: Safety) -> Probe {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blackbox.yml");
+    std::fs::write(&path, yaml).unwrap();
+    let source = ConfigSource::Paths(vec![path]);
+    let loaded = source
+        .load(&LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let metrics = Metrics::new();
+    let scheduler = Scheduler::new(metrics.clone(), None, 16);
+    let app = App::new(
+        metrics,
+        scheduler,
+        source,
+        LoadOptions::default(),
+        loaded,
+        Blackbox::new(0.5, safety),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = sonde::web::router(app.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Probe { addr, app, dir }
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Answer {
+    /// The value of an unlabelled series, or of the series whose label set is `labels`.
+    fn value(&self, series: &str) -> Option<f64> {
+        self.body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (name, v) = l.rsplit_once(' ')?;
+                (name == series).then(|| v.parse().unwrap())
+            })
+    }
+
+    fn families(&self) -> BTreeSet<String> {
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// A request over HTTP/1.0 (so the answer is never chunked), with extra headers.
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Answer {
+        status,
+        content_type,
+        body: body.to_string(),
+    }
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+const HTTP_FAMILIES: [&str; 10] = [
+    "probe_duration_seconds",
+    "probe_failed_due_to_regex",
+    "probe_http_content_length",
+    "probe_http_duration_seconds",
+    "probe_http_redirects",
+    "probe_http_ssl",
+    "probe_http_status_code",
+    "probe_http_uncompressed_body_length",
+    "probe_http_version",
+    "probe_success",
+];
+const RESOLVE_FAMILIES: [&str; 3] = [
+    "probe_dns_lookup_time_seconds",
+    "probe_ip_addr_hash",
+    "probe_ip_protocol",
+];
+
+fn with(base: &[&str], more: &[&str]) -> BTreeSet<String> {
+    let mut s = set(base);
+    s.extend(more.iter().map(|m| m.to_string()));
+    s
+}
+
+const MODULES: &str = r#"modules:
+  http_2xx:
+    prober: http
+  http_404:
+    prober: http
+    http:
+      valid_status_codes: [404]
+  http_body:
+    prober: http
+    http:
+      fail_if_body_matches_regexp: ["maintenance"]
+  http_header:
+    prober: http
+    http:
+      fail_if_header_not_matches:
+        - header: X-Env
+          regexp: "^prod$"
+  http_secret:
+    prober: http
+    http:
+      bearer_token: s3cr3t-t0ken
+      headers:
+        X-Trace: visible-header
+  tcp_connect:
+    prober: tcp
+  dns_soa:
+    prober: dns
+    dns:
+      query_name: sonde.test
+      query_type: SOA
+      transport_protocol: udp
+"#;
+
+async fn web() -> HttpServer {
+    HttpServer::start(
+        Routes::new()
+            .at(
+                "/ok",
+                Reply::text(200, "all good")
+                    .header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            )
+            .at("/missing", Reply::text(404, "no"))
+            .at("/hop", Reply::redirect(302, "/ok"))
+            .at("/maint", Reply::text(200, "down for maintenance"))
+            .at(
+                "/slow",
+                Reply::text(200, "late").delay(Duration::from_secs(10)),
+            ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn probe_without_module_uses_http_2xx_and_reports_blackbox_families() {
+    let w = web().await;
+    let p = start(MODULES, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!("/probe?target=http://{}/ok", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    assert_eq!(a.value("probe_http_status_code"), Some(200.0));
+    assert_eq!(a.value("probe_http_version"), Some(1.1));
+    assert_eq!(a.value("probe_http_content_length"), Some(8.0));
+    assert_eq!(a.value("probe_http_uncompressed_body_length"), Some(8.0));
+    assert_eq!(a.value("probe_ip_protocol"), Some(4.0));
+    assert_eq!(
+        a.value("probe_http_last_modified_timestamp_seconds"),
+        Some(1_445_412_480.0)
+    );
+    assert_eq!(
+        a.families(),
+        with(
+            &HTTP_FAMILIES,
+            &[
+                RESOLVE_FAMILIES[0],
+                RESOLVE_FAMILIES[1],
+                RESOLVE_FAMILIES[2],
+                "probe_http_last_modified_timestamp_seconds"
+            ]
+        )
+    );
+    for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+        assert!(
+            a.value(&format!("probe_http_duration_seconds{{phase=\"{phase}\"}}"))
+                .is_some(),
+            "phase {phase} missing: {}",
+            a.body
+        );
+    }
+    assert!(a.body.contains(
+        "# HELP probe_success Displays whether or not the probe was a success\n# TYPE probe_success gauge\n"
+    ));
+    // A target without scheme gets http://, as in blackbox.
+    let a = get(
+        p.addr,
+        &format!("/probe?module=http_2xx&target={}/hop", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    assert_eq!(a.value("probe_http_redirects"), Some(1.0));
+}
+
+#[tokio::test]
+async fn missing_target_and_unknown_module_are_refused_as_blackbox_does() {
+    let p = start(MODULES, Safety::off()).await;
+    let a = get(p.addr, "/probe?module=http_2xx", &[]).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.body, "Target parameter is missing\n");
+    let a = get(p.addr, "/probe", &[]).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (400, "Target parameter is missing\n")
+    );
+    let a = get(p.addr, "/probe?target=", &[]).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (400, "Target parameter is missing\n")
+    );
+
+    let m = get(p.addr, "/metrics", &[]).await;
+    assert_eq!(
+        m.value("blackbox_module_unknown_total"),
+        Some(0.0),
+        "{}",
+        m.body
+    );
+    let a = get(p.addr, "/probe?module=nope&target=127.0.0.1", &[]).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.body, "Unknown module \"nope\"\n");
+    // The unknown module wins over the missing target, as in blackbox.
+    let a = get(p.addr, "/probe?module=nope", &[]).await;
+    assert_eq!(a.body, "Unknown module \"nope\"\n");
+    let m = get(p.addr, "/metrics", &[]).await;
+    assert_eq!(m.value("blackbox_module_unknown_total"), Some(2.0));
+    assert_eq!(
+        m.value("blackbox_exporter_config_last_reload_successful"),
+        Some(1.0)
+    );
+    assert!(
+        m.value("blackbox_exporter_config_last_reload_success_timestamp_seconds")
+            .unwrap()
+            > 1e9
+    );
+    assert!(
+        m.body.contains("sonde_build_info"),
+        "sonde's own series stay"
+    );
+    // OpenMetrics: blackbox's series come before sonde's `# EOF`.
+    let om = get(
+        p.addr,
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await;
+    assert!(om.body.ends_with("# EOF\n"), "{}", om.body);
+    assert!(om.body.contains("blackbox_module_unknown_total 2\n"));
+}
+
+#[tokio::test]
+async fn bad_targets_fail_the_probe_and_still_answer_200() {
+    let p = start(MODULES, Safety::off()).await;
+    // A URL that does not parse: only the http families, no resolve families.
+    let a = get(
+        p.addr,
+        "/probe?module=http_2xx&target=http%3A%2F%2F%5B%3A%3A1",
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.value("probe_success"), Some(0.0));
+    assert_eq!(a.families(), set(&HTTP_FAMILIES));
+    // tcp without a port: no resolve families either.
+    let a = get(p.addr, "/probe?module=tcp_connect&target=127.0.0.1", &[]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.value("probe_success"), Some(0.0));
+    assert_eq!(
+        a.families(),
+        set(&[
+            "probe_duration_seconds",
+            "probe_failed_due_to_regex",
+            "probe_success"
+        ])
+    );
+    // A refused port: resolved, then failed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let a = get(
+        p.addr,
+        &format!("/probe?module=tcp_connect&target=127.0.0.1:{port}"),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.value("probe_success"), Some(0.0));
+    assert_eq!(a.value("probe_ip_protocol"), Some(4.0));
+    let a = get(
+        p.addr,
+        &format!("/probe?module=http_2xx&target=http://127.0.0.1:{port}/"),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0));
+    assert_eq!(a.value("probe_http_status_code"), Some(0.0));
+    assert_eq!(a.value("probe_http_content_length"), Some(0.0));
+}
+
+#[tokio::test]
+async fn http_checks_set_success_status_and_regex_flag() {
+    let w = web().await;
+    let p = start(MODULES, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!("/probe?module=http_2xx&target=http://{}/missing", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0));
+    assert_eq!(a.value("probe_http_status_code"), Some(404.0));
+    let a = get(
+        p.addr,
+        &format!("/probe?module=http_404&target=http://{}/missing", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    let a = get(
+        p.addr,
+        &format!("/probe?module=http_body&target=http://{}/maint", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0));
+    assert_eq!(a.value("probe_failed_due_to_regex"), Some(1.0));
+    let a = get(
+        p.addr,
+        &format!("/probe?module=http_body&target=http://{}/ok", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0));
+    assert_eq!(a.value("probe_failed_due_to_regex"), Some(0.0));
+    let a = get(
+        p.addr,
+        &format!("/probe?module=http_header&target=http://{}/ok", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0));
+    assert_eq!(
+        a.value("probe_failed_due_to_regex"),
+        Some(1.0),
+        "{}",
+        a.body
+    );
+}
+
+#[tokio::test]
+async fn https_targets_report_tls_families_with_the_leaf_expiry() {
+    let ca = Ca::new("bb1 test CA");
+    let leaf = ca.leaf(&["127.0.0.1"], time_days(20), &[]);
+    let w = HttpServer::start_tls(
+        Routes::new().at("/ok", Reply::text(200, "tls ok")),
+        server_config(&leaf, &[b"h2", b"http/1.1"], None),
+    )
+    .await;
+    let yaml = format!(
+        "modules:\n  https:\n    prober: http\n    http:\n      fail_if_not_ssl: true\n      tls_config:\n        ca_file: {}\n",
+        ca.ca_file.display()
+    );
+    let p = start(&yaml, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!("/probe?module=https&target=https://{}/ok", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    assert_eq!(a.value("probe_http_ssl"), Some(1.0));
+    assert_eq!(a.value("probe_http_version"), Some(2.0));
+    assert_eq!(
+        a.value("probe_ssl_earliest_cert_expiry"),
+        Some(leaf.not_after as f64)
+    );
+    assert_eq!(
+        a.value("probe_ssl_last_chain_expiry_timestamp_seconds"),
+        Some(leaf.not_after as f64)
+    );
+    assert!(
+        a.body
+            .contains("probe_tls_version_info{version=\"TLS 1.3\"} 1"),
+        "{}",
+        a.body
+    );
+    assert!(
+        a.body
+            .contains("probe_ssl_last_chain_info{fingerprint_sha256=\""),
+        "{}",
+        a.body
+    );
+    let fams = a.families();
+    for f in [
+        "probe_ssl_earliest_cert_expiry",
+        "probe_ssl_last_chain_expiry_timestamp_seconds",
+        "probe_ssl_last_chain_info",
+        "probe_tls_version_info",
+    ] {
+        assert!(fams.contains(f), "{f} missing");
+    }
+}
+
+fn time_days(d: i64) -> time::Duration {
+    time::Duration::days(d)
+}
+
+#[tokio::test]
+async fn the_scrape_timeout_header_minus_the_offset_bounds_the_probe() {
+    let w = web().await;
+    let p = start(MODULES, Safety::off()).await;
+    let started = Instant::now();
+    let a = get(
+        p.addr,
+        &format!(
+            "/probe?module=http_2xx&target=http://{}/slow&debug=true",
+            w.addr()
+        ),
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "1.5")],
+    )
+    .await;
+    // Hang guard only: the /slow fixture answers after 10 s; 1.5 s − 0.5 s must end it first.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the probe waited for /slow"
+    );
+    assert!(a.body.contains("timeout_seconds=1\n"), "{}", a.body);
+    assert!(a.body.contains("probe_success 0"), "{}", a.body);
+    let a = get(
+        p.addr,
+        "/probe?module=http_2xx&target=127.0.0.1",
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "soon")],
+    )
+    .await;
+    assert_eq!(a.status, 500);
+    assert!(
+        a.body
+            .starts_with("Failed to parse timeout from Prometheus header: "),
+        "{}",
+        a.body
+    );
+}
+
+#[tokio::test]
+async fn debug_shows_log_metrics_and_module_with_secrets_hidden() {
+    let w = HttpServer::start(Routes::new().at("/echo", Reply::echo())).await;
+    let p = start(MODULES, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!(
+            "/probe?module=http_secret&target=http://{}/echo&debug=true",
+            w.addr()
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.content_type, "text/plain");
+    let logs = a.body.find("Logs for the probe:\n").unwrap();
+    let metrics = a
+        .body
+        .find("\n\n\nMetrics that would have been returned:\n")
+        .unwrap();
+    let module = a.body.find("\n\n\nModule configuration:\n").unwrap();
+    assert!(logs < metrics && metrics < module, "{}", a.body);
+    assert!(
+        a.body
+            .contains("msg=\"Resolved target address\" ip=127.0.0.1"),
+        "{}",
+        a.body
+    );
+    assert!(
+        a.body.contains("header=\"x-trace: visible-header\""),
+        "{}",
+        a.body
+    );
+    assert!(a.body.contains("Response header"), "{}", a.body);
+    assert!(a.body.contains("durations=\"resolve="), "{}", a.body);
+    assert!(a.body.contains("probe_success 1"), "{}", a.body);
+    assert!(a.body.contains("bearer_token: <redacted>"), "{}", a.body);
+    assert!(
+        !a.body.contains("s3cr3t-t0ken"),
+        "secret leaked: {}",
+        a.body
+    );
+    // Why a probe failed is in the log.
+    let a = get(
+        p.addr,
+        "/probe?module=tcp_connect&target=127.0.0.1:1&debug=true",
+        &[],
+    )
+    .await;
+    assert!(
+        a.body.contains("level=error msg=Failure reason=connect"),
+        "{}",
+        a.body
+    );
+}
+
+#[tokio::test]
+async fn dns_module_counts_records_and_reports_the_soa_serial() {
+    let dns = DnsServer::start(Zone::example()).await;
+    let p = start(MODULES, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!("/probe?module=dns_soa&target={}", dns.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    assert_eq!(a.value("probe_dns_answer_rrs"), Some(1.0));
+    assert_eq!(a.value("probe_dns_serial"), Some(2_024_010_101.0));
+    assert_eq!(a.value("probe_dns_query_succeeded"), Some(1.0));
+    for phase in ["resolve", "connect", "request"] {
+        assert!(a
+            .value(&format!("probe_dns_duration_seconds{{phase=\"{phase}\"}}"))
+            .is_some());
+    }
+}
+
+#[tokio::test]
+async fn allow_list_and_concurrency_cap_refuse_with_403_and_503() {
+    let w = web().await;
+    let safety = Safety::new(vec!["127.0.0.1/32".parse().unwrap()], Some(1));
+    let p = start(MODULES, safety).await;
+    let a = get(
+        p.addr,
+        &format!("/probe?target=http://{}/ok", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let a = get(p.addr, "/probe?module=tcp_connect&target=127.0.0.2:80", &[]).await;
+    assert_eq!(a.status, 403);
+    assert!(
+        a.body.contains("not allowed by --probe.allow-target"),
+        "{}",
+        a.body
+    );
+    // One slow probe holds the only slot; the next is refused at once.
+    let slow = format!("/probe?target=http://{}/slow", w.addr());
+    let addr = p.addr;
+    let held = tokio::spawn(async move {
+        get(addr, &slow, &[("X-Prometheus-Scrape-Timeout-Seconds", "3")]).await
+    });
+    let mut refused = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let a = get(
+            p.addr,
+            &format!("/probe?target=http://{}/ok", w.addr()),
+            &[],
+        )
+        .await;
+        if a.status == 503 {
+            refused = Some(a);
+            break;
+        }
+    }
+    let refused = refused.expect("a second probe while the slot is held gets 503");
+    assert!(refused.body.contains("too many concurrent probes"));
+    let _ = held.await;
+}
+
+#[tokio::test]
+async fn a_broken_reload_keeps_the_modules_and_says_so() {
+    let p = start(MODULES, Safety::off()).await;
+    let path = p.dir.path().join("blackbox.yml");
+    std::fs::write(
+        &path,
+        "modules:\n  only_tcp:\n    prober: tcp\n    tcpp: {}\n",
+    )
+    .unwrap();
+    assert!(matches!(p.app.reload().await, Reload::Rejected(_)));
+    let m = get(p.addr, "/metrics", &[]).await;
+    assert_eq!(
+        m.value("blackbox_exporter_config_last_reload_successful"),
+        Some(0.0)
+    );
+    let a = get(p.addr, "/probe?module=tcp_connect&target=127.0.0.1:1", &[]).await;
+    assert_eq!(a.status, 200, "the old modules keep serving");
+    std::fs::write(&path, "modules:\n  only_tcp:\n    prober: tcp\n").unwrap();
+    assert!(matches!(p.app.reload().await, Reload::Applied { .. }));
+    let a = get(p.addr, "/probe?module=tcp_connect&target=127.0.0.1:1", &[]).await;
+    assert_eq!(a.status, 400, "tcp_connect is gone after a good reload");
+    let a = get(p.addr, "/probe?module=only_tcp&target=127.0.0.1:1", &[]).await;
+    assert_eq!(a.status, 200);
+    let m = get(p.addr, "/metrics", &[]).await;
+    assert_eq!(
+        m.value("blackbox_exporter_config_last_reload_successful"),
+        Some(1.0)
+    );
+}
