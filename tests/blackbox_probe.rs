@@ -643,3 +643,62 @@ async fn a_broken_reload_keeps_the_modules_and_says_so() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn grpc_module_reports_status_and_serving_status() {
+    use sonde_testkit::grpc::{GrpcHealthServer, NOT_SERVING};
+    let g = GrpcHealthServer::start().await;
+    g.set("checkout", NOT_SERVING);
+    let yaml = "modules:\n  grpc_plain:\n    prober: grpc\n    grpc:\n      tls: false\n      preferred_ip_protocol: ip4\n  grpc_checkout:\n    prober: grpc\n    grpc:\n      service: checkout\n";
+    let p = start(yaml, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!("/probe?module=grpc_plain&target={}", g.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    assert_eq!(a.value("probe_grpc_status_code"), Some(0.0));
+    assert_eq!(a.value("probe_grpc_ssl"), Some(0.0));
+    assert_eq!(
+        a.value("probe_grpc_healthcheck_response{serving_status=\"SERVING\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        a.value("probe_grpc_healthcheck_response{serving_status=\"NOT_SERVING\"}"),
+        Some(0.0)
+    );
+    assert_eq!(a.value("probe_ip_protocol"), Some(4.0));
+    let a = get(
+        p.addr,
+        &format!("/probe?module=grpc_checkout&target={}", g.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0), "{}", a.body);
+    assert_eq!(
+        a.value("probe_grpc_healthcheck_response{serving_status=\"NOT_SERVING\"}"),
+        Some(1.0)
+    );
+    assert_eq!(g.asked().last().map(String::as_str), Some("checkout"));
+}
+
+#[tokio::test]
+async fn icmp_module_reports_its_phases() {
+    if let Err(why) = sonde_probes::icmp::permission_check() {
+        eprintln!("SKIPPED: icmp_module_reports_its_phases: no ICMP socket allowed here: {why}");
+        return;
+    }
+    let p = start("modules:\n  icmp:\n    prober: icmp\n", Safety::off()).await;
+    let a = get(p.addr, "/probe?module=icmp&target=127.0.0.1", &[]).await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    assert_eq!(a.value("probe_ip_protocol"), Some(4.0));
+    for phase in ["resolve", "setup", "rtt"] {
+        assert!(
+            a.value(&format!("probe_icmp_duration_seconds{{phase=\"{phase}\"}}"))
+                .is_some(),
+            "{}",
+            a.body
+        );
+    }
+}
