@@ -129,7 +129,9 @@ fn compile_module(name: &str, path: &str, m: ModuleModel, cx: &mut Cx) -> Option
     // blackbox treats 0 as "no module timeout"; so do we.
     let timeout = m.timeout.map(|d| d.0);
     let spec = match prober? {
-        Prober::Http => http(&m.http.unwrap_or_default(), &p("http"), cx).map(Spec::Http),
+        Prober::Http => {
+            http(&m.http.unwrap_or_default(), &p("http"), cx).map(|h| Spec::Http(Box::new(h)))
+        }
         Prober::Tcp => tcp(&m.tcp.unwrap_or_default(), &p("tcp"), cx).map(Spec::Tcp),
         Prober::Icmp => icmp(&m.icmp.unwrap_or_default(), &p("icmp"), cx).map(Spec::Icmp),
         Prober::Dns => match m.dns {

@@ -51,7 +51,8 @@ pub struct Module {
 
 #[derive(Debug)]
 pub enum Spec {
-    Http(HttpSpec),
+    /// Boxed: an HTTP request with its checks is far larger than the others.
+    Http(Box<HttpSpec>),
     Tcp(TcpSpec),
     Icmp(sonde_probes::icmp::IcmpRequest),
     Dns(sonde_probes::dns::DnsRequest),
