@@ -159,6 +159,11 @@ const MODULES: &str = r#"modules:
       bearer_token: s3cr3t-t0ken
       headers:
         X-Trace: visible-header
+  http_no_redirect:
+    prober: http
+    http:
+      follow_redirects: false
+      valid_status_codes: [302]
   tcp_connect:
     prober: tcp
   dns_soa:

@@ -165,7 +165,8 @@ pub async fn run(
                 }
                 Ok(url) => {
                     req.url = url;
-                    let o = sonde_probes::http::probe(&req, deadline).await;
+                    let mut o = sonde_probes::http::probe(&req, deadline).await;
+                    as_go_counts_redirects(&req, &mut o);
                     log.outcome_http(&o);
                     metrics::http(&mut r, HttpStage::Probed, Some(&o));
                     o.success()
@@ -289,6 +290,30 @@ pub async fn run(
         registry: r,
         log: log.lines,
     })
+}
+
+/// Go's client calls blackbox's redirect check with the hops so far *before* refusing to
+/// follow, so blackbox counts a redirect it did not follow: 1 for a 3xx with `Location` under
+/// `follow_redirects: false` (whose body it then never reads), 11 when it gives up after 10.
+fn as_go_counts_redirects(
+    req: &sonde_probes::http::HttpRequest,
+    o: &mut sonde_probes::http::HttpOutcome,
+) {
+    let f = &mut o.facts;
+    let is_redirect = matches!(f.status, Some(301 | 302 | 303 | 307 | 308))
+        && f.headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("location") && !v.trim().is_empty());
+    if !req.follow_redirects && is_redirect {
+        f.redirects = 1;
+        f.body_bytes = 0;
+    } else if o
+        .failure
+        .as_ref()
+        .is_some_and(|x| x.message.starts_with("stopped after "))
+    {
+        f.redirects += 1;
+    }
 }
 
 impl Log {

@@ -287,7 +287,14 @@ pub enum HttpStage {
 pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
     const PHASE_HELP: &str = "Duration of http request by phase, summed over all redirects";
     let f = o.map(|o| &o.facts);
-    let t = o.map(|o| &o.timings);
+    // blackbox returns before adding any phase when the target's name does not resolve.
+    let unresolved = o.is_some_and(|o| {
+        o.remote_addr.is_none()
+            && o.failure
+                .as_ref()
+                .is_some_and(|f| f.reason == sonde_probes::FailureReason::Dns)
+    });
+    let t = o.map(|o| &o.timings).filter(|_| !unresolved);
     let get = |p: Phase| t.map(|t| secs(t, p)).unwrap_or(0.0);
     let tls_phase = if t.is_some_and(|t| t.contains(Phase::Tls)) {
         // blackbox's `tls` phase runs from the end of resolution to the connection being
