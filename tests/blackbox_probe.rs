@@ -442,6 +442,11 @@ async fn https_targets_report_tls_families_with_the_leaf_expiry() {
         a.body
     );
     assert!(
+        a.body.contains("probe_tls_cipher_info{cipher=\"TLS_"),
+        "{}",
+        a.body
+    );
+    assert!(
         a.body
             .contains("probe_ssl_last_chain_info{fingerprint_sha256=\""),
         "{}",

@@ -223,13 +223,11 @@ fn secs(t: &Timings, p: Phase) -> f64 {
 /// compute (no verified chain, with `insecure_skip_verify`).
 const GO_ZERO_TIME: f64 = -62_135_596_800.0;
 
-/// The TLS families of a session. `help_expiry` differs between probers in blackbox.
-fn tls_families(
-    r: &mut Registry,
-    t: &TlsFacts,
-    help_expiry: &'static str,
-    help_version: &'static str,
-) {
+/// The TLS families of a session, shared by the http, tcp and grpc probers (their help texts
+/// are blackbox's shared ones).
+fn tls_families(r: &mut Registry, t: &TlsFacts) {
+    let help_expiry = "Returns last SSL chain expiry in unixtime";
+    let help_version = "Returns the TLS version used or NaN when unknown";
     r.gauge(
         "probe_ssl_earliest_cert_expiry",
         help_expiry,
@@ -250,7 +248,7 @@ fn tls_families(
     };
     r.gauge(
         "probe_ssl_last_chain_expiry_timestamp_seconds",
-        "Returns last SSL chain expiry in timestamp seconds",
+        "Returns last SSL chain expiry in timestamp",
         last_chain,
     );
     if let Some(leaf) = t.chain.first() {
@@ -274,6 +272,15 @@ fn tls_families(
             ],
             1.0,
         );
+    }
+}
+
+/// A cipher suite as Go's `tls.CipherSuiteName` names it: rustls calls the TLS 1.3 suites
+/// `TLS13_…` where Go (and the RFC) say `TLS_…`; TLS 1.2 names are the same.
+fn go_cipher_name(rustls_name: &str) -> String {
+    match rustls_name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => rustls_name.to_string(),
     }
 }
 
@@ -395,11 +402,13 @@ pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
         );
     }
     if let (Some(t), true) = (tls, got_response) {
-        tls_families(
-            r,
-            t,
-            "Returns last SSL chain expiry in unixtime",
-            "Returns the TLS version used or NaN when unknown",
+        tls_families(r, t);
+        // HTTP only, as in blackbox.
+        r.labelled(
+            "probe_tls_cipher_info",
+            "Returns the TLS cipher negotiated during handshake",
+            vec![("cipher", go_cipher_name(&t.cipher))],
+            1.0,
         );
     }
 }
@@ -419,12 +428,7 @@ pub fn tcp(r: &mut Registry, parsed: bool, o: Option<&TcpOutcome>) {
     let (true, Some(o)) = (parsed, o) else { return };
     resolve_families(r, o);
     if let Some(t) = &o.facts.tls {
-        tls_families(
-            r,
-            t,
-            "Returns last SSL chain expiry in unixtime",
-            "Returns the TLS version used or NaN when unknown",
-        );
+        tls_families(r, t);
     }
 }
 
@@ -561,12 +565,7 @@ pub fn grpc(r: &mut Registry, o: Option<&GrpcOutcome>) {
     let Some(o) = o else { return };
     resolve_families(r, o);
     if let Some(t) = &o.facts.tls {
-        tls_families(
-            r,
-            t,
-            "Returns last SSL chain expiry in unixtime",
-            "Returns the TLS version used or NaN when unknown",
-        );
+        tls_families(r, t);
     }
 }
 
