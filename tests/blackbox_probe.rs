@@ -108,6 +108,12 @@ async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
     }
 }
 
+fn listener() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -166,6 +172,11 @@ const MODULES: &str = r#"modules:
       valid_status_codes: [302]
   tcp_connect:
     prober: tcp
+  tcp_ip6_only:
+    prober: tcp
+    tcp:
+      preferred_ip_protocol: ip6
+      ip_protocol_fallback: false
   dns_soa:
     prober: dns
     dns:
@@ -670,6 +681,7 @@ async fn grpc_module_reports_status_and_serving_status() {
     assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
     assert_eq!(a.value("probe_grpc_status_code"), Some(0.0));
     assert_eq!(a.value("probe_grpc_ssl"), Some(0.0));
+    assert_eq!(a.value("probe_ssl_earliest_cert_expiry"), Some(0.0));
     assert_eq!(
         a.value("probe_grpc_healthcheck_response{serving_status=\"SERVING\"}"),
         Some(1.0)

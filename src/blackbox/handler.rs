@@ -5,7 +5,10 @@
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use http::header::{HeaderValue, HOST};
-use sonde_probes::{fmt_duration, Event, Outcome};
+use std::net::IpAddr;
+
+use sonde_probes::resolve::{IpProtocol, ResolveOptions};
+use sonde_probes::{fmt_duration, Event, FailureReason, Outcome};
 use tokio::time::Instant;
 
 use super::debug::logfmt;
@@ -165,7 +168,11 @@ pub async fn run(
                 }
                 Ok(url) => {
                     req.url = url;
-                    let mut o = sonde_probes::http::probe(&req, deadline).await;
+                    let host = req.url.host_str().unwrap_or_default().to_string();
+                    let mut o = match family_refused(&host, req.ip) {
+                        Some(why) => unresolved(why),
+                        None => sonde_probes::http::probe(&req, deadline).await,
+                    };
                     as_go_counts_redirects(&req, &mut o);
                     log.outcome_http(&o);
                     metrics::http(&mut r, HttpStage::Probed, Some(&o));
@@ -196,7 +203,10 @@ pub async fn run(
                             .with_default_server_name(h)
                             .map_err(|e| BadRequest(format!("cannot use hostname {h:?}: {e}")))?;
                     }
-                    let o = sonde_probes::tcp::probe(&req, deadline).await;
+                    let o = match family_refused(&req.host, req.ip) {
+                        Some(why) => unresolved(why),
+                        None => sonde_probes::tcp::probe(&req, deadline).await,
+                    };
                     log.outcome(&o);
                     for line in &o.facts.transcript {
                         log.line("debug", "Dialogue", &[("line", line)]);
@@ -209,7 +219,10 @@ pub async fn run(
         Spec::Icmp(spec) => {
             let mut req = spec.clone();
             req.host = target.to_string();
-            let o = sonde_probes::icmp::probe(&req, deadline).await;
+            let o = match family_refused(&req.host, req.ip) {
+                Some(why) => unresolved(why),
+                None => sonde_probes::icmp::probe(&req, deadline).await,
+            };
             log.outcome(&o);
             metrics::icmp(&mut r, Some(&o));
             o.success()
@@ -234,7 +247,10 @@ pub async fn run(
                 Ok(port) => {
                     req.server = host;
                     req.port = port;
-                    let o = sonde_probes::dns::probe(&req, deadline).await;
+                    let o = match family_refused(&req.server, req.ip) {
+                        Some(why) => unresolved(why),
+                        None => sonde_probes::dns::probe(&req, deadline).await,
+                    };
                     log.outcome(&o);
                     metrics::dns(&mut r, soa, Some(&o));
                     o.success()
@@ -270,7 +286,10 @@ pub async fn run(
                     tls_client,
                     service: spec.service.clone(),
                 };
-                let o = sonde_probes::grpc::probe(&req, deadline).await;
+                let o = match family_refused(&req.host, req.ip) {
+                    Some(why) => unresolved(why),
+                    None => sonde_probes::grpc::probe(&req, deadline).await,
+                };
                 log.outcome(&o);
                 metrics::grpc(&mut r, Some(&o));
                 o.success()
@@ -290,6 +309,39 @@ pub async fn run(
         registry: r,
         log: log.lines,
     })
+}
+
+/// An IP-literal target of the family a module excludes (`preferred_ip_protocol: ip6` with
+/// `ip_protocol_fallback: false` and target 127.0.0.1): Go's resolver finds no address of that
+/// family for it, so blackbox fails in resolution. sonde's resolver passes literals through, so
+/// the check is made here.
+fn family_refused(host: &str, ip: ResolveOptions) -> Option<String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr: IpAddr = bare.parse().ok()?;
+    if ip.fallback {
+        return None;
+    }
+    match (ip.preferred, addr) {
+        (IpProtocol::Ip6, IpAddr::V4(_)) | (IpProtocol::Ip4, IpAddr::V6(_)) => Some(format!(
+            "unable to find ip; no fallback: {bare} is not an {} address and ip_protocol_fallback is false",
+            if ip.preferred == IpProtocol::Ip6 { "IPv6" } else { "IPv4" }
+        )),
+        _ => None,
+    }
+}
+
+/// The outcome of a probe that failed in resolution before any traffic.
+fn unresolved<F: Default>(why: String) -> Outcome<F> {
+    let mut timings = sonde_probes::Timings::default();
+    timings.add(sonde_probes::Phase::Resolve, Duration::ZERO);
+    Outcome {
+        failure: Some(sonde_probes::Failure::new(FailureReason::Dns, why)),
+        duration: Duration::ZERO,
+        timings,
+        remote_addr: None,
+        events: vec![],
+        facts: F::default(),
+    }
 }
 
 /// Go's client calls blackbox's redirect check with the hops so far *before* refusing to

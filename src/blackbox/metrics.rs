@@ -176,12 +176,12 @@ pub fn common(r: &mut Registry, success: bool, duration_secs: f64) {
     r.gauge("probe_duration_seconds", HELP_DURATION, duration_secs);
 }
 
-/// FNV-1a 32 over the address as Go's `net.IP` holds it (16 bytes, IPv4 mapped), as blackbox's
-/// `ipHash`.
+/// FNV-1a 32 over the address's bytes, as blackbox's `ipHash`: 4 bytes for IPv4 (the form
+/// Go's resolver hands blackbox), 16 for IPv6.
 pub fn ip_hash(ip: IpAddr) -> f64 {
-    let bytes = match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+    let bytes: Vec<u8> = match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
     };
     let mut h: u32 = 0x811c_9dc5;
     for b in bytes {
@@ -257,9 +257,9 @@ fn tls_families(r: &mut Registry, t: &TlsFacts) {
             "Contains SSL leaf certificate information",
             vec![
                 ("fingerprint_sha256", leaf.fingerprint_sha256.clone()),
-                ("issuer", leaf.issuer.clone()),
+                ("issuer", go_name(&leaf.issuer)),
                 ("serialnumber", leaf.serial.clone()),
-                ("subject", leaf.subject.clone()),
+                ("subject", go_name(&leaf.subject)),
                 (
                     "subjectalternative",
                     leaf.subject_alt_names
@@ -273,6 +273,90 @@ fn tls_families(r: &mut Registry, t: &TlsFacts) {
             1.0,
         );
     }
+}
+
+/// A distinguished name as Go's `pkix.Name.String()` writes it (blackbox's `subject` and
+/// `issuer` labels), from x509-parser's text (`C=US, O=Org, CN=name`, in certificate order):
+/// Go emits the attributes it knows in the fixed order SERIALNUMBER, CN, OU, O, POSTALCODE,
+/// STREET, L, ST, C — values of one type joined with `+` — then any others, all joined with
+/// `,` and no space, special characters escaped with a backslash.
+pub fn go_name(x509_text: &str) -> String {
+    const ORDER: [&str; 9] = [
+        "SERIALNUMBER",
+        "CN",
+        "OU",
+        "O",
+        "POSTALCODE",
+        "STREET",
+        "L",
+        "ST",
+        "C",
+    ];
+    // x509-parser joins attributes with ", " (" + " inside one RDN) without escaping, so a
+    // piece that does not start with `TYPE=` continues the previous value ("O=Example, Inc.").
+    let mut attrs: Vec<(String, String)> = Vec::new();
+    for piece in x509_text.split(", ") {
+        for (n, part) in piece.split(" + ").enumerate() {
+            let attr = part.split_once('=').filter(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+            });
+            match (attr, attrs.last_mut()) {
+                (Some((k, v)), _) => attrs.push((k.to_string(), v.to_string())),
+                (None, Some(last)) => {
+                    last.1.push_str(if n == 0 { ", " } else { " + " });
+                    last.1.push_str(part);
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    let mut known: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut other: Vec<String> = Vec::new();
+    for (k, v) in attrs {
+        let key = match k.as_str() {
+            "serialNumber" | "SERIALNUMBER" => "SERIALNUMBER",
+            "street" | "STREET" => "STREET",
+            "postalCode" | "POSTALCODE" => "POSTALCODE",
+            other => other,
+        };
+        let value = go_escape(&v);
+        match ORDER.iter().position(|o| *o == key) {
+            Some(i) => match known.iter_mut().find(|(j, _)| *j == i) {
+                Some((_, vals)) => vals.push(value),
+                None => known.push((i, vec![value])),
+            },
+            None => other.push(format!("{key}={value}")),
+        }
+    }
+    known.sort_by_key(|(i, _)| *i);
+    let mut parts: Vec<String> = known
+        .into_iter()
+        .map(|(i, vals)| {
+            vals.iter()
+                .map(|v| format!("{}={v}", ORDER[i]))
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    parts.extend(other);
+    parts.join(",")
+}
+
+/// RFC 4514 escaping as Go's `RDNSequence.String()` does it.
+fn go_escape(v: &str) -> String {
+    let chars: Vec<char> = v.chars().collect();
+    let mut out = String::new();
+    for (i, c) in chars.iter().enumerate() {
+        let edge_space = *c == ' ' && (i == 0 || i == chars.len() - 1);
+        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || edge_space
+            || (i == 0 && *c == '#')
+        {
+            out.push('\\');
+        }
+        out.push(*c);
+    }
+    out
 }
 
 /// A cipher suite as Go's `tls.CipherSuiteName` names it: rustls calls the TLS 1.3 suites
@@ -562,6 +646,12 @@ pub fn grpc(r: &mut Registry, o: Option<&GrpcOutcome>) {
             if serving == Some(i as i32) { 1.0 } else { 0.0 },
         );
     }
+    // blackbox's grpc prober registers this one up front: 0 without TLS.
+    r.gauge(
+        "probe_ssl_earliest_cert_expiry",
+        "Returns last SSL chain expiry in unixtime",
+        0.0,
+    );
     let Some(o) = o else { return };
     resolve_families(r, o);
     if let Some(t) = &o.facts.tls {
@@ -593,10 +683,21 @@ mod tests {
 
     #[test]
     fn ip_hash_matches_go() {
-        // FNV-1a 32 of the 16-byte form of 127.0.0.1, as Go's net.IP holds it.
-        let h = ip_hash("127.0.0.1".parse().unwrap());
-        assert_ne!(h, ip_hash("127.0.0.2".parse().unwrap()));
-        assert!(h > 0.0 && h < 4_294_967_296.0);
+        // What blackbox 0.23 reports for 127.0.0.1 (seen by the interop suite).
+        assert_eq!(ip_hash("127.0.0.1".parse().unwrap()), 3_668_918_509.0);
+        assert_ne!(ip_hash("::1".parse().unwrap()), 0.0);
+    }
+
+    #[test]
+    fn names_read_as_go_writes_them() {
+        assert_eq!(
+            go_name("O=sonde tests, CN=sonde interop CA"),
+            "CN=sonde interop CA,O=sonde tests"
+        );
+        assert_eq!(
+            go_name("C=US, ST=CA, O=Example, Inc., OU=a, OU=b, CN=x"),
+            "CN=x,OU=a+OU=b,O=Example\\, Inc.,ST=CA,C=US"
+        );
     }
 
     #[test]
