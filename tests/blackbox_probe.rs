@@ -354,6 +354,19 @@ async fn bad_targets_fail_the_probe_and_still_answer_200() {
     assert_eq!(a.status, 200);
     assert_eq!(a.value("probe_success"), Some(0.0));
     assert_eq!(a.value("probe_ip_protocol"), Some(4.0));
+    assert_eq!(a.value("probe_ip_addr_hash"), Some(3_668_918_509.0));
+    // An IPv4 literal for a module that wants IPv6 only: blackbox fails in resolution.
+    let (l, open) = listener();
+    let a = get(
+        p.addr,
+        &format!("/probe?module=tcp_ip6_only&target=127.0.0.1:{open}"),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0), "{}", a.body);
+    assert_eq!(a.value("probe_ip_protocol"), Some(0.0));
+    assert_eq!(a.value("probe_ip_addr_hash"), Some(0.0));
+    drop(l);
     let a = get(
         p.addr,
         &format!("/probe?module=http_2xx&target=http://127.0.0.1:{port}/"),
