@@ -141,7 +141,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub debug: bool,
 
-    /// /probe's `hostname` parameter: the Host header (http) or TLS server name (tcp, grpc).
+    /// /probe's `hostname` parameter: the Host header (http) or TLS server name (tcp).
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
 

@@ -270,13 +270,8 @@ pub async fn run(
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_string();
-                let tls_client = match hostname.filter(|h| !h.is_empty()) {
-                    Some(h) => spec
-                        .tls_spec
-                        .with_default_server_name(h)
-                        .map_err(|e| BadRequest(format!("cannot use hostname {h:?}: {e}")))?,
-                    None => spec.tls_spec.client.clone(),
-                };
+                // blackbox applies `hostname` to http and tcp modules only.
+                let tls_client = spec.tls_spec.client.clone();
                 let req = sonde_probes::grpc::GrpcRequest {
                     host,
                     port: url.port().unwrap_or(443),

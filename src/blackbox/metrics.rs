@@ -638,7 +638,10 @@ pub fn grpc(r: &mut Registry, o: Option<&GrpcOutcome>) {
             .unwrap_or(0.0),
     );
     let serving = f.and_then(|f| f.serving_status);
-    for (i, name) in SERVING_STATUSES.iter().enumerate() {
+    // blackbox sets these once the health check was attempted; before that (the target did not
+    // resolve) the family has no series and does not appear.
+    let attempted = f.is_some_and(|f| f.grpc_status.is_some());
+    for (i, name) in SERVING_STATUSES.iter().enumerate().filter(|_| attempted) {
         r.labelled(
             "probe_grpc_healthcheck_response",
             "Response HealthCheck response",
