@@ -363,6 +363,7 @@ fn probe(args: ProbeArgs) -> ExitCode {
         &args.target,
         args.hostname.as_deref(),
         timeout,
+        args.debug,
     ));
     let report = match res {
         Ok(r) => r,

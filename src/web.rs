@@ -145,6 +145,7 @@ async fn probe(
         target,
         get("hostname"),
         handler::duration_from_secs(timeout),
+        get("debug") == Some("true"),
     )
     .await
     {
@@ -199,9 +200,16 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
 
 async fn config(State(app): State<Arc<App>>) -> Response {
     let cfg = app.config();
+    let modules = app.blackbox.modules();
     let doc = json!({
         "sources": cfg.sources,
         "scenarios": cfg.scenarios.iter().map(|s| s.redacted.clone()).collect::<Vec<_>>(),
+        // The blackbox modules /probe serves (blackbox's examples when no file gave any),
+        // secrets redacted.
+        "blackbox_modules": modules
+            .iter()
+            .map(|(name, m)| (name.clone(), m.shown.clone()))
+            .collect::<serde_json::Map<_, _>>(),
     });
     match serde_norway::to_string(&doc) {
         Ok(yaml) => ([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], yaml).into_response(),

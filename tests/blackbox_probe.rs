@@ -569,6 +569,15 @@ async fn debug_shows_log_metrics_and_module_with_secrets_hidden() {
         "secret leaked: {}",
         a.body
     );
+    // /config lists the modules, secrets redacted too.
+    let c = get(p.addr, "/config", &[]).await;
+    assert!(c.body.contains("blackbox_modules:"), "{}", c.body);
+    assert!(c.body.contains("http_secret:"), "{}", c.body);
+    assert!(
+        !c.body.contains("s3cr3t-t0ken"),
+        "secret leaked: {}",
+        c.body
+    );
     // Why a probe failed is in the log.
     let a = get(
         p.addr,

@@ -69,10 +69,15 @@ struct Log {
     lines: Vec<String>,
     module: String,
     target: String,
+    /// Only a debug answer shows the log; a plain scrape does not pay for formatting it.
+    keep: bool,
 }
 
 impl Log {
     fn line(&mut self, level: &str, msg: &str, extra: &[(&str, &str)]) {
+        if !self.keep {
+            return;
+        }
         let ts = crate::engine::rfc3339(SystemTime::now());
         let mut pairs: Vec<(&str, &str)> = vec![
             ("ts", &ts),
@@ -120,17 +125,19 @@ impl Log {
 }
 
 /// Run `module` against `target` within `timeout`. `hostname` is `/probe`'s `hostname`
-/// parameter. Err: blackbox would answer 400 without probing.
+/// parameter; `keep_log` asks for the debug log. Err: blackbox would answer 400 without probing.
 pub async fn run(
     module: &Module,
     target: &str,
     hostname: Option<&str>,
     timeout: Duration,
+    keep_log: bool,
 ) -> Result<Report, BadRequest> {
     let mut log = Log {
         lines: Vec::new(),
         module: module.name.clone(),
         target: target.to_string(),
+        keep: keep_log,
     };
     let timeout_text = format!("{}", timeout.as_secs_f64());
     log.line(
