@@ -126,7 +126,7 @@ fn serve_config_check_validates_and_exits_0_or_2() {
 }
 
 #[test]
-fn serve_takes_blackbox_flags_and_serves_probe_beside_scenarios() {
+fn serve_takes_blackbox_flags_serves_probe_beside_scenarios_and_reloads_modules() {
     let dir = tempfile::tempdir().unwrap();
     let bb = dir.path().join("blackbox.yml");
     std::fs::write(&bb, CONFIG).unwrap();
@@ -189,6 +189,62 @@ fn serve_takes_blackbox_flags_and_serves_probe_beside_scenarios() {
         assert!(started.elapsed() < Duration::from_secs(20), "{}", m.body);
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A broken reload (POST /-/reload) keeps the modules and says so.
+    std::fs::write(&bb, "modules:\n  tcp_connect:\n    prober: tcpp\n").unwrap();
+    let r = client::post(addr, "/-/reload", "").unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("unknown prober `tcpp`"), "{}", r.body);
+    let m = client::get(addr, "/metrics").unwrap();
+    assert!(
+        m.body
+            .contains("blackbox_exporter_config_last_reload_successful 0\n"),
+        "{}",
+        m.body
+    );
+    let r = client::get(
+        addr,
+        &format!("/probe?module=tcp_connect&target=127.0.0.1:{port}"),
+    )
+    .unwrap();
+    assert!(
+        r.body.contains("probe_success 1\n"),
+        "the old module keeps serving: {}",
+        r.body
+    );
+    // A good one by SIGHUP swaps them.
+    std::fs::write(&bb, "modules:\n  tcp_renamed:\n    prober: tcp\n").unwrap();
+    // SAFETY: kill(2) on the child we spawned, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    let started = Instant::now();
+    loop {
+        let r = client::get(
+            addr,
+            &format!("/probe?module=tcp_renamed&target=127.0.0.1:{port}"),
+        )
+        .unwrap();
+        if r.status == 200 {
+            assert!(r.body.contains("probe_success 1\n"), "{}", r.body);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "SIGHUP did not reload: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = client::get(addr, "/probe?module=tcp_connect&target=127.0.0.1:1").unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (400, "Unknown module \"tcp_connect\"\n")
+    );
+    let m = client::get(addr, "/metrics").unwrap();
+    assert!(
+        m.body
+            .contains("blackbox_exporter_config_last_reload_successful 1\n"),
+        "{}",
+        m.body
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
