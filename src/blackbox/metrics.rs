@@ -387,13 +387,8 @@ pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
     });
     let t = o.map(|o| &o.timings).filter(|_| !unresolved);
     let get = |p: Phase| t.map(|t| secs(t, p)).unwrap_or(0.0);
-    let tls_phase = if t.is_some_and(|t| t.contains(Phase::Tls)) {
-        // blackbox's `tls` phase runs from the end of resolution to the connection being
-        // ready, so it includes the TCP connect.
-        get(Phase::Tls) + get(Phase::Connect)
-    } else {
-        0.0
-    };
+    // The handshake alone (tlsStart → tlsDone in blackbox's trace).
+    let tls_phase = get(Phase::Tls);
     for (phase, v) in [
         ("connect", get(Phase::Connect)),
         ("processing", get(Phase::Processing)),
