@@ -72,6 +72,7 @@ fn every_supported_option_loads() {
     http:
       bearer_token_file: token
       no_follow_redirects: true
+      compression: br
   http_authz:
     prober: http
     http:
@@ -142,11 +143,17 @@ fn every_supported_option_loads() {
     assert!(
         matches!(&h.req.auth, Some(sonde_probes::http::Auth::Basic { password, .. }) if password == "hunter2")
     );
+    assert_eq!(h.req.checks.decompress, None, "identity decodes nothing");
+    assert_eq!(h.req.headers["accept-encoding"], "identity");
     let Spec::Http(b) = &m["http_bearer"].spec else {
         panic!()
     };
     assert!(matches!(&b.req.auth, Some(sonde_probes::http::Auth::Bearer(t)) if t == "t0ken"));
     assert!(!b.req.follow_redirects, "no_follow_redirects still works");
+    assert_eq!(
+        b.req.checks.decompress,
+        Some(sonde_probes::http::ContentCoding::Br)
+    );
     let Spec::Http(a) = &m["http_authz"].spec else {
         panic!()
     };
@@ -202,19 +209,54 @@ fn defaults_follow_blackbox() {
 #[test]
 fn options_not_supported_yet_are_refused_by_name() {
     let cases = [
-        ("http:\n      oauth2: {client_id: x}", "`oauth2` is not supported yet"),
-        ("http:\n      compression: gzip", "`compression` is not supported yet by sonde's blackbox_exporter compatibility with `gzip`"),
-        ("http:\n      no_proxy: example.com", "`no_proxy` is not supported yet"),
-        ("http:\n      proxy_from_environment: true", "`proxy_from_environment` is not supported yet"),
-        ("http:\n      proxy_connect_header: {X: [y]}", "`proxy_connect_header` is not supported yet"),
-        ("http:\n      http_headers: {X: {values: [y]}}", "`http_headers` is not supported yet"),
-        ("http:\n      fail_if_body_json_matches_cel: 'x'", "`fail_if_body_json_matches_cel` is not supported yet"),
-        ("http:\n      tls_config: {ca: PEM}", "`ca` is not supported yet"),
-        ("http:\n      basic_auth: {username_file: f}", "`username_file` is not supported yet"),
-        ("tcp:\n      source_ip_address: 127.0.0.1", "`source_ip_address` is not supported yet"),
-        ("tcp:\n      query_response: [{expect: x, labels: [{name: a, value: b}]}]", "`labels` is not supported yet"),
-        ("dns:\n      query_name: x\n      dns_over_tls: true", "`dns_over_tls` is not supported yet"),
-        ("dns:\n      query_name: x\n      source_ip_address: 127.0.0.1", "`source_ip_address` is not supported yet"),
+        (
+            "http:\n      oauth2: {client_id: x}",
+            "`oauth2` is not supported yet",
+        ),
+        (
+            "http:\n      no_proxy: example.com",
+            "`no_proxy` is not supported yet",
+        ),
+        (
+            "http:\n      proxy_from_environment: true",
+            "`proxy_from_environment` is not supported yet",
+        ),
+        (
+            "http:\n      proxy_connect_header: {X: [y]}",
+            "`proxy_connect_header` is not supported yet",
+        ),
+        (
+            "http:\n      http_headers: {X: {values: [y]}}",
+            "`http_headers` is not supported yet",
+        ),
+        (
+            "http:\n      fail_if_body_json_matches_cel: 'x'",
+            "`fail_if_body_json_matches_cel` is not supported yet",
+        ),
+        (
+            "http:\n      tls_config: {ca: PEM}",
+            "`ca` is not supported yet",
+        ),
+        (
+            "http:\n      basic_auth: {username_file: f}",
+            "`username_file` is not supported yet",
+        ),
+        (
+            "tcp:\n      source_ip_address: 127.0.0.1",
+            "`source_ip_address` is not supported yet",
+        ),
+        (
+            "tcp:\n      query_response: [{expect: x, labels: [{name: a, value: b}]}]",
+            "`labels` is not supported yet",
+        ),
+        (
+            "dns:\n      query_name: x\n      dns_over_tls: true",
+            "`dns_over_tls` is not supported yet",
+        ),
+        (
+            "dns:\n      query_name: x\n      source_ip_address: 127.0.0.1",
+            "`source_ip_address` is not supported yet",
+        ),
     ];
     for (body, want) in cases {
         let prober = body.split(':').next().unwrap();

@@ -728,6 +728,52 @@ async fn grpc_module_reports_status_and_serving_status() {
 }
 
 #[tokio::test]
+async fn compression_asks_for_the_coding_and_measures_the_decoded_body() {
+    use std::io::Write;
+    let text = "all good, and gzipped. ".repeat(40);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let wire = gz.len();
+    let w = HttpServer::start(
+        Routes::new()
+            .at(
+                "/gz",
+                Reply::bytes(200, gz).header("Content-Encoding", "gzip"),
+            )
+            .at("/plain", Reply::text(200, "not compressed")),
+    )
+    .await;
+    let yaml = "modules:\n  http_gzip:\n    prober: http\n    http:\n      compression: gzip\n      fail_if_body_not_matches_regexp: [\"and gzipped\"]\n";
+    let p = start(yaml, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!("/probe?module=http_gzip&target=http://{}/gz", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    assert_eq!(
+        a.value("probe_http_uncompressed_body_length"),
+        Some(text.len() as f64)
+    );
+    assert_eq!(a.value("probe_http_content_length"), Some(wire as f64));
+    // blackbox treats the body as compressed whatever the server says: plain text fails.
+    let a = get(
+        p.addr,
+        &format!(
+            "/probe?module=http_gzip&target=http://{}/plain&debug=true",
+            w.addr()
+        ),
+        &[],
+    )
+    .await;
+    assert!(a.body.contains("probe_success 0"), "{}", a.body);
+    assert!(a.body.contains("not valid gzip"), "{}", a.body);
+    assert!(a.body.contains("accept-encoding: gzip"), "{}", a.body);
+}
+
+#[tokio::test]
 async fn icmp_module_reports_its_phases() {
     if let Err(why) = sonde_probes::icmp::permission_check() {
         eprintln!("SKIPPED: icmp_module_reports_its_phases: no ICMP socket allowed here: {why}");

@@ -15,7 +15,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 use serde_norway::Value;
 use sonde_probes::dns::{DNSClass, DnsChecks, DnsRequest, DnsTransport, RecordType, RrChecks};
-use sonde_probes::http::{Auth, HeaderCheck, HttpChecks, HttpRequest, StatusRange};
+use sonde_probes::http::{Auth, ContentCoding, HeaderCheck, HttpChecks, HttpRequest, StatusRange};
 use sonde_probes::icmp::{IcmpRequest, MAX_PAYLOAD};
 use sonde_probes::resolve::{IpProtocol, ResolveOptions};
 use sonde_probes::tcp::{TcpRequest, TcpStep};
@@ -392,41 +392,52 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
         (None, Some(f)) => read_file(cx, f, &p("body_file")).map(Bytes::from),
         (None, None) => Some(Bytes::new()),
     };
-    match m.compression.as_deref().map(str::trim) {
-        None | Some("") => {}
-        Some("identity") => {
+    // blackbox's `compression`: ask for that coding, and expect (and decode) it.
+    let decompress = match m.compression.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(c @ ("identity" | "gzip" | "br" | "deflate")) => {
             let accept = headers
-                .get(http::header::ACCEPT_ENCODING)
-                .and_then(|v| v.to_str().ok());
+                .iter()
+                .find(|(n, _)| *n == http::header::ACCEPT_ENCODING)
+                .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned());
             match accept {
-                Some(a) if !a.eq_ignore_ascii_case("identity") => cx.err_value(
+                Some(a) if !a.eq_ignore_ascii_case(c) => cx.err_value(
                     &p("compression"),
                     format!(
-                        "invalid configuration \"Accept-Encoding: {a}\", \"compression: identity\" — \
+                        "invalid configuration \"Accept-Encoding: {a}\", \"compression: {c}\" — \
                          expected the Accept-Encoding header to match the compression"
                     ),
                 ),
                 _ => {
                     headers.insert(
                         http::header::ACCEPT_ENCODING,
-                        HeaderValue::from_static("identity"),
+                        HeaderValue::from_static(match c {
+                            "gzip" => "gzip",
+                            "br" => "br",
+                            "deflate" => "deflate",
+                            _ => "identity",
+                        }),
                     );
                 }
             }
+            match c {
+                "gzip" => Some(ContentCoding::Gzip),
+                "br" => Some(ContentCoding::Br),
+                "deflate" => Some(ContentCoding::Deflate),
+                _ => None,
+            }
         }
-        Some(c @ ("gzip" | "br" | "deflate")) => not_yet(
-            cx,
-            &p("compression"),
-            &format!(" with `{c}` (decompressing bodies)"),
-        ),
-        Some(other) => cx.err_value(
-            &p("compression"),
-            format!(
-                "invalid compression algorithm `{other}`{}",
-                suggest::hint(other, &["gzip", "br", "deflate", "identity"])
-            ),
-        ),
-    }
+        Some(other) => {
+            cx.err_value(
+                &p("compression"),
+                format!(
+                    "invalid compression algorithm `{other}`{}",
+                    suggest::hint(other, &["gzip", "br", "deflate", "identity"])
+                ),
+            );
+            None
+        }
+    };
     let mut auth = None;
     if let Some(b) = &m.basic_auth {
         let bp = p("basic_auth");
@@ -618,6 +629,7 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
             &p("fail_if_body_not_matches_regexp"),
         ),
         headers: header_checks,
+        decompress,
     };
     let follow_redirects = match m.no_follow_redirects {
         Some(no) => !no,

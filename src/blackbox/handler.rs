@@ -361,6 +361,7 @@ fn as_go_counts_redirects(
     if !req.follow_redirects && is_redirect {
         f.redirects = 1;
         f.body_bytes = 0;
+        f.decoded_bytes = f.decoded_bytes.map(|_| 0);
     } else if o
         .failure
         .as_ref()

@@ -420,7 +420,8 @@ pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
     r.gauge(
         "probe_http_uncompressed_body_length",
         "Length of uncompressed response body",
-        f.map(|f| f.body_bytes as f64).unwrap_or(0.0),
+        f.map(|f| f.decoded_bytes.unwrap_or(f.body_bytes) as f64)
+            .unwrap_or(0.0),
     );
     r.gauge(
         "probe_http_redirects",
