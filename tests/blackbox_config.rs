@@ -77,6 +77,13 @@ fn every_supported_option_loads() {
     prober: http
     http:
       authorization: {{type: Token, credentials: abc}}
+      http_headers:
+        X-Multi: {{values: [a, b]}}
+        X-Secret: {{secrets: [hidden], files: [token]}}
+  http_userfile:
+    prober: http
+    http:
+      basic_auth: {{username_file: token, password: pw}}
   tcp_all:
     prober: tcp
     tcp:
@@ -130,7 +137,7 @@ fn every_supported_option_loads() {
     let p = write(dir.path(), "blackbox.yml", &yaml);
     let loaded = load_all(&[p], &LoadOptions::default()).unwrap_or_else(|e| panic!("{e:#?}"));
     let m = loaded.modules.expect("modules");
-    assert_eq!(m.len(), 7);
+    assert_eq!(m.len(), 8);
     let http = &m["http_all"];
     assert_eq!(http.prober, Prober::Http);
     assert_eq!(http.timeout, Some(std::time::Duration::from_secs(5)));
@@ -158,6 +165,21 @@ fn every_supported_option_loads() {
         panic!()
     };
     assert_eq!(a.req.headers["authorization"], "Token abc");
+    let multi: Vec<_> = a.req.headers.get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["a", "b"]);
+    let secret: Vec<_> = a.req.headers.get_all("x-secret").iter().collect();
+    assert_eq!(secret, ["hidden", "t0ken"]);
+    assert!(secret.iter().all(|v| v.is_sensitive()));
+    assert!(
+        !m["http_authz"].shown.to_string().contains("hidden"),
+        "secrets are redacted in the shown module"
+    );
+    let Spec::Http(u) = &m["http_userfile"].spec else {
+        panic!()
+    };
+    assert!(
+        matches!(&u.req.auth, Some(sonde_probes::http::Auth::Basic { username, .. }) if username == "t0ken")
+    );
     let Spec::Tcp(t) = &m["tcp_all"].spec else {
         panic!()
     };
@@ -226,20 +248,12 @@ fn options_not_supported_yet_are_refused_by_name() {
             "`proxy_connect_header` is not supported yet",
         ),
         (
-            "http:\n      http_headers: {X: {values: [y]}}",
-            "`http_headers` is not supported yet",
-        ),
-        (
             "http:\n      fail_if_body_json_matches_cel: 'x'",
             "`fail_if_body_json_matches_cel` is not supported yet",
         ),
         (
             "http:\n      tls_config: {ca: PEM}",
             "`ca` is not supported yet",
-        ),
-        (
-            "http:\n      basic_auth: {username_file: f}",
-            "`username_file` is not supported yet",
         ),
         (
             "tcp:\n      source_ip_address: 127.0.0.1",

@@ -326,7 +326,6 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
             m.proxy_from_environment == Some(true),
         ),
         ("proxy_connect_header", m.proxy_connect_header.is_some()),
-        ("http_headers", m.http_headers.is_some()),
         (
             "fail_if_body_json_matches_cel",
             m.fail_if_body_json_matches_cel.is_some(),
@@ -378,6 +377,38 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
                 format!("invalid header name {name:?} — expected a token like X-Request-Id"),
             ),
             (_, Err(_)) => cx.err_value(&at, "invalid header value — expected visible ASCII text"),
+        }
+    }
+    // `http_headers`: every value is sent (appended to what `headers` set); secrets and file
+    // contents are marked sensitive, so traces show them redacted.
+    let hhp = p("http_headers");
+    for (name, h) in m.http_headers.iter().flat_map(|h| h.0.iter()) {
+        let at = key_path(&hhp, name);
+        let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+            cx.err_key(
+                &at,
+                format!("invalid header name {name:?} — expected a token like X-Request-Id"),
+            );
+            continue;
+        };
+        let mut values: Vec<(String, bool)> = Vec::new();
+        values.extend(h.values.iter().flatten().map(|v| (v.clone(), false)));
+        values.extend(h.secrets.iter().flatten().map(|v| (v.clone(), true)));
+        for (i, f) in h.files.iter().flatten().enumerate() {
+            if let Some(v) = read_secret(cx, f, &index_path(&key_path(&at, "files"), i)) {
+                values.push((v, true));
+            }
+        }
+        for (v, secret) in values {
+            match HeaderValue::from_str(&v) {
+                Ok(mut hv) => {
+                    if secret || sonde_probes::http::is_secret_header(n.as_str()) {
+                        hv.set_sensitive(true);
+                    }
+                    headers.append(n.clone(), hv);
+                }
+                Err(_) => cx.err_value(&at, "invalid header value — expected visible ASCII text"),
+            }
         }
     }
     let body = match (&m.body, &m.body_file) {
@@ -441,12 +472,24 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     let mut auth = None;
     if let Some(b) = &m.basic_auth {
         let bp = p("basic_auth");
-        if b.username_file.is_some() {
-            not_yet(cx, &key_path(&bp, "username_file"), "");
+        if b.username_ref.is_some() {
+            not_yet(cx, &key_path(&bp, "username_ref"), "");
         }
-        if b.username_ref.is_some() || b.password_ref.is_some() {
+        if b.password_ref.is_some() {
             not_yet(cx, &key_path(&bp, "password_ref"), "");
         }
+        let username = match (&b.username, &b.username_file) {
+            (Some(_), Some(_)) => {
+                cx.err_key(
+                    &key_path(&bp, "username_file"),
+                    "at most one of basic_auth username & username_file must be configured",
+                );
+                None
+            }
+            (Some(u), None) => Some(u.0.clone()),
+            (None, Some(f)) => read_secret(cx, f, &key_path(&bp, "username_file")),
+            (None, None) => Some(String::new()),
+        };
         let password = match (&b.password, &b.password_file) {
             (Some(_), Some(_)) => {
                 cx.err_key(
@@ -459,10 +502,9 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
             (None, Some(f)) => read_secret(cx, f, &key_path(&bp, "password_file")),
             (None, None) => Some(String::new()),
         };
-        auth = password.map(|password| Auth::Basic {
-            username: b.username.as_ref().map(|u| u.0.clone()).unwrap_or_default(),
-            password,
-        });
+        if let (Some(username), Some(password)) = (username, password) {
+            auth = Some(Auth::Basic { username, password });
+        }
     }
     let mut bearer = match (&m.bearer_token, &m.bearer_token_file) {
         (Some(_), Some(_)) => {

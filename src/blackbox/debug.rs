@@ -11,15 +11,18 @@ use serde_json::Value as J;
 
 use crate::config::redact::{redact, REDACTED};
 
-/// Replace secrets in a module as written (blackbox adds `credentials` to the scenario format's
-/// secret keys, and `key` for inline PEM keys).
+/// Replace secrets in a module as written: the scenario format's secret keys, plus blackbox's
+/// `credentials`, `http_headers` `secrets`, and `key` for inline PEM keys.
 pub fn redact_module(v: &mut J) {
     redact(v);
     fn walk(v: &mut J) {
         match v {
             J::Object(m) => {
                 for (k, val) in m.iter_mut() {
-                    if matches!(k.as_str(), "credentials" | "key" | "client_secret") {
+                    if matches!(
+                        k.as_str(),
+                        "credentials" | "key" | "client_secret" | "secrets"
+                    ) {
                         *val = J::String(REDACTED.into());
                     } else {
                         walk(val);

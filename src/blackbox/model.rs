@@ -56,7 +56,7 @@ pub struct TlsConfigModel {
 pub struct BasicAuthModel {
     pub username: Option<Text>,
     pub password: Option<Text>,
-    pub username_file: Option<IgnoredAny>,
+    pub username_file: Option<String>,
     pub password_file: Option<String>,
     pub username_ref: Option<IgnoredAny>,
     pub password_ref: Option<IgnoredAny>,
@@ -70,6 +70,16 @@ pub struct AuthorizationModel {
     pub credentials: Option<String>,
     pub credentials_file: Option<String>,
     pub credentials_ref: Option<IgnoredAny>,
+}
+
+/// prometheus/common's `http_headers` entry: values sent as written, secrets sent but never
+/// shown, files read for the value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpHeaderModel {
+    pub values: Option<Vec<String>>,
+    pub secrets: Option<Vec<String>>,
+    pub files: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +118,7 @@ pub struct HttpModel {
     pub bearer_token_file: Option<String>,
     pub tls_config: Option<TlsConfigModel>,
     pub proxy_url: Option<String>,
+    pub http_headers: Option<Ordered<HttpHeaderModel>>,
     pub follow_redirects: Option<bool>,
     pub enable_http2: Option<bool>,
     // Not supported yet.
@@ -115,7 +126,6 @@ pub struct HttpModel {
     pub no_proxy: Option<IgnoredAny>,
     pub proxy_from_environment: Option<bool>,
     pub proxy_connect_header: Option<IgnoredAny>,
-    pub http_headers: Option<IgnoredAny>,
     pub fail_if_body_json_matches_cel: Option<IgnoredAny>,
     pub fail_if_body_json_not_matches_cel: Option<IgnoredAny>,
 }
