@@ -59,6 +59,7 @@ fn every_supported_option_loads() {
       body_size_limit: 1MiB
       basic_auth: {{username: probe, password_file: pw}}
       proxy_url: "http://127.0.0.1:3128"
+      no_proxy: "localhost,.internal"
       tls_config:
         ca_file: {ca}
         cert_file: {cert}
@@ -234,10 +235,6 @@ fn options_not_supported_yet_are_refused_by_name() {
         (
             "http:\n      oauth2: {client_id: x}",
             "`oauth2` is not supported yet",
-        ),
-        (
-            "http:\n      no_proxy: example.com",
-            "`no_proxy` is not supported yet",
         ),
         (
             "http:\n      proxy_from_environment: true",

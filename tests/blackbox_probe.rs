@@ -774,6 +774,33 @@ async fn compression_asks_for_the_coding_and_measures_the_decoded_body() {
 }
 
 #[tokio::test]
+async fn no_proxy_targets_bypass_the_proxy() {
+    let w = web().await;
+    // The proxy is a closed port: only a target that bypasses it can succeed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = closed.local_addr().unwrap();
+    drop(closed);
+    let yaml = format!(
+        "modules:\n  via_proxy:\n    prober: http\n    http:\n      proxy_url: http://{proxy}\n      no_proxy: \"localhost,127.0.0.1\"\n  all_proxied:\n    prober: http\n    http:\n      proxy_url: http://{proxy}\n"
+    );
+    let p = start(&yaml, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!("/probe?module=via_proxy&target=http://{}/ok", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    let a = get(
+        p.addr,
+        &format!("/probe?module=all_proxied&target=http://{}/ok", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0), "{}", a.body);
+}
+
+#[tokio::test]
 async fn icmp_module_reports_its_phases() {
     if let Err(why) = sonde_probes::icmp::permission_check() {
         eprintln!("SKIPPED: icmp_module_reports_its_phases: no ICMP socket allowed here: {why}");

@@ -320,7 +320,6 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     let p = |k: &str| key_path(path, k);
     for (k, v) in [
         ("oauth2", m.oauth2.is_some()),
-        ("no_proxy", m.no_proxy.is_some()),
         (
             "proxy_from_environment",
             m.proxy_from_environment == Some(true),
@@ -698,7 +697,15 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     req.ip = ip;
     req.proxy = proxy;
     req.checks = checks;
-    Some(HttpSpec { req, tls })
+    let no_proxy = m
+        .no_proxy
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty())
+        .collect();
+    Some(HttpSpec { req, tls, no_proxy })
 }
 
 fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {

@@ -174,6 +174,10 @@ pub async fn run(
                     false
                 }
                 Ok(url) => {
+                    if super::module::no_proxy_matches(&spec.no_proxy, url.host_str().unwrap_or(""))
+                    {
+                        req.proxy = None;
+                    }
                     req.url = url;
                     let host = req.url.host_str().unwrap_or_default().to_string();
                     let mut o = match family_refused(&host, req.ip) {

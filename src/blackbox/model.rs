@@ -123,7 +123,7 @@ pub struct HttpModel {
     pub enable_http2: Option<bool>,
     // Not supported yet.
     pub oauth2: Option<IgnoredAny>,
-    pub no_proxy: Option<IgnoredAny>,
+    pub no_proxy: Option<String>,
     pub proxy_from_environment: Option<bool>,
     pub proxy_connect_header: Option<IgnoredAny>,
     pub fail_if_body_json_matches_cel: Option<IgnoredAny>,

@@ -88,6 +88,56 @@ pub struct HttpSpec {
     /// The request with a placeholder URL; each probe sets its target.
     pub req: HttpRequest,
     pub tls: TlsSpec,
+    /// `no_proxy` entries (lower case): targets they match bypass `proxy_url`.
+    pub no_proxy: Vec<String>,
+}
+
+/// Whether `host` bypasses the proxy under `no_proxy` entries, with the rules of Go's
+/// `httpproxy` (which prometheus/common uses): `*` matches everything; an IP address or CIDR
+/// matches addresses; `example.com` matches it and its subdomains, `.example.com` subdomains
+/// only. A `:port` suffix on an entry is ignored.
+pub fn no_proxy_matches(entries: &[String], host: &str) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let ip: Option<std::net::IpAddr> = host.parse().ok();
+    entries.iter().any(|e| {
+        if e == "*" {
+            return true;
+        }
+        if let Some((net, bits)) = e.split_once('/') {
+            let (Ok(net), Ok(bits), Some(ip)) =
+                (net.parse::<std::net::IpAddr>(), bits.parse::<u32>(), ip)
+            else {
+                return false;
+            };
+            return match (net, ip) {
+                (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) if bits <= 32 => {
+                    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                    u32::from(n) & mask == u32::from(a) & mask
+                }
+                (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) if bits <= 128 => {
+                    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                    u128::from(n) & mask == u128::from(a) & mask
+                }
+                _ => false,
+            };
+        }
+        let bare = e.trim_start_matches('[');
+        let name = match bare.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h,
+            _ => bare,
+        }
+        .trim_end_matches(']');
+        if let (Ok(a), Some(ip)) = (name.parse::<std::net::IpAddr>(), ip) {
+            return a == ip;
+        }
+        match name.strip_prefix('.') {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => host == name || host.ends_with(&format!(".{name}")),
+        }
+    })
 }
 
 #[derive(Debug)]
@@ -173,5 +223,27 @@ pub fn target_host(prober: Prober, target: &str) -> Option<String> {
             Err(_) => bare(target),
         }),
         Prober::Icmp => Some(bare(target)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_proxy_follows_go() {
+        let e: Vec<String> = ["example.com", ".y.com", "10.0.0.0/8", "127.0.0.1:8080"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(no_proxy_matches(&e, "example.com"));
+        assert!(no_proxy_matches(&e, "api.example.com"));
+        assert!(!no_proxy_matches(&e, "badexample.com"));
+        assert!(no_proxy_matches(&e, "x.y.com"));
+        assert!(!no_proxy_matches(&e, "y.com"));
+        assert!(no_proxy_matches(&e, "10.1.2.3"));
+        assert!(no_proxy_matches(&e, "127.0.0.1"));
+        assert!(!no_proxy_matches(&e, "127.0.0.2"));
+        assert!(no_proxy_matches(&["*".to_string()], "anything"));
     }
 }
