@@ -378,24 +378,21 @@ pub enum HttpStage {
 pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
     const PHASE_HELP: &str = "Duration of http request by phase, summed over all redirects";
     let f = o.map(|o| &o.facts);
-    // blackbox returns before adding any phase when the target's name does not resolve.
-    let unresolved = o.is_some_and(|o| {
-        o.remote_addr.is_none()
-            && o.failure
-                .as_ref()
-                .is_some_and(|f| f.reason == sonde_probes::FailureReason::Dns)
-    });
-    let t = o.map(|o| &o.timings).filter(|_| !unresolved);
+    let t = o.map(|o| &o.timings);
     let get = |p: Phase| t.map(|t| secs(t, p)).unwrap_or(0.0);
     // The handshake alone (tlsStart → tlsDone in blackbox's trace).
     let tls_phase = get(Phase::Tls);
-    for (phase, v) in [
+    // blackbox 0.23 creates the phase series once the URL parsed: an unparsable target has no
+    // `probe_http_duration_seconds` at all.
+    let phases = [
         ("connect", get(Phase::Connect)),
         ("processing", get(Phase::Processing)),
         ("resolve", get(Phase::Resolve)),
         ("tls", tls_phase),
         ("transfer", get(Phase::Transfer)),
-    ] {
+    ];
+    let parsed = matches!(stage, HttpStage::Probed);
+    for (phase, v) in phases.into_iter().filter(|_| parsed) {
         r.labelled(
             "probe_http_duration_seconds",
             PHASE_HELP,
