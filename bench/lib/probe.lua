@@ -1,8 +1,15 @@
 -- wrk script for bench/probe_vs_blackbox.sh: reads every /probe answer, counts probe_success 1
 -- vs anything else (a fast failure must not pass for throughput), and, when DURS_OUT is set,
 -- keeps each answer's probe_duration_seconds and writes them there, one per line.
+-- With PACE_MS set, each connection pauses that long between requests.
 -- At the end it prints one line: RESULT requests=… rps=… p50_ms=… p99_ms=… ok=… bad=…
 local threads = {}
+
+-- PACE_MS: each connection waits this long between probes (an offered load below saturation).
+local pace = tonumber(os.getenv("PACE_MS") or "")  -- nil when unset or empty
+if pace then
+  function delay() return pace end
+end
 
 function setup(thread)
   table.insert(threads, thread)
@@ -10,7 +17,7 @@ end
 
 function init(args)
   ok, bad, durs = 0, 0, {}
-  collect = os.getenv("DURS_OUT") ~= nil
+  collect = (os.getenv("DURS_OUT") or "") ~= ""
 end
 
 function response(status, headers, body)
@@ -28,7 +35,7 @@ end
 function done(summary, latency, requests)
   local tok, tbad = 0, 0
   local out = os.getenv("DURS_OUT")
-  local f = out and io.open(out, "w")
+  local f = out and out ~= "" and io.open(out, "w")
   for _, t in ipairs(threads) do
     tok = tok + t:get("ok")
     tbad = tbad + t:get("bad")

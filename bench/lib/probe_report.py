@@ -1,10 +1,11 @@
 """Tables for bench/probe_vs_blackbox.sh.
 
-usage: probe_report.py RESULTS DURS_BLACKBOX DURS_SONDE DELAY_MS
+usage: probe_report.py RESULTS WORKDIR DELAY_MS
 
 RESULTS has one line per wrk run:
-  [truth] EXPORTER MODULE CONNS RESULT requests=… rps=… p50_ms=… p99_ms=… ok=… bad=… errors=… cpu_s=… rss_kb=…
-DURS_* hold the probe_duration_seconds each exporter reported in the truth run, one per line.
+  [truth-MODE] EXPORTER MODULE CONNS RESULT requests=… rps=… p50_ms=… … cpu_s=… rss_kb=…
+WORKDIR/durs-MODE-EXPORTER.txt hold the probe_duration_seconds each exporter reported in the
+truth runs (MODE saturated or paced), one per line.
 """
 import sys
 
@@ -15,13 +16,18 @@ def parse(path):
         words = line.split()
         if not words:
             continue
-        is_truth = words[0] == "truth"
-        if is_truth:
+        mode = None
+        if words[0].startswith("truth-"):
+            mode = words[0][len("truth-"):]
             words = words[1:]
         ex, module, conns = words[0], words[1], int(words[2])
         kv = dict(w.split("=", 1) for w in words[4:] if "=" in w)
         r = {k: float(v) for k, v in kv.items()}
-        (truth if is_truth else runs)[(ex, module, conns)] = r
+        r["conns"] = conns
+        if mode:
+            truth[(mode, ex)] = r
+        else:
+            runs[(ex, module, conns)] = r
     return runs, truth
 
 
@@ -42,7 +48,7 @@ def ratio(a, b):
 
 
 def main():
-    results, dbb, dso, delay_ms = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    results, workdir, delay_ms = sys.argv[1], sys.argv[2], float(sys.argv[3])
     runs, truth = parse(results)
 
     print("Throughput (wrk → /probe; latency is wrk's, per /probe request)")
@@ -78,20 +84,26 @@ def main():
     print()
     print(f"Measurement truth: target answers after {delay_ms:.0f} ms; reported "
           f"probe_duration_seconds − {delay_ms:.0f} ms, in ms")
-    hdr = (f"{'exporter':<9} {'in flight':>9} {'probes':>7} {'probes/s':>9} {'p50':>7} {'p90':>7} "
-           f"{'p99':>7} {'max':>7} {'<0':>4}")
+    hdr = (f"{'mode':<10} {'exporter':<9} {'conns':>5} {'probes':>7} {'probes/s':>9} {'p50':>7} "
+           f"{'p90':>7} {'p99':>7} {'max':>8} {'<0':>4}")
     print(hdr)
     print("-" * len(hdr))
-    for ex, path in (("blackbox", dbb), ("sonde", dso)):
-        try:
-            xs = [float(l) * 1000 - delay_ms for l in open(path) if l.strip()]
-        except OSError:
-            xs = []
-        r = truth.get((ex, "http_2xx", max((k[2] for k in truth if k[0] == ex), default=0)), {})
-        neg = sum(1 for x in xs if x < 0)
-        print(f"{ex:<9} {int(max((k[2] for k in truth if k[0] == ex), default=0)):>9} {len(xs):>7} "
-              f"{r.get('rps', float('nan')):>9.0f} {pct(xs, 50):>7.2f} {pct(xs, 90):>7.2f} "
-              f"{pct(xs, 99):>7.2f} {max(xs) if xs else float('nan'):>7.2f} {neg:>4}")
+    errors = {}
+    for mode in ("saturated", "paced"):
+        for ex in ("blackbox", "sonde"):
+            r = truth.get((mode, ex))
+            try:
+                xs = [float(l) * 1000 - delay_ms for l in open(f"{workdir}/durs-{mode}-{ex}.txt")
+                      if l.strip()]
+            except OSError:
+                xs = []
+            if not r:
+                continue
+            errors[(mode, ex)] = xs
+            neg = sum(1 for x in xs if x < 0)
+            print(f"{mode:<10} {ex:<9} {int(r['conns']):>5} {len(xs):>7} {r['rps']:>9.0f} "
+                  f"{pct(xs, 50):>7.2f} {pct(xs, 90):>7.2f} {pct(xs, 99):>7.2f} "
+                  f"{max(xs) if xs else float('nan'):>8.2f} {neg:>4}")
     print("(<0: answers shorter than the target's delay — impossible for a correct measurement)")
 
     print()
@@ -101,13 +113,12 @@ def main():
         print(f"issue target http_2xx c=64: throughput {t:.2f}x (want >= 5x): "
               f"{'MET' if t >= 5 else 'NOT MET'}; CPU per probe {cp:.2f}x (want <= 0.20x): "
               f"{'MET' if cp <= 0.2 else 'NOT MET'}")
-    try:
-        xs = [float(l) * 1000 - delay_ms for l in open(dso) if l.strip()]
-        p99 = pct(xs, 99)
-        print(f"issue target sonde measurement error p99 {p99:.2f} ms (want <= 2 ms): "
-              f"{'MET' if p99 <= 2 else 'NOT MET'}")
-    except OSError:
-        pass
+    for mode in ("saturated", "paced"):
+        xs = errors.get((mode, "sonde"))
+        if xs:
+            p99 = pct(xs, 99)
+            print(f"issue target sonde measurement error p99 ({mode}) {p99:.2f} ms "
+                  f"(want <= 2 ms): {'MET' if p99 <= 2 else 'NOT MET'}")
 
 
 main()
