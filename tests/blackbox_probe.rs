@@ -370,6 +370,20 @@ async fn bad_targets_fail_the_probe_and_still_answer_200() {
     assert_eq!(a.value("probe_ip_protocol"), Some(0.0));
     assert_eq!(a.value("probe_ip_addr_hash"), Some(0.0));
     drop(l);
+    // A port Go cannot dial: resolved first (resolve families), then failed.
+    let a = get(
+        p.addr,
+        "/probe?module=tcp_connect&target=127.0.0.1:99999",
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0), "{}", a.body);
+    assert_eq!(a.value("probe_ip_protocol"), Some(4.0));
+    // A bracketed address where Go wants a bare host fails in resolution, without traffic.
+    let a = get(p.addr, "/probe?module=dns_soa&target=%5B::1%5D", &[]).await;
+    assert_eq!(a.value("probe_success"), Some(0.0), "{}", a.body);
+    assert_eq!(a.value("probe_ip_protocol"), Some(0.0));
+    assert_eq!(a.value("probe_dns_query_succeeded"), Some(0.0));
     let a = get(
         p.addr,
         &format!("/probe?module=http_2xx&target=http://127.0.0.1:{port}/"),

@@ -192,9 +192,7 @@ pub async fn run(
             }
         }
         Spec::Tcp(spec) => {
-            let parsed =
-                split_host_port(target).and_then(|(h, p)| Ok((h, parse_port(&p, target)?)));
-            match parsed {
+            match split_host_port(target) {
                 Err(e) => {
                     log.line(
                         "error",
@@ -207,16 +205,21 @@ pub async fn run(
                 Ok((host, port)) => {
                     let mut req = spec.req.clone();
                     req.host = host;
-                    req.port = port;
+                    let port = parse_port(&port, target);
+                    req.port = *port.as_ref().unwrap_or(&0);
                     if let Some(h) = hostname.filter(|h| !h.is_empty()) {
                         req.tls_client = spec
                             .tls
                             .with_default_server_name(h)
                             .map_err(|e| BadRequest(format!("cannot use hostname {h:?}: {e}")))?;
                     }
-                    let o = match family_refused(&req.host, req.ip) {
-                        Some(why) => unresolved(why),
-                        None => sonde_probes::tcp::probe(&req, deadline).await,
+                    let o = match (family_refused(&req.host, req.ip), port) {
+                        (Some(why), _) => unresolved(why),
+                        // Go resolves the host, then refuses to dial the port.
+                        (None, Err(bad_port)) => {
+                            resolved_then_failed(&req.resolver, &req.host, req.ip, bad_port).await
+                        }
+                        (None, Ok(_)) => sonde_probes::tcp::probe(&req, deadline).await,
                     };
                     log.outcome(&o);
                     for line in &o.facts.transcript {
@@ -230,7 +233,7 @@ pub async fn run(
         Spec::Icmp(spec) => {
             let mut req = spec.clone();
             req.host = target.to_string();
-            let o = match family_refused(&req.host, req.ip) {
+            let o = match bracketed(target).or_else(|| family_refused(&req.host, req.ip)) {
                 Some(why) => unresolved(why),
                 None => sonde_probes::icmp::probe(&req, deadline).await,
             };
@@ -249,24 +252,20 @@ pub async fn run(
                 Some(r) => r,
             };
             let soa = req.query_type == sonde_probes::dns::RecordType::SOA;
-            match port {
-                Err(e) => {
-                    log.line("error", "Error parsing target", &[("err", &e)]);
-                    metrics::dns(&mut r, soa, None);
-                    false
+            req.port = *port.as_ref().unwrap_or(&53);
+            let refused = bracketed(&host).or_else(|| family_refused(&host, req.ip));
+            req.server = host;
+            let o = match (refused, port) {
+                (Some(why), _) => unresolved(why),
+                // Go resolves the server, then refuses to use the port.
+                (None, Err(bad_port)) => {
+                    resolved_then_failed(&req.resolver, &req.server, req.ip, bad_port).await
                 }
-                Ok(port) => {
-                    req.server = host;
-                    req.port = port;
-                    let o = match family_refused(&req.server, req.ip) {
-                        Some(why) => unresolved(why),
-                        None => sonde_probes::dns::probe(&req, deadline).await,
-                    };
-                    log.outcome(&o);
-                    metrics::dns(&mut r, soa, Some(&o));
-                    o.success()
-                }
-            }
+                (None, Ok(_)) => sonde_probes::dns::probe(&req, deadline).await,
+            };
+            log.outcome(&o);
+            metrics::dns(&mut r, soa, Some(&o));
+            o.success()
         }
         Spec::Grpc(spec) => match http_url(target) {
             Err(e) => {
@@ -334,6 +333,31 @@ fn family_refused(host: &str, ip: ResolveOptions) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// A bracketed address where Go expects a bare host (`[::1]` as an icmp target, or a dns target
+/// without port): Go's resolver looks it up as a name and finds nothing.
+fn bracketed(host: &str) -> Option<String> {
+    (host.contains('[') || host.contains(']')).then(|| format!("lookup {host}: no such host"))
+}
+
+/// Resolve `host` as the probe would, then fail with `why` (a target whose port Go cannot dial):
+/// blackbox reports the resolution, then the failure.
+async fn resolved_then_failed<F: Default>(
+    resolver: &sonde_probes::Resolver,
+    host: &str,
+    ip: ResolveOptions,
+    why: String,
+) -> Outcome<F> {
+    let mut rec = sonde_probes::Recorder::new();
+    let failure = match resolver.resolve(host, ip, &mut rec).await {
+        Ok(addrs) => {
+            rec.remote_addr = addrs.first().map(|a| std::net::SocketAddr::new(*a, 0));
+            sonde_probes::Failure::new(FailureReason::Connect, format!("dial: {why}"))
+        }
+        Err(f) => f,
+    };
+    rec.finish(Some(failure), F::default())
 }
 
 /// The outcome of a probe that failed in resolution before any traffic.

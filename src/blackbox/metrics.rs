@@ -392,7 +392,17 @@ pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
         ("transfer", get(Phase::Transfer)),
     ];
     let parsed = matches!(stage, HttpStage::Probed);
-    for (phase, v) in phases.into_iter().filter(|_| parsed) {
+    // …and the phases after `resolve` only once the name resolved.
+    let resolved_ok = !o.is_some_and(|o| {
+        o.remote_addr.is_none()
+            && o.failure
+                .as_ref()
+                .is_some_and(|f| f.reason == sonde_probes::FailureReason::Dns)
+    });
+    let phases = phases
+        .into_iter()
+        .filter(|(p, _)| parsed && (resolved_ok || *p == "resolve"));
+    for (phase, v) in phases {
         r.labelled(
             "probe_http_duration_seconds",
             PHASE_HELP,
