@@ -220,6 +220,8 @@ struct Case {
     target: Option<String>,
     /// What we expect blackbox to say, to catch a suite that compares two broken answers.
     expect_success: Option<bool>,
+    /// More query parameters, already encoded (`hostname=localhost`).
+    extra: Option<&'static str>,
 }
 
 fn case(module: &'static str, target: impl Into<String>, success: bool) -> Case {
@@ -227,6 +229,7 @@ fn case(module: &'static str, target: impl Into<String>, success: bool) -> Case 
         module: Some(module),
         target: Some(target.into()),
         expect_success: Some(success),
+        extra: None,
     }
 }
 
@@ -239,6 +242,7 @@ impl Case {
         if let Some(t) = &self.target {
             q.push(format!("target={}", urlencode(t)));
         }
+        q.extend(self.extra.map(String::from));
         format!("/probe?{}", q.join("&"))
     }
 }
@@ -261,7 +265,8 @@ struct Row {
 fn compare(c: &Case, bb: &client::Response, sonde: &client::Response) -> Row {
     let mut row = Row {
         module: c.module.unwrap_or("(none)").to_string(),
-        target: c.target.clone().unwrap_or_else(|| "(none)".into()),
+        target: c.target.clone().unwrap_or_else(|| "(none)".into())
+            + &c.extra.map(|e| format!(" &{e}")).unwrap_or_default(),
         status: format!("{}/{}", bb.status, sonde.status),
         ..Row::default()
     };
@@ -460,6 +465,11 @@ fn probe_parity_with_blackbox_exporter() {
         case("http_header_check", format!("{h}/"), false),
         case("http_post", format!("{h}/"), true),
         case("http_fail_if_not_ssl", format!("{h}/"), false),
+        case("http_server_not_nginx", format!("{h}/"), false),
+        case("http_body_limit", format!("{h}/version"), false),
+        case("http_2xx", "http://[::1]:18080/", false), // nginx listens on 127.0.0.1 only
+        case("http_2xx", "http://[::1", false),         // not a URL
+        case("https_h2_required", format!("{h}/"), false),
         // https
         case("https_2xx", format!("{s}/"), true),
         case("https_2xx", format!("{s}/chain/1"), true),
@@ -468,6 +478,13 @@ fn probe_parity_with_blackbox_exporter() {
         case("https_h2_required", format!("{s}/health"), true),
         case("https_fail_if_ssl", format!("{s}/"), false),
         case("https_system_roots", format!("{s}/"), false),
+        case("https_insecure", format!("{s}/"), true),
+        case("https_wrong_server_name", format!("{s}/"), false),
+        case("https_tls12_only", format!("{s}/"), true),
+        Case {
+            extra: Some("hostname=localhost"),
+            ..case("https_2xx", format!("{s}/"), true)
+        },
         // tcp
         case("tcp_connect", sv.http.clone(), true),
         case("tcp_connect", closed.clone(), false),
@@ -475,6 +492,8 @@ fn probe_parity_with_blackbox_exporter() {
         case("tcp_dialogue_mismatch", sv.http.clone(), false),
         case("tcp_tls", sv.https.clone(), true),
         case("tcp_tls_untrusted", sv.https.clone(), false),
+        case("tcp_tls_server_name", sv.https.clone(), true),
+        case("tcp_connect", "127.0.0.1", false), // no port
         // dns
         case("dns_a", dns.clone(), true),
         case("dns_aaaa_tcp", dns.clone(), true),
@@ -484,6 +503,7 @@ fn probe_parity_with_blackbox_exporter() {
         case("dns_nxdomain", dns.clone(), false),
         case("dns_nxdomain_expected", dns.clone(), true),
         case("dns_answer_mismatch", dns.clone(), false),
+        case("dns_no_recursion_class_in", dns.clone(), true),
         case("dns_a", closed.clone(), false),
         // grpc
         case("grpc_plain", g.clone(), true),
@@ -497,21 +517,25 @@ fn probe_parity_with_blackbox_exporter() {
             module: None,
             target: Some(format!("{h}/")),
             expect_success: Some(true),
+            extra: None,
         },
         Case {
             module: Some("no_such_module"),
             target: Some(format!("{h}/")),
             expect_success: None,
+            extra: None,
         },
         Case {
             module: Some("http_2xx"),
             target: None,
             expect_success: None,
+            extra: None,
         },
     ];
     if icmp_works(bb) {
         cases.push(case("icmp", "127.0.0.1", true));
         cases.push(case("icmp_ip6_only", "127.0.0.1", false));
+        cases.push(case("icmp_options", "127.0.0.1", true));
     } else {
         eprintln!(
             "SKIPPED: icmp parity rows — blackbox_exporter cannot ping 127.0.0.1 here (no \
