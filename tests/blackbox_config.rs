@@ -330,3 +330,25 @@ fn blackbox_files_mix_with_scenario_files_and_module_names_are_unique() {
     );
     assert!(e[0].to_string().ends_with(&want), "{e:?}");
 }
+
+#[test]
+fn anchors_and_merge_keys_work_as_in_go_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "b.yml",
+        "modules:\n  http_base: &base\n    prober: http\n    timeout: 3s\n    http:\n      method: HEAD\n  http_derived:\n    <<: *base\n    timeout: 7s\n",
+    );
+    let m = load_all(&[p], &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .modules
+        .unwrap();
+    assert_eq!(
+        m["http_derived"].timeout,
+        Some(std::time::Duration::from_secs(7))
+    );
+    let Spec::Http(h) = &m["http_derived"].spec else {
+        panic!()
+    };
+    assert_eq!(h.req.method, http::Method::HEAD);
+}

@@ -186,7 +186,10 @@ pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, Vec<C
 /// The parsed top level of `text` when it is a blackbox_exporter configuration (a mapping with
 /// `modules:`); `None` for anything else, which the scenario loader reports on.
 fn blackbox_top(text: &str) -> Option<serde_norway::Value> {
-    let v: serde_norway::Value = serde_norway::from_str(text).ok()?;
+    let mut v: serde_norway::Value = serde_norway::from_str(text).ok()?;
+    // Merge keys (`<<: *base`), which Go's yaml.v3 applies too; a broken one is left for the
+    // scenario loader to report (it applies them the same way).
+    v.apply_merge().ok()?;
     match &v {
         serde_norway::Value::Mapping(m) if crate::blackbox::config::is_blackbox(m) => Some(v),
         _ => None,
