@@ -170,6 +170,10 @@ const MODULES: &str = r#"modules:
     http:
       follow_redirects: false
       valid_status_codes: [302]
+  http_body_limit:
+    prober: http
+    http:
+      body_size_limit: 4B
   tcp_connect:
     prober: tcp
   tcp_ip6_only:
@@ -430,6 +434,32 @@ async fn http_checks_set_success_status_and_regex_flag() {
     .await;
     assert_eq!(a.value("probe_success"), Some(1.0));
     assert_eq!(a.value("probe_failed_due_to_regex"), Some(0.0));
+    // Over body_size_limit: failed, and the body length counted up to the limit, as blackbox.
+    let a = get(
+        p.addr,
+        &format!(
+            "/probe?module=http_body_limit&target=http://{}/ok",
+            w.addr()
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0), "{}", a.body);
+    assert_eq!(a.value("probe_http_uncompressed_body_length"), Some(4.0));
+    // Not following a redirect: blackbox (Go) still counts it, and reads no body.
+    let a = get(
+        p.addr,
+        &format!(
+            "/probe?module=http_no_redirect&target=http://{}/hop",
+            w.addr()
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    assert_eq!(a.value("probe_http_status_code"), Some(302.0));
+    assert_eq!(a.value("probe_http_redirects"), Some(1.0));
+    assert_eq!(a.value("probe_http_uncompressed_body_length"), Some(0.0));
     let a = get(
         p.addr,
         &format!("/probe?module=http_header&target=http://{}/ok", w.addr()),

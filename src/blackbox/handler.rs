@@ -374,9 +374,11 @@ fn unresolved<F: Default>(why: String) -> Outcome<F> {
     }
 }
 
-/// Go's client calls blackbox's redirect check with the hops so far *before* refusing to
-/// follow, so blackbox counts a redirect it did not follow: 1 for a 3xx with `Location` under
-/// `follow_redirects: false` (whose body it then never reads), 11 when it gives up after 10.
+/// What blackbox's Go client reports differs from what the probe saw in three ways:
+/// - it calls blackbox's redirect check with the hops so far *before* refusing to follow, so
+///   blackbox counts a redirect it did not follow: 1 for a 3xx with `Location` under
+///   `follow_redirects: false` (whose body it then never reads), 11 when it gives up after 10;
+/// - it counts body bytes through the `body_size_limit` reader, so never more than the limit.
 fn as_go_counts_redirects(
     req: &sonde_probes::http::HttpRequest,
     o: &mut sonde_probes::http::HttpOutcome,
@@ -386,6 +388,12 @@ fn as_go_counts_redirects(
         && f.headers
             .iter()
             .any(|(n, v)| n.eq_ignore_ascii_case("location") && !v.trim().is_empty());
+    // blackbox reads the body through a limit of `body_size_limit` bytes and counts what it
+    // read: never more than the limit.
+    if let Some(limit) = req.body_size_limit {
+        f.body_bytes = f.body_bytes.min(limit);
+        f.decoded_bytes = f.decoded_bytes.map(|n| n.min(limit));
+    }
     if !req.follow_redirects && is_redirect {
         f.redirects = 1;
         f.body_bytes = 0;
