@@ -98,6 +98,7 @@ nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log" &
 pids+=($!)
 "$DELAY" --listen "$DELAY_ADDR" --delay-ms "$DELAY_MS" >"$work/delay.log" 2>&1 &
 pids+=($!)
+delay_pid=$!
 wait_http "http://127.0.0.1:$NGINX_PORT/"
 wait_http "http://$DELAY_ADDR/"
 
@@ -142,10 +143,12 @@ run() { # exporter pid addr module conns secs [durs_out]
   target=$(target_of "$module")
   [[ -n $durs ]] && target="http://$DELAY_ADDR/"
   threads=2; ((conns < 2)) && threads=1
+  local url="http://$addr/probe?module=$module&target=$target"
+  # "direct": wrk against the target itself, the machine's own noise floor for the truth run.
+  [[ $name == direct ]] && { url="http://$DELAY_ADDR/"; durs=; }
   c0=$(cpu_ticks "$pid")
   line=$(DURS_OUT=$durs PACE_MS=${PACE:-} wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s \
-    -s "$root/bench/lib/probe.lua" "http://$addr/probe?module=$module&target=$target" \
-    | grep '^RESULT')
+    -s "$root/bench/lib/probe.lua" "$url" | grep '^RESULT')
   c1=$(cpu_ticks "$pid")
   [[ -z $durs ]] || sed -i '/^$/d' "$durs"
   echo "$name $module $conns $line cpu_s=$(python3 -c "print(($c1-$c0)/$hz)") rss_kb=$(rss_kb "$pid")"
@@ -167,11 +170,17 @@ done
 # next probe as soon as the last is answered — on 2 shared cores that is also a CPU-saturation
 # test (10,000 probes/s are asked of a 20 ms target), so queueing inside the exporter shows up
 # as measurement error. "paced": the same 200 connections, each pausing PACE_MS between probes,
-# an offered load both exporters can carry: measurement error without saturation.
+# an offered load both exporters can carry: measurement error without saturation. Each mode
+# also runs wrk against the target directly ("direct"): wrk's own latency minus 20 ms is what
+# the machine (scheduling, loopback, the target) adds by itself, the floor under both exporters.
 echo "measurement truth: $TRUTH_CONNS connections against a ${DELAY_MS} ms target, ${TRUTH_SECS}s each, saturated and paced (${PACE_MS} ms)…" >&2
 for mode in saturated paced; do
-  for ex in blackbox sonde; do
-    if [[ $ex == sonde ]]; then pid=$sonde_pid addr=$SONDE_ADDR; else pid=$bb_pid addr=$BLACKBOX_ADDR; fi
+  for ex in direct blackbox sonde; do
+    case $ex in
+      sonde) pid=$sonde_pid addr=$SONDE_ADDR ;;
+      blackbox) pid=$bb_pid addr=$BLACKBOX_ADDR ;;
+      direct) pid=$delay_pid addr=$DELAY_ADDR ;;
+    esac
     pace=; [[ $mode == paced ]] && pace=$PACE_MS
     PACE=$pace run "$ex" "$pid" "$addr" http_2xx "$TRUTH_CONNS" "$TRUTH_SECS" "$work/durs-$mode-$ex.txt" \
       | sed "s/^/truth-$mode /" | tee -a "$work/results.txt" >&2

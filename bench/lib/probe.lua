@@ -46,9 +46,10 @@ function done(summary, latency, requests)
   if f then f:close() end
   local secs = summary.duration / 1e6
   io.write(string.format(
-    "RESULT requests=%d rps=%.1f p50_ms=%.3f p99_ms=%.3f ok=%d bad=%d errors=%d\n",
+    "RESULT requests=%d rps=%.1f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f ok=%d bad=%d errors=%d\n",
     summary.requests, summary.requests / secs,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000,
     tok, tbad,
     summary.errors.connect + summary.errors.read + summary.errors.write
       + summary.errors.status + summary.errors.timeout))

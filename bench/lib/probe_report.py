@@ -90,6 +90,11 @@ def main():
     print("-" * len(hdr))
     errors = {}
     for mode in ("saturated", "paced"):
+        d = truth.get((mode, "direct"))
+        if d:
+            print(f"{mode:<10} {'(direct)':<9} {int(d['conns']):>5} {int(d['requests']):>7} "
+                  f"{d['rps']:>9.0f} {d['p50_ms'] - delay_ms:>7.2f} {d['p90_ms'] - delay_ms:>7.2f} "
+                  f"{d['p99_ms'] - delay_ms:>7.2f} {d['max_ms'] - delay_ms:>8.2f}")
         for ex in ("blackbox", "sonde"):
             r = truth.get((mode, ex))
             try:
@@ -104,7 +109,9 @@ def main():
             print(f"{mode:<10} {ex:<9} {int(r['conns']):>5} {len(xs):>7} {r['rps']:>9.0f} "
                   f"{pct(xs, 50):>7.2f} {pct(xs, 90):>7.2f} {pct(xs, 99):>7.2f} "
                   f"{max(xs) if xs else float('nan'):>8.2f} {neg:>4}")
-    print("(<0: answers shorter than the target's delay — impossible for a correct measurement)")
+    print("(direct: wrk's own latency to the target minus the delay — the machine's noise floor, "
+          "measured client-side;\n <0: answers shorter than the target's delay — impossible for a "
+          "correct measurement)")
 
     print()
     h = {(m, c): (t, cp) for m, c, t, cp, _, _ in ratios}
