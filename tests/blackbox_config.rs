@@ -237,10 +237,6 @@ fn options_not_supported_yet_are_refused_by_name() {
             "`oauth2` is not supported yet",
         ),
         (
-            "http:\n      proxy_from_environment: true",
-            "`proxy_from_environment` is not supported yet",
-        ),
-        (
             "http:\n      proxy_connect_header: {X: [y]}",
             "`proxy_connect_header` is not supported yet",
         ),

@@ -24,7 +24,7 @@ use url::Url;
 
 use super::model::*;
 use super::module::{
-    system_resolver, GrpcSpec, HttpSpec, Module, Modules, Prober, Spec, TcpSpec, TlsSpec,
+    system_resolver, EnvProxy, GrpcSpec, HttpSpec, Module, Modules, Prober, Spec, TcpSpec, TlsSpec,
 };
 use crate::config::build::{Alpn, Cx, Shared};
 use crate::config::deser::deserialize_recovering;
@@ -320,10 +320,6 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     let p = |k: &str| key_path(path, k);
     for (k, v) in [
         ("oauth2", m.oauth2.is_some()),
-        (
-            "proxy_from_environment",
-            m.proxy_from_environment == Some(true),
-        ),
         ("proxy_connect_header", m.proxy_connect_header.is_some()),
         (
             "fail_if_body_json_matches_cel",
@@ -697,6 +693,59 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     req.ip = ip;
     req.proxy = proxy;
     req.checks = checks;
+    // `proxy_from_environment`: Go's httpproxy reads these once; so does a load.
+    let env_proxy = if m.proxy_from_environment == Some(true) {
+        if m.proxy_url.as_deref().is_some_and(|u| !u.is_empty()) {
+            cx.err_key(
+                &p("proxy_from_environment"),
+                "if proxy_from_environment is configured, proxy_url must not be configured",
+            );
+        }
+        let env = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+        };
+        let parse = |v: Option<String>, cx: &mut Cx| -> Option<Url> {
+            let v = v?;
+            let full = if v.contains("://") {
+                v.clone()
+            } else {
+                format!("http://{v}")
+            };
+            match Url::parse(&full) {
+                Ok(u) if u.scheme() == "http" && u.host_str().is_some() => Some(u),
+                _ => {
+                    cx.err_key(
+                        &p("proxy_from_environment"),
+                        format!(
+                            "the environment's proxy {v:?} is not an http:// proxy URL — expected \
+                             one like http://proxy:3128 (sonde speaks to http proxies only)"
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let http = parse(env(["HTTP_PROXY", "http_proxy"]), cx);
+        let https = parse(env(["HTTPS_PROXY", "https_proxy"]), cx);
+        let no_proxy = env(["NO_PROXY", "no_proxy"])
+            .unwrap_or_default()
+            .split(',')
+            .map(|e| e.trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        Some(EnvProxy {
+            http,
+            https,
+            no_proxy,
+        })
+    } else {
+        None
+    };
+    if cx.errors.len() > before {
+        return None;
+    }
     let no_proxy = m
         .no_proxy
         .as_deref()
@@ -705,7 +754,12 @@ fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
         .map(|e| e.trim().to_ascii_lowercase())
         .filter(|e| !e.is_empty())
         .collect();
-    Some(HttpSpec { req, tls, no_proxy })
+    Some(HttpSpec {
+        req,
+        tls,
+        no_proxy,
+        env_proxy,
+    })
 }
 
 fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {

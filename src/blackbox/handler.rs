@@ -178,6 +178,9 @@ pub async fn run(
                     {
                         req.proxy = None;
                     }
+                    if let Some(env) = &spec.env_proxy {
+                        req.proxy = env.for_url(&url);
+                    }
                     req.url = url;
                     let host = req.url.host_str().unwrap_or_default().to_string();
                     let mut o = match family_refused(&host, req.ip) {

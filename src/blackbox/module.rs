@@ -90,6 +90,38 @@ pub struct HttpSpec {
     pub tls: TlsSpec,
     /// `no_proxy` entries (lower case): targets they match bypass `proxy_url`.
     pub no_proxy: Vec<String>,
+    /// `proxy_from_environment: true`: the proxies the environment named at load.
+    pub env_proxy: Option<EnvProxy>,
+}
+
+/// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` as Go's `httpproxy.FromEnvironment` reads them.
+#[derive(Debug, Clone, Default)]
+pub struct EnvProxy {
+    pub http: Option<Url>,
+    pub https: Option<Url>,
+    pub no_proxy: Vec<String>,
+}
+
+impl EnvProxy {
+    /// The proxy for `url`, with Go's rules: by scheme, none for `localhost` and loopback
+    /// addresses, none for what `NO_PROXY` matches.
+    pub fn for_url(&self, url: &Url) -> Option<Url> {
+        let host = url.host_str().unwrap_or("");
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+        if bare.eq_ignore_ascii_case("localhost") || loopback {
+            return None;
+        }
+        if no_proxy_matches(&self.no_proxy, host) {
+            return None;
+        }
+        match url.scheme() {
+            "https" => self.https.clone(),
+            _ => self.http.clone(),
+        }
+    }
 }
 
 /// Whether `host` bypasses the proxy under `no_proxy` entries, with the rules of Go's
@@ -245,5 +277,22 @@ mod tests {
         assert!(no_proxy_matches(&e, "127.0.0.1"));
         assert!(!no_proxy_matches(&e, "127.0.0.2"));
         assert!(no_proxy_matches(&["*".to_string()], "anything"));
+    }
+
+    #[test]
+    fn environment_proxies_follow_go() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let env = EnvProxy {
+            http: Some(u("http://proxy:3128")),
+            https: Some(u("http://secure-proxy:3128")),
+            no_proxy: vec![".internal".into()],
+        };
+        assert_eq!(env.for_url(&u("http://example.com/")), env.http);
+        assert_eq!(env.for_url(&u("https://example.com/")), env.https);
+        assert_eq!(env.for_url(&u("http://localhost:8080/")), None);
+        assert_eq!(env.for_url(&u("http://127.0.0.1:8080/")), None);
+        assert_eq!(env.for_url(&u("http://[::1]:8080/")), None);
+        assert_eq!(env.for_url(&u("http://db.internal/")), None);
+        assert_eq!(EnvProxy::default().for_url(&u("http://example.com/")), None);
     }
 }
