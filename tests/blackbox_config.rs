@@ -253,10 +253,6 @@ fn options_not_supported_yet_are_refused_by_name() {
             "`source_ip_address` is not supported yet",
         ),
         (
-            "tcp:\n      query_response: [{expect: x, labels: [{name: a, value: b}]}]",
-            "`labels` is not supported yet",
-        ),
-        (
             "dns:\n      query_name: x\n      dns_over_tls: true",
             "`dns_over_tls` is not supported yet",
         ),
@@ -347,4 +343,20 @@ fn anchors_and_merge_keys_work_as_in_go_yaml() {
         panic!()
     };
     assert_eq!(h.req.method, http::Method::HEAD);
+}
+
+#[test]
+fn expect_labels_need_an_expect_and_valid_names() {
+    let errs = errors(
+        "modules:\n  t:\n    prober: tcp\n    tcp:\n      query_response:\n        - send: x\n          labels: [{name: a, value: b}]\n        - expect: y\n          labels: [{name: 9a, value: b}]\n",
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("7:11: `labels` without `expect`")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("invalid label name \"9a\"")),
+        "{errs:#?}"
+    );
 }

@@ -848,6 +848,27 @@ async fn no_proxy_targets_bypass_the_proxy() {
 }
 
 #[tokio::test]
+async fn query_response_labels_become_probe_expect_info() {
+    let smtp = sonde_testkit::lines::LineServer::smtp().await;
+    let yaml = "modules:\n  smtp_banner:\n    prober: tcp\n    tcp:\n      query_response:\n        - expect: \"^220 (?P<host>[^ ]+) ESMTP (\\\\S+)\"\n          labels:\n            - {name: host, value: \"${host}\"}\n            - {name: software, value: \"${2}\"}\n        - send: QUIT\n";
+    let p = start(yaml, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!("/probe?module=smtp_banner&target={}", smtp.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(1.0), "{}", a.body);
+    assert!(
+        a.body.contains(
+            "# HELP probe_expect_info Explicit content matched\n# TYPE probe_expect_info gauge\nprobe_expect_info{host=\"mail.sonde.test\",software=\"sonde-testkit\"} 1\n"
+        ),
+        "{}",
+        a.body
+    );
+}
+
+#[tokio::test]
 async fn icmp_module_reports_its_phases() {
     if let Err(why) = sonde_probes::icmp::permission_check() {
         eprintln!("SKIPPED: icmp_module_reports_its_phases: no ICMP socket allowed here: {why}");

@@ -24,7 +24,8 @@ use url::Url;
 
 use super::model::*;
 use super::module::{
-    system_resolver, EnvProxy, GrpcSpec, HttpSpec, Module, Modules, Prober, Spec, TcpSpec, TlsSpec,
+    system_resolver, EnvProxy, ExpectLabels, GrpcSpec, HttpSpec, Module, Modules, Prober, Spec,
+    TcpSpec, TlsSpec,
 };
 use crate::config::build::{Alpn, Cx, Shared};
 use crate::config::deser::deserialize_recovering;
@@ -775,16 +776,56 @@ fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
         cx,
     );
     let mut dialogue = Vec::new();
+    let mut expect_labels: Vec<ExpectLabels> = Vec::new();
     let qp = p("query_response");
     for (i, item) in m.query_response.iter().flatten().enumerate() {
         let ip = index_path(&qp, i);
-        if item.labels.is_some() {
-            not_yet(cx, &key_path(&ip, "labels"), " (probe_expect_info)");
-        }
         // blackbox's order within one item: expect, expect_bytes, send, starttls.
+        let mut expect = None;
         if let Some(e) = item.expect.as_deref().filter(|e| !e.is_empty()) {
             if let Some(r) = cx.bytes_regex(e, &key_path(&ip, "expect")) {
+                expect = Some((dialogue.len(), r.clone()));
                 dialogue.push(TcpStep::Expect(r));
+            }
+        }
+        if let Some(labels) = item.labels.as_ref().filter(|l| !l.is_empty()) {
+            let lp = key_path(&ip, "labels");
+            let mut out = Vec::new();
+            for (j, l) in labels.iter().enumerate() {
+                let valid = l
+                    .name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && l.name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    cx.err_value(
+                        &key_path(&index_path(&lp, j), "name"),
+                        format!("invalid label name {:?} — expected letters, digits and _, not starting with a digit", l.name),
+                    );
+                }
+                out.push((l.name.clone(), l.value.clone()));
+            }
+            // One `probe_expect_info` family: every item's label names must agree.
+            if let Some(first) = expect_labels.first() {
+                let names =
+                    |v: &[(String, String)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+                if names(&first.labels) != names(&out) {
+                    cx.err_key(
+                        &lp,
+                        "labels with other names than an earlier item's — expected the same label names in every item (they share the probe_expect_info family)",
+                    );
+                }
+            }
+            match expect {
+                Some((step, regex)) => expect_labels.push(ExpectLabels {
+                    step,
+                    regex,
+                    labels: out,
+                }),
+                None => cx.err_key(&lp, "`labels` without `expect` — expected an `expect` regex whose match the labels expand"),
             }
         }
         if let Some(b) = item.expect_bytes.as_deref().filter(|b| !b.is_empty()) {
@@ -813,6 +854,7 @@ fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
             dialogue,
         },
         tls,
+        expect_labels,
     })
 }
 

@@ -229,6 +229,7 @@ pub async fn run(
                         log.line("debug", "Dialogue", &[("line", line)]);
                     }
                     metrics::tcp(&mut r, true, Some(&o));
+                    metrics::expect_info(&mut r, &spec.expect_labels, &o);
                     o.success()
                 }
             }

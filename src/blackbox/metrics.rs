@@ -519,6 +519,47 @@ pub fn tcp(r: &mut Registry, parsed: bool, o: Option<&TcpOutcome>) {
     }
 }
 
+/// blackbox's `probe_expect_info`: one series per `query_response` item with `labels` whose
+/// `expect` matched, the label values expanded from the match.
+pub fn expect_info(r: &mut Registry, specs: &[super::module::ExpectLabels], o: &TcpOutcome) {
+    for spec in specs {
+        let Some((_, line)) = o.facts.matched_lines.iter().find(|(i, _)| *i == spec.step) else {
+            continue;
+        };
+        let Some(caps) = spec.regex.captures(line) else {
+            continue;
+        };
+        let labels = spec
+            .labels
+            .iter()
+            .map(|(name, template)| {
+                let mut out = Vec::new();
+                caps.expand(template.as_bytes(), &mut out);
+                (leak_label(name), String::from_utf8_lossy(&out).into_owned())
+            })
+            .collect();
+        r.labelled("probe_expect_info", "Explicit content matched", labels, 1.0);
+    }
+}
+
+/// Label names of `probe_expect_info` come from the configuration; the registry keys labels
+/// by `&'static str`, so each distinct name is interned once for the life of the process.
+fn leak_label(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = set.get(name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
 pub fn icmp(r: &mut Registry, o: Option<&IcmpOutcome>) {
     const HELP: &str = "Duration of icmp request by phase";
     let get = |p: Phase| o.map(|o| secs(&o.timings, p)).unwrap_or(0.0);

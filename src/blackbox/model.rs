@@ -137,8 +137,15 @@ pub struct QueryResponseModel {
     pub expect_bytes: Option<String>,
     pub send: Option<String>,
     pub starttls: Option<bool>,
-    // Not supported yet (`probe_expect_info` labels).
-    pub labels: Option<IgnoredAny>,
+    /// `probe_expect_info` labels: values expand the `expect` match (`${1}`, `${name}`).
+    pub labels: Option<Vec<LabelModel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelModel {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -177,6 +177,16 @@ pub struct TcpSpec {
     /// Host and port are filled from the target.
     pub req: TcpRequest,
     pub tls: TlsSpec,
+    /// `query_response` items with `labels`: the dialogue index of their `expect`, its regex,
+    /// and the label names with their value templates.
+    pub expect_labels: Vec<ExpectLabels>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExpectLabels {
+    pub step: usize,
+    pub regex: regex::bytes::Regex,
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
