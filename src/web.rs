@@ -22,7 +22,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
-        .route("/probe", get(probe))
+        // GET and POST: blackbox answers any method and reads only the query string.
+        .route("/probe", get(probe).post(probe))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
