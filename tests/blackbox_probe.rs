@@ -683,7 +683,7 @@ async fn allow_list_and_concurrency_cap_refuse_with_403_and_503() {
     let slow = format!("/probe?target=http://{}/slow", w.addr());
     let addr = p.addr;
     let held = tokio::spawn(async move {
-        get(addr, &slow, &[("X-Prometheus-Scrape-Timeout-Seconds", "3")]).await
+        get(addr, &slow, &[("X-Prometheus-Scrape-Timeout-Seconds", "6")]).await
     });
     let mut refused = None;
     for _ in 0..100 {
