@@ -264,9 +264,16 @@ struct Row {
 
 fn compare(c: &Case, bb: &client::Response, sonde: &client::Response) -> Row {
     let mut row = Row {
-        module: c.module.unwrap_or("(none)").to_string(),
-        target: c.target.clone().unwrap_or_else(|| "(none)".into())
-            + &c.extra.map(|e| format!(" &{e}")).unwrap_or_default(),
+        module: match c.module {
+            None => "(none)".to_string(),
+            Some("") => "(empty)".to_string(),
+            Some(m) => m.to_string(),
+        },
+        target: match c.target.as_deref() {
+            None => "(none)".to_string(),
+            Some("") => "(empty)".to_string(),
+            Some(t) => t.to_string(),
+        } + &c.extra.map(|e| format!(" &{e}")).unwrap_or_default(),
         status: format!("{}/{}", bb.status, sonde.status),
         ..Row::default()
     };
@@ -529,6 +536,18 @@ fn probe_parity_with_blackbox_exporter() {
             module: Some("http_2xx"),
             target: None,
             expect_success: None,
+            extra: None,
+        },
+        Case {
+            module: Some("http_2xx"),
+            target: Some(String::new()),
+            expect_success: None,
+            extra: None,
+        },
+        Case {
+            module: Some(""), // an empty module is the default one, as in blackbox
+            target: Some(format!("{h}/")),
+            expect_success: Some(true),
             extra: None,
         },
     ];
