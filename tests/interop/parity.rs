@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use sonde_testkit::client;
 use sonde_testkit::grpc::{self as grpc_fixture, GrpcHealthServer};
+use sonde_testkit::http::{HttpServer, Reply, Routes};
 use sonde_testkit::process::{free_addr, Serve};
 
 use super::{Servers, SONDE};
@@ -404,6 +405,36 @@ fn leaf_server_config(ca_file: &str) -> Arc<rustls::ServerConfig> {
     Arc::new(cfg)
 }
 
+/// `GET path` with Prometheus's scrape-timeout header, as HTTP/1.0 so neither exporter chunks
+/// its answer (the shared test client sends no extra headers).
+fn get_with_scrape_timeout(addr: SocketAddr, path: &str, secs: &str) -> client::Response {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nX-Prometheus-Scrape-Timeout-Seconds: {secs}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{addr}{path}: {e}"));
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{addr}{path}: no end of headers in {text:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{addr}{path}: bad status line in {head:?}"));
+    client::Response {
+        status,
+        headers: Vec::new(),
+        body: body.to_string(),
+    }
+}
+
 /// Whether ICMP works for blackbox here; the ICMP rows are skipped loudly when it does not.
 fn icmp_works(bb: SocketAddr) -> bool {
     let r = client::get(bb, "/probe?module=icmp&target=127.0.0.1");
@@ -428,6 +459,11 @@ fn probe_parity_with_blackbox_exporter() {
         .enable_all()
         .build()
         .unwrap();
+    // A target that answers after 2 s, for the scrape-timeout header cases.
+    let slow = rt.block_on(HttpServer::start(Routes::new().at(
+        "/slow",
+        Reply::text(200, "slow\n").delay(Duration::from_secs(2)),
+    )));
     let (grpc, grpc_tls) = rt.block_on(async {
         let g = GrpcHealthServer::start().await;
         g.set("shop.Checkout", grpc_fixture::SERVING);
@@ -568,6 +604,18 @@ fn probe_parity_with_blackbox_exporter() {
         let b = client::get(bb, &q).unwrap_or_else(|e| panic!("blackbox {q}: {e}"));
         let s = client::get(sonde.addr(), &q).unwrap_or_else(|e| panic!("sonde {q}: {e}"));
         rows.push(compare(c, &b, &s));
+    }
+    // The timeout comes from X-Prometheus-Scrape-Timeout-Seconds minus the offset (0.5 s), capped
+    // by the module's 5 s: 1.5 s leaves 1 s (the 2 s target fails), 4 s leaves 3.5 s (it passes).
+    // Only outcomes are compared, never durations.
+    for (secs, success) in [("1.5", false), ("4", true)] {
+        let c = case("http_2xx", slow.url("/slow"), success);
+        let q = c.query();
+        let b = get_with_scrape_timeout(bb, &q, secs);
+        let s = get_with_scrape_timeout(sonde.addr(), &q, secs);
+        let mut row = compare(&c, &b, &s);
+        row.target += &format!(" (scrape timeout {secs}s)");
+        rows.push(row);
     }
     drop(rt);
 
