@@ -198,6 +198,7 @@ async fn web() -> HttpServer {
                     .header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
             )
             .at("/missing", Reply::text(404, "no"))
+            .at("/empty", Reply::status(204))
             .at("/hop", Reply::redirect(302, "/ok"))
             .at("/maint", Reply::text(200, "down for maintenance"))
             .at(
@@ -434,6 +435,15 @@ async fn http_checks_set_success_status_and_regex_flag() {
     .await;
     assert_eq!(a.value("probe_success"), Some(1.0));
     assert_eq!(a.value("probe_failed_due_to_regex"), Some(0.0));
+    // No body by status: Go's ContentLength is 0, not "unknown".
+    let a = get(
+        p.addr,
+        &format!("/probe?module=http_2xx&target=http://{}/empty", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_http_status_code"), Some(204.0), "{}", a.body);
+    assert_eq!(a.value("probe_http_content_length"), Some(0.0));
     // Over body_size_limit: failed, and the body length counted up to the limit, as blackbox.
     let a = get(
         p.addr,

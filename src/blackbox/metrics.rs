@@ -417,10 +417,13 @@ pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
         "probe_http_content_length",
         "Length of http content response",
         match (resolved, got_response) {
-            (true, true) => f
-                .and_then(|f| f.content_length)
-                .map(|n| n as f64)
-                .unwrap_or(-1.0),
+            // Go's `Response.ContentLength`: the header's value; 0 for statuses that have no
+            // body (1xx, 204, 304); -1 when unknown (chunked, HTTP/2 without the header).
+            (true, true) => match (f.and_then(|f| f.content_length), status) {
+                (Some(n), _) => n as f64,
+                (None, Some(100..=199 | 204 | 304)) => 0.0,
+                (None, _) => -1.0,
+            },
             _ => 0.0,
         },
     );
