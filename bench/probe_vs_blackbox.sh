@@ -174,7 +174,9 @@ done
 # also runs wrk against the target directly ("direct"): wrk's own latency minus 20 ms is what
 # the machine (scheduling, loopback, the target) adds by itself, the floor under both exporters.
 echo "measurement truth: $TRUTH_CONNS connections against a ${DELAY_MS} ms target, ${TRUTH_SECS}s each, saturated and paced (${PACE_MS} ms)…" >&2
-for mode in saturated paced; do
+# Paced first: the saturated run opens ~100k connections whose TIME_WAIT ports would still be
+# around and make the occasional connect wait for a 1 s SYN retransmit.
+for mode in paced saturated; do
   for ex in direct blackbox sonde; do
     case $ex in
       sonde) pid=$sonde_pid addr=$SONDE_ADDR ;;
