@@ -233,8 +233,8 @@ fn defaults_follow_blackbox() {
 fn options_not_supported_yet_are_refused_by_name() {
     let cases = [
         (
-            "http:\n      oauth2: {client_id: x}",
-            "`oauth2` is not supported yet",
+            "http:\n      oauth2: {token_url: \"http://127.0.0.1:9/t\", client_secret_ref: x}",
+            "`client_secret_ref` is not supported yet",
         ),
         (
             "http:\n      proxy_connect_header: {X: [y]}",

@@ -879,6 +879,75 @@ async fn query_response_labels_become_probe_expect_info() {
 }
 
 #[tokio::test]
+async fn oauth2_fetches_a_token_then_probes_with_it() {
+    let w = HttpServer::start(
+        Routes::new()
+            .at(
+                "/token",
+                Reply::json(
+                    200,
+                    &serde_json::json!({"access_token": "tok123", "token_type": "bearer"}),
+                ),
+            )
+            .at("/api", Reply::text(200, "ok")),
+    )
+    .await;
+    let yaml = format!(
+        "modules:\n  oauth:\n    prober: http\n    http:\n      oauth2:\n        client_id: probe\n        client_secret: s3cret\n        scopes: [read, write]\n        token_url: http://{a}/token\n  oauth_broken:\n    prober: http\n    http:\n      oauth2:\n        client_id: probe\n        client_secret: s3cret\n        token_url: http://{a}/nope\n",
+        a = w.addr()
+    );
+    let p = start(&yaml, Safety::off()).await;
+    let a = get(
+        p.addr,
+        &format!(
+            "/probe?module=oauth&target=http://{}/api&debug=true",
+            w.addr()
+        ),
+        &[],
+    )
+    .await;
+    assert!(a.body.contains("probe_success 1\n"), "{}", a.body);
+    assert!(
+        !a.body.contains("tok123") && !a.body.contains("s3cret"),
+        "secrets leaked: {}",
+        a.body
+    );
+    let seen = w.requests();
+    let token = seen
+        .iter()
+        .find(|r| r.path == "/token")
+        .expect("a token request");
+    assert_eq!(token.method, "POST");
+    assert_eq!(
+        std::str::from_utf8(&token.body).unwrap(),
+        "grant_type=client_credentials&scope=read+write"
+    );
+    // base64("probe:s3cret")
+    assert_eq!(
+        token.header("authorization"),
+        Some("Basic cHJvYmU6czNjcmV0")
+    );
+    let api = seen.iter().find(|r| r.path == "/api").expect("the probe");
+    assert_eq!(api.header("authorization"), Some("Bearer tok123"));
+    // No token, no probe: failed like a request that errored.
+    let before = w.requests().len();
+    let a = get(
+        p.addr,
+        &format!("/probe?module=oauth_broken&target=http://{}/api", w.addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.value("probe_success"), Some(0.0), "{}", a.body);
+    assert_eq!(a.value("probe_http_status_code"), Some(0.0));
+    assert_eq!(a.value("probe_ip_protocol"), Some(4.0));
+    let after: Vec<_> = w.requests()[before..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(after, ["/nope"]);
+}
+
+#[tokio::test]
 async fn icmp_module_reports_its_phases() {
     if let Err(why) = sonde_probes::icmp::permission_check() {
         eprintln!("SKIPPED: icmp_module_reports_its_phases: no ICMP socket allowed here: {why}");

@@ -183,9 +183,29 @@ pub async fn run(
                     }
                     req.url = url;
                     let host = req.url.host_str().unwrap_or_default().to_string();
-                    let mut o = match family_refused(&host, req.ip) {
-                        Some(why) => unresolved(why),
-                        None => sonde_probes::http::probe(&req, deadline).await,
+                    let token = match (&spec.oauth2, family_refused(&host, req.ip)) {
+                        (Some(token_req), None) => {
+                            Some(fetch_token(token_req, deadline, &mut log).await)
+                        }
+                        _ => None,
+                    };
+                    let mut o = match (family_refused(&host, req.ip), token) {
+                        (Some(why), _) => unresolved(why),
+                        (None, Some(Err(why))) => {
+                            // Go fails inside the client, after blackbox resolved the target.
+                            resolved_then_failed(
+                                &req.resolver,
+                                host.trim_start_matches('[').trim_end_matches(']'),
+                                req.ip,
+                                why,
+                            )
+                            .await
+                        }
+                        (None, Some(Ok(auth))) => {
+                            req.auth = Some(auth);
+                            sonde_probes::http::probe(&req, deadline).await
+                        }
+                        (None, None) => sonde_probes::http::probe(&req, deadline).await,
                     };
                     as_go_counts_redirects(&req, &mut o);
                     log.outcome_http(&o);
@@ -337,6 +357,30 @@ fn family_refused(host: &str, ip: ResolveOptions) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// `oauth2`: fetch a token (client credentials) before the probe, as Go's oauth2 transport
+/// does for the first request of a new client. Err: why the token could not be had.
+async fn fetch_token(
+    token_req: &sonde_probes::http::HttpRequest,
+    deadline: tokio::time::Instant,
+    log: &mut Log,
+) -> Result<sonde_probes::http::Auth, String> {
+    let o = sonde_probes::http::probe(token_req, deadline).await;
+    let url = token_req.url.as_str().to_string();
+    if let Some(f) = &o.failure {
+        let why = format!("oauth2: cannot fetch token from {url}: {}", f.message);
+        log.line("error", "OAuth2 token request failed", &[("err", &why)]);
+        return Err(why);
+    }
+    let json: serde_json::Value = serde_json::from_slice(&o.facts.body)
+        .map_err(|e| format!("oauth2: cannot fetch token: the answer is not JSON: {e}"))?;
+    let token = json["access_token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "oauth2: server response missing access_token".to_string())?;
+    log.line("info", "OAuth2 token fetched", &[("token_url", &url)]);
+    Ok(sonde_probes::http::Auth::Bearer(token.to_string()))
 }
 
 /// A bracketed address where Go expects a bare host (`[::1]` as an icmp target, or a dns target

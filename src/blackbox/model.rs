@@ -72,6 +72,25 @@ pub struct AuthorizationModel {
     pub credentials_ref: Option<IgnoredAny>,
 }
 
+/// prometheus/common's `oauth2`: the client-credentials grant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Model {
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub token_url: Option<String>,
+    pub endpoint_params: Option<Ordered<Text>>,
+    pub tls_config: Option<TlsConfigModel>,
+    pub proxy_url: Option<String>,
+    // Not supported yet.
+    pub client_secret_ref: Option<IgnoredAny>,
+    pub no_proxy: Option<IgnoredAny>,
+    pub proxy_from_environment: Option<IgnoredAny>,
+    pub proxy_connect_header: Option<IgnoredAny>,
+}
+
 /// prometheus/common's `http_headers` entry: values sent as written, secrets sent but never
 /// shown, files read for the value.
 #[derive(Debug, Deserialize)]
@@ -118,11 +137,11 @@ pub struct HttpModel {
     pub bearer_token_file: Option<String>,
     pub tls_config: Option<TlsConfigModel>,
     pub proxy_url: Option<String>,
+    pub oauth2: Option<OAuth2Model>,
     pub http_headers: Option<Ordered<HttpHeaderModel>>,
     pub follow_redirects: Option<bool>,
     pub enable_http2: Option<bool>,
     // Not supported yet.
-    pub oauth2: Option<IgnoredAny>,
     pub no_proxy: Option<String>,
     pub proxy_from_environment: Option<bool>,
     pub proxy_connect_header: Option<IgnoredAny>,

@@ -92,6 +92,9 @@ pub struct HttpSpec {
     pub no_proxy: Vec<String>,
     /// `proxy_from_environment: true`: the proxies the environment named at load.
     pub env_proxy: Option<EnvProxy>,
+    /// `oauth2`: the token request, sent before each probe (blackbox builds a new client, and so
+    /// fetches a new token, for every probe).
+    pub oauth2: Option<HttpRequest>,
 }
 
 /// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` as Go's `httpproxy.FromEnvironment` reads them.

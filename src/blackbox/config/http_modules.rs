@@ -6,7 +6,7 @@ use http::{HeaderMap, Method};
 use sonde_probes::http::{Auth, ContentCoding, HeaderCheck, HttpChecks, HttpRequest, StatusRange};
 use url::Url;
 
-use super::super::model::HttpModel;
+use super::super::model::{HttpModel, OAuth2Model};
 use super::super::module::{system_resolver, EnvProxy, HttpSpec};
 use super::{ip_options, not_yet, read_file, read_secret, tls_spec};
 use crate::config::build::{Alpn, Cx};
@@ -17,7 +17,6 @@ pub(super) fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     let before = cx.errors.len();
     let p = |k: &str| key_path(path, k);
     for (k, v) in [
-        ("oauth2", m.oauth2.is_some()),
         ("proxy_connect_header", m.proxy_connect_header.is_some()),
         (
             "fail_if_body_json_matches_cel",
@@ -444,6 +443,22 @@ pub(super) fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     if cx.errors.len() > before {
         return None;
     }
+    let oauth2 = match &m.oauth2 {
+        None => None,
+        Some(o) => {
+            if m.basic_auth.is_some()
+                || m.authorization.is_some()
+                || m.bearer_token.is_some()
+                || m.bearer_token_file.is_some()
+            {
+                cx.err_key(
+                    &p("oauth2"),
+                    "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, authorization must be configured",
+                );
+            }
+            Some(oauth2_request(o, &p("oauth2"), cx)?)
+        }
+    };
     let no_proxy = m
         .no_proxy
         .as_deref()
@@ -457,5 +472,98 @@ pub(super) fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
         tls,
         no_proxy,
         env_proxy,
+        oauth2,
     })
+}
+
+/// The token request of `oauth2` (client credentials, credentials in the `Authorization`
+/// header as Go's oauth2 tries first): `POST token_url` with `grant_type`, `scope` and the
+/// `endpoint_params`, form-encoded.
+fn oauth2_request(m: &OAuth2Model, path: &str, cx: &mut Cx) -> Option<HttpRequest> {
+    let before = cx.errors.len();
+    let p = |k: &str| key_path(path, k);
+    for (k, v) in [
+        ("client_secret_ref", m.client_secret_ref.is_some()),
+        ("no_proxy", m.no_proxy.is_some()),
+        ("proxy_from_environment", m.proxy_from_environment.is_some()),
+        ("proxy_connect_header", m.proxy_connect_header.is_some()),
+    ] {
+        if v {
+            not_yet(cx, &p(k), " (in oauth2)");
+        }
+    }
+    let token_url = match m.token_url.as_deref().map(Url::parse) {
+        Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+        Some(_) => {
+            cx.err_value(
+                &p("token_url"),
+                "invalid token_url — expected an http(s) URL",
+            );
+            None
+        }
+        None => {
+            cx.err_key(
+                path,
+                "missing `token_url` in oauth2 — expected the token endpoint's URL",
+            );
+            None
+        }
+    };
+    let secret = match (&m.client_secret, &m.client_secret_file) {
+        (Some(_), Some(_)) => {
+            cx.err_key(
+                &p("client_secret_file"),
+                "at most one of oauth2 client_secret & client_secret_file must be configured",
+            );
+            None
+        }
+        (Some(s), None) => Some(s.clone()),
+        (None, Some(f)) => read_secret(cx, f, &p("client_secret_file")),
+        (None, None) => Some(String::new()),
+    };
+    let proxy = match m
+        .proxy_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .map(Url::parse)
+    {
+        None => None,
+        Some(Ok(u)) if u.scheme() == "http" && u.host_str().is_some() => Some(u),
+        Some(_) => {
+            cx.err_value(
+                &p("proxy_url"),
+                "unsupported proxy — expected an http:// proxy URL with a host",
+            );
+            None
+        }
+    };
+    let tls = tls_spec(m.tls_config.as_ref(), &p("tls_config"), Alpn::Http2, cx);
+    if cx.errors.len() > before {
+        return None;
+    }
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "client_credentials");
+    let scopes = m.scopes.clone().unwrap_or_default();
+    if !scopes.is_empty() {
+        form.append_pair("scope", &scopes.join(" "));
+    }
+    for (k, v) in m.endpoint_params.iter().flat_map(|e| e.0.iter()) {
+        form.append_pair(k, &v.0);
+    }
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut req = HttpRequest::get(token_url?, system_resolver(), tls?.client);
+    req.method = Method::POST;
+    req.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    req.body = Bytes::from(form.finish());
+    req.auth = Some(Auth::Basic {
+        username: enc(m.client_id.as_deref().unwrap_or("")),
+        password: enc(&secret?),
+    });
+    req.proxy = proxy;
+    req.keep_body = 64 * 1024;
+    req.body_size_limit = Some(1 << 20);
+    Some(req)
 }
