@@ -11,6 +11,7 @@
 //!   [`source`] (configuration URLs, file watching) and [`remote_write`] (push).
 
 pub mod agent;
+pub mod blackbox;
 pub mod capture;
 pub mod cli;
 pub mod config;

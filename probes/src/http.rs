@@ -103,6 +103,30 @@ pub struct HttpChecks {
     pub fail_if_body_matches: Vec<Regex>,
     pub fail_if_body_not_matches: Vec<Regex>,
     pub headers: Vec<HeaderCheck>,
+    /// blackbox's `compression`: the body is expected in this content coding and is decoded
+    /// before the body regexes, `body_size_limit` and the decoded length
+    /// ([`HttpFacts::decoded_bytes`]) see it; a body that does not decode fails (reason `body`).
+    /// The caller sends the matching `Accept-Encoding`.
+    pub decompress: Option<ContentCoding>,
+}
+
+/// A content coding the probe can decode (blackbox's `compression` values).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ContentCoding {
+    Gzip,
+    /// Raw DEFLATE (RFC 1951), as Go's `compress/flate` that blackbox uses reads it.
+    Deflate,
+    Br,
+}
+
+impl ContentCoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentCoding::Gzip => "gzip",
+            ContentCoding::Deflate => "deflate",
+            ContentCoding::Br => "br",
+        }
+    }
 }
 
 /// Everything the HTTP probe needs; built once at configuration load.
@@ -155,6 +179,8 @@ pub struct HttpFacts {
     pub content_length: Option<u64>,
     /// Body bytes received on the last hop.
     pub body_bytes: u64,
+    /// With [`HttpChecks::decompress`]: the body's length once decoded.
+    pub decoded_bytes: Option<u64>,
     /// The first `keep_body` bytes of the last body.
     #[serde(skip)]
     pub body: Bytes,
@@ -163,7 +189,7 @@ pub struct HttpFacts {
     /// Whether the last hop was over TLS.
     pub is_tls: bool,
     pub tls: Option<TlsFacts>,
-    /// Failed because of a body regex (blackbox `probe_failed_due_to_regex`).
+    /// Failed because of a body or header regex (blackbox `probe_failed_due_to_regex`).
     pub failed_due_to_regex: bool,
     pub hops: Vec<Hop>,
 }
@@ -496,7 +522,13 @@ async fn run(
         let started = in_flight.begin(Phase::Transfer);
         rec.doing("reading the response body");
         let plan = body::Plan::for_request(req);
-        let read = body::read(response.into_body(), &plan, &mut facts.body_bytes).await;
+        let read = body::read(
+            response.into_body(),
+            &plan,
+            &mut facts.body_bytes,
+            &mut facts.decoded_bytes,
+        )
+        .await;
         in_flight.end(rec, true);
         rec.event(format!(
             "{} body byte(s) read in {}",

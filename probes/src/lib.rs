@@ -14,6 +14,7 @@
 //! still reported.
 
 pub mod dns;
+pub mod grpc;
 pub mod http;
 pub mod icmp;
 pub mod resolve;
