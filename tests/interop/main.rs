@@ -12,6 +12,12 @@
 
 mod parity;
 
+// The IM example (scenarios/im-login-send-receive.yaml) probes the reference chat server, which
+// is ours rather than a Debian package: it runs in-process here.
+#[allow(dead_code)]
+#[path = "../../examples/chat_server.rs"]
+mod chat_server;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -857,11 +863,17 @@ fn get_with_accept(addr: SocketAddr, path: &str, accept: &str) -> String {
 fn shipped_examples_pass_against_real_servers() {
     let sv = Servers::from_env();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rt = tokio::runtime::Runtime::new().expect("a runtime for the chat server");
+    let chat = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        chat_server::start(listener, chat_server::ChatOptions::default())
+    });
     let s = Serve::command(SONDE)
         .config("scenarios")
         .config("examples/sonde.yaml")
         .current_dir(root)
         .env("SONDE_EXAMPLE_CA_FILE", &sv.ca)
+        .env("SONDE_IM_URL", chat.url())
         .start();
     // The examples use realistic intervals: each gets its interval (its first run lands at a
     // name-derived offset within it) plus slack.
@@ -919,14 +931,32 @@ fn shipped_examples_pass_against_real_servers() {
     }
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
-        ["dns", "http", "icmp", "tcp", "tls"],
+        [
+            "dns",
+            "http",
+            "icmp",
+            "tcp",
+            "tls",
+            // The IM example's session was set up (ws.connect) by an earlier run; its last run
+            // holds the steps of each interval.
+            "ws.expect",
+            "ws.send"
+        ],
         "the shipped examples should cover every probe kind"
     );
-    let expected_files: Vec<String> = ["dns", "http", "https", "icmp", "tcp", "tls"]
-        .iter()
-        .map(|k| format!("scenarios/{k}.yaml"))
-        .chain(["examples/sonde.yaml".to_string()])
-        .collect();
+    let expected_files: Vec<String> = [
+        "dns",
+        "http",
+        "https",
+        "icmp",
+        "tcp",
+        "tls",
+        "im-login-send-receive",
+    ]
+    .iter()
+    .map(|k| format!("scenarios/{k}.yaml"))
+    .chain(["examples/sonde.yaml".to_string()])
+    .collect();
     for f in &expected_files {
         assert!(files.contains(f), "no scenario from {f}; from: {files:?}");
     }
