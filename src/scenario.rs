@@ -40,6 +40,8 @@ pub struct Scenario {
     /// Changes whenever anything that affects a run changes (definition, rendered templates,
     /// region). A reload keeps the running state of scenarios whose fingerprint is unchanged.
     pub fingerprint: u64,
+    /// The `alert:` block, as written (defaults apply when used).
+    pub alert: Option<crate::config::alert::AlertSpec>,
     /// The scenario's definition as written, secrets redacted, for `/config`.
     pub redacted: serde_json::Value,
     /// Secret values (from `env` references and secret keys), longest first: replaced by

@@ -34,12 +34,7 @@ const RESERVED_LABELS: [&str; 10] = [
 ];
 /// "`key` is not supported yet …": the features reserved keys belong to, and what to do now.
 fn not_yet(key: &str) -> String {
-    let with = if key == "alert" {
-        "alerting"
-    } else {
-        "multi-step scenarios"
-    };
-    format!("`{key}` is not supported yet (it arrives with {with}) — expected it left out for now")
+    format!("`{key}` is not supported yet (it arrives with multi-step scenarios) — expected it left out for now")
 }
 
 /// Durations in messages the way people write them in YAML ("30s", "14d", "1m 30s").
@@ -367,7 +362,6 @@ impl Loader {
 
         let reserved = [
             ("capture", m.capture.is_some()),
-            ("alert", m.alert.is_some()),
             ("session", m.session.is_some()),
             ("setup", m.setup.is_some()),
             ("teardown", m.teardown.is_some()),
@@ -379,6 +373,11 @@ impl Loader {
                 errors.push(index.key(&p(k)), not_yet(k));
             }
         }
+
+        let alert = m
+            .alert
+            .clone()
+            .and_then(|a| super::alert::scenario_alert(a, &p("alert"), index, errors));
 
         let mut scope = self.templates.scope(&name);
         if let Some(vars) = &m.vars {
@@ -545,6 +544,7 @@ impl Loader {
                 built
             },
             fingerprint: hash.finish(),
+            alert,
             redacted,
             secrets,
         })

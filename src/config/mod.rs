@@ -18,6 +18,7 @@
 //! `line == 0`.
 
 pub mod agent;
+pub mod alert;
 mod build;
 mod compile;
 mod deser;
@@ -202,6 +203,9 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Config, Vec<C
         let fe = loader.file(&name, &dir, &text, &mut config.scenarios);
         errors.extend(fe.into_errors());
         config.sources.push(name);
+    }
+    if errors.is_empty() {
+        errors = alert::check_notify_names(&config);
     }
     if errors.is_empty() {
         Ok(config)

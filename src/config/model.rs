@@ -18,9 +18,8 @@ use super::units::{
 pub const KINDS: [&str; 5] = ["http", "tcp", "dns", "icmp", "tls"];
 
 /// Keys reserved for later issues, refused with "not supported yet".
-pub const RESERVED_SCENARIO_KEYS: [&str; 7] = [
+pub const RESERVED_SCENARIO_KEYS: [&str; 6] = [
     "capture",
-    "alert",
     "session",
     "setup",
     "teardown",
@@ -56,9 +55,10 @@ pub struct ScenarioModel {
     pub tls: Option<Value>,
     pub expect: Option<Value>,
     pub resolver: Option<Value>,
+    /// Typed by `config::alert`.
+    pub alert: Option<Value>,
     // Reserved.
     pub capture: Option<IgnoredAny>,
-    pub alert: Option<IgnoredAny>,
     pub session: Option<IgnoredAny>,
     pub setup: Option<IgnoredAny>,
     pub teardown: Option<IgnoredAny>,
