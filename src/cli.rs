@@ -49,8 +49,8 @@ pub enum Command {
     Run(NotYet),
     /// Run one blackbox_exporter-style probe from the shell (not available in this version yet).
     Probe(NotYet),
-    /// Print Prometheus alerting rules for the scenarios (not available in this version yet).
-    Rules(NotYet),
+    /// Print a Prometheus rule file generated from the scenarios' `alert:` blocks.
+    Rules(RulesArgs),
     /// Print the JSON Schema of the scenario format (not available in this version yet).
     Schema(NotYet),
 }
@@ -91,6 +91,13 @@ pub struct CheckArgs {
     pub region: Option<String>,
 }
 
+#[derive(Args, Debug)]
+pub struct RulesArgs {
+    /// Scenario files or folders (an agent settings document among them supplies alert defaults).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
 /// Arguments of a verb that is not available yet: accepted so `--help` lists the verb, refused
 /// with a clear message.
 #[derive(Args, Debug)]
@@ -107,14 +114,14 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Run(_) => not_yet("run"),
         Command::Probe(_) => not_yet("probe"),
-        Command::Rules(_) => not_yet("rules"),
+        Command::Rules(args) => rules(args),
         Command::Schema(_) => not_yet("schema"),
     }
 }
 
 fn not_yet(verb: &str) -> ExitCode {
     eprintln!(
-        "sonde {verb}: not available in this version yet. Available now: `sonde serve` and `sonde check`."
+        "sonde {verb}: not available in this version yet. Available now: `sonde serve`, `sonde check` and `sonde rules`."
     );
     ExitCode::from(EXIT_USAGE)
 }
@@ -146,6 +153,26 @@ fn check(args: CheckArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Err(errors) => {
+            report_errors(&errors);
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `sonde rules`: the rule file on stdout (exit 0), or the configuration's errors (exit 2).
+fn rules(args: RulesArgs) -> ExitCode {
+    match config::load_paths(&args.paths, &LoadOptions::default()) {
+        Ok(cfg) => match crate::alert::rules::generate(&cfg) {
+            Some(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("sonde rules: no scenario has an `alert:` block — expected at least one, e.g. `alert: {{after: 3, severity: page}}`");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
         Err(errors) => {
             report_errors(&errors);
             ExitCode::from(EXIT_USAGE)
@@ -249,8 +276,23 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
     let (region, shard) = crate::agent::effective(args.region.clone(), &args.agent, &initial);
     opts.region = region.clone();
     let metrics = Metrics::new();
-    let scheduler =
-        Scheduler::new(metrics.clone(), region, args.max_concurrent_runs).with_shard(shard);
+    let alerts = crate::alert::Alerts::start(
+        metrics.alerts.clone(),
+        initial.agent.alerting.clone(),
+        region.clone(),
+        &format!("http://{listen}"),
+    );
+    if initial.agent.alerting.is_none()
+        && initial
+            .scenarios
+            .iter()
+            .any(|s| s.alert.as_ref().is_some_and(|a| a.notify.is_some()))
+    {
+        tracing::warn!("scenarios name notifiers in alert.notify, but no agent settings document has `alerting:`; those notifications go nowhere");
+    }
+    let scheduler = Scheduler::new(metrics.clone(), region, args.max_concurrent_runs)
+        .with_shard(shard)
+        .with_alerts(alerts);
     let n = initial.scenarios.len();
     let app = App::new(metrics, scheduler, source, opts, initial);
     tracing::info!(

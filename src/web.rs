@@ -170,6 +170,9 @@ async fn scenario(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
         return (StatusCode::NOT_FOUND, Json(json!({ "error": why }))).into_response();
     };
     let mut v = summary(&st);
+    if let Some(firing) = app.scheduler.alerts().firing(&name) {
+        v["alert"] = json!({ "firing": firing });
+    }
     v["last_run"] = serde_json::to_value(st.last().as_deref()).unwrap_or(Value::Null);
     st.scenario.redact_json(&mut v);
     Json(v).into_response()

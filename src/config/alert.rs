@@ -605,10 +605,13 @@ fn notifier_names(s: &AlertingSettings) -> String {
         .join(", ")
 }
 
-/// Every `alert.notify` name must name a notifier of the agent settings.
+/// Every `alert.notify` name must name a notifier of the agent settings — when some were loaded:
+/// shared scenario files are checked (`sonde check scenarios/`) and turned into rules without
+/// any agent's settings.
 pub fn check_notify_names(config: &crate::scenario::Config) -> Vec<ConfigError> {
-    let empty = AlertingSettings::default();
-    let settings = config.agent.alerting.as_deref().unwrap_or(&empty);
+    let Some(settings) = config.agent.alerting.as_deref() else {
+        return Vec::new();
+    };
     let mut errors = Vec::new();
     for sc in &config.scenarios {
         let Some(spec) = &sc.alert else { continue };
