@@ -320,6 +320,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
     app.set_not_ready();
     tracing::info!("stopped scheduling; waiting for runs in flight to finish");
     app.scheduler.shutdown().await;
+    app.scheduler.alerts().finish(WEB_DRAIN_GRACE).await;
     agent.finish().await;
     if let Some(r) = failed {
         let why = match r {

@@ -360,7 +360,10 @@ async fn scenario_loop(
         metrics.runs_in_flight.dec();
         drop(permit);
         series.record(&report);
-        alerts.observe(&scenario, &report);
+        // A version that a reload replaced or removed no longer speaks for the scenario's alert.
+        if !cancel.is_cancelled() {
+            alerts.observe(&scenario, &report);
+        }
         state.runs.fetch_add(1, Ordering::Relaxed);
         if report.success() {
             state

@@ -562,3 +562,34 @@ async fn a_receiver_that_never_answers_blocks_nothing_and_the_overflow_is_counte
         "dropped {dropped}:\n{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_waits_for_queued_notifications_at_shutdown() {
+    let t = target().await;
+    let hook = receiver(
+        "/hook",
+        Reply::text(200, "ok").delay(Duration::from_millis(300)),
+    )
+    .await;
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      ops: {{type: webhook, url: \"{}\"}}\n",
+        hook.url("/hook")
+    );
+    let cfg = load(
+        &agent,
+        &scenario_yaml(&t, "{after: 1, resolve_after: 1, notify: [ops]}"),
+    );
+    let m = Metrics::new();
+    let alerts = start(&m, &cfg);
+    let sc = &cfg.scenarios[0];
+    run(sc, &alerts).await;
+    t.healthy.store(true, Ordering::SeqCst);
+    run(sc, &alerts).await;
+    alerts.finish(Duration::from_secs(10)).await;
+    // Both were delivered (each took 300 ms) before finish returned.
+    let text = metrics_text(&m);
+    assert!(
+        text.contains(r#"sonde_alert_deliveries_total{notifier="ops"} 2"#),
+        "{text}"
+    );
+}

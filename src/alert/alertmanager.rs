@@ -56,6 +56,7 @@ pub async fn run(
     resend_interval: Duration,
     mut rx: mpsc::Receiver<Arc<Event>>,
     metrics: AlertMetrics,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let client = super::client(target.timeout);
     let url = endpoint(&target.url);
@@ -89,5 +90,6 @@ pub async fn run(
             }
         })
         .await;
+        pending.fetch_sub(batch.len(), std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -184,6 +184,8 @@ struct Queue {
 }
 
 struct Hub {
+    /// Events queued or being delivered, for the flush at shutdown.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
     settings: Arc<AlertingSettings>,
     region: Option<String>,
     external_url: String,
@@ -218,6 +220,7 @@ impl Alerts {
             .as_ref()
             .map_or(default_external_url.to_string(), |u| u.to_string());
         let external_url = external_url.trim_end_matches('/').to_string();
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut alertmanagers = Vec::new();
         for (i, am) in settings.alertmanagers.iter().enumerate() {
             let name = format!("alertmanager-{}", i + 1);
@@ -228,13 +231,14 @@ impl Alerts {
                 settings.resend_interval,
                 rx,
                 metrics.clone(),
+                pending.clone(),
             ));
             alertmanagers.push(Queue { name, tx });
         }
         let mut notifiers = HashMap::new();
         for n in &settings.notifiers {
             let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-            tokio::spawn(notify::run(n.clone(), rx, metrics.clone()));
+            tokio::spawn(notify::run(n.clone(), rx, metrics.clone(), pending.clone()));
             notifiers.insert(
                 n.name.clone(),
                 Queue {
@@ -244,6 +248,7 @@ impl Alerts {
             );
         }
         let hub = Arc::new(Hub {
+            pending,
             settings,
             region,
             external_url,
@@ -333,6 +338,23 @@ impl Alerts {
         }
     }
 
+    /// At shutdown: wait until what is queued has been delivered (or given up), at most
+    /// `grace`, so the last fire or resolve is not lost to a restart.
+    pub async fn finish(&self, grace: Duration) {
+        let Some(hub) = &self.hub else { return };
+        let until = Instant::now() + grace;
+        while hub.pending.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if Instant::now() >= until {
+                tracing::warn!(
+                    notifications = hub.pending.load(std::sync::atomic::Ordering::SeqCst),
+                    "stopping with alert notifications undelivered"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Whether `scenario`'s alert is firing now (for the API).
     pub fn firing(&self, scenario: &str) -> Option<bool> {
         let hub = self.hub.as_ref()?;
@@ -405,7 +427,11 @@ impl Hub {
     }
 
     fn enqueue(&self, q: &Queue, ev: &Arc<Event>) {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if q.tx.try_send(ev.clone()).is_err() {
+            self.pending
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             AlertMetrics::of(&self.metrics.dropped, &q.name).inc();
             tracing::warn!(notifier = %q.name, "alert notification dropped: the queue is full");
         }
@@ -579,7 +605,14 @@ pub async fn post_json(
         .body(body.to_string())
         .send()
         .await
-        .map_err(|e| format!("cannot reach it: {}", crate::source::error_chain(&e)))?;
+        // Without the URL: a DingTalk or Slack URL holds its access token, which must not reach
+        // the log.
+        .map_err(|e| {
+            format!(
+                "cannot reach it: {}",
+                crate::source::error_chain(&e.without_url())
+            )
+        })?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     Ok((status, text))

@@ -13,7 +13,12 @@ use super::{deliver, AlertMetrics, Event, Outcome};
 use crate::config::alert::{Notifier, NotifierKind};
 
 /// Deliver this notifier's queue, one message per event, until the hub is gone.
-pub async fn run(n: Notifier, mut rx: mpsc::Receiver<Arc<Event>>, metrics: AlertMetrics) {
+pub async fn run(
+    n: Notifier,
+    mut rx: mpsc::Receiver<Arc<Event>>,
+    metrics: AlertMetrics,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+) {
     let client = super::client(n.timeout);
     while let Some(ev) = rx.recv().await {
         deliver(&n.name, n.max_attempts, &metrics, || {
@@ -22,6 +27,7 @@ pub async fn run(n: Notifier, mut rx: mpsc::Receiver<Arc<Event>>, metrics: Alert
             async move { send(&client, n, &ev).await }
         })
         .await;
+        pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
