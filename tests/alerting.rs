@@ -593,3 +593,56 @@ async fn finish_waits_for_queued_notifications_at_shutdown() {
         "{text}"
     );
 }
+
+/// The README's "Alerting" examples (a scenario, the DingTalk agent document) and the format
+/// reference's `alerting:` example load as written.
+#[test]
+fn the_documented_examples_load() {
+    fn yaml_blocks(text: &str, from: &str, to: Option<&str>) -> Vec<String> {
+        let start = text.find(from).unwrap_or_else(|| panic!("no {from:?}"));
+        let rest = &text[start..];
+        let rest = to
+            .and_then(|t| rest.find(t))
+            .map_or(rest, |end| &rest[..end]);
+        rest.split("```yaml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap().to_string())
+            .collect()
+    }
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let blocks = yaml_blocks(&readme, "## Alerting", Some("## Command line"));
+    assert_eq!(
+        blocks.len(),
+        2,
+        "the README's Alerting section changed shape"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scenario.yaml"), &blocks[0]).unwrap();
+    std::fs::write(dir.path().join("agent.yaml"), &blocks[1]).unwrap();
+    let cfg = sonde::config::load_paths(&[dir.path().to_path_buf()], &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let alerting = cfg.agent.alerting.as_ref().expect("alerting settings");
+    let ding = &alerting.notifiers[0];
+    assert_eq!(ding.name, "team-ding");
+    assert!(matches!(
+        &ding.kind,
+        sonde::config::alert::NotifierKind::DingTalk {
+            secret: Some(_),
+            keyword: Some(_),
+            ..
+        }
+    ));
+    let spec = cfg.scenarios[0].alert.as_ref().expect("alert block");
+    assert_eq!(spec.notify.as_deref(), Some(&["team-ding".to_string()][..]));
+
+    let reference = std::fs::read_to_string("docs/scenario-format.md").unwrap();
+    let blocks = yaml_blocks(&reference, "### `agent: {alerting:}`", None);
+    let agent = blocks[0].replace("secret_file: /etc/sonde/dingtalk-secret", "secret: x");
+    let cfg = load(
+        &agent,
+        "scenario: s\nhttp: {url: \"http://127.0.0.1:1/\"}\nalert: {}\n",
+    );
+    let a = cfg.agent.alerting.as_ref().unwrap();
+    assert_eq!(a.alertmanagers.len(), 2);
+    assert_eq!(a.notifiers.len(), 3);
+}

@@ -9,8 +9,9 @@
 //!   twice counts once — alertname `SondeScenarioFailingInManyRegions`.
 //!
 //! Annotations are the block's templates rendered with Prometheus template references:
-//! `{{ region }}` becomes `{{ $labels.region }}` (M-of-K: `{{ $value }} regions`); `step`,
-//! `reason`, `error` and `latency` are not known to Prometheus and render empty.
+//! `{{ region }}` becomes `{{ $labels.region }}` (M-of-K: `{{ $value }} regions`). `step`,
+//! `reason`, `error` and `latency` are not known to Prometheus: a template that uses them is
+//! replaced by the default one (rendered the same way), rather than leaving holes in the text.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,9 +19,28 @@ use std::time::Duration;
 use serde_json::{json, Map};
 
 use super::template::{render, Context};
+use crate::config::alert::{DEFAULT_DESCRIPTION, DEFAULT_SUMMARY};
 use crate::scenario::Config;
 
 pub const MANY_REGIONS_ALERTNAME: &str = "SondeScenarioFailingInManyRegions";
+
+/// Variables only a run can fill.
+const RUN_VARIABLES: [&str; 4] = ["step", "reason", "error", "latency"];
+
+/// `src`, or `fallback` when `src` uses a variable Prometheus cannot fill.
+fn for_prometheus<'a>(src: &'a str, fallback: &'a str) -> &'a str {
+    let env = minijinja::Environment::new();
+    let uses_run = env.template_from_str(src).is_ok_and(|t| {
+        t.undeclared_variables(false)
+            .iter()
+            .any(|v| RUN_VARIABLES.contains(&v.as_str()))
+    });
+    if uses_run {
+        fallback
+    } else {
+        src
+    }
+}
 
 /// A Prometheus duration (`90s`, `1500ms`).
 pub fn prom_duration(d: Duration) -> String {
@@ -89,8 +109,10 @@ pub fn generate(config: &Config) -> Option<String> {
             ..Default::default()
         };
         let mut annotations = Map::new();
-        annotations.insert("summary".into(), render(&rule.summary, &ctx).into());
-        annotations.insert("description".into(), render(&rule.description, &ctx).into());
+        let summary = for_prometheus(&rule.summary, DEFAULT_SUMMARY);
+        let description = for_prometheus(&rule.description, DEFAULT_DESCRIPTION);
+        annotations.insert("summary".into(), render(summary, &ctx).into());
+        annotations.insert("description".into(), render(description, &ctx).into());
         if let Some(r) = &rule.runbook_url {
             annotations.insert("runbook_url".into(), render(r, &ctx).into());
         }
@@ -143,7 +165,7 @@ mod tests {
     interval: 1m
     labels: {team: shop}
     http: {url: "http://127.0.0.1:1/"}
-    alert: {after: 2, regions: {min_failing: 2}, summary: "{{ scenario }} down in {{ region }}"}
+    alert: {after: 2, regions: {min_failing: 2}, summary: "{{ scenario }} down in {{ region }}", description: "{{ step }}: {{ error }}"}
   - scenario: quiet
     http: {url: "http://127.0.0.1:1/"}
 "#;
