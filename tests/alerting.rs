@@ -646,3 +646,34 @@ fn the_documented_examples_load() {
     assert_eq!(a.alertmanagers.len(), 2);
     assert_eq!(a.notifiers.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_is_reminded_every_repeat_interval_while_firing() {
+    let t = target().await;
+    let hook = receiver("/hook", Reply::text(200, "ok")).await;
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      ops: {{type: webhook, url: \"{}\", repeat_interval: 1s}}\n      once: {{type: webhook, url: \"{}\", repeat_interval: 0s}}\n",
+        hook.url("/hook"),
+        hook.url("/hook")
+    );
+    let cfg = load(
+        &agent,
+        &scenario_yaml(&t, "{after: 1, notify: [ops, once]}"),
+    );
+    let m = Metrics::new();
+    let alerts = start(&m, &cfg);
+    run(&cfg.scenarios[0], &alerts).await;
+    let reminders = wait_for("two reminders to ops", || {
+        let b: Vec<Value> = bodies(&hook)
+            .into_iter()
+            .filter(|b| b["notifier"] == "ops" && b["repeat"] == true)
+            .collect();
+        (b.len() >= 2).then_some(b)
+    })
+    .await;
+    assert!(reminders.iter().all(|b| b["status"] == "firing"));
+    let all = bodies(&hook);
+    let once: Vec<&Value> = all.iter().filter(|b| b["notifier"] == "once").collect();
+    assert_eq!(once.len(), 1, "repeat_interval 0s sends once: {once:?}");
+    assert_eq!(once[0]["repeat"], false);
+}

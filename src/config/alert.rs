@@ -461,11 +461,15 @@ pub fn parse_settings(value: Value, dir: &Path) -> Result<AlertingSettings, Stri
     }
     for am in raw.alertmanagers {
         let bearer_token = one_of("bearer_token", am.bearer_token, am.bearer_token_file, dir)?;
+        let timeout = am.timeout.map_or(DEFAULT_SEND_TIMEOUT, |d| d.0);
+        if timeout.is_zero() {
+            return Err("Alertmanager `timeout` 0s — expected a deadline above zero".into());
+        }
         out.alertmanagers.push(AlertmanagerTarget {
             url: http_url(&am.url, "Alertmanager url")?,
             bearer_token,
             basic_auth: am.basic_auth.map(|b| (b.username, b.password)),
-            timeout: am.timeout.map_or(DEFAULT_SEND_TIMEOUT, |d| d.0),
+            timeout,
             max_attempts: am.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1),
         });
     }
@@ -567,6 +571,10 @@ pub fn parse_settings(value: Value, dir: &Path) -> Result<AlertingSettings, Stri
                 )))
             }
         };
+        let timeout = n.timeout.map_or(DEFAULT_SEND_TIMEOUT, |d| d.0);
+        if timeout.is_zero() {
+            return Err(ctx("`timeout` 0s — expected a deadline above zero".into()));
+        }
         out.notifiers.push(Notifier {
             name,
             kind,
@@ -577,7 +585,7 @@ pub fn parse_settings(value: Value, dir: &Path) -> Result<AlertingSettings, Stri
                 Some(d) if d.0.is_zero() => None,
                 Some(d) => Some(d.0.max(Duration::from_secs(1))),
             },
-            timeout: n.timeout.map_or(DEFAULT_SEND_TIMEOUT, |d| d.0),
+            timeout,
             max_attempts: n.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1),
         });
     }
@@ -621,10 +629,16 @@ pub fn check_notify_names(config: &crate::scenario::Config) -> Vec<ConfigError> 
                     file: file.clone(),
                     line: pos.line,
                     column: pos.column,
-                    message: format!(
-                        "unknown notifier `{name}` — expected a name from `agent: {{alerting: {{notifiers:}}}}`: {}",
-                        notifier_names(settings)
-                    ),
+                    message: match super::suggest::closest(
+                        name,
+                        settings.notifiers.iter().map(|n| n.name.as_str()),
+                    ) {
+                        Some(c) => format!("unknown notifier `{name}` — did you mean `{c}`?"),
+                        None => format!(
+                            "unknown notifier `{name}` — expected a name from `agent: {{alerting: {{notifiers:}}}}`: {}",
+                            notifier_names(settings)
+                        ),
+                    },
                 });
             }
         }
