@@ -98,6 +98,14 @@ fn a_failing_target_fires_and_its_recovery_resolves() {
     let metrics = serve.get("/metrics").body;
     assert!(metrics.contains("sonde_alerts_firing 1"), "{metrics}");
 
+    // A reload with the scenario unchanged keeps the alert firing, without a new message.
+    let r = sonde_testkit::client::post(addr, "/-/reload", "").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let runs = serve.scenario("shop")["runs"].as_u64().unwrap();
+    serve.wait_runs("shop", runs + 2);
+    assert_eq!(serve.scenario("shop")["alert"]["firing"], true);
+    assert_eq!(bodies(&hook).len(), 1, "{:?}", bodies(&hook));
+
     healthy.store(true, Ordering::SeqCst);
     let resolved = wait_for("the resolved webhook", &serve, || {
         bodies(&hook)
