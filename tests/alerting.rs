@@ -677,3 +677,37 @@ async fn a_notifier_is_reminded_every_repeat_interval_while_firing() {
     assert_eq!(once.len(), 1, "repeat_interval 0s sends once: {once:?}");
     assert_eq!(once[0]["repeat"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resolve_reports_the_latest_failure() {
+    let hook = receiver("/hook", Reply::text(200, "ok")).await;
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      ops: {{type: webhook, url: \"{}\"}}\n",
+        hook.url("/hook")
+    );
+    let cfg = load(
+        &agent,
+        "scenario: s\nhttp: {url: \"http://127.0.0.1:1/\"}\nalert: {after: 1, resolve_after: 1, notify: [ops]}\n",
+    );
+    let m = Metrics::new();
+    let alerts = start(&m, &cfg);
+    let sc = &cfg.scenarios[0];
+    let mut first = failed_report("s");
+    first.internal_error = Some("first problem".into());
+    let mut second = failed_report("s");
+    second.internal_error = Some("second problem".into());
+    let mut ok = failed_report("s");
+    ok.result = RunResult::Success;
+    ok.internal_error = None;
+    alerts.observe(sc, &first);
+    alerts.observe(sc, &second);
+    alerts.observe(sc, &ok);
+    let b = wait_for("fire and resolve", || {
+        let b = bodies(&hook);
+        (b.len() == 2).then_some(b)
+    })
+    .await;
+    assert_eq!(b[0]["error"], "first problem");
+    assert_eq!(b[1]["status"], "resolved");
+    assert_eq!(b[1]["error"], "second problem");
+}

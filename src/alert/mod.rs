@@ -289,6 +289,10 @@ impl Alerts {
         };
         if !report.success() {
             entry.last_failed = Failed::from_report(scenario, report);
+            // Reminders and the resolve report the latest failure, not the first.
+            if let Some(f) = entry.firing.as_mut() {
+                f.failed = entry.last_failed.clone();
+            }
         }
         match entry.machine.observe(report.success()) {
             Transition::None => {}
