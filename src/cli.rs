@@ -47,8 +47,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Run scenario files once as a CI smoke test (not available in this version yet).
     Run(NotYet),
-    /// Run one blackbox_exporter-style probe from the shell (not available in this version yet).
-    Probe(NotYet),
+    /// Run one blackbox_exporter-style probe from the shell and print its metrics (or, with
+    /// --debug, the whole trace). Exit 0 when the probe succeeded, 1 when it failed.
+    Probe(ProbeArgs),
     /// Print a Prometheus rule file generated from the scenarios' `alert:` blocks.
     Rules(RulesArgs),
     /// Print the JSON Schema of the scenario format (not available in this version yet).
@@ -57,14 +58,47 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Scenario file or folder (every *.yaml/*.yml below it); repeatable. Default: ./sonde.yaml
-    /// if present, else a built-in configuration that probes sonde itself.
-    #[arg(short = 'c', long = "config", value_name = "PATH")]
+    /// Scenario file or folder (every *.yaml/*.yml below it), or a blackbox_exporter
+    /// configuration (`modules:`) for /probe; repeatable. Default: ./sonde.yaml if present, else
+    /// a built-in configuration that probes sonde itself.
+    #[arg(
+        short = 'c',
+        long = "config",
+        visible_alias = "config.file",
+        value_name = "PATH"
+    )]
     pub config: Vec<PathBuf>,
 
-    /// Address for the web endpoints (/metrics, /-/healthy, /api/v1/scenarios…).
-    #[arg(long, default_value = "127.0.0.1:9115", value_name = "ADDR")]
+    /// Address for the web endpoints (/metrics, /probe, /-/healthy, /api/v1/scenarios…).
+    /// blackbox_exporter's `:9115` (every interface) is accepted too.
+    #[arg(
+        long,
+        visible_alias = "web.listen-address",
+        default_value = "127.0.0.1:9115",
+        value_name = "ADDR",
+        value_parser = parse_listen
+    )]
     pub listen: SocketAddr,
+
+    /// Seconds subtracted from Prometheus' scrape timeout (X-Prometheus-Scrape-Timeout-Seconds)
+    /// to give a /probe its deadline, as blackbox_exporter's flag.
+    #[arg(long = "timeout-offset", default_value_t = 0.5, value_name = "SECONDS")]
+    pub timeout_offset: f64,
+
+    /// Validate the configuration and exit: 0 when valid, 2 otherwise (blackbox_exporter's
+    /// --config.check).
+    #[arg(long = "config.check")]
+    pub config_check: bool,
+
+    /// Only probe targets whose host matches: a CIDR (10.0.0.0/8, ::1/128) or a host glob
+    /// (*.example.com); repeatable. Others get 403. Default: any target (as blackbox_exporter).
+    #[arg(long = "probe.allow-target", value_name = "CIDR|GLOB", value_parser = parse_allow)]
+    pub allow_target: Vec<crate::blackbox::safety::Allow>,
+
+    /// At most this many /probe requests at once; beyond, 503. Default: no limit (as
+    /// blackbox_exporter).
+    #[arg(long = "probe.max-concurrent", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub probe_max_concurrent: Option<u32>,
 
     /// This agent's region: the `region` label of every series, and the selector for scenarios'
     /// `regions:` lists.
@@ -98,6 +132,50 @@ pub struct RulesArgs {
     pub paths: Vec<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The module to run (default http_2xx, as /probe).
+    #[arg(long, short = 'm', default_value = "http_2xx", value_name = "MODULE")]
+    pub module: String,
+
+    /// What to probe, as /probe's `target` (a URL, host:port, host…).
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+
+    /// A blackbox_exporter configuration file with the module. Default: blackbox_exporter's
+    /// example modules (http_2xx, http_post_2xx, tcp_connect, icmp, …).
+    #[arg(long, short = 'c', visible_alias = "config.file", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the trace (log, metrics, module) instead of the metrics, as /probe?debug=true.
+    #[arg(long)]
+    pub debug: bool,
+
+    /// /probe's `hostname` parameter: the Host header (http) or TLS server name (tcp).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Deadline of the probe. Default: the module's timeout, else 10s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    // Go's ":9115" means every interface.
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse().map_err(|_| {
+        format!("{s:?} is not an address — expected host:port like 127.0.0.1:9115 or :9115")
+    })
+}
+
+fn parse_allow(s: &str) -> Result<crate::blackbox::safety::Allow, String> {
+    s.parse()
+}
+
 /// Arguments of a verb that is not available yet: accepted so `--help` lists the verb, refused
 /// with a clear message.
 #[derive(Args, Debug)]
@@ -113,7 +191,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(args),
         Command::Run(_) => not_yet("run"),
-        Command::Probe(_) => not_yet("probe"),
+        Command::Probe(args) => probe(args),
         Command::Rules(args) => rules(args),
         Command::Schema(_) => not_yet("schema"),
     }
@@ -121,7 +199,7 @@ pub fn main() -> ExitCode {
 
 fn not_yet(verb: &str) -> ExitCode {
     eprintln!(
-        "sonde {verb}: not available in this version yet. Available now: `sonde serve`, `sonde check` and `sonde rules`."
+        "sonde {verb}: not available in this version yet. Available now: `sonde serve`, `sonde check`, `sonde probe` and `sonde rules`."
     );
     ExitCode::from(EXIT_USAGE)
 }
@@ -142,10 +220,15 @@ fn check(args: CheckArgs) -> ExitCode {
     let opts = LoadOptions {
         region: args.region,
     };
-    match config::load_paths(&args.paths, &opts) {
-        Ok(cfg) => {
+    match config::load_all(&args.paths, &opts) {
+        Ok(loaded) => {
+            let cfg = &loaded.config;
+            let modules = match &loaded.modules {
+                Some(m) => format!(", {} blackbox module{}", m.len(), plural(m.len())),
+                None => String::new(),
+            };
             println!(
-                "ok: {} scenario{} in {} file{}",
+                "ok: {} scenario{}{modules} in {} file{}",
                 cfg.scenarios.len(),
                 plural(cfg.scenarios.len()),
                 cfg.sources.len(),
@@ -222,6 +305,9 @@ fn config_source(args: &ServeArgs, listen: SocketAddr) -> ConfigSource {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    if args.config_check {
+        return config_check(&args);
+    }
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -234,6 +320,102 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(serve_async(args))
+}
+
+/// `serve --config.check`: load the configuration as serve would, report, exit 0 or 2.
+fn config_check(args: &ServeArgs) -> ExitCode {
+    let source = config_source(args, args.listen);
+    let opts = LoadOptions {
+        region: args.region.clone(),
+    };
+    match source.load(&opts) {
+        Ok(loaded) => {
+            println!(
+                "config ok: {} scenario(s), {} blackbox module(s)",
+                loaded.config.scenarios.len(),
+                loaded.modules.as_ref().map(|m| m.len()).unwrap_or(0)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            report_errors(&errors);
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `sonde probe`: one probe, as `/probe` would run it.
+fn probe(args: ProbeArgs) -> ExitCode {
+    let modules = match &args.config {
+        None => crate::blackbox::builtin_modules(),
+        Some(path) => match config::load_all(std::slice::from_ref(path), &LoadOptions::default()) {
+            Ok(l) => match l.modules {
+                Some(m) => m,
+                None => {
+                    eprintln!(
+                        "sonde probe: {} has no `modules:` — expected a blackbox_exporter configuration file",
+                        path.display()
+                    );
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            },
+            Err(errors) => {
+                report_errors(&errors);
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
+    let Some(module) = modules.get(&args.module).cloned() else {
+        let known: Vec<&str> = modules.keys().map(String::as_str).collect();
+        eprintln!(
+            "sonde probe: unknown module {:?} — expected one of: {}",
+            args.module,
+            known.join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let timeout = args
+        .timeout
+        .or(module.timeout)
+        .unwrap_or(std::time::Duration::from_secs(10));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sonde: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = runtime.block_on(crate::blackbox::handler::run(
+        &module,
+        &args.target,
+        args.hostname.as_deref(),
+        timeout,
+        args.debug,
+    ));
+    let report = match res {
+        Ok(r) => r,
+        Err(crate::blackbox::handler::BadRequest(msg)) => {
+            eprintln!("sonde probe: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let metrics = report.registry.render();
+    if args.debug {
+        print!(
+            "{}",
+            crate::blackbox::debug::render(&report.log, &metrics, &module.shown)
+        );
+    } else {
+        print!("{metrics}");
+    }
+    if report.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 async fn serve_async(args: ServeArgs) -> ExitCode {
@@ -273,17 +455,19 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
             }
         }
     };
-    let (region, shard) = crate::agent::effective(args.region.clone(), &args.agent, &initial);
+    let (region, shard) =
+        crate::agent::effective(args.region.clone(), &args.agent, &initial.config);
     opts.region = region.clone();
     let metrics = Metrics::new();
     let alerts = crate::alert::Alerts::start(
         metrics.alerts.clone(),
-        initial.agent.alerting.clone(),
+        initial.config.agent.alerting.clone(),
         region.clone(),
         &format!("http://{listen}"),
     );
-    if initial.agent.alerting.is_none()
+    if initial.config.agent.alerting.is_none()
         && initial
+            .config
             .scenarios
             .iter()
             .any(|s| s.alert.as_ref().is_some_and(|a| a.notify.is_some()))
@@ -293,8 +477,15 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
     let scheduler = Scheduler::new(metrics.clone(), region, args.max_concurrent_runs)
         .with_shard(shard)
         .with_alerts(alerts);
-    let n = initial.scenarios.len();
-    let app = App::new(metrics, scheduler, source, opts, initial);
+    let n = initial.config.scenarios.len();
+    let blackbox = crate::blackbox::Blackbox::new(
+        args.timeout_offset,
+        crate::blackbox::safety::Safety::new(
+            args.allow_target.clone(),
+            args.probe_max_concurrent.map(|n| n as usize),
+        ),
+    );
+    let app = App::new(metrics, scheduler, source, opts, initial, blackbox);
     tracing::info!(
         listen = %listen,
         config = %app.source.describe(),

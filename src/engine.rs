@@ -1,10 +1,16 @@
 //! The scenario engine: run one scenario once, step after step, under its deadline, and say
 //! exactly what happened in a [`RunReport`] — the step-by-step trace that `/api/v1/scenarios`
-//! shows and from which the metrics are recorded.
+//! shows, from which the metrics are recorded, and which the CI runner prints.
 //!
 //! A step's probe does the protocol work and its own checks (status, body, records…); the engine
 //! then applies the checks that are not the protocol's business (duration bounds, certificate
-//! expiry). The first failing step ends the run and names itself.
+//! expiry, JSONPath values), takes the step's captures for later templates, and retries the
+//! step when it says so. The first failing step ends the run and names itself; teardown steps
+//! run anyway.
+//!
+//! A run's state — captures, cookie jar, open WebSocket connections — lives in a [`RunCtx`]. A
+//! normal run starts with an empty one; a persistent session (see [`crate::session`]) keeps one
+//! across runs.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,10 +21,13 @@ use sonde_probes::http::HttpFacts;
 use sonde_probes::icmp::IcmpFacts;
 use sonde_probes::tcp::TcpFacts;
 use sonde_probes::tls::{fmt_unix, TlsFacts, TlsProbeFacts};
+use sonde_probes::ws::WsConn;
 use sonde_probes::{fmt_duration, Event, Failure, FailureReason, Outcome, Timings};
 use tokio::time::Instant;
 
-use crate::scenario::{Action, Bounds, PostChecks, Scenario, Step};
+use crate::capture;
+use crate::scenario::{Action, Bounds, Captured, PostChecks, Scenario, Step};
+use crate::wsstep::{self, WsFacts};
 
 /// How a run ended; the `result` label of `sonde_scenario_runs_total` (with `skipped`, which the
 /// scheduler counts for runs that never started).
@@ -40,7 +49,8 @@ impl RunResult {
     }
 }
 
-/// One run of one scenario.
+/// One run of one scenario: the trace. The CI runner serializes it as it is (after
+/// [`RunReport::to_json`] redacts it).
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub scenario: String,
@@ -51,12 +61,20 @@ pub struct RunReport {
     pub result: RunResult,
     /// The step that failed, if any.
     pub failed_step: Option<String>,
-    /// Steps that ran, in order; steps after a failure did not run and are not listed.
+    /// Steps that ran, in order (setup, steps, teardown); steps after a failure did not run and
+    /// are not listed.
     pub steps: Vec<StepReport>,
     /// Set when the run failed because of a bug in sonde (a panic), not because of the target:
     /// what went wrong, for the trace and a bug report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub internal_error: Option<String>,
+    /// Persistent sessions: what happened to the connections before this run (reconnects).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub session_events: Vec<String>,
+    /// Secret values met during the run (captures with secret names, files read per run), on
+    /// top of the scenario's own: redacted by [`RunReport::to_json`].
+    #[serde(skip)]
+    pub secrets: Vec<String>,
 }
 
 impl RunReport {
@@ -68,6 +86,53 @@ impl RunReport {
     pub fn failure(&self) -> Option<&Failure> {
         self.steps.iter().find_map(|s| s.failure.as_ref())
     }
+
+    /// `text` with the scenario's and this run's secrets replaced.
+    pub fn redact_text(&self, scenario: &Scenario, text: &str) -> String {
+        let mut out = scenario.redact_text(text).into_owned();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), crate::config::REDACTED);
+            }
+        }
+        out
+    }
+
+    /// The trace as JSON with every secret replaced: what every output (API, CI reports) shows.
+    pub fn to_json(&self, scenario: &Scenario) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        scenario.redact_json(&mut v);
+        if !self.secrets.is_empty() {
+            redact_json_with(&mut v, &self.secrets);
+        }
+        v
+    }
+}
+
+/// Replace `secrets` in every string of `v`.
+pub fn redact_json_with(v: &mut serde_json::Value, secrets: &[String]) {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => {
+            for sec in secrets {
+                if s.contains(sec.as_str()) {
+                    *s = s.replace(sec.as_str(), crate::config::REDACTED);
+                }
+            }
+        }
+        J::Array(items) => items.iter_mut().for_each(|i| redact_json_with(i, secrets)),
+        J::Object(m) => m.values_mut().for_each(|i| redact_json_with(i, secrets)),
+        _ => {}
+    }
+}
+
+/// Which part of the scenario a step belongs to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Setup,
+    Steps,
+    Teardown,
 }
 
 /// One step of a run.
@@ -75,20 +140,77 @@ impl RunReport {
 pub struct StepReport {
     pub name: String,
     pub kind: &'static str,
+    pub stage: Stage,
     pub success: bool,
+    /// The step's own duration: for `ws.expect`, from the run's last `ws.send` to the match;
+    /// with `retry`, from the first attempt's start to the last one's end.
     #[serde(serialize_with = "secs")]
     pub duration: Duration,
     pub failure: Option<Failure>,
+    /// Attempts made (more than 1 only with `retry`).
+    pub attempts: u32,
     pub timings: Timings,
     pub remote_addr: Option<SocketAddr>,
     pub events: Vec<Event>,
+    /// Values captured for later steps (secret ones redacted in outputs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<CaptureReport>,
+    /// Structured expectations evaluated (JSONPath checks), passed or not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckReport>,
     pub facts: StepFacts,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureReport {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    pub what: String,
+    pub expected: String,
+    pub actual: String,
+    pub passed: bool,
 }
 
 impl StepReport {
     /// The earliest `not_after` of the TLS chain the step saw, in Unix seconds.
     pub fn cert_not_after(&self) -> Option<i64> {
         self.facts.tls().and_then(TlsFacts::earliest_not_after)
+    }
+
+    /// A report for a step that failed before doing anything (a template that does not render,
+    /// a connection name that does not exist).
+    pub fn failed(step: &Step, stage: Stage, failure: Failure, facts: StepFacts) -> Self {
+        StepReport {
+            name: step.name.clone(),
+            kind: step.action.kind(),
+            stage,
+            success: false,
+            duration: Duration::ZERO,
+            events: vec![Event {
+                at: Duration::ZERO,
+                message: format!("failed ({}): {}", failure.reason, failure.message),
+            }],
+            failure: Some(failure),
+            attempts: 1,
+            timings: Timings::default(),
+            remote_addr: None,
+            captures: Vec::new(),
+            checks: Vec::new(),
+            facts,
+        }
+    }
+
+    fn fail(&mut self, f: Failure) {
+        self.events.push(Event {
+            at: self.duration,
+            message: format!("failed ({}): {}", f.reason, f.message),
+        });
+        self.failure = Some(f);
+        self.success = false;
     }
 }
 
@@ -101,6 +223,8 @@ pub enum StepFacts {
     Dns(DnsFacts),
     Icmp(IcmpFacts),
     Tls(TlsProbeFacts),
+    Ws(Box<WsFacts>),
+    None {},
 }
 
 impl StepFacts {
@@ -109,7 +233,8 @@ impl StepFacts {
             StepFacts::Http(f) => f.tls.as_ref(),
             StepFacts::Tcp(f) => f.tls.as_ref(),
             StepFacts::Tls(f) => f.session.as_ref(),
-            StepFacts::Dns(_) | StepFacts::Icmp(_) => None,
+            StepFacts::Ws(f) => f.handshake.as_ref().and_then(|h| h.tls.as_ref()),
+            StepFacts::Dns(_) | StepFacts::Icmp(_) | StepFacts::None {} => None,
         }
     }
 }
@@ -118,77 +243,444 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// Run `scenario` once. Never panics, never outlives `scenario.timeout` by more than the time it
-/// takes to notice the deadline.
-pub async fn run(scenario: &Scenario) -> RunReport {
-    let started_at = SystemTime::now();
-    let start = Instant::now();
-    let deadline = start + scenario.timeout;
-    let mut steps = Vec::with_capacity(scenario.steps.len());
-    let mut result = RunResult::Success;
-    let mut failed_step = None;
-    for step in &scenario.steps {
-        let step_deadline = match step.timeout {
-            Some(t) => (Instant::now() + t).min(deadline),
-            None => deadline,
-        };
-        let report = run_step(step, step_deadline).await;
-        let reason = report.failure.as_ref().map(|f| f.reason);
-        steps.push(report);
-        if let Some(reason) = reason {
-            result = if reason == FailureReason::Timeout {
-                RunResult::Timeout
-            } else {
-                RunResult::Failure
+/// A cookie the jar keeps: per host, by name.
+#[derive(Clone, Debug)]
+struct Cookie {
+    host: String,
+    name: String,
+    value: String,
+}
+
+/// The state of a run (or of a persistent session across runs).
+#[derive(Default)]
+pub struct RunCtx {
+    pub captures: Vec<Captured>,
+    cookies: Vec<Cookie>,
+    /// Open WebSocket connections by name.
+    pub conns: Vec<(String, WsConn)>,
+    /// When the last `ws.send` of this run was written: `ws.expect` measures from it.
+    pub last_send: Option<Instant>,
+    /// Secrets met so far (see [`RunReport::secrets`]).
+    pub secrets: Vec<String>,
+    /// Kept-alive HTTP connections (`reuse_connections`).
+    pub http: sonde_probes::http::ConnPool,
+}
+
+/// Cookies a jar keeps at most: a hostile server cannot grow it without bound.
+const MAX_COOKIES: usize = 64;
+
+impl RunCtx {
+    pub fn conn(&self, name: &str) -> Option<&WsConn> {
+        self.conns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    pub fn set_capture(&mut self, name: &str, value: serde_json::Value) {
+        if sonde_probes::http::is_secret_header(name) {
+            let text = capture::text(&value);
+            if text.len() >= crate::config::MIN_SECRET_LEN && !self.secrets.contains(&text) {
+                self.secrets.push(text);
+            }
+        }
+        self.captures.retain(|(k, _)| k != name);
+        self.captures.push((name.to_string(), value));
+    }
+
+    fn cookie_header(&self, host: &str) -> Option<String> {
+        let v: Vec<String> = self
+            .cookies
+            .iter()
+            .filter(|c| c.host == host)
+            .map(|c| format!("{}={}", c.name, c.value))
+            .collect();
+        (!v.is_empty()).then(|| v.join("; "))
+    }
+
+    fn store_cookies(&mut self, host: &str, facts: &HttpFacts) {
+        for (n, v) in &facts.secret_headers {
+            if !n.eq_ignore_ascii_case("set-cookie") {
+                continue;
+            }
+            let pair = v.split(';').next().unwrap_or("");
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
             };
-            failed_step = Some(step.name.clone());
-            break;
+            let (name, value) = (name.trim().to_string(), value.trim().to_string());
+            if value.len() >= crate::config::MIN_SECRET_LEN && !self.secrets.contains(&value) {
+                self.secrets.push(value.clone());
+            }
+            self.cookies.retain(|c| !(c.host == host && c.name == name));
+            let expired = v.to_ascii_lowercase().contains("max-age=0");
+            if !expired && self.cookies.len() < MAX_COOKIES {
+                self.cookies.push(Cookie {
+                    host: host.to_string(),
+                    name,
+                    value,
+                });
+            }
         }
     }
-    RunReport {
-        scenario: scenario.name.clone(),
-        started_at: rfc3339(started_at),
-        duration: start.elapsed(),
-        result,
-        failed_step,
-        steps,
-        internal_error: None,
+
+    /// Whether every WebSocket connection is still open (a persistent session's health).
+    pub fn broken(&self) -> Option<String> {
+        self.conns
+            .iter()
+            .find_map(|(n, c)| c.closed().map(|why| format!("connection `{n}`: {why}")))
     }
 }
 
-/// Run one step: its probe, then the engine's own checks.
-pub async fn run_step(step: &Step, deadline: Instant) -> StepReport {
+/// Run `scenario` once with a fresh context: setup, steps, teardown. Never panics, never
+/// outlives `scenario.timeout` by more than the time it takes to notice the deadline (plus the
+/// teardown's own deadline when there is a teardown).
+pub async fn run(scenario: &Scenario) -> RunReport {
+    let mut ctx = RunCtx::default();
+    let mut report = run_stages(scenario, &mut ctx, true, true).await;
+    if !scenario.teardown.is_empty() {
+        run_teardown(scenario, &mut ctx, &mut report).await;
+    }
+    report
+}
+
+/// Run setup (when `setup`) and then the steps (when `main`) in `ctx`, under the scenario's
+/// deadline. Teardown is separate ([`run_teardown`]).
+pub async fn run_stages(
+    scenario: &Scenario,
+    ctx: &mut RunCtx,
+    setup: bool,
+    main: bool,
+) -> RunReport {
+    let started_at = SystemTime::now();
+    let start = Instant::now();
+    let deadline = start + scenario.timeout;
+    ctx.last_send = None;
+    let mut report = RunReport {
+        scenario: scenario.name.clone(),
+        started_at: rfc3339(started_at),
+        duration: Duration::ZERO,
+        result: RunResult::Success,
+        failed_step: None,
+        steps: Vec::with_capacity(scenario.steps.len()),
+        internal_error: None,
+        session_events: Vec::new(),
+        secrets: Vec::new(),
+    };
+    let stages = [
+        (Stage::Setup, &scenario.setup, setup),
+        (Stage::Steps, &scenario.steps, main),
+    ];
+    'outer: for (stage, steps, on) in stages {
+        if !on {
+            continue;
+        }
+        for step in steps {
+            let r = run_step(step, stage, ctx, deadline, Share::of(scenario)).await;
+            let failed = record(&mut report, r, step);
+            if failed {
+                break 'outer;
+            }
+        }
+    }
+    report.duration = start.elapsed();
+    report.secrets = ctx.secrets.clone();
+    report
+}
+
+/// Append a step's report; true when it failed (and so ends the run).
+fn record(report: &mut RunReport, r: StepReport, step: &Step) -> bool {
+    let reason = r.failure.as_ref().map(|f| f.reason);
+    report.steps.push(r);
+    match reason {
+        Some(reason) => {
+            if report.failed_step.is_none() {
+                report.result = if reason == FailureReason::Timeout {
+                    RunResult::Timeout
+                } else {
+                    RunResult::Failure
+                };
+                report.failed_step = Some(step.name.clone());
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// How long teardown may take at most, whatever the scenario's deadline did.
+pub const TEARDOWN_BUDGET: Duration = Duration::from_secs(5);
+
+/// Run the teardown steps (all of them, even after one fails), adding them to `report`. They
+/// get their own deadline — the scenario's timeout, at most [`TEARDOWN_BUDGET`] — so a run
+/// that timed out still cleans up.
+pub async fn run_teardown(scenario: &Scenario, ctx: &mut RunCtx, report: &mut RunReport) {
+    let start = Instant::now();
+    let deadline = start + scenario.timeout.min(TEARDOWN_BUDGET);
+    for step in &scenario.teardown {
+        let r = run_step(step, Stage::Teardown, ctx, deadline, Share::of(scenario)).await;
+        record(report, r, step);
+    }
+    report.duration += start.elapsed();
+    report.secrets = ctx.secrets.clone();
+}
+
+/// What the http steps of a run share.
+#[derive(Copy, Clone, Debug)]
+pub struct Share {
+    pub cookies: bool,
+    pub connections: bool,
+}
+
+impl Share {
+    pub fn of(s: &Scenario) -> Share {
+        Share {
+            cookies: s.cookies,
+            connections: s.reuse_connections,
+        }
+    }
+}
+
+/// Run one step with its retries.
+pub async fn run_step(
+    step: &Step,
+    stage: Stage,
+    ctx: &mut RunCtx,
+    run_deadline: Instant,
+    cookies: Share,
+) -> StepReport {
+    let start = Instant::now();
+    let deadline = match step.timeout {
+        Some(t) => (start + t).min(run_deadline),
+        None => run_deadline,
+    };
+    let Some(retry) = step.retry else {
+        return attempt(step, stage, ctx, deadline, cookies).await;
+    };
+    let give_up = retry.within.map_or(deadline, |w| (start + w).min(deadline));
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let mut r = attempt(step, stage, ctx, give_up, cookies).await;
+        r.attempts = n;
+        let more = retry.attempts.is_none_or(|max| n < max);
+        let next = Instant::now() + retry.every;
+        if r.success || !more || next >= give_up {
+            r.duration = start.elapsed();
+            if !r.success && n > 1 {
+                if let Some(f) = &mut r.failure {
+                    f.message = format!("{} (after {n} attempts)", f.message);
+                }
+            }
+            return r;
+        }
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+/// One attempt: build the step if it is built per run, then execute it.
+async fn attempt(
+    step: &Step,
+    stage: Stage,
+    ctx: &mut RunCtx,
+    deadline: Instant,
+    cookies: Share,
+) -> StepReport {
+    if let Action::Dynamic(d) = &step.action {
+        return match (d.build)(&ctx.captures) {
+            Ok((built, secrets)) => {
+                for s in secrets {
+                    if s.len() >= crate::config::MIN_SECRET_LEN && !ctx.secrets.contains(&s) {
+                        ctx.secrets.push(s);
+                    }
+                }
+                exec(&built, stage, ctx, deadline, cookies).await
+            }
+            Err(m) => StepReport::failed(
+                step,
+                stage,
+                Failure::new(FailureReason::Assertion, m),
+                StepFacts::None {},
+            ),
+        };
+    }
+    exec(step, stage, ctx, deadline, cookies).await
+}
+
+/// Execute a built step: its probe, then the engine's checks, then its captures.
+async fn exec(
+    step: &Step,
+    stage: Stage,
+    ctx: &mut RunCtx,
+    deadline: Instant,
+    share: Share,
+) -> StepReport {
     use sonde_probes::{dns, http, icmp, tcp, tls};
     let mut report = match &step.action {
-        Action::Http(r) => from_outcome(step, http::probe(r, deadline).await, StepFacts::Http),
-        Action::Tcp(r) => from_outcome(step, tcp::probe(r, deadline).await, StepFacts::Tcp),
-        Action::Dns(r) => from_outcome(step, dns::probe(r, deadline).await, StepFacts::Dns),
-        Action::Icmp(r) => from_outcome(step, icmp::probe(r, deadline).await, StepFacts::Icmp),
-        Action::Tls(r) => from_outcome(step, tls::probe(r, deadline).await, StepFacts::Tls),
+        Action::Http(r) => {
+            let host = r.url.host_str().unwrap_or("").to_string();
+            let jar = if share.cookies {
+                ctx.cookie_header(&host)
+            } else {
+                None
+            };
+            let with_jar;
+            let req: &http::HttpRequest = match jar {
+                Some(c) if !r.headers.contains_key(::http::header::COOKIE) => {
+                    let mut q = (**r).clone();
+                    if let Ok(v) = ::http::HeaderValue::from_str(&c) {
+                        q.headers.insert(::http::header::COOKIE, v);
+                    }
+                    with_jar = q;
+                    &with_jar
+                }
+                _ => r,
+            };
+            let o = if share.connections {
+                http::probe_pooled(req, deadline, &mut ctx.http).await
+            } else {
+                http::probe(req, deadline).await
+            };
+            if share.cookies {
+                ctx.store_cookies(&host, &o.facts);
+            }
+            from_outcome(step, stage, o, StepFacts::Http)
+        }
+        Action::Tcp(r) => from_outcome(step, stage, tcp::probe(r, deadline).await, StepFacts::Tcp),
+        Action::Dns(r) => from_outcome(step, stage, dns::probe(r, deadline).await, StepFacts::Dns),
+        Action::Icmp(r) => {
+            from_outcome(step, stage, icmp::probe(r, deadline).await, StepFacts::Icmp)
+        }
+        Action::Tls(r) => from_outcome(step, stage, tls::probe(r, deadline).await, StepFacts::Tls),
+        Action::Sleep(d) => sleep_step(step, stage, *d, deadline).await,
+        Action::WsConnect(_) | Action::WsSend(_) | Action::WsExpect(_) | Action::WsClose(_) => {
+            wsstep::exec(step, stage, ctx, deadline).await
+        }
+        Action::Dynamic(_) => StepReport::failed(
+            step,
+            stage,
+            Failure::new(
+                FailureReason::Assertion,
+                "internal: a per-run step built itself",
+            ),
+            StepFacts::None {},
+        ),
     };
     if report.failure.is_none() {
         if let Some(f) = post_checks(&step.expect, &report, SystemTime::now()) {
-            report.events.push(Event {
-                at: report.duration,
-                message: format!("expectation failed: {}", f.message),
-            });
-            report.failure = Some(f);
-            report.success = false;
+            report.fail(f);
+        }
+    }
+    if report.failure.is_none() && !step.expect.json.is_empty() {
+        if let Some(f) = json_checks(step, &mut report) {
+            report.fail(f);
+        }
+    }
+    if report.failure.is_none() {
+        for c in &step.captures {
+            match capture::take(c, &report) {
+                Ok(v) => {
+                    report.captures.push(CaptureReport {
+                        name: c.name.clone(),
+                        value: capture::text(&v),
+                    });
+                    ctx.set_capture(&c.name, v);
+                }
+                Err(m) => {
+                    report.fail(Failure::new(FailureReason::Assertion, m));
+                    break;
+                }
+            }
         }
     }
     report
 }
 
-fn from_outcome<F>(step: &Step, o: Outcome<F>, wrap: fn(F) -> StepFacts) -> StepReport {
+async fn sleep_step(step: &Step, stage: Stage, d: Duration, deadline: Instant) -> StepReport {
+    let start = Instant::now();
+    let until = start + d;
+    tokio::time::sleep_until(until.min(deadline)).await;
+    let mut r = StepReport::failed(
+        step,
+        stage,
+        Failure::new(FailureReason::Timeout, ""),
+        StepFacts::None {},
+    );
+    r.duration = start.elapsed();
+    r.events.clear();
+    if until > deadline {
+        r.fail(Failure::new(
+            FailureReason::Timeout,
+            format!(
+                "sleep {} would end after the deadline (timed out after {})",
+                fmt_duration(d),
+                fmt_duration(r.duration)
+            ),
+        ));
+    } else {
+        r.failure = None;
+        r.success = true;
+        r.events.push(Event {
+            at: r.duration,
+            message: format!("slept {}", fmt_duration(d)),
+        });
+    }
+    r
+}
+
+/// The JSONPath checks of `expect.json` on the body (http) or the matched frame (ws.expect).
+fn json_checks(step: &Step, report: &mut StepReport) -> Option<Failure> {
+    let (doc, whence) = match capture::document(report) {
+        Ok(d) => d,
+        Err(m) => {
+            return Some(Failure::new(
+                FailureReason::Assertion,
+                format!("cannot check JSON paths: {m}"),
+            ))
+        }
+    };
+    let mut first = None;
+    for c in &step.expect.json {
+        let found = capture::query(&c.path, &doc);
+        let res = c.matcher.test(found.as_ref());
+        let actual = found
+            .as_ref()
+            .map(crate::matcher::show)
+            .unwrap_or_else(|| "nothing".into());
+        report.checks.push(CheckReport {
+            what: format!("{} in the {whence}", c.path_text),
+            expected: c.matcher.describe(),
+            actual: actual.clone(),
+            passed: res.is_ok(),
+        });
+        if let (Err(expected), None) = (res, &first) {
+            first = Some(Failure::new(
+                FailureReason::Assertion,
+                format!(
+                    "{} in the {whence} is {actual} — expected {expected}",
+                    c.path_text
+                ),
+            ));
+        }
+    }
+    first
+}
+
+fn from_outcome<F>(
+    step: &Step,
+    stage: Stage,
+    o: Outcome<F>,
+    wrap: fn(F) -> StepFacts,
+) -> StepReport {
     StepReport {
         name: step.name.clone(),
         kind: step.action.kind(),
+        stage,
         success: o.failure.is_none(),
         duration: o.duration,
         failure: o.failure,
+        attempts: 1,
         timings: o.timings,
         remote_addr: o.remote_addr,
         events: o.events,
+        captures: Vec::new(),
+        checks: Vec::new(),
         facts: wrap(o.facts),
     }
 }
@@ -368,12 +860,16 @@ mod tests {
         StepReport {
             name: "tls".into(),
             kind: "tls",
+            stage: Stage::Steps,
             success: true,
             duration: Duration::from_millis(3),
             failure: None,
+            attempts: 1,
             timings: Timings::default(),
             remote_addr: None,
             events: vec![],
+            captures: vec![],
+            checks: vec![],
             facts: StepFacts::Tls(TlsProbeFacts { session: tls }),
         }
     }

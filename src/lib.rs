@@ -14,16 +14,21 @@
 
 pub mod agent;
 pub mod alert;
+pub mod blackbox;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod default_config;
 pub mod engine;
 pub mod hash;
+pub mod matcher;
 pub mod metrics;
 pub mod remote_write;
 pub mod scenario;
 pub mod scheduler;
 pub mod serve;
+pub mod session;
 pub mod shard;
 pub mod source;
 pub mod web;
+pub mod wsstep;

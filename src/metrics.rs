@@ -76,6 +76,9 @@ pub struct Metrics {
     step_phase: Family<SeriesLabels, F64Gauge>,
     step_failures: Family<SeriesLabels, Counter>,
     tls_not_after: Family<SeriesLabels, Gauge>,
+    session_connected: Family<SeriesLabels, Gauge>,
+    session_reconnects: Family<SeriesLabels, Counter>,
+    session_age: Family<SeriesLabels, F64Gauge>,
     /// Planned vs actual start of every run.
     pub scheduler_lag: Histogram,
     /// Runs executing now.
@@ -99,6 +102,9 @@ impl Metrics {
         let step_phase = Family::default();
         let step_failures = Family::default();
         let tls_not_after = Family::default();
+        let session_connected = Family::default();
+        let session_reconnects = Family::default();
+        let session_age = Family::default();
         let scheduler_lag = Histogram::new(LAG_BUCKETS.iter().copied());
         let runs_in_flight = Gauge::default();
         let scenarios = Gauge::default();
@@ -150,6 +156,21 @@ impl Metrics {
             tls_not_after.clone(),
         );
         registry.register(
+            "sonde_session_connected",
+            "Persistent sessions: 1 while the session's connections are up and set up, 0 while it is disconnected",
+            session_connected.clone(),
+        );
+        registry.register(
+            "sonde_session_reconnects",
+            "Persistent sessions: times setup ran again after the connections broke",
+            session_reconnects.clone(),
+        );
+        registry.register(
+            "sonde_session_connection_age_seconds",
+            "Persistent sessions: age of the oldest open connection at the last run",
+            session_age.clone(),
+        );
+        registry.register(
             "sonde_scheduler_lag_seconds",
             "Delay between a run's planned and actual start",
             scheduler_lag.clone(),
@@ -188,6 +209,9 @@ impl Metrics {
             step_phase,
             step_failures,
             tls_not_after,
+            session_connected,
+            session_reconnects,
+            session_age,
             scheduler_lag,
             runs_in_flight,
             scenarios,
@@ -330,6 +354,10 @@ const RESULTS: [&str; 4] = [
 /// One step's series.
 struct StepSeries {
     step: Arc<str>,
+    /// A step of `steps:` (not setup or teardown): when a run does not reach it, its success
+    /// reads 0. Setup and teardown steps of a persistent session run only now and then: their
+    /// series keep the last time they ran.
+    main: bool,
     /// Created by the first run, like the scenario's.
     success: Option<Gauge>,
     duration: Histogram,
@@ -348,6 +376,8 @@ pub struct ScenarioMetrics {
     duration: Histogram,
     runs: [Counter; 4],
     steps: Vec<StepSeries>,
+    /// Persistent sessions only: connected, reconnects, connection age.
+    session: Option<(Gauge, Counter, F64Gauge)>,
 }
 
 impl ScenarioMetrics {
@@ -373,12 +403,13 @@ impl ScenarioMetrics {
                 .scenario_runs
                 .get_or_create_owned(&l(None, Some(("result", r))))
         });
+        let main: Vec<&str> = scenario.steps.iter().map(|s| s.name.as_str()).collect();
         let steps = scenario
-            .steps
-            .iter()
+            .all_steps()
             .map(|s| {
                 let step: Arc<str> = s.name.as_str().into();
                 StepSeries {
+                    main: main.contains(&s.name.as_str()),
                     success: None,
                     duration: metrics
                         .step_duration
@@ -390,6 +421,17 @@ impl ScenarioMetrics {
                 }
             })
             .collect();
+        let session = scenario.persistent.then(|| {
+            (
+                metrics
+                    .session_connected
+                    .get_or_create_owned(&l(None, None)),
+                metrics
+                    .session_reconnects
+                    .get_or_create_owned(&l(None, None)),
+                metrics.session_age.get_or_create_owned(&l(None, None)),
+            )
+        });
         ScenarioMetrics {
             metrics,
             base,
@@ -397,6 +439,7 @@ impl ScenarioMetrics {
             duration,
             runs,
             steps,
+            session,
         }
     }
 
@@ -427,6 +470,10 @@ impl ScenarioMetrics {
         self.runs[idx].inc();
         for i in 0..self.steps.len() {
             let step_name = self.steps[i].step.clone();
+            let ran = report.steps.iter().any(|s| *s.name == *step_name);
+            if !ran && !self.steps[i].main {
+                continue;
+            }
             // Phases: last run's values; a phase this run did not reach (or a step it did not
             // reach) reads 0.
             for (_, g) in &self.steps[i].phases {
@@ -485,6 +532,24 @@ impl ScenarioMetrics {
         }
     }
 
+    pub fn session_connected(&self, up: bool) {
+        if let Some((g, _, _)) = &self.session {
+            g.set(up as i64);
+        }
+    }
+
+    pub fn session_reconnected(&self) {
+        if let Some((_, c, _)) = &self.session {
+            c.inc();
+        }
+    }
+
+    pub fn session_age(&self, age: Option<std::time::Duration>) {
+        if let Some((_, _, g)) = &self.session {
+            g.set(age.map_or(0.0, |a| a.as_secs_f64()));
+        }
+    }
+
     /// Count due runs that were skipped because the previous run was still going.
     pub fn skipped(&self, n: u64) {
         if n > 0 {
@@ -501,6 +566,9 @@ impl ScenarioMetrics {
             extra,
         };
         m.scenario_success.remove(&scen(None));
+        m.session_connected.remove(&scen(None));
+        m.session_reconnects.remove(&scen(None));
+        m.session_age.remove(&scen(None));
         m.scenario_duration.remove(&scen(None));
         for r in RESULTS {
             m.scenario_runs.remove(&scen(Some(("result", r))));
@@ -618,12 +686,16 @@ mod tests {
         crate::engine::StepReport {
             name: name.into(),
             kind: "tcp",
+            stage: crate::engine::Stage::Steps,
             success: failure.is_none(),
             duration: std::time::Duration::from_millis(7),
             failure: failure.map(|r| sonde_probes::Failure::new(r, "x")),
+            attempts: 1,
             timings,
             remote_addr: None,
             events: vec![],
+            captures: vec![],
+            checks: vec![],
             facts: crate::engine::StepFacts::Tcp(Default::default()),
         }
     }
@@ -642,6 +714,8 @@ mod tests {
             failed_step: None,
             steps,
             internal_error: None,
+            session_events: vec![],
+            secrets: vec![],
         }
     }
 

@@ -1,6 +1,8 @@
 //! Scenarios as the engine runs them: what the configuration loader produces from YAML once it
 //! has checked everything, rendered templates, compiled regexes and built probe requests.
-//! Nothing here is parsed again while probing.
+//! Nothing here is parsed again while probing — except the steps whose templates use captures
+//! or per-run functions ([`Action::Dynamic`]), which are rendered and built for every run by the
+//! loader's own step builder.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,12 @@ use sonde_probes::http::HttpRequest;
 use sonde_probes::icmp::IcmpRequest;
 use sonde_probes::tcp::TcpRequest;
 use sonde_probes::tls::TlsRequest;
+use sonde_probes::ws::{Payload, WsConnectRequest};
+
+use crate::matcher::Matcher;
+
+/// A capture's value, as templates see it.
+pub type Captured = (String, serde_json::Value);
 
 /// A loaded configuration: every scenario of every file, ready to schedule.
 #[derive(Clone, Debug, Default)]
@@ -36,20 +44,45 @@ pub struct Scenario {
     pub tags: Vec<String>,
     /// Extra metric labels, sorted by name, names checked against the reserved ones.
     pub labels: Vec<(String, String)>,
+    /// Run before `steps`: every run, or once per connection life when `persistent`.
+    pub setup: Vec<Step>,
     pub steps: Vec<Step>,
+    /// Run after `steps` whatever happened (persistent: when the session ends).
+    pub teardown: Vec<Step>,
+    /// `session: persistent`: connections (and setup's captures) live across runs.
+    pub persistent: bool,
+    /// WebSocket ping on connections idle this long.
+    pub heartbeat: Option<std::time::Duration>,
+    /// HTTP steps of a run share a cookie jar.
+    pub cookies: bool,
+    /// HTTP steps of a run reuse kept-alive connections.
+    pub reuse_connections: bool,
     /// Changes whenever anything that affects a run changes (definition, rendered templates,
     /// region). A reload keeps the running state of scenarios whose fingerprint is unchanged.
     pub fingerprint: u64,
     /// The `alert:` block, as written (defaults apply when used).
     pub alert: Option<crate::config::alert::AlertSpec>,
     /// The scenario's definition as written, secrets redacted, for `/config`.
-    pub redacted: serde_json::Value,
+    ///
+    /// Kept as compact JSON text: as a `serde_json::Value` tree it took ten times the memory
+    /// (12 KB for an IM scenario), for a page that is rarely read.
+    pub redacted_json: Box<str>,
     /// Secret values (from `env` references and secret keys), longest first: replaced by
     /// `<redacted>` wherever they appear in traces and logs.
     pub secrets: Vec<String>,
 }
 
 impl Scenario {
+    /// The scenario as written, secrets redacted (`/config`).
+    pub fn redacted(&self) -> serde_json::Value {
+        serde_json::from_str(&self.redacted_json).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Every step: setup, steps, teardown, in that order.
+    pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
+        self.setup.iter().chain(&self.steps).chain(&self.teardown)
+    }
+
     /// `text` with every secret value replaced.
     pub fn redact_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         let mut out = std::borrow::Cow::Borrowed(text);
@@ -95,9 +128,23 @@ pub struct Step {
     pub name: String,
     /// Per-step deadline, within the scenario's.
     pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
     pub action: Action,
     /// Expectations evaluated on the outcome after the probe's own checks passed.
     pub expect: PostChecks,
+    /// Values taken from the outcome for later steps' templates, in order.
+    pub captures: Vec<Capture>,
+}
+
+/// `retry:` — attempts until the step passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts at most (the first included); `None`: until it passes (`until_pass`).
+    pub attempts: Option<u32>,
+    /// Pause between attempts.
+    pub every: Duration,
+    /// Give up this long after the first attempt started (bounded by the step's deadline).
+    pub within: Option<Duration>,
 }
 
 /// What a step does.
@@ -108,6 +155,13 @@ pub enum Action {
     Dns(Box<DnsRequest>),
     Icmp(Box<IcmpRequest>),
     Tls(Box<TlsRequest>),
+    Sleep(Duration),
+    WsConnect(Box<WsConnect>),
+    WsSend(Box<WsSend>),
+    WsExpect(Box<WsExpect>),
+    WsClose(Box<WsClose>),
+    /// Rendered and built per run (its templates use captures or per-run functions).
+    Dynamic(Box<Dynamic>),
 }
 
 impl Action {
@@ -119,8 +173,103 @@ impl Action {
             Action::Dns(_) => "dns",
             Action::Icmp(_) => "icmp",
             Action::Tls(_) => "tls",
+            Action::Sleep(_) => "sleep",
+            Action::WsConnect(_) => "ws.connect",
+            Action::WsSend(_) => "ws.send",
+            Action::WsExpect(_) => "ws.expect",
+            Action::WsClose(_) => "ws.close",
+            Action::Dynamic(d) => d.kind,
         }
     }
+}
+
+/// Builds the step for one run from the captures so far (and the secrets it rendered in).
+pub type BuildFn = dyn Fn(&[Captured]) -> Result<(Step, Vec<String>), String> + Send + Sync;
+
+/// A step kept as written, rendered and built for every run.
+pub struct Dynamic {
+    pub kind: &'static str,
+    pub build: Box<BuildFn>,
+}
+
+impl std::fmt::Debug for Dynamic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dynamic({})", self.kind)
+    }
+}
+
+/// `ws.connect`: open a connection named `name`.
+#[derive(Debug)]
+pub struct WsConnect {
+    pub name: String,
+    pub request: WsConnectRequest,
+}
+
+/// `ws.send`: one frame on connection `on`.
+#[derive(Debug)]
+pub struct WsSend {
+    pub on: String,
+    pub payload: Payload,
+}
+
+/// `ws.expect`: wait for a frame matching `frame` on `on` (or, `negate`, for none to arrive).
+#[derive(Debug)]
+pub struct WsExpect {
+    pub on: String,
+    pub frame: FrameMatch,
+    pub negate: bool,
+    pub within: Option<Duration>,
+}
+
+/// `ws.close`.
+#[derive(Debug)]
+pub struct WsClose {
+    pub on: String,
+    pub code: u16,
+    pub reason: String,
+}
+
+/// What a frame must look like; every part given must hold.
+#[derive(Clone, Debug, Default)]
+pub struct FrameMatch {
+    pub json: Vec<JsonCheck>,
+    pub regex: Option<regex::Regex>,
+    pub equals: Option<String>,
+    pub contains: Option<String>,
+}
+
+/// A JSONPath (RFC 9535) and what its value must be.
+#[derive(Clone, Debug)]
+pub struct JsonCheck {
+    pub path_text: String,
+    pub path: serde_json_path::JsonPath,
+    pub matcher: Matcher,
+}
+
+/// One capture: a name and where its value comes from.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    pub name: String,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// JSONPath over the body (http) or frame (ws).
+    Json(String, serde_json_path::JsonPath),
+    /// A regex over the body or frame; the group to take.
+    Regex(regex::Regex, Group),
+    Header(String),
+    Status,
+    Cookie(String),
+    Body,
+    Frame,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Group {
+    Index(usize),
+    Name(String),
 }
 
 /// Bounds on a duration; every bound given must hold.
@@ -140,10 +289,12 @@ impl Bounds {
 
 /// The expectations of an `expect:` block that are not the probe's own checks (status, headers
 /// and body become the probe's checks at load time).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct PostChecks {
     /// On the step's duration.
     pub duration: Bounds,
     /// On the time left until the earliest `not_after` of the presented chain (`cert_expires_in`).
     pub cert_expires_in: Bounds,
+    /// JSONPath checks on the body (http) or the matched frame (ws.expect).
+    pub json: Vec<JsonCheck>,
 }

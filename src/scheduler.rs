@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{self, RunReport, RunResult};
 use crate::metrics::{Metrics, ScenarioMetrics};
 use crate::scenario::{Config, Scenario};
+use crate::session::Session;
 
 /// Default cap on concurrent runs. Each run holds at least one socket; sonde raises its file
 /// descriptor limit at start, and this keeps well inside common limits.
@@ -319,6 +320,9 @@ async fn scenario_loop(
     if let Some(prev) = prev {
         let _ = prev.await;
     }
+    if scenario.persistent {
+        return persistent_loop(scenario, state, cancel, metrics, region, permits, alerts).await;
+    }
     let mut series = ScenarioMetrics::new(metrics.clone(), &scenario, region.as_deref());
     let interval = scenario.interval;
     let wall_now = SystemTime::now();
@@ -375,7 +379,7 @@ async fn scenario_loop(
                 scenario = %scenario.name,
                 step = report.failed_step.as_deref().unwrap_or(""),
                 "run failed: {}",
-                scenario.redact_text(&report.failure().map(|f| f.to_string()).unwrap_or_default())
+                report.redact_text(&scenario, &report.failure().map(|f| f.to_string()).unwrap_or_default())
             );
         }
         state.set_last(Arc::new(report));
@@ -386,6 +390,135 @@ async fn scenario_loop(
             state.skipped.fetch_add(skipped, Ordering::Relaxed);
         }
     }
+    series.remove();
+}
+
+/// The loop of a `session: persistent` scenario (see [`crate::session`]): the same schedule as
+/// [`scenario_loop`], with one [`Session`] kept across runs, a watcher that notices a broken
+/// connection between runs, and reconnects between ticks.
+async fn persistent_loop(
+    scenario: Arc<Scenario>,
+    state: Arc<ScenarioState>,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+    region: Option<String>,
+    permits: Arc<Semaphore>,
+    alerts: crate::alert::Alerts,
+) {
+    let mut series = ScenarioMetrics::new(metrics.clone(), &scenario, region.as_deref());
+    let interval = scenario.interval;
+    let wall_now = SystemTime::now();
+    let mut planned = Instant::now()
+        + wait_for_slot(
+            &scenario.name,
+            interval,
+            wall_now.duration_since(UNIX_EPOCH).unwrap_or_default(),
+        );
+    let mut session = Session::default();
+    series.session_connected(false);
+    loop {
+        state.next_run_ms.store(
+            unix_ms(SystemTime::now() + planned.saturating_duration_since(Instant::now())),
+            Ordering::Relaxed,
+        );
+        let reconnect_at = session
+            .reconnect_at
+            .filter(|_| !session.connected && session.ever_connected);
+        enum Wake {
+            Tick,
+            Broken(String),
+            Reconnect,
+        }
+        let wake = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(planned) => Wake::Tick,
+            why = session.broken() => Wake::Broken(why),
+            _ = tokio::time::sleep_until(reconnect_at.unwrap_or(planned)), if reconnect_at.is_some_and(|r| r < planned) => Wake::Reconnect,
+        };
+        match wake {
+            Wake::Broken(why) => {
+                tracing::debug!(scenario = %scenario.name, "session broken: {}", scenario.redact_text(&why));
+                session.disconnect(Some(why));
+                series.session_connected(false);
+                continue;
+            }
+            Wake::Reconnect => {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                // Boxed: inline, the whole engine's future would sit in every session's task
+                // for its lifetime, not just while reconnecting.
+                let (reconnected, report) = Box::pin(session.reconnect(&scenario)).await;
+                drop(permit);
+                if reconnected {
+                    series.session_reconnected();
+                }
+                series.session_connected(session.connected);
+                if !report.success() {
+                    state.set_last(Arc::new(report));
+                }
+                continue;
+            }
+            Wake::Tick => {}
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let started = Instant::now();
+        metrics
+            .scheduler_lag
+            .observe(started.saturating_duration_since(planned).as_secs_f64());
+        metrics.runs_in_flight.inc();
+        // The run is its own task (a panic fails the run and resets the session, not the
+        // scheduler); the session travels there and back.
+        let sc = scenario.clone();
+        let mut sess = std::mem::take(&mut session);
+        let res = tokio::spawn(async move {
+            let r = sess.run(&sc).await;
+            (r, sess)
+        })
+        .await;
+        let report = match res {
+            Ok(((reconnected, report), sess)) => {
+                session = sess;
+                if reconnected {
+                    series.session_reconnected();
+                }
+                report
+            }
+            Err(e) => panicked_report(&scenario, started, e),
+        };
+        metrics.runs_in_flight.dec();
+        drop(permit);
+        series.session_connected(session.connected);
+        series.session_age(session.connected_since().map(|t| t.elapsed()));
+        series.record(&report);
+        if !cancel.is_cancelled() {
+            alerts.observe(&scenario, &report);
+        }
+        state.runs.fetch_add(1, Ordering::Relaxed);
+        if report.success() {
+            state
+                .last_success_ms
+                .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        } else {
+            state.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        state.set_last(Arc::new(report));
+        let skipped;
+        (planned, skipped) = next_tick(planned, interval, Instant::now());
+        if skipped > 0 {
+            series.skipped(skipped);
+            state.skipped.fetch_add(skipped, Ordering::Relaxed);
+        }
+    }
+    Box::pin(session.end(&scenario)).await;
     series.remove();
 }
 
@@ -414,6 +547,8 @@ fn panicked_report(scenario: &Scenario, started: Instant, e: tokio::task::JoinEr
         failed_step: None,
         steps: Vec::new(),
         internal_error: Some(what),
+        session_events: Vec::new(),
+        secrets: Vec::new(),
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{self, ConfigError, LoadOptions};
+use crate::blackbox::Blackbox;
+use crate::config::{self, ConfigError, LoadOptions, Loaded};
 use crate::metrics::Metrics;
 use crate::scenario::Config;
 use crate::scheduler::Scheduler;
@@ -23,10 +24,17 @@ pub enum ConfigSource {
 }
 
 impl ConfigSource {
-    pub fn load(&self, opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    /// Scenarios, and blackbox modules when a blackbox_exporter configuration file is among the
+    /// paths.
+    pub fn load(&self, opts: &LoadOptions) -> Result<Loaded, Vec<ConfigError>> {
         match self {
-            ConfigSource::Paths(p) => config::load_paths(p, opts),
-            ConfigSource::BuiltIn(text) => config::load_str("<built-in>", text, opts),
+            ConfigSource::Paths(p) => config::load_all(p, opts),
+            ConfigSource::BuiltIn(text) => {
+                config::load_str("<built-in>", text, opts).map(|config| Loaded {
+                    config,
+                    modules: None,
+                })
+            }
             ConfigSource::Remote(s) => s.load(opts),
         }
     }
@@ -59,6 +67,8 @@ pub struct App {
     /// (up to ~35 MB at 10k scenarios; see `Metrics::encode_streaming`), so idle connections must
     /// not multiply that; Prometheus needs one slot per server scraping this agent.
     pub scrape_slots: Arc<tokio::sync::Semaphore>,
+    /// `/probe`: the blackbox modules in use, blackbox's own counters, the safety options.
+    pub blackbox: Blackbox,
 }
 
 /// See [`App::scrape_slots`].
@@ -76,7 +86,8 @@ impl App {
         scheduler: Scheduler,
         source: ConfigSource,
         load_options: LoadOptions,
-        initial: Config,
+        initial: Loaded,
+        blackbox: Blackbox,
     ) -> Arc<App> {
         let app = Arc::new(App {
             metrics,
@@ -87,13 +98,16 @@ impl App {
             reloading: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             scrape_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES)),
+            blackbox,
         });
         app.install(initial);
         app.ready.store(true, Ordering::SeqCst);
         app
     }
 
-    fn install(&self, config: Config) {
+    fn install(&self, loaded: Loaded) {
+        let config = loaded.config;
+        self.blackbox.install(loaded.modules);
         self.scheduler.apply(&config);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         self.metrics.config_last_reload_successful.set(1);
@@ -140,15 +154,17 @@ impl App {
                 }])
             });
         match loaded {
-            Ok(config) => {
-                crate::agent::warn_on_agent_change(&self.config(), &config);
-                let n = config.scenarios.len();
-                self.install(config);
-                tracing::info!(scenarios = n, "configuration reloaded");
+            Ok(loaded) => {
+                crate::agent::warn_on_agent_change(&self.config(), &loaded.config);
+                let n = loaded.config.scenarios.len();
+                let modules = loaded.modules.as_ref().map(|m| m.len());
+                self.install(loaded);
+                tracing::info!(scenarios = n, ?modules, "configuration reloaded");
                 Reload::Applied { scenarios: n }
             }
             Err(errors) => {
                 self.metrics.config_last_reload_successful.set(0);
+                self.blackbox.reload_failed();
                 for e in &errors {
                     tracing::error!("reload rejected: {e}");
                 }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
+        // GET and POST: blackbox answers any method and reads only the query string.
+        .route("/probe", get(probe).post(probe))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
@@ -51,6 +53,10 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     };
     let m = app.metrics.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    // blackbox_exporter's own series come first: they are few, and in OpenMetrics everything
+    // must precede sonde's closing `# EOF`.
+    let own = app.blackbox.self_metrics(format == Format::OpenMetrics);
+    let _ = tx.try_send(bytes::Bytes::from(own));
     tokio::task::spawn_blocking(move || {
         m.encode_streaming(format, tx);
         drop(slot);
@@ -61,6 +67,105 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
     }));
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+/// blackbox_exporter's `/probe`: `module` (default `http_2xx`), `target`, `hostname`,
+/// `debug=true`. Errors answer as blackbox's do (Go's `http.Error`: text/plain, message and a
+/// newline): an unknown module or a missing target is 400, a scrape-timeout header that is not
+/// a number 500. A target that cannot be probed is not an error: the probe fails
+/// (`probe_success 0`) and the answer is 200. sonde's safety options add 403 (target not
+/// allowed) and 503 (too many probes at once).
+async fn probe(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    use crate::blackbox::handler;
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let text_error = |code: StatusCode, msg: String| {
+        (
+            code,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            format!("{msg}\n"),
+        )
+            .into_response()
+    };
+    let name = get("module").unwrap_or("http_2xx");
+    let modules = app.blackbox.modules();
+    let Some(module) = modules.get(name).cloned() else {
+        app.blackbox.count_unknown_module();
+        tracing::debug!(module = name, "Unknown module");
+        return text_error(StatusCode::BAD_REQUEST, format!("Unknown module {name:?}"));
+    };
+    let scrape_timeout = headers
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let timeout = match handler::timeout_seconds(
+        scrape_timeout.as_deref(),
+        module.timeout,
+        app.blackbox.timeout_offset,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            return text_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Failed to parse timeout from Prometheus header: {e}"),
+            )
+        }
+    };
+    let Some(target) = get("target") else {
+        return text_error(
+            StatusCode::BAD_REQUEST,
+            "Target parameter is missing".to_string(),
+        );
+    };
+    let Some(_slot) = app.blackbox.safety.slot() else {
+        return text_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent probes (--probe.max-concurrent); try again later".to_string(),
+        );
+    };
+    if let Err(e) = app.blackbox.safety.check(module.prober, target).await {
+        return text_error(StatusCode::FORBIDDEN, e);
+    }
+    let report = match handler::run(
+        &module,
+        target,
+        get("hostname"),
+        handler::duration_from_secs(timeout),
+        get("debug") == Some("true"),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(handler::BadRequest(msg)) => return text_error(StatusCode::BAD_REQUEST, msg),
+    };
+    let metrics = report.registry.render();
+    if get("debug") == Some("true") {
+        let text = crate::blackbox::debug::render(&report.log, &metrics, &module.shown);
+        return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics,
+    )
+        .into_response()
 }
 
 async fn healthy() -> &'static str {
@@ -96,9 +201,16 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
 
 async fn config(State(app): State<Arc<App>>) -> Response {
     let cfg = app.config();
+    let modules = app.blackbox.modules();
     let doc = json!({
         "sources": cfg.sources,
-        "scenarios": cfg.scenarios.iter().map(|s| s.redacted.clone()).collect::<Vec<_>>(),
+        "scenarios": cfg.scenarios.iter().map(|s| s.redacted()).collect::<Vec<_>>(),
+        // The blackbox modules /probe serves (blackbox's examples when no file gave any),
+        // secrets redacted.
+        "blackbox_modules": modules
+            .iter()
+            .map(|(name, m)| (name.clone(), m.shown.clone()))
+            .collect::<serde_json::Map<_, _>>(),
     });
     match serde_norway::to_string(&doc) {
         Ok(yaml) => ([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], yaml).into_response(),
@@ -129,6 +241,9 @@ fn summary(st: &ScenarioState) -> Value {
         "tags": sc.tags,
         "labels": sc.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "steps": sc.steps.iter().map(|s| json!({"name": s.name, "kind": s.action.kind()})).collect::<Vec<_>>(),
+        "setup": sc.setup.iter().map(|s| json!({"name": s.name, "kind": s.action.kind()})).collect::<Vec<_>>(),
+        "teardown": sc.teardown.iter().map(|s| json!({"name": s.name, "kind": s.action.kind()})).collect::<Vec<_>>(),
+        "session": if sc.persistent { "persistent" } else { "per_run" },
         "status": status,
         "runs": st.runs.load(Ordering::Relaxed),
         "failures": st.failures.load(Ordering::Relaxed),
@@ -145,6 +260,9 @@ fn summary(st: &ScenarioState) -> Value {
         })),
     });
     sc.redact_json(&mut v);
+    if let Some(r) = &last {
+        crate::engine::redact_json_with(&mut v, &r.secrets);
+    }
     v
 }
 
@@ -173,8 +291,10 @@ async fn scenario(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
     if let Some(firing) = app.scheduler.alerts().firing(&name) {
         v["alert"] = json!({ "firing": firing });
     }
-    v["last_run"] = serde_json::to_value(st.last().as_deref()).unwrap_or(Value::Null);
-    st.scenario.redact_json(&mut v);
+    v["last_run"] = st
+        .last()
+        .map(|r| r.to_json(&st.scenario))
+        .unwrap_or(Value::Null);
     Json(v).into_response()
 }
 

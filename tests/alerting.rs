@@ -72,6 +72,7 @@ fn load(agent: &str, scenario: &str) -> Config {
             region: Some("eu-west".into()),
         },
     )
+    .map(|loaded| loaded.config)
     .unwrap_or_else(|e| panic!("{e:?}"))
 }
 
@@ -513,6 +514,8 @@ fn failed_report(name: &str) -> RunReport {
         failed_step: None,
         steps: vec![],
         internal_error: Some("synthetic".into()),
+        session_events: vec![],
+        secrets: vec![],
     }
 }
 

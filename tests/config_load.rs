@@ -285,10 +285,10 @@ fn secrets_are_redacted_in_the_config_view_but_used_in_requests() {
         })
     );
     assert_eq!(h.proxy.as_ref().unwrap().password(), Some("literal-secret"));
-    let view = serde_json::to_string(&s.redacted).unwrap();
+    let view = serde_json::to_string(&s.redacted()).unwrap();
     assert!(!view.contains("literal-secret"), "{view}");
     assert!(!view.contains("s3cret-from-env"), "{view}");
-    let r = &s.redacted;
+    let r = &s.redacted();
     assert_eq!(r["vars"]["password"], REDACTED);
     let step = &r["steps"][0]["http"];
     assert_eq!(step["basic_auth"]["password"], REDACTED);
@@ -306,7 +306,7 @@ fn templates_stay_unrendered_in_the_config_view() {
     let text = "scenario: t\nvars: {base: \"http://127.0.0.1:1\"}\nhttp: {url: \"{{ base }}/x\"}\n";
     let c = load_str("<test>", text, &LoadOptions::default()).unwrap();
     let s = &c.scenarios[0];
-    assert_eq!(s.redacted["http"]["url"], "{{ base }}/x");
+    assert_eq!(s.redacted()["http"]["url"], "{{ base }}/x");
     let Action::Http(h) = &s.steps[0].action else {
         panic!()
     };

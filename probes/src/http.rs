@@ -103,6 +103,30 @@ pub struct HttpChecks {
     pub fail_if_body_matches: Vec<Regex>,
     pub fail_if_body_not_matches: Vec<Regex>,
     pub headers: Vec<HeaderCheck>,
+    /// blackbox's `compression`: the body is expected in this content coding and is decoded
+    /// before the body regexes, `body_size_limit` and the decoded length
+    /// ([`HttpFacts::decoded_bytes`]) see it; a body that does not decode fails (reason `body`).
+    /// The caller sends the matching `Accept-Encoding`.
+    pub decompress: Option<ContentCoding>,
+}
+
+/// A content coding the probe can decode (blackbox's `compression` values).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ContentCoding {
+    Gzip,
+    /// Raw DEFLATE (RFC 1951), as Go's `compress/flate` that blackbox uses reads it.
+    Deflate,
+    Br,
+}
+
+impl ContentCoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentCoding::Gzip => "gzip",
+            ContentCoding::Deflate => "deflate",
+            ContentCoding::Br => "br",
+        }
+    }
 }
 
 /// Everything the HTTP probe needs; built once at configuration load.
@@ -147,10 +171,16 @@ pub struct HttpFacts {
     pub request_headers: Vec<(String, String)>,
     /// Response headers of the last hop.
     pub headers: Vec<(String, String)>,
+    /// The real values of the response headers shown as redacted in `headers` (`Set-Cookie`,
+    /// tokens…), for a scenario's cookie jar and captures; never serialized.
+    #[serde(skip)]
+    pub secret_headers: Vec<(String, String)>,
     /// The declared Content-Length of the last response, if any.
     pub content_length: Option<u64>,
     /// Body bytes received on the last hop.
     pub body_bytes: u64,
+    /// With [`HttpChecks::decompress`]: the body's length once decoded.
+    pub decoded_bytes: Option<u64>,
     /// The first `keep_body` bytes of the last body.
     #[serde(skip)]
     pub body: Bytes,
@@ -159,7 +189,7 @@ pub struct HttpFacts {
     /// Whether the last hop was over TLS.
     pub is_tls: bool,
     pub tls: Option<TlsFacts>,
-    /// Failed because of a body regex (blackbox `probe_failed_due_to_regex`).
+    /// Failed because of a body or header regex (blackbox `probe_failed_due_to_regex`).
     pub failed_due_to_regex: bool,
     pub hops: Vec<Hop>,
 }
@@ -241,8 +271,77 @@ impl InFlight {
     }
 }
 
+/// Connections kept between the http steps of one scenario run, so a multi-step flow talks to
+/// its API the way a client does (one connection, not one per step). A reused connection has
+/// no resolve, connect or tls phase; its remote address and TLS facts are the first dial's.
+/// Redirect hops and proxied requests always dial anew. At most [`ConnPool::MAX`] origins.
+#[derive(Default)]
+pub struct ConnPool {
+    kept: Vec<Kept>,
+}
+
+struct Kept {
+    origin: String,
+    conn: conn::Connection,
+    tls: Option<TlsFacts>,
+    remote_addr: Option<std::net::SocketAddr>,
+}
+
+impl ConnPool {
+    pub const MAX: usize = 4;
+
+    /// Connections kept now.
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    fn take(&mut self, origin: &str) -> Option<Kept> {
+        let i = self.kept.iter().position(|k| k.origin == origin)?;
+        let k = self.kept.swap_remove(i);
+        (!k.conn.is_closed()).then_some(k)
+    }
+
+    fn put(&mut self, k: Kept) {
+        self.kept.retain(|o| o.origin != k.origin);
+        if self.kept.len() >= Self::MAX {
+            self.kept.remove(0);
+        }
+        self.kept.push(k);
+    }
+}
+
+fn origin_key(url: &Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
 /// Run the probe under `deadline`.
 pub async fn probe(req: &HttpRequest, deadline: Instant) -> HttpOutcome {
+    probe_inner(req, deadline, None).await
+}
+
+/// Like [`probe`], reusing (and leaving) a kept-alive connection in `pool`.
+pub async fn probe_pooled(
+    req: &HttpRequest,
+    deadline: Instant,
+    pool: &mut ConnPool,
+) -> HttpOutcome {
+    probe_inner(req, deadline, Some(pool)).await
+}
+
+async fn probe_inner(
+    req: &HttpRequest,
+    deadline: Instant,
+    mut pool: Option<&mut ConnPool>,
+) -> HttpOutcome {
     let mut rec = Recorder::new();
     let mut facts = HttpFacts {
         final_url: prepare::url_for_facts(&req.url),
@@ -250,7 +349,7 @@ pub async fn probe(req: &HttpRequest, deadline: Instant) -> HttpOutcome {
     };
     let mut in_flight = InFlight::default();
     let res = with_deadline(&mut rec, deadline, async |rec: &mut Recorder| {
-        run(req, rec, &mut facts, &mut in_flight).await
+        run(req, rec, &mut facts, &mut in_flight, pool.as_deref_mut()).await
     })
     .await;
     if res.is_err() {
@@ -266,8 +365,12 @@ async fn run(
     rec: &mut Recorder,
     facts: &mut HttpFacts,
     in_flight: &mut InFlight,
+    mut pool: Option<&mut ConnPool>,
 ) -> Result<(), Failure> {
     let mut url = req.url.clone();
+    // Reuse only for the first hop of a direct request; a kept connection that fails before
+    // answering is dropped and the hop dialed anew (the server may have closed it idle).
+    let mut may_reuse = req.proxy.is_none() && pool.is_some();
     let mut method = req.method.clone();
     let mut body = req.body.clone();
     let mut body_dropped = false;
@@ -285,20 +388,42 @@ async fn run(
             status: None,
         });
         let prepared = prepare::prepare(req, &url, &method, &body, body_dropped)?;
-
-        let dialed = conn::dial(req, &url, &prepared.tls_name, rec, in_flight).await;
-        if let Some(hop) = facts.hops.last_mut() {
-            hop.remote_addr = rec.remote_addr;
-        }
-        let dialed = dialed?;
-        facts.is_tls = dialed.tls.is_some();
-        facts.tls = dialed.tls.clone();
-
-        // processing: from here (HTTP/2 preface included) to the response head.
-        let started = in_flight.begin(Phase::Processing);
-        rec.doing("sending the request");
-        let mut connection = conn::handshake(dialed).await?;
-        let request = prepared.into_request(&url, &method, &body, &connection)?;
+        let origin = origin_key(&url);
+        let kept = if may_reuse {
+            pool.as_deref_mut().and_then(|p| p.take(&origin))
+        } else {
+            None
+        };
+        let reused = kept.is_some();
+        let (mut connection, started) = match kept {
+            Some(k) => {
+                rec.remote_addr = k.remote_addr;
+                if let Some(hop) = facts.hops.last_mut() {
+                    hop.remote_addr = k.remote_addr;
+                }
+                facts.is_tls = k.tls.is_some();
+                facts.tls = k.tls;
+                rec.event(format!("reusing the connection to {origin}"));
+                let started = in_flight.begin(Phase::Processing);
+                rec.doing("sending the request");
+                (k.conn, started)
+            }
+            None => {
+                let dialed = conn::dial(req, &url, &prepared.tls_name, rec, in_flight).await;
+                if let Some(hop) = facts.hops.last_mut() {
+                    hop.remote_addr = rec.remote_addr;
+                }
+                let dialed = dialed?;
+                facts.is_tls = dialed.tls.is_some();
+                facts.tls = dialed.tls.clone();
+                // processing: from here (HTTP/2 preface included) to the response head.
+                let started = in_flight.begin(Phase::Processing);
+                rec.doing("sending the request");
+                (conn::handshake(dialed).await?, started)
+            }
+        };
+        let keep_alive = pool.is_some() && req.proxy.is_none();
+        let request = prepared.into_request(&url, &method, &body, &connection, keep_alive)?;
         facts.request_headers = prepare::redacted(&request);
         rec.event(format!(
             "{method} {} {} sent",
@@ -308,12 +433,34 @@ async fn run(
         rec.doing("waiting for the response head");
         let response = connection.send(request).await;
         in_flight.end(rec, true);
-        let response = response?;
+        let response = match response {
+            Err(f) if reused => {
+                rec.event(format!(
+                    "the kept connection failed ({}); dialing anew",
+                    f.message
+                ));
+                may_reuse = false;
+                continue;
+            }
+            r => r?,
+        };
+        may_reuse = false;
 
         let status = response.status();
         let version = conn::version_str(response.version());
         facts.status = Some(status.as_u16());
         facts.version = Some(version.to_string());
+        facts.secret_headers = response
+            .headers()
+            .iter()
+            .filter(|(n, _)| is_secret_header(n.as_str()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
         facts.headers = response
             .headers()
             .iter()
@@ -375,15 +522,32 @@ async fn run(
         let started = in_flight.begin(Phase::Transfer);
         rec.doing("reading the response body");
         let plan = body::Plan::for_request(req);
-        let read = body::read(response.into_body(), &plan, &mut facts.body_bytes).await;
+        let read = body::read(
+            response.into_body(),
+            &plan,
+            &mut facts.body_bytes,
+            &mut facts.decoded_bytes,
+        )
+        .await;
         in_flight.end(rec, true);
         rec.event(format!(
             "{} body byte(s) read in {}",
             facts.body_bytes,
             fmt_duration(started.elapsed())
         ));
-        // Keep the connection (and its driver) until the body is read.
-        drop(connection);
+        // Keep the connection (and its driver) until the body is read; then, pooled, for the
+        // run's next request to this origin.
+        match pool.as_deref_mut() {
+            Some(p) if read.is_ok() && req.proxy.is_none() && !connection.is_closed() => {
+                p.put(Kept {
+                    origin,
+                    conn: connection,
+                    tls: facts.tls.clone(),
+                    remote_addr: rec.remote_addr,
+                });
+            }
+            _ => drop(connection),
+        }
         let read = match read {
             Ok(r) => {
                 facts.body = r.kept(req.keep_body);

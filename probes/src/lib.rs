@@ -14,11 +14,13 @@
 //! still reported.
 
 pub mod dns;
+pub mod grpc;
 pub mod http;
 pub mod icmp;
 pub mod resolve;
 pub mod tcp;
 pub mod tls;
+pub mod ws;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -72,6 +72,11 @@ pub struct TcpFacts {
     /// Sent lines appear verbatim: a caller that templated secrets into a `Send` must redact them.
     pub transcript: Vec<String>,
     pub failed_due_to_regex: bool,
+    /// The line each `Expect` matched, by its index in the dialogue (at most
+    /// [`MAX_TRANSCRIPT`] entries), for callers that expand the match (blackbox's
+    /// `probe_expect_info` labels).
+    #[serde(skip)]
+    pub matched_lines: Vec<(usize, Vec<u8>)>,
 }
 
 pub type TcpOutcome = Outcome<TcpFacts>;
@@ -147,6 +152,9 @@ async fn run(
                                     "step {step_no}: /{re}/ matched {}",
                                     quote(&line)
                                 ));
+                                if facts.matched_lines.len() < MAX_TRANSCRIPT {
+                                    facts.matched_lines.push((i, line.clone()));
+                                }
                                 last_match = Some((re.clone(), line));
                                 break;
                             }

@@ -154,7 +154,8 @@ impl Failed {
             error: failure
                 .map(|f| f.message.clone())
                 .or_else(|| r.internal_error.clone())
-                .map(|e| sc.redact_text(&e).into_owned()),
+                // Run-time secrets (captured tokens) too, not only the configuration's.
+                .map(|e| r.redact_text(sc, &e)),
             latency: Some(r.duration),
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
@@ -13,14 +13,19 @@ use super::build::{Cx, Shared};
 use super::deser::deserialize_recovering;
 use super::error::{FileErrors, Pos};
 use super::expect;
+use super::flow;
+use super::funcs::SecretSink;
 use super::locate::{index_path, key_path, PosIndex};
 use super::model::{ScenarioModel, StepModel, KINDS};
-use super::redact::{redact, secrets, Fnv};
+use super::redact::{redact, secrets, Fnv, MIN_SECRET_LEN};
 use super::steps;
 use super::suggest;
-use super::template::Templates;
+use super::template::{Scope, Templates, When};
+use super::units::SessionWord;
 use super::LoadOptions;
-use crate::scenario::{Action, PostChecks, Scenario, Step};
+use crate::scenario::{
+    Action, BuildFn, Capture, Captured, Dynamic, PostChecks, Retry, Scenario, Step,
+};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,10 +37,6 @@ const MAX_LABELS: usize = 16;
 const RESERVED_LABELS: [&str; 10] = [
     "scenario", "region", "step", "phase", "reason", "result", "le", "job", "instance", "quantile",
 ];
-/// "`key` is not supported yet …": the features reserved keys belong to, and what to do now.
-fn not_yet(key: &str) -> String {
-    format!("`{key}` is not supported yet (it arrives with multi-step scenarios) — expected it left out for now")
-}
 
 /// Durations in messages the way people write them in YAML ("30s", "14d", "1m 30s").
 fn human(d: Duration) -> String {
@@ -64,8 +65,8 @@ fn valid_label_name(n: &str) -> bool {
 
 /// Keeps what spans files and scenarios during one load.
 pub struct Loader {
-    templates: Templates,
-    shared: Shared,
+    templates: Arc<Templates>,
+    shared: Arc<Mutex<Shared>>,
     region: Option<String>,
     /// Scenario name → where it was first defined (`file:line:col`).
     names: HashMap<String, String>,
@@ -74,14 +75,29 @@ pub struct Loader {
 struct StepOut {
     name: Option<String>,
     kind: &'static str,
-    built: Option<(Option<Duration>, Action, PostChecks)>,
+    timeout: Option<Duration>,
+    retry: Option<Retry>,
+    built: Option<Built>,
+    /// The raw tree of a step built per run.
+    dynamic: Option<Value>,
 }
+
+struct Built {
+    timeout: Option<Duration>,
+    retry: Option<Retry>,
+    action: Action,
+    expect: PostChecks,
+    captures: Vec<Capture>,
+}
+
+/// The kinds a one-step scenario may write at the top level.
+const SHORTHAND_KINDS: [&str; 5] = ["http", "tcp", "dns", "icmp", "tls"];
 
 impl Loader {
     pub fn new(opts: &LoadOptions) -> Self {
         Loader {
-            templates: Templates::new(opts.region.clone()),
-            shared: Shared::default(),
+            templates: Arc::new(Templates::new(opts.region.clone())),
+            shared: Arc::new(Mutex::new(Shared::default())),
             region: opts.region.clone(),
             names: HashMap::new(),
         }
@@ -360,26 +376,26 @@ impl Loader {
             labels.sort();
         }
 
-        let reserved = [
-            ("capture", m.capture.is_some()),
-            ("session", m.session.is_some()),
-            ("setup", m.setup.is_some()),
-            ("teardown", m.teardown.is_some()),
-            ("heartbeat", m.heartbeat.is_some()),
-            ("retry", m.retry.is_some()),
-        ];
-        for (k, present) in reserved {
-            if present {
-                errors.push(index.key(&p(k)), not_yet(k));
-            }
-        }
-
         let alert = m
             .alert
             .clone()
             .and_then(|a| super::alert::scenario_alert(a, &p("alert"), index, errors));
+        let persistent = m.session == Some(SessionWord::Persistent);
+        let heartbeat = m.heartbeat.map(|d| d.0);
+        if let Some(h) = heartbeat {
+            if h < Duration::from_millis(100) {
+                errors.push(
+                    index.value(&p("heartbeat")),
+                    format!(
+                        "heartbeat {} is too short — expected at least 100ms",
+                        human(h)
+                    ),
+                );
+            }
+        }
 
-        let mut scope = self.templates.scope(&name);
+        let (sink, sink_value) = SecretSink::value();
+        let mut scope = self.templates.scope(&name, dir, sink_value);
         if let Some(vars) = &m.vars {
             for (k, v) in self
                 .templates
@@ -404,11 +420,12 @@ impl Loader {
         let mut step_values: Vec<(Value, String)> = Vec::new();
         match (&m.steps, shorthand.is_empty()) {
             (Some(list), true) => {
-                for k in ["expect", "resolver"] {
-                    let present = if k == "expect" {
-                        m.expect.is_some()
-                    } else {
-                        m.resolver.is_some()
+                for k in ["expect", "resolver", "capture", "retry"] {
+                    let present = match k {
+                        "expect" => m.expect.is_some(),
+                        "resolver" => m.resolver.is_some(),
+                        "capture" => m.capture.is_some(),
+                        _ => m.retry.is_some(),
                     };
                     if present {
                         errors.push(
@@ -439,11 +456,15 @@ impl Loader {
                 for (k, v) in &shorthand {
                     step.insert(Value::from(*k), (*v).clone());
                 }
-                if let Some(e) = &m.expect {
-                    step.insert(Value::from("expect"), e.clone());
-                }
-                if let Some(r) = &m.resolver {
-                    step.insert(Value::from("resolver"), r.clone());
+                for (k, v) in [
+                    ("expect", &m.expect),
+                    ("resolver", &m.resolver),
+                    ("capture", &m.capture),
+                    ("retry", &m.retry),
+                ] {
+                    if let Some(v) = v {
+                        step.insert(Value::from(k), v.clone());
+                    }
                 }
                 step_values.push((Value::Mapping(step), path.to_string()));
             }
@@ -454,36 +475,90 @@ impl Loader {
                         index.key(&p("scenario")),
                         format!(
                             "scenario `{name}` has no steps — expected `steps:` or one step kind at the top level ({})",
-                            KINDS.join(", ")
+                            SHORTHAND_KINDS.join(", ")
                         ),
                     );
                 }
             }
         }
+        // Setup, steps, teardown: one list, in the order they run, each item with its stage.
+        let mut all: Vec<(Value, String, Stage)> = Vec::new();
+        for (i, v) in m.setup.iter().flatten().enumerate() {
+            all.push((v.clone(), index_path(&p("setup"), i), Stage::Setup));
+        }
+        all.extend(step_values.into_iter().map(|(v, b)| (v, b, Stage::Main)));
+        for (i, v) in m.teardown.iter().flatten().enumerate() {
+            all.push((v.clone(), index_path(&p("teardown"), i), Stage::Teardown));
+        }
+        if persistent && m.setup.as_ref().is_none_or(|s| s.is_empty()) {
+            errors.push(
+                index.value(&p("session")),
+                "`session: persistent` without `setup` — expected setup steps that open the connections (ws.connect) the steps reuse",
+            );
+        }
 
-        let mut outs: Vec<(StepOut, String)> = Vec::new();
-        for (mut v, base) in step_values {
-            let rendered = self
+        let opts = StepOpts {
+            scenario_timeout: timeout,
+            heartbeat,
+        };
+        let rt = Arc::new(RtBase {
+            templates: self.templates.clone(),
+            scope: scope.clone(),
+            dir: dir.to_path_buf(),
+            shared: self.shared.clone(),
+            opts,
+            file: errors.file.clone(),
+        });
+        let mut captures: Vec<String> = Vec::new();
+        let mut outs: Vec<(StepOut, String, Stage)> = Vec::new();
+        for (mut v, base, stage) in all {
+            let (checked, when) = self
                 .templates
-                .render_tree(&mut v, &base, &scope, index, errors);
+                .check_tree(&v, &base, &scope, &captures, index, errors);
+            let dynamic = checked && when == When::PerRun;
+            let rendered = if dynamic || !checked {
+                checked
+            } else {
+                self.templates
+                    .render_tree(&mut v, &base, &scope, index, errors)
+            };
             hash.write(serde_json::to_string(&v).unwrap_or_default().as_bytes());
+            let raw = dynamic.then(|| v.clone());
             let rec = deserialize_recovering::<StepModel>(v, &base, "a step", index, errors);
             let damaged = rec.damaged();
             let Some(sm) = rec.value else { continue };
+            let new_caps = capture_names(&sm);
+            let mut guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             let mut cx = Cx {
                 index,
                 errors,
-                shared: &mut self.shared,
+                shared: &mut guard,
                 dir,
                 hash: &mut hash,
             };
-            let out = step(&sm, &base, timeout, !damaged && rendered, &mut cx);
-            outs.push((out, base));
+            let mode = if damaged || !rendered {
+                Mode::NameOnly
+            } else if dynamic {
+                Mode::FlowOnly
+            } else {
+                Mode::Full
+            };
+            let mut out = step(&sm, &base, &opts, mode, &mut cx);
+            drop(guard);
+            if let (Some(raw), false) = (raw, damaged) {
+                out.dynamic = Some(raw);
+            }
+            for c in new_caps {
+                if !captures.contains(&c) {
+                    captures.push(c);
+                }
+            }
+            outs.push((out, base, stage));
         }
 
         // Step names: explicit ones must be unique; the others are named after their kind.
         let mut taken: HashMap<String, Pos> = HashMap::new();
-        for (o, base) in &outs {
+        for (o, base, _) in &outs {
             if let Some(n) = &o.name {
                 let at = index.value(&key_path(base, "name"));
                 if n.is_empty() {
@@ -501,8 +576,8 @@ impl Loader {
                 }
             }
         }
-        let mut built = Vec::new();
-        for (o, _) in outs {
+        let (mut setup, mut built, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
+        for (o, base, stage) in outs {
             let name = match o.name {
                 Some(n) => n,
                 None => {
@@ -516,19 +591,54 @@ impl Loader {
                     n
                 }
             };
-            if let Some((timeout, action, expect)) = o.built {
-                built.push(Step {
+            let step = if let Some(raw) = o.dynamic {
+                Some(Step {
+                    name: name.clone(),
+                    timeout: o.timeout,
+                    retry: o.retry,
+                    action: Action::Dynamic(Box::new(Dynamic {
+                        kind: o.kind,
+                        build: dynamic_builder(rt.clone(), raw, base, name),
+                    })),
+                    expect: PostChecks::default(),
+                    captures: Vec::new(),
+                })
+            } else {
+                o.built.map(|b| Step {
                     name,
-                    timeout,
-                    action,
-                    expect,
-                });
+                    timeout: b.timeout,
+                    retry: b.retry,
+                    action: b.action,
+                    expect: b.expect,
+                    captures: b.captures,
+                })
+            };
+            if let Some(step) = step {
+                match stage {
+                    Stage::Setup => setup.push(step),
+                    Stage::Main => built.push(step),
+                    Stage::Teardown => teardown.push(step),
+                }
             }
         }
+
+        let mut secrets = secrets;
+        secrets.extend(
+            sink.take()
+                .into_iter()
+                .filter(|s| s.len() >= MIN_SECRET_LEN),
+        );
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
 
         if errors.len() > before {
             return None;
         }
+        let http_steps = [&setup, &built, &teardown]
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|s| s.action.kind() == "http")
+            .count();
         Some(Scenario {
             name,
             defined_at,
@@ -537,30 +647,142 @@ impl Loader {
             regions,
             tags,
             labels,
+            setup,
             steps: {
                 // Exact capacity: 10,000 one-step scenarios would otherwise carry room for
                 // 40,000 steps.
                 built.shrink_to_fit();
                 built
             },
+            teardown,
+            persistent,
+            heartbeat,
+            cookies: m.cookies.unwrap_or(true),
+            // A one-step check dials anew every run, as blackbox does (and closes first on the
+            // server's side): reuse only pays between the http steps of one run.
+            reuse_connections: m.reuse_connections.unwrap_or(true) && http_steps > 1,
             fingerprint: hash.finish(),
             alert,
-            redacted,
+            redacted_json: redacted.to_string().into_boxed_str(),
             secrets,
         })
     }
 }
 
-/// Check and build one typed step at `base`. `compile` is false when the step already had
-/// structural or template errors: then only its name is taken (for duplicate checks), so its
-/// problems are not reported twice.
-fn step(
-    m: &StepModel,
-    base: &str,
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Stage {
+    Setup,
+    Main,
+    Teardown,
+}
+
+/// What a step's build depends on beyond the step itself.
+#[derive(Copy, Clone, Debug)]
+struct StepOpts {
     scenario_timeout: Duration,
-    compile: bool,
-    cx: &mut Cx,
-) -> StepOut {
+    heartbeat: Option<Duration>,
+}
+
+/// What a per-run build needs, shared by the dynamic steps of a scenario.
+struct RtBase {
+    templates: Arc<Templates>,
+    scope: Scope,
+    dir: std::path::PathBuf,
+    shared: Arc<Mutex<Shared>>,
+    opts: StepOpts,
+    file: String,
+}
+
+/// Every name a step captures into (step-level and inside ws.*).
+fn capture_names(m: &StepModel) -> Vec<String> {
+    let lists = [
+        m.capture.as_ref(),
+        m.ws_connect.as_ref().and_then(|w| w.capture.as_ref()),
+        m.ws_send.as_ref().and_then(|w| w.capture.as_ref()),
+        m.ws_expect.as_ref().and_then(|w| w.capture.as_ref()),
+    ];
+    lists
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l.0.iter().map(|(k, _)| k.clone()))
+        .collect()
+}
+
+/// The per-run builder of a dynamic step: render the raw tree with the run's captures, type it,
+/// and build it with the same [`step`] builder as at load.
+fn dynamic_builder(rt: Arc<RtBase>, raw: Value, base: String, name: String) -> Box<BuildFn> {
+    // Kept as compact JSON text (a YAML value tree is several times larger), parsed per run.
+    let raw: Box<str> = serde_json::to_string(&raw)
+        .unwrap_or_default()
+        .into_boxed_str();
+    Box::new(move |captured: &[Captured]| {
+        let (sink, sink_value) = SecretSink::value();
+        let mut scope = rt.scope.clone();
+        scope.set(crate::config::funcs::SINK_KEY, sink_value);
+        for (k, v) in captured {
+            scope.set(k, minijinja::Value::from(minijinja::value::Serde(v)));
+        }
+        let mut v: Value = serde_json::from_str(&raw)
+            .map_err(|e| format!("{base}: cannot read the step back: {e}"))?;
+        rt.templates.render_tree_rt(&mut v, &base, &scope)?;
+        let index = PosIndex::build("");
+        let mut errors = FileErrors::new(&rt.file);
+        let rec = deserialize_recovering::<StepModel>(v, &base, "a step", &index, &mut errors);
+        let mut hash = Fnv::default();
+        let out = rec.value.and_then(|sm| {
+            let mut guard = rt.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cx = Cx {
+                index: &index,
+                errors: &mut errors,
+                shared: &mut guard,
+                dir: &rt.dir,
+                hash: &mut hash,
+            };
+            step(&sm, &base, &rt.opts, Mode::Full, &mut cx).built
+        });
+        let secrets = sink.take();
+        match out {
+            Some(b) if errors.is_empty() => Ok((
+                Step {
+                    name: name.clone(),
+                    timeout: b.timeout,
+                    retry: b.retry,
+                    action: b.action,
+                    expect: b.expect,
+                    captures: b.captures,
+                },
+                secrets,
+            )),
+            _ => {
+                let msgs: Vec<String> = errors
+                    .into_errors()
+                    .into_iter()
+                    .map(|e| e.message)
+                    .collect();
+                Err(if msgs.is_empty() {
+                    format!("{base}: the rendered step is invalid")
+                } else {
+                    format!("{base} as rendered for this run: {}", msgs.join("; "))
+                })
+            }
+        }
+    })
+}
+
+/// How much of a step [`step`] checks and builds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Check and build everything.
+    Full,
+    /// Built per run: check the kind and the flow keys (timeout, retry) now, the rest per run.
+    FlowOnly,
+    /// The step already had structural or template errors: take only its name and kind, so its
+    /// problems are not reported twice.
+    NameOnly,
+}
+
+/// Check and build one typed step at `base`, as far as `mode` says.
+fn step(m: &StepModel, base: &str, opts: &StepOpts, mode: Mode, cx: &mut Cx) -> StepOut {
     let p = |k: &str| key_path(base, k);
     let kinds: Vec<&'static str> = [
         ("http", m.http.is_some()),
@@ -568,45 +790,57 @@ fn step(
         ("dns", m.dns.is_some()),
         ("icmp", m.icmp.is_some()),
         ("tls", m.tls.is_some()),
-    ]
-    .into_iter()
-    .filter(|(_, s)| *s)
-    .map(|(k, _)| k)
-    .collect();
-    let mut out = StepOut {
-        name: m.name.as_ref().map(|t| t.0.clone()),
-        kind: kinds.first().copied().unwrap_or("step"),
-        built: None,
-    };
-    if !compile {
-        return out;
-    }
-    let before = cx.errors.len();
-    let reserved = [
         ("ws.connect", m.ws_connect.is_some()),
         ("ws.send", m.ws_send.is_some()),
         ("ws.expect", m.ws_expect.is_some()),
         ("ws.close", m.ws_close.is_some()),
         ("sleep", m.sleep.is_some()),
-        ("capture", m.capture.is_some()),
-        ("retry", m.retry.is_some()),
-    ];
-    let mut any_reserved = false;
-    for (k, present) in reserved {
-        if present {
-            any_reserved = true;
-            cx.err_key(&p(k), not_yet(k));
+    ]
+    .into_iter()
+    .filter(|(_, s)| *s)
+    .map(|(k, _)| k)
+    .collect();
+    let timeout = m.timeout.map(|d| d.0);
+    let mut out = StepOut {
+        name: m.name.as_ref().map(|t| t.0.clone()),
+        kind: kinds.first().copied().unwrap_or("step"),
+        timeout,
+        retry: None,
+        built: None,
+        dynamic: None,
+    };
+    if mode == Mode::NameOnly {
+        return out;
+    }
+    let before = cx.errors.len();
+    out.retry = flow::retry(m.retry.as_ref(), &p("retry"), cx);
+    if let Some(t) = timeout {
+        if t.is_zero() {
+            cx.err_value(
+                &p("timeout"),
+                "step timeout 0s — expected a deadline above zero",
+            );
+        } else if t > opts.scenario_timeout {
+            cx.err_value(
+                &p("timeout"),
+                format!(
+                    "step timeout {} is longer than the scenario's timeout {} — expected at most {}",
+                    human(t),
+                    human(opts.scenario_timeout),
+                    human(opts.scenario_timeout)
+                ),
+            );
         }
     }
     match kinds.as_slice() {
-        [] if !any_reserved => cx.err_value(
+        [] => cx.err_value(
             base,
             format!(
                 "a step without a kind — expected exactly one of: {}",
                 KINDS.join(", ")
             ),
         ),
-        [] | [_] => {}
+        [_] => {}
         [first, second, ..] => cx.err_key(
             &p(second),
             format!(
@@ -614,24 +848,8 @@ fn step(
             ),
         ),
     }
-    let timeout = m.timeout.map(|d| d.0);
-    if let Some(t) = timeout {
-        if t.is_zero() {
-            cx.err_value(
-                &p("timeout"),
-                "step timeout 0s — expected a deadline above zero",
-            );
-        } else if t > scenario_timeout {
-            cx.err_value(
-                &p("timeout"),
-                format!(
-                    "step timeout {} is longer than the scenario's timeout {} — expected at most {}",
-                    human(t),
-                    human(scenario_timeout),
-                    human(scenario_timeout)
-                ),
-            );
-        }
+    if mode != Mode::Full || cx.errors.len() > before {
+        return out;
     }
     let servers = m
         .resolver
@@ -647,12 +865,37 @@ fn step(
     }
     let post = expect::post_checks(m.expect.as_ref(), &ep, cx);
     // Even when checks above failed, the kind's own checks run: every problem is reported.
-    if kinds.len() != 1 {
+    let [kind] = kinds.as_slice() else {
         return out;
+    };
+    let mut captures = flow::captures(m.capture.as_ref(), &p("capture"), kind, cx);
+    let inner_caps = [
+        (
+            "ws.connect",
+            m.ws_connect.as_ref().and_then(|w| w.capture.as_ref()),
+        ),
+        (
+            "ws.send",
+            m.ws_send.as_ref().and_then(|w| w.capture.as_ref()),
+        ),
+        (
+            "ws.expect",
+            m.ws_expect.as_ref().and_then(|w| w.capture.as_ref()),
+        ),
+    ];
+    for (k, list) in inner_caps {
+        if list.is_some() {
+            captures.extend(flow::captures(list, &key_path(&p(k), "capture"), k, cx));
+        }
     }
     let action = if let Some(h) = &m.http {
-        steps::http(h, m.expect.as_ref(), &p("http"), &ep, servers, cx)
-            .map(|r| Action::Http(Box::new(r)))
+        steps::http(h, m.expect.as_ref(), &p("http"), &ep, servers, cx).map(|mut r| {
+            // Captures and JSON expectations read the body: keep enough of it.
+            if !captures.is_empty() || !post.json.is_empty() {
+                r.keep_body = steps::KEEP_BODY_FOR_CAPTURES;
+            }
+            Action::Http(Box::new(r))
+        })
     } else if let Some(t) = &m.tcp {
         steps::tcp(t, &p("tcp"), servers, cx).map(|r| Action::Tcp(Box::new(r)))
     } else if let Some(d) = &m.dns {
@@ -661,11 +904,26 @@ fn step(
         steps::icmp(i, &p("icmp"), servers, cx).map(|r| Action::Icmp(Box::new(r)))
     } else if let Some(t) = &m.tls {
         steps::tls(t, &p("tls"), servers, cx).map(|r| Action::Tls(Box::new(r)))
+    } else if let Some(w) = &m.ws_connect {
+        flow::ws_connect(w, &p("ws.connect"), servers, opts.heartbeat, cx)
+            .map(|r| Action::WsConnect(Box::new(r)))
+    } else if let Some(w) = &m.ws_send {
+        flow::ws_send(w, &p("ws.send"), cx).map(|r| Action::WsSend(Box::new(r)))
+    } else if let Some(w) = &m.ws_expect {
+        flow::ws_expect(w, &p("ws.expect"), cx).map(|r| Action::WsExpect(Box::new(r)))
+    } else if let Some(w) = &m.ws_close {
+        flow::ws_close(w, &p("ws.close"), cx).map(|r| Action::WsClose(Box::new(r)))
     } else {
-        None
+        m.sleep.map(|d| Action::Sleep(d.0))
     };
     if let (Some(a), false) = (action, cx.errors.len() > before) {
-        out.built = Some((timeout, a, post));
+        out.built = Some(Built {
+            timeout,
+            retry: out.retry,
+            action: a,
+            expect: post,
+            captures,
+        });
     }
     out
 }

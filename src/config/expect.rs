@@ -14,14 +14,23 @@ use crate::scenario::{Bounds, PostChecks};
 /// kind, so a `status:` on a tcp step is not silently ignored.
 pub fn check_keys(e: &ExpectModel, path: &str, kind: &str, cx: &mut Cx) {
     let allowed: &[&str] = match kind {
-        "http" => &["status", "headers", "body", "duration", "cert_expires_in"],
-        "tcp" | "tls" => &["duration", "cert_expires_in"],
+        "http" => &[
+            "status",
+            "headers",
+            "body",
+            "json",
+            "duration",
+            "cert_expires_in",
+        ],
+        "tcp" | "tls" | "ws.connect" => &["duration", "cert_expires_in"],
+        "ws.expect" => &["json", "duration"],
         _ => &["duration"],
     };
     let present = [
         ("status", e.status.is_some()),
         ("headers", e.headers.is_some()),
         ("body", e.body.is_some()),
+        ("json", e.json.is_some()),
         ("cert_expires_in", e.cert_expires_in.is_some()),
     ];
     let article = if matches!(kind, "http" | "icmp") {
@@ -73,6 +82,7 @@ pub fn post_checks(e: Option<&ExpectModel>, path: &str, cx: &mut Cx) -> PostChec
             &key_path(path, "cert_expires_in"),
             cx,
         ),
+        json: super::flow::json_checks(e.json.as_ref(), &key_path(path, "json"), cx),
     }
 }
 

@@ -19,25 +19,28 @@
 
 pub mod agent;
 pub mod alert;
-mod build;
+pub(crate) mod build;
 mod compile;
-mod deser;
-mod error;
+pub(crate) mod deser;
+pub(crate) mod error;
 mod expect;
-mod locate;
-mod model;
-mod redact;
+mod flow;
+pub mod funcs;
+pub(crate) mod locate;
+pub(crate) mod model;
+pub(crate) mod redact;
 mod steps;
-mod suggest;
-mod targets;
+pub(crate) mod suggest;
+pub(crate) mod targets;
 mod template;
-mod units;
+pub(crate) mod units;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
-pub use redact::REDACTED;
+pub use redact::{MIN_SECRET_LEN, REDACTED};
+pub use suggest::hint;
 
 pub use crate::scenario::Config;
 
@@ -114,16 +117,33 @@ pub enum Input {
     },
 }
 
+/// What a load produced: scenarios, and the blackbox modules of any blackbox_exporter
+/// configuration files among the inputs (`None` when there was none).
+#[derive(Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub modules: Option<crate::blackbox::Modules>,
+}
+
 /// Load files and folders (every `*.yaml`/`*.yml` below a folder, recursively, in sorted
-/// order). Scenario names must be unique across everything loaded.
-pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+/// order). Scenario names must be unique across everything loaded; so must module names across
+/// blackbox configuration files. A file whose top level has `modules:` is a blackbox_exporter
+/// configuration; a file whose only top-level key is `agent:` holds agent settings; every other
+/// file is a scenario file.
+pub fn load_all(paths: &[PathBuf], opts: &LoadOptions) -> Result<Loaded, Vec<ConfigError>> {
     let inputs: Vec<Input> = paths.iter().cloned().map(Input::Path).collect();
     load_inputs(&inputs, opts)
 }
 
+/// Load files and folders like [`load_all`], keeping only the scenarios (blackbox modules in
+/// them are checked, then dropped).
+pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    load_all(paths, opts).map(|l| l.config)
+}
+
 /// Load inputs in order. Agent settings documents ([`agent`]) are read first: their `region`
 /// (unless `opts` has one, from the command line) renders the scenarios' templates.
-pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut files = Vec::new();
     for input in inputs {
@@ -199,18 +219,83 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Config, Vec<C
         opts.region = config.agent.region.clone();
     }
     let mut loader = compile::Loader::new(&opts);
+    let mut modules: Option<crate::blackbox::Modules> = None;
     for (name, dir, text) in scenario_docs {
-        let fe = loader.file(&name, &dir, &text, &mut config.scenarios);
-        errors.extend(fe.into_errors());
+        match blackbox_top(&text) {
+            Some(top) => {
+                let modules = modules.get_or_insert_with(Default::default);
+                errors.extend(load_blackbox(&name, &dir, &text, top, modules));
+            }
+            None => {
+                let fe = loader.file(&name, &dir, &text, &mut config.scenarios);
+                errors.extend(fe.into_errors());
+            }
+        }
         config.sources.push(name);
     }
     if errors.is_empty() {
         errors = alert::check_notify_names(&config);
     }
     if errors.is_empty() {
-        Ok(config)
+        Ok(Loaded { config, modules })
     } else {
         Err(errors)
+    }
+}
+
+/// The parsed top level of `text` when it is a blackbox_exporter configuration (a mapping with
+/// `modules:`); `None` for anything else, which the scenario loader reports on.
+fn blackbox_top(text: &str) -> Option<serde_norway::Value> {
+    let mut v: serde_norway::Value = serde_norway::from_str(text).ok()?;
+    // Merge keys (`<<: *base`), which Go's yaml.v3 applies too; a broken one is left for the
+    // scenario loader to report (it applies them the same way).
+    v.apply_merge().ok()?;
+    match &v {
+        serde_norway::Value::Mapping(m) if crate::blackbox::config::is_blackbox(m) => Some(v),
+        _ => None,
+    }
+}
+
+fn load_blackbox(
+    name: &str,
+    dir: &Path,
+    text: &str,
+    top: serde_norway::Value,
+    modules: &mut crate::blackbox::Modules,
+) -> Vec<ConfigError> {
+    let mut errors = error::FileErrors::new(name);
+    let index = locate::PosIndex::build(text);
+    if !index.duplicates.is_empty() {
+        for d in &index.duplicates {
+            errors.push(
+                d.again,
+                format!(
+                    "duplicate key `{}` — expected each key once in a mapping (first at line {})",
+                    d.key, d.first.line
+                ),
+            );
+        }
+        return errors.into_errors();
+    }
+    crate::blackbox::config::load_file(top, dir, &index, &mut errors, modules);
+    errors.into_errors()
+}
+
+/// Load a blackbox configuration from a string (the built-in modules); `origin` names it in
+/// errors.
+pub fn load_blackbox_str(
+    origin: &str,
+    text: &str,
+    modules: &mut crate::blackbox::Modules,
+) -> Vec<ConfigError> {
+    match blackbox_top(text) {
+        Some(top) => load_blackbox(origin, Path::new(""), text, top, modules),
+        None => vec![ConfigError {
+            file: origin.to_string(),
+            line: 0,
+            column: 0,
+            message: "not a blackbox configuration — expected `modules:`".into(),
+        }],
     }
 }
 

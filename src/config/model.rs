@@ -5,36 +5,31 @@
 //! templates can be rendered into a step before it is typed. Keys reserved for later issues are
 //! accepted here only to be refused by name ("not supported yet") instead of as unknown keys.
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_norway::Value;
 
 use super::units::{
-    ByteSize, Dur, IpProto, OneOrMany, Ordered, StatusSpec, Text, TlsVersionWord, Transport,
-    VarValue,
+    ByteSize, Dur, IpProto, OneOrMany, Ordered, SessionWord, StatusSpec, Text, TlsVersionWord,
+    Transport, VarValue,
 };
 
-/// The step kinds of this issue.
-pub const KINDS: [&str; 5] = ["http", "tcp", "dns", "icmp", "tls"];
-
-/// Keys reserved for later issues, refused with "not supported yet".
-pub const RESERVED_SCENARIO_KEYS: [&str; 6] = [
-    "capture",
-    "session",
-    "setup",
-    "teardown",
-    "heartbeat",
-    "retry",
-];
-pub const RESERVED_STEP_KEYS: [&str; 7] = [
+/// The step kinds.
+pub const KINDS: [&str; 10] = [
+    "http",
+    "tcp",
+    "dns",
+    "icmp",
+    "tls",
     "ws.connect",
     "ws.send",
     "ws.expect",
     "ws.close",
     "sleep",
-    "capture",
-    "retry",
 ];
+
+/// Keys reserved for later issues, refused with "not supported yet".
+pub const RESERVED_SCENARIO_KEYS: [&str; 0] = [];
+pub const RESERVED_STEP_KEYS: [&str; 0] = [];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,15 +50,20 @@ pub struct ScenarioModel {
     pub tls: Option<Value>,
     pub expect: Option<Value>,
     pub resolver: Option<Value>,
+    pub capture: Option<Value>,
+    pub retry: Option<Value>,
+    /// Steps run before `steps` (once per connection life with `session: persistent`).
+    pub setup: Option<Vec<Value>>,
+    /// Steps run after `steps`, whatever happened (persistent: when the session ends).
+    pub teardown: Option<Vec<Value>>,
+    pub session: Option<SessionWord>,
+    pub heartbeat: Option<Dur>,
+    /// HTTP steps of a run share a cookie jar (default true).
+    pub cookies: Option<bool>,
+    /// HTTP steps of a run reuse kept-alive connections (default true).
+    pub reuse_connections: Option<bool>,
     /// Typed by `config::alert`.
     pub alert: Option<Value>,
-    // Reserved.
-    pub capture: Option<IgnoredAny>,
-    pub session: Option<IgnoredAny>,
-    pub setup: Option<IgnoredAny>,
-    pub teardown: Option<IgnoredAny>,
-    pub heartbeat: Option<IgnoredAny>,
-    pub retry: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,16 +79,94 @@ pub struct StepModel {
     pub icmp: Option<IcmpModel>,
     pub tls: Option<TlsProbeModel>,
     #[serde(rename = "ws.connect")]
-    pub ws_connect: Option<IgnoredAny>,
+    pub ws_connect: Option<WsConnectModel>,
     #[serde(rename = "ws.send")]
-    pub ws_send: Option<IgnoredAny>,
+    pub ws_send: Option<WsSendModel>,
     #[serde(rename = "ws.expect")]
-    pub ws_expect: Option<IgnoredAny>,
+    pub ws_expect: Option<WsExpectModel>,
     #[serde(rename = "ws.close")]
-    pub ws_close: Option<IgnoredAny>,
-    pub sleep: Option<IgnoredAny>,
-    pub capture: Option<IgnoredAny>,
-    pub retry: Option<IgnoredAny>,
+    pub ws_close: Option<WsCloseModel>,
+    pub sleep: Option<Dur>,
+    pub capture: Option<Ordered<CaptureModel>>,
+    pub retry: Option<RetryModel>,
+}
+
+/// Where a capture takes its value from; exactly one source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureModel {
+    pub json: Option<String>,
+    pub regex: Option<String>,
+    /// Which group of `regex`: a number or a name (default: 1 if the regex has a group, else 0).
+    pub group: Option<VarValue>,
+    pub header: Option<String>,
+    pub status: Option<bool>,
+    pub cookie: Option<String>,
+    pub body: Option<bool>,
+    pub frame: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryModel {
+    pub attempts: Option<u32>,
+    pub until_pass: Option<bool>,
+    pub every: Option<Dur>,
+    pub within: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsConnectModel {
+    #[serde(rename = "as")]
+    pub as_: String,
+    pub url: String,
+    pub headers: Option<Ordered<Text>>,
+    pub subprotocols: Option<Vec<String>>,
+    pub tls_config: Option<TlsConfigModel>,
+    pub preferred_ip_protocol: Option<IpProto>,
+    pub ip_protocol_fallback: Option<bool>,
+    pub max_frame_size: Option<ByteSize>,
+    pub capture: Option<Ordered<CaptureModel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSendModel {
+    pub on: String,
+    pub text: Option<String>,
+    pub json: Option<serde_json::Value>,
+    pub base64: Option<String>,
+    pub hex: Option<String>,
+    pub capture: Option<Ordered<CaptureModel>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameMatchModel {
+    pub json: Option<Ordered<serde_json::Value>>,
+    pub regex: Option<String>,
+    pub equals: Option<String>,
+    pub contains: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsExpectModel {
+    pub on: String,
+    #[serde(rename = "match")]
+    pub match_: Option<FrameMatchModel>,
+    pub not: Option<FrameMatchModel>,
+    pub within: Option<Dur>,
+    pub capture: Option<Ordered<CaptureModel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsCloseModel {
+    pub on: String,
+    pub code: Option<u16>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +177,8 @@ pub struct ExpectModel {
     pub body: Option<BodyExpect>,
     pub duration: Option<BoundsModel>,
     pub cert_expires_in: Option<BoundsModel>,
+    /// JSONPath → matcher, on the response body (http) or the matched frame (ws.expect).
+    pub json: Option<Ordered<serde_json::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +292,8 @@ pub struct HttpModel {
     pub method: Option<String>,
     pub headers: Option<Ordered<Text>>,
     pub body: Option<String>,
+    pub json: Option<serde_json::Value>,
+    pub form: Option<Ordered<Text>>,
     pub basic_auth: Option<BasicAuthModel>,
     pub bearer_token: Option<String>,
     pub follow_redirects: Option<bool>,

@@ -32,6 +32,9 @@ use super::units::Transport;
 /// Small on purpose: 10,000 scenarios each keeping their last body must stay cheap.
 pub const KEEP_BODY: usize = 4096;
 
+/// How much of the body a step that captures from it or checks JSON paths in it keeps.
+pub const KEEP_BODY_FOR_CAPTURES: usize = 256 * 1024;
+
 const HTTP_VERSIONS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"];
 
 fn url_field(s: &str, path: &str, what: &str, schemes: &[&str], cx: &mut Cx) -> Option<Url> {
@@ -160,6 +163,43 @@ pub fn http(
         }
     }
 
+    // One body at most: raw `body`, `json` (serialized, Content-Type application/json) or `form`
+    // (urlencoded).
+    let bodies: Vec<&str> = [
+        ("body", m.body.is_some()),
+        ("json", m.json.is_some()),
+        ("form", m.form.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, s)| *s)
+    .map(|(k, _)| k)
+    .collect();
+    let mut body = Bytes::from(m.body.clone().unwrap_or_default());
+    if let [a, b, ..] = bodies.as_slice() {
+        cx.err_key(
+            &p(b),
+            format!("both `{a}` and `{b}` — expected one request body"),
+        );
+    }
+    let mut content_type = None;
+    if let Some(j) = &m.json {
+        body = Bytes::from(serde_json::to_vec(j).unwrap_or_default());
+        content_type = Some("application/json");
+    }
+    if let Some(f) = &m.form {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &f.0 {
+            ser.append_pair(k, &v.0);
+        }
+        body = Bytes::from(ser.finish());
+        content_type = Some("application/x-www-form-urlencoded");
+    }
+    if let Some(ct) = content_type {
+        if !headers.contains_key(http::header::CONTENT_TYPE) {
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        }
+    }
+
     let auth = match (&m.basic_auth, &m.bearer_token) {
         (Some(_), Some(_)) => {
             cx.err_key(
@@ -271,7 +311,7 @@ pub fn http(
         url: url?,
         method: method?,
         headers,
-        body: Bytes::from(m.body.clone().unwrap_or_default()),
+        body,
         auth,
         follow_redirects: m.follow_redirects.unwrap_or(true),
         max_redirects: m.max_redirects.unwrap_or(10),

@@ -4,13 +4,20 @@
 //!
 //! What a template sees: the scenario's `vars` (each var sees the ones before it), `env`
 //! (the process environment, `env.NAME`), `scenario` (its name) and `region` (only when the
-//! agent has one: using it without a region is an error). Per-run functions and captures come
-//! with multi-step scenarios.
+//! agent has one: using it without a region is an error), the functions of [`funcs`], and — in
+//! steps — the captures of earlier steps.
+//!
+//! A step whose templates use a capture or a per-run function (`uuid()`, `now()`…) cannot be
+//! rendered at load: the loader checks its templates ([`Templates::check_tree`]: syntax, every
+//! name defined) and keeps its raw tree, which the engine renders for every run
+//! ([`Templates::render_tree_rt`]) before building it with the same step builder. Every other
+//! step is rendered and built once, at load.
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value as JValue};
 use serde_norway::Value;
 
 use super::error::FileErrors;
+use super::funcs;
 use super::locate::{index_path, key_path, PosIndex};
 use super::units::VarValue;
 
@@ -30,12 +37,187 @@ pub struct Templates {
 #[derive(Clone)]
 pub struct Scope {
     pairs: Vec<(String, JValue)>,
+    /// Vars whose value came from a secret (`env`, `file()`, or another such var).
+    secret_vars: Vec<String>,
+}
+
+/// Functions and filters that turn a value into another form of it: applied to a secret, the
+/// result is as secret (`base64("\0user\0" ~ password)` *is* the password).
+const TRANSFORMS: [&str; 6] = [
+    "base64",
+    "b64decode",
+    "hmac_sha256",
+    "sha256",
+    "urlencode",
+    "json",
+];
+
+impl Scope {
+    /// The names a template may use (the internal keys left out).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.pairs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !k.starts_with("__"))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(k, _)| k == name)
+    }
+
+    /// Add (or replace) a name: a capture, at run time.
+    pub fn set(&mut self, name: &str, value: JValue) {
+        self.pairs.retain(|(k, _)| k != name);
+        self.pairs.push((name.to_string(), value));
+    }
+}
+
+/// What [`Templates::check`] found out about one template.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum When {
+    /// Renders the same every time: render it at load.
+    Load,
+    /// Uses a capture or a per-run function: render it for every run.
+    PerRun,
 }
 
 impl Templates {
+    /// Check one template without rendering it: its syntax, and that every name it uses is
+    /// defined — in `scope`, a function, or among `captures` (of earlier steps).
+    pub fn check(&self, src: &str, scope: &Scope, captures: &[String]) -> Result<When, String> {
+        let tmpl = self.env.template_from_str(src).map_err(|e| {
+            format!(
+                "invalid template {src:?}: {} — expected Jinja syntax like {{{{ name }}}}",
+                e.detail().unwrap_or("syntax error")
+            )
+        })?;
+        let mut used: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
+        used.sort();
+        let mut when = When::Load;
+        for name in &used {
+            let mut parts = name.split('.');
+            let top = parts.next().unwrap_or("");
+            if captures.iter().any(|c| c == top) || funcs::PER_RUN.contains(&top) {
+                when = When::PerRun;
+                continue;
+            }
+            if funcs::ALL.contains(&top) {
+                continue;
+            }
+            if !scope.has(top) {
+                if top == "region" {
+                    return Err(
+                        "undefined template variable `region` — no region is set (start sonde with --region NAME)"
+                            .into(),
+                    );
+                }
+                let mut defined: Vec<&str> = scope.names().collect();
+                defined.sort_unstable();
+                let caps = if captures.is_empty() {
+                    String::new()
+                } else {
+                    format!("; captures of earlier steps: {}", captures.join(", "))
+                };
+                return Err(format!(
+                    "undefined template variable `{top}` — defined: {}{caps}",
+                    defined.join(", ")
+                ));
+            }
+            // An unset variable with a `default` filter is fine; rendering decides.
+            if top == "env" && !src.contains("default") {
+                if let Some(var) = parts.next() {
+                    if !self.env_names.contains(var) {
+                        return Err(format!(
+                            "environment variable `{var}` is not set — expected it in sonde's environment (used as `env.{var}`)"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(when)
+    }
+
+    /// Check every template string inside `value` (a step) at load; errors are located at each
+    /// string. Returns whether all passed, and whether any must be rendered per run.
+    pub fn check_tree(
+        &self,
+        value: &Value,
+        path: &str,
+        scope: &Scope,
+        captures: &[String],
+        index: &PosIndex,
+        errors: &mut FileErrors,
+    ) -> (bool, When) {
+        let mut ok = true;
+        let mut when = When::Load;
+        let mut stack = vec![(value, path.to_string())];
+        while let Some((v, p)) = stack.pop() {
+            match v {
+                Value::String(s) if is_template(s) => match self.check(s, scope, captures) {
+                    Ok(w) => {
+                        if w == When::PerRun {
+                            when = When::PerRun;
+                        }
+                    }
+                    Err(m) => {
+                        errors.push(index.value(&p), m);
+                        ok = false;
+                    }
+                },
+                Value::Sequence(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        stack.push((item, index_path(&p, i)));
+                    }
+                }
+                Value::Mapping(m) => {
+                    for (k, v) in m.iter() {
+                        if let Some(key) = plain_key(k) {
+                            stack.push((v, key_path(&p, &key)));
+                        }
+                    }
+                }
+                Value::Tagged(t) => stack.push((&t.value, p.clone())),
+                _ => {}
+            }
+        }
+        (ok, when)
+    }
+
+    /// Render every string inside `value` at run time; the first failure, with where it is.
+    pub fn render_tree_rt(
+        &self,
+        value: &mut Value,
+        path: &str,
+        scope: &Scope,
+    ) -> Result<(), String> {
+        match value {
+            Value::String(s) if is_template(s) => {
+                *s = self.render(s, scope).map_err(|m| format!("{path}: {m}"))?;
+                Ok(())
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.render_tree_rt(item, &index_path(path, i), scope)?;
+                }
+                Ok(())
+            }
+            Value::Mapping(m) => {
+                for (k, v) in m.iter_mut() {
+                    if let Some(key) = plain_key(k) {
+                        self.render_tree_rt(v, &key_path(path, &key), scope)?;
+                    }
+                }
+                Ok(())
+            }
+            Value::Tagged(t) => self.render_tree_rt(&mut t.value, path, scope),
+            _ => Ok(()),
+        }
+    }
+
     pub fn new(region: Option<String>) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        funcs::register(&mut env);
         let vars: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
@@ -48,16 +230,33 @@ impl Templates {
         }
     }
 
-    /// The scope of a scenario before its vars.
-    pub fn scope(&self, scenario: &str) -> Scope {
+    /// The scope of a scenario before its vars; `file()` paths are relative to `dir`, and the
+    /// contents it reads are collected in `sink` (they are secrets).
+    pub fn scope(&self, scenario: &str, dir: &std::path::Path, sink: JValue) -> Scope {
         let mut pairs = vec![
             ("env".to_string(), self.process_env.clone()),
             ("scenario".to_string(), JValue::from(scenario)),
+            (
+                funcs::DIR_KEY.to_string(),
+                JValue::from(dir.display().to_string()),
+            ),
+            (funcs::SINK_KEY.to_string(), sink),
         ];
+        let secret_vars = Vec::new();
         if let Some(r) = &self.region {
             pairs.push(("region".to_string(), JValue::from(r.as_str())));
         }
-        Scope { pairs }
+        Scope { pairs, secret_vars }
+    }
+
+    /// Whether `src` uses a secret: `env`, `file()`, or a var that came from one.
+    fn uses_secret(&self, src: &str, scope: &Scope) -> bool {
+        let Ok(t) = self.env.template_from_str(src) else {
+            return false;
+        };
+        t.undeclared_variables(false)
+            .iter()
+            .any(|n| n == "env" || n == "file" || scope.secret_vars.contains(n))
     }
 
     /// Render one string; the error is a finished message.
@@ -69,7 +268,7 @@ impl Templates {
             )
         })?;
         let ctx = JValue::from_pairs(scope.pairs.iter().cloned());
-        tmpl.render(ctx).map_err(|e| {
+        let out = tmpl.render(ctx).map_err(|e| {
             if let Some(m) = self.explain_undefined(&tmpl.undeclared_variables(true), scope) {
                 return m;
             }
@@ -78,7 +277,19 @@ impl Templates {
                 _ => e.detail().unwrap_or("error").to_string(),
             };
             format!("template {src:?} failed: {what} — expected it to render with the defined variables")
-        })
+        })?;
+        // A transformed secret is a secret: collect it with the render's other secrets.
+        if TRANSFORMS.iter().any(|f| src.contains(f)) && self.uses_secret(src, scope) {
+            if let Some((_, sink)) = scope.pairs.iter().find(|(k, _)| k == funcs::SINK_KEY) {
+                if let Some(sink) = sink.downcast_object_ref::<funcs::SecretSink>() {
+                    sink.0
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(out.clone());
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn explain_undefined(
@@ -98,7 +309,7 @@ impl Templates {
                             .into(),
                     );
                 }
-                let mut defined: Vec<&str> = scope.pairs.iter().map(|(k, _)| k.as_str()).collect();
+                let mut defined: Vec<&str> = scope.names().collect();
                 defined.sort_unstable();
                 return Some(format!(
                     "undefined template variable `{top}` — defined: {}",
@@ -144,6 +355,11 @@ impl Templates {
                 VarValue::Bool(b) => JValue::from(*b),
             };
             rendered.push((name.clone(), serde_json::Value::String(value.to_string())));
+            if let VarValue::Str(src) = v {
+                if is_template(src) && self.uses_secret(src, scope) {
+                    scope.secret_vars.push(name.clone());
+                }
+            }
             scope.pairs.retain(|(k, _)| k != name);
             scope.pairs.push((name.clone(), value));
         }
@@ -196,6 +412,15 @@ impl Templates {
     }
 }
 
+fn plain_key(k: &Value) -> Option<String> {
+    match k {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +428,7 @@ mod tests {
     #[test]
     fn strict_but_defaults_work() {
         let t = Templates::new(None);
-        let mut scope = t.scope("s");
+        let mut scope = t.scope("s", std::path::Path::new(""), JValue::from(()));
         scope
             .pairs
             .push(("base".into(), JValue::from("http://127.0.0.1")));
@@ -220,5 +445,31 @@ mod tests {
             e,
             "undefined template variable `nope` — defined: base, env, scenario"
         );
+    }
+
+    #[test]
+    fn captures_and_per_run_functions_defer_rendering() {
+        let t = Templates::new(None);
+        let scope = t.scope("s", std::path::Path::new(""), JValue::from(()));
+        let caps = vec!["token".to_string()];
+        assert_eq!(t.check("{{ scenario }}", &scope, &caps), Ok(When::Load));
+        assert_eq!(
+            t.check("{{ sha256(scenario) }}", &scope, &caps),
+            Ok(When::Load)
+        );
+        assert_eq!(
+            t.check("Bearer {{ token }}", &scope, &caps),
+            Ok(When::PerRun)
+        );
+        assert_eq!(t.check("{{ uuid() }}", &scope, &[]), Ok(When::PerRun));
+        let e = t.check("{{ tokn }}", &scope, &caps).unwrap_err();
+        assert_eq!(
+            e,
+            "undefined template variable `tokn` — defined: env, scenario; captures of earlier steps: token"
+        );
+        assert!(t
+            .check("{{ x ", &scope, &caps)
+            .unwrap_err()
+            .starts_with("invalid template"));
     }
 }

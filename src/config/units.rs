@@ -381,6 +381,11 @@ word_enum!(
     Transport { "udp" => Udp, "tcp" => Tcp }
 );
 word_enum!(
+    /// `session:` — `per_run` (default): every run connects anew; `persistent`: connections live
+    /// across runs.
+    SessionWord { "per_run" => PerRun, "persistent" => Persistent }
+);
+word_enum!(
     /// `tls_config.min_version` / `max_version`.
     TlsVersionWord { "TLS12" => Tls12, "TLS13" => Tls13 }
 );

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{self, Config, ConfigError, Input, LoadOptions};
+use crate::config::{self, ConfigError, Input, LoadOptions};
 
 /// A URL document larger than this is refused: a misconfigured server must not fill memory.
 pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
@@ -147,7 +147,7 @@ impl Sources {
 
     /// Fetch every URL again, then load. Call from a blocking thread inside the runtime (the
     /// loader runs in `spawn_blocking`).
-    pub fn load(&self, opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    pub fn load(&self, opts: &LoadOptions) -> Result<config::Loaded, Vec<ConfigError>> {
         let fetched = tokio::runtime::Handle::try_current()
             .map_err(|e| vec![self.error(format!("no async runtime to fetch with: {e}"))])?
             .block_on(self.fetch_all());

@@ -4,7 +4,10 @@
 
 pub mod client;
 pub mod dns;
+pub mod grpc;
 pub mod http;
 pub mod lines;
 pub mod pki;
 pub mod process;
+pub mod ws;
+pub mod xmpp;

@@ -10,6 +10,8 @@
 //!
 //! Every test is ignored by default (the servers are not there): run `tests/interop/run.sh`.
 
+mod parity;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;

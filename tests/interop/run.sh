@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The interop suite: the sonde binary against REAL third-party servers — Debian's nginx (HTTP,
 # HTTPS + HTTP/2 with a generated CA) and dnsmasq (DNS records for sonde.test) on loopback ports —
-# and `promtool check metrics` on sonde's /metrics. Called by .ci/run (as root, on a fresh Debian
+# `promtool check metrics` on sonde's /metrics, and the blackbox parity suite (parity.rs) beside
+# Debian's prometheus-blackbox-exporter, which the test itself starts on a loopback port. Called by .ci/run (as root, on a fresh Debian
 # 12); also fine by hand once the packages are installed.
 #
-#   1. install nginx, dnsmasq-base, prometheus (promtool), openssl, curl if any is missing,
-#      without letting the packages start system services;
+#   1. install nginx, dnsmasq-base, prometheus (promtool), prometheus-blackbox-exporter, openssl,
+#      curl if any is missing, without letting the packages start system services;
 #   2. start the servers (servers.sh) in a fresh temporary folder, stopped again on any exit;
 #   3. cargo test --test interop -- --ignored  (the tests read SONDE_INTEROP_* from servers.sh).
 # Exit code: cargo's.
@@ -42,17 +43,18 @@ trap 'exit 130' INT TERM
 
 # --- 1. packages ------------------------------------------------------------------------------
 missing=()
-for cmd in nginx dnsmasq promtool openssl curl; do
+for cmd in nginx dnsmasq promtool openssl curl prometheus-blackbox-exporter; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 if ((${#missing[@]})); then
   echo "interop: missing ${missing[*]}; installing Debian's packages"
   if [[ $(id -u) -ne 0 ]]; then
-    echo "interop: run as root to install packages, or: apt-get install nginx dnsmasq-base prometheus openssl curl" >&2
+    echo "interop: run as root to install packages, or: apt-get install nginx dnsmasq-base prometheus prometheus-blackbox-exporter openssl curl" >&2
     exit 2
   fi
   # A policy-rc.d that says 101 ("action forbidden") keeps the packages' maintainer scripts from
-  # starting nginx, dnsmasq or prometheus as services (which would also take ports).
+  # starting nginx, dnsmasq, prometheus or blackbox_exporter as services (which would also take
+  # ports: blackbox's is 9115, sonde's default).
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
@@ -60,7 +62,8 @@ if ((${#missing[@]})); then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends nginx dnsmasq-base prometheus openssl curl
+  apt-get install -y -q --no-install-recommends nginx dnsmasq-base prometheus \
+    prometheus-blackbox-exporter openssl curl
 fi
 
 # --- 2. servers -------------------------------------------------------------------------------

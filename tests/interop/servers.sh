@@ -58,6 +58,11 @@ http {
         location = /missing { return 404 "not here\n"; }
         location = /redirect { return 302 /; }
         location = /loop    { return 302 /loop; }
+        # For the blackbox parity suite: a three-hop redirect chain, and a body for regexes.
+        location = /chain/1 { return 301 /chain/2; }
+        location = /chain/2 { return 302 /chain/3; }
+        location = /chain/3 { return 307 /; }
+        location = /version { return 200 "sonde-interop build 1.2.3 status=green\n"; }
     }
 }
 NGINX

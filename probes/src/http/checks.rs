@@ -22,7 +22,11 @@ pub(super) fn evaluate(
     status(&checks.valid_status_codes, facts.status.unwrap_or(0))?;
     let body = body?;
     for h in &checks.headers {
-        header(h, &facts.headers)?;
+        if let Err(f) = header(h, &facts.headers) {
+            // blackbox sets `probe_failed_due_to_regex` for header regexes too.
+            facts.failed_due_to_regex = true;
+            return Err(f);
+        }
     }
     if !checks.fail_if_body_matches.is_empty() || !checks.fail_if_body_not_matches.is_empty() {
         let text = body.for_regex()?;

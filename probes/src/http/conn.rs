@@ -282,6 +282,14 @@ pub(super) async fn handshake(dialed: Dialed) -> Result<Connection, Failure> {
 }
 
 impl Connection {
+    /// The peer (or hyper) closed it: it cannot carry another request.
+    pub(super) fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
     pub(super) fn target(&self) -> Target {
         self.target
     }

@@ -118,6 +118,7 @@ impl Prepared {
         method: &Method,
         body: &Bytes,
         conn: &Connection,
+        keep_alive: bool,
     ) -> Result<Request<Full<Bytes>>, Failure> {
         let Prepared {
             mut headers,
@@ -157,8 +158,8 @@ impl Prepared {
             // Each probe dials a fresh connection and never reuses it, so say so (as blackbox
             // does with Go's DisableKeepAlives): the server closes first, and the TIME_WAIT
             // state lands on its side instead of eating the prober's ephemeral ports at
-            // thousands of probes a second.
-            if !headers.contains_key(header::CONNECTION) {
+            // thousands of probes a second. (Pooled requests of a multi-step run keep it.)
+            if !keep_alive && !headers.contains_key(header::CONNECTION) {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
         }

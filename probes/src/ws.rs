@@ -1,0 +1,952 @@
+//! WebSocket connections that stay open across steps.
+//!
+//! Unlike the other probes, a WebSocket step does not end with its connection: `ws.connect` opens
+//! a connection that later steps (`ws.send`, `ws.expect`, `ws.close`) use by name, possibly for
+//! hours in a persistent session. So [`connect`] returns an [`Outcome`] (timed like every other
+//! probe: `resolve`, `connect`, `tls`, and `processing` for the HTTP upgrade) *and* a [`WsConn`]
+//! handle.
+//!
+//! We dial ourselves (the shared [`Resolver`], [`connect_tcp`], [`TlsClient`]) and hand the
+//! stream to tokio-tungstenite only for the upgrade and the framing, so the phases are measured
+//! exactly as for HTTP probes and the same resolver overrides and TLS options apply.
+//!
+//! Each connection lives in one task of its own that owns the socket: it reads frames into a
+//! bounded inbox (the oldest frame is dropped and counted when a slow reader lets it overflow),
+//! answers pings (tungstenite queues the pong, the task's next read or write flushes it), sends
+//! heartbeat pings when the connection has been idle, and writes what the handles ask it to via
+//! a small command channel. Why one task and not a lock around the socket: reading must go on
+//! while nobody is waiting in `expect` (to answer pings and notice a close at once), and a single
+//! owner needs no lock on the hot path.
+//!
+//! Memory matters: the IM benchmark holds 20,000 of these. tungstenite's default buffers are
+//! 128 KiB each way; we use [`READ_BUFFER_SIZE`] and write each frame out at once.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError, SubProtocolError};
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use url::Url;
+
+use crate::resolve::connect_tcp;
+use crate::tls::{TlsClient, TlsFacts};
+use crate::{
+    fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder, ResolveOptions,
+    Resolver,
+};
+
+/// Capacity of tungstenite's read buffer per connection. Frames larger than this still arrive
+/// (the buffer grows while one is read); it is the steady-state cost of an idle connection.
+pub const READ_BUFFER_SIZE: usize = 4 * 1024;
+
+/// What to connect to and how.
+#[derive(Clone, Debug)]
+pub struct WsConnectRequest {
+    /// `ws://` or `wss://`, absolute; the host may be a name, resolved with `resolver`.
+    pub url: String,
+    /// Extra request headers of the upgrade (Origin, Authorization, cookies…).
+    pub headers: Vec<(String, String)>,
+    /// Offered in `Sec-WebSocket-Protocol`. When non-empty, a server that chooses none of them
+    /// (or one that was not offered) fails the connect with reason `protocol`.
+    pub subprotocols: Vec<String>,
+    pub resolver: Resolver,
+    pub ip: ResolveOptions,
+    /// Used for `wss://` (build it with ALPN `http/1.1`: the upgrade is an HTTP/1.1 request).
+    pub tls_client: TlsClient,
+    /// Send a WebSocket ping when nothing was sent or received for this long. A server that then
+    /// stays silent for another whole period is declared gone (the connection fails), so a
+    /// half-dead TCP connection is noticed instead of hanging a persistent session.
+    pub heartbeat: Option<Duration>,
+    /// Frames buffered between expects; beyond it the oldest is dropped and counted
+    /// ([`WsConn::dropped_frames`]). At least 1 is used.
+    pub inbox_limit: usize,
+    /// A frame (or message) whose payload is larger fails the connection: a hostile server must
+    /// not make the prober buffer unbounded data.
+    pub max_frame_size: usize,
+}
+
+/// What the upgrade told us; filled as far as the connect got.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct WsConnectFacts {
+    /// HTTP status of the upgrade response (101 on success).
+    pub status: Option<u16>,
+    /// The subprotocol the server chose.
+    pub subprotocol: Option<String>,
+    /// Headers of the upgrade response, in order.
+    pub response_headers: Vec<(String, String)>,
+    pub tls: Option<TlsFacts>,
+}
+
+/// The content of a data frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Payload {
+    Text(String),
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Text(t) => t.len(),
+            Payload::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A data frame received from the peer (a whole message: fragments are joined).
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub payload: Payload,
+    pub received_at: Instant,
+}
+
+/// Why a connection is no longer usable.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Closed {
+    /// The peer sent a close frame (code absent when its frame had no status).
+    ByPeer { code: Option<u16>, reason: String },
+    /// The connection failed: reset, dropped without a close frame, protocol violation, a frame
+    /// over the size limit, no answer to heartbeats.
+    Error(String),
+    /// We closed it ([`WsConn::close`] or the last handle was dropped).
+    ByUs,
+}
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Closed::ByPeer { code: None, reason } if reason.is_empty() => {
+                f.write_str("server closed the connection (no close code)")
+            }
+            Closed::ByPeer { code, reason } => {
+                f.write_str("server closed the connection")?;
+                if let Some(c) = code {
+                    write!(f, ": {}", describe_close_code(*c))?;
+                }
+                if !reason.is_empty() {
+                    write!(f, " (reason {:?})", clip(reason, 200))?;
+                }
+                Ok(())
+            }
+            Closed::Error(e) => write!(f, "connection failed: {e}"),
+            Closed::ByUs => f.write_str("connection was closed by this scenario"),
+        }
+    }
+}
+
+/// "1008 policy violation", "4001 (application-defined)": the number people grep for, and what
+/// RFC 6455 / the IANA registry call it.
+pub fn describe_close_code(code: u16) -> String {
+    let name = match code {
+        1000 => "normal closure",
+        1001 => "going away",
+        1002 => "protocol error",
+        1003 => "unsupported data",
+        1005 => "no status received",
+        1006 => "abnormal closure",
+        1007 => "invalid frame payload data",
+        1008 => "policy violation",
+        1009 => "message too big",
+        1010 => "mandatory extension",
+        1011 => "internal error",
+        1012 => "service restart",
+        1013 => "try again later",
+        1014 => "bad gateway",
+        1015 => "TLS handshake failure",
+        3000..=3999 => "registered by a library or framework",
+        4000..=4999 => "application-defined",
+        _ => "non-standard code",
+    };
+    format!("{code} {name}")
+}
+
+/// Result of [`WsConn::expect`].
+#[derive(Debug)]
+pub struct ExpectResult {
+    pub matched: Option<Frame>,
+    /// The first `max_recorded` frames that did not match, for the trace.
+    pub skipped: Vec<Frame>,
+    /// All frames that did not match.
+    pub skipped_count: usize,
+    /// `None` when matched. Nothing matched by the deadline → [`FailureReason::Timeout`];
+    /// the connection closed or failed while waiting → [`FailureReason::Protocol`] with the close
+    /// code and reason.
+    pub failure: Option<Failure>,
+}
+
+/// Cheap clonable handle to an open connection. The connection lives in its own task until it
+/// is closed; dropping the last handle closes it (close code 1001 going away, without waiting
+/// for the peer's answer).
+#[derive(Clone)]
+pub struct WsConn {
+    commands: mpsc::Sender<Box<Command>>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for WsConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsConn")
+            .field("closed", &self.closed())
+            .field("dropped_frames", &self.dropped_frames())
+            .finish()
+    }
+}
+
+/// State the connection task and the handles share.
+struct Shared {
+    inbox: Mutex<Inbox>,
+    /// Woken on every new frame and when the connection ends.
+    arrived: Notify,
+    closed: watch::Sender<Option<Closed>>,
+    connected_at: Instant,
+}
+
+struct Inbox {
+    frames: VecDeque<Frame>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl Shared {
+    fn push(&self, frame: Frame) {
+        {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            if inbox.frames.len() >= inbox.limit {
+                inbox.frames.pop_front();
+                inbox.dropped += 1;
+            }
+            inbox.frames.push_back(frame);
+        }
+        self.arrived.notify_waiters();
+    }
+
+    fn pop(&self) -> Option<Frame> {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .frames
+            .pop_front()
+    }
+
+    /// Record the end of the connection, once: the first reason wins.
+    fn finish(&self, why: Closed) {
+        self.closed.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+        self.arrived.notify_waiters();
+    }
+}
+
+/// What a handle asks the connection task to do. Boxed so the channel's preallocated slots stay
+/// pointer-sized (the channel is per connection, and there are many connections).
+enum Command {
+    Send {
+        message: Message,
+        deadline: Instant,
+        done: oneshot::Sender<Result<Instant, String>>,
+    },
+    Close {
+        frame: CloseFrame,
+        deadline: Instant,
+        done: CloseReply,
+    },
+}
+
+/// Where the outcome of our close goes.
+type CloseReply = oneshot::Sender<CloseAnswer>;
+
+/// How the closing handshake we started ended.
+enum CloseAnswer {
+    /// The peer answered with its close frame (code and reason, if it had any).
+    Peer(Option<(u16, String)>),
+    /// The connection ended without the peer's close frame.
+    Dropped,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Any byte stream the WebSocket can run over: TCP or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+type Socket = WebSocketStream<Box<dyn Io>>;
+
+/// Resolve, connect, TLS (for `wss://`) and upgrade under `deadline`. Phases `resolve`,
+/// `connect`, `tls` and `processing` (upgrade request sent until the 101 response) are in the
+/// outcome's timings. On success the handle is `Some` and the connection is running.
+pub async fn connect(
+    req: &WsConnectRequest,
+    deadline: Instant,
+) -> (Outcome<WsConnectFacts>, Option<WsConn>) {
+    let mut rec = Recorder::new();
+    let mut facts = WsConnectFacts::default();
+    let res = with_deadline(&mut rec, deadline, async |rec: &mut Recorder| {
+        dial_and_upgrade(req, rec, &mut facts).await
+    })
+    .await;
+    match res {
+        Ok(socket) => {
+            let conn = spawn(socket, req);
+            (rec.finish(None, facts), Some(conn))
+        }
+        Err(f) => (rec.finish(Some(f), facts), None),
+    }
+}
+
+async fn dial_and_upgrade(
+    req: &WsConnectRequest,
+    rec: &mut Recorder,
+    facts: &mut WsConnectFacts,
+) -> Result<Socket, Failure> {
+    let url = parse_url(&req.url)?;
+    let tls = url.scheme() == "wss";
+    let host = url.host_str().unwrap_or_default();
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let request = build_request(&url, req)?;
+
+    let addrs = req.resolver.resolve(host, req.ip, rec).await?;
+    let tcp = connect_tcp(&addrs, port, rec).await?;
+    let stream: Box<dyn Io> = if tls {
+        let (stream, tls_facts) = req.tls_client.handshake(tcp, host, rec).await?;
+        facts.tls = Some(tls_facts);
+        Box::new(stream)
+    } else {
+        Box::new(tcp)
+    };
+
+    rec.doing("waiting for the WebSocket upgrade response");
+    let started = Instant::now();
+    let res = tokio_tungstenite::client_async_with_config(request, stream, Some(config(req))).await;
+    rec.timings.add_since(Phase::Processing, started);
+    let (socket, response) = match res {
+        Ok(ok) => ok,
+        Err(WsError::Http(response)) => {
+            let status = response.status();
+            facts.status = Some(status.as_u16());
+            facts.response_headers = header_pairs(response.headers());
+            let mut message = format!(
+                "upgrade refused: HTTP {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_string();
+            // Whatever of the body came with the head often says why ("invalid token").
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let body = body.trim();
+            if !body.is_empty() {
+                message.push_str(&format!(" ({:?})", clip(body, 200)));
+            }
+            return Err(Failure::new(FailureReason::Status, message));
+        }
+        Err(e) => return Err(upgrade_failure(&e, &req.subprotocols)),
+    };
+    facts.status = Some(response.status().as_u16());
+    facts.response_headers = header_pairs(response.headers());
+    facts.subprotocol = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    rec.event(format!(
+        "WebSocket upgrade done in {}{}",
+        fmt_duration(started.elapsed()),
+        facts
+            .subprotocol
+            .as_deref()
+            .map(|p| format!(", subprotocol {p}"))
+            .unwrap_or_default()
+    ));
+    Ok(socket)
+}
+
+fn parse_url(raw: &str) -> Result<Url, Failure> {
+    let bad = |why: String| Failure::new(FailureReason::Connect, why);
+    let url = Url::parse(raw).map_err(|e| bad(format!("invalid WebSocket URL {raw:?}: {e}")))?;
+    if url.scheme() != "ws" && url.scheme() != "wss" {
+        return Err(bad(format!(
+            "WebSocket URL {raw:?} must start with ws:// or wss://"
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad(format!("WebSocket URL {raw:?} has no host")));
+    }
+    Ok(url)
+}
+
+fn build_request(url: &Url, req: &WsConnectRequest) -> Result<Request, Failure> {
+    let bad = |why: String| Failure::new(FailureReason::Connect, why);
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| bad(format!("cannot build the upgrade request: {e}")))?;
+    let headers = request.headers_mut();
+    for (name, value) in &req.headers {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad(format!("invalid header name {name:?}")))?;
+        let v = HeaderValue::from_str(value)
+            .map_err(|_| bad(format!("invalid value for header {name:?}")))?;
+        headers.insert(n, v);
+    }
+    if !req.subprotocols.is_empty() {
+        let v = HeaderValue::from_str(&req.subprotocols.join(", "))
+            .map_err(|_| bad(format!("invalid subprotocol list {:?}", req.subprotocols)))?;
+        headers.insert("sec-websocket-protocol", v);
+    }
+    Ok(request)
+}
+
+fn config(req: &WsConnectRequest) -> WebSocketConfig {
+    let max = req.max_frame_size.max(1);
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_SIZE)
+        // 0 = write every frame out at once instead of collecting 128 KiB first.
+        .write_buffer_size(0)
+        .max_frame_size(Some(max))
+        .max_message_size(Some(max))
+}
+
+fn header_pairs(h: &tokio_tungstenite::tungstenite::http::HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A failed upgrade (other than a non-101 status) in words.
+fn upgrade_failure(e: &WsError, offered: &[String]) -> Failure {
+    let protocol = |m: String| Failure::new(FailureReason::Protocol, m);
+    match e {
+        WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(s)) => protocol(match s {
+            SubProtocolError::NoSubProtocol => format!(
+                "the server accepted the upgrade but chose none of the offered subprotocols ({})",
+                offered.join(", ")
+            ),
+            SubProtocolError::InvalidSubProtocol => format!(
+                "the server chose a subprotocol that was not offered (offered: {})",
+                offered.join(", ")
+            ),
+            SubProtocolError::ServerSentSubProtocolNoneRequested => {
+                "the server chose a subprotocol although none was offered".to_string()
+            }
+        }),
+        WsError::Protocol(p) => protocol(format!("invalid upgrade response: {p}")),
+        WsError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            protocol("the server closed the connection before answering the upgrade".into())
+        }
+        WsError::Io(io) => protocol(format!("connection lost during the upgrade: {io}")),
+        WsError::Capacity(c) => protocol(format!("upgrade response too large: {c}")),
+        other => protocol(format!("WebSocket upgrade failed: {other}")),
+    }
+}
+
+/// A failure of an open connection in words.
+fn describe_error(e: &WsError, max_frame_size: usize) -> String {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => format!(
+            "the server sent a {size}-byte message, more than max_frame_size ({max_frame_size} bytes)"
+        ),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            "the server dropped the connection without a close frame".into()
+        }
+        WsError::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionReset => "the connection was reset by the server".into(),
+            std::io::ErrorKind::UnexpectedEof => {
+                "the server dropped the connection without a close frame".into()
+            }
+            std::io::ErrorKind::BrokenPipe => "the server closed the connection (broken pipe)".into(),
+            _ => format!("I/O error: {io}"),
+        },
+        WsError::Protocol(p) => format!("the server broke the WebSocket protocol: {p}"),
+        WsError::Utf8(_) => "the server sent a text frame that is not valid UTF-8".into(),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => "the connection is closed".into(),
+        other => other.to_string(),
+    }
+}
+
+fn spawn(socket: Socket, req: &WsConnectRequest) -> WsConn {
+    let (closed, _) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        inbox: Mutex::new(Inbox {
+            frames: VecDeque::new(),
+            limit: req.inbox_limit.max(1),
+            dropped: 0,
+        }),
+        arrived: Notify::new(),
+        closed,
+        connected_at: Instant::now(),
+    });
+    let (commands, rx) = mpsc::channel(4);
+    let task = Task {
+        socket,
+        shared: shared.clone(),
+        heartbeat: req.heartbeat.filter(|d| !d.is_zero()),
+        max_frame_size: req.max_frame_size,
+    };
+    tokio::spawn(task.run(rx));
+    WsConn { commands, shared }
+}
+
+/// The connection's own task: sole owner of the socket.
+struct Task {
+    socket: Socket,
+    shared: Arc<Shared>,
+    heartbeat: Option<Duration>,
+    max_frame_size: usize,
+}
+
+/// After our close frame, how long to wait for the peer's when nobody gave a deadline (the last
+/// handle was dropped).
+const DROP_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::Receiver<Box<Command>>) {
+        let mut last_activity = Instant::now();
+        // Set after a heartbeat ping until anything arrives from the peer.
+        let mut ping_unanswered = false;
+        // After we sent a close frame: until when we wait for the peer's, and who wants it.
+        // (The connection's end is always recorded before anyone is answered, so a caller that
+        // gets its answer sees `closed()` set.)
+        let mut closing: Option<(Instant, CloseReply)> = None;
+        loop {
+            let tick = match (self.heartbeat, &closing) {
+                (_, Some((until, _))) => Some(*until),
+                (Some(hb), None) => Some(last_activity + hb),
+                (None, None) => None,
+            };
+            tokio::select! {
+                cmd = commands.recv(), if closing.is_none() => match cmd {
+                    None => {
+                        // Every handle is gone: say goodbye, but do not linger for long.
+                        let frame = CloseFrame { code: CloseCode::Away, reason: "".into() };
+                        let _ = tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.close(Some(frame))).await;
+                        self.shared.finish(Closed::ByUs);
+                        return;
+                    }
+                    Some(cmd) => match *cmd {
+                        Command::Send { message, deadline, done } => {
+                            let res = tokio::time::timeout_at(deadline, self.socket.send(message)).await;
+                            last_activity = Instant::now();
+                            match res {
+                                Ok(Ok(())) => { let _ = done.send(Ok(last_activity)); }
+                                Ok(Err(e)) => {
+                                    let why = describe_error(&e, self.max_frame_size);
+                                    self.shared.finish(Closed::Error(why.clone()));
+                                    let _ = done.send(Err(why));
+                                    return;
+                                }
+                                Err(_) => {
+                                    // A half-written frame leaves the stream unusable.
+                                    let why = "sending a frame did not finish before the deadline (the server is not reading)".to_string();
+                                    self.shared.finish(Closed::Error(why.clone()));
+                                    let _ = done.send(Err(why));
+                                    return;
+                                }
+                            }
+                        }
+                        Command::Close { frame, deadline, done } => {
+                            match tokio::time::timeout_at(deadline, self.socket.close(Some(frame))).await {
+                                Ok(Ok(())) => closing = Some((deadline, done)),
+                                res => {
+                                    self.shared.finish(Closed::ByUs);
+                                    let _ = done.send(match res {
+                                        Err(_) => CloseAnswer::TimedOut,
+                                        _ => CloseAnswer::Dropped,
+                                    });
+                                    return;
+                                }
+                            }
+                        }
+                    },
+                },
+                msg = self.socket.next() => {
+                    last_activity = Instant::now();
+                    ping_unanswered = false;
+                    match msg {
+                        Some(Ok(Message::Text(t))) => self.shared.push(Frame {
+                            payload: Payload::Text(t.as_str().to_string()),
+                            received_at: last_activity,
+                        }),
+                        Some(Ok(Message::Binary(b))) => self.shared.push(Frame {
+                            payload: Payload::Binary(b),
+                            received_at: last_activity,
+                        }),
+                        // tungstenite has queued the pong; the next poll flushes it.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                        Some(Ok(Message::Close(frame))) => {
+                            let peer = frame.map(|f| (u16::from(f.code), f.reason.as_str().to_string()));
+                            match closing.take() {
+                                Some((_, done)) => {
+                                    // The answer to our close.
+                                    self.shared.finish(Closed::ByUs);
+                                    let _ = done.send(CloseAnswer::Peer(peer));
+                                }
+                                None => {
+                                    let (code, reason) = match peer {
+                                        Some((c, r)) => (Some(c), r),
+                                        None => (None, String::new()),
+                                    };
+                                    self.shared.finish(Closed::ByPeer { code, reason });
+                                }
+                            }
+                            // tungstenite answers the close; let it flush (briefly).
+                            let _ = tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.flush()).await;
+                            return;
+                        }
+                        Some(Err(e)) => {
+                            if let Some((_, done)) = closing.take() {
+                                self.shared.finish(Closed::ByUs);
+                                let _ = done.send(CloseAnswer::Dropped);
+                            } else {
+                                self.shared.finish(Closed::Error(describe_error(&e, self.max_frame_size)));
+                            }
+                            return;
+                        }
+                        None => {
+                            if let Some((_, done)) = closing.take() {
+                                self.shared.finish(Closed::ByUs);
+                                let _ = done.send(CloseAnswer::Dropped);
+                            } else {
+                                self.shared.finish(Closed::Error(
+                                    "the server dropped the connection without a close frame".into(),
+                                ));
+                            }
+                            return;
+                        }
+                    }
+                }
+                _ = sleep_until_opt(tick) => {
+                    if let Some((_, done)) = closing.take() {
+                        // The peer never answered our close.
+                        self.shared.finish(Closed::ByUs);
+                        let _ = done.send(CloseAnswer::TimedOut);
+                        return;
+                    }
+                    let hb = self.heartbeat.unwrap_or_default();
+                    if ping_unanswered {
+                        self.shared.finish(Closed::Error(format!(
+                            "the server did not answer a heartbeat ping within {}",
+                            fmt_duration(hb)
+                        )));
+                        return;
+                    }
+                    let res = tokio::time::timeout(hb, self.socket.send(Message::Ping(Bytes::new()))).await;
+                    if !matches!(res, Ok(Ok(()))) {
+                        self.shared.finish(Closed::Error("sending a heartbeat ping failed".into()));
+                        return;
+                    }
+                    ping_unanswered = true;
+                    last_activity = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl WsConn {
+    /// Send one data frame. Returns the instant it was handed to the socket (for send-to-match
+    /// latency).
+    pub async fn send(&self, payload: Payload, deadline: Instant) -> Result<Instant, Failure> {
+        if let Some(c) = self.closed() {
+            return Err(closed_failure(&c, "cannot send"));
+        }
+        let message = match payload {
+            Payload::Text(t) => Message::text(t),
+            Payload::Binary(b) => Message::Binary(b),
+        };
+        let (done, answer) = oneshot::channel();
+        let cmd = Box::new(Command::Send {
+            message,
+            deadline,
+            done,
+        });
+        let timeout = || {
+            Failure::new(
+                FailureReason::Timeout,
+                "sending the frame did not finish before the deadline",
+            )
+        };
+        match tokio::time::timeout_at(deadline, self.commands.send(cmd)).await {
+            Err(_) => return Err(timeout()),
+            Ok(Err(_)) => return Err(self.gone_failure("cannot send").await),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(timeout()),
+            Ok(Ok(Ok(at))) => Ok(at),
+            Ok(Ok(Err(why))) => Err(Failure::new(
+                FailureReason::Protocol,
+                format!("cannot send: {why}"),
+            )),
+            Ok(Err(_)) => Err(self.gone_failure("cannot send").await),
+        }
+    }
+
+    /// Consume inbox frames (including those that arrived before this call) in arrival order
+    /// until `matches` returns true or `deadline`. Non-matching frames are consumed and reported.
+    pub async fn expect(
+        &self,
+        matches: &mut (dyn FnMut(&Payload) -> bool + Send),
+        deadline: Instant,
+        max_recorded: usize,
+    ) -> ExpectResult {
+        let started = Instant::now();
+        let mut result = ExpectResult {
+            matched: None,
+            skipped: Vec::new(),
+            skipped_count: 0,
+            failure: None,
+        };
+        loop {
+            // Register for wake-ups before looking, so a frame that lands in between is not missed.
+            let arrived = self.shared.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            while let Some(frame) = self.shared.pop() {
+                if matches(&frame.payload) {
+                    result.matched = Some(frame);
+                    return result;
+                }
+                result.skipped_count += 1;
+                if result.skipped.len() < max_recorded {
+                    result.skipped.push(frame);
+                }
+            }
+            if let Some(c) = self.closed() {
+                result.failure = Some(closed_failure(
+                    &c,
+                    &format!("no matching frame{}", skipped_note(result.skipped_count)),
+                ));
+                return result;
+            }
+            tokio::select! {
+                _ = arrived => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    result.failure = Some(Failure::new(
+                        FailureReason::Timeout,
+                        format!(
+                            "no matching frame within {}{}",
+                            fmt_duration(started.elapsed()),
+                            skipped_note(result.skipped_count)
+                        ),
+                    ));
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// `Some` once the peer closed or the connection failed (or we closed it).
+    pub fn closed(&self) -> Option<Closed> {
+        self.shared.closed.borrow().clone()
+    }
+
+    /// Resolves when the connection ends: a session watcher marks itself disconnected at once.
+    pub async fn wait_closed(&self) -> Closed {
+        let mut rx = self.shared.closed.subscribe();
+        let closed = match rx.wait_for(Option::is_some).await {
+            Ok(c) => c.clone().unwrap_or(Closed::ByUs),
+            // The sender lives in `shared`, which we hold: cannot happen, but do not panic.
+            Err(_) => Closed::ByUs,
+        };
+        closed
+    }
+
+    /// Send a close frame and wait (until `deadline`) for the peer's; returns the peer's close
+    /// code and reason (`None` when its close frame had none, or it never answered before the
+    /// deadline or dropped the connection instead).
+    pub async fn close(
+        &self,
+        code: u16,
+        reason: &str,
+        deadline: Instant,
+    ) -> Result<Option<(u16, String)>, Failure> {
+        if let Some(c) = self.closed() {
+            return Err(closed_failure(&c, "cannot close"));
+        }
+        if !(code == 1000 || (3000..=4999).contains(&code) || (1001..=1014).contains(&code))
+            || matches!(code, 1004..=1006)
+        {
+            return Err(Failure::new(
+                FailureReason::Protocol,
+                format!(
+                    "close code {code} may not be sent (use 1000, 1001–1003, 1007–1014 or 3000–4999)"
+                ),
+            ));
+        }
+        if reason.len() > 123 {
+            return Err(Failure::new(
+                FailureReason::Protocol,
+                "a close reason is limited to 123 bytes",
+            ));
+        }
+        let (done, answer) = oneshot::channel();
+        let cmd = Box::new(Command::Close {
+            frame: CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.to_string().into(),
+            },
+            deadline,
+            done,
+        });
+        match tokio::time::timeout_at(deadline, self.commands.send(cmd)).await {
+            Err(_) => {
+                return Err(Failure::new(
+                    FailureReason::Timeout,
+                    "closing did not start before the deadline",
+                ))
+            }
+            Ok(Err(_)) => return Err(self.gone_failure("cannot close").await),
+            Ok(Ok(())) => {}
+        }
+        // The task itself answers by the deadline (so "no answer" is told apart from "dropped"
+        // deterministically); the extra second is only a guard against a stuck task.
+        match tokio::time::timeout_at(deadline + Duration::from_secs(1), answer).await {
+            Ok(Ok(CloseAnswer::Peer(peer))) => Ok(peer),
+            Ok(Ok(CloseAnswer::Dropped) | Err(_)) => Ok(None),
+            Ok(Ok(CloseAnswer::TimedOut)) | Err(_) => Err(Failure::new(
+                FailureReason::Timeout,
+                "the server did not answer our close frame before the deadline",
+            )),
+        }
+    }
+
+    pub fn connected_at(&self) -> Instant {
+        self.shared.connected_at
+    }
+
+    /// Frames dropped because the inbox was full (oldest first).
+    pub fn dropped_frames(&self) -> u64 {
+        self.shared
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dropped
+    }
+
+    /// The task has ended (its receiver is gone); its reason is set or about to be.
+    async fn gone_failure(&self, doing: &str) -> Failure {
+        let c = tokio::time::timeout(Duration::from_millis(100), self.wait_closed())
+            .await
+            .unwrap_or_else(|_| Closed::Error("the connection task ended".into()));
+        closed_failure(&c, doing)
+    }
+}
+
+fn skipped_note(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        1 => " (1 other frame skipped)".into(),
+        n => format!(" ({n} other frames skipped)"),
+    }
+}
+
+fn closed_failure(c: &Closed, doing: &str) -> Failure {
+    Failure::new(FailureReason::Protocol, format!("{doing}: {c}"))
+}
+
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_in_words() {
+        assert_eq!(describe_close_code(1008), "1008 policy violation");
+        assert_eq!(describe_close_code(4001), "4001 application-defined");
+        let c = Closed::ByPeer {
+            code: Some(1008),
+            reason: "bad token".into(),
+        };
+        assert_eq!(
+            c.to_string(),
+            "server closed the connection: 1008 policy violation (reason \"bad token\")"
+        );
+    }
+
+    #[test]
+    fn urls_must_be_websocket_urls() {
+        assert!(parse_url("http://127.0.0.1/")
+            .unwrap_err()
+            .message
+            .contains("ws://"));
+        assert!(parse_url("not a url").is_err());
+        assert!(parse_url("ws://[::1]:9/chat").is_ok());
+    }
+
+    #[test]
+    fn inbox_drops_oldest_and_counts() {
+        let (closed, _) = watch::channel(None);
+        let s = Shared {
+            inbox: Mutex::new(Inbox {
+                frames: VecDeque::new(),
+                limit: 2,
+                dropped: 0,
+            }),
+            arrived: Notify::new(),
+            closed,
+            connected_at: Instant::now(),
+        };
+        for i in 0..5 {
+            s.push(Frame {
+                payload: Payload::Text(i.to_string()),
+                received_at: Instant::now(),
+            });
+        }
+        assert_eq!(s.inbox.lock().unwrap().dropped, 3);
+        assert_eq!(s.pop().unwrap().payload, Payload::Text("3".into()));
+        assert_eq!(s.pop().unwrap().payload, Payload::Text("4".into()));
+        assert!(s.pop().is_none());
+    }
+}

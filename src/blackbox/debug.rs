@@ -1,0 +1,111 @@
+//! The `debug=true` answer (and `sonde probe --debug`): blackbox_exporter's three sections —
+//! "Logs for the probe:", "Metrics that would have been returned:", "Module configuration:" —
+//! with sonde's fuller log: the resolved address, every phase with its duration, the request and
+//! response headers, and why the probe failed. Secrets never appear: credential headers are
+//! redacted by the probe, and the module is shown with passwords, tokens and credentials
+//! replaced.
+
+use std::fmt::Write as _;
+
+use serde_json::Value as J;
+
+use crate::config::redact::{redact, REDACTED};
+
+/// Replace secrets in a module as written: the scenario format's secret keys, plus blackbox's
+/// `credentials`, `http_headers` `secrets`, and `key` for inline PEM keys.
+pub fn redact_module(v: &mut J) {
+    redact(v);
+    fn walk(v: &mut J) {
+        match v {
+            J::Object(m) => {
+                for (k, val) in m.iter_mut() {
+                    if matches!(
+                        k.as_str(),
+                        "credentials" | "key" | "client_secret" | "secrets"
+                    ) {
+                        *val = J::String(REDACTED.into());
+                    } else {
+                        walk(val);
+                    }
+                }
+            }
+            J::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(v);
+}
+
+/// One log line in go-kit's logfmt, as blackbox writes them: `key=value`, values quoted when
+/// they need it.
+pub fn logfmt(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(k);
+        out.push('=');
+        if v.is_empty()
+            || v.chars()
+                .any(|c| c == ' ' || c == '"' || c == '=' || c.is_control())
+        {
+            let _ = write!(out, "{v:?}");
+        } else {
+            out.push_str(v);
+        }
+    }
+    out
+}
+
+/// The whole debug text.
+pub fn render(log: &[String], metrics: &str, module: &J) -> String {
+    let mut out = String::from("Logs for the probe:\n");
+    for l in log {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str("\n\n\nMetrics that would have been returned:\n");
+    out.push_str(metrics);
+    out.push_str("\n\n\nModule configuration:\n");
+    match serde_norway::to_string(module) {
+        Ok(y) => out.push_str(&y),
+        Err(e) => {
+            let _ = writeln!(out, "Error marshalling config: {e}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_secrets_are_hidden() {
+        let mut v = serde_json::json!({
+            "prober": "http",
+            "http": {
+                "basic_auth": {"username": "u", "password": "hunter2"},
+                "authorization": {"type": "Bearer", "credentials": "tok3n"},
+                "bearer_token": "abc",
+                "headers": {"X-Api-Key": "k3y", "Accept": "text/html"},
+                "proxy_url": "http://user:pw@127.0.0.1:3128"
+            }
+        });
+        redact_module(&mut v);
+        let text = v.to_string();
+        for secret in ["hunter2", "tok3n", "\"abc\"", "k3y", ":pw@"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("text/html"));
+    }
+
+    #[test]
+    fn logfmt_quotes_when_needed() {
+        assert_eq!(
+            logfmt(&[("level", "info"), ("msg", "Beginning probe"), ("x", "")]),
+            "level=info msg=\"Beginning probe\" x=\"\""
+        );
+    }
+}

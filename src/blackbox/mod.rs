@@ -1,0 +1,178 @@
+//! blackbox_exporter compatibility: its configuration file (`modules:`), its `/probe` endpoint
+//! with the same metric names, help texts and labels, its `debug=true` trace, and its own
+//! `blackbox_*` series — so a Prometheus set up for blackbox_exporter scrapes sonde unchanged.
+//!
+//! - [`config`] loads `modules:` files (every option of blackbox 0.23–0.28 for http, tcp, icmp,
+//!   dns and grpc; what sonde cannot honour yet is refused by name);
+//! - [`module`] reads a target the way each prober does;
+//! - [`handler`] runs one probe under blackbox's timeout rules;
+//! - [`metrics`] renders blackbox's families; [`debug`] the trace;
+//! - [`safety`] is what sonde adds, off by default: an allow-list of targets and a cap on
+//!   concurrent probes.
+
+pub mod config;
+pub mod debug;
+pub mod handler;
+pub mod metrics;
+pub mod model;
+pub mod module;
+pub mod safety;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use module::{Module, Modules};
+
+/// blackbox_exporter's shipped example modules (its `blackbox.yml`): what `/probe` and
+/// `sonde probe` use when no blackbox configuration file is loaded.
+pub const BUILTIN_MODULES: &str = r#"modules:
+  http_2xx:
+    prober: http
+  http_post_2xx:
+    prober: http
+    http:
+      method: POST
+  tcp_connect:
+    prober: tcp
+  pop3s_banner:
+    prober: tcp
+    tcp:
+      query_response:
+      - expect: "^+OK"
+      tls: true
+      tls_config:
+        insecure_skip_verify: false
+  grpc:
+    prober: grpc
+    grpc:
+      tls: true
+      preferred_ip_protocol: "ip4"
+  grpc_plain:
+    prober: grpc
+    grpc:
+      tls: false
+      service: "service1"
+  ssh_banner:
+    prober: tcp
+    tcp:
+      query_response:
+      - expect: "^SSH-2.0-"
+      - send: "SSH-2.0-blackbox-ssh-check"
+  irc_banner:
+    prober: tcp
+    tcp:
+      query_response:
+      - send: "NICK prober"
+      - send: "USER prober prober prober :prober"
+      - expect: "PING :([^ ]+)"
+        send: "PONG ${1}"
+      - expect: "^:[^ ]+ 001"
+  icmp:
+    prober: icmp
+  icmp_ttl5:
+    prober: icmp
+    timeout: 5s
+    icmp:
+      ttl: 5
+"#;
+
+/// The built-in modules, compiled.
+pub fn builtin_modules() -> Modules {
+    let mut out = Modules::new();
+    let errors = crate::config::load_blackbox_str("<built-in modules>", BUILTIN_MODULES, &mut out);
+    debug_assert!(errors.is_empty(), "{errors:?}");
+    out
+}
+
+/// `/probe`'s state inside `sonde serve`: the modules in use, blackbox's own counters, and the
+/// safety options.
+pub struct Blackbox {
+    modules: Mutex<Arc<Modules>>,
+    /// Whether the modules come from a file (false: the built-in ones).
+    pub from_file: Mutex<bool>,
+    pub timeout_offset: f64,
+    pub safety: safety::Safety,
+    module_unknown: AtomicU64,
+    reload_ok: AtomicU64,
+    /// Unix seconds as f64 bits.
+    reload_ts: AtomicU64,
+}
+
+impl Blackbox {
+    pub fn new(timeout_offset: f64, safety: safety::Safety) -> Self {
+        Blackbox {
+            modules: Mutex::new(Arc::new(Modules::new())),
+            from_file: Mutex::new(false),
+            timeout_offset,
+            safety,
+            module_unknown: AtomicU64::new(0),
+            reload_ok: AtomicU64::new(0),
+            reload_ts: AtomicU64::new(0),
+        }
+    }
+
+    pub fn modules(&self) -> Arc<Modules> {
+        self.modules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Install modules from a (re)load; `None` means no blackbox file was given: the built-in
+    /// modules serve `/probe`.
+    pub fn install(&self, modules: Option<Modules>) {
+        let from_file = modules.is_some();
+        let m = modules.unwrap_or_else(builtin_modules);
+        *self.modules.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(m);
+        *self.from_file.lock().unwrap_or_else(|e| e.into_inner()) = from_file;
+        self.reload_ok.store(1, Ordering::SeqCst);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.reload_ts.store(now.to_bits(), Ordering::SeqCst);
+    }
+
+    pub fn reload_failed(&self) {
+        self.reload_ok.store(0, Ordering::SeqCst);
+    }
+
+    pub fn count_unknown_module(&self) {
+        self.module_unknown.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// blackbox_exporter's own series, for `/metrics`.
+    pub fn self_metrics(&self, openmetrics: bool) -> String {
+        let mut out = String::new();
+        let f = metrics::go_float;
+        let _ = writeln!(
+            out,
+            "# HELP blackbox_exporter_config_last_reload_success_timestamp_seconds Timestamp of the last successful configuration reload.\n\
+             # TYPE blackbox_exporter_config_last_reload_success_timestamp_seconds gauge\n\
+             blackbox_exporter_config_last_reload_success_timestamp_seconds {}\n\
+             # HELP blackbox_exporter_config_last_reload_successful Blackbox exporter config loaded successfully.\n\
+             # TYPE blackbox_exporter_config_last_reload_successful gauge\n\
+             blackbox_exporter_config_last_reload_successful {}",
+            f(f64::from_bits(self.reload_ts.load(Ordering::SeqCst))),
+            self.reload_ok.load(Ordering::SeqCst)
+        );
+        let n = self.module_unknown.load(Ordering::Relaxed);
+        if openmetrics {
+            let _ = writeln!(
+                out,
+                "# HELP blackbox_module_unknown Count of unknown modules requested by probes\n\
+                 # TYPE blackbox_module_unknown counter\n\
+                 blackbox_module_unknown_total {n}"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "# HELP blackbox_module_unknown_total Count of unknown modules requested by probes\n\
+                 # TYPE blackbox_module_unknown_total counter\n\
+                 blackbox_module_unknown_total {n}"
+            );
+        }
+        out
+    }
+}

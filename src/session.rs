@@ -1,0 +1,223 @@
+//! Persistent sessions (`session: persistent`): the scenario's task keeps one [`RunCtx`] — its
+//! open WebSocket connections and setup's captures — across runs.
+//!
+//! - `setup` runs once per connection life (the first run, and after every break); `steps` run
+//!   every interval on the live connections; teardown runs when the session ends (shutdown, or
+//!   a reload that removes or changes the scenario).
+//! - A watcher notices a connection that closes between runs at once
+//!   (`sonde_session_connected` drops to 0); the next run fails with the reason. A run whose
+//!   step meets the broken connection fails with it too.
+//! - Reconnecting re-runs setup right after the failed run, not at the next tick, so at most
+//!   one run reports the break. A setup that fails is retried with exponential backoff (1 s,
+//!   2 s, 4 s… up to the interval); runs due meanwhile fail saying the session is reconnecting.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use sonde_probes::{Event, Failure, FailureReason, Timings};
+use tokio::time::Instant;
+
+use crate::engine::{self, RunCtx, RunReport, RunResult, Stage, StepFacts, StepReport};
+use crate::scenario::Scenario;
+
+/// First pause before retrying a failed setup; doubles up to the interval.
+pub const BACKOFF_START: Duration = Duration::from_secs(1);
+
+/// A persistent session's state between runs.
+#[derive(Default)]
+pub struct Session {
+    pub ctx: RunCtx,
+    /// Setup has run on the current connections and none has broken since.
+    pub connected: bool,
+    /// Connected at least once: a later setup is a reconnect.
+    pub ever_connected: bool,
+    /// Why the connection broke between runs, not yet reported by a run.
+    pub unreported_break: Option<String>,
+    /// When to try setup again (disconnected only).
+    pub reconnect_at: Option<Instant>,
+    pub backoff: Duration,
+    /// The last setup failure, for the runs that fail while reconnecting.
+    pub last_error: Option<String>,
+}
+
+impl Session {
+    /// Resolves with the reason when any open connection closes (never when there are none).
+    pub async fn broken(&self) -> String {
+        if !self.connected {
+            return std::future::pending().await;
+        }
+        let mut futs: Vec<Pin<Box<dyn Future<Output = String> + Send + '_>>> = self
+            .ctx
+            .conns
+            .iter()
+            .map(|(n, c)| {
+                Box::pin(async move { format!("connection `{n}`: {}", c.wait_closed().await) })
+                    as Pin<Box<dyn Future<Output = String> + Send + '_>>
+            })
+            .collect();
+        std::future::poll_fn(move |cx| {
+            for f in futs.iter_mut() {
+                if let Poll::Ready(v) = f.as_mut().poll(cx) {
+                    return Poll::Ready(v);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The connections are gone: forget them (dropping them closes what is left).
+    pub fn disconnect(&mut self, reason: Option<String>) {
+        self.connected = false;
+        self.ctx = RunCtx::default();
+        if let Some(r) = reason {
+            self.unreported_break = Some(r);
+        }
+    }
+
+    /// When the oldest open connection was opened.
+    pub fn connected_since(&self) -> Option<Instant> {
+        self.ctx.conns.iter().map(|(_, c)| c.connected_at()).min()
+    }
+
+    /// After a setup attempt: connected, or back off.
+    fn after_setup(&mut self, ok: bool, report: &RunReport, interval: Duration) -> bool {
+        if ok {
+            let reconnect = self.ever_connected;
+            self.connected = true;
+            self.ever_connected = true;
+            self.reconnect_at = None;
+            self.backoff = Duration::ZERO;
+            self.last_error = None;
+            reconnect
+        } else {
+            self.last_error = report.failure().map(|f| {
+                format!(
+                    "setup step `{}` failed: {}",
+                    report.failed_step.as_deref().unwrap_or("?"),
+                    f.message
+                )
+            });
+            self.ctx = RunCtx::default();
+            self.connected = false;
+            self.backoff = if self.backoff.is_zero() {
+                BACKOFF_START
+            } else {
+                (self.backoff * 2).min(interval)
+            };
+            self.reconnect_at = Some(Instant::now() + self.backoff);
+            false
+        }
+    }
+
+    /// Reconnect between runs: run setup only. Returns whether it was a successful reconnect
+    /// (for `sonde_session_reconnects_total`), and the setup's report.
+    pub async fn reconnect(&mut self, scenario: &Arc<Scenario>) -> (bool, RunReport) {
+        self.ctx = RunCtx::default();
+        let report = engine::run_stages(scenario, &mut self.ctx, true, false).await;
+        let ok = report.success();
+        let reconnected = self.after_setup(ok, &report, scenario.interval);
+        (reconnected, report)
+    }
+
+    /// One scheduled run of a persistent scenario.
+    pub async fn run(&mut self, scenario: &Arc<Scenario>) -> (bool, RunReport) {
+        if let Some(why) = self.unreported_break.take() {
+            // The break is this run's failure; reconnecting follows right after it.
+            self.reconnect_at = Some(Instant::now());
+            return (
+                false,
+                session_failure(scenario, why, FailureReason::Protocol),
+            );
+        }
+        if !self.connected && self.ever_connected {
+            if let Some(at) = self.reconnect_at.filter(|at| *at > Instant::now()) {
+                let why = format!(
+                    "not connected, reconnecting in {}{}",
+                    sonde_probes::fmt_duration(at - Instant::now()),
+                    self.last_error
+                        .as_deref()
+                        .map(|e| format!(" (last attempt: {e})"))
+                        .unwrap_or_default()
+                );
+                return (
+                    false,
+                    session_failure(scenario, why, FailureReason::Connect),
+                );
+            }
+        }
+        let setup = !self.connected;
+        if setup {
+            self.ctx = RunCtx::default();
+        }
+        let mut report = engine::run_stages(scenario, &mut self.ctx, setup, true).await;
+        let mut reconnected = false;
+        if setup {
+            let setup_steps: Vec<&StepReport> = report
+                .steps
+                .iter()
+                .filter(|s| s.stage == Stage::Setup)
+                .collect();
+            let setup_ok =
+                setup_steps.len() == scenario.setup.len() && setup_steps.iter().all(|s| s.success);
+            reconnected = self.after_setup(setup_ok, &report, scenario.interval);
+            if reconnected {
+                report
+                    .session_events
+                    .push("reconnected: setup ran again on new connections".into());
+            }
+        }
+        if let Some(why) = self.ctx.broken() {
+            // Met (or caused) by this run: reported by it; reconnect right away.
+            report.session_events.push(format!("session broken: {why}"));
+            self.disconnect(None);
+            self.reconnect_at = Some(Instant::now());
+        }
+        (reconnected, report)
+    }
+
+    /// End the session: teardown on the live connections, then close them.
+    pub async fn end(&mut self, scenario: &Scenario) {
+        if self.connected && !scenario.teardown.is_empty() {
+            let mut report = engine::run_stages(scenario, &mut self.ctx, false, false).await;
+            engine::run_teardown(scenario, &mut self.ctx, &mut report).await;
+        }
+        self.disconnect(None);
+    }
+}
+
+/// A run that failed because of the session itself (a break between runs, reconnecting).
+fn session_failure(scenario: &Scenario, why: String, reason: FailureReason) -> RunReport {
+    let failure = Failure::new(reason, why);
+    RunReport {
+        scenario: scenario.name.clone(),
+        started_at: engine::rfc3339(SystemTime::now()),
+        duration: Duration::ZERO,
+        result: RunResult::Failure,
+        failed_step: Some("session".into()),
+        steps: vec![StepReport {
+            name: "session".into(),
+            kind: "session",
+            stage: Stage::Setup,
+            success: false,
+            duration: Duration::ZERO,
+            events: vec![Event {
+                at: Duration::ZERO,
+                message: format!("failed ({}): {}", failure.reason, failure.message),
+            }],
+            failure: Some(failure),
+            attempts: 1,
+            timings: Timings::default(),
+            remote_addr: None,
+            captures: Vec::new(),
+            checks: Vec::new(),
+            facts: StepFacts::None {},
+        }],
+        internal_error: None,
+        session_events: Vec::new(),
+        secrets: Vec::new(),
+    }
+}
