@@ -134,9 +134,13 @@ impl Running {
 /// of half-applying (the series already carry the old region).
 pub fn warn_on_agent_change(old: &Config, new: &Config) {
     let (a, b): (&AgentSettings, &AgentSettings) = (&old.agent, &new.agent);
-    if a.region != b.region || a.shard != b.shard || a.remote_write != b.remote_write {
+    if a.region != b.region
+        || a.shard != b.shard
+        || a.remote_write != b.remote_write
+        || a.alerting != b.alerting
+    {
         tracing::warn!(
-            "the agent settings (region, shard, remote_write) changed; they apply at the next restart"
+            "the agent settings (region, shard, remote_write, alerting) changed; they apply at the next restart"
         );
     }
 }

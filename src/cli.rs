@@ -50,8 +50,8 @@ pub enum Command {
     /// Run one blackbox_exporter-style probe from the shell and print its metrics (or, with
     /// --debug, the whole trace). Exit 0 when the probe succeeded, 1 when it failed.
     Probe(ProbeArgs),
-    /// Print Prometheus alerting rules for the scenarios (not available in this version yet).
-    Rules(NotYet),
+    /// Print a Prometheus rule file generated from the scenarios' `alert:` blocks.
+    Rules(RulesArgs),
     /// Print the JSON Schema of the scenario format (not available in this version yet).
     Schema(NotYet),
 }
@@ -126,6 +126,13 @@ pub struct CheckArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RulesArgs {
+    /// Scenario files or folders (an agent settings document among them supplies alert defaults).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct ProbeArgs {
     /// The module to run (default http_2xx, as /probe).
     #[arg(long, short = 'm', default_value = "http_2xx", value_name = "MODULE")]
@@ -185,14 +192,14 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Run(_) => not_yet("run"),
         Command::Probe(args) => probe(args),
-        Command::Rules(_) => not_yet("rules"),
+        Command::Rules(args) => rules(args),
         Command::Schema(_) => not_yet("schema"),
     }
 }
 
 fn not_yet(verb: &str) -> ExitCode {
     eprintln!(
-        "sonde {verb}: not available in this version yet. Available now: `sonde serve`, `sonde check` and `sonde probe`."
+        "sonde {verb}: not available in this version yet. Available now: `sonde serve`, `sonde check`, `sonde probe` and `sonde rules`."
     );
     ExitCode::from(EXIT_USAGE)
 }
@@ -229,6 +236,26 @@ fn check(args: CheckArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Err(errors) => {
+            report_errors(&errors);
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `sonde rules`: the rule file on stdout (exit 0), or the configuration's errors (exit 2).
+fn rules(args: RulesArgs) -> ExitCode {
+    match config::load_paths(&args.paths, &LoadOptions::default()) {
+        Ok(cfg) => match crate::alert::rules::generate(&cfg) {
+            Some(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("sonde rules: no scenario has an `alert:` block — expected at least one, e.g. `alert: {{after: 3, severity: page}}`");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
         Err(errors) => {
             report_errors(&errors);
             ExitCode::from(EXIT_USAGE)
@@ -432,8 +459,24 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         crate::agent::effective(args.region.clone(), &args.agent, &initial.config);
     opts.region = region.clone();
     let metrics = Metrics::new();
-    let scheduler =
-        Scheduler::new(metrics.clone(), region, args.max_concurrent_runs).with_shard(shard);
+    let alerts = crate::alert::Alerts::start(
+        metrics.alerts.clone(),
+        initial.config.agent.alerting.clone(),
+        region.clone(),
+        &format!("http://{listen}"),
+    );
+    if initial.config.agent.alerting.is_none()
+        && initial
+            .config
+            .scenarios
+            .iter()
+            .any(|s| s.alert.as_ref().is_some_and(|a| a.notify.is_some()))
+    {
+        tracing::warn!("scenarios name notifiers in alert.notify, but no agent settings document has `alerting:`; those notifications go nowhere");
+    }
+    let scheduler = Scheduler::new(metrics.clone(), region, args.max_concurrent_runs)
+        .with_shard(shard)
+        .with_alerts(alerts);
     let n = initial.config.scenarios.len();
     let blackbox = crate::blackbox::Blackbox::new(
         args.timeout_offset,
@@ -468,6 +511,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
     app.set_not_ready();
     tracing::info!("stopped scheduling; waiting for runs in flight to finish");
     app.scheduler.shutdown().await;
+    app.scheduler.alerts().finish(WEB_DRAIN_GRACE).await;
     agent.finish().await;
     if let Some(r) = failed {
         let why = match r {

@@ -9,8 +9,11 @@
 //! - [`cli`] is the command line.
 //! - Many agents: [`agent`] (region, shard, what runs beside the scheduler), [`shard`],
 //!   [`source`] (configuration URLs, file watching) and [`remote_write`] (push).
+//! - [`alert`]: alerts from scenario `alert:` blocks to Alertmanager and chat notifiers, and
+//!   `sonde rules`.
 
 pub mod agent;
+pub mod alert;
 pub mod blackbox;
 pub mod capture;
 pub mod cli;

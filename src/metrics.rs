@@ -88,6 +88,7 @@ pub struct Metrics {
     pub config_last_reload_successful: Gauge,
     pub config_last_reload_success_timestamp: F64Gauge,
     pub remote_write: crate::remote_write::RemoteWriteMetrics,
+    pub alerts: crate::alert::AlertMetrics,
 }
 
 impl Metrics {
@@ -196,6 +197,7 @@ impl Metrics {
         );
         registry.register("sonde_build_info", "sonde's version", build_info);
         let remote_write = crate::remote_write::RemoteWriteMetrics::register(&mut registry);
+        let alerts = crate::alert::AlertMetrics::register(&mut registry);
 
         Arc::new(Metrics {
             registry,
@@ -216,6 +218,7 @@ impl Metrics {
             config_last_reload_successful,
             config_last_reload_success_timestamp,
             remote_write,
+            alerts,
         })
     }
 

@@ -99,6 +99,8 @@ pub struct Scheduler {
     not_owned: Mutex<Vec<NotOwned>>,
     /// `--shard I/N`: the share of the region's scenarios this agent runs (see [`crate::shard`]).
     shard: Option<crate::shard::Shard>,
+    /// Fed every run of scenarios with an `alert:` block (see [`crate::alert`]).
+    alerts: crate::alert::Alerts,
 }
 
 impl Scheduler {
@@ -115,7 +117,18 @@ impl Scheduler {
             retired: Mutex::new(BTreeMap::new()),
             not_owned: Mutex::new(Vec::new()),
             shard: None,
+            alerts: crate::alert::Alerts::disabled(),
         }
+    }
+
+    /// Raise alerts through `alerts` (set before the first [`Scheduler::apply`]).
+    pub fn with_alerts(mut self, alerts: crate::alert::Alerts) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    pub fn alerts(&self) -> &crate::alert::Alerts {
+        &self.alerts
     }
 
     /// Run only the scenarios of `shard` (set before the first [`Scheduler::apply`]).
@@ -167,6 +180,8 @@ impl Scheduler {
             retired.insert(name, t.handle);
         }
         self.metrics.scenarios.set(tasks.len() as i64);
+        let owned: Vec<Arc<Scenario>> = tasks.values().map(|t| t.state.scenario.clone()).collect();
+        self.alerts.apply(&owned);
         *self.not_owned.lock().unwrap_or_else(|e| e.into_inner()) = not_owned;
     }
 
@@ -181,6 +196,7 @@ impl Scheduler {
             self.metrics.clone(),
             self.region.clone(),
             self.permits.clone(),
+            self.alerts.clone(),
         ));
         Task {
             fingerprint: scenario.fingerprint,
@@ -289,6 +305,7 @@ fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
+#[allow(clippy::too_many_arguments)] // one task's whole context, passed once at spawn
 async fn scenario_loop(
     scenario: Arc<Scenario>,
     state: Arc<ScenarioState>,
@@ -297,13 +314,14 @@ async fn scenario_loop(
     metrics: Arc<Metrics>,
     region: Option<String>,
     permits: Arc<Semaphore>,
+    alerts: crate::alert::Alerts,
 ) {
     // A changed scenario's old version may still be running: never overlap with it.
     if let Some(prev) = prev {
         let _ = prev.await;
     }
     if scenario.persistent {
-        return persistent_loop(scenario, state, cancel, metrics, region, permits).await;
+        return persistent_loop(scenario, state, cancel, metrics, region, permits, alerts).await;
     }
     let mut series = ScenarioMetrics::new(metrics.clone(), &scenario, region.as_deref());
     let interval = scenario.interval;
@@ -346,6 +364,10 @@ async fn scenario_loop(
         metrics.runs_in_flight.dec();
         drop(permit);
         series.record(&report);
+        // A version that a reload replaced or removed no longer speaks for the scenario's alert.
+        if !cancel.is_cancelled() {
+            alerts.observe(&scenario, &report);
+        }
         state.runs.fetch_add(1, Ordering::Relaxed);
         if report.success() {
             state
@@ -381,6 +403,7 @@ async fn persistent_loop(
     metrics: Arc<Metrics>,
     region: Option<String>,
     permits: Arc<Semaphore>,
+    alerts: crate::alert::Alerts,
 ) {
     let mut series = ScenarioMetrics::new(metrics.clone(), &scenario, region.as_deref());
     let interval = scenario.interval;
@@ -476,6 +499,9 @@ async fn persistent_loop(
         series.session_connected(session.connected);
         series.session_age(session.connected_since().map(|t| t.elapsed()));
         series.record(&report);
+        if !cancel.is_cancelled() {
+            alerts.observe(&scenario, &report);
+        }
         state.runs.fetch_add(1, Ordering::Relaxed);
         if report.success() {
             state

@@ -30,6 +30,8 @@ pub struct AgentSettings {
     pub region: Option<String>,
     pub shard: Option<Shard>,
     pub remote_write: Option<RemoteWrite>,
+    /// `alerting:`: where alerts go, and defaults for `alert:` blocks ([`super::alert`]).
+    pub alerting: Option<std::sync::Arc<super::alert::AlertingSettings>>,
     /// The file the settings came from, for messages.
     pub defined_in: Option<String>,
 }
@@ -79,6 +81,7 @@ struct Raw {
     region: Option<String>,
     shard: Option<String>,
     remote_write: Option<RawRemoteWrite>,
+    alerting: Option<serde_norway::Value>,
 }
 
 #[derive(Deserialize)]
@@ -158,7 +161,7 @@ pub fn parse(origin: &str, dir: &Path, text: &str) -> Result<AgentSettings, Conf
             line,
             column,
             format!(
-                "{} — expected agent settings: `agent:` with region, shard, remote_write",
+                "{} — expected agent settings: `agent:` with region, shard, remote_write, alerting",
                 e.to_string().split(" at line ").next().unwrap_or_default()
             ),
         )
@@ -189,6 +192,10 @@ pub fn parse(origin: &str, dir: &Path, text: &str) -> Result<AgentSettings, Conf
     }
     if let Some(rw) = raw.remote_write {
         out.remote_write = Some(remote_write(rw, dir, &at)?);
+    }
+    if let Some(a) = raw.alerting {
+        let settings = super::alert::parse_settings(a, dir).map_err(at("alerting"))?;
+        out.alerting = Some(std::sync::Arc::new(settings));
     }
     Ok(out)
 }
@@ -340,6 +347,12 @@ pub fn merge(into: &mut AgentSettings, next: AgentSettings) -> Result<(), Config
             return Err(twice("remote_write"));
         }
         into.remote_write = next.remote_write;
+    }
+    if next.alerting.is_some() {
+        if into.alerting.is_some() {
+            return Err(twice("alerting"));
+        }
+        into.alerting = next.alerting;
     }
     if into.defined_in.is_none() {
         into.defined_in = next.defined_in;

@@ -37,12 +37,6 @@ const MAX_LABELS: usize = 16;
 const RESERVED_LABELS: [&str; 10] = [
     "scenario", "region", "step", "phase", "reason", "result", "le", "job", "instance", "quantile",
 ];
-/// "`alert` is not supported yet …": alerting is a later feature.
-fn not_yet(key: &str) -> String {
-    format!(
-        "`{key}` is not supported yet (it arrives with alerting) — expected it left out for now"
-    )
-}
 
 /// Durations in messages the way people write them in YAML ("30s", "14d", "1m 30s").
 fn human(d: Duration) -> String {
@@ -382,9 +376,10 @@ impl Loader {
             labels.sort();
         }
 
-        if m.alert.is_some() {
-            errors.push(index.key(&p("alert")), not_yet("alert"));
-        }
+        let alert = m
+            .alert
+            .clone()
+            .and_then(|a| super::alert::scenario_alert(a, &p("alert"), index, errors));
         let persistent = m.session == Some(SessionWord::Persistent);
         let heartbeat = m.heartbeat.map(|d| d.0);
         if let Some(h) = heartbeat {
@@ -667,6 +662,7 @@ impl Loader {
             // server's side): reuse only pays between the http steps of one run.
             reuse_connections: m.reuse_connections.unwrap_or(true) && http_steps > 1,
             fingerprint: hash.finish(),
+            alert,
             redacted_json: redacted.to_string().into_boxed_str(),
             secrets,
         })

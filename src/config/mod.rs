@@ -18,6 +18,7 @@
 //! `line == 0`.
 
 pub mod agent;
+pub mod alert;
 pub(crate) mod build;
 mod compile;
 pub(crate) mod deser;
@@ -231,6 +232,9 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
             }
         }
         config.sources.push(name);
+    }
+    if errors.is_empty() {
+        errors = alert::check_notify_names(&config);
     }
     if errors.is_empty() {
         Ok(Loaded { config, modules })

@@ -5,7 +5,6 @@
 //! templates can be rendered into a step before it is typed. Keys reserved for later issues are
 //! accepted here only to be refused by name ("not supported yet") instead of as unknown keys.
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_norway::Value;
 
@@ -29,7 +28,7 @@ pub const KINDS: [&str; 10] = [
 ];
 
 /// Keys reserved for later issues, refused with "not supported yet".
-pub const RESERVED_SCENARIO_KEYS: [&str; 1] = ["alert"];
+pub const RESERVED_SCENARIO_KEYS: [&str; 0] = [];
 pub const RESERVED_STEP_KEYS: [&str; 0] = [];
 
 #[derive(Debug, Deserialize)]
@@ -63,8 +62,8 @@ pub struct ScenarioModel {
     pub cookies: Option<bool>,
     /// HTTP steps of a run reuse kept-alive connections (default true).
     pub reuse_connections: Option<bool>,
-    // Reserved.
-    pub alert: Option<IgnoredAny>,
+    /// Typed by `config::alert`.
+    pub alert: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,6 +76,7 @@ set +a
 echo "interop: servers up ($(tr '\n' ' ' < "$work/env"))"
 
 bash tests/interop/regions.sh  # many regions: network namespaces, real Prometheus, remote_write
+bash tests/interop/alerting.sh # a real Alertmanager receiving sonde's alerts; promtool on `sonde rules`
 # --- 3. tests ---------------------------------------------------------------------------------
 # --nocapture so that SKIPPED: lines (e.g. ICMP without permission) are seen, not swallowed.
 set +e
