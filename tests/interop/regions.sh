@@ -275,7 +275,7 @@ done
 # push landing between the reads only makes one attempt of ten not count.
 val() { awk -v s="$1" '$1 == s {print $2}' <<< "$2"; }
 check_pusher() { # NAME PORT → 0 when the numbers add up at a quiet moment
-  local name=$1 port=$2 before after enq sent dropped failed queued stored
+  local name=$1 port=$2 before after enq sent dropped failed queued stored labelled
   before=$(ip netns exec "${R[1]}" curl -sf "http://10.232.0.11:$port/metrics" | grep '^sonde_remote_write_')
   # Every raw sample stored of the series sonde pushed (a range selector as an instant query
   # returns them all), by the names its /metrics shows (it pushes exactly those; families only
@@ -287,6 +287,8 @@ check_pusher() { # NAME PORT → 0 when the numbers add up at a quiet moment
   stored=$(ip netns exec "$M" curl -sf -G http://127.0.0.1:9090/api/v1/query \
     --data-urlencode "query={agent=\"push-$name\",__name__=~\"$names\"}[1h]" \
     | jq '[.data.result[].values | length] | add')
+  labelled=$(ip netns exec "$M" curl -sf -G http://127.0.0.1:9090/api/v1/query \
+    --data-urlencode "query={agent=\"push-$name\"}[1h]" | jq '[.data.result[].values | length] | add')
   after=$(ip netns exec "${R[1]}" curl -sf "http://10.232.0.11:$port/metrics" | grep '^sonde_remote_write_')
   [[ $before == "$after" ]] || return 1
   enq=$(val sonde_remote_write_samples_enqueued_total "$after")
@@ -294,7 +296,7 @@ check_pusher() { # NAME PORT → 0 when the numbers add up at a quiet moment
   dropped=$(val sonde_remote_write_samples_dropped_total "$after")
   failed=$(val sonde_remote_write_samples_failed_total "$after")
   queued=$(val sonde_remote_write_queue_samples "$after")
-  last="push-$name: enqueued $enq, sent $sent, dropped $dropped, failed $failed, queued $queued; Prometheus stored $stored"
+  last="push-$name: enqueued $enq, sent $sent, dropped $dropped, failed $failed, queued $queued; Prometheus stored $stored (and $((labelled - stored)) samples of its own rules' series with the pusher's labels, not sonde's)"
   [[ $failed == 0 && $sent == "$stored" && $((enq)) == $((sent + dropped + queued)) ]]
 }
 for name in big small; do
