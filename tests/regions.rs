@@ -357,9 +357,12 @@ fn an_edited_file_reloads_without_a_signal() {
 }
 
 /// A remote_write receiver: decodes every push (snappy + protobuf), answers `status`.
+/// `store_then_fail` set, the next push is kept (as if stored) yet answered that status after
+/// that delay: a receiver whose answer is lost after it committed the samples.
 struct Receiver {
     pushes: Arc<Mutex<Vec<(Seen, WriteRequest)>>>,
     status: Arc<Mutex<u16>>,
+    store_then_fail: Arc<Mutex<Option<(u16, Duration)>>>,
     server: HttpServer,
 }
 
@@ -371,17 +374,21 @@ impl Receiver {
     async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let pushes = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(Mutex::new(204u16));
-        let (p2, s2) = (pushes.clone(), status.clone());
+        let store_then_fail = Arc::new(Mutex::new(None));
+        let (p2, s2, f2) = (pushes.clone(), status.clone(), store_then_fail.clone());
         let routes = Routes::new().at_fn("/api/v1/write", move |req: &Seen| {
-            let code = *s2.lock().unwrap();
-            if code / 100 == 2 {
+            let (code, delay) = match f2.lock().unwrap().take() {
+                Some((code, delay)) => (code, Some(delay)),
+                None => (*s2.lock().unwrap(), None),
+            };
+            if code / 100 == 2 || delay.is_some() {
                 let raw = snap::raw::Decoder::new()
                     .decompress_vec(&req.body)
                     .expect("a snappy block");
                 let wr = WriteRequest::decode(raw.as_slice()).expect("a WriteRequest");
                 p2.lock().unwrap().push((req.clone(), wr));
             }
-            Reply::text(code, "")
+            Reply::text(code, "").delay(delay.unwrap_or_default())
         });
         let server = match tls {
             None => HttpServer::start(routes).await,
@@ -390,6 +397,7 @@ impl Receiver {
         Receiver {
             pushes,
             status,
+            store_then_fail,
             server,
         }
     }
@@ -504,6 +512,71 @@ fn remote_write_pushes_labelled_samples_and_retries_server_errors_without_loss()
         .labels
         .iter()
         .any(|l| l.name == "region" && l.value == "eu"));
+}
+
+/// The receiver stores a batch but answers 503 (as Prometheus may while shutting down; a cut
+/// connection or a timeout is the same for the sender): sonde cannot know, so it sends again —
+/// the very same request, with none of the samples sampled meanwhile added (a store refuses a
+/// request that repeats older samples of a series next to newer ones, losing the new ones). The
+/// store ends up with every sample once, and `sent` counts each once.
+#[test]
+fn remote_write_resends_a_stored_but_unanswered_batch_unchanged_and_counts_it_once() {
+    let rt = runtime();
+    let rx = rt.block_on(Receiver::start());
+    // The 503 comes after several send intervals (200 ms): newer samples are queued by then.
+    *rx.store_then_fail.lock().unwrap() = Some((503, Duration::from_millis(1000)));
+    let s = pusher(&rx, "");
+    wait_for("the retry and two more pushes", &s, || {
+        rx.pushes.lock().unwrap().len() >= 4
+    });
+    // No more deliveries from here on, so the counters and the store can be compared: once an
+    // attempt has failed after the switch, every earlier one has been counted (one at a time).
+    let retries = metric(&s, "sonde_remote_write_retries_total").unwrap();
+    *rx.status.lock().unwrap() = 503;
+    wait_for("a refused attempt", &s, || {
+        metric(&s, "sonde_remote_write_retries_total") > Some(retries)
+    });
+    let [_, sent, failed, dropped, _] = balanced(&s);
+    assert_eq!((failed, dropped), (0.0, 0.0));
+    assert!(metric(&s, "sonde_remote_write_retries_total") >= Some(1.0));
+    let pushes = rx.pushes.lock().unwrap();
+    let count =
+        |wr: &WriteRequest| -> usize { wr.timeseries.iter().map(|t| t.samples.len()).sum() };
+    assert!(
+        pushes[1].0.body == pushes[0].0.body,
+        "the retry must be the unanswered request itself: {} samples, then {} in the retry",
+        count(&pushes[0].1),
+        count(&pushes[1].1)
+    );
+    let key = |t: &sonde::remote_write::proto::TimeSeries, ts: i64| {
+        let labels: Vec<(String, String)> = t
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect();
+        (labels, ts)
+    };
+    let mut stored = BTreeSet::new();
+    let mut received = 0usize;
+    for (_, wr) in pushes.iter() {
+        for t in &wr.timeseries {
+            for smp in &t.samples {
+                received += 1;
+                stored.insert(key(t, smp.timestamp));
+            }
+        }
+    }
+    let first = count(&pushes[0].1);
+    assert_eq!(
+        stored.len() as f64,
+        sent,
+        "every sample stored once, counted once"
+    );
+    assert_eq!(
+        received,
+        stored.len() + first,
+        "only the unanswered batch came twice"
+    );
 }
 
 #[test]

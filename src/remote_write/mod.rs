@@ -4,8 +4,10 @@
 //! Every `send_interval` the sampler takes sonde's own exposition (what `/metrics` shows, see
 //! [`expo`]), stamps it with the time and appends it to a bounded [`queue`]; the sender pushes
 //! the queue in batches, oldest first. 5xx, 429 and network errors are retried with exponential
-//! backoff (the batch stays queued, so nothing is lost while the queue has room); other 4xx
-//! answers mean the receiver will never take the batch, which is dropped and counted as failed.
+//! backoff (the batch stays queued, so nothing is lost while the queue has room, and is resent
+//! unchanged: see [`queue`]); other 4xx answers mean the receiver will never take the batch,
+//! which is dropped and counted as failed. Delivery is at least once: a batch the receiver
+//! stored but whose answer was lost is sent again and counted sent once, at its 2xx.
 //! Counters: `sonde_remote_write_samples_{enqueued,sent,failed,dropped}_total`; gauge
 //! `sonde_remote_write_queue_samples`. Always `enqueued = sent + failed + dropped + queued`.
 

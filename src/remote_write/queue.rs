@@ -6,6 +6,14 @@
 //! meanwhile; the accounting keeps `enqueued = sent + failed + dropped + queued` exact:
 //! a sample dropped while its batch was in flight counts as sent if that attempt succeeds, as
 //! failed if it was rejected, and as dropped if the attempt is to be retried (it will not be).
+//!
+//! A failed attempt is retried with the same samples, never with newer ones added: the receiver
+//! may have stored the batch and only its answer was lost (a 503 from a server shutting down, a
+//! cut connection, a timeout). Resent unchanged, the batch is the same samples (series, timestamp,
+//! value) the receiver already holds, which Prometheus-compatible stores take as duplicates, so
+//! nothing is stored twice. A batch grown with newer samples could instead be refused as a whole
+//! (Prometheus answers 400 "out of order" when a request repeats an older sample of a series it
+//! has newer ones of), and the new samples in it would be lost.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,6 +38,9 @@ pub struct Queue {
     inflight: Option<(u64, u64)>,
     /// Samples of the in-flight batch dropped from `buf` since it was taken.
     dropped_inflight: u64,
+    /// After a failed attempt, the last sequence number of that batch: the next batch is the
+    /// same samples (those the full queue has not dropped meanwhile), nothing newer.
+    retry_until: Option<u64>,
 }
 
 /// What one call changed, for the counters.
@@ -48,6 +59,7 @@ impl Queue {
             next_seq: 0,
             inflight: None,
             dropped_inflight: 0,
+            retry_until: None,
         }
     }
 
@@ -85,9 +97,21 @@ impl Queue {
         c
     }
 
-    /// The oldest `max` samples, as the batch to send now.
+    /// The oldest `max` samples, as the batch to send now; after a failed attempt, what is left
+    /// of that attempt's batch (see the module's doc).
     pub fn take_batch(&mut self, max: usize) -> Vec<Queued> {
-        let batch: Vec<Queued> = self.buf.iter().take(max).cloned().collect();
+        let until = self.retry_until.unwrap_or(u64::MAX);
+        let mut batch: Vec<Queued> = self
+            .buf
+            .iter()
+            .take(max)
+            .take_while(|q| q.seq <= until)
+            .cloned()
+            .collect();
+        if batch.is_empty() && self.retry_until.take().is_some() {
+            // The full queue dropped the whole failed batch: start afresh.
+            batch = self.buf.iter().take(max).cloned().collect();
+        }
         self.inflight = match (batch.first(), batch.last()) {
             (Some(a), Some(b)) => Some((a.seq, b.seq)),
             _ => None,
@@ -116,7 +140,9 @@ impl Queue {
 
     /// The attempt failed and will be retried with what is in the queue then.
     pub fn retry(&mut self) -> Counts {
-        self.inflight = None;
+        if let Some((_, hi)) = self.inflight.take() {
+            self.retry_until = Some(hi);
+        }
         Counts {
             dropped: std::mem::take(&mut self.dropped_inflight),
             ..Default::default()
@@ -124,6 +150,7 @@ impl Queue {
     }
 
     fn settle(&mut self) {
+        self.retry_until = None;
         if let Some((_, hi)) = self.inflight.take() {
             while self.buf.front().is_some_and(|q| q.seq <= hi) {
                 self.buf.pop_front();
@@ -152,6 +179,39 @@ mod tests {
         // The two oldest of the first push went; the third remains first.
         assert_eq!((b[0].value, b[0].timestamp_ms), (2.0, 1));
         assert_eq!(b.len(), 5);
+    }
+
+    /// A retried batch is the failed one again — the same samples, nothing newer added — less
+    /// what the full queue dropped meanwhile; once delivered, batches take the newest again.
+    #[test]
+    fn a_retry_resends_the_failed_batch_without_newer_samples() {
+        let mut q = Queue::new(6);
+        q.push(samples(2), 1);
+        let first = q.take_batch(10);
+        assert_eq!(first.len(), 2);
+        q.push(samples(2), 2);
+        assert_eq!(q.retry(), Counts::default());
+        let again = q.take_batch(10);
+        let key = |b: &[Queued]| -> Vec<(f64, i64)> {
+            b.iter().map(|s| (s.value, s.timestamp_ms)).collect()
+        };
+        assert_eq!(key(&again), key(&first));
+        // Failing again while the queue overflows: the oldest of the batch go, counted dropped
+        // at the retry, and the rest is still the next batch, alone.
+        q.push(samples(3), 3);
+        assert_eq!(q.retry().dropped, 1);
+        let third = q.take_batch(10);
+        assert_eq!(key(&third), vec![(1.0, 1)]);
+        // The whole failed batch dropped: the next batch starts from the oldest left.
+        q.push(samples(6), 4);
+        assert_eq!(q.retry().dropped, 1);
+        let fourth = q.take_batch(10);
+        assert_eq!(fourth.len(), 6);
+        assert!(fourth.iter().all(|s| s.timestamp_ms == 4));
+        assert_eq!(q.delivered(fourth.len()).sent, 6);
+        // Delivered: no retry pending, the next batch takes whatever is queued.
+        q.push(samples(2), 5);
+        assert_eq!(q.take_batch(10).len(), 2);
     }
 
     /// enqueued = sent + failed + dropped + queued, whatever happens to the in-flight batch.
