@@ -7,6 +7,10 @@
 #
 #   bash bench/im_sessions.sh                       # 10,000 sessions, 60 s window
 #   N=1000 WINDOW=30 bash bench/im_sessions.sh
+#   SONDE_BIN=/tmp/sonde-old CHAT_BIN=/tmp/chat_server N=9900 bash bench/im_sessions.sh
+#
+# This machine's fd hard limit is 20,000 per process and cannot be raised: 9,900 sessions
+# (19,800 client connections + sonde's own fds) is the most one sonde process holds here.
 #
 # Traffic stays on 127.0.0.1. Targets on 2 cores: <= 30 KB RSS per session, no missed intervals.
 set -euo pipefail
@@ -31,10 +35,16 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ulimit -n 1048576 2>/dev/null || true
 echo "fd limit: $(ulimit -n)" >&2
 
-echo "building sonde and the chat server (release)…" >&2
-(cd "$root" && cargo build --release -q --bin sonde --example chat_server)
-SONDE=$root/target/release/sonde
-CHAT=$root/target/release/examples/chat_server
+if [ -n "${SONDE_BIN:-}" ]; then
+  # A given build (before/after comparisons); the chat server from CHAT_BIN or this tree.
+  SONDE=$SONDE_BIN
+  CHAT=${CHAT_BIN:-$root/target/release/examples/chat_server}
+else
+  echo "building sonde and the chat server (release)…" >&2
+  (cd "$root" && cargo build --release -q --bin sonde --example chat_server)
+  SONDE=$root/target/release/sonde
+  CHAT=$root/target/release/examples/chat_server
+fi
 
 python3 "$root/bench/lib/im_config.py" "$N" "ws://$CHAT_ADDR/chat" "$INTERVAL" >"$work/im.yaml"
 

@@ -6,6 +6,8 @@
 #
 #   bash bench/scheduler.sh                 # 10,000 scenarios, 60 s window (~2.5 min in all)
 #   N=2000 WINDOW=20 bash bench/scheduler.sh
+#   SONDE_BIN=/tmp/base/target/release/sonde BLACKBOX=0 bash bench/scheduler.sh   # A/B: a given
+#                                           # build, sonde only (compare builds in the same load)
 #
 # Traffic stays on 127.0.0.1. Installs nginx, wrk and prometheus-blackbox-exporter from Debian if
 # missing (root). Targets on 2 cores: all planned runs achieved, lag p99 <= 50 ms, RSS <= 150 MB.
@@ -41,9 +43,13 @@ if ((${#need[@]})); then
   [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
-echo "building sonde (release)…" >&2
-(cd "$root" && cargo build --release -q)
-SONDE=$root/target/release/sonde
+if [ -n "${SONDE_BIN:-}" ]; then
+  SONDE=$SONDE_BIN
+else
+  echo "building sonde (release)…" >&2
+  (cd "$root" && cargo build --release -q --bin sonde)
+  SONDE=$root/target/release/sonde
+fi
 
 # --- target: nginx, one worker, a fixed 200 -----------------------------------------------------
 mkdir -p "$work/nginx"
@@ -122,7 +128,7 @@ kill $sonde_pid; wait $sonde_pid 2>/dev/null || true
 
 # --- blackbox_exporter side by side: CPU per probe through /probe --------------------------------
 export BB_REQS=
-if command -v prometheus-blackbox-exporter >/dev/null; then
+if [ "${BLACKBOX:-1}" != 0 ] && command -v prometheus-blackbox-exporter >/dev/null; then
   printf 'modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n' >"$work/blackbox.yml"
   prometheus-blackbox-exporter --config.file="$work/blackbox.yml" \
     --web.listen-address="$BLACKBOX_ADDR" --log.level=error 2>"$work/blackbox.log" &

@@ -589,6 +589,11 @@ async fn exec(
             }
         }
     }
+    // The frame was kept for the captures and checks above; the trace shows its summary only,
+    // and the last run's trace is kept per scenario (10,000 sessions): do not keep it twice.
+    if let StepFacts::Ws(f) = &mut report.facts {
+        f.payload = None;
+    }
     report
 }
 

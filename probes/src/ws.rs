@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError, SubProtocolError};
@@ -50,8 +50,11 @@ use crate::{
 };
 
 /// Capacity of tungstenite's read buffer per connection. Frames larger than this still arrive
-/// (the buffer grows while one is read); it is the steady-state cost of an idle connection.
-pub const READ_BUFFER_SIZE: usize = 4 * 1024;
+/// (the buffer grows while one is read); it is the steady-state cost of an idle connection,
+/// twice per IM session, so it is sized for chat-sized frames: 1 KiB holds several of them, and
+/// reading a burst takes a few more reads, not more memory. (tungstenite zero-fills the whole
+/// buffer, so all of it is resident: 4 KiB cost 3 KiB more per connection.)
+pub const READ_BUFFER_SIZE: usize = 1024;
 
 /// What to connect to and how.
 #[derive(Clone, Debug)]
@@ -216,7 +219,11 @@ struct Shared {
     inbox: Mutex<Inbox>,
     /// Woken on every new frame and when the connection ends.
     arrived: Notify,
-    closed: watch::Sender<Option<Closed>>,
+    /// Why the connection ended, once it has. A mutex and a [`Notify`] rather than a `watch`
+    /// channel: a watch keeps eight notifiers (~400 bytes) per connection, for one waiter.
+    closed: Mutex<Option<Closed>>,
+    /// Woken when the connection ends (not on every frame: the session watcher waits here).
+    ended: Notify,
     connected_at: Instant,
 }
 
@@ -240,23 +247,32 @@ impl Shared {
     }
 
     fn pop(&self) -> Option<Frame> {
-        self.inbox
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        let frame = inbox.frames.pop_front();
+        // A burst of noise grew the queue; once drained, give its slots back (an idle
+        // connection's inbox should cost nothing).
+        if inbox.frames.is_empty() && inbox.frames.capacity() > 8 {
+            inbox.frames = VecDeque::new();
+        }
+        frame
+    }
+
+    fn closed(&self) -> Option<Closed> {
+        self.closed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .frames
-            .pop_front()
+            .clone()
     }
 
     /// Record the end of the connection, once: the first reason wins.
     fn finish(&self, why: Closed) {
-        self.closed.send_if_modified(|c| {
+        {
+            let mut c = self.closed.lock().unwrap_or_else(|e| e.into_inner());
             if c.is_none() {
                 *c = Some(why);
-                true
-            } else {
-                false
             }
-        });
+        }
+        self.ended.notify_waiters();
         self.arrived.notify_waiters();
     }
 }
@@ -499,7 +515,6 @@ fn describe_error(e: &WsError, max_frame_size: usize) -> String {
 }
 
 fn spawn(socket: Socket, req: &WsConnectRequest) -> WsConn {
-    let (closed, _) = watch::channel(None);
     let shared = Arc::new(Shared {
         inbox: Mutex::new(Inbox {
             frames: VecDeque::new(),
@@ -507,7 +522,8 @@ fn spawn(socket: Socket, req: &WsConnectRequest) -> WsConn {
             dropped: 0,
         }),
         arrived: Notify::new(),
-        closed,
+        closed: Mutex::new(None),
+        ended: Notify::new(),
         connected_at: Instant::now(),
     });
     let (commands, rx) = mpsc::channel(4);
@@ -779,18 +795,21 @@ impl WsConn {
 
     /// `Some` once the peer closed or the connection failed (or we closed it).
     pub fn closed(&self) -> Option<Closed> {
-        self.shared.closed.borrow().clone()
+        self.shared.closed()
     }
 
     /// Resolves when the connection ends: a session watcher marks itself disconnected at once.
     pub async fn wait_closed(&self) -> Closed {
-        let mut rx = self.shared.closed.subscribe();
-        let closed = match rx.wait_for(Option::is_some).await {
-            Ok(c) => c.clone().unwrap_or(Closed::ByUs),
-            // The sender lives in `shared`, which we hold: cannot happen, but do not panic.
-            Err(_) => Closed::ByUs,
-        };
-        closed
+        loop {
+            // Register before looking, so an end recorded in between is not missed.
+            let ended = self.shared.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if let Some(c) = self.shared.closed() {
+                return c;
+            }
+            ended.await;
+        }
     }
 
     /// Send a close frame and wait (until `deadline`) for the peer's; returns the peer's close
@@ -927,7 +946,6 @@ mod tests {
 
     #[test]
     fn inbox_drops_oldest_and_counts() {
-        let (closed, _) = watch::channel(None);
         let s = Shared {
             inbox: Mutex::new(Inbox {
                 frames: VecDeque::new(),
@@ -935,7 +953,8 @@ mod tests {
                 dropped: 0,
             }),
             arrived: Notify::new(),
-            closed,
+            closed: Mutex::new(None),
+            ended: Notify::new(),
             connected_at: Instant::now(),
         };
         for i in 0..5 {
