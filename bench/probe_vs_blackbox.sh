@@ -11,6 +11,7 @@
 #
 #   bash bench/probe_vs_blackbox.sh            # 10 s per run: ~4 minutes with the builds warm
 #   SECS=5 TRUTH_SECS=10 bash bench/probe_vs_blackbox.sh
+#   MODULES=icmp TRUTH=0 bash bench/probe_vs_blackbox.sh   # only the icmp rows, no truth runs
 #
 # Targets on 2 cores: http_2xx at c=64 ≥ 5× blackbox's probes/s with ≤ 1/5 of its CPU per probe;
 # measurement error p99 ≤ 2 ms for sonde. wrk, the exporters and the targets share the machine's
@@ -22,6 +23,8 @@ SECS=${SECS:-10}
 TRUTH_SECS=${TRUTH_SECS:-15}
 TRUTH_CONNS=${TRUTH_CONNS:-200}
 PACE_MS=${PACE_MS:-100}
+MODULES=${MODULES:-http_2xx tcp_connect icmp} # throughput rows to run (a subset for a quick look)
+TRUTH=${TRUTH:-1}                              # 0 skips the measurement-truth runs
 DELAY_MS=20
 NGINX_PORT=28180
 DELAY_ADDR=127.0.0.1:29217
@@ -154,9 +157,9 @@ run() { # exporter pid addr module conns secs [durs_out]
   echo "$name $module $conns $line cpu_s=$(python3 -c "print(($c1-$c0)/$hz)") rss_kb=$(rss_kb "$pid")"
 }
 
-echo "throughput: ${SECS}s per run, 3 modules × 3 concurrencies × 2 exporters…" >&2
+echo "throughput: ${SECS}s per run, modules ($MODULES) × 3 concurrencies × 2 exporters…" >&2
 : >"$work/results.txt"
-for module in http_2xx tcp_connect icmp; do
+for module in $MODULES; do
   for conns in 1 64 256; do
     for ex in blackbox sonde; do
       if [[ $ex == sonde ]]; then pid=$sonde_pid addr=$SONDE_ADDR; else pid=$bb_pid addr=$BLACKBOX_ADDR; fi
@@ -176,7 +179,8 @@ done
 echo "measurement truth: $TRUTH_CONNS connections against a ${DELAY_MS} ms target, ${TRUTH_SECS}s each, saturated and paced (${PACE_MS} ms)…" >&2
 # Paced first: the saturated run opens ~100k connections whose TIME_WAIT ports would still be
 # around and make the occasional connect wait for a 1 s SYN retransmit.
-for mode in paced saturated; do
+truth_modes="paced saturated"; [[ $TRUTH == 0 ]] && truth_modes=
+for mode in $truth_modes; do
   for ex in direct blackbox sonde; do
     case $ex in
       sonde) pid=$sonde_pid addr=$SONDE_ADDR ;;

@@ -7,8 +7,12 @@
 //! [`permission_check`] asks the same question up front, so the built-in default configuration
 //! only includes an ICMP check where one can work.
 //!
-//! Phases are blackbox's: `resolve`, `setup` (socket creation and options), `rtt` (echo request
-//! sent until the echo reply arrived, as surge-ping measures it).
+//! Probes with the same socket options share one socket and its receive task (per tokio runtime),
+//! told apart by sequence number: see [`SocketKey`] for why and how.
+//!
+//! Phases are blackbox's: `resolve`, `setup` (finding the shared socket, creating it and setting
+//! its options the first time), `rtt` (echo request sent until the echo reply arrived, as
+//! surge-ping measures it).
 //!
 //! Options:
 //! - `ttl` sets the IPv4 TTL / IPv6 unicast hop limit of the request;
@@ -19,16 +23,20 @@
 //!   probe fails with a message saying so. IPv6 routers never fragment, so it is ignored there;
 //! - `source` binds the socket to that local address.
 //!
-//! Replies: surge-ping routes a reply to this probe by (address, identifier, sequence), so echo
-//! replies to other pings — other probes, other processes on a raw socket — are ignored. An ICMP
-//! error quoting our request (destination unreachable, time exceeded) fails the probe with
-//! reason `connect`, naming the ICMP type and code. No reply by the deadline: `timeout`.
+//! Replies: surge-ping routes a reply to this probe by (address, identifier, sequence) — the
+//! identifier only on a raw socket, a ping socket's being the kernel's — so echo replies to other
+//! pings — other probes, other processes on a raw socket — are ignored. An ICMP error quoting our
+//! request (destination unreachable, time exceeded) fails the probe with reason `connect`, naming
+//! the ICMP type and code. No reply by the deadline: `timeout`.
 //!
 //! Reply hop limit: surge-ping reads the TTL from the IPv4 header, which only a raw socket
 //! receives; with an unprivileged socket, and for IPv6 (whose header the kernel strips), it is not
 //! available and [`IcmpFacts::reply_hop_limit`] stays `None`.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, SurgeError, ICMP};
@@ -102,20 +110,22 @@ async fn run(
 
     let setup = Instant::now();
     rec.doing("setting up the ICMP socket");
-    let client = open_client(ip, req)?;
+    let shared = shared_socket(ip, req)?;
     rec.timings.add_since(Phase::Setup, setup);
-    let kind = match client.get_socket().get_type() {
+    let kind = match shared.client.get_socket().get_type() {
         t if t == socket2::Type::RAW => "raw",
         _ => "unprivileged",
     };
 
     let payload = payload(req.payload_size);
+    // Only a raw socket puts our identifier on the wire (a ping socket's is the kernel's, one per
+    // socket); the sequence number is what tells apart the probes sharing one socket.
     let ident = PingIdentifier(random_u16());
-    let seq = PingSequence(random_u16());
-    let mut pinger = client.pinger(ip, ident).await;
+    let mut pinger = shared.client.pinger(ip, ident).await;
     // Our deadline governs; surge-ping's own timeout only has to be later.
     pinger.timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1));
     rec.doing("waiting for the echo reply");
+    let mut seq = shared.next_sequence();
     rec.event(format!(
         "sending an echo request to {ip} over a {kind} ICMP socket: {} payload byte(s), seq {}{}{}",
         payload.len(),
@@ -127,7 +137,24 @@ async fn run(
             ""
         }
     ));
-    let (packet, rtt) = pinger.ping(seq, &payload).await.map_err(|e| match e {
+    let mut collisions = 0;
+    let res = loop {
+        match pinger.ping(seq, &payload).await {
+            // Refused before sending: after 65,536 sequence numbers the counter came back to one
+            // a probe to the same address is still waiting on. Take the next one.
+            Err(SurgeError::IdenticalRequests { .. }) if collisions < MAX_SEQUENCE_COLLISIONS => {
+                collisions += 1;
+                let next = shared.next_sequence();
+                rec.event(format!(
+                    "seq {} is still awaited by another probe to {ip}; using seq {} instead",
+                    seq.0, next.0
+                ));
+                seq = next;
+            }
+            other => break other,
+        }
+    };
+    let (packet, rtt) = res.map_err(|e| match e {
         SurgeError::Timeout { .. } => rec.timeout_failure(),
         SurgeError::IOError(e) => Failure::new(
             FailureReason::Connect,
@@ -165,8 +192,9 @@ async fn run(
     facts.rtt = Some(rtt);
     facts.reply_hop_limit = hop_limit;
     rec.event(format!(
-        "echo reply from {ip} in {}{}",
+        "echo reply from {ip} in {}: seq {}{}",
         fmt_duration(rtt),
+        packet.get_sequence().0,
         hop_limit.map(|h| format!(", ttl {h}")).unwrap_or_default()
     ));
     Ok(())
@@ -197,6 +225,119 @@ fn random_u16() -> u16 {
     }
 }
 
+/// Probes that would open the same kind of socket share one, with one surge-ping [`Client`] and
+/// its one receive task. A socket per probe made every probe pay for socket creation and a task,
+/// and — worse — every raw ICMP socket receives a copy of every ICMP packet the host gets, so N
+/// probes in flight meant N² packets to decode. Probes on a shared socket differ by sequence
+/// number ([`SharedSocket::next_sequence`]), which is what surge-ping routes replies by.
+///
+/// Everything that is set per socket is in the key: the family, the request TTL, don't-fragment
+/// and the source address (the socket kind, ping or raw, is whatever this process may open). So is
+/// the tokio runtime: the socket is registered with that runtime's I/O driver and the receive
+/// task runs on it, so it is useless to any other runtime (each `#[tokio::test]` has its own)
+/// and dead once that runtime is gone. Runtime ids are only unique among running runtimes, so an
+/// entry also carries a flag its runtime clears on shutdown ([`RuntimeAlive`]); entries of dead
+/// runtimes are replaced and swept out. Sockets of a live runtime stay open for its life: one per
+/// distinct set of options in the configuration.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct SocketKey {
+    runtime: tokio::runtime::Id,
+    v6: bool,
+    ttl: Option<u32>,
+    dont_fragment: bool,
+    source: Option<IpAddr>,
+}
+
+struct SharedSocket {
+    client: Client,
+    runtime_alive: Arc<AtomicBool>,
+    next_seq: AtomicU16,
+}
+
+impl SharedSocket {
+    /// The next sequence number on this socket. Probes in flight on one socket to one address
+    /// thus differ (up to 65,536 of them; past that `run` takes the next free one).
+    fn next_sequence(&self) -> PingSequence {
+        PingSequence(self.next_seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn usable(&self) -> bool {
+        self.runtime_alive.load(Ordering::Acquire)
+    }
+}
+
+/// Held by a task that never finishes: the runtime drops it, clearing the flag, when it shuts
+/// down (and with it the sockets' receive tasks).
+struct RuntimeAlive(Arc<AtomicBool>);
+
+impl Drop for RuntimeAlive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// How many sequence numbers a probe tries when the one it drew is still awaited.
+const MAX_SEQUENCE_COLLISIONS: u32 = 16;
+
+/// Receive buffer asked for on a shared socket (the kernel caps it at `net.core.rmem_max`):
+/// replies to hundreds of probes in flight can arrive in one burst, before the receive task runs.
+const RECEIVE_BUFFER: libc::c_int = 4 << 20;
+
+fn sockets() -> &'static Mutex<HashMap<SocketKey, Arc<SharedSocket>>> {
+    static S: OnceLock<Mutex<HashMap<SocketKey, Arc<SharedSocket>>>> = OnceLock::new();
+    S.get_or_init(Default::default)
+}
+
+/// The shared socket for a probe to `ip` with `req`'s options, opened on first use.
+fn shared_socket(ip: IpAddr, req: &IcmpRequest) -> Result<Arc<SharedSocket>, Failure> {
+    if let Some(src) = req.source {
+        if src.is_ipv4() != ip.is_ipv4() {
+            return Err(Failure::new(
+                FailureReason::Connect,
+                format!("source address {src} and target {ip} are of different IP families"),
+            ));
+        }
+    }
+    let key = SocketKey {
+        runtime: tokio::runtime::Handle::current().id(),
+        v6: ip.is_ipv6(),
+        ttl: req.ttl,
+        // Ignored for IPv6 (see the module docs), so not a reason for another socket.
+        dont_fragment: req.dont_fragment && ip.is_ipv4(),
+        source: req.source,
+    };
+    // Nothing in here panics, but a poisoned map is still a correct map.
+    let mut map = sockets().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = map.get(&key) {
+        if s.usable() {
+            return Ok(s.clone());
+        }
+    }
+    map.retain(|_, s| s.usable());
+    let client = open_client(ip, req)?;
+    // Best effort: the default buffer only means drops in a burst, as before.
+    #[cfg(unix)]
+    let _ = set_int_sockopt(
+        client.get_socket().get_native_sock(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        RECEIVE_BUFFER,
+    );
+    let alive = Arc::new(AtomicBool::new(true));
+    let guard = RuntimeAlive(alive.clone());
+    tokio::spawn(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await
+    });
+    let shared = Arc::new(SharedSocket {
+        client,
+        runtime_alive: alive,
+        next_seq: AtomicU16::new(random_u16()),
+    });
+    map.insert(key, shared.clone());
+    Ok(shared)
+}
+
 fn open_client(ip: IpAddr, req: &IcmpRequest) -> Result<Client, Failure> {
     let mut b = Config::builder()
         .kind(if ip.is_ipv4() { ICMP::V4 } else { ICMP::V6 })
@@ -205,12 +346,6 @@ fn open_client(ip: IpAddr, req: &IcmpRequest) -> Result<Client, Failure> {
         b = b.ttl(ttl);
     }
     if let Some(src) = req.source {
-        if src.is_ipv4() != ip.is_ipv4() {
-            return Err(Failure::new(
-                FailureReason::Connect,
-                format!("source address {src} and target {ip} are of different IP families"),
-            ));
-        }
         b = b.bind(SocketAddr::new(src, 0));
     }
     let client = Client::new(&b.build()).map_err(|e| {
@@ -253,14 +388,28 @@ fn set_dont_fragment(_client: &Client) -> std::io::Result<()> {
 /// `IP_MTU_DISCOVER = IP_PMTUDISC_DO`: DF on every datagram, no local fragmentation.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn set_pmtudisc_do(fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    let val: libc::c_int = libc::IP_PMTUDISC_DO;
+    set_int_sockopt(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DO,
+    )
+}
+
+#[cfg(unix)]
+fn set_int_sockopt(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: `fd` is an open socket owned by a value the caller holds for the whole call; the
     // option value is a live c_int whose exact size is passed along.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
+            level,
+            name,
             (&val as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -420,6 +569,35 @@ mod tests {
             describe_icmp_error(false, 3, 0),
             "time exceeded (type 3, code 0)"
         );
+    }
+
+    /// One socket per set of per-socket options (in one runtime), not one per probe.
+    #[tokio::test]
+    async fn probes_with_the_same_options_share_a_socket() {
+        if let Err(why) = permission_check() {
+            eprintln!("SKIPPED: probes_with_the_same_options_share_a_socket: {why}");
+            return;
+        }
+        let req = |ttl, dont_fragment| IcmpRequest {
+            host: "127.0.0.1".into(),
+            resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+            ip: ResolveOptions::default(),
+            payload_size: 0,
+            ttl,
+            dont_fragment,
+            source: None,
+        };
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = shared_socket(v4, &req(None, false)).unwrap();
+        let b = shared_socket("127.0.0.2".parse().unwrap(), &req(None, false)).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "same options, another socket");
+        let ttl = shared_socket(v4, &req(Some(3), false)).unwrap();
+        assert!(!Arc::ptr_eq(&a, &ttl), "a TTL is set per socket");
+        let df = shared_socket(v4, &req(None, true)).unwrap();
+        assert!(!Arc::ptr_eq(&a, &df), "don't-fragment is set per socket");
+        // Successive probes on one socket draw successive sequence numbers.
+        let (s1, s2) = (a.next_sequence().0, a.next_sequence().0);
+        assert_eq!(s2, s1.wrapping_add(1));
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]

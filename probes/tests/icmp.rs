@@ -159,3 +159,95 @@ async fn unresolvable_target_is_a_dns_failure() {
     let f = run(&req, Duration::from_secs(5)).await.failure.unwrap();
     assert_eq!(f.reason, FailureReason::Dns);
 }
+
+/// The sequence numbers a probe's events name: the one its request carried, and the reply's.
+fn request_and_reply_seq(out: &IcmpOutcome) -> (u16, u16) {
+    let seq_in = |prefix: &str| -> u16 {
+        let e = out
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.message.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no event starting with {prefix:?}: {:?}", out.events));
+        let rest = &e.message[e.message.find("seq ").expect("a seq") + 4..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no seq number in {:?}", e.message))
+    };
+    (seq_in("sending an echo request"), seq_in("echo reply from"))
+}
+
+/// Probes share a socket per set of options (see the module docs); hundreds in flight at once,
+/// to three addresses and with two option sets, must each get the reply to their own request:
+/// a success, a reply sequence equal to the request's, and no two probes to one address (over
+/// one socket) with the same sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_probes_each_get_their_own_reply() {
+    if !icmp_allowed("many_concurrent_probes_each_get_their_own_reply") {
+        return;
+    }
+    const N: usize = 300;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let host = ["127.0.0.1", "127.0.0.2", "127.0.0.3"][i % 3];
+        let mut req = request(host);
+        // Two option sets, so two sockets; payload sizes differ probe to probe.
+        req.ttl = (i % 2 == 0).then_some(64);
+        req.payload_size = 1 + i % 97;
+        set.spawn(async move {
+            let out = run(&req, Duration::from_secs(5)).await;
+            (host, req.ttl, out)
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut n = 0;
+    while let Some(r) = set.join_next().await {
+        let (host, ttl, out) = r.expect("probe task");
+        assert_echoed(&out, host);
+        let (sent, got) = request_and_reply_seq(&out);
+        assert_eq!(sent, got, "{host}: the reply answers another request");
+        assert!(
+            seen.insert((host, ttl, sent)),
+            "{host} ttl {ttl:?}: seq {sent} used by two probes in flight"
+        );
+        n += 1;
+    }
+    assert_eq!(n, N);
+}
+
+/// The shared sockets belong to a tokio runtime (its I/O driver, its receive task): a runtime
+/// that has shut down must not leave later runtimes a dead socket, and two runtimes running at
+/// once must each get their own.
+#[test]
+fn sockets_follow_the_runtime() {
+    if !icmp_allowed("sockets_follow_the_runtime") {
+        return;
+    }
+    let probe_in_new_runtime = |host: &'static str| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt.block_on(run(&request(host), Duration::from_secs(5)));
+        assert_echoed(&out, host);
+        // `rt` is dropped here, and with it the socket's receive task.
+    };
+    // One after the other: the second must not get the first's dead socket.
+    for _ in 0..3 {
+        probe_in_new_runtime("127.0.0.1");
+    }
+    // At the same time, on threads of their own, several probes each.
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    probe_in_new_runtime("127.0.0.1");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a probe thread panicked");
+    }
+}
