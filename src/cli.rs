@@ -45,8 +45,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate scenario files and folders: report every error in every file (exit 0 or 2).
     Check(CheckArgs),
-    /// Run scenario files once as a CI smoke test (not available in this version yet).
-    Run(NotYet),
+    /// Run scenario files once as a CI smoke test: exit 0 when all passed, 1 when any failed,
+    /// 2 on bad usage or invalid configuration (nothing runs).
+    Run(crate::run::RunArgs),
     /// Run one blackbox_exporter-style probe from the shell and print its metrics (or, with
     /// --debug, the whole trace). Exit 0 when the probe succeeded, 1 when it failed.
     Probe(ProbeArgs),
@@ -183,7 +184,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(args),
-        Command::Run(_) => not_yet("run"),
+        Command::Run(args) => crate::run::main(args),
         Command::Probe(args) => probe(args),
         Command::Rules(_) => not_yet("rules"),
         Command::Schema(_) => not_yet("schema"),
@@ -212,6 +213,7 @@ fn init_logging(level: &str) {
 fn check(args: CheckArgs) -> ExitCode {
     let opts = LoadOptions {
         region: args.region,
+        ..Default::default()
     };
     match config::load_all(&args.paths, &opts) {
         Ok(loaded) => {
@@ -300,6 +302,7 @@ fn config_check(args: &ServeArgs) -> ExitCode {
     let source = config_source(args, args.listen);
     let opts = LoadOptions {
         region: args.region.clone(),
+        ..Default::default()
     };
     match source.load(&opts) {
         Ok(loaded) => {
@@ -412,6 +415,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
     };
     let mut opts = LoadOptions {
         region: args.region.clone(),
+        ..Default::default()
     };
     let initial = {
         let (source, opts) = (source.clone(), opts.clone());
