@@ -53,8 +53,8 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Print Prometheus alerting rules for the scenarios (not available in this version yet).
     Rules(NotYet),
-    /// Print the JSON Schema of the scenario format (not available in this version yet).
-    Schema(NotYet),
+    /// Print the JSON Schema of scenario files, for editors (YAML language server, IntelliJ).
+    Schema(crate::schema::SchemaArgs),
 }
 
 #[derive(Args, Debug)]
@@ -187,7 +187,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => crate::run::main(args),
         Command::Probe(args) => probe(args),
         Command::Rules(_) => not_yet("rules"),
-        Command::Schema(_) => not_yet("schema"),
+        Command::Schema(args) => crate::schema::main(args),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod remote_write;
 pub mod run;
 pub mod scenario;
 pub mod scheduler;
+pub mod schema;
 pub mod serve;
 pub mod session;
 pub mod shard;
