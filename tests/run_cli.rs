@@ -513,3 +513,46 @@ fn ci_and_no_color_mean_plain_output() {
         assert_eq!(last_line(&out.stdout), "1 passed, 1 failed");
     }
 }
+
+#[test]
+fn a_persistent_session_runs_setup_one_round_and_teardown_once() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ws = rt.block_on(sonde_testkit::ws::WsServer::echo());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("im.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "scenario: im-echo\ninterval: 1s\nsession: persistent\nsetup:\n  - ws.connect: {{as: a, url: \"{}\"}}\nsteps:\n  - name: send\n    ws.send: {{on: a, json: {{op: ping, n: 1}}}}\n  - name: echo\n    ws.expect: {{on: a, match: {{json: {{\"$.op\": ping}}}}, within: 2s}}\nteardown:\n  - ws.close: {{on: a}}\n",
+            ws.url("/")
+        ),
+    )
+    .unwrap();
+    let json = dir.path().join("im.json");
+    let out = sonde(&["--json", s(&json), s(&p)], &[]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(last_line(&out.stdout), "1 passed, 0 failed");
+    assert_eq!(ws.upgrades(), 1, "one connection: setup ran once");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let stages: Vec<(&str, &str)> = v["scenarios"][0]["runs"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap(), s["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("setup", "ws.connect"),
+            ("steps", "ws.send"),
+            ("steps", "ws.expect"),
+            ("teardown", "ws.close")
+        ],
+        "setup, one round of steps (interval ignored), teardown"
+    );
+}
