@@ -45,15 +45,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate scenario files and folders: report every error in every file (exit 0 or 2).
     Check(CheckArgs),
-    /// Run scenario files once as a CI smoke test (not available in this version yet).
-    Run(NotYet),
+    /// Run scenario files once as a CI smoke test: exit 0 when all passed, 1 when any failed,
+    /// 2 on bad usage or invalid configuration (nothing runs).
+    Run(crate::run::RunArgs),
     /// Run one blackbox_exporter-style probe from the shell and print its metrics (or, with
     /// --debug, the whole trace). Exit 0 when the probe succeeded, 1 when it failed.
     Probe(ProbeArgs),
     /// Print a Prometheus rule file generated from the scenarios' `alert:` blocks.
     Rules(RulesArgs),
-    /// Print the JSON Schema of the scenario format (not available in this version yet).
-    Schema(NotYet),
+    /// Print the JSON Schema of scenario files, for editors (YAML language server, IntelliJ).
+    Schema(crate::schema::SchemaArgs),
 }
 
 #[derive(Args, Debug)]
@@ -176,32 +177,17 @@ fn parse_allow(s: &str) -> Result<crate::blackbox::safety::Allow, String> {
     s.parse()
 }
 
-/// Arguments of a verb that is not available yet: accepted so `--help` lists the verb, refused
-/// with a clear message.
-#[derive(Args, Debug)]
-pub struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(args),
-        Command::Run(_) => not_yet("run"),
+        Command::Run(args) => crate::run::main(args),
         Command::Probe(args) => probe(args),
         Command::Rules(args) => rules(args),
-        Command::Schema(_) => not_yet("schema"),
+        Command::Schema(args) => crate::schema::main(args),
     }
-}
-
-fn not_yet(verb: &str) -> ExitCode {
-    eprintln!(
-        "sonde {verb}: not available in this version yet. Available now: `sonde serve`, `sonde check`, `sonde probe` and `sonde rules`."
-    );
-    ExitCode::from(EXIT_USAGE)
 }
 
 fn init_logging(level: &str) {
@@ -219,6 +205,7 @@ fn init_logging(level: &str) {
 fn check(args: CheckArgs) -> ExitCode {
     let opts = LoadOptions {
         region: args.region,
+        ..Default::default()
     };
     match config::load_all(&args.paths, &opts) {
         Ok(loaded) => {
@@ -327,6 +314,7 @@ fn config_check(args: &ServeArgs) -> ExitCode {
     let source = config_source(args, args.listen);
     let opts = LoadOptions {
         region: args.region.clone(),
+        ..Default::default()
     };
     match source.load(&opts) {
         Ok(loaded) => {
@@ -439,6 +427,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
     };
     let mut opts = LoadOptions {
         region: args.region.clone(),
+        ..Default::default()
     };
     let initial = {
         let (source, opts) = (source.clone(), opts.clone());

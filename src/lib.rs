@@ -6,7 +6,7 @@
 //! - [`scheduler`] runs every scenario on its interval, never overlapping itself.
 //! - [`metrics`] and [`web`] expose the results; [`serve`] ties them together with reloads and
 //!   signals.
-//! - [`cli`] is the command line.
+//! - [`cli`] is the command line; [`run`] is `sonde run`, the CI runner.
 //! - Many agents: [`agent`] (region, shard, what runs beside the scheduler), [`shard`],
 //!   [`source`] (configuration URLs, file watching) and [`remote_write`] (push).
 //! - [`alert`]: alerts from scenario `alert:` blocks to Alertmanager and chat notifiers, and
@@ -24,8 +24,10 @@ pub mod hash;
 pub mod matcher;
 pub mod metrics;
 pub mod remote_write;
+pub mod run;
 pub mod scenario;
 pub mod scheduler;
+pub mod schema;
 pub mod serve;
 pub mod session;
 pub mod shard;

@@ -70,6 +70,7 @@ fn load(agent: &str, scenario: &str) -> Config {
         ],
         &LoadOptions {
             region: Some("eu-west".into()),
+            ..Default::default()
         },
     )
     .map(|loaded| loaded.config)

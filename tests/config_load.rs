@@ -319,6 +319,7 @@ fn fingerprint_is_stable_and_changes_with_what_affects_a_run() {
     let text = "scenario: fp\ninterval: 5s\nhttp: {url: \"http://127.0.0.1:1/{{ region }}\"}\n";
     let eu = LoadOptions {
         region: Some("eu".into()),
+        ..Default::default()
     };
     let fp = |t: &str, o: &LoadOptions| load_str("<fp>", t, o).unwrap().scenarios[0].fingerprint;
     let a = fp(text, &eu);
@@ -330,6 +331,7 @@ fn fingerprint_is_stable_and_changes_with_what_affects_a_run() {
     assert_ne!(a, fp(&text.replace("5s", "6s"), &eu), "an edit changes it");
     let us = LoadOptions {
         region: Some("us".into()),
+        ..Default::default()
     };
     assert_ne!(a, fp(text, &us), "the region changes it");
 }

@@ -96,7 +96,9 @@ const SHORTHAND_KINDS: [&str; 5] = ["http", "tcp", "dns", "icmp", "tls"];
 impl Loader {
     pub fn new(opts: &LoadOptions) -> Self {
         Loader {
-            templates: Arc::new(Templates::new(opts.region.clone())),
+            templates: Arc::new(
+                Templates::new(opts.region.clone()).with_overrides(opts.vars.clone()),
+            ),
             shared: Arc::new(Mutex::new(Shared::default())),
             region: opts.region.clone(),
             names: HashMap::new(),
@@ -404,6 +406,10 @@ impl Loader {
                 hash.write(k.as_bytes());
                 hash.write(v.to_string().as_bytes());
             }
+        } else {
+            let mut rendered = Vec::new();
+            self.templates
+                .add_undeclared_overrides(&mut scope, &[], &mut rendered);
         }
 
         // The steps, each with the path it sits at.

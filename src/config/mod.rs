@@ -50,6 +50,8 @@ pub struct LoadOptions {
     /// The agent's region: available to templates as `region` (using `region` without one is an
     /// error) and part of every fingerprint.
     pub region: Option<String>,
+    /// `sonde run --var NAME=VALUE`: replace (or define) scenario vars, in every scenario.
+    pub vars: Vec<(String, String)>,
 }
 
 /// How deep folders are searched for YAML files (guards against symlink loops).

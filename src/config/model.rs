@@ -5,6 +5,7 @@
 //! templates can be rendered into a step before it is typed. Keys reserved for later issues are
 //! accepted here only to be refused by name ("not supported yet") instead of as unknown keys.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_norway::Value;
 
@@ -31,7 +32,7 @@ pub const KINDS: [&str; 10] = [
 pub const RESERVED_SCENARIO_KEYS: [&str; 0] = [];
 pub const RESERVED_STEP_KEYS: [&str; 0] = [];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioModel {
     pub scenario: Text,
@@ -41,20 +42,32 @@ pub struct ScenarioModel {
     pub tags: Option<Vec<Text>>,
     pub labels: Option<Ordered<Text>>,
     pub vars: Option<Ordered<VarValue>>,
+    #[schemars(with = "Option<Vec<StepModel>>")]
     pub steps: Option<Vec<Value>>,
     // The one-step shorthand; typed later as a step.
+    #[schemars(with = "Option<HttpModel>")]
     pub http: Option<Value>,
+    #[schemars(with = "Option<TcpModel>")]
     pub tcp: Option<Value>,
+    #[schemars(with = "Option<DnsModel>")]
     pub dns: Option<Value>,
+    #[schemars(with = "Option<IcmpModel>")]
     pub icmp: Option<Value>,
+    #[schemars(with = "Option<TlsProbeModel>")]
     pub tls: Option<Value>,
+    #[schemars(with = "Option<ExpectModel>")]
     pub expect: Option<Value>,
+    #[schemars(with = "Option<OneOrMany>")]
     pub resolver: Option<Value>,
+    #[schemars(with = "Option<Ordered<CaptureModel>>")]
     pub capture: Option<Value>,
+    #[schemars(with = "Option<RetryModel>")]
     pub retry: Option<Value>,
     /// Steps run before `steps` (once per connection life with `session: persistent`).
+    #[schemars(with = "Option<Vec<StepModel>>")]
     pub setup: Option<Vec<Value>>,
     /// Steps run after `steps`, whatever happened (persistent: when the session ends).
+    #[schemars(with = "Option<Vec<StepModel>>")]
     pub teardown: Option<Vec<Value>>,
     pub session: Option<SessionWord>,
     pub heartbeat: Option<Dur>,
@@ -62,11 +75,12 @@ pub struct ScenarioModel {
     pub cookies: Option<bool>,
     /// HTTP steps of a run reuse kept-alive connections (default true).
     pub reuse_connections: Option<bool>,
-    /// Typed by `config::alert`.
+    /// Typed by `config::alert`; in the JSON Schema an open mapping.
+    #[schemars(with = "Option<serde_json::Value>")]
     pub alert: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepModel {
     pub name: Option<Text>,
@@ -92,7 +106,7 @@ pub struct StepModel {
 }
 
 /// Where a capture takes its value from; exactly one source.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureModel {
     pub json: Option<String>,
@@ -106,7 +120,7 @@ pub struct CaptureModel {
     pub frame: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryModel {
     pub attempts: Option<u32>,
@@ -115,7 +129,7 @@ pub struct RetryModel {
     pub within: Option<Dur>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WsConnectModel {
     #[serde(rename = "as")]
@@ -130,7 +144,7 @@ pub struct WsConnectModel {
     pub capture: Option<Ordered<CaptureModel>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WsSendModel {
     pub on: String,
@@ -141,7 +155,7 @@ pub struct WsSendModel {
     pub capture: Option<Ordered<CaptureModel>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FrameMatchModel {
     pub json: Option<Ordered<serde_json::Value>>,
@@ -150,7 +164,7 @@ pub struct FrameMatchModel {
     pub contains: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WsExpectModel {
     pub on: String,
@@ -161,7 +175,7 @@ pub struct WsExpectModel {
     pub capture: Option<Ordered<CaptureModel>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WsCloseModel {
     pub on: String,
@@ -169,7 +183,7 @@ pub struct WsCloseModel {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectModel {
     pub status: Option<StatusSpec>,
@@ -181,7 +195,7 @@ pub struct ExpectModel {
     pub json: Option<Ordered<serde_json::Value>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BodyExpect {
     pub contains: Option<OneOrMany>,
@@ -190,7 +204,7 @@ pub struct BodyExpect {
     pub not_matches: Option<OneOrMany>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BoundsModel {
     pub lt: Option<Dur>,
@@ -209,7 +223,7 @@ pub struct Matcher {
     pub exists: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct MatcherMap {
     equals: Option<Text>,
@@ -258,7 +272,7 @@ impl<'de> Deserialize<'de> for Matcher {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfigModel {
     pub ca_file: Option<String>,
@@ -270,14 +284,14 @@ pub struct TlsConfigModel {
     pub max_version: Option<TlsVersionWord>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthModel {
     pub username: Text,
     pub password: Text,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderRegexModel {
     pub header: String,
@@ -285,7 +299,7 @@ pub struct HeaderRegexModel {
     pub allow_missing: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpModel {
     pub url: String,
@@ -314,7 +328,7 @@ pub struct HttpModel {
     pub enable_http2: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryItemModel {
     pub expect: Option<String>,
@@ -323,7 +337,7 @@ pub struct QueryItemModel {
     pub starttls: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpModel {
     pub target: String,
@@ -334,7 +348,7 @@ pub struct TcpModel {
     pub ip_protocol_fallback: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RrValidateModel {
     pub fail_if_matches_regexp: Option<Vec<String>>,
@@ -343,7 +357,7 @@ pub struct RrValidateModel {
     pub fail_if_none_matches_regexp: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsModel {
     pub server: String,
@@ -360,7 +374,7 @@ pub struct DnsModel {
     pub ip_protocol_fallback: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IcmpModel {
     pub target: String,
@@ -372,7 +386,7 @@ pub struct IcmpModel {
     pub ip_protocol_fallback: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsProbeModel {
     pub target: String,

@@ -29,6 +29,9 @@ pub fn is_template(s: &str) -> bool {
 pub struct Templates {
     env: Environment<'static>,
     process_env: JValue,
+    /// `sonde run --var NAME=VALUE`: replaces the scenario var of that name (or defines it),
+    /// taken as written (no template rendering).
+    overrides: Vec<(String, String)>,
     env_names: std::collections::HashSet<String>,
     region: Option<String>,
 }
@@ -227,7 +230,14 @@ impl Templates {
             process_env: JValue::from_pairs(vars),
             env_names,
             region,
+            overrides: Vec::new(),
         }
+    }
+
+    /// Var overrides from the command line (`sonde run --var`), applied by [`Self::add_vars`].
+    pub fn with_overrides(mut self, overrides: Vec<(String, String)>) -> Self {
+        self.overrides = overrides;
+        self
     }
 
     /// The scope of a scenario before its vars; `file()` paths are relative to `dir`, and the
@@ -340,6 +350,12 @@ impl Templates {
     ) -> Vec<(String, serde_json::Value)> {
         let mut rendered = Vec::new();
         for (name, v) in vars {
+            if let Some((_, o)) = self.overrides.iter().find(|(k, _)| k == name) {
+                rendered.push((name.clone(), serde_json::Value::String(o.clone())));
+                scope.pairs.retain(|(k, _)| k != name);
+                scope.pairs.push((name.clone(), JValue::from(o.as_str())));
+                continue;
+            }
             let value = match v {
                 VarValue::Str(s) if is_template(s) => match self.render(s, scope) {
                     Ok(r) => JValue::from(r),
@@ -363,7 +379,26 @@ impl Templates {
             scope.pairs.retain(|(k, _)| k != name);
             scope.pairs.push((name.clone(), value));
         }
+        self.add_undeclared_overrides(scope, vars, &mut rendered);
         rendered
+    }
+
+    /// Overrides naming no var of the scenario are defined too, so a template may use a value
+    /// that only the command line gives.
+    pub fn add_undeclared_overrides(
+        &self,
+        scope: &mut Scope,
+        vars: &[(String, VarValue)],
+        rendered: &mut Vec<(String, serde_json::Value)>,
+    ) {
+        for (name, o) in &self.overrides {
+            if vars.iter().any(|(k, _)| k == name) {
+                continue;
+            }
+            rendered.push((name.clone(), serde_json::Value::String(o.clone())));
+            scope.pairs.retain(|(k, _)| k != name);
+            scope.pairs.push((name.clone(), JValue::from(o.as_str())));
+        }
     }
 
     /// Render every string inside `value` (a step), in place. Returns false if any failed.
