@@ -189,14 +189,8 @@ pub struct IcmpModel {
     pub ttl: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RrValidatorModel {
-    pub fail_if_matches_regexp: Option<Vec<String>>,
-    pub fail_if_all_match_regexp: Option<Vec<String>>,
-    pub fail_if_not_matches_regexp: Option<Vec<String>>,
-    pub fail_if_none_matches_regexp: Option<Vec<String>>,
-}
+/// The same four regex lists as a scenario's `validate_*_rrs`, with the same meaning.
+pub(crate) use crate::config::model::RrValidateModel as RrValidatorModel;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -29,7 +29,7 @@ pub mod funcs;
 pub(crate) mod locate;
 pub(crate) mod model;
 pub(crate) mod redact;
-mod steps;
+pub(crate) mod steps;
 pub(crate) mod suggest;
 pub(crate) mod targets;
 mod template;

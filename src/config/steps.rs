@@ -426,7 +426,9 @@ const RCODES: [(&str, ResponseCode); 12] = [
     ("BADVERS", ResponseCode::BADVERS),
 ];
 
-fn rr_checks(m: Option<&RrValidateModel>, path: &str, cx: &mut Cx) -> RrChecks {
+/// blackbox's `validate_*_rrs` lists, compiled; shared by scenario dns steps and blackbox dns
+/// modules, which spell them the same way.
+pub(crate) fn rr_checks(m: Option<&RrValidateModel>, path: &str, cx: &mut Cx) -> RrChecks {
     let Some(m) = m else {
         return RrChecks::default();
     };

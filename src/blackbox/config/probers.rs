@@ -2,16 +2,17 @@
 
 use std::str::FromStr;
 
-use sonde_probes::dns::{DNSClass, DnsChecks, DnsRequest, DnsTransport, RecordType, RrChecks};
+use sonde_probes::dns::{DNSClass, DnsChecks, DnsRequest, DnsTransport, RecordType};
 use sonde_probes::icmp::{IcmpRequest, MAX_PAYLOAD};
 use sonde_probes::tcp::{TcpRequest, TcpStep};
 use sonde_probes::tls::TlsClient;
 
-use super::super::model::{DnsModel, GrpcModel, IcmpModel, RrValidatorModel, TcpModel};
+use super::super::model::{DnsModel, GrpcModel, IcmpModel, TcpModel};
 use super::super::module::{system_resolver, ExpectLabels, GrpcSpec, TcpSpec, TlsSpec};
 use super::{ip_options, not_yet, tls_options, tls_spec};
 use crate::config::build::{Alpn, Cx};
 use crate::config::locate::{index_path, key_path};
+use crate::config::steps::rr_checks;
 use crate::config::suggest;
 
 pub(super) fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
@@ -172,31 +173,6 @@ const RCODES: [&str; 12] = [
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
     "NXRRSET", "NOTAUTH", "NOTZONE", "BADVERS",
 ];
-
-fn rr_checks(m: Option<&RrValidatorModel>, path: &str, cx: &mut Cx) -> RrChecks {
-    let Some(m) = m else {
-        return RrChecks::default();
-    };
-    let p = |k: &str| key_path(path, k);
-    RrChecks {
-        fail_if_matches: cx.regexes(
-            m.fail_if_matches_regexp.as_ref(),
-            &p("fail_if_matches_regexp"),
-        ),
-        fail_if_all_match: cx.regexes(
-            m.fail_if_all_match_regexp.as_ref(),
-            &p("fail_if_all_match_regexp"),
-        ),
-        fail_if_not_matches: cx.regexes(
-            m.fail_if_not_matches_regexp.as_ref(),
-            &p("fail_if_not_matches_regexp"),
-        ),
-        fail_if_none_matches: cx.regexes(
-            m.fail_if_none_matches_regexp.as_ref(),
-            &p("fail_if_none_matches_regexp"),
-        ),
-    }
-}
 
 pub(super) fn dns(m: &DnsModel, path: &str, cx: &mut Cx) -> Option<DnsRequest> {
     let before = cx.errors.len();
