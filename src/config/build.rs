@@ -313,10 +313,7 @@ impl Cx<'_> {
             }
             Err(e) => {
                 let key = path.rsplit('.').next().unwrap_or("file");
-                let mut reason = e.to_string();
-                if let Some(cut) = reason.find(" (os error") {
-                    reason.truncate(cut);
-                }
+                let reason = super::io_reason(&e);
                 let shown = if Path::new(file).is_absolute() {
                     format!("{file:?}")
                 } else {

@@ -151,10 +151,7 @@ fn file(state: &State, path: String) -> Result<String, Error> {
         .unwrap_or_default();
     let full = std::path::Path::new(&dir).join(&path);
     let content = std::fs::read_to_string(&full).map_err(|e| {
-        let mut reason = e.to_string();
-        if let Some(cut) = reason.find(" (os error") {
-            reason.truncate(cut);
-        }
+        let reason = super::io_reason(&e);
         bad(format!(
             "file({path:?}): cannot read {}: {reason}",
             full.display()

@@ -66,7 +66,8 @@ fn file_error(path: &Path, message: impl Into<String>) -> ConfigError {
     }
 }
 
-fn io_reason(e: &std::io::Error) -> String {
+/// An I/O error in words, without Rust's " (os error N)" suffix.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let mut s = e.to_string();
     if let Some(cut) = s.find(" (os error") {
         s.truncate(cut);

@@ -184,10 +184,7 @@ pub(super) fn read_file(cx: &mut Cx, file: &str, path: &str) -> Option<Vec<u8>> 
     match std::fs::read(&full) {
         Ok(b) => Some(b),
         Err(e) => {
-            let mut reason = e.to_string();
-            if let Some(cut) = reason.find(" (os error") {
-                reason.truncate(cut);
-            }
+            let reason = crate::config::io_reason(&e);
             cx.err_value(
                 path,
                 format!(
