@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::config::agent::AgentSettings;
-use crate::scenario::Config;
+use crate::config::scenario::Config;
 use crate::serve::{App, ConfigSource};
 use crate::shard::Shard;
 
@@ -29,17 +29,6 @@ pub struct AgentFlags {
     /// A file holding the bearer token sent when fetching -c URLs.
     #[arg(long, value_name = "FILE")]
     pub config_bearer_token_file: Option<std::path::PathBuf>,
-}
-
-/// `--region`: the same names scenarios' `regions:` lists accept, so every agent is selectable.
-pub fn parse_region(s: &str) -> Result<String, String> {
-    if crate::config::agent::valid_region(s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "{s:?} — expected a region name of a-z, 0-9, _ and - (as in scenarios' regions: lists)"
-        ))
-    }
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {

@@ -13,11 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, LoadOptions};
 use crate::default_config;
 use crate::metrics::Metrics;
-use crate::scheduler::{Scheduler, DEFAULT_MAX_CONCURRENT_RUNS};
+use crate::runtime::scheduler::{Scheduler, DEFAULT_MAX_CONCURRENT_RUNS};
 use crate::serve::{App, ConfigSource, Reload};
 
 /// Exit code: invalid configuration or bad usage.
-pub const EXIT_USAGE: u8 = 2;
+pub use crate::exit::EXIT_USAGE;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -103,7 +103,7 @@ pub struct ServeArgs {
 
     /// This agent's region: the `region` label of every series, and the selector for scenarios'
     /// `regions:` lists.
-    #[arg(long, value_name = "NAME", value_parser = crate::agent::parse_region)]
+    #[arg(long, value_name = "NAME", value_parser = crate::names::parse_region)]
     pub region: Option<String>,
 
     /// At most this many scenario runs at once; further due runs wait (and show as scheduler
@@ -335,7 +335,7 @@ fn config_check(args: &ServeArgs) -> ExitCode {
 /// `sonde probe`: one probe, as `/probe` would run it.
 fn probe(args: ProbeArgs) -> ExitCode {
     let modules = match &args.config {
-        None => crate::blackbox::builtin_modules(),
+        None => crate::config::blackbox::builtin_modules(),
         Some(path) => match config::load_all(std::slice::from_ref(path), &LoadOptions::default()) {
             Ok(l) => match l.modules {
                 Some(m) => m,

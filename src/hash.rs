@@ -15,6 +15,11 @@ pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// A scenario name's hash: its scheduling offset and shard. The same on every agent.
+pub fn stable_hash(s: &str) -> u64 {
+    fnv1a(FNV_OFFSET, s.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

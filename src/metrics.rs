@@ -18,8 +18,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use sonde_probes::{FailureReason, Phase};
 
+use crate::config::scenario::Scenario;
 use crate::engine::{RunReport, RunResult};
-use crate::scenario::Scenario;
 
 /// Latency buckets for probes and runs: loopback answers in well under a millisecond, a slow
 /// service across a continent in seconds, and timeouts go up to a minute.

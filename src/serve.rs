@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::blackbox::Blackbox;
+use crate::config::scenario::Config;
 use crate::config::{self, ConfigError, LoadOptions, Loaded};
 use crate::metrics::Metrics;
-use crate::scenario::Config;
-use crate::scheduler::Scheduler;
+use crate::runtime::scheduler::Scheduler;
 
 /// Where the configuration comes from.
 #[derive(Clone, Debug)]

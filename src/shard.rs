@@ -77,7 +77,7 @@ pub fn owns(shard: Option<Shard>, name: &str) -> Result<(), String> {
 
 /// The shard (1..=count) that owns `name`.
 pub fn shard_of(name: &str, count: u32) -> u32 {
-    jump_hash(mix(crate::scheduler::stable_hash(name)), count.max(1)) + 1
+    jump_hash(mix(crate::hash::stable_hash(name)), count.max(1)) + 1
 }
 
 /// splitmix64's finaliser: FNV-1a of similar names (`check-1`, `check-2`) differ in few bits;

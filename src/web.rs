@@ -12,10 +12,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::engine::fmt_long;
 use crate::metrics::Format;
-use crate::scheduler::ScenarioState;
+use crate::runtime::scheduler::ScenarioState;
 use crate::serve::{App, Reload};
+use crate::time::fmt_long;
 
 /// The router for `app`.
 pub fn router(app: Arc<App>) -> Router {
@@ -229,7 +229,7 @@ fn summary(st: &ScenarioState) -> Value {
     };
     let ms = |v: u64| {
         (v > 0).then(|| {
-            crate::engine::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(v))
+            crate::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(v))
         })
     };
     let mut v = json!({

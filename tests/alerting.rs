@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::Value;
 use sonde::alert::Alerts;
+use sonde::config::scenario::{Config, Scenario};
 use sonde::config::{load_inputs, Input, LoadOptions};
 use sonde::engine::{RunReport, RunResult};
 use sonde::metrics::{Format, Metrics};
-use sonde::scenario::{Config, Scenario};
 use sonde_testkit::http::{HttpServer, Reply, Routes, Seen};
 
 /// Hang guard: polls `f` every 20 ms, panics after 15 s.
@@ -451,7 +451,7 @@ async fn alertmanager_gets_api_v2_alerts_resent_while_firing_and_resolved() {
     run(sc, &alerts).await;
     // The resolve is the request whose endsAt is not in the future (a re-send's is 4 s ahead).
     let resolved = wait_for("the resolve", || {
-        let now = sonde::engine::rfc3339(std::time::SystemTime::now());
+        let now = sonde::time::rfc3339(std::time::SystemTime::now());
         bodies(&am)
             .into_iter()
             .skip(before)

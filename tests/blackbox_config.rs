@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sonde::blackbox::module::{Prober, Spec};
+use sonde::config::blackbox::module::{Prober, Spec};
 use sonde::config::{load_all, LoadOptions};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -12,7 +12,7 @@ use sonde::blackbox::safety::Safety;
 use sonde::blackbox::Blackbox;
 use sonde::config::LoadOptions;
 use sonde::metrics::Metrics;
-use sonde::scheduler::Scheduler;
+use sonde::runtime::scheduler::Scheduler;
 use sonde::serve::{App, ConfigSource, Reload};
 use sonde_testkit::dns::{DnsServer, Zone};
 use sonde_testkit::http::{HttpServer, Reply, Routes};

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sonde::config::scenario::{Action, Config, Scenario};
 use sonde::config::{load_paths, load_str, LoadOptions, REDACTED};
-use sonde::scenario::{Action, Config, Scenario};
 use sonde_probes::dns::{DNSClass, DnsTransport, RecordType, ResponseCode};
 use sonde_probes::http::{Auth, StatusRange};
 use sonde_probes::resolve::IpProtocol;

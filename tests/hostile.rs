@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sonde::config::{load_str, LoadOptions};
 use sonde::metrics::Metrics;
-use sonde::scheduler::Scheduler;
+use sonde::runtime::scheduler::Scheduler;
 use sonde_probes::FailureReason;
 use sonde_testkit::dns::{DnsServer, Zone};
 use sonde_testkit::http::{HttpServer, RawServer, Reply, Routes};

@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sonde::config::scenario::Scenario;
 use sonde::config::{load_str, LoadOptions};
 use sonde::engine::{self, Stage};
 use sonde::metrics::{Format, Metrics};
-use sonde::scenario::Scenario;
-use sonde::scheduler::Scheduler;
-use sonde::session::Session;
+use sonde::runtime::scheduler::Scheduler;
+use sonde::runtime::session::Session;
 use sonde_testkit::http::{HttpServer, Reply, Routes};
 use sonde_testkit::xmpp::{XmppOptions, XmppServer};
 use tokio::time::Instant;
@@ -103,7 +103,7 @@ async fn im_pair_round_trip_in_a_persistent_session_skips_noise() {
 async fn a_dropped_connection_fails_a_run_then_reconnects_and_counts_it() {
     let server = chat(None).await;
     let sc = im_scenario(&server, "1s");
-    let cfg = sonde::scenario::Config {
+    let cfg = sonde::config::scenario::Config {
         scenarios: vec![sc.clone()],
         sources: vec![],
         agent: Default::default(),
@@ -380,7 +380,7 @@ async fn a_session_whose_server_is_gone_backs_off_and_says_why() {
     let (reconnected, setup) = session.reconnect(&sc).await;
     assert!(!reconnected);
     assert_eq!(setup.failed_step.as_deref(), Some("alice-connect"));
-    assert_eq!(session.backoff, sonde::session::BACKOFF_START);
+    assert_eq!(session.backoff, sonde::runtime::session::BACKOFF_START);
     // A run due meanwhile fails saying so, with the last attempt's error.
     let (_, r) = session.run(&sc).await;
     let f = r.failure().unwrap();
@@ -397,7 +397,7 @@ async fn a_session_whose_server_is_gone_backs_off_and_says_why() {
     );
     // The next failure doubles the backoff.
     session.reconnect(&sc).await;
-    assert_eq!(session.backoff, 2 * sonde::session::BACKOFF_START);
+    assert_eq!(session.backoff, 2 * sonde::runtime::session::BACKOFF_START);
 }
 
 #[tokio::test]

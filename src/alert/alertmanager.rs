@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::{deliver, AlertMetrics, Event, Outcome, Status};
 use crate::config::alert::AlertmanagerTarget;
-use crate::engine::rfc3339;
+use crate::time::rfc3339;
 
 /// At most this many alerts per request.
 const MAX_BATCH: usize = 64;

@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::alert::{AlertRule, AlertingSettings};
+use crate::config::scenario::Scenario;
 use crate::engine::RunReport;
-use crate::scenario::Scenario;
 use state::{Threshold, Transition};
 use template::Context;
 
@@ -615,7 +615,7 @@ pub async fn post_json(
         .map_err(|e| {
             format!(
                 "cannot reach it: {}",
-                crate::source::error_chain(&e.without_url())
+                crate::error_chain::error_chain(&e.without_url())
             )
         })?;
     let status = resp.status();

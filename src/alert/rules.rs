@@ -20,7 +20,7 @@ use serde_json::{json, Map};
 
 use super::template::{render, Context};
 use crate::config::alert::{DEFAULT_DESCRIPTION, DEFAULT_SUMMARY};
-use crate::scenario::Config;
+use crate::config::scenario::Config;
 
 pub const MANY_REGIONS_ALERTNAME: &str = "SondeScenarioFailingInManyRegions";
 

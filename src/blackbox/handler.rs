@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::debug::logfmt;
 use super::metrics::{self, HttpStage, Registry};
-use super::module::{http_url, parse_port, split_host_port, Module, Spec};
+use crate::config::blackbox::module::{http_url, parse_port, split_host_port, Module, Spec};
 
 /// blackbox's timeout when Prometheus sends no `X-Prometheus-Scrape-Timeout-Seconds`.
 pub const NO_HEADER_TIMEOUT_SECS: f64 = 120.0;
@@ -78,7 +78,7 @@ impl Log {
         if !self.keep {
             return;
         }
-        let ts = crate::engine::rfc3339(SystemTime::now());
+        let ts = crate::time::rfc3339(SystemTime::now());
         let mut pairs: Vec<(&str, &str)> = vec![
             ("ts", &ts),
             ("module", &self.module),
@@ -174,8 +174,10 @@ pub async fn run(
                     false
                 }
                 Ok(url) => {
-                    if super::module::no_proxy_matches(&spec.no_proxy, url.host_str().unwrap_or(""))
-                    {
+                    if crate::config::blackbox::module::no_proxy_matches(
+                        &spec.no_proxy,
+                        url.host_str().unwrap_or(""),
+                    ) {
                         req.proxy = None;
                     }
                     if let Some(env) = &spec.env_proxy {
@@ -309,7 +311,7 @@ pub async fn run(
                 let req = sonde_probes::grpc::GrpcRequest {
                     host,
                     port: url.port().unwrap_or(443),
-                    resolver: super::module::system_resolver(),
+                    resolver: crate::config::blackbox::module::system_resolver(),
                     ip: spec.ip,
                     tls: spec.tls,
                     tls_client,

@@ -524,7 +524,11 @@ pub fn tcp(r: &mut Registry, parsed: bool, o: Option<&TcpOutcome>) {
 
 /// blackbox's `probe_expect_info`: one series per `query_response` item with `labels` whose
 /// `expect` matched, the label values expanded from the match.
-pub fn expect_info(r: &mut Registry, specs: &[super::module::ExpectLabels], o: &TcpOutcome) {
+pub fn expect_info(
+    r: &mut Registry,
+    specs: &[crate::config::blackbox::module::ExpectLabels],
+    o: &TcpOutcome,
+) {
     for spec in specs {
         let Some((_, line)) = o.facts.matched_lines.iter().find(|(i, _)| *i == spec.step) else {
             continue;

@@ -2,88 +2,24 @@
 //! with the same metric names, help texts and labels, its `debug=true` trace, and its own
 //! `blackbox_*` series — so a Prometheus set up for blackbox_exporter scrapes sonde unchanged.
 //!
-//! - [`config`] loads `modules:` files (every option of blackbox 0.23–0.28 for http, tcp, icmp,
-//!   dns and grpc; what sonde cannot honour yet is refused by name);
-//! - [`module`] reads a target the way each prober does;
+//! - [`crate::config::blackbox`] loads `modules:` files (every option of blackbox 0.23–0.28 for
+//!   http, tcp, icmp, dns and grpc; what sonde cannot honour yet is refused by name) and reads a
+//!   target the way each prober does;
 //! - [`handler`] runs one probe under blackbox's timeout rules;
 //! - [`metrics`] renders blackbox's families; [`debug`] the trace;
 //! - [`safety`] is what sonde adds, off by default: an allow-list of targets and a cap on
 //!   concurrent probes.
 
-pub mod config;
 pub mod debug;
 pub mod handler;
 pub mod metrics;
-pub mod model;
-pub mod module;
 pub mod safety;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use module::{Module, Modules};
-
-/// blackbox_exporter's shipped example modules (its `blackbox.yml`): what `/probe` and
-/// `sonde probe` use when no blackbox configuration file is loaded.
-pub const BUILTIN_MODULES: &str = r#"modules:
-  http_2xx:
-    prober: http
-  http_post_2xx:
-    prober: http
-    http:
-      method: POST
-  tcp_connect:
-    prober: tcp
-  pop3s_banner:
-    prober: tcp
-    tcp:
-      query_response:
-      - expect: "^+OK"
-      tls: true
-      tls_config:
-        insecure_skip_verify: false
-  grpc:
-    prober: grpc
-    grpc:
-      tls: true
-      preferred_ip_protocol: "ip4"
-  grpc_plain:
-    prober: grpc
-    grpc:
-      tls: false
-      service: "service1"
-  ssh_banner:
-    prober: tcp
-    tcp:
-      query_response:
-      - expect: "^SSH-2.0-"
-      - send: "SSH-2.0-blackbox-ssh-check"
-  irc_banner:
-    prober: tcp
-    tcp:
-      query_response:
-      - send: "NICK prober"
-      - send: "USER prober prober prober :prober"
-      - expect: "PING :([^ ]+)"
-        send: "PONG ${1}"
-      - expect: "^:[^ ]+ 001"
-  icmp:
-    prober: icmp
-  icmp_ttl5:
-    prober: icmp
-    timeout: 5s
-    icmp:
-      ttl: 5
-"#;
-
-/// The built-in modules, compiled.
-pub fn builtin_modules() -> Modules {
-    let mut out = Modules::new();
-    let errors = crate::config::load_blackbox_str("<built-in modules>", BUILTIN_MODULES, &mut out);
-    debug_assert!(errors.is_empty(), "{errors:?}");
-    out
-}
+use crate::config::blackbox::{builtin_modules, module::Modules};
 
 /// `/probe`'s state inside `sonde serve`: the modules in use, blackbox's own counters, and the
 /// safety options.

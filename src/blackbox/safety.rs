@@ -18,7 +18,7 @@ use sonde_probes::resolve::{IpProtocol, ResolveOptions};
 use sonde_probes::Recorder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::module::{system_resolver, target_host, Prober};
+use crate::config::blackbox::module::{system_resolver, target_host, Prober};
 
 /// One `--probe.allow-target` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]

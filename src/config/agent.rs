@@ -127,23 +127,6 @@ pub fn is_agent_document(text: &str) -> bool {
         .is_some_and(|l| l.starts_with("agent:"))
 }
 
-/// A region name as scenarios' `regions:` lists write it.
-pub fn valid_region(r: &str) -> bool {
-    !r.is_empty()
-        && r.len() <= 64
-        && r.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
-
-fn valid_label_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !n.starts_with("__")
-}
-
 /// Parse one agent settings document; `dir` resolves relative file paths.
 pub fn parse(origin: &str, dir: &Path, text: &str) -> Result<AgentSettings, ConfigError> {
     let err = |line: usize, column: usize, message: String| ConfigError {
@@ -180,7 +163,7 @@ pub fn parse(origin: &str, dir: &Path, text: &str) -> Result<AgentSettings, Conf
         ..Default::default()
     };
     if let Some(r) = raw.region {
-        if !valid_region(&r) {
+        if !crate::names::valid_region(&r) {
             return Err(at("region")(format!(
                 "invalid region {r:?} — expected a name of a-z, 0-9, _ and -"
             )));
@@ -285,7 +268,7 @@ fn remote_write<F: Fn(String) -> ConfigError>(
         }
     }
     for name in rw.external_labels.keys() {
-        if !valid_label_name(name) {
+        if !crate::names::valid_user_label_name(name) {
             return Err(at("external_labels")(format!(
                 "invalid label name {name:?} — expected [a-zA-Z_][a-zA-Z0-9_]*, not starting with __"
             )));

@@ -129,15 +129,6 @@ struct RegionsModel {
     min_failing: u32,
 }
 
-fn valid_label_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !n.starts_with("__")
-}
-
 /// Check a template's syntax and variables; `Err` says what is wrong.
 pub fn check_template(src: &str) -> Result<(), String> {
     let env = minijinja::Environment::new();
@@ -218,7 +209,7 @@ pub fn scenario_alert(
     }
     for (k, v) in m.labels.map(|l| l.0).unwrap_or_default() {
         let at = index.key(&key_path(&p("labels"), &k));
-        if !valid_label_name(&k) {
+        if !crate::names::valid_user_label_name(&k) {
             errors.push(
                 at,
                 format!("invalid label name `{k}` — expected letters, digits and _, not starting with a digit or __"),
@@ -486,7 +477,9 @@ pub fn parse_settings(value: Value, dir: &Path) -> Result<AlertingSettings, Stri
             check_template(t).map_err(|e| format!("in `defaults`: {e}"))?;
         }
         for k in d.labels.keys() {
-            if !valid_label_name(k) || ALERT_RESERVED_LABELS.contains(&k.as_str()) {
+            if !crate::names::valid_user_label_name(k)
+                || ALERT_RESERVED_LABELS.contains(&k.as_str())
+            {
                 return Err(format!(
                     "defaults label `{k}` — expected a label name ([a-zA-Z_][a-zA-Z0-9_]*) other than {}",
                     ALERT_RESERVED_LABELS.join(", ")
@@ -616,7 +609,7 @@ fn notifier_names(s: &AlertingSettings) -> String {
 /// Every `alert.notify` name must name a notifier of the agent settings — when some were loaded:
 /// shared scenario files are checked (`sonde check scenarios/`) and turned into rules without
 /// any agent's settings.
-pub fn check_notify_names(config: &crate::scenario::Config) -> Vec<ConfigError> {
+pub fn check_notify_names(config: &crate::config::scenario::Config) -> Vec<ConfigError> {
     let Some(settings) = config.agent.alerting.as_deref() else {
         return Vec::new();
     };

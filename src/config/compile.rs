@@ -23,7 +23,7 @@ use super::suggest;
 use super::template::{Scope, Templates, When};
 use super::units::SessionWord;
 use super::LoadOptions;
-use crate::scenario::{
+use crate::config::scenario::{
     Action, BuildFn, Capture, Captured, Dynamic, PostChecks, Retry, Scenario, Step,
 };
 
@@ -40,27 +40,7 @@ const RESERVED_LABELS: [&str; 10] = [
 
 /// Durations in messages the way people write them in YAML ("30s", "14d", "1m 30s").
 fn human(d: Duration) -> String {
-    crate::engine::fmt_long(d)
-}
-
-fn valid_scenario_name(n: &str) -> bool {
-    (1..=128).contains(&n.chars().count())
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.:/-".contains(c))
-}
-
-fn valid_region(r: &str) -> bool {
-    !r.is_empty()
-        && r.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
-
-fn valid_label_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    crate::time::fmt_long(d)
 }
 
 /// Keeps what spans files and scenarios during one load.
@@ -265,7 +245,7 @@ impl Loader {
         let name = m.scenario.0.clone();
         let name_at = index.value(&p("scenario"));
         let defined_at = errors.at(name_at);
-        if !valid_scenario_name(&name) {
+        if !crate::names::valid_scenario_name(&name) {
             errors.push(
                 name_at,
                 format!(
@@ -326,7 +306,7 @@ impl Loader {
 
         let mut regions = Vec::new();
         for (i, r) in m.regions.iter().flatten().enumerate() {
-            if valid_region(r.strip_prefix('!').unwrap_or(r)) {
+            if crate::names::valid_region(r.strip_prefix('!').unwrap_or(r)) {
                 regions.push(r.clone());
             } else {
                 errors.push(
@@ -352,7 +332,7 @@ impl Loader {
             }
             for (k, v) in &ls.0 {
                 let at = index.key(&key_path(&p("labels"), k));
-                if !valid_label_name(k) {
+                if !crate::names::valid_label_name(k) {
                     errors.push(
                         at,
                         format!(

@@ -8,7 +8,7 @@ use sonde_probes::http::{HeaderCheck, HttpChecks, StatusRange};
 use super::build::Cx;
 use super::locate::{index_path, key_path};
 use super::model::{BoundsModel, ExpectModel};
-use crate::scenario::{Bounds, PostChecks};
+use crate::config::scenario::{Bounds, PostChecks};
 
 /// Keys of `expect` that only mean something for some kinds: refuse them elsewhere, naming the
 /// kind, so a `status:` on a tcp step is not silently ignored.

@@ -13,8 +13,8 @@ use super::model::{
     WsSendModel,
 };
 use super::units::{Ordered, VarValue};
-use crate::matcher::Matcher;
-use crate::scenario::{
+use crate::config::matcher::Matcher;
+use crate::config::scenario::{
     Capture, FrameMatch, Group, JsonCheck, Retry, Source, WsClose, WsConnect, WsExpect, WsSend,
 };
 

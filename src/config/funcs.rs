@@ -91,13 +91,6 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
-}
-
 fn random(n: i64) -> Result<i64, Error> {
     if n <= 0 {
         return Err(bad(format!("random({n}): expected a bound above 0")));
@@ -175,7 +168,7 @@ fn file(state: &State, path: String) -> Result<String, Error> {
 pub fn register(env: &mut Environment<'static>) {
     env.add_function("uuid", uuid);
     env.add_function("now", now);
-    env.add_function("now_ms", now_ms);
+    env.add_function("now_ms", crate::time::now_ms);
     env.add_function("random", random);
     env.add_function("random_string", random_string);
     env.add_function("base64", b64);
@@ -232,7 +225,7 @@ mod tests {
         assert_eq!(render("{{ random_string(12) }}").len(), 12);
         let r: i64 = render("{{ random(3) }}").parse().unwrap();
         assert!((0..3).contains(&r));
-        let ms: i64 = render("{{ now_ms() }}").parse().unwrap();
+        let ms: i64 = render("{{ crate::time::now_ms() }}").parse().unwrap();
         let s: i64 = render("{{ now() }}").parse().unwrap();
         assert!((ms / 1000 - s).abs() <= 1);
     }

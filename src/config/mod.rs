@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod alert;
+pub mod blackbox;
 pub(crate) mod build;
 mod compile;
 pub(crate) mod deser;
@@ -27,8 +28,10 @@ mod expect;
 mod flow;
 pub mod funcs;
 pub(crate) mod locate;
+pub mod matcher;
 pub(crate) mod model;
 pub(crate) mod redact;
+pub mod scenario;
 pub(crate) mod steps;
 pub(crate) mod suggest;
 pub(crate) mod targets;
@@ -42,7 +45,7 @@ pub use error::ConfigError;
 pub use redact::{MIN_SECRET_LEN, REDACTED};
 pub use suggest::hint;
 
-pub use crate::scenario::Config;
+pub use crate::config::scenario::Config;
 
 /// How to load.
 #[derive(Clone, Debug, Default)]
@@ -125,7 +128,7 @@ pub enum Input {
 #[derive(Default)]
 pub struct Loaded {
     pub config: Config,
-    pub modules: Option<crate::blackbox::Modules>,
+    pub modules: Option<crate::config::blackbox::module::Modules>,
 }
 
 /// Load files and folders (every `*.yaml`/`*.yml` below a folder, recursively, in sorted
@@ -222,7 +225,7 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
         opts.region = config.agent.region.clone();
     }
     let mut loader = compile::Loader::new(&opts);
-    let mut modules: Option<crate::blackbox::Modules> = None;
+    let mut modules: Option<crate::config::blackbox::module::Modules> = None;
     for (name, dir, text) in scenario_docs {
         match blackbox_top(&text) {
             Some(top) => {
@@ -254,7 +257,7 @@ fn blackbox_top(text: &str) -> Option<serde_norway::Value> {
     // scenario loader to report (it applies them the same way).
     v.apply_merge().ok()?;
     match &v {
-        serde_norway::Value::Mapping(m) if crate::blackbox::config::is_blackbox(m) => Some(v),
+        serde_norway::Value::Mapping(m) if crate::config::blackbox::is_blackbox(m) => Some(v),
         _ => None,
     }
 }
@@ -264,7 +267,7 @@ fn load_blackbox(
     dir: &Path,
     text: &str,
     top: serde_norway::Value,
-    modules: &mut crate::blackbox::Modules,
+    modules: &mut crate::config::blackbox::module::Modules,
 ) -> Vec<ConfigError> {
     let mut errors = error::FileErrors::new(name);
     let index = locate::PosIndex::build(text);
@@ -280,7 +283,7 @@ fn load_blackbox(
         }
         return errors.into_errors();
     }
-    crate::blackbox::config::load_file(top, dir, &index, &mut errors, modules);
+    crate::config::blackbox::load_file(top, dir, &index, &mut errors, modules);
     errors.into_errors()
 }
 
@@ -289,7 +292,7 @@ fn load_blackbox(
 pub fn load_blackbox_str(
     origin: &str,
     text: &str,
-    modules: &mut crate::blackbox::Modules,
+    modules: &mut crate::config::blackbox::module::Modules,
 ) -> Vec<ConfigError> {
     match blackbox_top(text) {
         Some(top) => load_blackbox(origin, Path::new(""), text, top, modules),

@@ -17,7 +17,7 @@ pub mod queue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -163,13 +163,6 @@ fn client(cfg: &RemoteWrite) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
-}
-
 /// Take one snapshot of every series into the queue. Series labels are interned across
 /// snapshots (`cache`, keyed by the series text), so a full queue holds each label set once.
 fn snapshot(
@@ -221,7 +214,7 @@ fn snapshot(
     }
     let counts = {
         let mut q = shared.queue();
-        let c = q.push(samples, now_ms());
+        let c = q.push(samples, crate::time::now_ms());
         metrics.remote_write.queue_samples.set(q.len() as i64);
         c
     };
@@ -316,7 +309,7 @@ pub async fn push_once(client: &reqwest::Client, cfg: &RemoteWrite, body: Vec<u8
     match req.send().await {
         Err(e) => Outcome::Retry(format!(
             "cannot reach the receiver: {}",
-            crate::source::error_chain(&e)
+            crate::error_chain::error_chain(&e)
         )),
         Ok(resp) => {
             let status = resp.status();

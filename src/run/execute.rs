@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::scenario::Scenario;
 use crate::engine::{self, RunCtx, RunReport, RunResult};
-use crate::scenario::Scenario;
 
 use super::human::Progress;
 
@@ -233,7 +233,7 @@ async fn once(sc: &Scenario, stop: &CancellationToken) -> (RunReport, bool) {
 fn cancelled_report(sc: &Scenario, started: SystemTime, took: Duration) -> RunReport {
     RunReport {
         scenario: sc.name.clone(),
-        started_at: engine::rfc3339(started),
+        started_at: crate::time::rfc3339(started),
         duration: took,
         result: RunResult::Failure,
         failed_step: None,

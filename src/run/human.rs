@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::engine::{fmt_long, RunReport, StepFacts, StepReport};
+use crate::engine::{RunReport, StepFacts, StepReport};
+use crate::time::fmt_long;
 
 use super::execute::{Outcome, Verdict};
 

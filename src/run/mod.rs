@@ -31,10 +31,7 @@ use crate::config::{self, LoadOptions};
 
 pub use execute::{Outcome, Verdict};
 
-/// Exit code when a scenario failed.
-const EXIT_FAILED: u8 = 1;
-/// Exit code on bad usage or invalid configuration (nothing ran).
-const EXIT_USAGE: u8 = 2;
+use crate::exit::{EXIT_FAILED, EXIT_USAGE};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -60,7 +57,7 @@ pub struct RunArgs {
     pub env_files: Vec<PathBuf>,
 
     /// This run's region: renders `{{ region }}` and selects scenarios by their `regions:`.
-    #[arg(long, value_name = "NAME", value_parser = crate::agent::parse_region)]
+    #[arg(long, value_name = "NAME", value_parser = crate::names::parse_region)]
     pub region: Option<String>,
 
     /// Scenarios run at once (a scenario's own steps stay sequential). Default: number of CPUs.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::scenario::Scenario;
+use crate::config::scenario::Scenario;
 
 use super::RunArgs;
 
@@ -28,7 +28,7 @@ pub fn select(all: Vec<Arc<Scenario>>, args: &RunArgs) -> Result<Vec<Arc<Scenari
         .into_iter()
         .filter(|s| args.tags.is_empty() || s.tags.iter().any(|t| args.tags.contains(t)))
         .filter(|s| globs.is_empty() || globs.iter().any(|g| g.matches(&s.name)))
-        .filter(|s| crate::scheduler::selected(s, args.region.as_deref()).is_ok())
+        .filter(|s| crate::runtime::scheduler::selected(s, args.region.as_deref()).is_ok())
         .collect();
     if chosen.is_empty() {
         let mut why = Vec::new();

@@ -221,7 +221,7 @@ impl Sources {
         let mut resp = req.send().await.map_err(|e| {
             format!(
                 "cannot fetch: {} — expected a reachable server",
-                error_chain(&e)
+                crate::error_chain::error_chain(&e)
             )
         })?;
         let status = resp.status();
@@ -245,7 +245,7 @@ impl Sources {
         while let Some(chunk) = resp.chunk().await.map_err(|e| {
             format!(
                 "the download broke off: {} — expected a whole document",
-                error_chain(&e)
+                crate::error_chain::error_chain(&e)
             )
         })? {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
@@ -320,18 +320,6 @@ pub async fn poll(
             }
         }
     }
-}
-
-/// `reqwest`'s error with its causes: "error sending request" alone does not say why.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::alert::{Event, Outcome, Status};
-use crate::engine::rfc3339;
+use crate::time::rfc3339;
 
 /// `sign` for `timestamp_ms` (before URL encoding).
 pub fn sign(secret: &str, timestamp_ms: i64) -> String {

@@ -57,7 +57,7 @@ pub async fn send(client: &reqwest::Client, n: &Notifier, ev: &Event) -> Outcome
             at_mobiles,
             at_all,
         } => {
-            let url = dingtalk::signed_url(&n.url, secret.as_deref(), now_ms());
+            let url = dingtalk::signed_url(&n.url, secret.as_deref(), crate::time::now_ms());
             (
                 client.post(url),
                 dingtalk::body(ev, keyword.as_deref(), at_mobiles, *at_all),
@@ -71,11 +71,4 @@ pub async fn send(client: &reqwest::Client, n: &Notifier, ev: &Event) -> Outcome
             (_, o) => o,
         },
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }

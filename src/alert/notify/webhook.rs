@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::alert::Event;
-use crate::engine::rfc3339;
+use crate::time::rfc3339;
 
 pub fn body(notifier: &str, ev: &Event) -> Value {
     let labels: Map<String, Value> = ev

@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use sonde_probes::{Event, Failure, FailureReason, Timings};
 use tokio::time::Instant;
 
+use crate::config::scenario::Scenario;
 use crate::engine::{self, RunCtx, RunReport, RunResult, Stage, StepFacts, StepReport};
-use crate::scenario::Scenario;
 
 /// First pause before retrying a failed setup; doubles up to the interval.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -194,7 +194,7 @@ fn session_failure(scenario: &Scenario, why: String, reason: FailureReason) -> R
     let failure = Failure::new(reason, why);
     RunReport {
         scenario: scenario.name.clone(),
-        started_at: engine::rfc3339(SystemTime::now()),
+        started_at: crate::time::rfc3339(SystemTime::now()),
         duration: Duration::ZERO,
         result: RunResult::Failure,
         failed_step: Some("session".into()),

@@ -7,8 +7,8 @@ use sonde_probes::ws::{self, Payload, WsConnectFacts};
 use sonde_probes::{fmt_duration, Event, Failure, FailureReason, Timings};
 use tokio::time::Instant;
 
+use crate::config::scenario::{Action, FrameMatch, Step};
 use crate::engine::{RunCtx, Stage, StepFacts, StepReport};
-use crate::scenario::{Action, FrameMatch, Step};
 
 /// Skipped frames an expect records in the trace (all are counted).
 pub const MAX_RECORDED: usize = 8;
@@ -76,7 +76,7 @@ pub fn matches(m: &FrameMatch, frame: &Payload) -> bool {
         };
         for c in &m.json {
             if c.matcher
-                .test(crate::capture::query(&c.path, &doc).as_ref())
+                .test(crate::engine::capture::query(&c.path, &doc).as_ref())
                 .is_err()
             {
                 return false;

@@ -14,17 +14,24 @@ use serde_norway::Value;
 use sonde_probes::resolve::{IpProtocol, ResolveOptions};
 use sonde_probes::tls::{TlsClient, TlsOptions, TlsVersion};
 
+mod builtin;
 mod http_modules;
+pub mod model;
+pub mod module;
 mod probers;
+mod redact;
 
-use super::model::{FileModel, ModuleModel, TlsConfigModel};
-use super::module::{Module, Modules, Prober, Spec, TlsSpec};
+pub use builtin::{builtin_modules, BUILTIN_MODULES};
+pub use redact::redact_module;
+
 use crate::config::build::{Alpn, Cx, Shared};
 use crate::config::deser::deserialize_recovering;
 use crate::config::error::FileErrors;
 use crate::config::locate::{key_path, PosIndex};
 use crate::config::redact::Fnv;
 use crate::config::suggest;
+use model::{FileModel, ModuleModel, TlsConfigModel};
+use module::{Module, Modules, Prober, Spec, TlsSpec};
 
 /// The probers sonde runs, as blackbox names them.
 pub const PROBERS: [&str; 5] = ["http", "tcp", "icmp", "dns", "grpc"];
@@ -81,7 +88,7 @@ pub fn load_file(
             continue;
         }
         let mut shown = serde_json::to_value(&raw).unwrap_or_default();
-        super::debug::redact_module(&mut shown);
+        redact_module(&mut shown);
         let m = deserialize_recovering::<ModuleModel>(raw, &path, "a module", index, errors);
         let Some(m) = m.value else { continue };
         let mut cx = Cx {

@@ -7,8 +7,8 @@ use sonde_probes::icmp::{IcmpRequest, MAX_PAYLOAD};
 use sonde_probes::tcp::{TcpRequest, TcpStep};
 use sonde_probes::tls::TlsClient;
 
-use super::super::model::{DnsModel, GrpcModel, IcmpModel, TcpModel};
-use super::super::module::{system_resolver, ExpectLabels, GrpcSpec, TcpSpec, TlsSpec};
+use super::model::{DnsModel, GrpcModel, IcmpModel, TcpModel};
+use super::module::{system_resolver, ExpectLabels, GrpcSpec, TcpSpec, TlsSpec};
 use super::{ip_options, not_yet, tls_options, tls_spec};
 use crate::config::build::{Alpn, Cx};
 use crate::config::locate::{index_path, key_path};

@@ -6,8 +6,8 @@ use http::{HeaderMap, Method};
 use sonde_probes::http::{Auth, ContentCoding, HeaderCheck, HttpChecks, HttpRequest, StatusRange};
 use url::Url;
 
-use super::super::model::{HttpModel, OAuth2Model};
-use super::super::module::{system_resolver, EnvProxy, HttpSpec};
+use super::model::{HttpModel, OAuth2Model};
+use super::module::{system_resolver, EnvProxy, HttpSpec};
 use super::{ip_options, not_yet, read_file, read_secret, tls_spec};
 use crate::config::build::{Alpn, Cx};
 use crate::config::locate::{index_path, key_path};

@@ -6,8 +6,8 @@ use serde_json::Value as J;
 use serde_json_path::JsonPath;
 use sonde_probes::ws::Payload;
 
+use crate::config::scenario::{Capture, Group, Source};
 use crate::engine::{StepFacts, StepReport};
-use crate::scenario::{Capture, Group, Source};
 
 /// How much of a searched text a "found nothing" message shows.
 const SHOWN: usize = 200;

@@ -14,7 +14,7 @@ use sonde_probes::tcp::TcpRequest;
 use sonde_probes::tls::TlsRequest;
 use sonde_probes::ws::{Payload, WsConnectRequest};
 
-use crate::matcher::Matcher;
+use crate::config::matcher::Matcher;
 
 /// A capture's value, as templates see it.
 pub type Captured = (String, serde_json::Value);

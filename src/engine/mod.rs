@@ -9,8 +9,11 @@
 //! run anyway.
 //!
 //! A run's state — captures, cookie jar, open WebSocket connections — lives in a [`RunCtx`]. A
-//! normal run starts with an empty one; a persistent session (see [`crate::session`]) keeps one
+//! normal run starts with an empty one; a persistent session (see [`crate::runtime::session`]) keeps one
 //! across runs.
+
+pub mod capture;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,9 +28,9 @@ use sonde_probes::ws::WsConn;
 use sonde_probes::{fmt_duration, Event, Failure, FailureReason, Outcome, Timings};
 use tokio::time::Instant;
 
-use crate::capture;
-use crate::scenario::{Action, Bounds, Captured, PostChecks, Scenario, Step};
-use crate::wsstep::{self, WsFacts};
+use crate::config::scenario::{Action, Bounds, Captured, PostChecks, Scenario, Step};
+use crate::time::{fmt_long, rfc3339};
+use ws::WsFacts;
 
 /// How a run ended; the `result` label of `sonde_scenario_runs_total` (with `skipped`, which the
 /// scheduler counts for runs that never started).
@@ -550,7 +553,7 @@ async fn exec(
         Action::Tls(r) => from_outcome(step, stage, tls::probe(r, deadline).await, StepFacts::Tls),
         Action::Sleep(d) => sleep_step(step, stage, *d, deadline).await,
         Action::WsConnect(_) | Action::WsSend(_) | Action::WsExpect(_) | Action::WsClose(_) => {
-            wsstep::exec(step, stage, ctx, deadline).await
+            ws::exec(step, stage, ctx, deadline).await
         }
         Action::Dynamic(_) => StepReport::failed(
             step,
@@ -646,7 +649,7 @@ fn json_checks(step: &Step, report: &mut StepReport) -> Option<Failure> {
         let res = c.matcher.test(found.as_ref());
         let actual = found
             .as_ref()
-            .map(crate::matcher::show)
+            .map(crate::config::matcher::show)
             .unwrap_or_else(|| "nothing".into());
         report.checks.push(CheckReport {
             what: format!("{} in the {whence}", c.path_text),
@@ -764,39 +767,6 @@ fn describe_bounds(b: &Bounds) -> Option<String> {
     }
 }
 
-/// Durations from milliseconds to weeks, the way people write them in YAML: "500ms", "1.5s",
-/// "14d", "3d 4h".
-pub fn fmt_long(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 60 {
-        return fmt_duration(d);
-    }
-    let (days, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    let sec = s % 60;
-    let mut parts = Vec::new();
-    if days > 0 {
-        parts.push(format!("{days}d"));
-    }
-    if h > 0 {
-        parts.push(format!("{h}h"));
-    }
-    if m > 0 && days == 0 {
-        parts.push(format!("{m}m"));
-    }
-    if sec > 0 && days == 0 && h == 0 {
-        parts.push(format!("{sec}s"));
-    }
-    parts.join(" ")
-}
-
-/// RFC 3339 with milliseconds, UTC.
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let base = fmt_unix(d.as_secs() as i64);
-    // "YYYY-MM-DDTHH:MM:SSZ" → insert milliseconds before the Z.
-    format!("{}.{:03}Z", base.trim_end_matches('Z'), d.subsec_millis())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,23 +796,6 @@ mod tests {
             check_bounds(&Bounds::default(), Duration::from_secs(9)),
             None
         );
-    }
-
-    #[test]
-    fn long_durations_read_like_yaml() {
-        assert_eq!(fmt_long(Duration::from_secs(14 * 86_400)), "14d");
-        assert_eq!(
-            fmt_long(Duration::from_secs(3 * 86_400 + 4 * 3600 + 5)),
-            "3d 4h"
-        );
-        assert_eq!(fmt_long(Duration::from_secs(90)), "1m 30s");
-        assert_eq!(fmt_long(Duration::from_millis(1500)), "1.5s");
-    }
-
-    #[test]
-    fn rfc3339_has_millis() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
     }
 
     fn report_with_cert(not_after: Option<i64>) -> StepReport {

@@ -26,10 +26,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::scenario::{Config, Scenario};
 use crate::engine::{self, RunReport, RunResult};
 use crate::metrics::{Metrics, ScenarioMetrics};
-use crate::scenario::{Config, Scenario};
-use crate::session::Session;
+use crate::runtime::session::Session;
 
 /// Default cap on concurrent runs. Each run holds at least one socket; sonde raises its file
 /// descriptor limit at start, and this keeps well inside common limits.
@@ -271,17 +271,11 @@ pub fn selected(sc: &Scenario, region: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// A stable hash of a name: the same name gives the same offset on every agent and every
-/// version of sonde.
-pub fn stable_hash(s: &str) -> u64 {
-    crate::hash::fnv1a(crate::hash::FNV_OFFSET, s.as_bytes())
-}
-
 /// How long from `now` (Unix time) until the scenario's next slot: the next `t` with
 /// `t mod interval == hash(name) mod interval`.
 pub fn wait_for_slot(name: &str, interval: Duration, now: Duration) -> Duration {
     let iv = interval.as_nanos().max(1);
-    let offset = u128::from(stable_hash(name)) % iv;
+    let offset = u128::from(crate::hash::stable_hash(name)) % iv;
     let phase = now.as_nanos() % iv;
     let wait = (offset + iv - phase) % iv;
     Duration::from_nanos(wait as u64)
@@ -299,10 +293,6 @@ pub fn next_tick(planned: Instant, interval: Duration, now: Instant) -> (Instant
     let older = now.duration_since(next).as_nanos() / iv;
     let latest = next + Duration::from_nanos((older * iv) as u64);
     (latest, older as u64)
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 #[allow(clippy::too_many_arguments)] // one task's whole context, passed once at spawn
@@ -334,7 +324,9 @@ async fn scenario_loop(
         );
     loop {
         state.next_run_ms.store(
-            unix_ms(SystemTime::now() + planned.saturating_duration_since(Instant::now())),
+            crate::time::unix_ms(
+                SystemTime::now() + planned.saturating_duration_since(Instant::now()),
+            ),
             Ordering::Relaxed,
         );
         tokio::select! {
@@ -372,7 +364,7 @@ async fn scenario_loop(
         if report.success() {
             state
                 .last_success_ms
-                .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+                .store(crate::time::unix_ms(SystemTime::now()), Ordering::Relaxed);
         } else {
             state.failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
@@ -393,7 +385,7 @@ async fn scenario_loop(
     series.remove();
 }
 
-/// The loop of a `session: persistent` scenario (see [`crate::session`]): the same schedule as
+/// The loop of a `session: persistent` scenario (see [`crate::runtime::session`]): the same schedule as
 /// [`scenario_loop`], with one [`Session`] kept across runs, a watcher that notices a broken
 /// connection between runs, and reconnects between ticks.
 async fn persistent_loop(
@@ -418,7 +410,9 @@ async fn persistent_loop(
     series.session_connected(false);
     loop {
         state.next_run_ms.store(
-            unix_ms(SystemTime::now() + planned.saturating_duration_since(Instant::now())),
+            crate::time::unix_ms(
+                SystemTime::now() + planned.saturating_duration_since(Instant::now()),
+            ),
             Ordering::Relaxed,
         );
         let reconnect_at = session
@@ -506,7 +500,7 @@ async fn persistent_loop(
         if report.success() {
             state
                 .last_success_ms
-                .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+                .store(crate::time::unix_ms(SystemTime::now()), Ordering::Relaxed);
         } else {
             state.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -541,7 +535,7 @@ fn panicked_report(scenario: &Scenario, started: Instant, e: tokio::task::JoinEr
     tracing::error!(scenario = %scenario.name, "{what}");
     RunReport {
         scenario: scenario.name.clone(),
-        started_at: engine::rfc3339(SystemTime::now() - started.elapsed()),
+        started_at: crate::time::rfc3339(SystemTime::now() - started.elapsed()),
         duration: started.elapsed(),
         result: RunResult::Failure,
         failed_step: None,
