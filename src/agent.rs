@@ -120,16 +120,12 @@ impl Running {
 }
 
 /// Region, shard and remote_write are read at start: a reload that changes them says so instead
-/// of half-applying (the series already carry the old region).
+/// of half-applying (the series already carry the old region). `alerting:` is reloaded.
 pub fn warn_on_agent_change(old: &Config, new: &Config) {
     let (a, b): (&AgentSettings, &AgentSettings) = (&old.agent, &new.agent);
-    if a.region != b.region
-        || a.shard != b.shard
-        || a.remote_write != b.remote_write
-        || a.alerting != b.alerting
-    {
+    if a.region != b.region || a.shard != b.shard || a.remote_write != b.remote_write {
         tracing::warn!(
-            "the agent settings (region, shard, remote_write, alerting) changed; they apply at the next restart"
+            "the agent settings (region, shard, remote_write) changed; they apply at the next restart"
         );
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod alert;
+pub mod backoff;
 pub mod blackbox;
 pub mod cli;
 pub mod config;

@@ -20,6 +20,7 @@ use sonde_probes::{FailureReason, Phase};
 
 use crate::config::scenario::Scenario;
 use crate::engine::{RunReport, RunResult};
+use crate::runtime::observer::{Observer, Observers, ScenarioObserver, SessionEvent};
 
 /// Latency buckets for probes and runs: loopback answers in well under a millisecond, a slow
 /// service across a continent in seconds, and timeouts go up to a minute.
@@ -586,6 +587,73 @@ impl ScenarioMetrics {
                     .remove(&self.labels(&s.step, Some(("reason", r.as_str()))));
             }
         }
+    }
+}
+
+/// The metrics as an observer of runs (see [`crate::runtime::observer`]): the scheduler's own
+/// families here, each scenario's series in its [`ScenarioMetrics`].
+pub struct RunMetrics {
+    metrics: Arc<Metrics>,
+    /// The agent's region: the `region` label of every scenario series.
+    region: Option<String>,
+}
+
+impl RunMetrics {
+    pub fn new(metrics: Arc<Metrics>, region: Option<String>) -> Arc<RunMetrics> {
+        Arc::new(RunMetrics { metrics, region })
+    }
+
+    /// The metrics as a scheduler's only observer (tests and tools; `serve` adds the others).
+    pub fn alone(metrics: Arc<Metrics>, region: Option<String>) -> Observers {
+        Arc::new([RunMetrics::new(metrics, region) as Arc<dyn Observer>])
+    }
+}
+
+impl Observer for RunMetrics {
+    fn watch(&self, scenario: &Arc<Scenario>) -> Box<dyn ScenarioObserver> {
+        Box::new(ScenarioMetrics::new(
+            self.metrics.clone(),
+            scenario,
+            self.region.as_deref(),
+        ))
+    }
+
+    fn scheduled(&self, scenarios: &[Arc<Scenario>]) {
+        self.metrics.scenarios.set(scenarios.len() as i64);
+    }
+
+    fn run_starting(&self, lag: std::time::Duration) {
+        self.metrics.scheduler_lag.observe(lag.as_secs_f64());
+        self.metrics.runs_in_flight.inc();
+    }
+
+    fn run_ended(&self) {
+        self.metrics.runs_in_flight.dec();
+    }
+}
+
+impl ScenarioObserver for ScenarioMetrics {
+    fn run(&mut self, report: &RunReport, _current: bool) {
+        self.record(report);
+    }
+
+    fn skipped(&mut self, n: u64) {
+        ScenarioMetrics::skipped(self, n);
+    }
+
+    fn session(&mut self, event: &SessionEvent) {
+        match event {
+            SessionEvent::State { connected, since } => {
+                self.session_connected(*connected);
+                self.session_age(since.map(|t| t.elapsed()));
+            }
+            SessionEvent::Broken(_) => self.session_connected(false),
+            SessionEvent::Reconnected => self.session_reconnected(),
+        }
+    }
+
+    fn end(self: Box<Self>) {
+        self.remove();
     }
 }
 

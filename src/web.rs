@@ -288,7 +288,7 @@ async fn scenario(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
         return (StatusCode::NOT_FOUND, Json(json!({ "error": why }))).into_response();
     };
     let mut v = summary(&st);
-    if let Some(firing) = app.scheduler.alerts().firing(&name) {
+    if let Some(firing) = app.alerts.firing(&name) {
         v["alert"] = json!({ "firing": firing });
     }
     v["last_run"] = st

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use sonde::blackbox::safety::Safety;
 use sonde::blackbox::Blackbox;
 use sonde::config::LoadOptions;
-use sonde::metrics::Metrics;
+use sonde::metrics::{Metrics, RunMetrics};
 use sonde::runtime::scheduler::Scheduler;
-use sonde::serve::{App, ConfigSource, Reload};
+use sonde::serve::{App, AppParts, ConfigSource, Reload};
 use sonde_testkit::dns::{DnsServer, Zone};
 use sonde_testkit::http::{HttpServer, Reply, Routes};
 use sonde_testkit::pki::{server_config, Ca};
@@ -34,15 +34,16 @@ async fn start(yaml: &str, safety: Safety) -> Probe {
         .load(&LoadOptions::default())
         .unwrap_or_else(|e| panic!("{e:?}"));
     let metrics = Metrics::new();
-    let scheduler = Scheduler::new(metrics.clone(), None, 16);
-    let app = App::new(
+    let scheduler = Scheduler::new(RunMetrics::alone(metrics.clone(), None), None, 16);
+    let parts = AppParts {
         metrics,
         scheduler,
+        alerts: Default::default(),
         source,
-        LoadOptions::default(),
-        loaded,
-        Blackbox::new(0.5, safety),
-    );
+        load_options: LoadOptions::default(),
+        blackbox: Blackbox::new(0.5, safety),
+    };
+    let app = App::new(parts, loaded);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = sonde::web::router(app.clone());

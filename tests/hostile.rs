@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sonde::config::{load_str, LoadOptions};
-use sonde::metrics::Metrics;
+use sonde::metrics::{Metrics, RunMetrics};
 use sonde::runtime::scheduler::Scheduler;
 use sonde_probes::FailureReason;
 use sonde_testkit::dns::{DnsServer, Zone};
@@ -89,7 +89,7 @@ scenarios:
     );
     let config = load_str("hostile.yaml", &yaml, &LoadOptions::default())
         .unwrap_or_else(|e| panic!("fixture config invalid: {e:?}"));
-    let scheduler = Scheduler::new(Metrics::new(), None, 64);
+    let scheduler = Scheduler::new(RunMetrics::alone(Metrics::new(), None), None, 64);
     scheduler.apply(&config);
 
     // Every hostile scenario has its slot within its 2 s interval; wait for two rounds.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sonde::config::scenario::Scenario;
 use sonde::config::{load_str, LoadOptions};
 use sonde::engine::{self, Stage};
-use sonde::metrics::{Format, Metrics};
+use sonde::metrics::{Format, Metrics, RunMetrics};
 use sonde::runtime::scheduler::Scheduler;
 use sonde::runtime::session::Session;
 use sonde_testkit::http::{HttpServer, Reply, Routes};
@@ -109,7 +109,7 @@ async fn a_dropped_connection_fails_a_run_then_reconnects_and_counts_it() {
         agent: Default::default(),
     };
     let metrics = Metrics::new();
-    let sched = Scheduler::new(metrics.clone(), None, 16);
+    let sched = Scheduler::new(RunMetrics::alone(metrics.clone(), None), None, 16);
     sched.apply(&cfg);
     let st = sched.state(&sc.name).unwrap();
     let text = || String::from_utf8(metrics.encode(Format::PrometheusText).concat()).unwrap();
@@ -380,7 +380,10 @@ async fn a_session_whose_server_is_gone_backs_off_and_says_why() {
     let (reconnected, setup) = session.reconnect(&sc).await;
     assert!(!reconnected);
     assert_eq!(setup.failed_step.as_deref(), Some("alice-connect"));
-    assert_eq!(session.backoff, sonde::runtime::session::BACKOFF_START);
+    assert_eq!(
+        session.backoff.last(),
+        sonde::runtime::session::BACKOFF_START
+    );
     // A run due meanwhile fails saying so, with the last attempt's error.
     let (_, r) = session.run(&sc).await;
     let f = r.failure().unwrap();
@@ -397,7 +400,10 @@ async fn a_session_whose_server_is_gone_backs_off_and_says_why() {
     );
     // The next failure doubles the backoff.
     session.reconnect(&sc).await;
-    assert_eq!(session.backoff, 2 * sonde::runtime::session::BACKOFF_START);
+    assert_eq!(
+        session.backoff.last(),
+        2 * sonde::runtime::session::BACKOFF_START
+    );
 }
 
 #[tokio::test]

@@ -30,9 +30,11 @@ use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::config::alert::{AlertRule, AlertingSettings};
 use crate::config::scenario::Scenario;
 use crate::engine::RunReport;
+use crate::runtime::observer::{Observer, ScenarioObserver};
 use state::{Threshold, Transition};
 use template::Context;
 
@@ -196,32 +198,19 @@ struct Hub {
     notifiers: HashMap<String, Queue>,
 }
 
-/// The alerter: cheap to clone; [`Alerts::disabled`] does nothing.
-#[derive(Clone, Default)]
-pub struct Alerts {
-    hub: Option<Arc<Hub>>,
-}
-
-impl Alerts {
-    pub fn disabled() -> Alerts {
-        Alerts::default()
-    }
-
-    /// Start the destinations' tasks and the re-send ticker (inside a tokio runtime).
-    /// `default_external_url` is used for `generatorURL` when the settings name none.
-    pub fn start(
-        metrics: AlertMetrics,
-        settings: Option<Arc<AlertingSettings>>,
-        region: Option<String>,
-        default_external_url: &str,
-    ) -> Alerts {
-        let settings = settings.unwrap_or_default();
+impl Hub {
+    /// A hub for `settings`: one task per destination, and the re-send ticker.
+    fn start(
+        base: &HubBase,
+        settings: Arc<AlertingSettings>,
+        entries: BTreeMap<String, Entry>,
+    ) -> Arc<Hub> {
         let external_url = settings
             .external_url
             .as_ref()
-            .map_or(default_external_url.to_string(), |u| u.to_string());
+            .map_or(base.default_external_url.clone(), |u| u.to_string());
         let external_url = external_url.trim_end_matches('/').to_string();
-        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (metrics, pending) = (&base.metrics, &base.pending);
         let mut alertmanagers = Vec::new();
         for (i, am) in settings.alertmanagers.iter().enumerate() {
             let name = format!("alertmanager-{}", i + 1);
@@ -240,31 +229,121 @@ impl Alerts {
         for n in &settings.notifiers {
             let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
             tokio::spawn(notify::run(n.clone(), rx, metrics.clone(), pending.clone()));
-            notifiers.insert(
-                n.name.clone(),
-                Queue {
-                    name: n.name.clone(),
-                    tx,
-                },
-            );
+            let q = Queue {
+                name: n.name.clone(),
+                tx,
+            };
+            notifiers.insert(n.name.clone(), q);
         }
         let hub = Arc::new(Hub {
-            pending,
+            pending: pending.clone(),
             settings,
-            region,
+            region: base.region.clone(),
             external_url,
-            metrics,
-            entries: Mutex::new(BTreeMap::new()),
+            metrics: metrics.clone(),
+            entries: Mutex::new(entries),
             alertmanagers,
             notifiers,
         });
         tokio::spawn(ticker(Arc::downgrade(&hub)));
-        Alerts { hub: Some(hub) }
+        hub
+    }
+}
+
+/// The alerter as an observer of runs: it follows scenarios with an `alert:` block.
+impl Observer for Alerts {
+    fn watch(&self, scenario: &Arc<Scenario>) -> Box<dyn ScenarioObserver> {
+        Box::new(AlertWatch {
+            alerts: self.clone(),
+            scenario: scenario.clone(),
+        })
+    }
+
+    fn scheduled(&self, scenarios: &[Arc<Scenario>]) {
+        self.apply(scenarios);
+    }
+}
+
+struct AlertWatch {
+    alerts: Alerts,
+    scenario: Arc<Scenario>,
+}
+
+impl ScenarioObserver for AlertWatch {
+    fn run(&mut self, report: &RunReport, current: bool) {
+        if current {
+            self.alerts.observe(&self.scenario, report);
+        }
+    }
+}
+
+/// The alerter: cheap to clone; [`Alerts::disabled`] does nothing. The hub (destinations and
+/// alert states) is swapped whole when a reload changes the `alerting:` settings; the alert
+/// states move to the new hub, so nothing firing is forgotten or fired twice.
+#[derive(Clone, Default)]
+pub struct Alerts {
+    hub: Arc<std::sync::RwLock<Option<Arc<Hub>>>>,
+    /// What a new hub is built with (None: disabled, stays disabled).
+    base: Option<Arc<HubBase>>,
+}
+
+/// What every hub of one process shares.
+struct HubBase {
+    metrics: AlertMetrics,
+    region: Option<String>,
+    default_external_url: String,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Alerts {
+    pub fn disabled() -> Alerts {
+        Alerts::default()
+    }
+
+    /// Start the destinations' tasks and the re-send ticker (inside a tokio runtime).
+    /// `default_external_url` is used for `generatorURL` when the settings name none.
+    pub fn start(
+        metrics: AlertMetrics,
+        settings: Option<Arc<AlertingSettings>>,
+        region: Option<String>,
+        default_external_url: &str,
+    ) -> Alerts {
+        let base = Arc::new(HubBase {
+            metrics,
+            region,
+            default_external_url: default_external_url.to_string(),
+            pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        });
+        let hub = Hub::start(&base, settings.unwrap_or_default(), BTreeMap::new());
+        Alerts {
+            hub: Arc::new(std::sync::RwLock::new(Some(hub))),
+            base: Some(base),
+        }
+    }
+
+    /// A reload's `alerting:` settings: when they changed, new destinations take over (the old
+    /// ones finish what they have queued) and every alert state moves over unchanged.
+    pub fn reconfigure(&self, settings: Option<Arc<AlertingSettings>>) {
+        let Some(base) = &self.base else { return };
+        let settings = settings.unwrap_or_default();
+        let mut slot = self.hub.write().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|h| h.settings == settings) {
+            return;
+        }
+        let entries = slot.as_ref().map_or_else(BTreeMap::new, |old| {
+            std::mem::take(&mut *old.entries.lock().unwrap_or_else(|e| e.into_inner()))
+        });
+        *slot = Some(Hub::start(base, settings, entries));
+        tracing::info!("alerting settings reloaded");
+    }
+
+    fn current(&self) -> Option<Arc<Hub>> {
+        self.hub.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Take one finished run of `scenario` (called by the scheduler after recording metrics).
     pub fn observe(&self, scenario: &Arc<Scenario>, report: &RunReport) {
-        let Some(hub) = &self.hub else { return };
+        let Some(hub) = &self.current() else { return };
         let Some(spec) = &scenario.alert else { return };
         let mut entries = hub.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entry = match entries.get(&scenario.name) {
@@ -325,7 +404,7 @@ impl Alerts {
     /// The configuration now scheduled on this agent: alert state of scenarios that are gone
     /// or changed is dropped (a firing alert resolved); unchanged ones keep theirs.
     pub fn apply(&self, scenarios: &[Arc<Scenario>]) {
-        let Some(hub) = &self.hub else { return };
+        let Some(hub) = &self.current() else { return };
         let keep: HashMap<&str, u64> = scenarios
             .iter()
             .map(|s| (s.name.as_str(), s.fingerprint))
@@ -346,7 +425,7 @@ impl Alerts {
     /// At shutdown: wait until what is queued has been delivered (or given up), at most
     /// `grace`, so the last fire or resolve is not lost to a restart.
     pub async fn finish(&self, grace: Duration) {
-        let Some(hub) = &self.hub else { return };
+        let Some(hub) = &self.current() else { return };
         let until = Instant::now() + grace;
         while hub.pending.load(std::sync::atomic::Ordering::SeqCst) > 0 {
             if Instant::now() >= until {
@@ -362,7 +441,7 @@ impl Alerts {
 
     /// Whether `scenario`'s alert is firing now (for the API).
     pub fn firing(&self, scenario: &str) -> Option<bool> {
-        let hub = self.hub.as_ref()?;
+        let hub = self.current()?;
         let entries = hub.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(scenario).map(|e| e.firing.is_some())
     }
@@ -559,7 +638,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     for n in 1..=max_attempts.max(1) {
         match attempt().await {
             Outcome::Delivered => {
@@ -573,9 +652,9 @@ where
             }
             Outcome::Retry(why) if n < max_attempts => {
                 AlertMetrics::of(&metrics.retries, name).inc();
-                tracing::warn!(notifier = name, retry_in = ?backoff, "alert notification failed, will retry: {why}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                let pause = backoff.failed();
+                tracing::warn!(notifier = name, retry_in = ?pause, "alert notification failed, will retry: {why}");
+                tokio::time::sleep(pause).await;
             }
             Outcome::Retry(why) => {
                 AlertMetrics::of(&metrics.failures, name).inc();

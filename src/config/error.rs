@@ -92,3 +92,26 @@ impl FileErrors {
             .collect()
     }
 }
+
+/// Every error on stderr, then how many in how many files (`sonde check`, a refused start).
+pub fn eprint_report(errors: &[ConfigError]) {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    let files: std::collections::BTreeSet<&str> = errors.iter().map(|e| e.file.as_str()).collect();
+    eprintln!(
+        "{} error{} in {} file{}",
+        errors.len(),
+        plural(errors.len()),
+        files.len(),
+        plural(files.len())
+    );
+}
+
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

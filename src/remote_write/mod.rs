@@ -24,6 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use prost::Message;
 
+use crate::backoff::Backoff;
 use crate::config::agent::RemoteWrite;
 use crate::metrics::{Format, Metrics};
 use expo::Labels;
@@ -344,7 +345,7 @@ async fn send_loop(
     shared: Arc<Shared>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     // Set at shutdown: from then on, push what is queued until empty or this instant.
     let mut flush_until: Option<tokio::time::Instant> = None;
     loop {
@@ -387,9 +388,9 @@ async fn send_loop(
         };
         metrics.remote_write.count(counts);
         match outcome {
-            Outcome::Delivered => backoff = MIN_BACKOFF,
+            Outcome::Delivered => backoff.reset(),
             Outcome::Rejected(why) => {
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 tracing::error!(
                     samples = batch.len(),
                     "remote_write: batch refused, not retried: {why}"
@@ -398,8 +399,9 @@ async fn send_loop(
             Outcome::Retry(_) if stop.is_cancelled() && flush_until.is_none() => {}
             Outcome::Retry(why) => {
                 metrics.remote_write.retries.inc();
+                let pause = backoff.failed();
                 if let Some(until) = flush_until {
-                    if tokio::time::Instant::now() + backoff >= until {
+                    if tokio::time::Instant::now() + pause >= until {
                         let left = shared.queue().len();
                         tracing::warn!(
                             samples = left,
@@ -407,15 +409,14 @@ async fn send_loop(
                         );
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(pause).await;
                 } else {
-                    tracing::warn!(retry_in = ?backoff, "remote_write: push failed, will retry: {why}");
+                    tracing::warn!(retry_in = ?pause, "remote_write: push failed, will retry: {why}");
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

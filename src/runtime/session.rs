@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use sonde_probes::{Event, Failure, FailureReason, Timings};
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::config::scenario::Scenario;
 use crate::engine::{self, RunCtx, RunReport, RunResult, Stage, StepFacts, StepReport};
 
@@ -27,7 +28,6 @@ use crate::engine::{self, RunCtx, RunReport, RunResult, Stage, StepFacts, StepRe
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 
 /// A persistent session's state between runs.
-#[derive(Default)]
 pub struct Session {
     pub ctx: RunCtx,
     /// Setup has run on the current connections and none has broken since.
@@ -38,9 +38,24 @@ pub struct Session {
     pub unreported_break: Option<String>,
     /// When to try setup again (disconnected only).
     pub reconnect_at: Option<Instant>,
-    pub backoff: Duration,
+    /// Between failed setups; `backoff.last()` is the pause before the next attempt.
+    pub backoff: Backoff,
     /// The last setup failure, for the runs that fail while reconnecting.
     pub last_error: Option<String>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            ctx: RunCtx::default(),
+            connected: false,
+            ever_connected: false,
+            unreported_break: None,
+            reconnect_at: None,
+            backoff: Backoff::new(BACKOFF_START, Duration::MAX),
+            last_error: None,
+        }
+    }
 }
 
 impl Session {
@@ -90,7 +105,7 @@ impl Session {
             self.connected = true;
             self.ever_connected = true;
             self.reconnect_at = None;
-            self.backoff = Duration::ZERO;
+            self.backoff.reset();
             self.last_error = None;
             reconnect
         } else {
@@ -103,12 +118,8 @@ impl Session {
             });
             self.ctx = RunCtx::default();
             self.connected = false;
-            self.backoff = if self.backoff.is_zero() {
-                BACKOFF_START
-            } else {
-                (self.backoff * 2).min(interval)
-            };
-            self.reconnect_at = Some(Instant::now() + self.backoff);
+            self.backoff.set_cap(interval);
+            self.reconnect_at = Some(Instant::now() + self.backoff.failed());
             false
         }
     }

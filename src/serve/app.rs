@@ -1,5 +1,5 @@
-//! `sonde serve`: load the configuration, schedule it, serve the web endpoints, reload on SIGHUP
-//! or `POST /-/reload`, and shut down cleanly on SIGTERM/SIGINT.
+//! What the web endpoints, the signal handler and the agent's background work share: the running
+//! configuration, the scheduler and outputs, and the reload that swaps configurations.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +56,8 @@ impl ConfigSource {
 pub struct App {
     pub metrics: Arc<Metrics>,
     pub scheduler: Scheduler,
+    /// Fed by the scheduler (an observer); reconfigured by reloads.
+    pub alerts: crate::alert::Alerts,
     pub source: ConfigSource,
     pub load_options: LoadOptions,
     /// The configuration now running.
@@ -80,18 +82,31 @@ pub enum Reload {
     Rejected(Vec<ConfigError>),
 }
 
+/// What an [`App`] is made of, built by `serve` (or a test).
+pub struct AppParts {
+    pub metrics: Arc<Metrics>,
+    pub scheduler: Scheduler,
+    pub alerts: crate::alert::Alerts,
+    pub source: ConfigSource,
+    pub load_options: LoadOptions,
+    pub blackbox: Blackbox,
+}
+
 impl App {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        scheduler: Scheduler,
-        source: ConfigSource,
-        load_options: LoadOptions,
-        initial: Loaded,
-        blackbox: Blackbox,
-    ) -> Arc<App> {
+    /// The app, running `initial`.
+    pub fn new(parts: AppParts, initial: Loaded) -> Arc<App> {
+        let AppParts {
+            metrics,
+            scheduler,
+            alerts,
+            source,
+            load_options,
+            blackbox,
+        } = parts;
         let app = Arc::new(App {
             metrics,
             scheduler,
+            alerts,
             source,
             load_options,
             current: Mutex::new(Arc::new(Config::default())),
@@ -108,6 +123,7 @@ impl App {
     fn install(&self, loaded: Loaded) {
         let config = loaded.config;
         self.blackbox.install(loaded.modules);
+        self.alerts.reconfigure(config.agent.alerting.clone());
         self.scheduler.apply(&config);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         self.metrics.config_last_reload_successful.set(1);
