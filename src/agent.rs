@@ -53,6 +53,7 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 pub fn url_source(
     args: &[std::path::PathBuf],
     flags: &AgentFlags,
+    max_bytes: u64,
 ) -> Option<Result<ConfigSource, String>> {
     if !args.iter().any(|a| crate::source::is_url(a)) {
         return None;
@@ -71,7 +72,7 @@ pub fn url_source(
     };
     Some(
         crate::source::Sources::new(args, bearer, flags.config_poll_interval)
-            .map(|s| ConfigSource::Remote(Arc::new(s))),
+            .map(|s| ConfigSource::Remote(Arc::new(s.with_max_bytes(max_bytes)))),
     )
 }
 

@@ -113,6 +113,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub agent: crate::agent::AgentFlags,
+
+    #[command(flatten)]
+    pub config_flags: crate::config_flags::ConfigFlags,
 }
 
 #[derive(Args, Debug)]
@@ -124,6 +127,9 @@ pub struct CheckArgs {
     /// Region to render `{{ region }}` with.
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
+
+    #[command(flatten)]
+    pub config_flags: crate::config_flags::ConfigFlags,
 }
 
 #[derive(Args, Debug)]
@@ -203,10 +209,10 @@ fn init_logging(level: &str) {
 
 /// `sonde check`: every error of every file, then a one-line summary.
 fn check(args: CheckArgs) -> ExitCode {
-    let opts = LoadOptions {
+    let opts = args.config_flags.apply(LoadOptions {
         region: args.region,
         ..Default::default()
-    };
+    });
     match config::load_all(&args.paths, &opts) {
         Ok(loaded) => {
             let cfg = &loaded.config;
@@ -312,10 +318,10 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// `serve --config.check`: load the configuration as serve would, report, exit 0 or 2.
 fn config_check(args: &ServeArgs) -> ExitCode {
     let source = config_source(args, args.listen);
-    let opts = LoadOptions {
+    let opts = args.config_flags.apply(LoadOptions {
         region: args.region.clone(),
         ..Default::default()
-    };
+    });
     match source.load(&opts) {
         Ok(loaded) => {
             println!(
@@ -417,7 +423,11 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         }
     };
     let listen = listener.local_addr().unwrap_or(args.listen);
-    let source = match crate::agent::url_source(&args.config, &args.agent) {
+    let source = match crate::agent::url_source(
+        &args.config,
+        &args.agent,
+        args.config_flags.max_file_bytes(),
+    ) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
             eprintln!("sonde: {e}");
@@ -425,10 +435,10 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         }
         None => config_source(&args, listen),
     };
-    let mut opts = LoadOptions {
+    let mut opts = args.config_flags.apply(LoadOptions {
         region: args.region.clone(),
         ..Default::default()
-    };
+    });
     let initial = {
         let (source, opts) = (source.clone(), opts.clone());
         match tokio::task::spawn_blocking(move || source.load(&opts)).await {

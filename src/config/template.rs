@@ -12,6 +12,12 @@
 //! name defined) and keeps its raw tree, which the engine renders for every run
 //! ([`Templates::render_tree_rt`]) before building it with the same step builder. Every other
 //! step is rendered and built once, at load.
+//!
+//! Every render is bounded: minijinja's fuel ([`FUEL`]) caps the work (instructions, and the
+//! data a template creates) and [`MAX_OUTPUT`] the result, so a hostile template ends in
+//! milliseconds with a located error — at load, or as the failure of its own step at run time,
+//! never as a stalled async worker. What a document's templates may read of the host (`file()`,
+//! `env`) is decided by [`super::trust`].
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value as JValue};
 use serde_norway::Value;
@@ -19,7 +25,16 @@ use serde_norway::Value;
 use super::error::FileErrors;
 use super::funcs;
 use super::locate::{index_path, key_path, PosIndex};
+use super::trust::Trust;
 use super::units::VarValue;
+
+/// Work one render may do, in minijinja fuel: about one instruction or 64 bytes of data each.
+/// Ordinary templates use a few hundred; this leaves room for loops over a few thousand items
+/// and ends a hostile one within milliseconds.
+pub const FUEL: u64 = 200_000;
+
+/// Longest result of one render: URLs, headers and bodies, not bulk data.
+pub const MAX_OUTPUT: usize = 1 << 20;
 
 pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
@@ -28,7 +43,10 @@ pub fn is_template(s: &str) -> bool {
 /// One per load: the engine and a snapshot of the environment.
 pub struct Templates {
     env: Environment<'static>,
-    process_env: JValue,
+    /// The process environment when the load began.
+    process_vars: Vec<(String, String)>,
+    /// What the templates of the document being loaded may reach (set per document).
+    trust: std::sync::Mutex<Trust>,
     /// `sonde run --var NAME=VALUE`: replaces the scenario var of that name (or defines it),
     /// taken as written (no template rendering).
     overrides: Vec<(String, String)>,
@@ -42,6 +60,8 @@ pub struct Scope {
     pairs: Vec<(String, JValue)>,
     /// Vars whose value came from a secret (`env`, `file()`, or another such var).
     secret_vars: Vec<String>,
+    /// Of the document the scenario is in.
+    trust: Trust,
 }
 
 /// Functions and filters that turn a value into another form of it: applied to a secret, the
@@ -90,7 +110,8 @@ impl Templates {
     pub fn check(&self, src: &str, scope: &Scope, captures: &[String]) -> Result<When, String> {
         let tmpl = self.env.template_from_str(src).map_err(|e| {
             format!(
-                "invalid template {src:?}: {} — expected Jinja syntax like {{{{ name }}}}",
+                "invalid template {}: {} — expected Jinja syntax like {{{{ name }}}}",
+                shorten(src),
                 e.detail().unwrap_or("syntax error")
             )
         })?;
@@ -129,6 +150,9 @@ impl Templates {
             // An unset variable with a `default` filter is fine; rendering decides.
             if top == "env" && !src.contains("default") {
                 if let Some(var) = parts.next() {
+                    if !scope.trust.allows_env(var) {
+                        return Err(scope.trust.env_refusal(var));
+                    }
                     if !self.env_names.contains(var) {
                         return Err(format!(
                             "environment variable `{var}` is not set — expected it in sonde's environment (used as `env.{var}`)"
@@ -220,6 +244,7 @@ impl Templates {
     pub fn new(region: Option<String>) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
         funcs::register(&mut env);
         let vars: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -227,7 +252,8 @@ impl Templates {
         let env_names = vars.iter().map(|(k, _)| k.clone()).collect();
         Templates {
             env,
-            process_env: JValue::from_pairs(vars),
+            process_vars: vars,
+            trust: std::sync::Mutex::new(Trust::default()),
             env_names,
             region,
             overrides: Vec::new(),
@@ -240,11 +266,25 @@ impl Templates {
         self
     }
 
+    /// What the templates of the documents loaded next may reach.
+    pub fn set_trust(&self, trust: Trust) {
+        *self.trust.lock().unwrap_or_else(|e| e.into_inner()) = trust;
+    }
+
     /// The scope of a scenario before its vars; `file()` paths are relative to `dir`, and the
-    /// contents it reads are collected in `sink` (they are secrets).
+    /// contents it reads are collected in `sink` (they are secrets). What `env` holds and where
+    /// `file()` may read follow the document's [`Trust`].
     pub fn scope(&self, scenario: &str, dir: &std::path::Path, sink: JValue) -> Scope {
+        let trust = self.trust.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let env = JValue::from_pairs(
+            self.process_vars
+                .iter()
+                .filter(|(k, _)| trust.allows_env(k))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         let mut pairs = vec![
-            ("env".to_string(), self.process_env.clone()),
+            ("env".to_string(), env),
             ("scenario".to_string(), JValue::from(scenario)),
             (
                 funcs::DIR_KEY.to_string(),
@@ -252,11 +292,18 @@ impl Templates {
             ),
             (funcs::SINK_KEY.to_string(), sink),
         ];
+        if let Some(root) = trust.file_root(dir) {
+            pairs.push((funcs::ROOT_KEY.to_string(), JValue::from(root)));
+        }
         let secret_vars = Vec::new();
         if let Some(r) = &self.region {
             pairs.push(("region".to_string(), JValue::from(r.as_str())));
         }
-        Scope { pairs, secret_vars }
+        Scope {
+            pairs,
+            secret_vars,
+            trust,
+        }
     }
 
     /// Whether `src` uses a secret: `env`, `file()`, or a var that came from one.
@@ -273,21 +320,42 @@ impl Templates {
     pub fn render(&self, src: &str, scope: &Scope) -> Result<String, String> {
         let tmpl = self.env.template_from_str(src).map_err(|e| {
             format!(
-                "invalid template {src:?}: {} — expected Jinja syntax like {{{{ name }}}}",
+                "invalid template {}: {} — expected Jinja syntax like {{{{ name }}}}",
+                shorten(src),
                 e.detail().unwrap_or("syntax error")
             )
         })?;
         let ctx = JValue::from_pairs(scope.pairs.iter().cloned());
         let out = tmpl.render(ctx).map_err(|e| {
-            if let Some(m) = self.explain_undefined(&tmpl.undeclared_variables(true), scope) {
-                return m;
-            }
             let what = match e.kind() {
-                ErrorKind::UndefinedError => "an undefined value".to_string(),
+                ErrorKind::UndefinedError => {
+                    if let Some(m) =
+                        self.explain_undefined(&tmpl.undeclared_variables(true), scope)
+                    {
+                        return m;
+                    }
+                    "an undefined value".to_string()
+                }
+                ErrorKind::OutOfFuel => {
+                    return format!(
+                        "template {} exceeds its budget of {FUEL} steps of work (loops, and data at 64 bytes a step) — expected a template that does less; sonde bounds every render",
+                        shorten(src)
+                    );
+                }
                 _ => e.detail().unwrap_or("error").to_string(),
             };
-            format!("template {src:?} failed: {what} — expected it to render with the defined variables")
+            format!(
+                "template {} failed: {what} — expected it to render with the defined variables",
+                shorten(src)
+            )
         })?;
+        if out.len() > MAX_OUTPUT {
+            return Err(format!(
+                "template {} renders {} bytes — expected at most {MAX_OUTPUT} (sonde bounds every render)",
+                shorten(src),
+                out.len()
+            ));
+        }
         // A transformed secret is a secret: collect it with the render's other secrets.
         if TRANSFORMS.iter().any(|f| src.contains(f)) && self.uses_secret(src, scope) {
             if let Some((_, sink)) = scope.pairs.iter().find(|(k, _)| k == funcs::SINK_KEY) {
@@ -312,6 +380,10 @@ impl Templates {
         for name in used {
             let mut parts = name.split('.');
             let top = parts.next().unwrap_or("");
+            // `range`, `dict`, `file()`…: defined, whatever the scope holds.
+            if funcs::ALL.contains(&top) || self.env.globals().any(|(g, _)| g == top) {
+                continue;
+            }
             if !scope.pairs.iter().any(|(k, _)| k == top) {
                 if top == "region" {
                     return Some(
@@ -328,6 +400,9 @@ impl Templates {
             }
             if top == "env" {
                 if let Some(var) = parts.next() {
+                    if !scope.trust.allows_env(var) {
+                        return Some(scope.trust.env_refusal(var));
+                    }
                     if !self.env_names.contains(var) {
                         return Some(format!(
                             "environment variable `{var}` is not set — expected it in sonde's environment (used as `env.{var}`)"
@@ -445,6 +520,19 @@ impl Templates {
             _ => true,
         }
     }
+}
+
+/// A template in a message: whole when short, else its start (a hostile one can be megabytes).
+fn shorten(src: &str) -> String {
+    const KEEP: usize = 120;
+    if src.len() <= KEEP {
+        return format!("{src:?}");
+    }
+    let mut cut = KEEP;
+    while !src.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}… ({} bytes)", &src[..cut], src.len())
 }
 
 fn plain_key(k: &Value) -> Option<String> {

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use crate::config::{self, ConfigError, Input, LoadOptions};
 
-/// A URL document larger than this is refused: a misconfigured server must not fill memory.
-pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+/// A URL document larger than this is refused by default (`--config.max-file-size`): a
+/// misconfigured server must not fill memory.
+pub const MAX_DOCUMENT_BYTES: u64 = config::limits::DEFAULT_MAX_FILE_BYTES;
 
 /// Default for `--config-poll-interval`.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -38,6 +39,8 @@ pub struct Sources {
     client: reqwest::Client,
     bearer: Option<String>,
     pub poll_interval: Duration,
+    /// Downloads stop (and fail) past this many bytes.
+    max_bytes: u64,
 }
 
 enum Entry {
@@ -120,7 +123,14 @@ impl Sources {
             client,
             bearer,
             poll_interval,
+            max_bytes: MAX_DOCUMENT_BYTES,
         })
+    }
+
+    /// Refuse documents larger than `n` bytes (`--config.max-file-size`).
+    pub fn with_max_bytes(mut self, n: u64) -> Sources {
+        self.max_bytes = n;
+        self
     }
 
     pub fn describe(&self) -> String {
@@ -248,10 +258,10 @@ impl Sources {
                 error_chain(&e)
             )
         })? {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            if (body.len() + chunk.len()) as u64 > self.max_bytes {
                 return Err(format!(
-                    "the document is larger than {} MiB — expected a configuration file",
-                    MAX_DOCUMENT_BYTES >> 20
+                    "the document is larger than {} — expected a configuration file within --config.max-file-size",
+                    config::limits::human_bytes(self.max_bytes)
                 ));
             }
             body.extend_from_slice(&chunk);
