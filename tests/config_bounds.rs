@@ -406,3 +406,35 @@ fn env_names_allowed_with_remote_env_reach_a_config_from_a_url() {
         serve.log()
     );
 }
+
+#[test]
+fn an_agent_document_from_a_url_may_not_name_files_on_the_agent() {
+    let rt = runtime();
+    let push = rt.block_on(HttpServer::start(
+        Routes::new().at("/*", Reply::status(204)),
+    ));
+    let agent = format!(
+        "agent:\n  remote_write:\n    url: {}\n    send_interval: 1s\n    bearer_token_file: /etc/hostname\n",
+        push.url("/push")
+    );
+    let config = rt.block_on(HttpServer::start(
+        Routes::new().at("/agent.yaml", Reply::text(200, agent)).at(
+            "/s.yaml",
+            Reply::text(200, "scenario: s\ntcp: {target: \"127.0.0.1:1\"}\n"),
+        ),
+    ));
+    let serve = Serve::command(SONDE)
+        .arg("-c")
+        .arg(config.url("/agent.yaml"))
+        .arg("-c")
+        .arg(config.url("/s.yaml"))
+        .spawn();
+    let (code, log) = serve.wait_exit();
+    assert_eq!(code, Some(2), "{log}");
+    let at = format!(
+        "{}:5:5: `bearer_token_file` names a file on the agent",
+        config.url("/agent.yaml")
+    );
+    assert!(log.contains(&at), "no {at}:\n{log}");
+    assert!(push.requests().is_empty(), "{:?}", push.requests());
+}

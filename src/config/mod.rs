@@ -215,15 +215,20 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
         }
     }
     // Size and depth first: the YAML parsers below are slow on hostile nesting.
-    docs.retain(
-        |(name, _, text, _)| match limits::check_document(name, text, &opts.limits) {
-            Ok(()) => true,
-            Err(e) => {
-                errors.push(e);
-                false
+    docs.retain(|(name, _, text, trust)| {
+        if let Err(e) = limits::check_document(name, text, &opts.limits) {
+            errors.push(e);
+            return false;
+        }
+        if matches!(trust, trust::Trust::Remote { .. }) {
+            let refused = trust::remote_file_keys(name, text);
+            if !refused.is_empty() {
+                errors.extend(refused);
+                return false;
             }
-        },
-    );
+        }
+        true
+    });
 
     let mut config = Config::default();
     let mut scenario_docs = Vec::new();

@@ -9,8 +9,9 @@
 //!   `..`, not by an absolute path, not through a symlink (paths are canonicalized, then
 //!   checked) — and `env` is the whole environment;
 //! - a document fetched from a URL (`-c http://…`) was written by whoever controls that server
-//!   or the path to it: `file()` is refused, and `env` holds only the names the operator allows
-//!   with `--config.remote-env NAME`.
+//!   or the path to it: `file()` is refused, `env` holds only the names the operator allows
+//!   with `--config.remote-env NAME`, and no `*_file` key (`password_file`, `ca_file`…) may
+//!   name a file on the agent.
 
 use std::path::{Path, PathBuf};
 
@@ -133,6 +134,47 @@ pub fn read_confined(dir: &Path, root: &Path, path: &str) -> Result<String, Stri
     })
 }
 
+/// A document loaded from a URL may not name files on the agent: every `*_file` key
+/// (`password_file`, `bearer_token_file`, `ca_file`, `key_file`, `url_file`, `body_file`…) reads
+/// one, and several send what they read (a password to a remote_write URL the same document
+/// chooses). Each such key is an error at its position. Run after [`super::limits`]: the
+/// document is known to be shallow.
+pub fn remote_file_keys(origin: &str, text: &str) -> Vec<super::ConfigError> {
+    use saphyr_parser::{Event, Parser};
+    // Per open collection: whether it is a mapping and whether its next scalar is a key.
+    let mut stack: Vec<(bool, bool)> = Vec::new();
+    let mut errors = Vec::new();
+    for ev in Parser::new_from_str(text) {
+        let Ok((ev, span)) = ev else { break };
+        let is_key = matches!(stack.last(), Some((true, true)));
+        if let Some((true, want_key)) = stack.last_mut() {
+            // A key is followed by its value, a value by the next key.
+            if !matches!(ev, Event::MappingEnd | Event::SequenceEnd) {
+                *want_key = !*want_key;
+            }
+        }
+        match ev {
+            Event::Scalar(v, ..) if is_key && v.ends_with("_file") => {
+                errors.push(super::ConfigError {
+                    file: origin.to_string(),
+                    line: span.start.line(),
+                    column: span.start.col() + 1,
+                    message: format!(
+                        "`{v}` names a file on the agent, which a configuration loaded from a URL may not read — expected the value in the document itself"
+                    ),
+                });
+            }
+            Event::MappingStart(..) => stack.push((true, true)),
+            Event::SequenceStart(..) => stack.push((false, false)),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +202,18 @@ mod tests {
         );
         let e = read_confined(&dir, &dir, ".").unwrap_err();
         assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn remote_documents_may_not_name_files() {
+        let text = "agent:\n  remote_write:\n    url: http://127.0.0.1:1/\n    basic_auth: {username: u, password_file: /etc/shadow}\nscenarios:\n  - {x_file: 1, y: [a_file, {b: c_file}]}\n";
+        let e = remote_file_keys("u", text);
+        let at: Vec<(usize, usize)> = e.iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(at, vec![(4, 31), (6, 6)], "{e:?}");
+        assert!(
+            e[0].message.starts_with("`password_file` names a file"),
+            "{}",
+            e[0]
+        );
     }
 }

@@ -10,6 +10,10 @@
 //! reload: the last good configuration keeps running, the failure is logged and
 //! `sonde_config_last_reload_successful` reads 0 until a fetch succeeds again.
 //!
+//! A URL's document is trusted less than a file (no `file()`, no `*_file` keys, only the `env`
+//! names of `--config.remote-env`: see [`crate::config::trust`]) and downloads stop at
+//! `--config.max-file-size`.
+//!
 //! Files and folders are also watched ([`watch`]), so edits apply without a signal.
 
 pub mod watch;
