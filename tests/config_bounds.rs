@@ -190,6 +190,29 @@ fn hostile_templates_end_at_load_with_a_located_budget_error() {
     assert!(e.message.contains("range has too many elements"), "{e}");
     assert!(!e.message.contains("undefined"), "{e}");
 
+    // Many such templates in one file share the document's budget: the ones past it are
+    // refused without running (before, each ran its own loops: minutes for a large file).
+    let mut many = String::from("scenarios:\n");
+    for i in 0..200 {
+        many.push_str(&format!(
+            "  - scenario: s{i}\n    vars: {{a: \"{nested}\"}}\n    tcp: {{target: \"127.0.0.1:1\"}}\n"
+        ));
+    }
+    let errors = load_err(&many);
+    assert_eq!(errors.len(), 200, "{errors:?}");
+    assert!(
+        errors[0].message.contains("exceeds its budget"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[199]
+            .message
+            .starts_with("the templates of this document together exceed their budget of 20000000"),
+        "{}",
+        errors[199]
+    );
+
     // The same at a step string (checked, then rendered at load).
     let e = one_err(&format!(
         "scenario: s\nhttp:\n  url: \"http://127.0.0.1:1/{nested}\"\n"

@@ -173,7 +173,7 @@ impl<'a> DepthScan<'a> {
         self.i += 1;
     }
 
-    fn to_eol(&mut self) {
+    fn skip_line(&mut self) {
         while self.i < self.b.len() && self.b[self.i] != b'\n' {
             self.i += 1;
         }
@@ -237,7 +237,7 @@ impl<'a> DepthScan<'a> {
                 b'#' if self.i == self.line_start
                     || matches!(self.b[self.i - 1], b' ' | b'\t' | b'\n') =>
                 {
-                    self.to_eol();
+                    self.skip_line();
                     continue;
                 }
                 _ => {}
@@ -259,7 +259,7 @@ impl<'a> DepthScan<'a> {
             let blank = matches!(self.at(self.i + indent), b'\n' | b'\r');
             if let Some(parent) = block_scalar {
                 if blank || indent > parent {
-                    self.to_eol();
+                    self.skip_line();
                     self.bump();
                     continue;
                 }
@@ -273,7 +273,7 @@ impl<'a> DepthScan<'a> {
             if let Some(p) = self.block_line(indent, continued, &mut block_scalar, &mut plain) {
                 return Some(p);
             }
-            self.to_eol();
+            self.skip_line();
             if self.i < self.b.len() {
                 self.bump();
             }

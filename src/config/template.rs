@@ -36,6 +36,47 @@ pub const FUEL: u64 = 200_000;
 /// Longest result of one render: URLs, headers and bodies, not bulk data.
 pub const MAX_OUTPUT: usize = 1 << 20;
 
+/// Fuel the load-time renders of one document may spend together: [`FUEL`] bounds one
+/// template, this bounds a file of a hundred thousand of them (a few hundred thousand templates
+/// over budget would otherwise cost minutes). Ordinary templates spend under ten each.
+pub const DOC_FUEL: u64 = 20_000_000;
+
+/// Fuel the templates of one step may spend together, per run.
+pub const STEP_FUEL: u64 = FUEL;
+
+/// Fuel spent by a group of renders (a document at load, a step per run). A failed render is
+/// charged the most it could have spent: its real spending is not known.
+struct Budget {
+    spent: std::sync::atomic::AtomicU64,
+    limit: u64,
+    whose: &'static str,
+}
+
+impl Budget {
+    fn new(limit: u64, whose: &'static str) -> Budget {
+        Budget {
+            spent: std::sync::atomic::AtomicU64::new(0),
+            limit,
+            whose,
+        }
+    }
+
+    fn charge(&self, fuel: u64) {
+        self.spent
+            .fetch_add(fuel, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.spent.load(std::sync::atomic::Ordering::Relaxed) < self.limit {
+            return Ok(());
+        }
+        Err(format!(
+            "the templates of {} together exceed their budget of {} steps of work — expected fewer or lighter templates; sonde bounds the work templates do",
+            self.whose, self.limit
+        ))
+    }
+}
+
 pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
@@ -47,6 +88,8 @@ pub struct Templates {
     process_vars: Vec<(String, String)>,
     /// What the templates of the document being loaded may reach (set per document).
     trust: std::sync::Mutex<Trust>,
+    /// Fuel spent at load by the document being loaded (reset per document).
+    doc_budget: Budget,
     /// `sonde run --var NAME=VALUE`: replaces the scenario var of that name (or defines it),
     /// taken as written (no template rendering).
     overrides: Vec<(String, String)>,
@@ -210,33 +253,46 @@ impl Templates {
         (ok, when)
     }
 
-    /// Render every string inside `value` at run time; the first failure, with where it is.
+    /// Render every string inside `value` at run time, within one step's budget
+    /// ([`STEP_FUEL`]); the first failure, with where it is.
     pub fn render_tree_rt(
         &self,
         value: &mut Value,
         path: &str,
         scope: &Scope,
     ) -> Result<(), String> {
+        self.render_tree_in(value, path, scope, &Budget::new(STEP_FUEL, "this step"))
+    }
+
+    fn render_tree_in(
+        &self,
+        value: &mut Value,
+        path: &str,
+        scope: &Scope,
+        budget: &Budget,
+    ) -> Result<(), String> {
         match value {
             Value::String(s) if is_template(s) => {
-                *s = self.render(s, scope).map_err(|m| format!("{path}: {m}"))?;
+                *s = self
+                    .render_in(s, scope, budget)
+                    .map_err(|m| format!("{path}: {m}"))?;
                 Ok(())
             }
             Value::Sequence(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.render_tree_rt(item, &index_path(path, i), scope)?;
+                    self.render_tree_in(item, &index_path(path, i), scope, budget)?;
                 }
                 Ok(())
             }
             Value::Mapping(m) => {
                 for (k, v) in m.iter_mut() {
                     if let Some(key) = plain_key(k) {
-                        self.render_tree_rt(v, &key_path(path, &key), scope)?;
+                        self.render_tree_in(v, &key_path(path, &key), scope, budget)?;
                     }
                 }
                 Ok(())
             }
-            Value::Tagged(t) => self.render_tree_rt(&mut t.value, path, scope),
+            Value::Tagged(t) => self.render_tree_in(&mut t.value, path, scope, budget),
             _ => Ok(()),
         }
     }
@@ -254,6 +310,7 @@ impl Templates {
             env,
             process_vars: vars,
             trust: std::sync::Mutex::new(Trust::default()),
+            doc_budget: Budget::new(DOC_FUEL, "this document"),
             env_names,
             region,
             overrides: Vec::new(),
@@ -266,9 +323,12 @@ impl Templates {
         self
     }
 
-    /// What the templates of the documents loaded next may reach.
+    /// Start a document: what its templates may reach; its budget starts afresh.
     pub fn set_trust(&self, trust: Trust) {
         *self.trust.lock().unwrap_or_else(|e| e.into_inner()) = trust;
+        self.doc_budget
+            .spent
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The scope of a scenario before its vars; `file()` paths are relative to `dir`, and the
@@ -316,8 +376,14 @@ impl Templates {
             .any(|n| n == "env" || n == "file" || scope.secret_vars.contains(n))
     }
 
-    /// Render one string; the error is a finished message.
+    /// Render one string at load, within the document's budget; the error is a finished
+    /// message.
     pub fn render(&self, src: &str, scope: &Scope) -> Result<String, String> {
+        self.render_in(src, scope, &self.doc_budget)
+    }
+
+    fn render_in(&self, src: &str, scope: &Scope, budget: &Budget) -> Result<String, String> {
+        budget.check()?;
         let tmpl = self.env.template_from_str(src).map_err(|e| {
             format!(
                 "invalid template {}: {} — expected Jinja syntax like {{{{ name }}}}",
@@ -326,7 +392,8 @@ impl Templates {
             )
         })?;
         let ctx = JValue::from_pairs(scope.pairs.iter().cloned());
-        let out = tmpl.render(ctx).map_err(|e| {
+        let captured = tmpl.render_captured(ctx).map_err(|e| {
+            budget.charge(FUEL);
             let what = match e.kind() {
                 ErrorKind::UndefinedError => {
                     if let Some(m) =
@@ -349,6 +416,14 @@ impl Templates {
                 shorten(src)
             )
         })?;
+        budget.charge(
+            captured
+                .state()
+                .fuel_levels()
+                .map_or(FUEL, |(used, _)| used),
+        );
+        let out = captured.output().to_string();
+        drop(captured);
         if out.len() > MAX_OUTPUT {
             return Err(format!(
                 "template {} renders {} bytes — expected at most {MAX_OUTPUT} (sonde bounds every render)",
@@ -567,6 +642,24 @@ mod tests {
         assert_eq!(
             e,
             "undefined template variable `nope` — defined: base, env, scenario"
+        );
+    }
+
+    #[test]
+    fn the_templates_of_a_step_share_one_budget_per_run() {
+        let t = Templates::new(None);
+        let scope = t.scope("s", std::path::Path::new(""), JValue::from(()));
+        let one = "{% for i in range(20000) %}{% endfor %}x";
+        assert_eq!(t.render(one, &scope).unwrap(), "x", "one fits");
+        let mut tree: Value = serde_norway::from_str(&format!(
+            "headers: [{}]",
+            vec![format!("{one:?}"); 50].join(", ")
+        ))
+        .unwrap();
+        let e = t.render_tree_rt(&mut tree, "http", &scope).unwrap_err();
+        assert!(
+            e.contains("the templates of this step together exceed their budget"),
+            "{e}"
         );
     }
 
