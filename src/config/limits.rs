@@ -92,14 +92,13 @@ pub fn read_file(path: &Path, limit: u64) -> Result<String, ConfigError> {
     if bytes.len() as u64 > limit {
         return Err(too_large(&origin, limit));
     }
-    String::from_utf8(bytes).map_err(|e| ConfigError {
+    String::from_utf8(bytes).map_err(|_| ConfigError {
         file: origin.clone(),
         line: 0,
         column: 0,
-        message: format!(
-            "the file is not UTF-8 (invalid byte at offset {}) — expected a UTF-8 YAML file",
-            e.utf8_error().valid_up_to()
-        ),
+        message:
+            "cannot read: stream did not contain valid UTF-8 — expected a readable UTF-8 YAML file"
+                .into(),
     })
 }
 
