@@ -42,6 +42,7 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 pub fn url_source(
     args: &[std::path::PathBuf],
     flags: &AgentFlags,
+    max_bytes: u64,
 ) -> Option<Result<ConfigSource, String>> {
     if !args.iter().any(|a| crate::source::is_url(a)) {
         return None;
@@ -60,7 +61,7 @@ pub fn url_source(
     };
     Some(
         crate::source::Sources::new(args, bearer, flags.config_poll_interval)
-            .map(|s| ConfigSource::Remote(Arc::new(s))),
+            .map(|s| ConfigSource::Remote(Arc::new(s.with_max_bytes(max_bytes)))),
     )
 }
 

@@ -60,6 +60,9 @@ pub struct CheckArgs {
     /// Region to render `{{ region }}` with.
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
+
+    #[command(flatten)]
+    pub config_flags: crate::config_flags::ConfigFlags,
 }
 
 #[derive(Args, Debug)]
@@ -123,10 +126,10 @@ fn init_logging(level: &str) {
 
 /// `sonde check`: every error of every file, then a one-line summary.
 fn check(args: CheckArgs) -> ExitCode {
-    let opts = LoadOptions {
+    let opts = args.config_flags.apply(LoadOptions {
         region: args.region,
         ..Default::default()
-    };
+    });
     match config::load_all(&args.paths, &opts) {
         Ok(loaded) => {
             let cfg = &loaded.config;

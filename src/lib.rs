@@ -18,6 +18,7 @@ pub mod backoff;
 pub mod blackbox;
 pub mod cli;
 pub mod config;
+pub mod config_flags;
 pub mod default_config;
 pub mod engine;
 pub mod error_chain;

@@ -29,6 +29,7 @@ const ROOMS: &[(&str, &[&str])] = &[
         "top",
         &[
             "cli",
+            "config_flags",
             "serve",
             "web",
             "agent",

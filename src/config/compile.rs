@@ -85,6 +85,11 @@ impl Loader {
         }
     }
 
+    /// What the templates of the files loaded next may reach ([`super::trust`]).
+    pub fn set_trust(&self, trust: super::trust::Trust) {
+        self.templates.set_trust(trust);
+    }
+
     /// Load one file's text; scenarios go to `out`, problems are returned.
     pub fn file(
         &mut self,

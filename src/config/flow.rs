@@ -433,14 +433,17 @@ pub fn ws_send(m: &WsSendModel, path: &str, cx: &mut Cx) -> Option<WsSend> {
                 .chars()
                 .filter(|c| !c.is_whitespace())
                 .collect();
-            let bytes: Option<Vec<u8>> = (h.len() % 2 == 0)
-                .then(|| {
-                    (0..h.len())
-                        .step_by(2)
-                        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).ok())
-                        .collect()
-                })
-                .flatten();
+            // Pairs of bytes, not of chars: slicing by byte offsets inside a multi-byte
+            // character ("aéb") would panic, so anything but ASCII hex digits is refused first.
+            let bytes: Option<Vec<u8>> = (h.len() % 2 == 0
+                && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| {
+                h.as_bytes()
+                    .chunks(2)
+                    .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+                    .collect()
+            })
+            .flatten();
             match bytes {
                 Some(b) => Payload::Binary(b.into()),
                 None => {

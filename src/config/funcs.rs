@@ -6,7 +6,7 @@
 //! every run sends a fresh id. [`PER_RUN`] lists the latter: the loader looks for them in a
 //! template's names to decide.
 //!
-//! `file(path)` reads a file relative to the YAML file; like `env`, its content is a secret: the
+//! `file(path)` reads a file relative to the YAML file, confined as [`super::trust`] says; like `env`, its content is a secret: the
 //! render collects it (through [`SecretSink`]) so traces, logs and `/config` never show it.
 
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,9 @@ pub const ALL: [&str; 14] = [
 
 /// The context key holding the folder `file()` paths are relative to.
 pub const DIR_KEY: &str = "__dir";
+/// The context key holding the folder `file()` is confined to; absent when `file()` is refused
+/// ([`super::trust`]).
+pub const ROOT_KEY: &str = "__root";
 /// The context key holding the render's [`SecretSink`].
 pub const SINK_KEY: &str = "__secrets";
 
@@ -138,18 +141,25 @@ fn json(v: JValue) -> Result<String, Error> {
 }
 
 fn file(state: &State, path: String) -> Result<String, Error> {
-    let dir = state
-        .lookup(DIR_KEY)
-        .and_then(|d| d.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let full = std::path::Path::new(&dir).join(&path);
-    let content = std::fs::read_to_string(&full).map_err(|e| {
-        let reason = super::io_reason(&e);
-        bad(format!(
-            "file({path:?}): cannot read {}: {reason}",
-            full.display()
-        ))
-    })?;
+    let lookup = |key| {
+        state
+            .lookup(key)
+            .and_then(|d| d.as_str().map(str::to_string))
+    };
+    let dir = lookup(DIR_KEY).unwrap_or_default();
+    // No root: the document came from a URL (see `trust`).
+    let Some(root) = lookup(ROOT_KEY) else {
+        return Err(bad(format!(
+            "file({path:?}): {}",
+            super::trust::NO_FILE_REMOTE
+        )));
+    };
+    let content = super::trust::read_confined(
+        std::path::Path::new(&dir),
+        std::path::Path::new(&root),
+        &path,
+    )
+    .map_err(|reason| bad(format!("file({path:?}): {reason}")))?;
     // A trailing newline is an artefact of editors, never part of a token or password.
     let content = content.strip_suffix('\n').unwrap_or(&content);
     let content = content.strip_suffix('\r').unwrap_or(content).to_string();

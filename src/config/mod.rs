@@ -27,6 +27,7 @@ pub(crate) mod error;
 mod expect;
 mod flow;
 pub mod funcs;
+pub mod limits;
 pub(crate) mod locate;
 pub mod matcher;
 pub(crate) mod model;
@@ -36,6 +37,7 @@ pub(crate) mod steps;
 pub(crate) mod suggest;
 pub(crate) mod targets;
 mod template;
+pub mod trust;
 pub(crate) mod units;
 
 use std::collections::HashSet;
@@ -55,6 +57,14 @@ pub struct LoadOptions {
     pub region: Option<String>,
     /// `sonde run --var NAME=VALUE`: replace (or define) scenario vars, in every scenario.
     pub vars: Vec<(String, String)>,
+    /// `--config.file-root`: the folder `file()` may read below, instead of each scenario
+    /// file's own folder ([`trust`]).
+    pub file_root: Option<PathBuf>,
+    /// `--config.remote-env`: the environment variables templates of documents loaded from a
+    /// URL may read ([`trust`]).
+    pub remote_env: Vec<String>,
+    /// File size and scenario count bounds ([`limits`]).
+    pub limits: limits::Limits,
 }
 
 /// How deep folders are searched for YAML files (guards against symlink loops).
@@ -182,33 +192,50 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
     let mut seen = HashSet::new();
     files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
 
-    // (origin, folder for relative paths, text)
-    let mut docs: Vec<(String, PathBuf, String)> = Vec::new();
+    // (origin, folder for relative paths, text, trust)
+    let mut docs: Vec<(String, PathBuf, String, trust::Trust)> = Vec::new();
+    let local = trust::Trust::Local {
+        root: opts.file_root.clone(),
+    };
     for f in &files {
-        match std::fs::read_to_string(f) {
+        match limits::read_file(f, opts.limits.max_file_bytes) {
             Ok(text) => docs.push((
                 f.display().to_string(),
                 f.parent().unwrap_or(Path::new("")).to_path_buf(),
                 text,
+                local.clone(),
             )),
-            Err(e) => errors.push(file_error(
-                f,
-                format!(
-                    "cannot read: {} — expected a readable UTF-8 YAML file",
-                    io_reason(&e)
-                ),
-            )),
+            Err(e) => errors.push(e),
         }
     }
     for input in inputs {
         if let Input::Text { origin, text } = input {
-            docs.push((origin.clone(), PathBuf::new(), text.clone()));
+            let remote = trust::Trust::Remote {
+                origin: origin.clone(),
+                env: opts.remote_env.clone(),
+            };
+            docs.push((origin.clone(), PathBuf::new(), text.clone(), remote));
         }
     }
+    // Size and depth first: the YAML parsers below are slow on hostile nesting.
+    docs.retain(|(name, _, text, trust)| {
+        if let Err(e) = limits::check_document(name, text, &opts.limits) {
+            errors.push(e);
+            return false;
+        }
+        if matches!(trust, trust::Trust::Remote { .. }) {
+            let refused = trust::remote_file_keys(name, text);
+            if !refused.is_empty() {
+                errors.extend(refused);
+                return false;
+            }
+        }
+        true
+    });
 
     let mut config = Config::default();
     let mut scenario_docs = Vec::new();
-    for (name, dir, text) in docs {
+    for (name, dir, text, trust) in docs {
         if agent::is_agent_document(&text) {
             let merged =
                 agent::parse(&name, &dir, &text).and_then(|a| agent::merge(&mut config.agent, a));
@@ -217,7 +244,7 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
             }
             config.sources.push(name);
         } else {
-            scenario_docs.push((name, dir, text));
+            scenario_docs.push((name, dir, text, trust));
         }
     }
     let mut opts = opts.clone();
@@ -226,16 +253,21 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
     }
     let mut loader = compile::Loader::new(&opts);
     let mut modules: Option<crate::config::blackbox::module::Modules> = None;
-    for (name, dir, text) in scenario_docs {
+    for (name, dir, text, trust) in scenario_docs {
         match blackbox_top(&text) {
             Some(top) => {
                 let modules = modules.get_or_insert_with(Default::default);
                 errors.extend(load_blackbox(&name, &dir, &text, top, modules));
             }
             None => {
+                loader.set_trust(trust);
                 let fe = loader.file(&name, &dir, &text, &mut config.scenarios);
                 errors.extend(fe.into_errors());
             }
+        }
+        if config.scenarios.len() > opts.limits.max_scenarios {
+            errors.push(limits::too_many_scenarios(&name, opts.limits.max_scenarios));
+            break;
         }
         config.sources.push(name);
     }
@@ -308,7 +340,11 @@ pub fn load_blackbox_str(
 /// Load one document from a string; `origin` names it in errors (e.g. `<built-in>`). Relative
 /// file paths in it are relative to the current folder.
 pub fn load_str(origin: &str, text: &str, opts: &LoadOptions) -> Result<Config, Vec<ConfigError>> {
+    limits::check_document(origin, text, &opts.limits).map_err(|e| vec![e])?;
     let mut loader = compile::Loader::new(opts);
+    loader.set_trust(trust::Trust::Local {
+        root: opts.file_root.clone(),
+    });
     let mut config = Config::default();
     let errors = loader.file(origin, Path::new(""), text, &mut config.scenarios);
     config.sources.push(origin.to_string());

@@ -12,6 +12,12 @@
 //! name defined) and keeps its raw tree, which the engine renders for every run
 //! ([`Templates::render_tree_rt`]) before building it with the same step builder. Every other
 //! step is rendered and built once, at load.
+//!
+//! Every render is bounded: minijinja's fuel ([`FUEL`]) caps the work (instructions, and the
+//! data a template creates) and [`MAX_OUTPUT`] the result, so a hostile template ends in
+//! milliseconds with a located error — at load, or as the failure of its own step at run time,
+//! never as a stalled async worker. What a document's templates may read of the host (`file()`,
+//! `env`) is decided by [`super::trust`].
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value as JValue};
 use serde_norway::Value;
@@ -19,7 +25,57 @@ use serde_norway::Value;
 use super::error::FileErrors;
 use super::funcs;
 use super::locate::{index_path, key_path, PosIndex};
+use super::trust::Trust;
 use super::units::VarValue;
+
+/// Work one render may do, in minijinja fuel: about one instruction or 64 bytes of data each.
+/// Ordinary templates use a few hundred; this leaves room for loops over a few thousand items
+/// and ends a hostile one within milliseconds.
+pub const FUEL: u64 = 200_000;
+
+/// Longest result of one render: URLs, headers and bodies, not bulk data.
+pub const MAX_OUTPUT: usize = 1 << 20;
+
+/// Fuel the load-time renders of one document may spend together: [`FUEL`] bounds one
+/// template, this bounds a file of a hundred thousand of them (a few hundred thousand templates
+/// over budget would otherwise cost minutes). Ordinary templates spend under ten each.
+pub const DOC_FUEL: u64 = 20_000_000;
+
+/// Fuel the templates of one step may spend together, per run.
+pub const STEP_FUEL: u64 = FUEL;
+
+/// Fuel spent by a group of renders (a document at load, a step per run). A failed render is
+/// charged the most it could have spent: its real spending is not known.
+struct Budget {
+    spent: std::sync::atomic::AtomicU64,
+    limit: u64,
+    whose: &'static str,
+}
+
+impl Budget {
+    fn new(limit: u64, whose: &'static str) -> Budget {
+        Budget {
+            spent: std::sync::atomic::AtomicU64::new(0),
+            limit,
+            whose,
+        }
+    }
+
+    fn charge(&self, fuel: u64) {
+        self.spent
+            .fetch_add(fuel, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.spent.load(std::sync::atomic::Ordering::Relaxed) < self.limit {
+            return Ok(());
+        }
+        Err(format!(
+            "the templates of {} together exceed their budget of {} steps of work — expected fewer or lighter templates; sonde bounds the work templates do",
+            self.whose, self.limit
+        ))
+    }
+}
 
 pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
@@ -28,7 +84,12 @@ pub fn is_template(s: &str) -> bool {
 /// One per load: the engine and a snapshot of the environment.
 pub struct Templates {
     env: Environment<'static>,
-    process_env: JValue,
+    /// The process environment when the load began.
+    process_vars: Vec<(String, String)>,
+    /// What the templates of the document being loaded may reach (set per document).
+    trust: std::sync::Mutex<Trust>,
+    /// Fuel spent at load by the document being loaded (reset per document).
+    doc_budget: Budget,
     /// `sonde run --var NAME=VALUE`: replaces the scenario var of that name (or defines it),
     /// taken as written (no template rendering).
     overrides: Vec<(String, String)>,
@@ -42,6 +103,8 @@ pub struct Scope {
     pairs: Vec<(String, JValue)>,
     /// Vars whose value came from a secret (`env`, `file()`, or another such var).
     secret_vars: Vec<String>,
+    /// Of the document the scenario is in.
+    trust: Trust,
 }
 
 /// Functions and filters that turn a value into another form of it: applied to a secret, the
@@ -90,7 +153,8 @@ impl Templates {
     pub fn check(&self, src: &str, scope: &Scope, captures: &[String]) -> Result<When, String> {
         let tmpl = self.env.template_from_str(src).map_err(|e| {
             format!(
-                "invalid template {src:?}: {} — expected Jinja syntax like {{{{ name }}}}",
+                "invalid template {}: {} — expected Jinja syntax like {{{{ name }}}}",
+                shorten(src),
                 e.detail().unwrap_or("syntax error")
             )
         })?;
@@ -129,6 +193,9 @@ impl Templates {
             // An unset variable with a `default` filter is fine; rendering decides.
             if top == "env" && !src.contains("default") {
                 if let Some(var) = parts.next() {
+                    if !scope.trust.allows_env(var) {
+                        return Err(scope.trust.env_refusal(var));
+                    }
                     if !self.env_names.contains(var) {
                         return Err(format!(
                             "environment variable `{var}` is not set — expected it in sonde's environment (used as `env.{var}`)"
@@ -186,33 +253,46 @@ impl Templates {
         (ok, when)
     }
 
-    /// Render every string inside `value` at run time; the first failure, with where it is.
+    /// Render every string inside `value` at run time, within one step's budget
+    /// ([`STEP_FUEL`]); the first failure, with where it is.
     pub fn render_tree_rt(
         &self,
         value: &mut Value,
         path: &str,
         scope: &Scope,
     ) -> Result<(), String> {
+        self.render_tree_in(value, path, scope, &Budget::new(STEP_FUEL, "this step"))
+    }
+
+    fn render_tree_in(
+        &self,
+        value: &mut Value,
+        path: &str,
+        scope: &Scope,
+        budget: &Budget,
+    ) -> Result<(), String> {
         match value {
             Value::String(s) if is_template(s) => {
-                *s = self.render(s, scope).map_err(|m| format!("{path}: {m}"))?;
+                *s = self
+                    .render_in(s, scope, budget)
+                    .map_err(|m| format!("{path}: {m}"))?;
                 Ok(())
             }
             Value::Sequence(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.render_tree_rt(item, &index_path(path, i), scope)?;
+                    self.render_tree_in(item, &index_path(path, i), scope, budget)?;
                 }
                 Ok(())
             }
             Value::Mapping(m) => {
                 for (k, v) in m.iter_mut() {
                     if let Some(key) = plain_key(k) {
-                        self.render_tree_rt(v, &key_path(path, &key), scope)?;
+                        self.render_tree_in(v, &key_path(path, &key), scope, budget)?;
                     }
                 }
                 Ok(())
             }
-            Value::Tagged(t) => self.render_tree_rt(&mut t.value, path, scope),
+            Value::Tagged(t) => self.render_tree_in(&mut t.value, path, scope, budget),
             _ => Ok(()),
         }
     }
@@ -220,6 +300,7 @@ impl Templates {
     pub fn new(region: Option<String>) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
         funcs::register(&mut env);
         let vars: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -227,7 +308,9 @@ impl Templates {
         let env_names = vars.iter().map(|(k, _)| k.clone()).collect();
         Templates {
             env,
-            process_env: JValue::from_pairs(vars),
+            process_vars: vars,
+            trust: std::sync::Mutex::new(Trust::default()),
+            doc_budget: Budget::new(DOC_FUEL, "this document"),
             env_names,
             region,
             overrides: Vec::new(),
@@ -240,11 +323,28 @@ impl Templates {
         self
     }
 
+    /// Start a document: what its templates may reach; its budget starts afresh.
+    pub fn set_trust(&self, trust: Trust) {
+        *self.trust.lock().unwrap_or_else(|e| e.into_inner()) = trust;
+        self.doc_budget
+            .spent
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The scope of a scenario before its vars; `file()` paths are relative to `dir`, and the
-    /// contents it reads are collected in `sink` (they are secrets).
+    /// contents it reads are collected in `sink` (they are secrets). What `env` holds and where
+    /// `file()` may read follow the document's [`Trust`].
     pub fn scope(&self, scenario: &str, dir: &std::path::Path, sink: JValue) -> Scope {
+        let trust = self.trust.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let env = JValue::from_pairs(
+            self.process_vars
+                .iter()
+                .filter(|(k, _)| trust.allows_env(k))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         let mut pairs = vec![
-            ("env".to_string(), self.process_env.clone()),
+            ("env".to_string(), env),
             ("scenario".to_string(), JValue::from(scenario)),
             (
                 funcs::DIR_KEY.to_string(),
@@ -252,11 +352,18 @@ impl Templates {
             ),
             (funcs::SINK_KEY.to_string(), sink),
         ];
+        if let Some(root) = trust.file_root(dir) {
+            pairs.push((funcs::ROOT_KEY.to_string(), JValue::from(root)));
+        }
         let secret_vars = Vec::new();
         if let Some(r) = &self.region {
             pairs.push(("region".to_string(), JValue::from(r.as_str())));
         }
-        Scope { pairs, secret_vars }
+        Scope {
+            pairs,
+            secret_vars,
+            trust,
+        }
     }
 
     /// Whether `src` uses a secret: `env`, `file()`, or a var that came from one.
@@ -269,25 +376,61 @@ impl Templates {
             .any(|n| n == "env" || n == "file" || scope.secret_vars.contains(n))
     }
 
-    /// Render one string; the error is a finished message.
+    /// Render one string at load, within the document's budget; the error is a finished
+    /// message.
     pub fn render(&self, src: &str, scope: &Scope) -> Result<String, String> {
+        self.render_in(src, scope, &self.doc_budget)
+    }
+
+    fn render_in(&self, src: &str, scope: &Scope, budget: &Budget) -> Result<String, String> {
+        budget.check()?;
         let tmpl = self.env.template_from_str(src).map_err(|e| {
             format!(
-                "invalid template {src:?}: {} — expected Jinja syntax like {{{{ name }}}}",
+                "invalid template {}: {} — expected Jinja syntax like {{{{ name }}}}",
+                shorten(src),
                 e.detail().unwrap_or("syntax error")
             )
         })?;
         let ctx = JValue::from_pairs(scope.pairs.iter().cloned());
-        let out = tmpl.render(ctx).map_err(|e| {
-            if let Some(m) = self.explain_undefined(&tmpl.undeclared_variables(true), scope) {
-                return m;
-            }
+        let captured = tmpl.render_captured(ctx).map_err(|e| {
+            budget.charge(FUEL);
             let what = match e.kind() {
-                ErrorKind::UndefinedError => "an undefined value".to_string(),
+                ErrorKind::UndefinedError => {
+                    if let Some(m) =
+                        self.explain_undefined(&tmpl.undeclared_variables(true), scope)
+                    {
+                        return m;
+                    }
+                    "an undefined value".to_string()
+                }
+                ErrorKind::OutOfFuel => {
+                    return format!(
+                        "template {} exceeds its budget of {FUEL} steps of work (loops, and data at 64 bytes a step) — expected a template that does less; sonde bounds every render",
+                        shorten(src)
+                    );
+                }
                 _ => e.detail().unwrap_or("error").to_string(),
             };
-            format!("template {src:?} failed: {what} — expected it to render with the defined variables")
+            format!(
+                "template {} failed: {what} — expected it to render with the defined variables",
+                shorten(src)
+            )
         })?;
+        budget.charge(
+            captured
+                .state()
+                .fuel_levels()
+                .map_or(FUEL, |(used, _)| used),
+        );
+        let out = captured.output().to_string();
+        drop(captured);
+        if out.len() > MAX_OUTPUT {
+            return Err(format!(
+                "template {} renders {} bytes — expected at most {MAX_OUTPUT} (sonde bounds every render)",
+                shorten(src),
+                out.len()
+            ));
+        }
         // A transformed secret is a secret: collect it with the render's other secrets.
         if TRANSFORMS.iter().any(|f| src.contains(f)) && self.uses_secret(src, scope) {
             if let Some((_, sink)) = scope.pairs.iter().find(|(k, _)| k == funcs::SINK_KEY) {
@@ -312,6 +455,10 @@ impl Templates {
         for name in used {
             let mut parts = name.split('.');
             let top = parts.next().unwrap_or("");
+            // `range`, `dict`, `file()`…: defined, whatever the scope holds.
+            if funcs::ALL.contains(&top) || self.env.globals().any(|(g, _)| g == top) {
+                continue;
+            }
             if !scope.pairs.iter().any(|(k, _)| k == top) {
                 if top == "region" {
                     return Some(
@@ -328,6 +475,9 @@ impl Templates {
             }
             if top == "env" {
                 if let Some(var) = parts.next() {
+                    if !scope.trust.allows_env(var) {
+                        return Some(scope.trust.env_refusal(var));
+                    }
                     if !self.env_names.contains(var) {
                         return Some(format!(
                             "environment variable `{var}` is not set — expected it in sonde's environment (used as `env.{var}`)"
@@ -447,6 +597,19 @@ impl Templates {
     }
 }
 
+/// A template in a message: whole when short, else its start (a hostile one can be megabytes).
+fn shorten(src: &str) -> String {
+    const KEEP: usize = 120;
+    if src.len() <= KEEP {
+        return format!("{src:?}");
+    }
+    let mut cut = KEEP;
+    while !src.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}… ({} bytes)", &src[..cut], src.len())
+}
+
 fn plain_key(k: &Value) -> Option<String> {
     match k {
         Value::String(s) => Some(s.clone()),
@@ -479,6 +642,24 @@ mod tests {
         assert_eq!(
             e,
             "undefined template variable `nope` — defined: base, env, scenario"
+        );
+    }
+
+    #[test]
+    fn the_templates_of_a_step_share_one_budget_per_run() {
+        let t = Templates::new(None);
+        let scope = t.scope("s", std::path::Path::new(""), JValue::from(()));
+        let one = "{% for i in range(20000) %}{% endfor %}x";
+        assert_eq!(t.render(one, &scope).unwrap(), "x", "one fits");
+        let mut tree: Value = serde_norway::from_str(&format!(
+            "headers: [{}]",
+            vec![format!("{one:?}"); 50].join(", ")
+        ))
+        .unwrap();
+        let e = t.render_tree_rt(&mut tree, "http", &scope).unwrap_err();
+        assert!(
+            e.contains("the templates of this step together exceed their budget"),
+            "{e}"
         );
     }
 

@@ -96,6 +96,9 @@ pub struct RunArgs {
     /// Print every step with its duration.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+
+    #[command(flatten)]
+    pub config_flags: crate::config_flags::ConfigFlags,
 }
 
 /// `sonde run`.
@@ -105,10 +108,11 @@ pub fn main(args: RunArgs) -> ExitCode {
         eprintln!("sonde run: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let opts = LoadOptions {
+    let opts = args.config_flags.apply(LoadOptions {
         region: args.region.clone(),
         vars: args.vars.clone(),
-    };
+        ..Default::default()
+    });
     let loaded = match config::load_all(&args.paths, &opts) {
         Ok(l) => l,
         Err(errors) => {

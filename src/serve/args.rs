@@ -63,6 +63,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub agent: crate::agent::AgentFlags,
+
+    #[command(flatten)]
+    pub config_flags: crate::config_flags::ConfigFlags,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {

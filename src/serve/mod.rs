@@ -71,10 +71,10 @@ pub fn main(args: ServeArgs) -> ExitCode {
 /// `serve --config.check`: load the configuration as serve would, report, exit 0 or 2.
 fn config_check(args: &ServeArgs) -> ExitCode {
     let source = config_source(args, args.listen);
-    let opts = LoadOptions {
+    let opts = args.config_flags.apply(LoadOptions {
         region: args.region.clone(),
         ..Default::default()
-    };
+    });
     match source.load(&opts) {
         Ok(loaded) => {
             println!(
@@ -103,7 +103,11 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         }
     };
     let listen = listener.local_addr().unwrap_or(args.listen);
-    let source = match crate::agent::url_source(&args.config, &args.agent) {
+    let source = match crate::agent::url_source(
+        &args.config,
+        &args.agent,
+        args.config_flags.max_file_bytes(),
+    ) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
             eprintln!("sonde: {e}");
@@ -111,10 +115,10 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         }
         None => config_source(&args, listen),
     };
-    let opts = LoadOptions {
+    let opts = args.config_flags.apply(LoadOptions {
         region: args.region.clone(),
         ..Default::default()
-    };
+    });
     let initial = match initial_load(&source, &opts).await {
         Ok(l) => l,
         Err(code) => return code,

@@ -10,6 +10,10 @@
 //! reload: the last good configuration keeps running, the failure is logged and
 //! `sonde_config_last_reload_successful` reads 0 until a fetch succeeds again.
 //!
+//! A URL's document is trusted less than a file (no `file()`, no `*_file` keys, only the `env`
+//! names of `--config.remote-env`: see [`crate::config::trust`]) and downloads stop at
+//! `--config.max-file-size`.
+//!
 //! Files and folders are also watched ([`watch`]), so edits apply without a signal.
 
 pub mod watch;
@@ -20,8 +24,9 @@ use std::time::Duration;
 
 use crate::config::{self, ConfigError, Input, LoadOptions};
 
-/// A URL document larger than this is refused: a misconfigured server must not fill memory.
-pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+/// A URL document larger than this is refused by default (`--config.max-file-size`): a
+/// misconfigured server must not fill memory.
+pub const MAX_DOCUMENT_BYTES: u64 = config::limits::DEFAULT_MAX_FILE_BYTES;
 
 /// Default for `--config-poll-interval`.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -38,6 +43,8 @@ pub struct Sources {
     client: reqwest::Client,
     bearer: Option<String>,
     pub poll_interval: Duration,
+    /// Downloads stop (and fail) past this many bytes.
+    max_bytes: u64,
 }
 
 enum Entry {
@@ -120,7 +127,14 @@ impl Sources {
             client,
             bearer,
             poll_interval,
+            max_bytes: MAX_DOCUMENT_BYTES,
         })
+    }
+
+    /// Refuse documents larger than `n` bytes (`--config.max-file-size`).
+    pub fn with_max_bytes(mut self, n: u64) -> Sources {
+        self.max_bytes = n;
+        self
     }
 
     pub fn describe(&self) -> String {
@@ -248,10 +262,10 @@ impl Sources {
                 crate::error_chain::error_chain(&e)
             )
         })? {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            if (body.len() + chunk.len()) as u64 > self.max_bytes {
                 return Err(format!(
-                    "the document is larger than {} MiB — expected a configuration file",
-                    MAX_DOCUMENT_BYTES >> 20
+                    "the document is larger than {} — expected a configuration file within --config.max-file-size",
+                    config::limits::human_bytes(self.max_bytes)
                 ));
             }
             body.extend_from_slice(&chunk);
