@@ -17,6 +17,7 @@ pub mod alert;
 pub mod blackbox;
 pub mod capture;
 pub mod cli;
+pub mod closed_pipe;
 pub mod config;
 pub mod default_config;
 pub mod engine;
