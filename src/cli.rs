@@ -475,7 +475,8 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         crate::blackbox::safety::Safety::new(
             args.allow_target.clone(),
             args.probe_max_concurrent.map(|n| n as usize),
-        ),
+        )
+        .listening_on(listen),
     );
     let app = App::new(metrics, scheduler, source, opts, initial, blackbox);
     tracing::info!(

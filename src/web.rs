@@ -74,7 +74,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 /// newline): an unknown module or a missing target is 400, a scrape-timeout header that is not
 /// a number 500. A target that cannot be probed is not an error: the probe fails
 /// (`probe_success 0`) and the answer is 200. sonde's safety options add 403 (target not
-/// allowed) and 503 (too many probes at once).
+/// allowed), 503 (too many probes at once) and 508 (the request loops back to this sonde).
 async fn probe(
     State(app): State<Arc<App>>,
     RawQuery(query): RawQuery,
@@ -102,6 +102,10 @@ async fn probe(
             format!("{msg}\n"),
         )
             .into_response()
+    };
+    let marker = match app.blackbox.safety.guard.admit(&headers) {
+        Ok(m) => m,
+        Err(e) => return text_error(StatusCode::LOOP_DETECTED, e),
     };
     let name = get("module").unwrap_or("http_2xx");
     let modules = app.blackbox.modules();
@@ -138,15 +142,23 @@ async fn probe(
             "too many concurrent probes (--probe.max-concurrent); try again later".to_string(),
         );
     };
+    if let Some(e) = app.blackbox.safety.self_target(module.prober, target) {
+        return text_error(StatusCode::LOOP_DETECTED, e);
+    }
     if let Err(e) = app.blackbox.safety.check(module.prober, target).await {
         return text_error(StatusCode::FORBIDDEN, e);
     }
-    let report = match handler::run(
+    let guard = handler::Guarded {
+        policy: app.blackbox.safety.guard.clone(),
+        marker,
+    };
+    let report = match handler::run_guarded(
         &module,
         target,
         get("hostname"),
         handler::duration_from_secs(timeout),
         get("debug") == Some("true"),
+        Some(guard),
     )
     .await
     {

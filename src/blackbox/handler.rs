@@ -124,6 +124,14 @@ impl Log {
     }
 }
 
+/// What `/probe` adds to an HTTP probe so it can neither leave the allow-list through a
+/// redirect nor come back to sonde (see [`super::guard`]).
+pub struct Guarded {
+    pub policy: sonde_probes::policy::Policy,
+    /// The `X-Sonde-Probe` chain to send.
+    pub marker: HeaderValue,
+}
+
 /// Run `module` against `target` within `timeout`. `hostname` is `/probe`'s `hostname`
 /// parameter; `keep_log` asks for the debug log. Err: blackbox would answer 400 without probing.
 pub async fn run(
@@ -132,6 +140,18 @@ pub async fn run(
     hostname: Option<&str>,
     timeout: Duration,
     keep_log: bool,
+) -> Result<Report, BadRequest> {
+    run_guarded(module, target, hostname, timeout, keep_log, None).await
+}
+
+/// [`run`], with `/probe`'s guard on HTTP probes.
+pub async fn run_guarded(
+    module: &Module,
+    target: &str,
+    hostname: Option<&str>,
+    timeout: Duration,
+    keep_log: bool,
+    guard: Option<Guarded>,
 ) -> Result<Report, BadRequest> {
     let mut log = Log {
         lines: Vec::new(),
@@ -154,6 +174,10 @@ pub async fn run(
     let success = match &module.spec {
         Spec::Http(spec) => {
             let mut req = spec.req.clone();
+            if let Some(g) = guard {
+                req.headers.insert(super::guard::MARKER, g.marker);
+                req.policy = Some(g.policy);
+            }
             if let Some(h) = hostname.filter(|h| !h.is_empty()) {
                 if let Some(existing) = req.headers.get(HOST) {
                     if existing.as_bytes() != h.as_bytes() {

@@ -322,6 +322,7 @@ pub fn http(
         tls: tls?,
         proxy,
         checks,
+        policy: None,
     })
 }
 
