@@ -113,6 +113,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub agent: crate::agent::AgentFlags,
+
+    #[command(flatten)]
+    pub web: crate::web_server::WebFlags,
 }
 
 #[derive(Args, Debug)]
@@ -490,9 +493,14 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(handle_signals(app.clone(), shutdown.clone()));
     let agent = crate::agent::start(app.clone(), shutdown.clone());
-    let server = axum::serve(listener, crate::web::router(app.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut web = tokio::spawn(std::future::IntoFuture::into_future(server));
+    let server = crate::web_server::serve(
+        listener,
+        crate::web::router(app.clone()),
+        args.web.clone(),
+        app.metrics.web.clone(),
+        shutdown.clone(),
+    );
+    let mut web = tokio::spawn(server);
     // Scheduling stops at the signal, not once the web server has drained: a client holding a
     // connection open must neither keep probes running nor keep sonde from exiting.
     // (Biased: the web server also ends at the signal, which is then no failure.)

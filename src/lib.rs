@@ -34,4 +34,5 @@ pub mod session;
 pub mod shard;
 pub mod source;
 pub mod web;
+pub mod web_server;
 pub mod wsstep;

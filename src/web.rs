@@ -16,12 +16,20 @@ use crate::engine::fmt_long;
 use crate::metrics::Format;
 use crate::scheduler::ScenarioState;
 use crate::serve::{App, Reload};
+use crate::web_server::exposition::Exposition;
 
 /// The router for `app`.
 pub fn router(app: Arc<App>) -> Router {
+    let exposition = Arc::new(Exposition::default());
     Router::new()
         .route("/", get(index))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(move |State(app): State<Arc<App>>, headers: HeaderMap| {
+                let exposition = exposition.clone();
+                async move { metrics(app, headers, &exposition).await }
+            }),
+        )
         // GET and POST: blackbox answers any method and reads only the query string.
         .route("/probe", get(probe).post(probe))
         .route("/-/healthy", get(healthy))
@@ -36,7 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format for the
 /// rest — the negotiation of Go's client_golang and so of blackbox_exporter, so that
 /// `curl …/metrics | promtool check metrics` works.
-async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn metrics(app: Arc<App>, headers: HeaderMap, exposition: &Exposition) -> Response {
     let openmetrics = headers.get_all(header::ACCEPT).iter().any(|v| {
         v.to_str()
             .is_ok_and(|v| v.contains("application/openmetrics-text"))
@@ -46,26 +54,22 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     } else {
         Format::PrometheusText
     };
-    // Encoding 10k scenarios' series is tens of milliseconds of CPU: keep it off the runtime's
-    // worker threads so probe timings are not disturbed.
-    let Ok(slot) = app.scrape_slots.clone().acquire_owned().await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response();
-    };
-    let m = app.metrics.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
     // blackbox_exporter's own series come first: they are few, and in OpenMetrics everything
     // must precede sonde's closing `# EOF`.
-    let own = app.blackbox.self_metrics(format == Format::OpenMetrics);
-    let _ = tx.try_send(bytes::Bytes::from(own));
-    tokio::task::spawn_blocking(move || {
-        m.encode_streaming(format, tx);
-        drop(slot);
-    });
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
-    }));
+    let rendered = exposition
+        .get(&app.metrics, format, || {
+            app.blackbox.self_metrics(format == Format::OpenMetrics)
+        })
+        .await;
+    let Some(rendered) = rendered else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response();
+    };
+    // The chunks are shared with every client served from the same rendering: a client that
+    // never reads holds a reference, not a copy, until the write timeout drops it.
+    let chunks: Vec<bytes::Bytes> = rendered.iter().cloned().collect();
+    let body = Body::from_stream(futures_util::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
