@@ -75,7 +75,7 @@ impl Guard {
                     .map(str::to_string),
             );
         }
-        if chain.iter().any(|id| *id == self.instance) {
+        if chain.contains(&self.instance) {
             return Err(
                 "refusing to probe: this request comes from this sonde's own probe (X-Sonde-Probe); the target leads back to this /probe".into(),
             );
