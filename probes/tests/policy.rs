@@ -116,3 +116,35 @@ async fn without_a_policy_the_redirect_is_followed() {
     assert!(o.failure.is_none(), "{:?}", o.failure);
     assert_eq!(internal.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn a_tcp_probe_asks_before_connecting() {
+    use sonde_probes::tcp::{probe as tcp_probe, TcpRequest};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dns = DnsServer::start(Zone::new("sonde.test").a("internal", "127.0.0.1")).await;
+    let policy = Arc::new(Only127_0_0_2::default());
+    let p: Policy = policy.clone();
+    let req = TcpRequest {
+        host: "internal.sonde.test".into(),
+        port,
+        resolver: Resolver::with_servers(&[dns.addr()]).unwrap(),
+        ip: Default::default(),
+        tls: false,
+        tls_client: TlsClient::new(&TlsOptions::default(), &[]).unwrap(),
+        dialogue: vec![],
+        policy: Some(p),
+    };
+    let o = tokio::time::timeout(
+        Duration::from_secs(10),
+        tcp_probe(&req, Instant::now() + Duration::from_secs(5)),
+    )
+    .await
+    .expect("hang guard");
+    let f = o.failure.expect("refused");
+    assert_eq!(f.reason, FailureReason::Connect, "{f}");
+    assert!(f.message.contains("only 127.0.0.2 is allowed"), "{f}");
+    // Nothing connected: the listener has no connection waiting.
+    let pending = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+    assert!(pending.is_err(), "the probe connected anyway");
+}

@@ -124,8 +124,9 @@ impl Log {
     }
 }
 
-/// What `/probe` adds to an HTTP probe so it can neither leave the allow-list through a
-/// redirect nor come back to sonde (see [`super::guard`]).
+/// What `/probe` adds to a probe so it can neither leave the allow-list (through a redirect, or
+/// a name that resolves anew) nor come back to sonde (see [`super::guard`]). The marker is sent
+/// by HTTP probes; tcp and grpc probes ask the policy before connecting.
 pub struct Guarded {
     pub policy: sonde_probes::policy::Policy,
     /// The `X-Sonde-Probe` chain to send.
@@ -144,7 +145,7 @@ pub async fn run(
     run_guarded(module, target, hostname, timeout, keep_log, None).await
 }
 
-/// [`run`], with `/probe`'s guard on HTTP probes.
+/// [`run`], with `/probe`'s guard on http, tcp and grpc probes.
 pub async fn run_guarded(
     module: &Module,
     target: &str,
@@ -252,6 +253,7 @@ pub async fn run_guarded(
                 Ok((host, port)) => {
                     let mut req = spec.req.clone();
                     req.host = host;
+                    req.policy = guard.map(|g| g.policy);
                     let port = parse_port(&port, target);
                     req.port = *port.as_ref().unwrap_or(&0);
                     if let Some(h) = hostname.filter(|h| !h.is_empty()) {
@@ -338,6 +340,7 @@ pub async fn run_guarded(
                     tls: spec.tls,
                     tls_client,
                     service: spec.service.clone(),
+                    policy: guard.map(|g| g.policy),
                 };
                 let o = match family_refused(&req.host, req.ip) {
                     Some(why) => unresolved(why),

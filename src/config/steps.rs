@@ -383,6 +383,7 @@ pub fn tcp(
         tls: m.tls.unwrap_or(false),
         tls_client: tls_client?,
         dialogue,
+        policy: None,
     })
 }
 
