@@ -102,6 +102,9 @@ pub struct ProbeArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(&cli.command, Command::Serve(a) if !a.config_check) {
+        crate::closed_pipe::exit_quietly_on_closed_pipe();
+    }
     init_logging(&cli.log_level);
     match cli.command {
         Command::Serve(args) => crate::serve::main(args),

@@ -90,6 +90,7 @@ pub struct Metrics {
     pub config_last_reload_success_timestamp: F64Gauge,
     pub remote_write: crate::remote_write::RemoteWriteMetrics,
     pub alerts: crate::alert::AlertMetrics,
+    pub web: crate::web_server::WebMetrics,
 }
 
 impl Metrics {
@@ -199,6 +200,7 @@ impl Metrics {
         registry.register("sonde_build_info", "sonde's version", build_info);
         let remote_write = crate::remote_write::RemoteWriteMetrics::register(&mut registry);
         let alerts = crate::alert::AlertMetrics::register(&mut registry);
+        let web = crate::web_server::WebMetrics::register(&mut registry);
 
         Arc::new(Metrics {
             registry,
@@ -220,6 +222,7 @@ impl Metrics {
             config_last_reload_success_timestamp,
             remote_write,
             alerts,
+            web,
         })
     }
 

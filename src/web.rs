@@ -16,12 +16,20 @@ use crate::metrics::Format;
 use crate::runtime::scheduler::ScenarioState;
 use crate::serve::{App, Reload};
 use crate::time::fmt_long;
+use crate::web_server::exposition::Exposition;
 
 /// The router for `app`.
 pub fn router(app: Arc<App>) -> Router {
+    let exposition = Arc::new(Exposition::default());
     Router::new()
         .route("/", get(index))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(move |State(app): State<Arc<App>>, headers: HeaderMap| {
+                let exposition = exposition.clone();
+                async move { metrics(app, headers, &exposition).await }
+            }),
+        )
         // GET and POST: blackbox answers any method and reads only the query string.
         .route("/probe", get(probe).post(probe))
         .route("/-/healthy", get(healthy))
@@ -36,7 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format for the
 /// rest — the negotiation of Go's client_golang and so of blackbox_exporter, so that
 /// `curl …/metrics | promtool check metrics` works.
-async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn metrics(app: Arc<App>, headers: HeaderMap, exposition: &Exposition) -> Response {
     let openmetrics = headers.get_all(header::ACCEPT).iter().any(|v| {
         v.to_str()
             .is_ok_and(|v| v.contains("application/openmetrics-text"))
@@ -46,26 +54,22 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     } else {
         Format::PrometheusText
     };
-    // Encoding 10k scenarios' series is tens of milliseconds of CPU: keep it off the runtime's
-    // worker threads so probe timings are not disturbed.
-    let Ok(slot) = app.scrape_slots.clone().acquire_owned().await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response();
-    };
-    let m = app.metrics.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
     // blackbox_exporter's own series come first: they are few, and in OpenMetrics everything
     // must precede sonde's closing `# EOF`.
-    let own = app.blackbox.self_metrics(format == Format::OpenMetrics);
-    let _ = tx.try_send(bytes::Bytes::from(own));
-    tokio::task::spawn_blocking(move || {
-        m.encode_streaming(format, tx);
-        drop(slot);
-    });
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
-    }));
+    let rendered = exposition
+        .get(&app.metrics, format, || {
+            app.blackbox.self_metrics(format == Format::OpenMetrics)
+        })
+        .await;
+    let Some(rendered) = rendered else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response();
+    };
+    // The chunks are shared with every client served from the same rendering: a client that
+    // never reads holds a reference, not a copy, until the write timeout drops it.
+    let chunks: Vec<bytes::Bytes> = rendered.iter().cloned().collect();
+    let body = Body::from_stream(futures_util::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
@@ -74,7 +78,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 /// newline): an unknown module or a missing target is 400, a scrape-timeout header that is not
 /// a number 500. A target that cannot be probed is not an error: the probe fails
 /// (`probe_success 0`) and the answer is 200. sonde's safety options add 403 (target not
-/// allowed) and 503 (too many probes at once).
+/// allowed), 503 (too many probes at once) and 508 (the request loops back to this sonde).
 async fn probe(
     State(app): State<Arc<App>>,
     RawQuery(query): RawQuery,
@@ -102,6 +106,10 @@ async fn probe(
             format!("{msg}\n"),
         )
             .into_response()
+    };
+    let marker = match app.blackbox.safety.guard.admit(&headers) {
+        Ok(m) => m,
+        Err(e) => return text_error(StatusCode::LOOP_DETECTED, e),
     };
     let name = get("module").unwrap_or("http_2xx");
     let modules = app.blackbox.modules();
@@ -138,15 +146,23 @@ async fn probe(
             "too many concurrent probes (--probe.max-concurrent); try again later".to_string(),
         );
     };
+    if let Some(e) = app.blackbox.safety.self_target(module.prober, target) {
+        return text_error(StatusCode::LOOP_DETECTED, e);
+    }
     if let Err(e) = app.blackbox.safety.check(module.prober, target).await {
         return text_error(StatusCode::FORBIDDEN, e);
     }
-    let report = match handler::run(
+    let guard = handler::Guarded {
+        policy: app.blackbox.safety.guard.clone(),
+        marker,
+    };
+    let report = match handler::run_guarded(
         &module,
         target,
         get("hostname"),
         handler::duration_from_secs(timeout),
         get("debug") == Some("true"),
+        Some(guard),
     )
     .await
     {

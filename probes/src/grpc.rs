@@ -89,6 +89,8 @@ pub struct GrpcRequest {
     pub tls_client: TlsClient,
     /// `HealthCheckRequest.service`; empty asks about the server as a whole.
     pub service: String,
+    /// Asked about every resolved address before connecting (see [`crate::policy`]).
+    pub policy: Option<crate::policy::Policy>,
 }
 
 /// What the gRPC probe learnt.
@@ -212,6 +214,8 @@ async fn run(
         facts.grpc_status = Some(code::UNAVAILABLE);
         f
     };
+    crate::policy::check(req.policy.as_ref(), &req.host, &addrs, req.port, rec)
+        .map_err(|f| unavailable(facts, f))?;
     in_flight.begin(Phase::Connect);
     let tcp = connect_tcp(&addrs, req.port, rec).await;
     in_flight.end(rec, false);

@@ -23,6 +23,7 @@ use regex::Regex;
 use tokio::time::Instant;
 use url::Url;
 
+use crate::policy::Policy;
 use crate::resolve::{ResolveOptions, Resolver};
 use crate::tls::{TlsClient, TlsFacts};
 use crate::{fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
@@ -151,6 +152,10 @@ pub struct HttpRequest {
     /// `http://` proxy: plain requests go to it in absolute form, `https://` ones through CONNECT.
     pub proxy: Option<Url>,
     pub checks: HttpChecks,
+    /// Asked before every connection of every hop, redirects included (see [`crate::policy`]).
+    /// Through a proxy it is asked about the addresses the hop's host resolves to here, before
+    /// the request goes to the proxy.
+    pub policy: Option<Policy>,
 }
 
 /// One request/response exchange of a redirect chain.
@@ -245,6 +250,7 @@ impl HttpRequest {
             tls,
             proxy: None,
             checks: HttpChecks::default(),
+            policy: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod dns;
 pub mod grpc;
 pub mod http;
 pub mod icmp;
+pub mod policy;
 pub mod resolve;
 pub mod tcp;
 pub mod tls;

@@ -61,6 +61,8 @@ pub struct TcpRequest {
     /// Used for `tls: true` and for `StartTls`.
     pub tls_client: TlsClient,
     pub dialogue: Vec<TcpStep>,
+    /// Asked about every resolved address before connecting (see [`crate::policy`]).
+    pub policy: Option<crate::policy::Policy>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -123,6 +125,7 @@ async fn run(
     pending: &mut String,
 ) -> Result<(), Failure> {
     let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
+    crate::policy::check(req.policy.as_ref(), &req.host, &addrs, req.port, rec)?;
     let tcp = connect_tcp(&addrs, req.port, rec).await?;
     let mut conn: Conn = if req.tls {
         let (tls, tls_facts) = req.tls_client.handshake(tcp, &req.host, rec).await?;

@@ -24,6 +24,7 @@ fn request(port: u16, service: &str) -> GrpcRequest {
         tls: false,
         tls_client: TlsClient::new(&TlsOptions::default(), ALPN_H2).unwrap(),
         service: service.into(),
+        policy: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn request(port: u16, dialogue: Vec<TcpStep>) -> TcpRequest {
         tls: false,
         tls_client: TlsClient::new(&TlsOptions::default(), &[]).unwrap(),
         dialogue,
+        policy: None,
     }
 }
 

@@ -124,6 +124,15 @@ impl Log {
     }
 }
 
+/// What `/probe` adds to a probe so it can neither leave the allow-list (through a redirect, or
+/// a name that resolves anew) nor come back to sonde (see [`super::guard`]). The marker is sent
+/// by HTTP probes; tcp and grpc probes ask the policy before connecting.
+pub struct Guarded {
+    pub policy: sonde_probes::policy::Policy,
+    /// The `X-Sonde-Probe` chain to send.
+    pub marker: HeaderValue,
+}
+
 /// Run `module` against `target` within `timeout`. `hostname` is `/probe`'s `hostname`
 /// parameter; `keep_log` asks for the debug log. Err: blackbox would answer 400 without probing.
 pub async fn run(
@@ -132,6 +141,18 @@ pub async fn run(
     hostname: Option<&str>,
     timeout: Duration,
     keep_log: bool,
+) -> Result<Report, BadRequest> {
+    run_guarded(module, target, hostname, timeout, keep_log, None).await
+}
+
+/// [`run`], with `/probe`'s guard on http, tcp and grpc probes.
+pub async fn run_guarded(
+    module: &Module,
+    target: &str,
+    hostname: Option<&str>,
+    timeout: Duration,
+    keep_log: bool,
+    guard: Option<Guarded>,
 ) -> Result<Report, BadRequest> {
     let mut log = Log {
         lines: Vec::new(),
@@ -154,6 +175,10 @@ pub async fn run(
     let success = match &module.spec {
         Spec::Http(spec) => {
             let mut req = spec.req.clone();
+            if let Some(g) = guard {
+                req.headers.insert(super::guard::MARKER, g.marker);
+                req.policy = Some(g.policy);
+            }
             if let Some(h) = hostname.filter(|h| !h.is_empty()) {
                 if let Some(existing) = req.headers.get(HOST) {
                     if existing.as_bytes() != h.as_bytes() {
@@ -230,6 +255,7 @@ pub async fn run(
                 Ok((host, port)) => {
                     let mut req = spec.req.clone();
                     req.host = host;
+                    req.policy = guard.map(|g| g.policy);
                     let port = parse_port(&port, target);
                     req.port = *port.as_ref().unwrap_or(&0);
                     if let Some(h) = hostname.filter(|h| !h.is_empty()) {
@@ -316,6 +342,7 @@ pub async fn run(
                     tls: spec.tls,
                     tls_client,
                     service: spec.service.clone(),
+                    policy: guard.map(|g| g.policy),
                 };
                 let o = match family_refused(&req.host, req.ip) {
                     Some(why) => unresolved(why),

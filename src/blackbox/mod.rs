@@ -8,9 +8,11 @@
 //! - [`handler`] runs one probe under blackbox's timeout rules;
 //! - [`metrics`] renders blackbox's families; [`debug`] the trace;
 //! - [`safety`] is what sonde adds, off by default: an allow-list of targets and a cap on
-//!   concurrent probes.
+//!   concurrent probes; [`guard`] applies the allow-list to every hop and keeps sonde from
+//!   probing itself.
 
 pub mod debug;
+pub mod guard;
 pub mod handler;
 pub mod metrics;
 pub mod safety;

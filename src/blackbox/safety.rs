@@ -11,14 +11,17 @@
 //! - `--probe.max-concurrent N`: at most N `/probe` requests at once; beyond that, 503 at once
 //!   (Prometheus retries at the next scrape) instead of queueing work past its deadline.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use sonde_probes::resolve::{IpProtocol, ResolveOptions};
 use sonde_probes::Recorder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::blackbox::module::{system_resolver, target_host, Prober};
+use crate::blackbox::guard::Guard;
+use crate::config::blackbox::module::{
+    http_url, split_host_port, system_resolver, target_host, Prober,
+};
 
 /// One `--probe.allow-target` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +71,7 @@ impl std::str::FromStr for Allow {
     }
 }
 
-fn cidr_contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
+pub(super) fn cidr_contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
     let ip = match (net, ip) {
         (IpAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
         (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
@@ -99,7 +102,7 @@ fn cidr_contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
 }
 
 /// `*` matches any run of characters (dots included).
-fn glob_match(glob: &str, s: &str) -> bool {
+pub(super) fn glob_match(glob: &str, s: &str) -> bool {
     let parts: Vec<&str> = glob.split('*').collect();
     if parts.len() == 1 {
         return glob == s;
@@ -129,14 +132,53 @@ pub struct Safety {
     pub allow: Vec<Allow>,
     /// `None`: no cap.
     pub slots: Option<Arc<Semaphore>>,
+    /// The allow-list and sonde's own addresses, for every hop of a probe (see [`super::guard`]).
+    pub guard: Arc<Guard>,
 }
 
 impl Safety {
     pub fn new(allow: Vec<Allow>, max_concurrent: Option<usize>) -> Self {
         Safety {
+            guard: Arc::new(Guard::new(allow.clone())),
             allow,
             slots: max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
         }
+    }
+
+    /// sonde serves on `addr`: probes there are refused (no probing itself).
+    pub fn listening_on(mut self, addr: SocketAddr) -> Self {
+        Arc::make_mut(&mut self.guard).add_own(addr);
+        self
+    }
+
+    /// A target that is written as one of sonde's own listen addresses (an IP literal or
+    /// `localhost`, with the port the prober would use): the 508 message. Names are caught when
+    /// the probe resolves them (the dial policy refuses the address).
+    pub fn self_target(&self, prober: Prober, target: &str) -> Option<String> {
+        let (host, port) = match prober {
+            Prober::Http | Prober::Grpc => {
+                let url = http_url(target).ok()?;
+                let port = url.port_or_known_default()?;
+                (url.host_str()?.to_string(), port)
+            }
+            Prober::Tcp => {
+                let (h, p) = split_host_port(target).ok()?;
+                (h, p.parse().ok()?)
+            }
+            Prober::Dns | Prober::Icmp => return None,
+        };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let ips: Vec<IpAddr> = if bare.eq_ignore_ascii_case("localhost") {
+            vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            ]
+        } else {
+            vec![bare.parse().ok()?]
+        };
+        ips.into_iter()
+            .any(|ip| self.guard.is_own(SocketAddr::new(ip, port)))
+            .then(|| format!("refusing to probe {target:?}: it is this sonde's own listen address"))
     }
 
     pub fn off() -> Self {

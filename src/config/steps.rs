@@ -322,6 +322,7 @@ pub fn http(
         tls: tls?,
         proxy,
         checks,
+        policy: None,
     })
 }
 
@@ -382,6 +383,7 @@ pub fn tcp(
         tls: m.tls.unwrap_or(false),
         tls_client: tls_client?,
         dialogue,
+        policy: None,
     })
 }
 

@@ -65,16 +65,9 @@ pub struct App {
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
     ready: AtomicBool,
-    /// `/metrics` encodings at once. A client that stops reading holds its exposition in memory
-    /// (up to ~35 MB at 10k scenarios; see `Metrics::encode_streaming`), so idle connections must
-    /// not multiply that; Prometheus needs one slot per server scraping this agent.
-    pub scrape_slots: Arc<tokio::sync::Semaphore>,
     /// `/probe`: the blackbox modules in use, blackbox's own counters, the safety options.
     pub blackbox: Blackbox,
 }
-
-/// See [`App::scrape_slots`].
-pub const MAX_CONCURRENT_SCRAPES: usize = 4;
 
 /// The outcome of a reload, for the endpoint and the log.
 pub enum Reload {
@@ -112,7 +105,6 @@ impl App {
             current: Mutex::new(Arc::new(Config::default())),
             reloading: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
-            scrape_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES)),
             blackbox,
         });
         app.install(initial);

@@ -66,6 +66,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub config_flags: crate::config_flags::ConfigFlags,
+
+    #[command(flatten)]
+    pub web: crate::web_server::WebFlags,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-pub use app::{App, AppParts, ConfigSource, Reload, MAX_CONCURRENT_SCRAPES};
+pub use app::{App, AppParts, ConfigSource, Reload};
 pub use args::ServeArgs;
 
 use crate::alert::Alerts;
@@ -131,7 +131,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         "sonde {} serving",
         env!("CARGO_PKG_VERSION")
     );
-    run_until_shutdown(app, listener).await
+    run_until_shutdown(app, listener, args.web.clone()).await
 }
 
 /// The first load, off the async workers. An invalid configuration is reported and refused.
@@ -181,7 +181,8 @@ fn build_app(
         crate::blackbox::safety::Safety::new(
             args.allow_target.clone(),
             args.probe_max_concurrent.map(|n| n as usize),
-        ),
+        )
+        .listening_on(listen),
     );
     let parts = AppParts {
         metrics,
@@ -208,13 +209,22 @@ fn warn_on_unrouted_notifiers(initial: &Loaded) {
 /// Serve until a signal, then shut down in order. Scheduling stops at the signal, not once the
 /// web server has drained: a client holding a connection open must neither keep probes running
 /// nor keep sonde from exiting.
-async fn run_until_shutdown(app: Arc<App>, listener: tokio::net::TcpListener) -> ExitCode {
+async fn run_until_shutdown(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    web_flags: crate::web_server::WebFlags,
+) -> ExitCode {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(signals::handle_signals(app.clone(), shutdown.clone()));
     let agent = crate::agent::start(app.clone(), shutdown.clone());
-    let server = axum::serve(listener, crate::web::router(app.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut web = tokio::spawn(std::future::IntoFuture::into_future(server));
+    let server = crate::web_server::serve(
+        listener,
+        crate::web::router(app.clone()),
+        web_flags,
+        app.metrics.web.clone(),
+        shutdown.clone(),
+    );
+    let mut web = tokio::spawn(server);
     // Biased: the web server also ends at the signal, which is then no failure.
     let failed = tokio::select! {
         biased;

@@ -21,6 +21,7 @@ use url::Url;
 
 use super::prepare::{self, clip, connect_authority, url_for_log};
 use super::{HttpRequest, InFlight};
+use crate::policy;
 use crate::resolve::connect_tcp;
 use crate::tls::TlsFacts;
 use crate::{fmt_duration, Failure, FailureReason, Phase, Recorder};
@@ -76,7 +77,7 @@ pub(super) async fn dial(
         let port = url
             .port_or_known_default()
             .unwrap_or(if https { 443 } else { 80 });
-        let tcp = connect(req, host, port, rec, in_flight).await?;
+        let tcp = connect(req, host, port, true, rec, in_flight).await?;
         return finish_dial(req, Box::new(tcp), https, tls_name, rec, in_flight).await;
     };
     if proxy.scheme() != "http" {
@@ -96,7 +97,8 @@ pub(super) async fn dial(
         )
     })?;
     let pport = proxy.port_or_known_default().unwrap_or(80);
-    let tcp = connect(req, phost, pport, rec, in_flight).await?;
+    check_through_proxy(req, url, rec).await?;
+    let tcp = connect(req, phost, pport, false, rec, in_flight).await?;
     if !https {
         rec.event(format!(
             "sending the request through proxy {}",
@@ -121,11 +123,14 @@ pub(super) async fn dial(
     finish_dial(req, tunnel, true, tls_name, rec, in_flight).await
 }
 
-/// Resolve and connect, keeping the phase in flight visible to a timeout.
+/// Resolve and connect, keeping the phase in flight visible to a timeout. `checked`: the
+/// request's policy is asked about every resolved address first (not for a proxy, which the
+/// operator chose).
 async fn connect(
     req: &HttpRequest,
     host: &str,
     port: u16,
+    checked: bool,
     rec: &mut Recorder,
     in_flight: &mut InFlight,
 ) -> Result<tokio::net::TcpStream, Failure> {
@@ -133,10 +138,31 @@ async fn connect(
     let addrs = req.resolver.resolve(host, req.ip, rec).await;
     in_flight.end(rec, false); // the resolver recorded it
     let addrs = addrs?;
+    if checked {
+        policy::check(req.policy.as_ref(), host, &addrs, port, rec)?;
+    }
     in_flight.begin(Phase::Connect);
     let tcp = connect_tcp(&addrs, port, rec).await;
     in_flight.end(rec, false);
     tcp
+}
+
+/// Through a proxy the probe never connects to the hop's host itself, but the proxy will: ask
+/// the policy about the addresses the host resolves to here (its own lookup, not timed as the
+/// probe's `resolve` phase, which is the proxy's).
+async fn check_through_proxy(
+    req: &HttpRequest,
+    url: &Url,
+    rec: &mut Recorder,
+) -> Result<(), Failure> {
+    let Some(p) = &req.policy else {
+        return Ok(());
+    };
+    let host = url.host_str().unwrap_or("");
+    let port = url.port_or_known_default().unwrap_or(80);
+    let mut scratch = Recorder::new();
+    let addrs = req.resolver.resolve(host, req.ip, &mut scratch).await?;
+    policy::check(Some(p), host, &addrs, port, rec)
 }
 
 async fn finish_dial(

@@ -104,6 +104,7 @@ pub(super) fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
             tls: m.tls.unwrap_or(false),
             tls_client: tls.client.clone(),
             dialogue,
+            policy: None,
         },
         tls,
         expect_labels,
