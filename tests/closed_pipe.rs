@@ -101,3 +101,48 @@ fn schema_with_closed_stdout_ends_quietly() {
     let (status, stderr) = run(&["schema"], Closed::Stdout);
     assert_quiet_sigpipe("sonde schema | head -0", status, &stderr);
 }
+
+/// The other side of the coin: only stdout and stderr end sonde quietly. A target that hangs up
+/// while sonde is still sending (a big POST to a server that closes without reading) makes the
+/// socket write fail with EPIPE — that must fail the scenario (exit 1), not kill sonde by
+/// SIGPIPE.
+#[test]
+fn a_target_hanging_up_mid_request_fails_the_scenario_only() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut first = [0u8; 16];
+            let _ = std::io::Read::read(&mut &conn, &mut first);
+            // Closing with unread data resets the connection: sonde's next writes fail.
+            drop(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let body = "x".repeat(8 << 20);
+    let f = write(
+        dir.path(),
+        "hangup.yaml",
+        &format!(
+            "scenarios:\n  - scenario: hangup\n    timeout: 10s\n    http: {{url: \"http://{addr}/\", method: POST, body: \"{body}\"}}\n"
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(["run", &f])
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn sonde");
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "sonde was killed by a signal: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
