@@ -1,5 +1,6 @@
 //! sonde as an alert source, against in-process receivers on loopback: each notifier format
-//! (generic webhook, Slack, DingTalk with its signature), Alertmanager API v2, retries on 500,
+//! (generic webhook, Slack, DingTalk with its signature, WeCom, Feishu with its signature, e-mail
+//! over STARTTLS to the testkit SMTP server), Alertmanager API v2, retries on 500,
 //! re-sending, reloads, and a receiver that never answers. Scenario runs are real engine runs
 //! against a testkit target whose health the test switches.
 
@@ -622,12 +623,21 @@ fn the_documented_examples_load() {
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("scenario.yaml"), &blocks[0]).unwrap();
-    std::fs::write(dir.path().join("agent.yaml"), &blocks[1]).unwrap();
+    std::fs::write(
+        dir.path().join("agent.yaml"),
+        blocks[1].replace(
+            "auth_password_file: /etc/sonde/smtp-password",
+            "auth_password: x",
+        ),
+    )
+    .unwrap();
     let cfg = sonde::config::load_paths(&[dir.path().to_path_buf()], &LoadOptions::default())
         .unwrap_or_else(|e| panic!("{e:?}"));
     let alerting = cfg.agent.alerting.as_ref().expect("alerting settings");
     let ding = &alerting.notifiers[0];
     assert_eq!(ding.name, "team-ding");
+    let kinds: Vec<&str> = alerting.notifiers.iter().map(|n| n.kind).collect();
+    assert_eq!(kinds, ["dingtalk", "wecom", "feishu", "email"]);
     assert_eq!(ding.kind, "dingtalk");
     assert!(ding.spec.get("secret").is_some() && ding.spec.get("keyword").is_some());
     let spec = cfg.scenarios[0].alert.as_ref().expect("alert block");
@@ -635,14 +645,28 @@ fn the_documented_examples_load() {
 
     let reference = std::fs::read_to_string("docs/scenario-format.md").unwrap();
     let blocks = yaml_blocks(&reference, "### `agent: {alerting:}`", None);
-    let agent = blocks[0].replace("secret_file: /etc/sonde/dingtalk-secret", "secret: x");
+    let agent = blocks[0]
+        .replace("secret_file: /etc/sonde/dingtalk-secret", "secret: x")
+        .replace("secret_file: /etc/sonde/feishu-secret", "secret: y")
+        .replace(
+            "url_file: /etc/sonde/wecom-url",
+            "url: https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K",
+        )
+        .replace(
+            "auth_password_file: /etc/sonde/smtp-password",
+            "auth_password: z",
+        );
     let cfg = load(
         &agent,
         "scenario: s\nhttp: {url: \"http://127.0.0.1:1/\"}\nalert: {}\n",
     );
     let a = cfg.agent.alerting.as_ref().unwrap();
     assert_eq!(a.alertmanagers.len(), 2);
-    assert_eq!(a.notifiers.len(), 3);
+    let kinds: Vec<&str> = a.notifiers.iter().map(|n| n.kind).collect();
+    assert_eq!(
+        kinds,
+        ["dingtalk", "slack", "webhook", "wecom", "feishu", "email"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
