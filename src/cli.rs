@@ -28,7 +28,8 @@ pub const EXIT_USAGE: u8 = 2;
 success and latency as Prometheus metrics.\n\nStart with `sonde serve` (it probes itself until \
 you give it scenario files with -c), then `sonde check FILES` to validate your own.",
     after_help = "Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid configuration.\n\
-Documentation: README.md; the file format is shown by `sonde serve` at GET /config."
+Documentation: README.md; the scenario file format: docs/scenario-format.md (`sonde schema` \
+prints it as a JSON Schema)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -55,6 +56,9 @@ pub enum Command {
     Rules(RulesArgs),
     /// Print the JSON Schema of scenario files, for editors (YAML language server, IntelliJ).
     Schema(crate::schema::SchemaArgs),
+    /// Serve the demo targets the shipped scenarios/ probe (HTTP, HTTPS, DNS, chat) on loopback;
+    /// `sonde serve` without configuration starts them too.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +191,7 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe(args),
         Command::Rules(args) => rules(args),
         Command::Schema(args) => crate::schema::main(args),
+        Command::Demo(args) => crate::demo::main(args),
     }
 }
 
@@ -425,6 +430,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         }
         None => config_source(&args, listen),
     };
+    let _demo = crate::demo::beside_builtin(&source).await;
     let mut opts = LoadOptions {
         region: args.region.clone(),
         ..Default::default()

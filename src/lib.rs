@@ -19,6 +19,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod default_config;
+pub mod demo;
 pub mod engine;
 pub mod hash;
 pub mod matcher;
