@@ -102,3 +102,38 @@ fn the_scenarios_defaults_are_the_demo_targets() {
         demo::CA_PEM
     );
 }
+
+/// A demo port already taken does not keep `serve` from starting: the warning says which
+/// target, where, and which variable moves it.
+#[test]
+fn a_taken_demo_port_is_a_warning_not_a_failure() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap().to_string();
+    let cwd = tempfile::tempdir().unwrap();
+    let serve = Serve::command(SONDE)
+        .current_dir(cwd.path())
+        .env("SONDE_EXAMPLE_HTTP", &at)
+        .env("SONDE_EXAMPLE_HTTPS", free_addr().to_string())
+        .env("SONDE_EXAMPLE_DNS", free_addr().to_string())
+        .env("SONDE_IM_URL", format!("ws://{}/chat", free_addr()))
+        .start();
+    let log = serve.log();
+    assert!(
+        log.contains("demo targets not started")
+            && log.contains(&at)
+            && log.contains("SONDE_EXAMPLE_HTTP"),
+        "{log}"
+    );
+}
+
+#[test]
+fn help_points_to_the_format_reference() {
+    let out = Command::new(SONDE).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("docs/scenario-format.md"), "{help}");
+    assert!(
+        !help.contains("shown by `sonde serve` at GET /config"),
+        "{help}"
+    );
+    assert!(help.contains("demo"), "{help}");
+}
