@@ -37,10 +37,10 @@ struct Keys {
 
 /// A configured robot. `keyword` is put in every message (robots with the keyword security
 /// setting drop messages without it); `secret` signs the request.
-pub struct DingTalk {
+struct DingTalk {
     url: url::Url,
-    pub secret: Option<String>,
-    pub keyword: Option<String>,
+    secret: Option<String>,
+    keyword: Option<String>,
     at_mobiles: Vec<String>,
     at_all: bool,
 }
