@@ -1008,6 +1008,36 @@ async fn email_goes_over_starttls_with_auth_on_fire_reminder_and_resolve() {
     );
 }
 
+/// A server that offers only AUTH LOGIN (the two-step, base64 dialogue) gets that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_authenticates_with_login_when_that_is_all_the_server_offers() {
+    use sonde_testkit::smtp::SmtpOptions;
+    let t = target().await;
+    let s = smtp(|tls| SmtpOptions {
+        starttls: Some(tls),
+        users: vec![("alice".into(), "s3cr3t-pw".into())],
+        mechanisms: vec!["LOGIN"],
+        ..Default::default()
+    })
+    .await;
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      mail: {{type: email, smarthost: \"localhost:{}\", from: a@example.com, to: b@example.com, auth_username: alice, auth_password_file: smtp-password, tls_config: {{ca_file: \"{}\"}}}}\n",
+        s.server.addr().port(),
+        s.ca_file
+    );
+    let cfg = load_in(
+        s.dir.path(),
+        &agent,
+        &scenario_yaml(&t, "{after: 1, notify: [mail]}"),
+    );
+    let m = Metrics::new();
+    let alerts = start(&m, &cfg);
+    run(&cfg.scenarios[0], &alerts).await;
+    let mail = wait_for("the mail", || s.server.mails().into_iter().next()).await;
+    assert_eq!(mail.auth, Some(("LOGIN".into(), "alice".into())));
+    assert!(mail.tls);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_never_falls_back_to_plaintext_and_a_wrong_password_is_not_retried() {
     use sonde_testkit::smtp::SmtpOptions;

@@ -40,8 +40,10 @@ pub struct SmtpOptions {
     pub starttls: Option<Arc<rustls::ServerConfig>>,
     /// TLS from the first byte instead.
     pub implicit_tls: Option<Arc<rustls::ServerConfig>>,
-    /// (user, password): when not empty, AUTH PLAIN/LOGIN is offered and required.
+    /// (user, password): when not empty, AUTH is offered and required.
     pub users: Vec<(String, String)>,
+    /// The AUTH mechanisms offered (of PLAIN and LOGIN); empty: both.
+    pub mechanisms: Vec<&'static str>,
     /// Answer DATA's end with this line instead of 250 (e.g. `451 4.3.0 try again later`).
     pub data_reply: Option<String>,
 }
@@ -192,7 +194,7 @@ async fn command(s: &mut Session, sh: &Shared, line: &str) -> std::io::Result<bo
                 lines.push("STARTTLS".into());
             }
             if !sh.opts.users.is_empty() && !tls_pending {
-                lines.push("AUTH PLAIN LOGIN".into());
+                lines.push(format!("AUTH {}", offered(&sh.opts).join(" ")));
             }
             lines.push("8BITMIME".into());
             lines.push("HELP".into());
@@ -309,10 +311,21 @@ fn path(arg: &str, prefix: &str) -> String {
         .to_string()
 }
 
+fn offered(opts: &SmtpOptions) -> Vec<&'static str> {
+    if opts.mechanisms.is_empty() {
+        vec!["PLAIN", "LOGIN"]
+    } else {
+        opts.mechanisms.clone()
+    }
+}
+
 async fn auth(s: &mut Session, sh: &Shared, arg: &str) -> std::io::Result<()> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let (mech, initial) = arg.split_once(' ').unwrap_or((arg, ""));
     let mech = mech.to_ascii_uppercase();
+    if !offered(&sh.opts).contains(&mech.as_str()) {
+        return s.reply("504 5.5.4 Unrecognized authentication type").await;
+    }
     let decode = |s: &str| {
         b64.decode(s.trim())
             .ok()
