@@ -22,7 +22,8 @@ pub use crate::exit::EXIT_USAGE;
 success and latency as Prometheus metrics.\n\nStart with `sonde serve` (it probes itself until \
 you give it scenario files with -c), then `sonde check FILES` to validate your own.",
     after_help = "Exit codes: 0 ok, 1 a check failed, 2 bad usage or invalid configuration.\n\
-Documentation: README.md; the file format: docs/scenario-format.md."
+Documentation: README.md; the scenario file format: docs/scenario-format.md (`sonde schema` \
+prints it as a JSON Schema)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -49,6 +50,9 @@ pub enum Command {
     Rules(RulesArgs),
     /// Print the JSON Schema of scenario files, for editors (YAML language server, IntelliJ).
     Schema(crate::schema::SchemaArgs),
+    /// Serve the demo targets the shipped scenarios/ probe (HTTP, HTTPS, DNS, chat) on loopback;
+    /// `sonde serve` without configuration starts them too.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe(args),
         Command::Rules(args) => rules(args),
         Command::Schema(args) => crate::schema::main(args),
+        Command::Demo(args) => crate::demo::main(args),
     }
 }
 

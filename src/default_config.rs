@@ -1,7 +1,8 @@
 //! The built-in configuration `sonde serve` runs when given no `-c` and there is no
 //! `./sonde.yaml`: it probes sonde's own endpoints on loopback, so a fresh install shows live,
 //! successful data on `/metrics` and `/` within seconds, and shows the format by example
-//! (`GET /config` prints it).
+//! (`GET /config` prints it). It runs beside the demo targets (`crate::demo`) that `scenarios/`
+//! probe.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -21,6 +21,7 @@ pub mod closed_pipe;
 pub mod config;
 pub mod config_flags;
 pub mod default_config;
+pub mod demo;
 pub mod engine;
 pub mod error_chain;
 pub mod exit;

@@ -1,5 +1,6 @@
 //! sonde as an alert source, against in-process receivers on loopback: each notifier format
-//! (generic webhook, Slack, DingTalk with its signature), Alertmanager API v2, retries on 500,
+//! (generic webhook, Slack, DingTalk with its signature, WeCom, Feishu with its signature, e-mail
+//! over STARTTLS to the testkit SMTP server), Alertmanager API v2, retries on 500,
 //! re-sending, reloads, and a receiver that never answers. Scenario runs are real engine runs
 //! against a testkit target whose health the test switches.
 
@@ -622,33 +623,50 @@ fn the_documented_examples_load() {
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("scenario.yaml"), &blocks[0]).unwrap();
-    std::fs::write(dir.path().join("agent.yaml"), &blocks[1]).unwrap();
+    std::fs::write(
+        dir.path().join("agent.yaml"),
+        blocks[1].replace(
+            "auth_password_file: /etc/sonde/smtp-password",
+            "auth_password: x",
+        ),
+    )
+    .unwrap();
     let cfg = sonde::config::load_paths(&[dir.path().to_path_buf()], &LoadOptions::default())
         .unwrap_or_else(|e| panic!("{e:?}"));
     let alerting = cfg.agent.alerting.as_ref().expect("alerting settings");
     let ding = &alerting.notifiers[0];
     assert_eq!(ding.name, "team-ding");
-    assert!(matches!(
-        &ding.kind,
-        sonde::config::alert::NotifierKind::DingTalk {
-            secret: Some(_),
-            keyword: Some(_),
-            ..
-        }
-    ));
+    let kinds: Vec<&str> = alerting.notifiers.iter().map(|n| n.kind).collect();
+    assert_eq!(kinds, ["dingtalk", "wecom", "feishu", "email"]);
+    assert_eq!(ding.kind, "dingtalk");
+    assert!(ding.spec.get("secret").is_some() && ding.spec.get("keyword").is_some());
     let spec = cfg.scenarios[0].alert.as_ref().expect("alert block");
     assert_eq!(spec.notify.as_deref(), Some(&["team-ding".to_string()][..]));
 
     let reference = std::fs::read_to_string("docs/scenario-format.md").unwrap();
     let blocks = yaml_blocks(&reference, "### `agent: {alerting:}`", None);
-    let agent = blocks[0].replace("secret_file: /etc/sonde/dingtalk-secret", "secret: x");
+    let agent = blocks[0]
+        .replace("secret_file: /etc/sonde/dingtalk-secret", "secret: x")
+        .replace("secret_file: /etc/sonde/feishu-secret", "secret: y")
+        .replace(
+            "url_file: /etc/sonde/wecom-url",
+            "url: https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K",
+        )
+        .replace(
+            "auth_password_file: /etc/sonde/smtp-password",
+            "auth_password: z",
+        );
     let cfg = load(
         &agent,
         "scenario: s\nhttp: {url: \"http://127.0.0.1:1/\"}\nalert: {}\n",
     );
     let a = cfg.agent.alerting.as_ref().unwrap();
     assert_eq!(a.alertmanagers.len(), 2);
-    assert_eq!(a.notifiers.len(), 3);
+    let kinds: Vec<&str> = a.notifiers.iter().map(|n| n.kind).collect();
+    assert_eq!(
+        kinds,
+        ["dingtalk", "slack", "webhook", "wecom", "feishu", "email"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -714,4 +732,375 @@ async fn the_resolve_reports_the_latest_failure() {
     assert_eq!(b[0]["error"], "first problem");
     assert_eq!(b[1]["status"], "resolved");
     assert_eq!(b[1]["error"], "second problem");
+}
+
+/// Counter `family` of `notifier` in the exposition (0 when absent).
+fn count(m: &Metrics, family: &str, notifier: &str) -> u64 {
+    let want = format!("sonde_{family}_total{{notifier=\"{notifier}\"}} ");
+    metrics_text(m)
+        .lines()
+        .find_map(|l| l.strip_prefix(want.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_gets_markdown_fire_reminder_and_resolve_within_its_size_limit() {
+    use sonde_testkit::robots;
+    let t = target().await;
+    let robot = robots::wecom("k3y-0123").await;
+    let base = robot.url(robots::WECOM_PATH);
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      wx: {{type: wecom, url: \"{base}?key=k3y-0123\", repeat_interval: 1s, mentioned_list: [zhangsan]}}\n      wx-wrong-key: {{type: wecom, url: \"{base}?key=nope\"}}\n"
+    );
+    // A description longer than WeCom's 4096-byte limit: it must be cut, not refused.
+    let long = "服务不可用".repeat(400);
+    let cfg = load(
+        &agent,
+        &scenario_yaml(
+            &t,
+            &format!("{{after: 1, resolve_after: 1, description: \"{long}\", notify: [wx, wx-wrong-key]}}"),
+        ),
+    );
+    let m = Metrics::new();
+    let alerts = start(&m, &cfg);
+    let sc = &cfg.scenarios[0];
+    run(sc, &alerts).await;
+    wait_for("the firing message and a reminder", || {
+        (count(&m, "alert_deliveries", "wx") >= 2).then_some(())
+    })
+    .await;
+    t.healthy.store(true, Ordering::SeqCst);
+    run(sc, &alerts).await;
+    wait_for("the resolve", || {
+        bodies(&robot)
+            .iter()
+            .any(|b| {
+                b["markdown"]["content"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("[RESOLVED]")
+            })
+            .then_some(())
+    })
+    .await;
+    wait_for("the wrong key's fire and resolve to be refused", || {
+        (count(&m, "alert_delivery_failures", "wx-wrong-key") == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(&m, "alert_delivery_failures", "wx"),
+        0,
+        "{}",
+        metrics_text(&m)
+    );
+    assert_eq!(count(&m, "alert_delivery_retries", "wx-wrong-key"), 0);
+    let sent: Vec<Value> = bodies(&robot);
+    let ok: Vec<&Value> = sent
+        .iter()
+        .filter(|b| b["markdown"]["content"].as_str().is_some())
+        .collect();
+    let content = |b: &Value| b["markdown"]["content"].as_str().unwrap().to_string();
+    let first = content(ok[0]);
+    assert_eq!(ok[0]["msgtype"], "markdown");
+    assert!(
+        first.contains("[FIRING]</font> checkout fails in eu-west"),
+        "{first}"
+    );
+    assert!(first.contains("> **region**: eu-west"), "{first}");
+    assert!(
+        first.len() <= 4096 && first.ends_with("<@zhangsan>"),
+        "{}",
+        first.len()
+    );
+    assert!(
+        ok.iter().any(|b| content(b).contains("[STILL FIRING]")),
+        "no reminder: {sent:?}"
+    );
+    let resolved = ok
+        .iter()
+        .map(|b| content(b))
+        .find(|c| c.contains("[RESOLVED]"))
+        .unwrap();
+    assert!(
+        !resolved.contains("<@zhangsan>"),
+        "a resolve mentions nobody"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feishu_gets_a_signed_card_with_the_keyword_and_a_wrong_secret_is_refused() {
+    use sonde_testkit::robots;
+    let t = target().await;
+    let secret = "fs-SEC/0123+abc=";
+    let robot = robots::feishu("tok-1", Some(secret), Some("告警")).await;
+    let url = robot.url(&robots::feishu_path("tok-1"));
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      lark: {{type: feishu, url: \"{url}\", secret: \"{secret}\", keyword: 告警}}\n      lark-bad-secret: {{type: feishu, url: \"{url}\", secret: wrong, keyword: 告警}}\n      lark-no-keyword: {{type: feishu, url: \"{url}\", secret: \"{secret}\"}}\n"
+    );
+    let cfg = load(
+        &agent,
+        &scenario_yaml(
+            &t,
+            "{after: 1, resolve_after: 1, notify: [lark, lark-bad-secret, lark-no-keyword]}",
+        ),
+    );
+    let m = Metrics::new();
+    let alerts = start(&m, &cfg);
+    let sc = &cfg.scenarios[0];
+    run(sc, &alerts).await;
+    t.healthy.store(true, Ordering::SeqCst);
+    run(sc, &alerts).await;
+    wait_for("fire and resolve delivered, the others refused", || {
+        (count(&m, "alert_deliveries", "lark") == 2
+            && count(&m, "alert_delivery_failures", "lark-bad-secret") == 2
+            && count(&m, "alert_delivery_failures", "lark-no-keyword") == 2)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(count(&m, "alert_delivery_failures", "lark"), 0);
+    let good: Vec<Value> = bodies(&robot)
+        .into_iter()
+        .filter(|b| b["sign"] == robots::feishu_sign(secret, b["timestamp"].as_str().unwrap_or("")))
+        .filter(|b| {
+            b["card"]["header"]["title"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .contains("告警")
+        })
+        .collect();
+    assert_eq!(good.len(), 2, "{:?}", bodies(&robot));
+    let ts: i64 = good[0]["timestamp"].as_str().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - ts).abs() < 3600,
+        "timestamp {ts} is not in seconds of now"
+    );
+    assert_eq!(good[0]["msg_type"], "interactive");
+    let card = &good[0]["card"];
+    assert_eq!(card["header"]["template"], "red");
+    assert!(card["header"]["title"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("[FIRING] checkout fails in eu-west"));
+    assert!(card["elements"][0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("**region**: eu-west"));
+    assert_eq!(good[1]["card"]["header"]["template"], "green");
+}
+
+/// An SMTP server with STARTTLS and AUTH, its CA file, and agent settings for it.
+struct Smtp {
+    server: sonde_testkit::smtp::SmtpServer,
+    _ca: sonde_testkit::pki::Ca,
+    ca_file: String,
+    dir: tempfile::TempDir,
+}
+
+async fn smtp(
+    opts: impl FnOnce(Arc<rustls::ServerConfig>) -> sonde_testkit::smtp::SmtpOptions,
+) -> Smtp {
+    use sonde_testkit::pki;
+    let ca = pki::Ca::new("smtp test CA");
+    let leaf = ca.leaf(&["localhost"], time::Duration::days(30), &[]);
+    let cfg = pki::server_config(&leaf, &[], None);
+    let server = sonde_testkit::smtp::SmtpServer::start(opts(cfg)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A password file as an editor writes it: with a final newline, which is not part of it.
+    std::fs::write(dir.path().join("smtp-password"), "s3cr3t-pw\n").unwrap();
+    Smtp {
+        server,
+        ca_file: ca.ca_file.display().to_string(),
+        _ca: ca,
+        dir,
+    }
+}
+
+fn load_in(dir: &std::path::Path, agent: &str, scenario: &str) -> Config {
+    std::fs::write(dir.join("agent.yaml"), agent).unwrap();
+    std::fs::write(dir.join("s.yaml"), scenario).unwrap();
+    sonde::config::load_paths(
+        &[dir.to_path_buf()],
+        &LoadOptions {
+            region: Some("eu-west".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_over_starttls_with_auth_on_fire_reminder_and_resolve() {
+    use sonde_testkit::smtp::SmtpOptions;
+    let t = target().await;
+    let s = smtp(|tls| SmtpOptions {
+        starttls: Some(tls),
+        users: vec![("alice".into(), "s3cr3t-pw".into())],
+        ..Default::default()
+    })
+    .await;
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      mail:\n        type: email\n        smarthost: localhost:{}\n        from: \"sonde <sonde@example.com>\"\n        to: [ops@example.com, oncall@example.com]\n        auth_username: alice\n        auth_password_file: smtp-password\n        tls_config: {{ca_file: \"{}\"}}\n        repeat_interval: 1s\n",
+        s.server.addr().port(),
+        s.ca_file
+    );
+    let cfg = load_in(
+        s.dir.path(),
+        &agent,
+        &scenario_yaml(&t, "{after: 1, resolve_after: 1, notify: [mail]}"),
+    );
+    let shown = format!("{:?}", cfg.agent.alerting);
+    assert!(
+        !shown.contains("s3cr3t"),
+        "a secret in Debug output: {shown}"
+    );
+    let m = Metrics::new();
+    let alerts = start(&m, &cfg);
+    let sc = &cfg.scenarios[0];
+    run(sc, &alerts).await;
+    wait_for("the firing mail and a reminder", || {
+        (s.server.mails().len() >= 2).then_some(())
+    })
+    .await;
+    t.healthy.store(true, Ordering::SeqCst);
+    run(sc, &alerts).await;
+    let mails = wait_for("the resolve mail", || {
+        let m = s.server.mails();
+        m.iter()
+            .any(|x| {
+                x.data
+                    .contains("Subject: [RESOLVED] checkout fails in eu-west")
+            })
+            .then_some(m)
+    })
+    .await;
+    assert_eq!(count(&m, "alert_delivery_failures", "mail"), 0);
+    let first = &mails[0];
+    assert!(first.tls, "the mail went in clear");
+    assert_eq!(first.auth.as_ref().map(|a| a.1.as_str()), Some("alice"));
+    assert_eq!(first.from, "sonde@example.com");
+    assert_eq!(first.to, ["ops@example.com", "oncall@example.com"]);
+    assert!(
+        first
+            .data
+            .contains("Subject: [FIRING] checkout fails in eu-west"),
+        "{}",
+        first.data
+    );
+    assert!(
+        first.data.contains("From: sonde <sonde@example.com>"),
+        "{}",
+        first.data
+    );
+    assert!(
+        first.data.contains("failing step: health (status)"),
+        "{}",
+        first.data
+    );
+    assert!(
+        mails
+            .iter()
+            .any(|x| x.data.contains("Subject: [STILL FIRING]")),
+        "no reminder"
+    );
+}
+
+/// A server that offers only AUTH LOGIN (the two-step, base64 dialogue) gets that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_authenticates_with_login_when_that_is_all_the_server_offers() {
+    use sonde_testkit::smtp::SmtpOptions;
+    let t = target().await;
+    let s = smtp(|tls| SmtpOptions {
+        starttls: Some(tls),
+        users: vec![("alice".into(), "s3cr3t-pw".into())],
+        mechanisms: vec!["LOGIN"],
+        ..Default::default()
+    })
+    .await;
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      mail: {{type: email, smarthost: \"localhost:{}\", from: a@example.com, to: b@example.com, auth_username: alice, auth_password_file: smtp-password, tls_config: {{ca_file: \"{}\"}}}}\n",
+        s.server.addr().port(),
+        s.ca_file
+    );
+    let cfg = load_in(
+        s.dir.path(),
+        &agent,
+        &scenario_yaml(&t, "{after: 1, notify: [mail]}"),
+    );
+    let m = Metrics::new();
+    let alerts = start(&m, &cfg);
+    run(&cfg.scenarios[0], &alerts).await;
+    let mail = wait_for("the mail", || s.server.mails().into_iter().next()).await;
+    assert_eq!(mail.auth, Some(("LOGIN".into(), "alice".into())));
+    assert!(mail.tls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_never_falls_back_to_plaintext_and_a_wrong_password_is_not_retried() {
+    use sonde_testkit::smtp::SmtpOptions;
+    let t = target().await;
+    // A server that offers no STARTTLS (as when a man in the middle strips it).
+    let plain = smtp(|_| SmtpOptions::default()).await;
+    let good = smtp(|tls| SmtpOptions {
+        starttls: Some(tls),
+        users: vec![("alice".into(), "right".into())],
+        ..Default::default()
+    })
+    .await;
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      stripped: {{type: email, smarthost: \"localhost:{}\", from: a@example.com, to: b@example.com, max_attempts: 1, tls_config: {{ca_file: \"{}\"}}}}\n      badpw: {{type: email, smarthost: \"localhost:{}\", from: a@example.com, to: b@example.com, auth_username: alice, auth_password_file: smtp-password, tls_config: {{ca_file: \"{}\"}}}}\n",
+        plain.server.addr().port(),
+        plain.ca_file,
+        good.server.addr().port(),
+        good.ca_file,
+    );
+    let cfg = load_in(
+        plain.dir.path(),
+        &agent,
+        &scenario_yaml(&t, "{after: 1, notify: [stripped, badpw]}"),
+    );
+    let m = Metrics::new();
+    let alerts = start(&m, &cfg);
+    run(&cfg.scenarios[0], &alerts).await;
+    wait_for("both to fail", || {
+        (count(&m, "alert_delivery_failures", "stripped") == 1
+            && count(&m, "alert_delivery_failures", "badpw") == 1)
+            .then_some(())
+    })
+    .await;
+    assert!(plain.server.mails().is_empty(), "a mail went in clear");
+    assert!(good.server.mails().is_empty());
+    assert_eq!(good.server.auth_attempts().len(), 1, "a 535 is not retried");
+    assert!(!good.server.auth_attempts()[0].2);
+    assert_eq!(count(&m, "alert_delivery_retries", "badpw"), 0);
+}
+
+#[test]
+fn notifier_settings_are_checked_per_type() {
+    let dir = tempfile::tempdir().unwrap();
+    for (notifier, want) in [
+        ("{type: wecom, url: 'https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K', keyword: x}", "unknown field `keyword`"),
+        ("{type: feishu}", "no `url`"),
+        ("{type: email, smarthost: 'smtp.example.com', from: a@example.com}", "missing field `to`"),
+        ("{type: email, smarthost: 'smtp.example.com', from: a@example.com, to: 'not an address'}", "invalid `to`"),
+        ("{type: email, smarthost: 'smtp.example.com:25', tls: none, from: a@example.com, to: b@example.com, auth_username: u, auth_password: PW-LEAK}", "in clear"),
+        ("{type: email, smarthost: 'smtp.example.com', from: a@example.com, to: b@example.com, auth_password: PW-LEAK}", "expected both"),
+        ("{type: teams, url: 'https://x/'}", "expected one of: webhook, slack, dingtalk, wecom, feishu, email"),
+        ("{type: wecom, url: 'ftp://SECRET-KEY@x/'}", "invalid `url`"),
+    ] {
+        std::fs::write(
+            dir.path().join("agent.yaml"),
+            format!("agent:\n  alerting:\n    notifiers:\n      n: {notifier}\n"),
+        )
+        .unwrap();
+        let e = sonde::config::load_paths(&[dir.path().to_path_buf()], &LoadOptions::default())
+            .map(|_| ())
+            .unwrap_err();
+        let text = format!("{e:?}");
+        assert!(text.contains(want), "{notifier}: {text}");
+        assert!(!text.contains("PW-LEAK") && !text.contains("SECRET-KEY"), "a secret in the error: {text}");
+    }
 }

@@ -37,6 +37,7 @@ const ROOMS: &[(&str, &[&str])] = &[
             "agent",
             "source",
             "default_config",
+            "demo",
             "schema",
             "lib",
             "main",

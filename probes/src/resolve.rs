@@ -58,6 +58,8 @@ pub struct Resolver {
     inner: Arc<TokioResolver>,
     /// "system" or the server list, for the event log.
     describe: Arc<str>,
+    /// The servers of an explicit resolver, checked for a closed port ([`all_refuse`]).
+    servers: Option<Arc<[SocketAddr]>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -88,6 +90,7 @@ impl Resolver {
         Ok(Resolver {
             inner: Arc::new(r),
             describe: "system".into(),
+            servers: None,
         })
     }
 
@@ -121,6 +124,7 @@ impl Resolver {
         Ok(Resolver {
             inner: Arc::new(r),
             describe: describe.into(),
+            servers: Some(servers.into()),
         })
     }
 
@@ -139,32 +143,50 @@ impl Resolver {
             rec.timings.add_since(Phase::Resolve, started);
             return Ok(vec![ip]);
         }
-        let (v6, v4) = match opts.preferred {
-            IpProtocol::Auto => {
-                let (a, b) = tokio::join!(
-                    self.lookup(bare, RecordType::AAAA),
-                    self.lookup(bare, RecordType::A)
-                );
-                (a, b)
+        let lookups = async {
+            match opts.preferred {
+                IpProtocol::Auto => {
+                    let (a, b) = tokio::join!(
+                        self.lookup(bare, RecordType::AAAA),
+                        self.lookup(bare, RecordType::A)
+                    );
+                    (a, b)
+                }
+                IpProtocol::Ip6 => {
+                    let a = self.lookup(bare, RecordType::AAAA).await;
+                    let b = match &a {
+                        Ok(v) if !v.is_empty() => Ok(vec![]),
+                        _ if opts.fallback => self.lookup(bare, RecordType::A).await,
+                        _ => Ok(vec![]),
+                    };
+                    (a, b)
+                }
+                IpProtocol::Ip4 => {
+                    let b = self.lookup(bare, RecordType::A).await;
+                    let a = match &b {
+                        Ok(v) if !v.is_empty() => Ok(vec![]),
+                        _ if opts.fallback => self.lookup(bare, RecordType::AAAA).await,
+                        _ => Ok(vec![]),
+                    };
+                    (a, b)
+                }
             }
-            IpProtocol::Ip6 => {
-                let a = self.lookup(bare, RecordType::AAAA).await;
-                let b = match &a {
-                    Ok(v) if !v.is_empty() => Ok(vec![]),
-                    _ if opts.fallback => self.lookup(bare, RecordType::A).await,
-                    _ => Ok(vec![]),
-                };
-                (a, b)
-            }
-            IpProtocol::Ip4 => {
-                let b = self.lookup(bare, RecordType::A).await;
-                let a = match &b {
-                    Ok(v) if !v.is_empty() => Ok(vec![]),
-                    _ if opts.fallback => self.lookup(bare, RecordType::AAAA).await,
-                    _ => Ok(vec![]),
-                };
-                (a, b)
-            }
+        };
+        let (v6, v4) = match self.servers.as_deref() {
+            None => lookups.await,
+            Some(servers) => tokio::select! {
+                r = lookups => r,
+                why = all_refuse(servers) => {
+                    rec.timings.add_since(Phase::Resolve, started);
+                    return Err(Failure::new(
+                        FailureReason::Connect,
+                        format!(
+                            "cannot resolve {bare}: no DNS server answering on udp {}: {why}",
+                            self.describe
+                        ),
+                    ));
+                }
+            },
         };
         rec.timings.add_since(Phase::Resolve, started);
         let err = match (&v6, &v4) {
@@ -222,6 +244,45 @@ impl Resolver {
             Err(e) if e.is_no_records_found() => Ok(vec![]),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// Completes only when every server refuses: nothing listens on its UDP port. hickory asks from
+/// unconnected UDP sockets, which never see the ICMP port-unreachable a closed port answers
+/// with, so a closed resolver port would look like a silent resolver and cost the whole
+/// deadline, where the `dns` probe (connected socket) fails at once with `connect`: one cause,
+/// one reason. An empty datagram from a connected socket draws the same ICMP error (and is
+/// ignored by a DNS server that is there); a server that answers or stays silent keeps this
+/// pending, and the lookup decides.
+async fn all_refuse(servers: &[SocketAddr]) -> String {
+    let mut checks = tokio::task::JoinSet::new();
+    for &s in servers {
+        checks.spawn(refused(s));
+    }
+    let mut why = String::new();
+    while let Some(r) = checks.join_next().await {
+        match r {
+            Ok(Some(e)) => why = e,
+            _ => return std::future::pending().await,
+        }
+    }
+    why
+}
+
+/// `Some(error)` when `server` refuses UDP; pending otherwise.
+async fn refused(server: SocketAddr) -> Option<String> {
+    let bind: SocketAddr = match server {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
+    sock.connect(server).await.ok()?;
+    sock.send(&[]).await.ok()?;
+    let mut buf = [0u8; 512];
+    match sock.recv(&mut buf).await {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(e.to_string()),
+        // An answer (a server that replies even to this) or another error: not a refusal.
+        _ => std::future::pending().await,
     }
 }
 

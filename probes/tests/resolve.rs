@@ -196,3 +196,44 @@ async fn ip_literals_never_reach_the_resolver() {
     assert_eq!(r.unwrap(), vec![ip("127.0.0.1")]);
     assert_eq!(server.queries(), 0);
 }
+
+/// A resolver whose port is closed fails at once as `connect`, as the `dns` probe does for the
+/// same closed port — not as a timeout at the deadline (hickory's own sockets never see the
+/// ICMP port-unreachable). The deadline here is long on purpose: the failure must name the
+/// refusal, which only the kernel's answer can tell.
+#[tokio::test]
+async fn a_closed_resolver_port_fails_as_connect_not_as_a_timeout() {
+    // A port that was just free: bind, note it, close.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let r = Resolver::with_servers(&[closed]).unwrap();
+    let mut rec = Recorder::new();
+    let d = Instant::now() + Duration::from_secs(30);
+    let res = tokio::time::timeout(
+        Duration::from_secs(32),
+        with_deadline(&mut rec, d, async |rec: &mut Recorder| {
+            r.resolve("web.sonde.test", ResolveOptions::default(), rec)
+                .await
+        }),
+    )
+    .await
+    .expect("hang guard");
+    let f = res.unwrap_err();
+    assert_eq!(f.reason, FailureReason::Connect, "{}", f.message);
+    assert!(
+        f.message.contains(&closed.to_string()) && f.message.contains("refused"),
+        "{}",
+        f.message
+    );
+    assert!(rec.timings.contains(Phase::Resolve));
+}
+
+/// The check for a closed port does not get in the way of a server that answers.
+#[tokio::test]
+async fn a_live_resolver_still_answers_with_the_refusal_check_running() {
+    let server = DnsServer::start(Zone::example()).await;
+    let (r, _) = resolve(&server, "dual.sonde.test", ResolveOptions::default(), FIVE).await;
+    assert!(!r.unwrap().is_empty());
+}

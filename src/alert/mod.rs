@@ -1,7 +1,8 @@
 //! sonde as an alert source: each scenario with an `alert:` block has a threshold state machine
 //! ([`state`]) fed by every run; when it fires or resolves, the alert goes to every configured
 //! Alertmanager ([`alertmanager`], API v2) and to the scenario's named notifiers ([`notify`]:
-//! generic webhook, Slack, DingTalk). [`rules`] turns the same blocks into Prometheus rules.
+//! generic webhook, Slack, DingTalk, WeCom, Feishu/Lark, e-mail). [`rules`] turns the same
+//! blocks into Prometheus rules.
 //!
 //! Delivery never blocks probing: the scheduler's hook only updates the state and puts events
 //! on a bounded queue per destination (full queue: the event is dropped and counted); each

@@ -278,12 +278,16 @@ pub struct AlertDefaults {
     pub notify: Option<Vec<String>>,
 }
 
-/// A named chat or webhook destination.
-#[derive(Clone, Debug, PartialEq)]
+/// A named destination: the keys every type shares, and the type's own settings.
+#[derive(Clone)]
 pub struct Notifier {
     pub name: String,
-    pub kind: NotifierKind,
-    pub url: url::Url,
+    /// Its `type:` (a name of [`crate::alert::notify::KINDS`]).
+    pub kind: &'static str,
+    /// Built by the type from its own keys; holds its secrets, so it is never printed.
+    pub channel: std::sync::Arc<dyn crate::alert::notify::Channel>,
+    /// The type's keys as written, to tell whether a reload changed the notifier.
+    pub spec: Value,
     /// Also send when the alert resolves.
     pub send_resolved: bool,
     /// Send again while the alert keeps firing; `None`: only once.
@@ -292,35 +296,39 @@ pub struct Notifier {
     pub max_attempts: u32,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum NotifierKind {
-    /// Generic JSON (schema in docs/scenario-format.md).
-    Webhook {
-        headers: Vec<(String, String)>,
-        bearer_token: Option<String>,
-    },
-    /// Slack incoming webhook (and compatibles: Mattermost, Rocket.Chat).
-    Slack {
-        channel: Option<String>,
-        username: Option<String>,
-    },
-    /// DingTalk custom robot: markdown message; `keyword` is put in every message (robots with
-    /// the keyword security setting drop messages without it); `secret` signs the request.
-    DingTalk {
-        secret: Option<String>,
-        keyword: Option<String>,
-        at_mobiles: Vec<String>,
-        at_all: bool,
-    },
+/// Without the channel's settings: they hold webhook tokens, signing secrets and passwords.
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("send_resolved", &self.send_resolved)
+            .field("repeat_interval", &self.repeat_interval)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
 }
 
-impl NotifierKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            NotifierKind::Webhook { .. } => "webhook",
-            NotifierKind::Slack { .. } => "slack",
-            NotifierKind::DingTalk { .. } => "dingtalk",
-        }
+impl PartialEq for Notifier {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.name,
+            self.kind,
+            &self.spec,
+            self.send_resolved,
+            self.repeat_interval,
+            self.timeout,
+            self.max_attempts,
+        ) == (
+            &o.name,
+            o.kind,
+            &o.spec,
+            o.send_resolved,
+            o.repeat_interval,
+            o.timeout,
+            o.max_attempts,
+        )
     }
 }
 
@@ -333,7 +341,7 @@ struct RawAlerting {
     external_url: Option<String>,
     defaults: Option<RawDefaults>,
     #[serde(default)]
-    notifiers: Ordered<RawNotifier>,
+    notifiers: Ordered<Value>,
 }
 
 #[derive(Deserialize)]
@@ -368,32 +376,47 @@ struct RawDefaults {
     notify: Option<Vec<String>>,
 }
 
+/// The keys every notifier type shares; the others belong to the type
+/// ([`crate::alert::notify::Kind::parse`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotifier {
     #[serde(rename = "type")]
     kind: String,
-    url: Option<String>,
-    url_file: Option<String>,
     send_resolved: Option<bool>,
     repeat_interval: Option<Dur>,
     timeout: Option<Dur>,
     max_attempts: Option<u32>,
-    // webhook
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    bearer_token: Option<String>,
-    // slack
-    channel: Option<String>,
-    username: Option<String>,
-    // dingtalk
-    secret: Option<String>,
-    secret_file: Option<String>,
-    keyword: Option<String>,
-    #[serde(default)]
-    at_mobiles: Vec<String>,
-    #[serde(default)]
-    at_all: bool,
+}
+
+const COMMON_NOTIFIER_KEYS: [&str; 5] = [
+    "type",
+    "send_resolved",
+    "repeat_interval",
+    "timeout",
+    "max_attempts",
+];
+
+/// Split a notifier's mapping into the shared keys and its type's own.
+fn split_notifier(v: Value) -> Result<(RawNotifier, Value), String> {
+    let Value::Mapping(m) = v else {
+        return Err("expected a mapping with `type:` and the type's keys".into());
+    };
+    let (common, own): (serde_norway::Mapping, serde_norway::Mapping) =
+        m.into_iter().partition(|(k, _)| {
+            k.as_str()
+                .is_some_and(|k| COMMON_NOTIFIER_KEYS.contains(&k))
+        });
+    let raw: RawNotifier =
+        serde_path_to_error::deserialize(Value::Mapping(common)).map_err(|e| {
+            format!(
+                "`{}`: {} — expected the keys every notifier has: {}",
+                e.path(),
+                e.inner(),
+                COMMON_NOTIFIER_KEYS.join(", ")
+            )
+        })?;
+    Ok((raw, Value::Mapping(own)))
 }
 
 fn http_url(s: &str, what: &str) -> Result<url::Url, String> {
@@ -509,69 +532,18 @@ pub fn parse_settings(value: Value, dir: &Path) -> Result<AlertingSettings, Stri
                 "invalid notifier name {name:?} — expected 1 to 64 of A-Z a-z 0-9 _ - ."
             ));
         }
-        let url = one_of("url", n.url, n.url_file, dir)
-            .map_err(ctx)?
-            .ok_or_else(|| ctx("no `url` — expected the webhook URL (or `url_file`)".into()))?;
-        let url = http_url(&url, "url").map_err(ctx)?;
-        let only = |key: &str, set: bool, kinds: &str| {
-            if set {
-                Err(ctx(format!(
-                    "`{key}` is for {kinds} notifiers — expected it left out for type {}",
-                    n.kind
-                )))
-            } else {
-                Ok(())
-            }
-        };
-        let kind = match n.kind.as_str() {
-            "webhook" => {
-                only("channel", n.channel.is_some(), "slack")?;
-                only(
-                    "secret",
-                    n.secret.is_some() || n.secret_file.is_some(),
-                    "dingtalk",
-                )?;
-                NotifierKind::Webhook {
-                    headers: n.headers.into_iter().collect(),
-                    bearer_token: n.bearer_token,
-                }
-            }
-            "slack" => {
-                only("headers", !n.headers.is_empty(), "webhook")?;
-                only(
-                    "secret",
-                    n.secret.is_some() || n.secret_file.is_some(),
-                    "dingtalk",
-                )?;
-                NotifierKind::Slack {
-                    channel: n.channel,
-                    username: n.username,
-                }
-            }
-            "dingtalk" => {
-                only("headers", !n.headers.is_empty(), "webhook")?;
-                only("channel", n.channel.is_some(), "slack")?;
-                NotifierKind::DingTalk {
-                    secret: one_of("secret", n.secret, n.secret_file, dir).map_err(ctx)?,
-                    keyword: n.keyword,
-                    at_mobiles: n.at_mobiles,
-                    at_all: n.at_all,
-                }
-            }
-            other => {
-                return Err(ctx(format!(
-                    "unknown type `{other}` — expected webhook, slack or dingtalk"
-                )))
-            }
-        };
+        let (n, own) = split_notifier(n).map_err(ctx)?;
+        let kind = crate::alert::notify::kind(&n.kind).map_err(ctx)?;
+        let channel = (kind.parse)(own.clone(), dir).map_err(ctx)?;
         let timeout = n.timeout.map_or(DEFAULT_SEND_TIMEOUT, |d| d.0);
         if timeout.is_zero() {
             return Err(ctx("`timeout` 0s — expected a deadline above zero".into()));
         }
         out.notifiers.push(Notifier {
             name,
-            kind,
-            url,
+            kind: kind.name,
+            channel,
+            spec: own,
             send_resolved: n.send_resolved.unwrap_or(true),
             repeat_interval: match n.repeat_interval {
                 None => Some(DEFAULT_REPEAT_INTERVAL),
@@ -678,7 +650,7 @@ mod tests {
             ("notifiers: {x: {type: slack}}", "no `url`"),
             (
                 "notifiers: {x: {type: slack, url: 'http://a/', secret: s}}",
-                "`secret` is for dingtalk",
+                "unknown field `secret`",
             ),
             (
                 "defaults: {notify: [nope]}",

@@ -123,6 +123,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    let _demo = crate::demo::beside_builtin(&source).await;
     let app = build_app(&args, listen, source, opts, initial);
     tracing::info!(
         listen = %listen,

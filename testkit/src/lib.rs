@@ -9,5 +9,7 @@ pub mod http;
 pub mod lines;
 pub mod pki;
 pub mod process;
+pub mod robots;
+pub mod smtp;
 pub mod ws;
 pub mod xmpp;

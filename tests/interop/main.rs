@@ -872,7 +872,11 @@ fn shipped_examples_pass_against_real_servers() {
         .config("scenarios")
         .config("examples/sonde.yaml")
         .current_dir(root)
+        // The shipped files default to sonde's demo targets; here they probe the real servers.
         .env("SONDE_EXAMPLE_CA_FILE", &sv.ca)
+        .env("SONDE_EXAMPLE_HTTP", &sv.http)
+        .env("SONDE_EXAMPLE_HTTPS", &sv.https)
+        .env("SONDE_EXAMPLE_DNS", &sv.dns)
         .env("SONDE_IM_URL", chat.url())
         .start();
     // The examples use realistic intervals: each gets its interval (its first run lands at a

@@ -77,6 +77,7 @@ echo "interop: servers up ($(tr '\n' ' ' < "$work/env"))"
 
 bash tests/interop/regions.sh  # many regions: network namespaces, real Prometheus, remote_write
 bash tests/interop/alerting.sh # a real Alertmanager receiving sonde's alerts; promtool on `sonde rules`
+bash tests/interop/email.sh "$work" # e-mail alerts to aiosmtpd: STARTTLS, AUTH, a refused password
 # --- 3. tests ---------------------------------------------------------------------------------
 # --nocapture so that SKIPPED: lines (e.g. ICMP without permission) are seen, not swallowed.
 set +e

@@ -6,11 +6,69 @@
 //! DingTalk answers 200 with `{"errcode": 0}` on success; any other errcode is a refusal, except
 //! 130101 (sending too fast), which is retried.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::{Attempt, Channel, Ctx, Kind};
 use crate::alert::{Event, Outcome, Status};
 use crate::time::rfc3339;
+
+pub const KIND: Kind = Kind {
+    name: "dingtalk",
+    parse,
+};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    url: Option<String>,
+    url_file: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<String>,
+    keyword: Option<String>,
+    #[serde(default)]
+    at_mobiles: Vec<String>,
+    #[serde(default)]
+    at_all: bool,
+}
+
+/// A configured robot. `keyword` is put in every message (robots with the keyword security
+/// setting drop messages without it); `secret` signs the request.
+struct DingTalk {
+    url: url::Url,
+    secret: Option<String>,
+    keyword: Option<String>,
+    at_mobiles: Vec<String>,
+    at_all: bool,
+}
+
+fn parse(v: serde_norway::Value, dir: &Path) -> Result<Arc<dyn Channel>, String> {
+    let k: Keys = super::keys(v, "dingtalk")?;
+    Ok(Arc::new(DingTalk {
+        url: super::robot_url(
+            k.url,
+            k.url_file,
+            dir,
+            "https://oapi.dingtalk.com/robot/send?access_token=TOKEN",
+        )?,
+        secret: super::inline_or_file("secret", k.secret, k.secret_file, dir)?,
+        keyword: k.keyword,
+        at_mobiles: k.at_mobiles,
+        at_all: k.at_all,
+    }))
+}
+
+impl Channel for DingTalk {
+    fn send<'a>(&'a self, ctx: &'a Ctx, ev: &'a Event) -> Attempt<'a> {
+        let url = signed_url(&self.url, self.secret.as_deref(), crate::time::now_ms());
+        let req = ctx.http.post(url);
+        let body = body(ev, self.keyword.as_deref(), &self.at_mobiles, self.at_all);
+        Box::pin(async move { super::post(req, &body, outcome).await })
+    }
+}
 
 /// `sign` for `timestamp_ms` (before URL encoding).
 pub fn sign(secret: &str, timestamp_ms: i64) -> String {

@@ -1,16 +1,77 @@
-//! Chat and webhook notifiers (`agent: {alerting: {notifiers:}}`), each with its own queue and
-//! task: [`webhook`] (generic JSON), [`slack`] (incoming webhooks), [`dingtalk`] (custom robot).
+//! Notifiers (`agent: {alerting: {notifiers:}}`), each with its own queue and task. Every
+//! `type:` is one file here — its own keys, its message, its service's verdict — and one line
+//! in [`KINDS`]: [`webhook`] (generic JSON), [`slack`] (incoming webhooks), [`dingtalk`] (custom
+//! robot), [`wecom`] (企业微信 group robot), [`feishu`] (Feishu/Lark custom bot), [`email`] (SMTP).
+//!
+//! The keys every type shares (`type`, `send_resolved`, `repeat_interval`, `timeout`,
+//! `max_attempts`) are read by `config::alert`; the rest of the notifier's mapping goes to its
+//! type's `parse`, which refuses keys it does not know.
 
 pub mod dingtalk;
+pub mod email;
+pub mod feishu;
 pub mod slack;
 pub mod webhook;
+pub mod wecom;
 
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::{deliver, AlertMetrics, Event, Outcome};
-use crate::config::alert::{Notifier, NotifierKind};
+use super::{deliver, AlertMetrics, Event, Outcome, Status};
+use crate::config::alert::Notifier;
+
+/// Every notifier type. Adding one: a new file with a `KIND`, and a line here.
+pub const KINDS: &[Kind] = &[
+    webhook::KIND,
+    slack::KIND,
+    dingtalk::KIND,
+    wecom::KIND,
+    feishu::KIND,
+    email::KIND,
+];
+
+/// A notifier type: its `type:` name and how to build one from its own keys.
+pub struct Kind {
+    pub name: &'static str,
+    /// `dir` resolves relative `*_file` paths. Errors are whole sentences saying what was
+    /// expected, and never contain a secret.
+    pub parse: Parse,
+}
+
+/// Build a notifier of one type from its keys (see [`Kind::parse`]).
+pub type Parse = fn(serde_norway::Value, &Path) -> Result<Arc<dyn Channel>, String>;
+
+/// The type named `name`, or an error listing the known ones.
+pub fn kind(name: &str) -> Result<&'static Kind, String> {
+    KINDS.iter().find(|k| k.name == name).ok_or_else(|| {
+        format!(
+            "unknown type `{name}` — expected one of: {}",
+            KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+/// One delivery attempt in flight.
+pub type Attempt<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// A configured destination. Deliberately not `Debug`: it holds tokens and passwords.
+pub trait Channel: Send + Sync {
+    fn send<'a>(&'a self, ctx: &'a Ctx, ev: &'a Event) -> Attempt<'a>;
+}
+
+/// What every attempt of one notifier shares.
+pub struct Ctx {
+    pub name: String,
+    /// The notifier's HTTP client (its `timeout`, no proxy from the environment).
+    pub http: reqwest::Client,
+    pub timeout: Duration,
+}
 
 /// Deliver this notifier's queue, one message per event, until the hub is gone.
 pub async fn run(
@@ -19,56 +80,171 @@ pub async fn run(
     metrics: AlertMetrics,
     pending: Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    let client = super::client(n.timeout);
+    let ctx = Ctx {
+        name: n.name.clone(),
+        http: super::client(n.timeout),
+        timeout: n.timeout,
+    };
     while let Some(ev) = rx.recv().await {
         deliver(&n.name, n.max_attempts, &metrics, || {
-            let client = client.clone();
-            let (n, ev) = (&n, ev.clone());
-            async move { send(&client, n, &ev).await }
+            let (ctx, channel, ev) = (&ctx, n.channel.clone(), ev.clone());
+            async move { channel.send(ctx, &ev).await }
         })
         .await;
         pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
-/// One attempt.
-pub async fn send(client: &reqwest::Client, n: &Notifier, ev: &Event) -> Outcome {
-    let (req, body) = match &n.kind {
-        NotifierKind::Webhook {
-            headers,
-            bearer_token,
-        } => {
-            let mut req = client.post(n.url.clone());
-            for (k, v) in headers {
-                req = req.header(k, v);
-            }
-            if let Some(t) = bearer_token {
-                req = req.bearer_auth(t);
-            }
-            (req, webhook::body(&n.name, ev))
-        }
-        NotifierKind::Slack { channel, username } => (
-            client.post(n.url.clone()),
-            slack::body(ev, channel.as_deref(), username.as_deref()),
-        ),
-        NotifierKind::DingTalk {
-            secret,
-            keyword,
-            at_mobiles,
-            at_all,
-        } => {
-            let url = dingtalk::signed_url(&n.url, secret.as_deref(), crate::time::now_ms());
-            (
-                client.post(url),
-                dingtalk::body(ev, keyword.as_deref(), at_mobiles, *at_all),
-            )
-        }
+/// One attempt of notifier `n` (for tests and tools).
+pub async fn send(n: &Notifier, ev: &Event) -> Outcome {
+    let ctx = Ctx {
+        name: n.name.clone(),
+        http: super::client(n.timeout),
+        timeout: n.timeout,
     };
-    match super::post_json(req, &body).await {
+    n.channel.send(&ctx, ev).await
+}
+
+/// POST `body` as JSON; a 2xx answer's body goes to the service's `verdict` (chat robots answer
+/// 200 with an error code in the body).
+pub async fn post(
+    req: reqwest::RequestBuilder,
+    body: &serde_json::Value,
+    verdict: fn(&str) -> Outcome,
+) -> Outcome {
+    match super::post_json(req, body).await {
         Err(e) => Outcome::Retry(e),
-        Ok((status, text)) => match (&n.kind, super::classify(status, &text)) {
-            (NotifierKind::DingTalk { .. }, Outcome::Delivered) => dingtalk::outcome(&text),
-            (_, o) => o,
+        Ok((status, text)) => match super::classify(status, &text) {
+            Outcome::Delivered => verdict(&text),
+            o => o,
         },
+    }
+}
+
+/// Read a type's keys; `what` names the type in errors ("expected the keys of a wecom notifier").
+pub fn keys<T: DeserializeOwned>(v: serde_norway::Value, what: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let at = e.path().to_string();
+        let at = if at == "." {
+            String::new()
+        } else {
+            format!("`{at}`: ")
+        };
+        format!("{at}{} — expected the keys of a {what} notifier", e.inner())
+    })
+}
+
+/// A value given inline or in a file (`secret` / `secret_file`), trimmed.
+pub fn inline_or_file(
+    what: &str,
+    value: Option<String>,
+    file: Option<String>,
+    dir: &Path,
+) -> Result<Option<String>, String> {
+    match (value, file) {
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(f)) => {
+            let path = dir.join(&f);
+            std::fs::read_to_string(&path)
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|e| {
+                    format!(
+                        "cannot read `{what}_file` {}: {} — expected a readable text file",
+                        path.display(),
+                        crate::config::io_reason(&e)
+                    )
+                })
+        }
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(format!(
+            "both `{what}` and `{what}_file` — expected one of them"
+        )),
+    }
+}
+
+/// A robot's webhook URL (`url` or `url_file`), required. The URL holds the robot's token, so
+/// the error shows only its scheme and host.
+pub fn robot_url(
+    url: Option<String>,
+    url_file: Option<String>,
+    dir: &Path,
+    example: &str,
+) -> Result<url::Url, String> {
+    let u = inline_or_file("url", url, url_file, dir)?.ok_or_else(|| {
+        format!("no `url` — expected the webhook URL, such as {example} (or `url_file`)")
+    })?;
+    url::Url::parse(&u)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| {
+            format!("invalid `url` — expected http:// or https:// with a host, such as {example}")
+        })
+}
+
+/// `[FIRING]`, `[STILL FIRING]` (a reminder) or `[RESOLVED]`, and a mark for chat titles.
+pub fn tag(ev: &Event) -> (&'static str, &'static str) {
+    match (ev.status, ev.repeat) {
+        (Status::Firing, false) => ("🔴", "FIRING"),
+        (Status::Firing, true) => ("🔴", "STILL FIRING"),
+        (Status::Resolved, _) => ("✅", "RESOLVED"),
+    }
+}
+
+/// The facts every message lists, as (label, value) in reading order.
+pub fn facts(ev: &Event) -> Vec<(&'static str, String)> {
+    let mut out = vec![("scenario", ev.scenario.clone())];
+    if let Some(r) = &ev.region {
+        out.push(("region", r.clone()));
+    }
+    out.push(("severity", ev.severity.clone()));
+    if let Some(s) = &ev.step {
+        let why = ev
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        out.push(("failing step", format!("{s}{why}")));
+    }
+    out.push(("since", crate::time::rfc3339(ev.starts_at)));
+    if let Some(end) = ev.ends_at {
+        out.push(("resolved at", crate::time::rfc3339(end)));
+    }
+    out
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut (robots refuse
+/// longer messages outright, which would lose the alert).
+pub fn truncate(mut text: String, max: usize) -> String {
+    const MARK: &str = "\n…";
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(MARK);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_characters_whole_and_marks_the_cut() {
+        let t = truncate("告警".repeat(2000), 4096);
+        assert!(t.len() <= 4096, "{}", t.len());
+        assert!(t.ends_with('…'));
+        assert_eq!(truncate("short".into(), 4096), "short");
+    }
+
+    #[test]
+    fn every_type_name_is_unique() {
+        let mut names: Vec<_> = KINDS.iter().map(|k| k.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
     }
 }

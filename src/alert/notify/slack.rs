@@ -2,9 +2,55 @@
 //! Rocket.Chat, Discord's `/slack` endpoint): a `text` line for notifications and a coloured
 //! attachment with the details.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
-use crate::alert::{Event, Status};
+use super::{Attempt, Channel, Ctx, Kind};
+use crate::alert::{Event, Outcome, Status};
+
+pub const KIND: Kind = Kind {
+    name: "slack",
+    parse,
+};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    url: Option<String>,
+    url_file: Option<String>,
+    channel: Option<String>,
+    username: Option<String>,
+}
+
+struct Slack {
+    url: url::Url,
+    channel: Option<String>,
+    username: Option<String>,
+}
+
+fn parse(v: serde_norway::Value, dir: &Path) -> Result<Arc<dyn Channel>, String> {
+    let k: Keys = super::keys(v, "slack")?;
+    Ok(Arc::new(Slack {
+        url: super::robot_url(
+            k.url,
+            k.url_file,
+            dir,
+            "https://hooks.slack.com/services/T000/B000/XXXX",
+        )?,
+        channel: k.channel,
+        username: k.username,
+    }))
+}
+
+impl Channel for Slack {
+    fn send<'a>(&'a self, ctx: &'a Ctx, ev: &'a Event) -> Attempt<'a> {
+        let req = ctx.http.post(self.url.clone());
+        let body = body(ev, self.channel.as_deref(), self.username.as_deref());
+        Box::pin(async move { super::post(req, &body, |_| Outcome::Delivered).await })
+    }
+}
 
 pub fn title(ev: &Event) -> String {
     let tag = match (ev.status, ev.repeat) {
