@@ -208,7 +208,7 @@ async fn run(req: &IcmpRequest, rec: &mut Recorder, facts: &mut IcmpFacts) -> Re
         fmt_duration(rtt),
         packet.get_sequence().0,
         hop_limit.map(|h| format!(", ttl {h}")).unwrap_or_default(),
-        kts::describe(user, kernel)
+        kts::describe(user, &kernel)
     ));
     Ok(())
 }

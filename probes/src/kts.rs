@@ -22,7 +22,24 @@
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
+pub mod stream;
+#[cfg(target_os = "linux")]
 mod tcp_info;
+
+/// Elsewhere: no timestamped stream; its marks only say why.
+#[cfg(not(target_os = "linux"))]
+pub mod stream {
+    #[derive(Clone, Debug)]
+    pub struct Marks;
+
+    impl Marks {
+        pub fn arm(&self) {}
+
+        pub fn take(&self) -> Result<std::time::Duration, String> {
+            Err(super::NOT_LINUX.into())
+        }
+    }
+}
 #[cfg(target_os = "linux")]
 pub use tcp_info::handshake_rtt;
 
@@ -252,16 +269,20 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
 
 /// "kernel 310µs, user space 1.2ms (sonde's own delay 890µs)", or the user-space figure and
 /// why there is no kernel one: how a phase reads in the trace.
-pub fn describe(user: Duration, kernel: Result<Duration, &str>) -> String {
+pub fn describe<E: AsRef<str>>(user: Duration, kernel: &Result<Duration, E>) -> String {
     use crate::fmt_duration;
     match kernel {
-        Ok(k) => format!(
+        &Ok(k) => format!(
             "kernel {}, user space {} (sonde's own delay {})",
             fmt_duration(k.min(user)),
             fmt_duration(user),
             fmt_duration(user.saturating_sub(k))
         ),
-        Err(why) => format!("{} (user-space timing: {why})", fmt_duration(user)),
+        Err(why) => format!(
+            "{} (user-space timing: {})",
+            fmt_duration(user),
+            why.as_ref()
+        ),
     }
 }
 

@@ -287,7 +287,7 @@ pub async fn connect_tcp(
                 rec.event(format!(
                     "connected to {addr} in {}: {}",
                     fmt_duration(kernel.as_ref().map_or(user, |k| *k.min(&user))),
-                    crate::kts::describe(user, kernel.as_ref().copied().map_err(|e| e.as_str()))
+                    crate::kts::describe(user, &kernel)
                 ));
                 return Ok(stream);
             }

@@ -4,7 +4,7 @@ use super::*;
 
 /// A control buffer holding `msgs` (level, type, data), laid out with libc's CMSG_* macros, so
 /// the hand-written walker is checked against the C definitions.
-fn control(msgs: &[(libc::c_int, libc::c_int, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn control(msgs: &[(libc::c_int, libc::c_int, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (level, kind, data) in msgs {
         // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
@@ -169,11 +169,14 @@ fn a_refused_option_is_an_error_with_the_reason() {
 #[test]
 fn phases_read_with_both_figures() {
     assert_eq!(
-        describe(Duration::from_micros(1200), Ok(Duration::from_micros(310))),
+        describe(
+            Duration::from_micros(1200),
+            &Ok::<_, &str>(Duration::from_micros(310))
+        ),
         "kernel 310µs, user space 1.2ms (sonde's own delay 890µs)"
     );
     assert_eq!(
-        describe(Duration::from_micros(1200), Err(NOT_LINUX)),
+        describe(Duration::from_micros(1200), &Err(NOT_LINUX)),
         "1.2ms (user-space timing: kernel timestamps are only used on Linux)"
     );
 }
