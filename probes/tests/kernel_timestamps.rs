@@ -94,3 +94,68 @@ fn tcp_connect_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
     assert!(kernel < BLOCK, "kernel handshake {kernel:?} should not");
     assert_eq!(rec.timings.get(Phase::Connect), kernel);
 }
+
+/// HTTP/1.1 over plain TCP: once the server has the request it lets the client's blocker run and
+/// answers at once; the response sits timestamped in the client's socket while the runtime is
+/// blocked.
+#[test]
+fn http_processing_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use sonde_probes::http::{probe, HttpRequest, ALPN_HTTP11};
+    use sonde_probes::tls::{TlsClient, TlsOptions};
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicBool::new(false));
+    let flag = answered.clone();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "client closed before its request head");
+            req.extend_from_slice(&buf[..n]);
+        }
+        // Flag first: the client then blocks while (not before or after) the answer lands.
+        flag.store(true, Ordering::Release);
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .unwrap();
+    });
+    let req = HttpRequest::get(
+        format!("http://{addr}/").parse().unwrap(),
+        Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        TlsClient::new(&TlsOptions::default(), ALPN_HTTP11).unwrap(),
+    );
+    let out = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let blocker = async {
+            // Let the probe run until the server has answered, then hold the only thread.
+            while !answered.load(Ordering::Acquire) {
+                tokio::task::yield_now().await;
+            }
+            block_the_runtime().await;
+        };
+        tokio::join!(probe(&req, deadline), blocker).0
+    });
+    server.join().unwrap();
+    assert!(out.success(), "{:?}", out.failure);
+    let user = out.timings.user_space(Phase::Processing);
+    let kernel = out
+        .timings
+        .kernel(Phase::Processing)
+        .unwrap_or_else(|| panic!("no kernel processing; events: {:#?}", out.events));
+    assert!(
+        user >= BLOCK,
+        "user-space processing {user:?} should include the block"
+    );
+    assert!(kernel < BLOCK, "kernel processing {kernel:?} should not");
+    assert_eq!(out.timings.get(Phase::Processing), kernel);
+    assert!(
+        out.events.iter().any(|e| e.message.contains(OVERLOADED)),
+        "{:#?}",
+        out.events
+    );
+}
