@@ -128,9 +128,15 @@ async fn run(req: &IcmpRequest, rec: &mut Recorder, facts: &mut IcmpFacts) -> Re
     let mut seq = shared.next_sequence();
     let mut packet = echo_request(ip.is_ipv6(), ident, seq, req.payload_size);
     rec.event(format!(
-        "sending an echo request to {ip} over a {kind} ICMP socket: {} payload byte(s), seq {}{}{}",
+        "sending an echo request to {ip} over a {kind} ICMP socket: {} payload byte(s), seq {}{}{}{}",
         packet.len() - ECHO_HEADER,
         seq,
+        // On the wire only from a raw socket (a ping socket's is the kernel's).
+        if kind == "raw" {
+            format!(", id {ident}")
+        } else {
+            String::new()
+        },
         req.ttl.map(|t| format!(", ttl {t}")).unwrap_or_default(),
         if req.dont_fragment && ip.is_ipv4() {
             ", don't fragment"

@@ -284,8 +284,13 @@ pub async fn connect_tcp(
                 rec.timings
                     .add_measured(Phase::Connect, user, kernel.as_ref().ok().copied());
                 rec.remote_addr = Some(addr);
+                // The local port ties this probe to its packets in a capture (bench/truth.sh).
+                let local = stream
+                    .local_addr()
+                    .map(|a| format!(" from port {}", a.port()))
+                    .unwrap_or_default();
                 rec.event(format!(
-                    "connected to {addr} in {}: {}",
+                    "connected to {addr}{local} in {}: {}",
                     fmt_duration(kernel.as_ref().map_or(user, |k| *k.min(&user))),
                     crate::kts::describe(user, &kernel)
                 ));
