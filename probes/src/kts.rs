@@ -267,10 +267,17 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
     }
 }
 
-/// "kernel 310µs, user space 1.2ms (sonde's own delay 890µs)", or the user-space figure and
+/// "kernel 310µs, user space 1.200ms (sonde's own delay 890µs)", or the user-space figure and
 /// why there is no kernel one: how a phase reads in the trace.
 pub fn describe<E: AsRef<str>>(user: Duration, kernel: &Result<Duration, E>) -> String {
-    use crate::fmt_duration;
+    // Microseconds throughout: the two figures are compared, often within a millisecond.
+    let fmt_duration = |d: Duration| {
+        if d < Duration::from_millis(1) {
+            format!("{}µs", d.as_micros())
+        } else {
+            format!("{:.3}ms", d.as_secs_f64() * 1e3)
+        }
+    };
     match kernel {
         &Ok(k) => format!(
             "kernel {}, user space {} (sonde's own delay {})",

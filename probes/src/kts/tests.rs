@@ -173,10 +173,10 @@ fn phases_read_with_both_figures() {
             Duration::from_micros(1200),
             &Ok::<_, &str>(Duration::from_micros(310))
         ),
-        "kernel 310µs, user space 1.2ms (sonde's own delay 890µs)"
+        "kernel 310µs, user space 1.200ms (sonde's own delay 890µs)"
     );
     assert_eq!(
         describe(Duration::from_micros(1200), &Err(NOT_LINUX)),
-        "1.2ms (user-space timing: kernel timestamps are only used on Linux)"
+        "1.200ms (user-space timing: kernel timestamps are only used on Linux)"
     );
 }
