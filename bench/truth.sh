@@ -125,7 +125,8 @@ run() { # name exporter addr module target port conns
   for _ in $(seq 1 50); do grep -q "listening on" "$base.tcpdump" 2>/dev/null && break; sleep 0.1; done
   line=$(TRUTH_OUT="$base.txt" wrk -t"$threads" -c"$conns" -d"${SECS}s" --timeout 10s \
     -s "$root/bench/lib/truth.lua" "http://$addr/probe?module=$module&target=$target&debug=true" | grep '^RESULT')
-  sleep 0.2
+  # tcpdump hands packets over in blocks, at the latest after its 1 s timeout: let the last go.
+  sleep 1.5
   kill -INT "$tpid"
   wait "$tpid" 2>/dev/null || true
   echo "$name [$ex] $line; tcpdump: $(grep -o '[0-9]* packets dropped by kernel' "$base.tcpdump" || echo '? dropped'); load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
