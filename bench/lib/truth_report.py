@@ -70,8 +70,9 @@ def packets(path):
 
 
 def wire(pcap, port):
-    """{client port: {phase: seconds}} for TCP, {(id, seq): {rtt: s}} for ICMP."""
-    conns = defaultdict(dict)
+    """{client port: [(SYN time, {phase: seconds}), …]} for TCP (a port is reused within a run:
+    one entry per connection, in order), {(id, seq): [(request time, {rtt: s})]} for ICMP."""
+    conns = defaultdict(list)  # port -> [dict per connection]
     echo = defaultdict(dict)
     for t, kind, f in packets(pcap):
         if kind == "icmp":
@@ -84,29 +85,48 @@ def wire(pcap, port):
         sport, dport, flags, plen = f
         syn, ack = flags & 0x02, flags & 0x10
         if dport == port:  # client -> server
-            c = conns[sport]
             if syn and not ack:
-                c.setdefault("syn", t)
-            elif plen > 0 and "resp" not in c:
+                if not conns[sport] or "synack" in conns[sport][-1]:
+                    conns[sport].append({})  # a new connection (a retransmitted SYN is not)
+                conns[sport][-1].setdefault("syn", t)
+                continue
+            if not conns[sport]:
+                continue
+            c = conns[sport][-1]
+            if plen > 0 and "resp" not in c:
                 c["req_last"] = t
         elif sport == port:
-            c = conns[dport]
+            if not conns[dport]:
+                continue
+            c = conns[dport][-1]
             if syn and ack:
                 c.setdefault("synack", t)
             elif plen > 0:
                 c.setdefault("resp", t)
     out = {}
-    for p, c in conns.items():
-        ph = {}
-        if "syn" in c and "synack" in c:
-            ph["connect"] = c["synack"] - c["syn"]
-        if "req_last" in c and "resp" in c:
-            ph["processing"] = c["resp"] - c["req_last"]
-        out[p] = ph
+    for p, cs in conns.items():
+        out[p] = []
+        for c in cs:
+            ph = {}
+            if "syn" in c and "synack" in c:
+                ph["connect"] = c["synack"] - c["syn"]
+            if "req_last" in c and "resp" in c:
+                ph["processing"] = c["resp"] - c["req_last"]
+            out[p].append((c.get("syn", 0.0), ph))
     for k, c in echo.items():
         if "req" in c and "rep" in c:
-            out[k] = {"rtt": c["rep"] - c["req"]}
+            out[k] = [(c["req"], {"rtt": c["rep"] - c["req"]})]
     return out
+
+
+def instance(w, key, when):
+    """The connection on `key` whose SYN is nearest `when` (the probe's own estimate)."""
+    cands = w.get(key) or []
+    if not cands:
+        return None
+    if when is None or len(cands) == 1:
+        return cands[0][1] if len(cands) == 1 else None
+    return min(cands, key=lambda c: abs(c[0] - when))[1]
 
 
 DUR = re.compile(r"(\d+(?:\.\d+)?)(µs|ms|s)\b")
@@ -130,18 +150,40 @@ def figures(text):
 METRIC = re.compile(r'probe_(?:http|icmp)_duration_seconds\{phase="(\w+)"\} (\S+)')
 
 
+TS = re.compile(r"ts=(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z")
+AT = re.compile(r"at_seconds=(\S+)")
+
+
+def wall(part):
+    """The log line's wall time (ms precision), in Unix seconds."""
+    import calendar
+    m = TS.search(part)
+    if not m:
+        return None
+    y, mo, d, h, mi, s, ms_ = (int(x) for x in m.groups())
+    return calendar.timegm((y, mo, d, h, mi, s)) + ms_ / 1000
+
+
 def records(path, exporter):
-    """[(key, {phase: reported}, {phase: (kernel, user)})]"""
+    """[(key, {phase: reported}, {phase: (kernel, user)}, estimated SYN wall time)]"""
     out = []
     for line in open(path, encoding="utf-8", errors="replace"):
         reported = {m.group(1): float(m.group(2)) for m in METRIC.finditer(line)}
-        both, key = {}, None
+        both, key, when = {}, None, None
+        parts = line.split(" || ")
+        # Lines are written when the probe ends: its start is the last line's time minus the
+        # last event's offset; the connect event's offset minus its user-space figure is the SYN.
+        ats = [float(m.group(1)) for m in (AT.search(p) for p in parts) if m]
+        end = wall(parts[0]) if parts else None
         if exporter == "sonde":
             for part in line.split(" || "):
                 m = re.search(r"connected to \S+ from port (\d+) in \S+: (.*?)\" ", part + " ")
                 if m:
                     key = int(m.group(1))
                     both["connect"] = figures(m.group(2))
+                    at = AT.search(part)
+                    if end is not None and at and ats and both["connect"][1] is not None:
+                        when = end - max(ats) + float(at.group(1)) - both["connect"][1]
                 m = re.search(r"response head: processing (.*?)\" ", part + " ")
                 if m:
                     both["processing"] = figures(m.group(1))
@@ -151,7 +193,7 @@ def records(path, exporter):
                 m = re.search(r"echo reply from .*?; rtt (.*?)\" ", part + " ")
                 if m:
                     both["rtt"] = figures(m.group(1))
-        out.append((key, reported, both))
+        out.append((key, reported, both, when))
     return out
 
 
@@ -187,21 +229,23 @@ def main():
         w = wire(pcap, int(port))
         rs = records(recs, exporter)
         phases = ["rtt"] if port == "0" else ["connect", "processing"]
-        print(f"{name} [{exporter}]: {len(rs)} probes answered, {len(w)} probes on the wire")
+        on_wire = sum(len(cs) for cs in w.values())
+        print(f"{name} [{exporter}]: {len(rs)} probes answered, {on_wire} probes on the wire")
         for ph in phases:
-            wired = [v[ph] for v in w.values() if ph in v]
-            reported = [r[ph] for _, r, _ in rs if ph in r]
+            wired = [v[ph] for cs in w.values() for _, v in cs if ph in v]
+            reported = [r[ph] for _, r, _, _ in rs if ph in r]
             print(f"  {ph}: wire p50 {ms(q(wired, .5))} p99 {ms(q(wired, .99))} ms")
             if exporter == "blackbox":
                 print(qdiff_row("blackbox |reported - wire|", reported, wired))
                 continue
             kern, user, delay, unmatched, nokernel = [], [], [], 0, 0
-            for key, _, both in rs:
-                if ph not in both or key not in w or ph not in w[key]:
+            for key, _, both, when in rs:
+                inst = instance(w, key, when)
+                if ph not in both or inst is None or ph not in inst:
                     unmatched += 1
                     continue
                 k, u = both[ph]
-                truth = w[key][ph]
+                truth = inst[ph]
                 if u is not None:
                     user.append(abs(u - truth))
                 if k is None:
