@@ -33,6 +33,11 @@ pub const LAG_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// sonde's own delay per probe (issue 14): tens of microseconds idle, milliseconds when busy.
+pub const WAKEUP_BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+
 /// The label set of one series: the scenario's base labels (scenario, region, declared labels),
 /// shared by all its series, plus the family's own (step, phase, reason, result).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -82,6 +87,8 @@ pub struct Metrics {
     session_age: Family<SeriesLabels, F64Gauge>,
     /// Planned vs actual start of every run.
     pub scheduler_lag: Histogram,
+    /// Per probe with kernel-timestamped phases: user-space minus kernel figures (sonde's own delay).
+    pub probe_wakeup_delay: Histogram,
     /// Runs executing now.
     pub runs_in_flight: Gauge,
     /// Scenarios scheduled by this agent.
@@ -108,6 +115,7 @@ impl Metrics {
         let session_reconnects = Family::default();
         let session_age = Family::default();
         let scheduler_lag = Histogram::new(LAG_BUCKETS.iter().copied());
+        let probe_wakeup_delay = Histogram::new(WAKEUP_BUCKETS.iter().copied());
         let runs_in_flight = Gauge::default();
         let scenarios = Gauge::default();
         let config_last_reload_successful = Gauge::default();
@@ -178,6 +186,11 @@ impl Metrics {
             scheduler_lag.clone(),
         );
         registry.register(
+            "sonde_probe_wakeup_delay_seconds",
+            "Per probe step with kernel-timestamped phases: how much later sonde's tasks saw its packets than the kernel did (user-space minus kernel figures); the phase metrics exclude it",
+            probe_wakeup_delay.clone(),
+        );
+        registry.register(
             "sonde_scheduler_runs_in_flight",
             "Scenario runs executing now",
             runs_in_flight.clone(),
@@ -216,6 +229,7 @@ impl Metrics {
             session_reconnects,
             session_age,
             scheduler_lag,
+            probe_wakeup_delay,
             runs_in_flight,
             scenarios,
             config_last_reload_successful,
@@ -472,6 +486,9 @@ impl ScenarioMetrics {
             RunResult::Timeout => 2,
         };
         self.runs[idx].inc();
+        for d in report.steps.iter().filter_map(|s| s.timings.own_delay()) {
+            self.metrics.probe_wakeup_delay.observe(d.as_secs_f64());
+        }
         for i in 0..self.steps.len() {
             let step_name = self.steps[i].step.clone();
             let ran = report.steps.iter().any(|s| *s.name == *step_name);
@@ -787,6 +804,36 @@ mod tests {
             internal_error: None,
             session_events: vec![],
             secrets: vec![],
+        }
+    }
+
+    /// The phase gauge reads the kernel figure; the difference to the user-space one is
+    /// observed as sonde's own delay; a step without kernel figures observes nothing.
+    #[test]
+    fn kernel_timed_phases_and_the_wakeup_delay() {
+        use std::time::Duration;
+        let yaml = "scenario: two\nsteps:\n  - {name: a, tcp: {target: \"127.0.0.1:1\"}}\n  - {name: b, tcp: {target: \"127.0.0.1:2\"}}\n";
+        let cfg = load_str("t.yaml", yaml, &LoadOptions::default()).expect("valid");
+        let m = Metrics::new();
+        let mut series = ScenarioMetrics::new(m.clone(), &cfg.scenarios[0], None);
+        let mut a = tcp_step("a", None);
+        a.timings = sonde_probes::Timings::default();
+        a.timings.add_measured(
+            Phase::Connect,
+            Duration::from_millis(7),
+            Some(Duration::from_millis(3)),
+        );
+        series.record(&run(vec![a, tcp_step("b", None)]));
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        for line in [
+            r#"sonde_step_phase_seconds{scenario="two",step="a",phase="connect"} 0.003"#,
+            r#"sonde_step_phase_seconds{scenario="two",step="b",phase="connect"} 0.007"#,
+            "sonde_probe_wakeup_delay_seconds_count 1",
+            "sonde_probe_wakeup_delay_seconds_sum 0.004",
+            r#"sonde_probe_wakeup_delay_seconds_bucket{le="0.0025"} 0"#,
+            r#"sonde_probe_wakeup_delay_seconds_bucket{le="0.005"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
         }
     }
 

@@ -437,8 +437,22 @@ async fn run(
             connection.version_str()
         ));
         rec.doing("waiting for the response head");
+        if let Ok(m) = connection.kernel_ttfb() {
+            m.arm();
+        }
         let response = connection.send(request).await;
-        in_flight.end(rec, true);
+        in_flight.end(rec, false);
+        let user = started.elapsed();
+        let kernel = match connection.kernel_ttfb() {
+            Ok(m) => m.take(),
+            Err(why) => Err(why.to_string()),
+        };
+        rec.timings
+            .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
+        rec.event(format!(
+            "response head: processing {}",
+            crate::kts::describe(user, &kernel)
+        ));
         let response = match response {
             Err(f) if reused => {
                 rec.event(format!(

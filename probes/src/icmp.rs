@@ -1,8 +1,9 @@
-//! ICMP probe: one echo request to an IPv4 or IPv6 address with surge-ping.
+//! ICMP probe: one echo request to an IPv4 or IPv6 address (sonde's own socket handling in
+//! [`socket`], surge-ping's packet decoding).
 //!
 //! Sockets: an unprivileged ICMP "ping" socket (`SOCK_DGRAM`, allowed on Linux to the groups in
 //! `net.ipv4.ping_group_range`, which also governs ICMPv6) is tried first, then a raw socket
-//! (root or `CAP_NET_RAW`); surge-ping does that fallback. When neither is allowed the probe fails
+//! (root or `CAP_NET_RAW`), as surge-ping does. When neither is allowed the probe fails
 //! with reason `connect` and a message that says what to change ([`permission_error_message`]);
 //! [`permission_check`] asks the same question up front, so the built-in default configuration
 //! only includes an ICMP check where one can work.
@@ -11,19 +12,21 @@
 //! told apart by sequence number: see [`SocketKey`] for why and how.
 //!
 //! Phases are blackbox's: `resolve`, `setup` (finding the shared socket, creating it and setting
-//! its options the first time), `rtt` (echo request sent until the echo reply arrived, as
-//! surge-ping measures it).
+//! its options the first time), `rtt` (echo request sent until the echo reply arrived). On Linux
+//! `rtt` is the kernel's receive timestamp of the reply minus the clock read just before
+//! `sendto` ([`crate::kts`]), so the time the probe's task waited to run after the reply arrived
+//! is not in it; the trace gives the user-space figure beside it. Elsewhere, or when the kernel
+//! refuses timestamps, `rtt` is the user-space figure and the trace says why.
 //!
 //! Options:
 //! - `ttl` sets the IPv4 TTL / IPv6 unicast hop limit of the request;
 //! - `dont_fragment` (IPv4) sets `IP_MTU_DISCOVER = IP_PMTUDISC_DO` on the socket, as blackbox
 //!   does for its unprivileged sockets: the kernel then sends with DF set and refuses
-//!   (`EMSGSIZE`, reported as a `connect` failure) a request larger than the path MTU. surge-ping
-//!   exposes no such option, so it is set on the socket it created. Linux only; elsewhere the
+//!   (`EMSGSIZE`, reported as a `connect` failure) a request larger than the path MTU. Linux only; elsewhere the
 //!   probe fails with a message saying so. IPv6 routers never fragment, so it is ignored there;
 //! - `source` binds the socket to that local address.
 //!
-//! Replies: surge-ping routes a reply to this probe by (address, identifier, sequence) — the
+//! Replies: a reply is routed to this probe by (address, identifier, sequence) — the
 //! identifier only on a raw socket, a ping socket's being the kernel's — so echo replies to other
 //! pings — other probes, other processes on a raw socket — are ignored. An ICMP error quoting our
 //! request (destination unreachable, time exceeded) fails the probe with reason `connect`, naming
@@ -35,15 +38,21 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, SurgeError, ICMP};
+use surge_ping::IcmpPacket;
 use tokio::time::Instant;
 
+use socket::{IcmpSocket, SendError};
+
+use crate::kts::{self, RealTime};
 use crate::resolve::{ResolveOptions, Resolver};
 use crate::{fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
+
+mod socket;
 
 #[derive(Clone, Debug)]
 pub struct IcmpRequest {
@@ -82,18 +91,13 @@ pub async fn probe(req: &IcmpRequest, deadline: Instant) -> IcmpOutcome {
     let mut rec = Recorder::new();
     let mut facts = IcmpFacts::default();
     let res = with_deadline(&mut rec, deadline, async |rec: &mut Recorder| {
-        run(req, deadline, rec, &mut facts).await
+        run(req, rec, &mut facts).await
     })
     .await;
     rec.finish(res.err(), facts)
 }
 
-async fn run(
-    req: &IcmpRequest,
-    deadline: Instant,
-    rec: &mut Recorder,
-    facts: &mut IcmpFacts,
-) -> Result<(), Failure> {
+async fn run(req: &IcmpRequest, rec: &mut Recorder, facts: &mut IcmpFacts) -> Result<(), Failure> {
     if req.payload_size > MAX_PAYLOAD {
         return Err(Failure::new(
             FailureReason::Protocol,
@@ -112,24 +116,27 @@ async fn run(
     rec.doing("setting up the ICMP socket");
     let shared = shared_socket(ip, req)?;
     rec.timings.add_since(Phase::Setup, setup);
-    let kind = match shared.client.get_socket().get_type() {
+    let kind = match shared.sock.kind() {
         t if t == socket2::Type::RAW => "raw",
         _ => "unprivileged",
     };
 
-    let payload = payload(req.payload_size);
     // Only a raw socket puts our identifier on the wire (a ping socket's is the kernel's, one per
     // socket); the sequence number is what tells apart the probes sharing one socket.
-    let ident = PingIdentifier(random_u16());
-    let mut pinger = shared.client.pinger(ip, ident).await;
-    // Our deadline governs; surge-ping's own timeout only has to be later.
-    pinger.timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1));
+    let ident = random_u16();
     rec.doing("waiting for the echo reply");
     let mut seq = shared.next_sequence();
+    let mut packet = echo_request(ip.is_ipv6(), ident, seq, req.payload_size);
     rec.event(format!(
-        "sending an echo request to {ip} over a {kind} ICMP socket: {} payload byte(s), seq {}{}{}",
-        payload.len(),
-        seq.0,
+        "sending an echo request to {ip} over a {kind} ICMP socket: {} payload byte(s), seq {}{}{}{}",
+        packet.len() - ECHO_HEADER,
+        seq,
+        // On the wire only from a raw socket (a ping socket's is the kernel's).
+        if kind == "raw" {
+            format!(", id {ident}")
+        } else {
+            String::new()
+        },
         req.ttl.map(|t| format!(", ttl {t}")).unwrap_or_default(),
         if req.dont_fragment && ip.is_ipv4() {
             ", don't fragment"
@@ -138,33 +145,43 @@ async fn run(
         }
     ));
     let mut collisions = 0;
-    let res = loop {
-        match pinger.ping(seq, &payload).await {
+    let (mut waiter, sent) = loop {
+        match shared.sock.send(ip, ident, seq, &packet).await {
             // Refused before sending: after 65,536 sequence numbers the counter came back to one
             // a probe to the same address is still waiting on. Take the next one.
-            Err(SurgeError::IdenticalRequests { .. }) if collisions < MAX_SEQUENCE_COLLISIONS => {
+            Err(SendError::Collision) if collisions < MAX_SEQUENCE_COLLISIONS => {
                 collisions += 1;
                 let next = shared.next_sequence();
                 rec.event(format!(
-                    "seq {} is still awaited by another probe to {ip}; using seq {} instead",
-                    seq.0, next.0
+                    "seq {seq} is still awaited by another probe to {ip}; using seq {next} instead"
                 ));
                 seq = next;
+                set_sequence(&mut packet, ip.is_ipv6(), seq);
             }
-            other => break other,
+            Ok(w) => break w,
+            Err(SendError::Collision) => {
+                return Err(Failure::new(
+                    FailureReason::Connect,
+                    format!("echo request to {ip} failed: {MAX_SEQUENCE_COLLISIONS} sequence numbers in a row are awaited by other probes"),
+                ))
+            }
+            Err(SendError::Io(e)) => {
+                return Err(Failure::new(
+                    FailureReason::Connect,
+                    format!("sending the echo request to {ip} failed: {e}"),
+                ))
+            }
         }
     };
-    let (packet, rtt) = res.map_err(|e| match e {
-        SurgeError::Timeout { .. } => rec.timeout_failure(),
-        SurgeError::IOError(e) => Failure::new(
+    let reply = waiter.reply().await.ok_or_else(|| {
+        Failure::new(
             FailureReason::Connect,
-            format!("sending the echo request to {ip} failed: {e}"),
-        ),
-        other => Failure::new(
-            FailureReason::Connect,
-            format!("echo request to {ip} failed: {other}"),
-        ),
+            format!("echo request to {ip} failed: the ICMP socket's receive task is gone"),
+        )
     })?;
+    let user = sent.at.elapsed();
+    let kernel = kernel_rtt(&shared.sock.timestamps, sent.rt, reply.kernel_rx);
+    let packet = reply.packet;
     let (icmp_type, code, is_reply, hop_limit) = match &packet {
         IcmpPacket::V4(p) => (
             p.get_icmp_type().0,
@@ -188,26 +205,81 @@ async fn run(
             ),
         ));
     }
-    rec.timings.add(Phase::Rtt, rtt);
+    rec.timings.add_measured(Phase::Rtt, user, kernel.ok());
+    let rtt = rec.timings.get(Phase::Rtt);
     facts.rtt = Some(rtt);
     facts.reply_hop_limit = hop_limit;
     rec.event(format!(
-        "echo reply from {ip} in {}: seq {}{}",
+        "echo reply from {ip} in {}: seq {}{}; rtt {}",
         fmt_duration(rtt),
         packet.get_sequence().0,
-        hop_limit.map(|h| format!(", ttl {h}")).unwrap_or_default()
+        hop_limit.map(|h| format!(", ttl {h}")).unwrap_or_default(),
+        kts::describe(user, &kernel)
     ));
     Ok(())
 }
 
-fn payload(size: usize) -> Vec<u8> {
-    if size == 0 {
-        return DEFAULT_PAYLOAD.to_vec();
+/// The kernel's RTT: the reply's receive timestamp minus the clock read just before `sendto`.
+/// Or why there is none — the trace then labels the phase user space.
+fn kernel_rtt(
+    timestamps: &Result<(), String>,
+    sent: RealTime,
+    received: Option<RealTime>,
+) -> Result<std::time::Duration, &str> {
+    match (timestamps, received) {
+        (Err(why), _) => Err(why),
+        (Ok(()), None) => Err("the kernel gave the reply no timestamp"),
+        (Ok(()), Some(rx)) => rx
+            .since(sent)
+            .ok_or("the clock was stepped back between request and reply"),
     }
-    let mut p = vec![0u8; size];
+}
+
+/// Type, code, checksum, identifier, sequence.
+const ECHO_HEADER: usize = 8;
+
+/// An echo request: the header, then `size` payload bytes (0: [`DEFAULT_PAYLOAD`]) starting with
+/// [`DEFAULT_PAYLOAD`]. The ICMPv4 checksum is filled in (a raw socket sends it as is; a ping
+/// socket recomputes it); the kernel computes ICMPv6's.
+fn echo_request(v6: bool, ident: u16, seq: u16, size: usize) -> Vec<u8> {
+    let size = if size == 0 {
+        DEFAULT_PAYLOAD.len()
+    } else {
+        size
+    };
+    let mut p = vec![0u8; ECHO_HEADER + size];
+    p[0] = if v6 { 128 } else { 8 };
+    p[4..6].copy_from_slice(&ident.to_be_bytes());
     let n = size.min(DEFAULT_PAYLOAD.len());
-    p[..n].copy_from_slice(&DEFAULT_PAYLOAD[..n]);
+    p[ECHO_HEADER..ECHO_HEADER + n].copy_from_slice(&DEFAULT_PAYLOAD[..n]);
+    set_sequence(&mut p, v6, seq);
     p
+}
+
+/// Put `seq` in an echo request and update its checksum.
+fn set_sequence(p: &mut [u8], v6: bool, seq: u16) {
+    p[6..8].copy_from_slice(&seq.to_be_bytes());
+    if !v6 {
+        p[2..4].copy_from_slice(&[0, 0]);
+        let sum = checksum(p);
+        p[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+}
+
+/// The Internet checksum (RFC 1071).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+    }
+    if let [last] = chunks.remainder() {
+        sum += (*last as u32) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 fn random_u16() -> u16 {
@@ -225,11 +297,10 @@ fn random_u16() -> u16 {
     }
 }
 
-/// Probes that would open the same kind of socket share one, with one surge-ping [`Client`] and
-/// its one receive task. A socket per probe made every probe pay for socket creation and a task,
+/// Probes that would open the same kind of socket share one, with its one receive task. A socket per probe made every probe pay for socket creation and a task,
 /// and — worse — every raw ICMP socket receives a copy of every ICMP packet the host gets, so N
 /// probes in flight meant N² packets to decode. Probes on a shared socket differ by sequence
-/// number ([`SharedSocket::next_sequence`]), which is what surge-ping routes replies by.
+/// number ([`SharedSocket::next_sequence`]), which is what replies are routed by.
 ///
 /// Everything that is set per socket is in the key: the family, the request TTL, don't-fragment
 /// and the source address (the socket kind, ping or raw, is whatever this process may open). So is
@@ -249,7 +320,7 @@ struct SocketKey {
 }
 
 struct SharedSocket {
-    client: Client,
+    sock: Arc<IcmpSocket>,
     runtime_alive: Arc<AtomicBool>,
     next_seq: AtomicU16,
 }
@@ -257,8 +328,8 @@ struct SharedSocket {
 impl SharedSocket {
     /// The next sequence number on this socket. Probes in flight on one socket to one address
     /// thus differ (up to 65,536 of them; past that `run` takes the next free one).
-    fn next_sequence(&self) -> PingSequence {
-        PingSequence(self.next_seq.fetch_add(1, Ordering::Relaxed))
+    fn next_sequence(&self) -> u16 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
     }
 
     fn usable(&self) -> bool {
@@ -314,15 +385,7 @@ fn shared_socket(ip: IpAddr, req: &IcmpRequest) -> Result<Arc<SharedSocket>, Fai
         }
     }
     map.retain(|_, s| s.usable());
-    let client = open_client(ip, req)?;
-    // Best effort: the default buffer only means drops in a burst, as before.
-    #[cfg(unix)]
-    let _ = set_int_sockopt(
-        client.get_socket().get_native_sock(),
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUF,
-        RECEIVE_BUFFER,
-    );
+    let sock = open_socket(ip, req)?;
     let alive = Arc::new(AtomicBool::new(true));
     let guard = RuntimeAlive(alive.clone());
     tokio::spawn(async move {
@@ -330,7 +393,7 @@ fn shared_socket(ip: IpAddr, req: &IcmpRequest) -> Result<Arc<SharedSocket>, Fai
         std::future::pending::<()>().await
     });
     let shared = Arc::new(SharedSocket {
-        client,
+        sock,
         runtime_alive: alive,
         next_seq: AtomicU16::new(random_u16()),
     });
@@ -338,18 +401,35 @@ fn shared_socket(ip: IpAddr, req: &IcmpRequest) -> Result<Arc<SharedSocket>, Fai
     Ok(shared)
 }
 
-fn open_client(ip: IpAddr, req: &IcmpRequest) -> Result<Client, Failure> {
-    let mut b = Config::builder()
-        .kind(if ip.is_ipv4() { ICMP::V4 } else { ICMP::V6 })
-        .sock_type_hint(socket2::Type::DGRAM);
-    if let Some(ttl) = req.ttl {
-        b = b.ttl(ttl);
-    }
-    if let Some(src) = req.source {
-        b = b.bind(SocketAddr::new(src, 0));
-    }
-    let client = Client::new(&b.build()).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
+fn open_socket(ip: IpAddr, req: &IcmpRequest) -> Result<Arc<IcmpSocket>, Failure> {
+    let df_failed = std::cell::Cell::new(false);
+    let configure = |s: &socket2::Socket| -> std::io::Result<()> {
+        if let Some(ttl) = req.ttl {
+            if ip.is_ipv4() {
+                s.set_ttl_v4(ttl)?;
+            } else {
+                s.set_unicast_hops_v6(ttl)?;
+            }
+        }
+        // Best effort: the default buffer only means drops in a burst, as before.
+        let _ = set_int_sockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            RECEIVE_BUFFER,
+        );
+        if req.dont_fragment && ip.is_ipv4() {
+            set_dont_fragment(s.as_raw_fd()).inspect_err(|_| df_failed.set(true))?;
+        }
+        Ok(())
+    };
+    IcmpSocket::open(ip.is_ipv6(), req.source, configure).map_err(|e| {
+        if df_failed.get() {
+            Failure::new(
+                FailureReason::Connect,
+                format!("cannot set don't-fragment on the ICMP socket: {e}"),
+            )
+        } else if e.kind() == std::io::ErrorKind::PermissionDenied {
             Failure::new(
                 FailureReason::Connect,
                 permission_error_message(&e.to_string(), &Environment::current()),
@@ -360,25 +440,16 @@ fn open_client(ip: IpAddr, req: &IcmpRequest) -> Result<Client, Failure> {
                 format!("cannot open an ICMP socket for {ip}: {e}"),
             )
         }
-    })?;
-    if req.dont_fragment && ip.is_ipv4() {
-        set_dont_fragment(&client).map_err(|e| {
-            Failure::new(
-                FailureReason::Connect,
-                format!("cannot set don't-fragment on the ICMP socket: {e}"),
-            )
-        })?;
-    }
-    Ok(client)
+    })
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn set_dont_fragment(client: &Client) -> std::io::Result<()> {
-    set_pmtudisc_do(client.get_socket().get_native_sock())
+fn set_dont_fragment(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    set_pmtudisc_do(fd)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn set_dont_fragment(_client: &Client) -> std::io::Result<()> {
+fn set_dont_fragment(_fd: std::os::fd::RawFd) -> std::io::Result<()> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
         "dont_fragment is only supported on Linux",
@@ -552,11 +623,49 @@ mod tests {
 
     #[test]
     fn payload_sizes() {
+        let payload = |n| echo_request(false, 7, 9, n)[ECHO_HEADER..].to_vec();
         assert_eq!(payload(0), DEFAULT_PAYLOAD);
         assert_eq!(payload(4), b"sond");
         let p = payload(100);
         assert_eq!(p.len(), 100);
         assert!(p.starts_with(DEFAULT_PAYLOAD));
+    }
+
+    #[test]
+    fn kernel_rtt_or_why_not() {
+        let t = |s, n| RealTime::from_timespec(s, n).unwrap();
+        let on: Result<(), String> = Ok(());
+        assert_eq!(
+            kernel_rtt(&on, t(10, 0), Some(t(10, 250_000))),
+            Ok(std::time::Duration::from_micros(250))
+        );
+        // The kernel refused the option when the socket was opened: labelled, no figure.
+        let refused: Result<(), String> = Err("the kernel refused SO_TIMESTAMPNS: EINVAL".into());
+        assert_eq!(
+            kernel_rtt(&refused, t(10, 0), Some(t(10, 1))),
+            Err("the kernel refused SO_TIMESTAMPNS: EINVAL")
+        );
+        assert_eq!(
+            kernel_rtt(&on, t(10, 0), None),
+            Err("the kernel gave the reply no timestamp")
+        );
+        assert!(kernel_rtt(&on, t(10, 5), Some(t(10, 1)))
+            .unwrap_err()
+            .contains("stepped back"));
+    }
+
+    #[test]
+    fn echo_requests_are_well_formed() {
+        let p = echo_request(false, 0x1234, 0xabcd, 3);
+        assert_eq!(&p[..2], &[8, 0]);
+        assert_eq!(&p[4..8], &[0x12, 0x34, 0xab, 0xcd]);
+        // A correct checksum sums (with itself) to zero; still so after a new sequence.
+        assert_eq!(checksum(&p), 0);
+        let mut p = echo_request(false, 1, 2, 101);
+        set_sequence(&mut p, false, 3);
+        assert_eq!(checksum(&p), 0);
+        assert_eq!(&p[6..8], &[0, 3]);
+        assert_eq!(echo_request(true, 1, 2, 0)[0], 128);
     }
 
     #[test]
@@ -596,7 +705,7 @@ mod tests {
         let df = shared_socket(v4, &req(None, true)).unwrap();
         assert!(!Arc::ptr_eq(&a, &df), "don't-fragment is set per socket");
         // Successive probes on one socket draw successive sequence numbers.
-        let (s1, s2) = (a.next_sequence().0, a.next_sequence().0);
+        let (s1, s2) = (a.next_sequence(), a.next_sequence());
         assert_eq!(s2, s1.wrapping_add(1));
     }
 

@@ -17,6 +17,7 @@ pub mod dns;
 pub mod grpc;
 pub mod http;
 pub mod icmp;
+pub mod kts;
 pub mod policy;
 pub mod resolve;
 pub mod tcp;
@@ -151,16 +152,52 @@ impl Phase {
 
 /// Per-phase durations in the order the phases first happened. Adding to a phase that already
 /// has a duration accumulates (HTTP redirects add each hop's phases, as blackbox does).
+///
+/// Each phase has two figures. The user-space one is what sonde's task saw: it starts and ends
+/// when the task ran, so it includes the time the task waited to be scheduled after the packet
+/// arrived. The kernel one (Linux, where the probe could measure it: see [`kts`]) is the
+/// kernel's own timestamps of the packets, which sonde's scheduling cannot delay. [`Timings::get`]
+/// and [`Timings::iter`] give the kernel figure where there is one, so metrics report it; the
+/// difference is sonde's own delay ([`Timings::own_delay`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Timings {
-    phases: Vec<(Phase, Duration)>,
+    phases: Vec<PhaseTiming>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PhaseTiming {
+    phase: Phase,
+    /// As sonde's task saw it.
+    user: Duration,
+    /// The kernel's figure for the parts measured by the kernel, the user-space one for the rest.
+    best: Duration,
+    /// Whether any part of `best` is the kernel's.
+    kernel: bool,
 }
 
 impl Timings {
+    /// A phase measured in user space only.
     pub fn add(&mut self, phase: Phase, d: Duration) {
-        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
-            Some((_, total)) => *total += d,
-            None => self.phases.push((phase, d)),
+        self.add_measured(phase, d, None);
+    }
+
+    /// A phase measured in user space (`user`) and, when it could be, by the kernel's packet
+    /// timestamps (`kernel`). A kernel figure larger than the user-space one can only be a clock
+    /// step between the two readings; it is capped so the own delay never goes negative.
+    pub fn add_measured(&mut self, phase: Phase, user: Duration, kernel: Option<Duration>) {
+        let best = kernel.map_or(user, |k| k.min(user));
+        match self.phases.iter_mut().find(|t| t.phase == phase) {
+            Some(t) => {
+                t.user += user;
+                t.best += best;
+                t.kernel |= kernel.is_some();
+            }
+            None => self.phases.push(PhaseTiming {
+                phase,
+                user,
+                best,
+                kernel: kernel.is_some(),
+            }),
         }
     }
 
@@ -169,21 +206,46 @@ impl Timings {
         self.add(phase, since.elapsed());
     }
 
-    /// Zero when the phase did not happen.
+    /// The phase's duration, the kernel's figure where it has one; zero when the phase did not
+    /// happen.
     pub fn get(&self, phase: Phase) -> Duration {
-        self.phases
-            .iter()
-            .find(|(p, _)| *p == phase)
-            .map(|(_, d)| *d)
-            .unwrap_or_default()
+        self.find(phase).map(|t| t.best).unwrap_or_default()
+    }
+
+    /// The phase as sonde's task saw it (user space); zero when the phase did not happen.
+    pub fn user_space(&self, phase: Phase) -> Duration {
+        self.find(phase).map(|t| t.user).unwrap_or_default()
+    }
+
+    /// The kernel-timestamped figure, when the kernel measured (part of) the phase.
+    pub fn kernel(&self, phase: Phase) -> Option<Duration> {
+        self.find(phase).filter(|t| t.kernel).map(|t| t.best)
     }
 
     pub fn contains(&self, phase: Phase) -> bool {
-        self.phases.iter().any(|(p, _)| *p == phase)
+        self.find(phase).is_some()
     }
 
+    /// Phases with the kernel figure where there is one.
     pub fn iter(&self) -> impl Iterator<Item = (Phase, Duration)> + '_ {
-        self.phases.iter().copied()
+        self.phases.iter().map(|t| (t.phase, t.best))
+    }
+
+    /// sonde's own delay in this run: how much later than the kernel sonde's tasks saw the
+    /// phases that have a kernel figure (user space minus kernel, summed). `None` when no phase
+    /// has a kernel figure (not Linux, or the kernel refused timestamps).
+    pub fn own_delay(&self) -> Option<Duration> {
+        let mut any = false;
+        let mut total = Duration::ZERO;
+        for t in self.phases.iter().filter(|t| t.kernel) {
+            any = true;
+            total += t.user.saturating_sub(t.best);
+        }
+        any.then_some(total)
+    }
+
+    fn find(&self, phase: Phase) -> Option<&PhaseTiming> {
+        self.phases.iter().find(|t| t.phase == phase)
     }
 }
 
@@ -191,8 +253,8 @@ impl serde::Serialize for Timings {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(Some(self.phases.len()))?;
-        for (p, d) in &self.phases {
-            m.serialize_entry(p.as_str(), &d.as_secs_f64())?;
+        for t in &self.phases {
+            m.serialize_entry(t.phase.as_str(), &t.best.as_secs_f64())?;
         }
         m.end()
     }
@@ -256,6 +318,14 @@ pub struct Recorder {
     pub doing: &'static str,
 }
 
+/// A run whose own delay ([`Timings::own_delay`]) exceeds this gets an event starting with
+/// [`OVERLOADED`] in its trace. On an idle machine the delay is tens of microseconds; a
+/// millisecond means the prober's threads were busy when the packets arrived.
+pub const OWN_DELAY_FLAG: Duration = Duration::from_millis(1);
+
+/// How the trace event flagging a busy prober starts (searchable).
+pub const OVERLOADED: &str = "prober overloaded";
+
 /// A probe's event log is bounded so a hostile peer (an endless redirect chain, a DNS answer
 /// with thousands of records) cannot make it grow without limit.
 pub const MAX_EVENTS: usize = 64;
@@ -305,6 +375,14 @@ impl Recorder {
     /// Finish: turn the recorder and the result into an [`Outcome`].
     pub fn finish<F>(mut self, failure: Option<Failure>, facts: F) -> Outcome<F> {
         let duration = self.start.elapsed();
+        if let Some(d) = self.timings.own_delay().filter(|d| *d > OWN_DELAY_FLAG) {
+            self.event(format!(
+                "{OVERLOADED}: sonde's own delay was {} in this run (over {}): its tasks ran that \
+                 much after the kernel saw the packets; the kernel-timestamped phases exclude it",
+                fmt_duration(d),
+                fmt_duration(OWN_DELAY_FLAG)
+            ));
+        }
         match &failure {
             None => self.event(format!("succeeded in {}", fmt_duration(duration))),
             Some(f) => self.event(format!("failed ({}): {}", f.reason, f.message)),

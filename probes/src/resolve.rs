@@ -333,12 +333,27 @@ pub async fn connect_tcp(
         match res {
             Some(Ok((addr, Ok(stream)))) => {
                 attempts.abort_all();
+                let user = started.elapsed();
                 let _ = stream.set_nodelay(true);
-                rec.timings.add_since(Phase::Connect, started);
+                // The kernel's handshake sample covers this connection only: with earlier
+                // attempts in the phase it would leave their time out.
+                let kernel = if next == 1 {
+                    crate::kts::handshake_rtt(&stream)
+                } else {
+                    Err("more than one address was tried".into())
+                };
+                rec.timings
+                    .add_measured(Phase::Connect, user, kernel.as_ref().ok().copied());
                 rec.remote_addr = Some(addr);
+                // The local port ties this probe to its packets in a capture (bench/truth.sh).
+                let local = stream
+                    .local_addr()
+                    .map(|a| format!(" from port {}", a.port()))
+                    .unwrap_or_default();
                 rec.event(format!(
-                    "connected to {addr} in {}",
-                    fmt_duration(started.elapsed())
+                    "connected to {addr}{local} in {}: {}",
+                    fmt_duration(kernel.as_ref().map_or(user, |k| *k.min(&user))),
+                    crate::kts::describe(user, &kernel)
                 ));
                 return Ok(stream);
             }

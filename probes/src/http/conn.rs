@@ -21,6 +21,7 @@ use url::Url;
 
 use super::prepare::{self, clip, connect_authority, url_for_log};
 use super::{HttpRequest, InFlight};
+use crate::kts::stream::Marks;
 use crate::policy;
 use crate::resolve::connect_tcp;
 use crate::tls::TlsFacts;
@@ -61,7 +62,30 @@ pub(super) struct Dialed {
     pub tls: Option<TlsFacts>,
     /// Set when the requests go to a forward proxy in absolute form.
     forward_proxy_auth: Option<Option<HeaderValue>>,
+    /// The kernel's timestamps of the request and response bytes, or why there are none.
+    kernel: KernelTtfb,
 }
+
+/// How the kernel times request → first response byte on a connection (see [`crate::kts`]).
+pub(super) type KernelTtfb = Result<Marks, &'static str>;
+
+/// A plain TCP stream to the origin, with the kernel timestamping its bytes (Linux).
+#[cfg(target_os = "linux")]
+fn timestamped(tcp: tokio::net::TcpStream) -> (Box<dyn Io>, KernelTtfb) {
+    let s = crate::kts::stream::TimestampedStream::new(tcp);
+    let marks = s.marks();
+    (Box::new(s), Ok(marks))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn timestamped(tcp: tokio::net::TcpStream) -> (Box<dyn Io>, KernelTtfb) {
+    (Box::new(tcp), Err(crate::kts::NOT_LINUX))
+}
+
+/// Why an https hop is timed in user space: the first bytes read after the request can be TLS
+/// records other than the response (a TLS 1.3 session ticket).
+const NOT_PLAIN: &str = "https: the first bytes after the request may not be the response";
+const PROXIED: &str = "through a proxy";
 
 /// Resolve, connect and (for https) handshake TLS for the hop to `url`.
 pub(super) async fn dial(
@@ -78,6 +102,15 @@ pub(super) async fn dial(
             .port_or_known_default()
             .unwrap_or(if https { 443 } else { 80 });
         let tcp = connect(req, host, port, true, rec, in_flight).await?;
+        if !https {
+            let (io, kernel) = timestamped(tcp);
+            return Ok(Dialed {
+                io,
+                tls: None,
+                forward_proxy_auth: None,
+                kernel,
+            });
+        }
         return finish_dial(req, Box::new(tcp), https, tls_name, rec, in_flight).await;
     };
     if proxy.scheme() != "http" {
@@ -108,6 +141,7 @@ pub(super) async fn dial(
             io: Box::new(tcp),
             tls: None,
             forward_proxy_auth: Some(proxy_auth),
+            kernel: Err(PROXIED),
         });
     }
     let started = in_flight.begin(Phase::Connect);
@@ -178,6 +212,7 @@ async fn finish_dial(
             io,
             tls: None,
             forward_proxy_auth: None,
+            kernel: Err(PROXIED),
         });
     }
     in_flight.begin(Phase::Tls);
@@ -188,6 +223,7 @@ async fn finish_dial(
         io: Box::new(stream),
         tls: Some(facts),
         forward_proxy_auth: None,
+        kernel: Err(NOT_PLAIN),
     })
 }
 
@@ -252,6 +288,7 @@ pub(super) struct Connection {
     sender: Sender,
     target: Target,
     proxy_auth: Option<HeaderValue>,
+    kernel: KernelTtfb,
     _driver: AbortOnDrop,
 }
 
@@ -268,6 +305,7 @@ pub(super) async fn handshake(dialed: Dialed) -> Result<Connection, Failure> {
         .as_ref()
         .and_then(|t| t.alpn.as_deref())
         .is_some_and(|a| a == "h2");
+    let kernel = dialed.kernel;
     let io = TokioIo::new(dialed.io);
     let fail = |e: hyper::Error| {
         Failure::new(
@@ -288,6 +326,7 @@ pub(super) async fn handshake(dialed: Dialed) -> Result<Connection, Failure> {
             sender: Sender::H2(sender),
             target: Target::H2,
             proxy_auth: None,
+            kernel,
             _driver: driver,
         });
     }
@@ -303,11 +342,17 @@ pub(super) async fn handshake(dialed: Dialed) -> Result<Connection, Failure> {
         sender: Sender::H1(sender),
         target,
         proxy_auth,
+        kernel,
         _driver: driver,
     })
 }
 
 impl Connection {
+    /// The kernel's timestamps for request → first response byte, or why there are none.
+    pub(super) fn kernel_ttfb(&self) -> &KernelTtfb {
+        &self.kernel
+    }
+
     /// The peer (or hyper) closed it: it cannot carry another request.
     pub(super) fn is_closed(&self) -> bool {
         match &self.sender {
