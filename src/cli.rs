@@ -1,4 +1,4 @@
-//! The command line: `sonde serve | check | run | probe | rules | schema`.
+//! The command line: `sonde serve | check | run | probe | rules | schema | completions | man`.
 //!
 //! Exit codes are part of the contract: 0 all passed / ok, 1 a check failed, 2 bad usage or
 //! invalid configuration.
@@ -55,6 +55,10 @@ pub enum Command {
     Rules(RulesArgs),
     /// Print the JSON Schema of scenario files, for editors (YAML language server, IntelliJ).
     Schema(crate::schema::SchemaArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::cli_docs::CompletionsArgs),
+    /// Print the man page sonde(1), or write every page with --dir.
+    Man(crate::cli_docs::ManArgs),
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +191,8 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe(args),
         Command::Rules(args) => rules(args),
         Command::Schema(args) => crate::schema::main(args),
+        Command::Completions(args) => crate::cli_docs::completions(args),
+        Command::Man(args) => crate::cli_docs::man(args),
     }
 }
 
