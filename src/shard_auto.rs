@@ -25,11 +25,13 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// An empty variable counts as unset (a downward-API label that does not exist is empty).
     pub fn from_env() -> Inputs {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         Inputs {
-            hostname: std::env::var("HOSTNAME").ok().or_else(system_hostname),
-            ordinal: std::env::var(ORDINAL_ENV).ok(),
-            count: std::env::var(COUNT_ENV).ok(),
+            hostname: var("HOSTNAME").or_else(system_hostname),
+            ordinal: var(ORDINAL_ENV),
+            count: var(COUNT_ENV),
         }
     }
 }
