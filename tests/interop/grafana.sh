@@ -40,6 +40,11 @@ wait_until() {
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 command -v prometheus >/dev/null || fail "prometheus is not installed (run.sh installs it: apt-get install prometheus)"
+if ! command -v python3 >/dev/null; then
+  [[ $(id -u) -eq 0 ]] || fail "python3 is needed: apt-get install python3"
+  DEBIAN_FRONTEND=noninteractive apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3
+fi
 if [[ -z ${SONDE_INTEROP_HTTPS:-} ]]; then
   bash tests/interop/servers.sh "$work"
   set -a; . "$work/env"; set +a

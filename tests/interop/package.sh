@@ -63,7 +63,7 @@ fi
 
 # --- tools --------------------------------------------------------------------------------------
 missing=()
-for pair in dpkg-shlibdeps:dpkg-dev setpriv:util-linux curl:curl; do
+for pair in dpkg-shlibdeps:dpkg-dev setpriv:util-linux curl:curl python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
