@@ -19,7 +19,9 @@ use crate::shard::Shard;
 pub struct AgentFlags {
     /// Run only shard I of N of this region's scenarios (consistent hashing of the name): N
     /// agents with 1/N … N/N together run each scenario exactly once. Also `agent: {shard:}`.
-    #[arg(long, value_name = "I/N")]
+    /// `auto` (or `auto/N`) in a StatefulSet: shard = pod ordinal + 1 (from the hostname or
+    /// SONDE_SHARD_ORDINAL) of SONDE_SHARD_COUNT (or N).
+    #[arg(long, value_name = "I/N|auto", value_parser = crate::shard_auto::parse)]
     pub shard: Option<Shard>,
 
     /// How often -c URLs are fetched again (with If-None-Match / If-Modified-Since).

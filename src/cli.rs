@@ -1,4 +1,4 @@
-//! The command line: `sonde serve | check | run | probe | rules | schema`.
+//! The command line: `sonde serve | check | run | probe | rules | schema | completions | man`.
 //!
 //! Exit codes are part of the contract: 0 all passed / ok, 1 a check failed, 2 bad usage or
 //! invalid configuration.
@@ -53,6 +53,10 @@ pub enum Command {
     /// Serve the demo targets the shipped scenarios/ probe (HTTP, HTTPS, DNS, chat) on loopback;
     /// `sonde serve` without configuration starts them too.
     Demo(crate::demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::cli_docs::CompletionsArgs),
+    /// Print the man page sonde(1), or write every page with --dir.
+    Man(crate::cli_docs::ManArgs),
 }
 
 #[derive(Args, Debug)]
@@ -116,6 +120,8 @@ pub fn main() -> ExitCode {
         Command::Rules(args) => rules(args),
         Command::Schema(args) => crate::schema::main(args),
         Command::Demo(args) => crate::demo::main(args),
+        Command::Completions(args) => crate::cli_docs::completions(args),
+        Command::Man(args) => crate::cli_docs::man(args),
     }
 }
 

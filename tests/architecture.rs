@@ -17,6 +17,7 @@ const ROOMS: &[(&str, &[&str])] = &[
             "shard",
             "backoff",
             "closed_pipe",
+            "shard_auto",
         ],
     ),
     ("config", &["config"]),
@@ -30,6 +31,7 @@ const ROOMS: &[(&str, &[&str])] = &[
         "top",
         &[
             "cli",
+            "cli_docs",
             "config_flags",
             "serve",
             "web",

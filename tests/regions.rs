@@ -121,6 +121,41 @@ fn the_shards_of_a_region_run_each_of_its_scenarios_exactly_once() {
     assert_eq!(total, 30, "some scenario has two owners");
 }
 
+/// `--shard auto` as a StatefulSet runs it: pods `sonde-eu-0..2` (their hostname) with
+/// SONDE_SHARD_COUNT=3 are shards 1/3..3/3 and together run each scenario exactly once.
+#[test]
+fn statefulset_pods_take_their_shard_from_the_hostname_ordinal() {
+    let mut yaml = String::from("scenarios:\n");
+    for i in 0..30 {
+        yaml.push_str(&format!(
+            "  - scenario: s{i}\n    interval: 1h\n    tcp: {{target: \"127.0.0.1:1\"}}\n"
+        ));
+    }
+    let pods: Vec<Serve> = (0..3)
+        .map(|ordinal| {
+            Serve::command(SONDE)
+                .config_yaml("s.yaml", &yaml)
+                .region("eu")
+                .arg("--shard")
+                .arg("auto")
+                .env("HOSTNAME", format!("sonde-eu-{ordinal}"))
+                .env("SONDE_SHARD_COUNT", "3")
+                .start()
+        })
+        .collect();
+    let mut union = BTreeSet::new();
+    let mut total = 0;
+    for (ordinal, pod) in pods.iter().enumerate() {
+        let v = pod.get("/api/v1/scenarios").json();
+        assert_eq!(v["shard"], format!("{}/3", ordinal + 1));
+        let (names, _) = owned(pod);
+        total += names.len();
+        union.extend(names);
+    }
+    assert_eq!(union.len(), 30, "some scenario has no owner");
+    assert_eq!(total, 30, "some scenario has two owners");
+}
+
 #[test]
 fn an_agent_document_sets_region_and_shard_and_flags_win() {
     let scenarios = "scenarios:\n  - scenario: a\n    interval: 1h\n    vars: {r: \"{{ region }}\"}\n    tcp: {target: \"127.0.0.1:1\"}\n";

@@ -1,4 +1,5 @@
-//! The example files we ship (`scenarios/*.yaml`, `examples/sonde.yaml`) are valid: `sonde check`
+//! The example files we ship (`scenarios/*.yaml`, `examples/sonde.yaml`, the `.deb`'s default
+//! configuration) are valid: `sonde check`
 //! accepts them through the real binary with no environment set, so a broken example breaks
 //! `cargo test`. (That they also PASS against real servers is the interop suite's
 //! `shipped_examples_pass_against_real_servers`.)
@@ -24,6 +25,10 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
             let agent = path.join("agent-push.yaml");
             assert!(agent.is_file(), "no {}", agent.display());
             out.push(agent);
+            continue;
+        }
+        // Grafana's provisioning files and dashboards, checked by tests/interop/grafana.sh.
+        if path.ends_with("examples/grafana") {
             continue;
         }
         if path.is_dir() {
@@ -55,6 +60,8 @@ fn shipped_examples_pass_sonde_check() {
     let mut files = Vec::new();
     yaml_files(&root().join("scenarios"), &mut files);
     yaml_files(&root().join("examples"), &mut files);
+    // The .deb's default /etc/sonde/sonde.yaml.
+    files.push(root().join("packaging/deb/sonde.yaml"));
     for kind in ["http", "https", "tcp", "dns", "icmp", "tls"] {
         let f = root().join("scenarios").join(format!("{kind}.yaml"));
         assert!(files.contains(&f), "no shipped example {}", f.display());

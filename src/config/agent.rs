@@ -171,7 +171,7 @@ pub fn parse(origin: &str, dir: &Path, text: &str) -> Result<AgentSettings, Conf
         out.region = Some(r);
     }
     if let Some(s) = raw.shard {
-        out.shard = Some(s.parse().map_err(at("shard"))?);
+        out.shard = Some(crate::shard_auto::parse(&s).map_err(at("shard"))?);
     }
     if let Some(rw) = raw.remote_write {
         out.remote_write = Some(remote_write(rw, dir, &at)?);
