@@ -223,15 +223,9 @@ fn probe(args: ProbeArgs) -> ExitCode {
         .timeout
         .or(module.timeout)
         .unwrap_or(std::time::Duration::from_secs(10));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::exit::runtime(&mut tokio::runtime::Builder::new_current_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("sonde: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let res = runtime.block_on(crate::blackbox::handler::run(
         &module,

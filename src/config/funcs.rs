@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(render("{{ random_string(12) }}").len(), 12);
         let r: i64 = render("{{ random(3) }}").parse().unwrap();
         assert!((0..3).contains(&r));
-        let ms: i64 = render("{{ crate::time::now_ms() }}").parse().unwrap();
+        let ms: i64 = render("{{ now_ms() }}").parse().unwrap();
         let s: i64 = render("{{ now() }}").parse().unwrap();
         assert!((ms / 1000 - s).abs() <= 1);
     }

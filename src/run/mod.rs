@@ -144,16 +144,11 @@ pub fn main(args: RunArgs) -> ExitCode {
             .unwrap_or(1)
     });
     let style = human::Style::detect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(parallel.clamp(1, 8))
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::exit::runtime(
+        &mut tokio::runtime::Builder::new_multi_thread().worker_threads(parallel.clamp(1, 8)),
+    ) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("sonde: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let detail = if args.quiet {
         human::Detail::Quiet
