@@ -13,11 +13,11 @@ use sonde_probes::tls::{TlsClient, TlsOptions, TlsVersion};
 use super::error::FileErrors;
 use super::locate::{index_path, key_path, PosIndex};
 use super::model::TlsConfigModel;
+use super::probe_settings::tls::default_client;
 use super::redact::Fnv;
 use super::targets;
 use super::units::{IpProto, TlsVersionWord};
 
-use super::probe_settings::tls::default_client;
 pub use super::probe_settings::tls::Alpn;
 
 /// Built once per load, shared by every step of it.

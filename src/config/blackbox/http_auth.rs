@@ -150,10 +150,11 @@ fn authorization(
     None
 }
 
-/// `oauth2`, refused beside the other credentials as prometheus/common refuses it.
-pub(super) fn oauth2(m: &HttpModel, path: &str, cx: &mut Cx) -> Result<Option<HttpRequest>, ()> {
+/// `oauth2`'s token request (`Some(None)` without `oauth2`), refused beside the other
+/// credentials as prometheus/common refuses it. `None`: it is broken (reported).
+pub(super) fn oauth2(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<Option<HttpRequest>> {
     let Some(o) = &m.oauth2 else {
-        return Ok(None);
+        return Some(None);
     };
     let op = key_path(path, "oauth2");
     if m.basic_auth.is_some()
@@ -166,7 +167,7 @@ pub(super) fn oauth2(m: &HttpModel, path: &str, cx: &mut Cx) -> Result<Option<Ht
             "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, authorization must be configured",
         );
     }
-    oauth2_request(o, &op, cx).map(Some).ok_or(())
+    oauth2_request(o, &op, cx).map(Some)
 }
 
 /// The token request of `oauth2` (client credentials, credentials in the `Authorization`

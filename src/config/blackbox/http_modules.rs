@@ -67,7 +67,7 @@ pub(super) fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     if cx.errors.len() > before {
         return None;
     }
-    let oauth2 = http_auth::oauth2(m, path, cx).ok()?;
+    let oauth2 = http_auth::oauth2(m, path, cx)?;
     Some(HttpSpec {
         req,
         tls,
