@@ -748,6 +748,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn every_rcode_name_reads_as_replies_carry_it() {
+        for (name, n) in RCODES {
+            let code = rcode_from_name(name).unwrap();
+            // What a reply with this code parses to: `valid_rcodes` must compare equal to it.
+            assert_eq!(code, <ResponseCode as From<u16>>::from(n), "{name}");
+        }
+        // BADVERS and BADSIG share 16; replies name it BADSIG, as miekg does.
+        assert_eq!(rcode_name(rcode_from_name("BADVERS").unwrap()), "BADSIG");
+    }
+
     fn re(s: &str) -> Regex {
         Regex::new(s).unwrap()
     }

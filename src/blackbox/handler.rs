@@ -63,7 +63,7 @@ pub struct Report {
 pub struct BadRequest(pub String);
 
 /// The debug log of one probe, in blackbox's words.
-pub(crate) struct Log {
+pub struct Log {
     lines: Vec<String>,
     module: String,
     target: String,
