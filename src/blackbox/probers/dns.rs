@@ -6,20 +6,13 @@ use super::{bracketed, family_refused, resolved_then_failed, unresolved, Probe};
 use crate::blackbox::metrics;
 use crate::config::blackbox::module::{parse_port, split_host_port};
 
-pub async fn probe(spec: &DnsRequest, p: Probe<'_>) -> bool {
-    let Probe {
-        target,
-        deadline,
-        log,
-        registry: r,
-        ..
-    } = p;
+pub async fn probe(spec: &DnsRequest, run: Probe<'_>) -> bool {
     let mut req = spec.clone();
-    let (host, port) = match split_host_port(target) {
+    let (host, port) = match split_host_port(run.target) {
         Ok((h, p)) => (h, Some(p)),
-        Err(_) => (target.to_string(), None),
+        Err(_) => (run.target.to_string(), None),
     };
-    let port = match port.map(|p| parse_port(&p, target)) {
+    let port = match port.map(|p| parse_port(&p, run.target)) {
         None => Ok(53),
         Some(r) => r,
     };
@@ -33,9 +26,9 @@ pub async fn probe(spec: &DnsRequest, p: Probe<'_>) -> bool {
         (None, Err(bad_port)) => {
             resolved_then_failed(&req.resolver, &req.server, req.ip, bad_port).await
         }
-        (None, Ok(_)) => sonde_probes::dns::probe(&req, deadline).await,
+        (None, Ok(_)) => sonde_probes::dns::probe(&req, run.deadline).await,
     };
-    log.outcome(&o);
-    metrics::dns(r, soa, Some(&o));
+    run.log.outcome(&o);
+    metrics::dns(run.registry, soa, Some(&o));
     o.success()
 }

@@ -4,19 +4,13 @@ use super::{family_refused, unresolved, Probe};
 use crate::blackbox::metrics;
 use crate::config::blackbox::module::{http_url, system_resolver, GrpcSpec};
 
-pub async fn probe(spec: &GrpcSpec, p: Probe<'_>) -> bool {
-    let Probe {
-        target,
-        deadline,
-        log,
-        registry: r,
-        ..
-    } = p;
-    let url = match http_url(target) {
+pub async fn probe(spec: &GrpcSpec, run: Probe<'_>) -> bool {
+    let url = match http_url(run.target) {
         Ok(url) => url,
         Err(e) => {
-            log.line("error", "Could not parse target URL", &[("err", &e)]);
-            metrics::grpc(r, None);
+            run.log
+                .line("error", "Could not parse target URL", &[("err", &e)]);
+            metrics::grpc(run.registry, None);
             return false;
         }
     };
@@ -38,9 +32,9 @@ pub async fn probe(spec: &GrpcSpec, p: Probe<'_>) -> bool {
     };
     let o = match family_refused(&req.host, req.ip) {
         Some(why) => unresolved(why),
-        None => sonde_probes::grpc::probe(&req, deadline).await,
+        None => sonde_probes::grpc::probe(&req, run.deadline).await,
     };
-    log.outcome(&o);
-    metrics::grpc(r, Some(&o));
+    run.log.outcome(&o);
+    metrics::grpc(run.registry, Some(&o));
     o.success()
 }

@@ -11,23 +11,17 @@ use crate::blackbox::handler::{BadRequest, Log};
 use crate::blackbox::metrics::{self, HttpStage};
 use crate::config::blackbox::module::{http_url, no_proxy_matches, HttpSpec};
 
-pub async fn probe(spec: &HttpSpec, p: Probe<'_>) -> Result<bool, BadRequest> {
-    let Probe {
-        target,
-        hostname,
-        deadline,
-        log,
-        registry: r,
-    } = p;
+pub async fn probe(spec: &HttpSpec, run: Probe<'_>) -> Result<bool, BadRequest> {
     let mut req = spec.req.clone();
-    if let Some(h) = hostname.filter(|h| !h.is_empty()) {
+    if let Some(h) = run.hostname.filter(|h| !h.is_empty()) {
         set_host(&mut req, h)?;
     }
-    let url = match http_url(target) {
+    let url = match http_url(run.target) {
         Ok(url) => url,
         Err(e) => {
-            log.line("error", "Could not parse target URL", &[("err", &e)]);
-            metrics::http(r, HttpStage::BadTarget, None);
+            run.log
+                .line("error", "Could not parse target URL", &[("err", &e)]);
+            metrics::http(run.registry, HttpStage::BadTarget, None);
             return Ok(false);
         }
     };
@@ -41,7 +35,7 @@ pub async fn probe(spec: &HttpSpec, p: Probe<'_>) -> Result<bool, BadRequest> {
     let host = req.url.host_str().unwrap_or_default().to_string();
     let refused = family_refused(&host, req.ip);
     let token = match (&spec.oauth2, &refused) {
-        (Some(token_req), None) => Some(fetch_token(token_req, deadline, log).await),
+        (Some(token_req), None) => Some(fetch_token(token_req, run.deadline, run.log).await),
         _ => None,
     };
     let mut o = match (refused, token) {
@@ -53,13 +47,13 @@ pub async fn probe(spec: &HttpSpec, p: Probe<'_>) -> Result<bool, BadRequest> {
         }
         (None, Some(Ok(auth))) => {
             req.auth = Some(auth);
-            sonde_probes::http::probe(&req, deadline).await
+            sonde_probes::http::probe(&req, run.deadline).await
         }
-        (None, None) => sonde_probes::http::probe(&req, deadline).await,
+        (None, None) => sonde_probes::http::probe(&req, run.deadline).await,
     };
     as_go_counts_redirects(&req, &mut o);
-    log.outcome_http(&o);
-    metrics::http(r, HttpStage::Probed, Some(&o));
+    run.log.outcome_http(&o);
+    metrics::http(run.registry, HttpStage::Probed, Some(&o));
     Ok(o.success())
 }
 

@@ -5,21 +5,14 @@ use sonde_probes::icmp::IcmpRequest;
 use super::{bracketed, family_refused, unresolved, Probe};
 use crate::blackbox::metrics;
 
-pub async fn probe(spec: &IcmpRequest, p: Probe<'_>) -> bool {
-    let Probe {
-        target,
-        deadline,
-        log,
-        registry: r,
-        ..
-    } = p;
+pub async fn probe(spec: &IcmpRequest, run: Probe<'_>) -> bool {
     let mut req = spec.clone();
-    req.host = target.to_string();
-    let o = match bracketed(target).or_else(|| family_refused(&req.host, req.ip)) {
+    req.host = run.target.to_string();
+    let o = match bracketed(run.target).or_else(|| family_refused(&req.host, req.ip)) {
         Some(why) => unresolved(why),
-        None => sonde_probes::icmp::probe(&req, deadline).await,
+        None => sonde_probes::icmp::probe(&req, run.deadline).await,
     };
-    log.outcome(&o);
-    metrics::icmp(r, Some(&o));
+    run.log.outcome(&o);
+    metrics::icmp(run.registry, Some(&o));
     o.success()
 }

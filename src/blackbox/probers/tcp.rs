@@ -5,31 +5,24 @@ use crate::blackbox::handler::BadRequest;
 use crate::blackbox::metrics;
 use crate::config::blackbox::module::{parse_port, split_host_port, TcpSpec};
 
-pub async fn probe(spec: &TcpSpec, p: Probe<'_>) -> Result<bool, BadRequest> {
-    let Probe {
-        target,
-        hostname,
-        deadline,
-        log,
-        registry: r,
-    } = p;
-    let (host, port) = match split_host_port(target) {
+pub async fn probe(spec: &TcpSpec, run: Probe<'_>) -> Result<bool, BadRequest> {
+    let (host, port) = match split_host_port(run.target) {
         Ok(hp) => hp,
         Err(e) => {
-            log.line(
+            run.log.line(
                 "error",
                 "Error splitting target address and port",
                 &[("err", &e)],
             );
-            metrics::tcp(r, false, None);
+            metrics::tcp(run.registry, false, None);
             return Ok(false);
         }
     };
     let mut req = spec.req.clone();
     req.host = host;
-    let port = parse_port(&port, target);
+    let port = parse_port(&port, run.target);
     req.port = *port.as_ref().unwrap_or(&0);
-    if let Some(h) = hostname.filter(|h| !h.is_empty()) {
+    if let Some(h) = run.hostname.filter(|h| !h.is_empty()) {
         req.tls_client = spec
             .tls
             .with_default_server_name(h)
@@ -41,13 +34,13 @@ pub async fn probe(spec: &TcpSpec, p: Probe<'_>) -> Result<bool, BadRequest> {
         (None, Err(bad_port)) => {
             resolved_then_failed(&req.resolver, &req.host, req.ip, bad_port).await
         }
-        (None, Ok(_)) => sonde_probes::tcp::probe(&req, deadline).await,
+        (None, Ok(_)) => sonde_probes::tcp::probe(&req, run.deadline).await,
     };
-    log.outcome(&o);
+    run.log.outcome(&o);
     for line in &o.facts.transcript {
-        log.line("debug", "Dialogue", &[("line", line)]);
+        run.log.line("debug", "Dialogue", &[("line", line)]);
     }
-    metrics::tcp(r, true, Some(&o));
-    metrics::expect_info(r, &spec.expect_labels, &o);
+    metrics::tcp(run.registry, true, Some(&o));
+    metrics::expect_info(run.registry, &spec.expect_labels, &o);
     Ok(o.success())
 }
