@@ -415,61 +415,46 @@ fn list(res: &[Regex]) -> String {
         .join(", ")
 }
 
-/// The rcode as miekg/dns's `RcodeToString` names it (what blackbox logs and users write in
-/// `valid_rcodes`); `RCODE<n>` for codes it does not know.
+/// miekg/dns's rcode names (`RcodeToString`, what blackbox logs and users write in
+/// `valid_rcodes`) with their codes: the one table every `valid_rcodes` compiler and every
+/// report uses. `BADVERS` is 16, like `BADSIG`; it comes last so a code's name is the first
+/// entry with it.
+pub const RCODES: [(&str, u16); 20] = [
+    ("NOERROR", 0),
+    ("FORMERR", 1),
+    ("SERVFAIL", 2),
+    ("NXDOMAIN", 3),
+    ("NOTIMP", 4),
+    ("REFUSED", 5),
+    ("YXDOMAIN", 6),
+    ("YXRRSET", 7),
+    ("NXRRSET", 8),
+    ("NOTAUTH", 9),
+    ("NOTZONE", 10),
+    ("BADSIG", 16),
+    ("BADKEY", 17),
+    ("BADTIME", 18),
+    ("BADMODE", 19),
+    ("BADNAME", 20),
+    ("BADALG", 21),
+    ("BADTRUNC", 22),
+    ("BADCOOKIE", 23),
+    ("BADVERS", 16),
+];
+
+/// The rcode as miekg/dns's `RcodeToString` names it; `RCODE<n>` for codes it does not know.
 pub fn rcode_name(rcode: ResponseCode) -> String {
     let n = u16::from(rcode);
-    let s = match n {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        6 => "YXDOMAIN",
-        7 => "YXRRSET",
-        8 => "NXRRSET",
-        9 => "NOTAUTH",
-        10 => "NOTZONE",
-        16 => "BADSIG",
-        17 => "BADKEY",
-        18 => "BADTIME",
-        19 => "BADMODE",
-        20 => "BADNAME",
-        21 => "BADALG",
-        22 => "BADTRUNC",
-        23 => "BADCOOKIE",
-        _ => return format!("RCODE{n}"),
-    };
-    s.to_string()
+    match RCODES.iter().find(|(_, c)| *c == n) {
+        Some((name, _)) => name.to_string(),
+        None => format!("RCODE{n}"),
+    }
 }
 
-/// The rcode for a miekg/dns name (`valid_rcodes` values), case-insensitive. `BADVERS` is 16,
-/// like `BADSIG`.
+/// The rcode for a miekg/dns name (`valid_rcodes` values), case-insensitive.
 pub fn rcode_from_name(name: &str) -> Option<ResponseCode> {
-    let n: u16 = match name.to_ascii_uppercase().as_str() {
-        "NOERROR" => 0,
-        "FORMERR" => 1,
-        "SERVFAIL" => 2,
-        "NXDOMAIN" => 3,
-        "NOTIMP" => 4,
-        "REFUSED" => 5,
-        "YXDOMAIN" => 6,
-        "YXRRSET" => 7,
-        "NXRRSET" => 8,
-        "NOTAUTH" => 9,
-        "NOTZONE" => 10,
-        "BADSIG" | "BADVERS" => 16,
-        "BADKEY" => 17,
-        "BADTIME" => 18,
-        "BADMODE" => 19,
-        "BADNAME" => 20,
-        "BADALG" => 21,
-        "BADTRUNC" => 22,
-        "BADCOOKIE" => 23,
-        _ => return None,
-    };
-    Some(<ResponseCode as From<u16>>::from(n))
+    let (_, n) = RCODES.iter().find(|(s, _)| s.eq_ignore_ascii_case(name))?;
+    Some(<ResponseCode as From<u16>>::from(*n))
 }
 
 /// A record in Go miekg/dns `RR.String()` form: `name.\tTTL\tCLASS\tTYPE\tRDATA`.
@@ -761,6 +746,17 @@ mod tests {
             rcode_name(<ResponseCode as From<u16>>::from(3000)),
             "RCODE3000"
         );
+    }
+
+    #[test]
+    fn every_rcode_name_reads_as_replies_carry_it() {
+        for (name, n) in RCODES {
+            let code = rcode_from_name(name).unwrap();
+            // What a reply with this code parses to: `valid_rcodes` must compare equal to it.
+            assert_eq!(code, <ResponseCode as From<u16>>::from(n), "{name}");
+        }
+        // BADVERS and BADSIG share 16; replies name it BADSIG, as miekg does.
+        assert_eq!(rcode_name(rcode_from_name("BADVERS").unwrap()), "BADSIG");
     }
 
     fn re(s: &str) -> Regex {

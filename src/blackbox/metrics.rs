@@ -376,40 +376,8 @@ pub enum HttpStage {
 }
 
 pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
-    const PHASE_HELP: &str = "Duration of http request by phase, summed over all redirects";
+    http_phases(r, matches!(stage, HttpStage::Probed), o);
     let f = o.map(|o| &o.facts);
-    let t = o.map(|o| &o.timings);
-    let get = |p: Phase| t.map(|t| secs(t, p)).unwrap_or(0.0);
-    // The handshake alone (tlsStart → tlsDone in blackbox's trace).
-    let tls_phase = get(Phase::Tls);
-    // blackbox 0.23 creates the phase series once the URL parsed: an unparsable target has no
-    // `probe_http_duration_seconds` at all.
-    let phases = [
-        ("connect", get(Phase::Connect)),
-        ("processing", get(Phase::Processing)),
-        ("resolve", get(Phase::Resolve)),
-        ("tls", tls_phase),
-        ("transfer", get(Phase::Transfer)),
-    ];
-    let parsed = matches!(stage, HttpStage::Probed);
-    // …and the phases after `resolve` only once the name resolved.
-    let resolved_ok = !o.is_some_and(|o| {
-        o.remote_addr.is_none()
-            && o.failure
-                .as_ref()
-                .is_some_and(|f| f.reason == sonde_probes::FailureReason::Dns)
-    });
-    let phases = phases
-        .into_iter()
-        .filter(|(p, _)| parsed && (resolved_ok || *p == "resolve"));
-    for (phase, v) in phases {
-        r.labelled(
-            "probe_http_duration_seconds",
-            PHASE_HELP,
-            vec![("phase", phase.to_string())],
-            v,
-        );
-    }
     let resolved = o.is_some_and(|o| o.remote_addr.is_some());
     let status = f.and_then(|f| f.status);
     let got_response = status.is_some();
@@ -474,6 +442,17 @@ pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
         return;
     };
     resolve_families(r, o);
+    http_response_families(r, o, tls, got_response);
+}
+
+/// What only a response tells: `Last-Modified`, and the TLS families (the cipher for HTTP only,
+/// as in blackbox).
+fn http_response_families(
+    r: &mut Registry,
+    o: &HttpOutcome,
+    tls: Option<&sonde_probes::tls::TlsFacts>,
+    got_response: bool,
+) {
     if let Some(lm) = o
         .facts
         .headers
@@ -499,6 +478,42 @@ pub fn http(r: &mut Registry, stage: HttpStage, o: Option<&HttpOutcome>) {
             "Returns the TLS cipher negotiated during handshake",
             vec![("cipher", go_cipher_name(&t.cipher))],
             1.0,
+        );
+    }
+}
+
+/// `probe_http_duration_seconds` by phase, as far as blackbox would have created them.
+fn http_phases(r: &mut Registry, parsed: bool, o: Option<&HttpOutcome>) {
+    const PHASE_HELP: &str = "Duration of http request by phase, summed over all redirects";
+    let t = o.map(|o| &o.timings);
+    let get = |p: Phase| t.map(|t| secs(t, p)).unwrap_or(0.0);
+    // The handshake alone (tlsStart → tlsDone in blackbox's trace).
+    let tls_phase = get(Phase::Tls);
+    // blackbox 0.23 creates the phase series once the URL parsed: an unparsable target has no
+    // `probe_http_duration_seconds` at all.
+    let phases = [
+        ("connect", get(Phase::Connect)),
+        ("processing", get(Phase::Processing)),
+        ("resolve", get(Phase::Resolve)),
+        ("tls", tls_phase),
+        ("transfer", get(Phase::Transfer)),
+    ];
+    // …and the phases after `resolve` only once the name resolved.
+    let resolved_ok = !o.is_some_and(|o| {
+        o.remote_addr.is_none()
+            && o.failure
+                .as_ref()
+                .is_some_and(|f| f.reason == sonde_probes::FailureReason::Dns)
+    });
+    let phases = phases
+        .into_iter()
+        .filter(|(p, _)| parsed && (resolved_ok || *p == "resolve"));
+    for (phase, v) in phases {
+        r.labelled(
+            "probe_http_duration_seconds",
+            PHASE_HELP,
+            vec![("phase", phase.to_string())],
+            v,
         );
     }
 }

@@ -5,7 +5,8 @@
 //! - [`crate::config::blackbox`] loads `modules:` files (every option of blackbox 0.23–0.28 for
 //!   http, tcp, icmp, dns and grpc; what sonde cannot honour yet is refused by name) and reads a
 //!   target the way each prober does;
-//! - [`handler`] runs one probe under blackbox's timeout rules;
+//! - [`handler`] runs one probe under blackbox's timeout rules, through [`probers`] (one file
+//!   per prober, as blackbox keeps them);
 //! - [`metrics`] renders blackbox's families; [`debug`] the trace;
 //! - [`safety`] is what sonde adds, off by default: an allow-list of targets and a cap on
 //!   concurrent probes; [`guard`] applies the allow-list to every hop and keeps sonde from
@@ -15,6 +16,7 @@ pub mod debug;
 pub mod guard;
 pub mod handler;
 pub mod metrics;
+pub mod probers;
 pub mod safety;
 
 use std::fmt::Write as _;

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use regex::Regex;
 use sonde_probes::resolve::{IpProtocol, ResolveOptions, Resolver};
@@ -14,46 +13,12 @@ use sonde_probes::tls::{TlsClient, TlsOptions, TlsVersion};
 use super::error::FileErrors;
 use super::locate::{index_path, key_path, PosIndex};
 use super::model::TlsConfigModel;
+use super::probe_settings::tls::default_client;
 use super::redact::Fnv;
 use super::targets;
 use super::units::{IpProto, TlsVersionWord};
 
-/// Which ALPN protocols a TLS client offers.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Alpn {
-    /// tcp and tls steps: no ALPN.
-    None,
-    /// http with `enable_http2: false`.
-    Http1,
-    /// http: HTTP/2 when the server agrees.
-    Http2,
-}
-
-impl Alpn {
-    fn protocols(self) -> &'static [&'static [u8]] {
-        match self {
-            Alpn::None => &[],
-            Alpn::Http1 => &[b"http/1.1"],
-            Alpn::Http2 => &[b"h2", b"http/1.1"],
-        }
-    }
-}
-
-/// The default TLS clients (system roots, full verification) are the same for every step of
-/// every load, and building a rustls configuration costs far more than the rest of a step: build
-/// each once per process.
-fn default_client(alpn: Alpn) -> TlsClient {
-    static NONE: OnceLock<TlsClient> = OnceLock::new();
-    static H1: OnceLock<TlsClient> = OnceLock::new();
-    static H2: OnceLock<TlsClient> = OnceLock::new();
-    let cell = match alpn {
-        Alpn::None => &NONE,
-        Alpn::Http1 => &H1,
-        Alpn::Http2 => &H2,
-    };
-    cell.get_or_init(|| TlsClient::system(alpn.protocols()))
-        .clone()
-}
+pub use super::probe_settings::tls::Alpn;
 
 /// Built once per load, shared by every step of it.
 #[derive(Default)]
@@ -64,7 +29,7 @@ pub struct Shared {
     by_servers: HashMap<Vec<SocketAddr>, Resolver>,
     /// Never asked: for IP-literal targets when the system resolver cannot be built.
     unused: Option<Resolver>,
-    tls: HashMap<(TlsOptions, Alpn), TlsClient>,
+    pub(super) tls: HashMap<(TlsOptions, Alpn), TlsClient>,
 }
 
 /// Where a step compiler reports, and what it shares.
@@ -267,39 +232,7 @@ impl Cx<'_> {
         if self.errors.len() > before {
             return None;
         }
-        if opts == TlsOptions::default() {
-            return Some(default_client(alpn));
-        }
-        if let Some(c) = self.shared.tls.get(&(opts.clone(), alpn)) {
-            return Some(c.clone());
-        }
-        match TlsClient::new(&opts, alpn.protocols()) {
-            Ok(c) => {
-                self.shared.tls.insert((opts, alpn), c.clone());
-                Some(c)
-            }
-            Err(e) => {
-                // Point at the file the message names, when it names one.
-                let at = [
-                    ("ca_file", &opts.ca_file),
-                    ("cert_file", &opts.cert_file),
-                    ("key_file", &opts.key_file),
-                ]
-                .into_iter()
-                .find(|(k, f)| {
-                    e.starts_with(k)
-                        || f.as_ref()
-                            .is_some_and(|f| e.contains(&f.display().to_string()))
-                })
-                .map(|(k, _)| key_path(path, k))
-                .unwrap_or_else(|| path.to_string());
-                self.err_value(
-                    &at,
-                    format!("unusable tls_config: {e} — expected PEM certificate and key files"),
-                );
-                None
-            }
-        }
+        self.tls_client_for(opts, alpn, path)
     }
 
     /// Resolve a tls_config file against the YAML file's folder and check it can be read.

@@ -31,6 +31,7 @@ pub mod limits;
 pub(crate) mod locate;
 pub mod matcher;
 pub(crate) mod model;
+pub(crate) mod probe_settings;
 pub(crate) mod redact;
 pub mod scenario;
 pub(crate) mod steps;

@@ -8,10 +8,8 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use sonde_probes::dns::{
-    DNSClass, DnsChecks, DnsRequest, DnsTransport, RecordType, ResponseCode, RrChecks,
-};
-use sonde_probes::http::{Auth, HeaderCheck, HttpChecks, HttpRequest, StatusRange};
+use sonde_probes::dns::{DnsRequest, DnsTransport, RecordType};
+use sonde_probes::http::{Auth, HttpChecks, HttpRequest, StatusRange};
 use sonde_probes::icmp::IcmpRequest;
 use sonde_probes::tcp::{TcpRequest, TcpStep};
 use sonde_probes::tls::TlsRequest;
@@ -20,10 +18,10 @@ use url::Url;
 use super::build::{ip_options, Alpn, Cx};
 use super::expect;
 use super::locate::{index_path, key_path};
-use super::model::{
-    DnsModel, ExpectModel, HeaderRegexModel, HttpModel, IcmpModel, RrValidateModel, TcpModel,
-    TlsProbeModel,
-};
+use super::model::{DnsModel, ExpectModel, HttpModel, IcmpModel, TcpModel, TlsProbeModel};
+use super::probe_settings::dns::{dns_checks, query_class, DnsCheckModels};
+use super::probe_settings::http::header_checks;
+use super::probe_settings::Dialect;
 use super::suggest;
 use super::targets;
 use super::units::Transport;
@@ -68,40 +66,6 @@ fn url_field(s: &str, path: &str, what: &str, schemes: &[&str], cx: &mut Cx) -> 
                 format!("invalid {what} {s:?}: {e} — expected {expected}"),
             );
             None
-        }
-    }
-}
-
-fn header_regexes(
-    list: Option<&Vec<HeaderRegexModel>>,
-    path: &str,
-    fail_if_matches: bool,
-    out: &mut Vec<HeaderCheck>,
-    cx: &mut Cx,
-) {
-    for (i, h) in list.into_iter().flatten().enumerate() {
-        let ip = index_path(path, i);
-        let name = match HeaderName::from_bytes(h.header.as_bytes()) {
-            Ok(n) => Some(n),
-            Err(_) => {
-                cx.err_value(
-                    &key_path(&ip, "header"),
-                    format!(
-                        "invalid header name {:?} — expected a token like Content-Type",
-                        h.header
-                    ),
-                );
-                None
-            }
-        };
-        let regex = cx.regex(&h.regexp, &key_path(&ip, "regexp"));
-        if let (Some(name), Some(regex)) = (name, regex) {
-            out.push(HeaderCheck {
-                name,
-                regex,
-                fail_if_matches,
-                allow_missing: h.allow_missing.unwrap_or(false),
-            });
         }
     }
 }
@@ -271,14 +235,14 @@ pub fn http(
         m.fail_if_body_not_matches_regexp.as_ref(),
         &p("fail_if_body_not_matches_regexp"),
     );
-    header_regexes(
+    header_checks(
         m.fail_if_header_matches.as_ref(),
         &p("fail_if_header_matches"),
         true,
         &mut checks.headers,
         cx,
     );
-    header_regexes(
+    header_checks(
         m.fail_if_header_not_matches.as_ref(),
         &p("fail_if_header_not_matches"),
         false,
@@ -289,11 +253,7 @@ pub fn http(
         expect::http_checks(e, expect_path, &mut checks, cx);
     }
 
-    let alpn = if m.enable_http2.unwrap_or(true) {
-        Alpn::Http2
-    } else {
-        Alpn::Http1
-    };
+    let alpn = Alpn::for_http(m.enable_http2);
     let tls = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), alpn);
     let host = url
         .as_ref()
@@ -412,49 +372,6 @@ const DNS_TYPES: [&str; 22] = [
     "SVCB",
     "TLSA",
 ];
-const DNS_CLASSES: [&str; 5] = ["IN", "CH", "HS", "NONE", "ANY"];
-const RCODES: [(&str, ResponseCode); 12] = [
-    ("NOERROR", ResponseCode::NoError),
-    ("FORMERR", ResponseCode::FormErr),
-    ("SERVFAIL", ResponseCode::ServFail),
-    ("NXDOMAIN", ResponseCode::NXDomain),
-    ("NOTIMP", ResponseCode::NotImp),
-    ("REFUSED", ResponseCode::Refused),
-    ("YXDOMAIN", ResponseCode::YXDomain),
-    ("YXRRSET", ResponseCode::YXRRSet),
-    ("NXRRSET", ResponseCode::NXRRSet),
-    ("NOTAUTH", ResponseCode::NotAuth),
-    ("NOTZONE", ResponseCode::NotZone),
-    ("BADVERS", ResponseCode::BADVERS),
-];
-
-/// blackbox's `validate_*_rrs` lists, compiled; shared by scenario dns steps and blackbox dns
-/// modules, which spell them the same way.
-pub(crate) fn rr_checks(m: Option<&RrValidateModel>, path: &str, cx: &mut Cx) -> RrChecks {
-    let Some(m) = m else {
-        return RrChecks::default();
-    };
-    let p = |k: &str| key_path(path, k);
-    RrChecks {
-        fail_if_matches: cx.regexes(
-            m.fail_if_matches_regexp.as_ref(),
-            &p("fail_if_matches_regexp"),
-        ),
-        fail_if_all_match: cx.regexes(
-            m.fail_if_all_match_regexp.as_ref(),
-            &p("fail_if_all_match_regexp"),
-        ),
-        fail_if_not_matches: cx.regexes(
-            m.fail_if_not_matches_regexp.as_ref(),
-            &p("fail_if_not_matches_regexp"),
-        ),
-        fail_if_none_matches: cx.regexes(
-            m.fail_if_none_matches_regexp.as_ref(),
-            &p("fail_if_none_matches_regexp"),
-        ),
-    }
-}
-
 pub fn dns(
     m: &DnsModel,
     path: &str,
@@ -498,53 +415,23 @@ pub fn dns(
         .unwrap_or("IN")
         .trim()
         .to_ascii_uppercase();
-    let query_class = match DNSClass::from_str(&qclass_text) {
-        Ok(c) => Some(c),
-        Err(_) => {
-            cx.err_value(
-                &p("query_class"),
-                format!(
-                    "unknown DNS class `{}`{}",
-                    m.query_class.as_deref().unwrap_or_default(),
-                    suggest::hint(&qclass_text, &DNS_CLASSES)
-                ),
-            );
-            None
-        }
-    };
-    let mut valid_rcodes = Vec::new();
-    let rp = p("valid_rcodes");
-    for (i, r) in m.valid_rcodes.iter().flatten().enumerate() {
-        let up = r.trim().to_ascii_uppercase();
-        match RCODES.iter().find(|(n, _)| *n == up) {
-            Some((_, c)) => valid_rcodes.push(*c),
-            None => {
-                let names: Vec<&str> = RCODES.iter().map(|(n, _)| *n).collect();
-                cx.err_value(
-                    &index_path(&rp, i),
-                    format!("unknown DNS rcode `{r}`{}", suggest::hint(&up, &names)),
-                );
-            }
-        }
-    }
-    let checks = DnsChecks {
-        valid_rcodes,
-        answer: rr_checks(
-            m.validate_answer_rrs.as_ref(),
-            &p("validate_answer_rrs"),
-            cx,
-        ),
-        authority: rr_checks(
-            m.validate_authority_rrs.as_ref(),
-            &p("validate_authority_rrs"),
-            cx,
-        ),
-        additional: rr_checks(
-            m.validate_additional_rrs.as_ref(),
-            &p("validate_additional_rrs"),
-            cx,
-        ),
-    };
+    let query_class = query_class(
+        &qclass_text,
+        m.query_class.as_deref().unwrap_or_default(),
+        &p("query_class"),
+        cx,
+    );
+    let checks = dns_checks(
+        DnsCheckModels {
+            valid_rcodes: m.valid_rcodes.as_ref(),
+            answer: m.validate_answer_rrs.as_ref(),
+            authority: m.validate_authority_rrs.as_ref(),
+            additional: m.validate_additional_rrs.as_ref(),
+        },
+        path,
+        Dialect::Scenario,
+        cx,
+    );
     let resolver = server
         .as_ref()
         .and_then(|(h, _)| cx.resolver(servers, h, &p("server")));

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use serde_norway::Value;
 use sonde_probes::resolve::{IpProtocol, ResolveOptions};
-use sonde_probes::tls::{TlsClient, TlsOptions, TlsVersion};
+use sonde_probes::tls::{TlsOptions, TlsVersion};
 
 mod builtin;
+mod http_auth;
 mod http_modules;
 pub mod model;
 pub mod module;
@@ -295,27 +296,10 @@ pub(super) fn tls_spec(
     cx: &mut Cx,
 ) -> Option<TlsSpec> {
     let opts = tls_options(m, path, cx)?;
-    let protocols = alpn_protocols(alpn);
-    match TlsClient::new(&opts, protocols) {
-        Ok(client) => Some(TlsSpec {
-            opts,
-            alpn: protocols,
-            client,
-        }),
-        Err(e) => {
-            cx.err_value(
-                path,
-                format!("unusable tls_config: {e} — expected PEM certificate and key files"),
-            );
-            None
-        }
-    }
-}
-
-pub(super) fn alpn_protocols(alpn: Alpn) -> &'static [&'static [u8]] {
-    match alpn {
-        Alpn::None => &[],
-        Alpn::Http1 => sonde_probes::http::ALPN_HTTP11,
-        Alpn::Http2 => sonde_probes::http::ALPN_H2_HTTP11,
-    }
+    let client = cx.tls_client_for(opts.clone(), alpn, path)?;
+    Some(TlsSpec {
+        opts,
+        alpn: alpn.protocols(),
+        client,
+    })
 }

@@ -2,17 +2,17 @@
 
 use std::str::FromStr;
 
-use sonde_probes::dns::{DNSClass, DnsChecks, DnsRequest, DnsTransport, RecordType};
+use sonde_probes::dns::{DNSClass, DnsRequest, DnsTransport, RecordType};
 use sonde_probes::icmp::{IcmpRequest, MAX_PAYLOAD};
 use sonde_probes::tcp::{TcpRequest, TcpStep};
-use sonde_probes::tls::TlsClient;
 
-use super::model::{DnsModel, GrpcModel, IcmpModel, TcpModel};
-use super::module::{system_resolver, ExpectLabels, GrpcSpec, TcpSpec, TlsSpec};
-use super::{ip_options, not_yet, tls_options, tls_spec};
+use super::model::{DnsModel, GrpcModel, IcmpModel, LabelModel, TcpModel};
+use super::module::{system_resolver, ExpectLabels, GrpcSpec, TcpSpec};
+use super::{ip_options, not_yet, tls_spec};
 use crate::config::build::{Alpn, Cx};
 use crate::config::locate::{index_path, key_path};
-use crate::config::steps::rr_checks;
+use crate::config::probe_settings::dns::{dns_checks, query_class, DnsCheckModels};
+use crate::config::probe_settings::Dialect;
 use crate::config::suggest;
 
 pub(super) fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
@@ -42,43 +42,7 @@ pub(super) fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
         }
         if let Some(labels) = item.labels.as_ref().filter(|l| !l.is_empty()) {
             let lp = key_path(&ip, "labels");
-            let mut out = Vec::new();
-            for (j, l) in labels.iter().enumerate() {
-                let valid = l
-                    .name
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && l.name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !valid {
-                    cx.err_value(
-                        &key_path(&index_path(&lp, j), "name"),
-                        format!("invalid label name {:?} — expected letters, digits and _, not starting with a digit", l.name),
-                    );
-                }
-                out.push((l.name.clone(), l.value.clone()));
-            }
-            // One `probe_expect_info` family: every item's label names must agree.
-            if let Some(first) = expect_labels.first() {
-                let names =
-                    |v: &[(String, String)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-                if names(&first.labels) != names(&out) {
-                    cx.err_key(
-                        &lp,
-                        "labels with other names than an earlier item's — expected the same label names in every item (they share the probe_expect_info family)",
-                    );
-                }
-            }
-            match expect {
-                Some((step, regex)) => expect_labels.push(ExpectLabels {
-                    step,
-                    regex,
-                    labels: out,
-                }),
-                None => cx.err_key(&lp, "`labels` without `expect` — expected an `expect` regex whose match the labels expand"),
-            }
+            item_labels(labels, &lp, expect, &mut expect_labels, cx);
         }
         if let Some(b) = item.expect_bytes.as_deref().filter(|b| !b.is_empty()) {
             dialogue.push(TcpStep::ExpectBytes(b.as_bytes().to_vec()));
@@ -109,6 +73,47 @@ pub(super) fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
         tls,
         expect_labels,
     })
+}
+
+/// One `query_response` item's `labels`, for the `expect` at dialogue step `expect` (if any).
+fn item_labels(
+    labels: &[LabelModel],
+    lp: &str,
+    expect: Option<(usize, regex::bytes::Regex)>,
+    expect_labels: &mut Vec<ExpectLabels>,
+    cx: &mut Cx,
+) {
+    let mut out = Vec::new();
+    for (j, l) in labels.iter().enumerate() {
+        if !crate::names::valid_label_name(&l.name) {
+            cx.err_value(
+                &key_path(&index_path(lp, j), "name"),
+                format!("invalid label name {:?} — expected letters, digits and _, not starting with a digit", l.name),
+            );
+        }
+        out.push((l.name.clone(), l.value.clone()));
+    }
+    // One `probe_expect_info` family: every item's label names must agree.
+    if let Some(first) = expect_labels.first() {
+        let names = |v: &[(String, String)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        if names(&first.labels) != names(&out) {
+            cx.err_key(
+                lp,
+                "labels with other names than an earlier item's — expected the same label names in every item (they share the probe_expect_info family)",
+            );
+        }
+    }
+    match expect {
+        Some((step, regex)) => expect_labels.push(ExpectLabels {
+            step,
+            regex,
+            labels: out,
+        }),
+        None => cx.err_key(
+            lp,
+            "`labels` without `expect` — expected an `expect` regex whose match the labels expand",
+        ),
+    }
 }
 
 pub(super) fn icmp(m: &IcmpModel, path: &str, cx: &mut Cx) -> Option<IcmpRequest> {
@@ -170,11 +175,6 @@ pub(super) fn icmp(m: &IcmpModel, path: &str, cx: &mut Cx) -> Option<IcmpRequest
     })
 }
 
-const RCODES: [&str; 12] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
-    "NXRRSET", "NOTAUTH", "NOTZONE", "BADVERS",
-];
-
 pub(super) fn dns(m: &DnsModel, path: &str, cx: &mut Cx) -> Option<DnsRequest> {
     let before = cx.errors.len();
     let p = |k: &str| key_path(path, k);
@@ -199,6 +199,56 @@ pub(super) fn dns(m: &DnsModel, path: &str, cx: &mut Cx) -> Option<DnsRequest> {
     } else if let Err(e) = sonde_probes::dns::parse_query_name(&query_name) {
         cx.err_value(&p("query_name"), format!("{e} — expected a DNS name"));
     }
+    let (query_type, query_class) = query_type_class(m, path, cx);
+    let transport = match m.transport_protocol.as_deref().map(str::trim) {
+        None | Some("") | Some("udp") => DnsTransport::Udp,
+        Some("tcp") => DnsTransport::Tcp,
+        Some(other) => {
+            cx.err_value(
+                &p("transport_protocol"),
+                format!(
+                    "unknown value `{other}` for `transport_protocol`{}",
+                    suggest::hint(other, &["udp", "tcp"])
+                ),
+            );
+            DnsTransport::Udp
+        }
+    };
+    let checks = dns_checks(
+        DnsCheckModels {
+            valid_rcodes: m.valid_rcodes.as_ref(),
+            answer: m.validate_answer_rrs.as_ref(),
+            authority: m.validate_authority_rrs.as_ref(),
+            additional: m.validate_additional_rrs.as_ref(),
+        },
+        path,
+        Dialect::Blackbox,
+        cx,
+    );
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(DnsRequest {
+        server: String::new(),
+        port: 53,
+        resolver: system_resolver(),
+        ip,
+        query_name: query_name.trim().to_string(),
+        query_type: query_type?,
+        query_class: query_class?,
+        transport,
+        recursion_desired: m.recursion_desired.unwrap_or(true),
+        checks,
+    })
+}
+
+/// `query_type` (default ANY) and `query_class` (default IN), any case.
+fn query_type_class(
+    m: &DnsModel,
+    path: &str,
+    cx: &mut Cx,
+) -> (Option<RecordType>, Option<DNSClass>) {
+    let p = |k: &str| key_path(path, k);
     let qtype = m
         .query_type
         .as_deref()
@@ -223,80 +273,8 @@ pub(super) fn dns(m: &DnsModel, path: &str, cx: &mut Cx) -> Option<DnsRequest> {
         .filter(|s| !s.is_empty())
         .unwrap_or("IN")
         .to_ascii_uppercase();
-    let query_class = match DNSClass::from_str(&qclass) {
-        Ok(c) => Some(c),
-        Err(_) => {
-            cx.err_value(
-                &p("query_class"),
-                format!(
-                    "unknown DNS class `{qclass}`{}",
-                    suggest::hint(&qclass, &["IN", "CH", "HS", "NONE", "ANY"])
-                ),
-            );
-            None
-        }
-    };
-    let transport = match m.transport_protocol.as_deref().map(str::trim) {
-        None | Some("") | Some("udp") => DnsTransport::Udp,
-        Some("tcp") => DnsTransport::Tcp,
-        Some(other) => {
-            cx.err_value(
-                &p("transport_protocol"),
-                format!(
-                    "unknown value `{other}` for `transport_protocol`{}",
-                    suggest::hint(other, &["udp", "tcp"])
-                ),
-            );
-            DnsTransport::Udp
-        }
-    };
-    let mut valid_rcodes = Vec::new();
-    let rp = p("valid_rcodes");
-    for (i, r) in m.valid_rcodes.iter().flatten().enumerate() {
-        match sonde_probes::dns::rcode_from_name(r) {
-            Some(c) => valid_rcodes.push(c),
-            None => cx.err_value(
-                &index_path(&rp, i),
-                format!(
-                    "invalid rcode `{r}`{}",
-                    suggest::hint(&r.to_ascii_uppercase(), &RCODES)
-                ),
-            ),
-        }
-    }
-    let checks = DnsChecks {
-        valid_rcodes,
-        answer: rr_checks(
-            m.validate_answer_rrs.as_ref(),
-            &p("validate_answer_rrs"),
-            cx,
-        ),
-        authority: rr_checks(
-            m.validate_authority_rrs.as_ref(),
-            &p("validate_authority_rrs"),
-            cx,
-        ),
-        additional: rr_checks(
-            m.validate_additional_rrs.as_ref(),
-            &p("validate_additional_rrs"),
-            cx,
-        ),
-    };
-    if cx.errors.len() > before {
-        return None;
-    }
-    Some(DnsRequest {
-        server: String::new(),
-        port: 53,
-        resolver: system_resolver(),
-        ip,
-        query_name: query_name.trim().to_string(),
-        query_type: query_type?,
-        query_class: query_class?,
-        transport,
-        recursion_desired: m.recursion_desired.unwrap_or(true),
-        checks,
-    })
+    let query_class = query_class(&qclass, &qclass, &p("query_class"), cx);
+    (query_type, query_class)
 }
 
 pub(super) fn grpc(m: &GrpcModel, path: &str, cx: &mut Cx) -> Option<GrpcSpec> {
@@ -308,26 +286,14 @@ pub(super) fn grpc(m: &GrpcModel, path: &str, cx: &mut Cx) -> Option<GrpcSpec> {
         &p("preferred_ip_protocol"),
         cx,
     );
-    let opts = tls_options(m.tls_config.as_ref(), &p("tls_config"), cx);
+    let tls_spec = tls_spec(m.tls_config.as_ref(), &p("tls_config"), Alpn::Grpc, cx);
     if cx.errors.len() > before {
         return None;
     }
-    let opts = opts?;
-    let alpn = sonde_probes::grpc::ALPN_H2;
-    let client = match TlsClient::new(&opts, alpn) {
-        Ok(c) => c,
-        Err(e) => {
-            cx.err_value(
-                &p("tls_config"),
-                format!("unusable tls_config: {e} — expected PEM certificate and key files"),
-            );
-            return None;
-        }
-    };
     Some(GrpcSpec {
         service: m.service.clone().unwrap_or_default(),
         tls: m.tls.unwrap_or(false),
         ip,
-        tls_spec: TlsSpec { opts, alpn, client },
+        tls_spec: tls_spec?,
     })
 }
