@@ -56,7 +56,7 @@ fn default_client(alpn: Alpn) -> TlsClient {
 }
 
 /// Built once per load, shared by every step of it.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Shared {
     /// Created on first use: a configuration whose steps all name a resolver never reads
     /// `/etc/resolv.conf`.

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::scenario::{Config, Scenario};
-use crate::engine::{self, RunReport, RunResult};
+use crate::engine::{self, RunReport};
 use crate::metrics::{Metrics, ScenarioMetrics};
 use crate::runtime::session::Session;
 
@@ -533,17 +533,12 @@ fn panicked_report(scenario: &Scenario, started: Instant, e: tokio::task::JoinEr
         scenario.redact_text(&what)
     );
     tracing::error!(scenario = %scenario.name, "{what}");
-    RunReport {
-        scenario: scenario.name.clone(),
-        started_at: crate::time::rfc3339(SystemTime::now() - started.elapsed()),
-        duration: started.elapsed(),
-        result: RunResult::Failure,
-        failed_step: None,
-        steps: Vec::new(),
-        internal_error: Some(what),
-        session_events: Vec::new(),
-        secrets: Vec::new(),
-    }
+    RunReport::internal_error(
+        &scenario.name,
+        SystemTime::now() - started.elapsed(),
+        started.elapsed(),
+        what,
+    )
 }
 
 #[cfg(test)]

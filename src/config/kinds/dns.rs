@@ -1,0 +1,190 @@
+//! `dns` steps: one query, and blackbox_exporter's checks on the answer.
+
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use sonde_probes::dns::{DNSClass, DnsChecks, DnsRequest, DnsTransport, RecordType, ResponseCode};
+
+use super::{At, StepKind};
+use crate::config::build::{ip_options, Cx};
+use crate::config::locate::{index_path, key_path};
+use crate::config::model::RrValidateModel;
+use crate::config::scenario::Action;
+use crate::config::steps::rr_checks;
+use crate::config::suggest;
+use crate::config::targets;
+use crate::config::units::{IpProto, Transport};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsModel {
+    pub server: String,
+    pub query_name: String,
+    pub query_type: Option<String>,
+    pub query_class: Option<String>,
+    pub transport_protocol: Option<Transport>,
+    pub recursion_desired: Option<bool>,
+    pub valid_rcodes: Option<Vec<String>>,
+    pub validate_answer_rrs: Option<RrValidateModel>,
+    pub validate_authority_rrs: Option<RrValidateModel>,
+    pub validate_additional_rrs: Option<RrValidateModel>,
+    pub preferred_ip_protocol: Option<IpProto>,
+    pub ip_protocol_fallback: Option<bool>,
+}
+
+impl StepKind for DnsModel {
+    fn build(&self, at: &At<'_>, cx: &mut Cx) -> Option<Action> {
+        dns(self, at, cx).map(|r| Action::Dns(Box::new(r)))
+    }
+}
+
+/// Record types offered in "did you mean" hints (any type hickory knows is accepted).
+const DNS_TYPES: [&str; 22] = [
+    "A",
+    "AAAA",
+    "ANY",
+    "AXFR",
+    "CAA",
+    "CNAME",
+    "DNSKEY",
+    "DS",
+    "HINFO",
+    "HTTPS",
+    "IXFR",
+    "MX",
+    "NAPTR",
+    "NS",
+    "NULL",
+    "OPENPGPKEY",
+    "PTR",
+    "SOA",
+    "SRV",
+    "SSHFP",
+    "SVCB",
+    "TLSA",
+];
+const DNS_CLASSES: [&str; 5] = ["IN", "CH", "HS", "NONE", "ANY"];
+const RCODES: [(&str, ResponseCode); 12] = [
+    ("NOERROR", ResponseCode::NoError),
+    ("FORMERR", ResponseCode::FormErr),
+    ("SERVFAIL", ResponseCode::ServFail),
+    ("NXDOMAIN", ResponseCode::NXDomain),
+    ("NOTIMP", ResponseCode::NotImp),
+    ("REFUSED", ResponseCode::Refused),
+    ("YXDOMAIN", ResponseCode::YXDomain),
+    ("YXRRSET", ResponseCode::YXRRSet),
+    ("NXRRSET", ResponseCode::NXRRSet),
+    ("NOTAUTH", ResponseCode::NotAuth),
+    ("NOTZONE", ResponseCode::NotZone),
+    ("BADVERS", ResponseCode::BADVERS),
+];
+
+pub fn dns(m: &DnsModel, at: &At<'_>, cx: &mut Cx) -> Option<DnsRequest> {
+    let before = cx.errors.len();
+    let p = |k: &str| key_path(at.path, k);
+    let server = cx
+        .ok(&p("server"), targets::host_opt_port(&m.server, Some(53)))
+        .map(|(h, port)| (h, port.unwrap_or(53)));
+    if m.query_name.trim().is_empty() {
+        cx.err_value(
+            &p("query_name"),
+            "empty `query_name` — expected the name to look up, like example.com",
+        );
+    }
+    let qtype_text = m
+        .query_type
+        .as_deref()
+        .unwrap_or("A")
+        .trim()
+        .to_ascii_uppercase();
+    let query_type = match RecordType::from_str(&qtype_text) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            cx.err_value(
+                &p("query_type"),
+                format!(
+                    "unknown DNS query type `{}`{}",
+                    m.query_type.as_deref().unwrap_or_default(),
+                    suggest::hint(&qtype_text, &DNS_TYPES)
+                ),
+            );
+            None
+        }
+    };
+    let qclass_text = m
+        .query_class
+        .as_deref()
+        .unwrap_or("IN")
+        .trim()
+        .to_ascii_uppercase();
+    let query_class = match DNSClass::from_str(&qclass_text) {
+        Ok(c) => Some(c),
+        Err(_) => {
+            cx.err_value(
+                &p("query_class"),
+                format!(
+                    "unknown DNS class `{}`{}",
+                    m.query_class.as_deref().unwrap_or_default(),
+                    suggest::hint(&qclass_text, &DNS_CLASSES)
+                ),
+            );
+            None
+        }
+    };
+    let mut valid_rcodes = Vec::new();
+    let rp = p("valid_rcodes");
+    for (i, r) in m.valid_rcodes.iter().flatten().enumerate() {
+        let up = r.trim().to_ascii_uppercase();
+        match RCODES.iter().find(|(n, _)| *n == up) {
+            Some((_, c)) => valid_rcodes.push(*c),
+            None => {
+                let names: Vec<&str> = RCODES.iter().map(|(n, _)| *n).collect();
+                cx.err_value(
+                    &index_path(&rp, i),
+                    format!("unknown DNS rcode `{r}`{}", suggest::hint(&up, &names)),
+                );
+            }
+        }
+    }
+    let checks = DnsChecks {
+        valid_rcodes,
+        answer: rr_checks(
+            m.validate_answer_rrs.as_ref(),
+            &p("validate_answer_rrs"),
+            cx,
+        ),
+        authority: rr_checks(
+            m.validate_authority_rrs.as_ref(),
+            &p("validate_authority_rrs"),
+            cx,
+        ),
+        additional: rr_checks(
+            m.validate_additional_rrs.as_ref(),
+            &p("validate_additional_rrs"),
+            cx,
+        ),
+    };
+    let resolver = server
+        .as_ref()
+        .and_then(|(h, _)| cx.resolver(at.servers, h, &p("server")));
+    if cx.errors.len() > before {
+        return None;
+    }
+    let (server, port) = server?;
+    Some(DnsRequest {
+        server,
+        port,
+        resolver: resolver?,
+        ip: ip_options(m.preferred_ip_protocol, m.ip_protocol_fallback),
+        query_name: m.query_name.trim().to_string(),
+        query_type: query_type?,
+        query_class: query_class?,
+        transport: match m.transport_protocol.unwrap_or(Transport::Udp) {
+            Transport::Udp => DnsTransport::Udp,
+            Transport::Tcp => DnsTransport::Tcp,
+        },
+        recursion_desired: m.recursion_desired.unwrap_or(true),
+        checks,
+    })
+}
