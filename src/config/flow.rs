@@ -38,7 +38,6 @@ pub fn captures(
     cx: &mut Cx,
 ) -> Vec<Capture> {
     let mut out = Vec::new();
-    let allowed = super::kinds::capture_sources(kind);
     for (name, m) in list.map(|l| l.0.as_slice()).unwrap_or_default() {
         let at = key_path(path, name);
         if !valid_name(name) {
@@ -48,127 +47,143 @@ pub fn captures(
             );
             continue;
         }
-        let given: Vec<&str> = [
-            ("json", m.json.is_some()),
-            ("regex", m.regex.is_some()),
-            ("header", m.header.is_some()),
-            ("status", m.status.is_some()),
-            ("cookie", m.cookie.is_some()),
-            ("body", m.body.is_some()),
-            ("frame", m.frame.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, s)| *s)
-        .map(|(k, _)| k)
-        .collect();
-        let src = match given.as_slice() {
-            [one] => *one,
-            [] => {
-                cx.err_value(
-                    &at,
-                    format!(
-                        "a capture without a source — expected one of: {}",
-                        allowed.join(", ")
-                    ),
-                );
-                continue;
-            }
-            [a, b, ..] => {
-                cx.err_key(
-                    &key_path(&at, b),
-                    format!("a capture with both `{a}` and `{b}` — expected exactly one source"),
-                );
-                continue;
-            }
-        };
-        if !allowed.contains(&src) {
-            let kinds = if allowed.is_empty() {
-                "nothing can be captured here".to_string()
-            } else {
-                format!("expected one of: {}", allowed.join(", "))
-            };
-            cx.err_key(
-                &key_path(&at, src),
-                format!("`{src}` cannot be captured from a {kind} step — {kinds}"),
-            );
-            continue;
+        let source = source_name(m, &at, kind, cx).and_then(|src| source(m, &at, src, cx));
+        if let Some(source) = source {
+            out.push(Capture {
+                name: name.clone(),
+                source,
+            });
         }
-        if m.group.is_some() && src != "regex" {
-            cx.err_key(
-                &key_path(&at, "group"),
-                "`group` without `regex` — expected it only beside regex",
-            );
-            continue;
-        }
-        let source = match src {
-            "json" => {
-                let t = m.json.as_deref().unwrap_or_default();
-                match json_path(t, &key_path(&at, "json"), cx) {
-                    Some(p) => Source::Json(t.to_string(), p),
-                    None => continue,
-                }
-            }
-            "regex" => {
-                let Some(re) = cx.regex(
-                    m.regex.as_deref().unwrap_or_default(),
-                    &key_path(&at, "regex"),
-                ) else {
-                    continue;
-                };
-                let group = match &m.group {
-                    None => Group::Index(usize::from(re.captures_len() > 1)),
-                    Some(VarValue::Int(i)) if *i >= 0 && (*i as usize) < re.captures_len() => {
-                        Group::Index(*i as usize)
-                    }
-                    Some(VarValue::Str(n)) if re.capture_names().flatten().any(|c| c == n) => {
-                        Group::Name(n.clone())
-                    }
-                    Some(_) => {
-                        cx.err_value(
-                            &key_path(&at, "group"),
-                            format!(
-                                "the regex has no such group — expected 0 to {}{}",
-                                re.captures_len() - 1,
-                                {
-                                    let names: Vec<&str> = re.capture_names().flatten().collect();
-                                    if names.is_empty() {
-                                        String::new()
-                                    } else {
-                                        format!(" or one of: {}", names.join(", "))
-                                    }
-                                }
-                            ),
-                        );
-                        continue;
-                    }
-                };
-                Source::Regex(re, group)
-            }
-            "header" => Source::Header(m.header.clone().unwrap_or_default()),
-            "cookie" => Source::Cookie(m.cookie.clone().unwrap_or_default()),
-            "status" | "body" | "frame" => {
-                let flag = m.status.or(m.body).or(m.frame).unwrap_or(false);
-                if !flag {
-                    cx.err_value(
-                        &key_path(&at, src),
-                        format!("`{src}: false` captures nothing — expected `{src}: true`"),
-                    );
-                    continue;
-                }
-                match src {
-                    "status" => Source::Status,
-                    "body" => Source::Body,
-                    _ => Source::Frame,
-                }
-            }
-            _ => continue,
-        };
-        out.push(Capture {
-            name: name.clone(),
-            source,
-        });
     }
     out
+}
+
+/// The one source a capture names, if a step of `kind` offers it.
+fn source_name(m: &CaptureModel, at: &str, kind: &str, cx: &mut Cx) -> Option<&'static str> {
+    let allowed = super::kinds::capture_sources(kind);
+    let given: Vec<&'static str> = [
+        ("json", m.json.is_some()),
+        ("regex", m.regex.is_some()),
+        ("header", m.header.is_some()),
+        ("status", m.status.is_some()),
+        ("cookie", m.cookie.is_some()),
+        ("body", m.body.is_some()),
+        ("frame", m.frame.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, s)| *s)
+    .map(|(k, _)| k)
+    .collect();
+    let src = match given.as_slice() {
+        [one] => *one,
+        [] => {
+            cx.err_value(
+                at,
+                format!(
+                    "a capture without a source — expected one of: {}",
+                    allowed.join(", ")
+                ),
+            );
+            return None;
+        }
+        [a, b, ..] => {
+            cx.err_key(
+                &key_path(at, b),
+                format!("a capture with both `{a}` and `{b}` — expected exactly one source"),
+            );
+            return None;
+        }
+    };
+    if !allowed.contains(&src) {
+        let kinds = if allowed.is_empty() {
+            "nothing can be captured here".to_string()
+        } else {
+            format!("expected one of: {}", allowed.join(", "))
+        };
+        cx.err_key(
+            &key_path(at, src),
+            format!("`{src}` cannot be captured from a {kind} step — {kinds}"),
+        );
+        return None;
+    }
+    if m.group.is_some() && src != "regex" {
+        cx.err_key(
+            &key_path(at, "group"),
+            "`group` without `regex` — expected it only beside regex",
+        );
+        return None;
+    }
+    Some(src)
+}
+
+/// The capture's source `src`, its values checked.
+fn source(m: &CaptureModel, at: &str, src: &str, cx: &mut Cx) -> Option<Source> {
+    Some(match src {
+        "json" => {
+            let t = m.json.as_deref().unwrap_or_default();
+            Source::Json(t.to_string(), json_path(t, &key_path(at, "json"), cx)?)
+        }
+        "regex" => {
+            let re = cx.regex(
+                m.regex.as_deref().unwrap_or_default(),
+                &key_path(at, "regex"),
+            )?;
+            let group = regex_group(&re, m.group.as_ref(), at, cx)?;
+            Source::Regex(re, group)
+        }
+        "header" => Source::Header(m.header.clone().unwrap_or_default()),
+        "cookie" => Source::Cookie(m.cookie.clone().unwrap_or_default()),
+        "status" | "body" | "frame" => {
+            let flag = m.status.or(m.body).or(m.frame).unwrap_or(false);
+            if !flag {
+                cx.err_value(
+                    &key_path(at, src),
+                    format!("`{src}: false` captures nothing — expected `{src}: true`"),
+                );
+                return None;
+            }
+            match src {
+                "status" => Source::Status,
+                "body" => Source::Body,
+                _ => Source::Frame,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Which group of `re` a regex capture takes (default: 1 if it has a group, else 0).
+fn regex_group(
+    re: &regex::Regex,
+    group: Option<&VarValue>,
+    at: &str,
+    cx: &mut Cx,
+) -> Option<Group> {
+    match group {
+        None => Some(Group::Index(usize::from(re.captures_len() > 1))),
+        Some(VarValue::Int(i)) if *i >= 0 && (*i as usize) < re.captures_len() => {
+            Some(Group::Index(*i as usize))
+        }
+        Some(VarValue::Str(n)) if re.capture_names().flatten().any(|c| c == n) => {
+            Some(Group::Name(n.clone()))
+        }
+        Some(_) => {
+            let names: Vec<&str> = re.capture_names().flatten().collect();
+            let named = if names.is_empty() {
+                String::new()
+            } else {
+                format!(" or one of: {}", names.join(", "))
+            };
+            cx.err_value(
+                &key_path(at, "group"),
+                format!(
+                    "the regex has no such group — expected 0 to {}{named}",
+                    re.captures_len() - 1
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// Capture names are template variables.

@@ -544,6 +544,7 @@ fn panicked_report(scenario: &Scenario, started: Instant, e: tokio::task::JoinEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::RunResult;
 
     #[test]
     fn slots_are_stable_and_spread() {

@@ -92,61 +92,23 @@ pub fn dns(m: &DnsModel, at: &At<'_>, cx: &mut Cx) -> Option<DnsRequest> {
             "empty `query_name` — expected the name to look up, like example.com",
         );
     }
-    let qtype_text = m
-        .query_type
-        .as_deref()
-        .unwrap_or("A")
-        .trim()
-        .to_ascii_uppercase();
-    let query_type = match RecordType::from_str(&qtype_text) {
-        Ok(t) => Some(t),
-        Err(_) => {
-            cx.err_value(
-                &p("query_type"),
-                format!(
-                    "unknown DNS query type `{}`{}",
-                    m.query_type.as_deref().unwrap_or_default(),
-                    suggest::hint(&qtype_text, &DNS_TYPES)
-                ),
-            );
-            None
-        }
-    };
-    let qclass_text = m
-        .query_class
-        .as_deref()
-        .unwrap_or("IN")
-        .trim()
-        .to_ascii_uppercase();
-    let query_class = match DNSClass::from_str(&qclass_text) {
-        Ok(c) => Some(c),
-        Err(_) => {
-            cx.err_value(
-                &p("query_class"),
-                format!(
-                    "unknown DNS class `{}`{}",
-                    m.query_class.as_deref().unwrap_or_default(),
-                    suggest::hint(&qclass_text, &DNS_CLASSES)
-                ),
-            );
-            None
-        }
-    };
-    let mut valid_rcodes = Vec::new();
-    let rp = p("valid_rcodes");
-    for (i, r) in m.valid_rcodes.iter().flatten().enumerate() {
-        let up = r.trim().to_ascii_uppercase();
-        match RCODES.iter().find(|(n, _)| *n == up) {
-            Some((_, c)) => valid_rcodes.push(*c),
-            None => {
-                let names: Vec<&str> = RCODES.iter().map(|(n, _)| *n).collect();
-                cx.err_value(
-                    &index_path(&rp, i),
-                    format!("unknown DNS rcode `{r}`{}", suggest::hint(&up, &names)),
-                );
-            }
-        }
-    }
+    let query_type = word(
+        m.query_type.as_deref(),
+        "A",
+        &p("query_type"),
+        ("DNS query type", &DNS_TYPES),
+        RecordType::from_str,
+        cx,
+    );
+    let query_class = word(
+        m.query_class.as_deref(),
+        "IN",
+        &p("query_class"),
+        ("DNS class", &DNS_CLASSES),
+        DNSClass::from_str,
+        cx,
+    );
+    let valid_rcodes = rcodes(m.valid_rcodes.as_deref(), &p("valid_rcodes"), cx);
     let checks = DnsChecks {
         valid_rcodes,
         answer: rr_checks(
@@ -187,4 +149,48 @@ pub fn dns(m: &DnsModel, at: &At<'_>, cx: &mut Cx) -> Option<DnsRequest> {
         recursion_desired: m.recursion_desired.unwrap_or(true),
         checks,
     })
+}
+
+/// A record type or class (`written`, else `default`), or `None` after saying it is unknown.
+fn word<T, E>(
+    written: Option<&str>,
+    default: &str,
+    path: &str,
+    (what, known): (&str, &[&str]),
+    parse: fn(&str) -> Result<T, E>,
+    cx: &mut Cx,
+) -> Option<T> {
+    let text = written.unwrap_or(default).trim().to_ascii_uppercase();
+    match parse(&text) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            cx.err_value(
+                path,
+                format!(
+                    "unknown {what} `{}`{}",
+                    written.unwrap_or_default(),
+                    suggest::hint(&text, known)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn rcodes(written: Option<&[String]>, path: &str, cx: &mut Cx) -> Vec<ResponseCode> {
+    let mut out = Vec::new();
+    for (i, r) in written.into_iter().flatten().enumerate() {
+        let up = r.trim().to_ascii_uppercase();
+        match RCODES.iter().find(|(n, _)| *n == up) {
+            Some((_, c)) => out.push(*c),
+            None => {
+                let names: Vec<&str> = RCODES.iter().map(|(n, _)| *n).collect();
+                cx.err_value(
+                    &index_path(path, i),
+                    format!("unknown DNS rcode `{r}`{}", suggest::hint(&up, &names)),
+                );
+            }
+        }
+    }
+    out
 }

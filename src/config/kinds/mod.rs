@@ -129,7 +129,7 @@ macro_rules! step_kinds {
             }
         }
 
-        /// One scenario as written.
+        // One scenario as written (no doc comment: it would become the schema's description).
         #[derive(Debug, Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct ScenarioModel {
@@ -186,7 +186,7 @@ macro_rules! step_kinds {
             }
         }
 
-        /// One step as written.
+        // One step as written.
         #[derive(Debug, Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct StepModel {

@@ -161,54 +161,8 @@ pub fn ws_connect(
             ),
         );
     }
-    let url = match url::Url::parse(&m.url) {
-        Ok(u)
-            if matches!(u.scheme(), "ws" | "wss")
-                && u.host_str().is_some_and(|h| !h.is_empty()) =>
-        {
-            Some(u)
-        }
-        Ok(_) => {
-            cx.err_value(
-                &p("url"),
-                format!(
-                    "unsupported WebSocket URL {:?} — expected an absolute ws:// or wss:// URL",
-                    m.url
-                ),
-            );
-            None
-        }
-        Err(e) => {
-            cx.err_value(
-                &p("url"),
-                format!(
-                    "invalid URL {:?}: {e} — expected an absolute ws:// or wss:// URL",
-                    m.url
-                ),
-            );
-            None
-        }
-    };
-    let mut headers = Vec::new();
-    for (k, v) in m
-        .headers
-        .as_ref()
-        .map(|h| h.0.as_slice())
-        .unwrap_or_default()
-    {
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-            || http::HeaderValue::from_str(&v.0).is_err()
-        {
-            cx.err_key(
-                &key_path(&p("headers"), k),
-                format!(
-                    "invalid header {k:?} — expected a token name and a value without line breaks"
-                ),
-            );
-        } else {
-            headers.push((k.clone(), v.0.clone()));
-        }
-    }
+    let url = ws_url(&m.url, &p("url"), cx);
+    let headers = ws_headers(m.headers.as_ref(), &p("headers"), cx);
     let tls = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), Alpn::Http1);
     let host = url
         .as_ref()
@@ -376,4 +330,52 @@ pub fn ws_close(m: &WsCloseModel, path: &str, cx: &mut Cx) -> Option<WsClose> {
         code,
         reason,
     })
+}
+
+/// An absolute ws:// or wss:// URL.
+fn ws_url(text: &str, path: &str, cx: &mut Cx) -> Option<url::Url> {
+    match url::Url::parse(text) {
+        Ok(u)
+            if matches!(u.scheme(), "ws" | "wss")
+                && u.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
+            Some(u)
+        }
+        Ok(_) => {
+            cx.err_value(
+                path,
+                format!(
+                    "unsupported WebSocket URL {text:?} — expected an absolute ws:// or wss:// URL"
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            cx.err_value(
+                path,
+                format!("invalid URL {text:?}: {e} — expected an absolute ws:// or wss:// URL"),
+            );
+            None
+        }
+    }
+}
+
+/// The handshake's extra headers, each name and value checked.
+fn ws_headers(h: Option<&Ordered<Text>>, path: &str, cx: &mut Cx) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    for (k, v) in h.map(|h| h.0.as_slice()).unwrap_or_default() {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || http::HeaderValue::from_str(&v.0).is_err()
+        {
+            cx.err_key(
+                &key_path(path, k),
+                format!(
+                    "invalid header {k:?} — expected a token name and a value without line breaks"
+                ),
+            );
+        } else {
+            headers.push((k.clone(), v.0.clone()));
+        }
+    }
+    headers
 }
