@@ -157,10 +157,6 @@ pub async fn exec(action: &WsAction, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepR
 
 async fn connect(c: &WsConnect, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport {
     let (o, conn) = ws::connect(&c.request, cx.deadline).await;
-    let facts = WsFacts {
-        connection: c.name.clone(),
-        ..Default::default()
-    };
     let mut r = StepReport::from_outcome(cx.step, cx.stage, o, |handshake| {
         StepFacts::Ws(Box::new(WsFacts {
             handshake: Some(handshake),
@@ -168,7 +164,7 @@ async fn connect(c: &WsConnect, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport
         }))
     });
     if let StepFacts::Ws(f) = &mut r.facts {
-        f.connection = facts.connection;
+        f.connection = c.name.clone();
     }
     if let Some(conn) = conn {
         ctx.conns.retain(|(n, _)| *n != c.name);
