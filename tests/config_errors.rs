@@ -146,6 +146,33 @@ fn load_str_errors_name_the_origin() {
     );
 }
 
+/// A blackbox_exporter configuration is read among configuration files (which tell it apart);
+/// given as text where only scenarios are read (`load_str`), it is refused saying so — not as
+/// "not supported", which it is.
+#[test]
+fn a_blackbox_document_where_scenarios_are_read_says_where_it_goes() {
+    let errors = load_str(
+        "<built-in>",
+        "modules:\n  web:\n    prober: http\n",
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        got,
+        ["<built-in>:1:1: `modules:` makes this a blackbox_exporter configuration, which is read only from configuration files — expected `scenario:` or `scenarios:` here"]
+    );
+    // Loaded as a file, the same text is a blackbox configuration.
+    let dir = std::env::temp_dir().join(format!("sonde-bb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("blackbox.yml");
+    std::fs::write(&file, "modules:\n  web:\n    prober: http\n").unwrap();
+    let loaded = sonde::config::load_all(&[file], &LoadOptions::default());
+    std::fs::remove_dir_all(&dir).ok();
+    let loaded = loaded.map_err(|e| format!("{e:?}")).unwrap();
+    assert!(loaded.modules.is_some_and(|m| !m.is_empty()));
+}
+
 /// Hostile documents get an error, not a crash or a hang: deep nesting and an alias bomb.
 #[test]
 fn hostile_documents_are_refused_cleanly() {

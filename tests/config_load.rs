@@ -52,9 +52,12 @@ fn shorthand_gets_every_default() {
     let step = &s.steps[0];
     assert_eq!(step.name, "http");
     assert_eq!(step.timeout, None);
-    assert!(step.expect.duration.is_empty() && step.expect.cert_expires_in.is_empty());
-    let Action::Http(h) = &step.action else {
-        panic!("expected an http step, got {}", step.action.kind())
+    assert!(
+        step.built().unwrap().expect.duration.is_empty()
+            && step.built().unwrap().expect.cert_expires_in.is_empty()
+    );
+    let Action::Http(h) = &step.built().unwrap().action else {
+        panic!("expected an http step, got {}", step.kind)
     };
     assert_eq!(h.url.as_str(), "http://127.0.0.1:8080/healthz");
     assert_eq!(h.method, http::Method::GET);
@@ -97,8 +100,11 @@ fn multi_scenario_file_compiles_every_kind() {
     assert_eq!(step_names, ["login", "http", "http-2"]);
     let login = &s.steps[0];
     assert_eq!(login.timeout, Some(Duration::from_secs(5)));
-    assert_eq!(login.expect.duration.lt, Some(Duration::from_millis(500)));
-    let Action::Http(h) = &login.action else {
+    assert_eq!(
+        login.built().unwrap().expect.duration.lt,
+        Some(Duration::from_millis(500))
+    );
+    let Action::Http(h) = &login.built().unwrap().action else {
         panic!()
     };
     // Templates: vars built from earlier vars, env, and the scenario name.
@@ -167,7 +173,7 @@ fn multi_scenario_file_compiles_every_kind() {
             ("x-trace".to_string(), "", false, false),
         ]
     );
-    let Action::Http(orders) = &s.steps[1].action else {
+    let Action::Http(orders) = &s.steps[1].built().unwrap().action else {
         panic!()
     };
     assert_eq!(orders.url.as_str(), "http://127.0.0.1:8080/orders");
@@ -176,10 +182,10 @@ fn multi_scenario_file_compiles_every_kind() {
     assert_eq!(smtp.interval, Duration::from_secs(10));
     assert_eq!(smtp.timeout, Duration::from_secs(10), "min(10s, interval)");
     assert_eq!(
-        smtp.steps[0].expect.cert_expires_in.gt,
+        smtp.steps[0].built().unwrap().expect.cert_expires_in.gt,
         Some(Duration::from_secs(14 * 86400))
     );
-    let Action::Tcp(t) = &smtp.steps[0].action else {
+    let Action::Tcp(t) = &smtp.steps[0].built().unwrap().action else {
         panic!()
     };
     assert_eq!((t.host.as_str(), t.port), ("[::1]", 2525));
@@ -207,7 +213,7 @@ fn multi_scenario_file_compiles_every_kind() {
     );
 
     let dns = scenario(&c, "dns-a");
-    let Action::Dns(d) = &dns.steps[0].action else {
+    let Action::Dns(d) = &dns.steps[0].built().unwrap().action else {
         panic!()
     };
     assert_eq!((d.server.as_str(), d.port), ("127.0.0.1", 5353));
@@ -224,7 +230,7 @@ fn multi_scenario_file_compiles_every_kind() {
     assert_eq!(dns.steps[0].name, "dns");
 
     let ping = scenario(&c, "ping");
-    let Action::Icmp(i) = &ping.steps[0].action else {
+    let Action::Icmp(i) = &ping.steps[0].built().unwrap().action else {
         panic!()
     };
     assert_eq!(i.host, "[::1]");
@@ -234,7 +240,7 @@ fn multi_scenario_file_compiles_every_kind() {
     assert!(!i.dont_fragment);
 
     let cert = scenario(&c, "cert");
-    let Action::Tls(t) = &cert.steps[0].action else {
+    let Action::Tls(t) = &cert.steps[0].built().unwrap().action else {
         panic!()
     };
     assert_eq!((t.host.as_str(), t.port), ("service.test", 8443));
@@ -274,7 +280,7 @@ fn secrets_are_redacted_in_the_config_view_but_used_in_requests() {
     std::env::set_var("SONDE_CONFIG_LOAD_TEST_SECRET", "s3cret-from-env");
     let c = load("secrets.yaml");
     let s = &c.scenarios[0];
-    let Action::Http(h) = &s.steps[0].action else {
+    let Action::Http(h) = &s.steps[0].built().unwrap().action else {
         panic!()
     };
     assert_eq!(
@@ -307,7 +313,7 @@ fn templates_stay_unrendered_in_the_config_view() {
     let c = load_str("<test>", text, &LoadOptions::default()).unwrap();
     let s = &c.scenarios[0];
     assert_eq!(s.redacted()["http"]["url"], "{{ base }}/x");
-    let Action::Http(h) = &s.steps[0].action else {
+    let Action::Http(h) = &s.steps[0].built().unwrap().action else {
         panic!()
     };
     assert_eq!(h.url.as_str(), "http://127.0.0.1:1/x");
@@ -324,7 +330,8 @@ fn fingerprint_is_stable_and_changes_with_what_affects_a_run() {
     let fp = |t: &str, o: &LoadOptions| load_str("<fp>", t, o).unwrap().scenarios[0].fingerprint;
     let a = fp(text, &eu);
     assert_eq!(a, fp(text, &eu), "same input, same fingerprint");
-    let Action::Http(h) = &load_str("<fp>", text, &eu).unwrap().scenarios[0].steps[0].action else {
+    let loaded = load_str("<fp>", text, &eu).unwrap();
+    let Action::Http(h) = &loaded.scenarios[0].steps[0].built().unwrap().action else {
         panic!()
     };
     assert_eq!(h.url.as_str(), "http://127.0.0.1:1/eu");
@@ -349,7 +356,10 @@ fn tls_files_are_relative_to_the_yaml_file() {
     )
     .unwrap();
     let c = load_paths(std::slice::from_ref(&file), &LoadOptions::default()).expect("loads");
-    assert!(matches!(c.scenarios[0].steps[0].action, Action::Tls(_)));
+    assert!(matches!(
+        c.scenarios[0].steps[0].built().unwrap().action,
+        Action::Tls(_)
+    ));
 
     // An unusable file is an error at its key.
     std::fs::write(
@@ -416,5 +426,8 @@ scenarios:
     assert_eq!(b.interval, Duration::from_secs(10));
     assert_eq!(b.timeout, Duration::from_secs(2));
     assert_eq!(b.defined_at, "<anchors>:8:15");
-    assert!(matches!(b.steps[0].action, Action::Http(_)));
+    assert!(matches!(
+        b.steps[0].built().unwrap().action,
+        Action::Http(_)
+    ));
 }

@@ -21,7 +21,7 @@ use super::units::{IpProto, TlsVersionWord};
 pub use super::probe_settings::tls::Alpn;
 
 /// Built once per load, shared by every step of it.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Shared {
     /// Created on first use: a configuration whose steps all name a resolver never reads
     /// `/etc/resolv.conf`.

@@ -1,8 +1,10 @@
-//! One file → its scenarios: the top-level form, each scenario's own keys and checks, templates,
-//! then each step through [`steps`](super::steps). Problems are collected, never returned early,
-//! so a file with five problems reports five.
+//! One file → its scenarios: the top-level form, then each scenario in stages — its header
+//! (name, schedule, regions, labels), its templates' scope, the gathering of its steps (setup,
+//! steps or the one-step shorthand, teardown), the build of each step through
+//! [`step`](super::step), and their names. Problems are collected, never returned early, so a
+//! file with five problems reports five.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,20 +14,18 @@ use serde_norway::{Mapping, Value};
 use super::build::{Cx, Shared};
 use super::deser::deserialize_recovering;
 use super::error::{FileErrors, Pos};
-use super::expect;
-use super::flow;
 use super::funcs::SecretSink;
+use super::kinds::{shorthand_kinds, KINDS};
 use super::locate::{index_path, key_path, PosIndex};
-use super::model::{ScenarioModel, StepModel, KINDS};
+use super::model::{ScenarioModel, StepModel};
 use super::redact::{redact, secrets, Fnv, MIN_SECRET_LEN};
-use super::steps;
+use super::step::{capture_names, name_steps, step, Mode, RtBase, Stage, StepOpts, StepOut};
 use super::suggest;
 use super::template::{Scope, Templates, When};
 use super::units::SessionWord;
 use super::LoadOptions;
-use crate::config::scenario::{
-    Action, BuildFn, Capture, Captured, Dynamic, PostChecks, Retry, Scenario, Step,
-};
+use crate::config::alert::AlertSpec;
+use crate::config::scenario::Scenario;
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,32 +46,38 @@ fn human(d: Duration) -> String {
 /// Keeps what spans files and scenarios during one load.
 pub struct Loader {
     templates: Arc<Templates>,
-    shared: Arc<Mutex<Shared>>,
+    shared: Mutex<Shared>,
     region: Option<String>,
     /// Scenario name → where it was first defined (`file:line:col`).
     names: HashMap<String, String>,
 }
 
-struct StepOut {
-    name: Option<String>,
-    kind: &'static str,
-    timeout: Option<Duration>,
-    retry: Option<Retry>,
-    built: Option<Built>,
-    /// The raw tree of a step built per run.
-    dynamic: Option<Value>,
+/// Where a scenario is read: the file's index and errors, the path of the scenario in it.
+struct Here<'a> {
+    path: &'a str,
+    index: &'a PosIndex,
+    dir: &'a Path,
 }
 
-struct Built {
-    timeout: Option<Duration>,
-    retry: Option<Retry>,
-    action: Action,
-    expect: PostChecks,
-    captures: Vec<Capture>,
+impl Here<'_> {
+    fn p(&self, k: &str) -> String {
+        key_path(self.path, k)
+    }
 }
 
-/// The kinds a one-step scenario may write at the top level.
-const SHORTHAND_KINDS: [&str; 5] = ["http", "tcp", "dns", "icmp", "tls"];
+/// A scenario's own keys, checked.
+struct Header {
+    name: String,
+    defined_at: String,
+    interval: Duration,
+    timeout: Duration,
+    regions: Vec<String>,
+    tags: Vec<String>,
+    labels: Vec<(String, String)>,
+    alert: Option<AlertSpec>,
+    persistent: bool,
+    heartbeat: Option<Duration>,
+}
 
 impl Loader {
     pub fn new(opts: &LoadOptions) -> Self {
@@ -79,7 +85,7 @@ impl Loader {
             templates: Arc::new(
                 Templates::new(opts.region.clone()).with_overrides(opts.vars.clone()),
             ),
-            shared: Arc::new(Mutex::new(Shared::default())),
+            shared: Mutex::new(Shared::default()),
             region: opts.region.clone(),
             names: HashMap::new(),
         }
@@ -100,88 +106,35 @@ impl Loader {
     ) -> FileErrors {
         let mut errors = FileErrors::new(file);
         let index = PosIndex::build(text);
-        if !index.duplicates.is_empty() {
-            for d in &index.duplicates {
-                errors.push(
-                    d.again,
-                    format!(
-                        "duplicate key `{}` — expected each key once in a mapping (first at line {})",
-                        d.key, d.first.line
-                    ),
-                );
-            }
-            return errors;
+        if let Some(top) = top_level(text, &index, &mut errors) {
+            self.forms(top, dir, &index, &mut errors, out);
         }
-        let mut value: Value = match serde_norway::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                let pos = e
-                    .location()
-                    .map(|l| Pos {
-                        line: l.line(),
-                        column: l.column(),
-                    })
-                    .unwrap_or(Pos::START);
-                errors.push(pos, syntax_message(&e.to_string()));
-                return errors;
+        errors
+    }
+
+    /// `scenario:` (one) or `scenarios:` (a list).
+    fn forms(
+        &mut self,
+        top: Mapping,
+        dir: &Path,
+        index: &PosIndex,
+        errors: &mut FileErrors,
+        out: &mut Vec<Arc<Scenario>>,
+    ) {
+        let mut one = |s: &mut Self, v: Value, path: &str, errors: &mut FileErrors| {
+            let here = Here { path, index, dir };
+            if let Some(s) = s.scenario(v, &here, errors) {
+                out.push(Arc::new(s));
             }
         };
-        if let Err(e) = value.apply_merge() {
-            errors.push(
-                Pos::START,
-                format!("cannot apply a merge key (`<<`): {e} — expected `<<` to name a mapping"),
-            );
-            return errors;
-        }
-        let top = match value {
-            Value::Mapping(m) => m,
-            Value::Null => {
-                errors.push(
-                    Pos::START,
-                    "empty file — expected a scenario (`scenario:`) or a list of them (`scenarios:`)",
-                );
-                return errors;
-            }
-            other => {
-                errors.push(
-                    index.value(""),
-                    format!(
-                        "the top level is {} — expected a mapping with `scenario:` or `scenarios:`",
-                        describe(&other)
-                    ),
-                );
-                return errors;
-            }
-        };
-        if top.contains_key("modules") {
-            errors.push(
-                index.key("modules"),
-                "blackbox configuration files are not supported yet — expected `scenario:` or `scenarios:`",
-            );
-            return errors;
-        }
         match (top.contains_key("scenario"), top.get("scenarios")) {
             (true, Some(_)) => errors.push(
                 index.key("scenarios"),
                 "both `scenario:` and `scenarios:` — expected one scenario (`scenario:`) or a list of them (`scenarios:`), not both",
             ),
-            (true, None) => {
-                if let Some(s) = self.scenario(Value::Mapping(top), "", dir, &index, &mut errors) {
-                    out.push(Arc::new(s));
-                }
-            }
+            (true, None) => one(self, Value::Mapping(top), "", errors),
             (false, Some(list)) => {
-                for k in top.keys() {
-                    let k = key_text(k);
-                    if k != "scenarios" {
-                        errors.push(
-                            index.key(&key_path("", &k)),
-                            format!(
-                                "unknown key `{k}` beside `scenarios:` — expected only `scenarios:` here (a scenario's keys go inside its list item)"
-                            ),
-                        );
-                    }
-                }
+                beside_scenarios(&top, index, errors);
                 match list {
                     Value::Sequence(items) if items.is_empty() => errors.push(
                         index.value("scenarios"),
@@ -189,12 +142,7 @@ impl Loader {
                     ),
                     Value::Sequence(items) => {
                         for (i, item) in items.iter().enumerate() {
-                            let path = index_path("scenarios", i);
-                            if let Some(s) =
-                                self.scenario(item.clone(), &path, dir, &index, &mut errors)
-                            {
-                                out.push(Arc::new(s));
-                            }
+                            one(self, item.clone(), &index_path("scenarios", i), errors);
                         }
                     }
                     other => errors.push(
@@ -206,49 +154,142 @@ impl Loader {
                     ),
                 }
             }
-            (false, None) => {
-                let keys: Vec<String> = top.keys().map(key_text).collect();
-                let near = keys.iter().find_map(|k| {
-                    suggest::closest(k, ["scenario", "scenarios"]).map(|c| (k.clone(), c))
-                });
-                match near {
-                    Some((k, c)) => errors.push(
-                        index.key(&key_path("", &k)),
-                        format!("unknown key `{k}` — did you mean `{c}`?"),
-                    ),
-                    None => errors.push(
-                        index.value(""),
-                        "no `scenario:` or `scenarios:` key — expected a scenario file",
-                    ),
-                }
-            }
+            (false, None) => no_scenario(&top, index, errors),
         }
-        errors
     }
 
-    fn scenario(
-        &mut self,
-        raw: Value,
-        path: &str,
-        dir: &Path,
-        index: &PosIndex,
-        errors: &mut FileErrors,
-    ) -> Option<Scenario> {
+    /// One scenario, stage after stage; `None` when it had any problem.
+    fn scenario(&mut self, raw: Value, here: &Here, errors: &mut FileErrors) -> Option<Scenario> {
         let before = errors.len();
-        let p = |k: &str| key_path(path, k);
         let mut hash = Fnv::default();
         let mut redacted = serde_json::to_value(&raw).unwrap_or_default();
         hash.write(redacted.to_string().as_bytes());
         hash.write(self.region.as_deref().unwrap_or("").as_bytes());
-        let secrets = secrets(&redacted, |name| std::env::var(name).ok());
+        let mut secrets = secrets(&redacted, |name| std::env::var(name).ok());
         redact(&mut redacted);
 
-        let rec = deserialize_recovering::<ScenarioModel>(raw, path, "a scenario", index, errors);
+        let rec = deserialize_recovering::<ScenarioModel>(
+            raw,
+            here.path,
+            "a scenario",
+            here.index,
+            errors,
+        );
         let removed = rec.removed;
         let m = rec.value?;
+        let head = self.header(&m, here, &removed, errors);
+        let (sink, scope) = self.scope(&m, &head.name, here, errors, &mut hash);
+        let gathered = gather(&m, here, &removed, &head, errors);
+        let opts = StepOpts {
+            scenario_timeout: head.timeout,
+            heartbeat: head.heartbeat,
+        };
+        let outs = self.build_steps(gathered, &scope, &opts, here, errors, &mut hash);
+        let rt = Arc::new(RtBase {
+            templates: self.templates.clone(),
+            scope,
+            dir: here.dir.to_path_buf(),
+            shared: Mutex::new(
+                self.shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            ),
+            opts,
+            file: errors.file.clone(),
+        });
+        let [setup, mut steps, teardown] = name_steps(outs, &rt, here.index, errors);
 
+        secrets.extend(
+            sink.take()
+                .into_iter()
+                .filter(|s| s.len() >= MIN_SECRET_LEN),
+        );
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+        if errors.len() > before {
+            return None;
+        }
+        let http_steps = [&setup, &steps, &teardown]
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|s| s.kind == "http")
+            .count();
+        // Exact capacity: 10,000 one-step scenarios would otherwise carry room for 40,000 steps.
+        steps.shrink_to_fit();
+        Some(Scenario {
+            name: head.name,
+            defined_at: head.defined_at,
+            interval: head.interval,
+            timeout: head.timeout,
+            regions: head.regions,
+            tags: head.tags,
+            labels: head.labels,
+            setup,
+            steps,
+            teardown,
+            persistent: head.persistent,
+            heartbeat: head.heartbeat,
+            cookies: m.cookies.unwrap_or(true),
+            // A one-step check dials anew every run, as blackbox does (and closes first on the
+            // server's side): reuse only pays between the http steps of one run.
+            reuse_connections: m.reuse_connections.unwrap_or(true) && http_steps > 1,
+            fingerprint: hash.finish(),
+            alert: head.alert,
+            redacted_json: redacted.to_string().into_boxed_str(),
+            secrets,
+        })
+    }
+
+    /// The header stage: name, schedule, regions, tags, labels, alerting, session.
+    fn header(
+        &mut self,
+        m: &ScenarioModel,
+        here: &Here,
+        removed: &HashSet<String>,
+        errors: &mut FileErrors,
+    ) -> Header {
+        let (name, defined_at) = self.name(m, here, errors);
+        let (interval, timeout) = schedule(m, here, removed, errors);
+        let regions = regions(m, here, errors);
+        let labels = labels(m, here, errors);
+        let alert = m
+            .alert
+            .clone()
+            .and_then(|a| super::alert::scenario_alert(a, &here.p("alert"), here.index, errors));
+        let heartbeat = m.heartbeat.map(|d| d.0);
+        if let Some(h) = heartbeat.filter(|h| *h < Duration::from_millis(100)) {
+            errors.push(
+                here.index.value(&here.p("heartbeat")),
+                format!(
+                    "heartbeat {} is too short — expected at least 100ms",
+                    human(h)
+                ),
+            );
+        }
+        Header {
+            name,
+            defined_at,
+            interval,
+            timeout,
+            regions,
+            tags: m.tags.iter().flatten().map(|t| t.0.clone()).collect(),
+            labels,
+            alert,
+            persistent: m.session == Some(SessionWord::Persistent),
+            heartbeat,
+        }
+    }
+
+    /// The scenario's name, unique across the load, and where it is defined.
+    fn name(
+        &mut self,
+        m: &ScenarioModel,
+        here: &Here,
+        errors: &mut FileErrors,
+    ) -> (String, String) {
         let name = m.scenario.0.clone();
-        let name_at = index.value(&p("scenario"));
+        let name_at = here.index.value(&here.p("scenario"));
         let defined_at = errors.at(name_at);
         if !crate::names::valid_scenario_name(&name) {
             errors.push(
@@ -265,129 +306,25 @@ impl Loader {
         } else {
             self.names.insert(name.clone(), defined_at.clone());
         }
+        (name, defined_at)
+    }
 
-        let interval = m.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
-        if interval < MIN_INTERVAL {
-            errors.push(
-                index.value(&p("interval")),
-                format!(
-                    "interval {} is too short — expected at least {}",
-                    human(interval),
-                    human(MIN_INTERVAL)
-                ),
-            );
-        } else if interval > MAX_INTERVAL {
-            errors.push(
-                index.value(&p("interval")),
-                format!(
-                    "interval {} is too long — expected at most {}",
-                    human(interval),
-                    human(MAX_INTERVAL)
-                ),
-            );
-        }
-        let timeout = m
-            .timeout
-            .map_or_else(|| DEFAULT_TIMEOUT.min(interval), |d| d.0);
-        if timeout.is_zero() {
-            errors.push(
-                index.value(&p("timeout")),
-                "timeout 0s — expected a deadline above zero",
-            );
-        } else if timeout > interval
-            && !removed.contains(&p("interval"))
-            && (MIN_INTERVAL..=MAX_INTERVAL).contains(&interval)
-        {
-            errors.push(
-                index.value(&p("timeout")),
-                format!(
-                    "timeout {} is longer than the interval {}{} — expected at most the interval (a run must end before the next one is due)",
-                    human(timeout),
-                    human(interval),
-                    if m.interval.is_none() { " (the default)" } else { "" }
-                ),
-            );
-        }
-
-        let mut regions = Vec::new();
-        for (i, r) in m.regions.iter().flatten().enumerate() {
-            if crate::names::valid_region(r.strip_prefix('!').unwrap_or(r)) {
-                regions.push(r.clone());
-            } else {
-                errors.push(
-                    index.value(&index_path(&p("regions"), i)),
-                    format!(
-                        "invalid region {r:?} — expected a name of a-z, 0-9, _ and -, or !name to exclude one"
-                    ),
-                );
-            }
-        }
-        let tags: Vec<String> = m.tags.iter().flatten().map(|t| t.0.clone()).collect();
-
-        let mut labels = Vec::new();
-        if let Some(ls) = &m.labels {
-            if ls.0.len() > MAX_LABELS {
-                errors.push(
-                    index.key(&p("labels")),
-                    format!(
-                        "{} labels — expected at most {MAX_LABELS} (every label multiplies the metric series)",
-                        ls.0.len()
-                    ),
-                );
-            }
-            for (k, v) in &ls.0 {
-                let at = index.key(&key_path(&p("labels"), k));
-                if !crate::names::valid_label_name(k) {
-                    errors.push(
-                        at,
-                        format!(
-                            "invalid label name `{k}` — expected letters, digits and _, not starting with a digit"
-                        ),
-                    );
-                } else if k.starts_with("__") {
-                    errors.push(
-                        at,
-                        format!("label name `{k}` is reserved (names starting with __ are Prometheus's) — expected another name"),
-                    );
-                } else if RESERVED_LABELS.contains(&k.as_str()) {
-                    errors.push(
-                        at,
-                        format!(
-                            "label name `{k}` is reserved (sonde sets it) — expected another name"
-                        ),
-                    );
-                } else {
-                    labels.push((k.clone(), v.0.clone()));
-                }
-            }
-            labels.sort();
-        }
-
-        let alert = m
-            .alert
-            .clone()
-            .and_then(|a| super::alert::scenario_alert(a, &p("alert"), index, errors));
-        let persistent = m.session == Some(SessionWord::Persistent);
-        let heartbeat = m.heartbeat.map(|d| d.0);
-        if let Some(h) = heartbeat {
-            if h < Duration::from_millis(100) {
-                errors.push(
-                    index.value(&p("heartbeat")),
-                    format!(
-                        "heartbeat {} is too short — expected at least 100ms",
-                        human(h)
-                    ),
-                );
-            }
-        }
-
+    /// The templates' scope of the scenario: its vars (and `--var` overrides).
+    fn scope(
+        &self,
+        m: &ScenarioModel,
+        name: &str,
+        here: &Here,
+        errors: &mut FileErrors,
+        hash: &mut Fnv,
+    ) -> (Arc<SecretSink>, Scope) {
         let (sink, sink_value) = SecretSink::value();
-        let mut scope = self.templates.scope(&name, dir, sink_value);
+        let mut scope = self.templates.scope(name, here.dir, sink_value);
         if let Some(vars) = &m.vars {
-            for (k, v) in self
-                .templates
-                .add_vars(&mut scope, &vars.0, &p("vars"), index, errors)
-            {
+            let added =
+                self.templates
+                    .add_vars(&mut scope, &vars.0, &here.p("vars"), here.index, errors);
+            for (k, v) in added {
                 hash.write(k.as_bytes());
                 hash.write(v.to_string().as_bytes());
             }
@@ -396,527 +333,388 @@ impl Loader {
             self.templates
                 .add_undeclared_overrides(&mut scope, &[], &mut rendered);
         }
+        (sink, scope)
+    }
 
-        // The steps, each with the path it sits at.
-        let shorthand: Vec<(&str, &Value)> = [
-            ("http", &m.http),
-            ("tcp", &m.tcp),
-            ("dns", &m.dns),
-            ("icmp", &m.icmp),
-            ("tls", &m.tls),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-        .collect();
-        let mut step_values: Vec<(Value, String)> = Vec::new();
-        match (&m.steps, shorthand.is_empty()) {
-            (Some(list), true) => {
-                for k in ["expect", "resolver", "capture", "retry"] {
-                    let present = match k {
-                        "expect" => m.expect.is_some(),
-                        "resolver" => m.resolver.is_some(),
-                        "capture" => m.capture.is_some(),
-                        _ => m.retry.is_some(),
-                    };
-                    if present {
-                        errors.push(
-                            index.key(&p(k)),
-                            format!("`{k}` at the scenario level only goes with a one-step scenario — expected it inside a step of `steps:`"),
-                        );
-                    }
-                }
-                if list.is_empty() {
-                    errors.push(
-                        index.value(&p("steps")),
-                        "`steps` is empty — expected at least one step",
-                    );
-                }
-                for (i, v) in list.iter().enumerate() {
-                    step_values.push((v.clone(), index_path(&p("steps"), i)));
-                }
-            }
-            (Some(_), false) => errors.push(
-                index.key(&p(shorthand[0].0)),
-                format!(
-                    "both `steps:` and a one-step `{}:` — expected either a `steps:` list or one step kind at the top level",
-                    shorthand[0].0
-                ),
-            ),
-            (None, false) => {
-                let mut step = Mapping::new();
-                for (k, v) in &shorthand {
-                    step.insert(Value::from(*k), (*v).clone());
-                }
-                for (k, v) in [
-                    ("expect", &m.expect),
-                    ("resolver", &m.resolver),
-                    ("capture", &m.capture),
-                    ("retry", &m.retry),
-                ] {
-                    if let Some(v) = v {
-                        step.insert(Value::from(k), v.clone());
-                    }
-                }
-                step_values.push((Value::Mapping(step), path.to_string()));
-            }
-            (None, true) => {
-                let gone = removed.contains(&p("steps")) || KINDS.iter().any(|k| removed.contains(&p(k)));
-                if !gone {
-                    errors.push(
-                        index.key(&p("scenario")),
-                        format!(
-                            "scenario `{name}` has no steps — expected `steps:` or one step kind at the top level ({})",
-                            SHORTHAND_KINDS.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
-        // Setup, steps, teardown: one list, in the order they run, each item with its stage.
-        let mut all: Vec<(Value, String, Stage)> = Vec::new();
-        for (i, v) in m.setup.iter().flatten().enumerate() {
-            all.push((v.clone(), index_path(&p("setup"), i), Stage::Setup));
-        }
-        all.extend(step_values.into_iter().map(|(v, b)| (v, b, Stage::Main)));
-        for (i, v) in m.teardown.iter().flatten().enumerate() {
-            all.push((v.clone(), index_path(&p("teardown"), i), Stage::Teardown));
-        }
-        if persistent && m.setup.as_ref().is_none_or(|s| s.is_empty()) {
-            errors.push(
-                index.value(&p("session")),
-                "`session: persistent` without `setup` — expected setup steps that open the connections (ws.connect) the steps reuse",
-            );
-        }
-
-        let opts = StepOpts {
-            scenario_timeout: timeout,
-            heartbeat,
-        };
-        let rt = Arc::new(RtBase {
-            templates: self.templates.clone(),
-            scope: scope.clone(),
-            dir: dir.to_path_buf(),
-            shared: self.shared.clone(),
-            opts,
-            file: errors.file.clone(),
-        });
+    /// The build stage: each step's templates checked (and rendered when they can be now),
+    /// typed, and built — or kept to be built per run.
+    fn build_steps(
+        &self,
+        gathered: Vec<(Value, String, Stage)>,
+        scope: &Scope,
+        opts: &StepOpts,
+        here: &Here,
+        errors: &mut FileErrors,
+        hash: &mut Fnv,
+    ) -> Vec<StepOut> {
+        let index = here.index;
         let mut captures: Vec<String> = Vec::new();
-        let mut outs: Vec<(StepOut, String, Stage)> = Vec::new();
-        for (mut v, base, stage) in all {
+        let mut outs = Vec::new();
+        for (mut v, base, stage) in gathered {
             let (checked, when) = self
                 .templates
-                .check_tree(&v, &base, &scope, &captures, index, errors);
+                .check_tree(&v, &base, scope, &captures, index, errors);
             let dynamic = checked && when == When::PerRun;
             let rendered = if dynamic || !checked {
                 checked
             } else {
                 self.templates
-                    .render_tree(&mut v, &base, &scope, index, errors)
+                    .render_tree(&mut v, &base, scope, index, errors)
             };
             hash.write(serde_json::to_string(&v).unwrap_or_default().as_bytes());
             let raw = dynamic.then(|| v.clone());
             let rec = deserialize_recovering::<StepModel>(v, &base, "a step", index, errors);
             let damaged = rec.damaged();
             let Some(sm) = rec.value else { continue };
-            let new_caps = capture_names(&sm);
+            let mode = match (damaged || !rendered, dynamic) {
+                (true, _) => Mode::NameOnly,
+                (false, true) => Mode::FlowOnly,
+                (false, false) => Mode::Full,
+            };
             let mut guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             let mut cx = Cx {
                 index,
                 errors,
                 shared: &mut guard,
-                dir,
-                hash: &mut hash,
+                dir: here.dir,
+                hash,
             };
-            let mode = if damaged || !rendered {
-                Mode::NameOnly
-            } else if dynamic {
-                Mode::FlowOnly
-            } else {
-                Mode::Full
-            };
-            let mut out = step(&sm, &base, &opts, mode, &mut cx);
+            let mut out = step(&sm, &base, opts, mode, &mut cx);
             drop(guard);
-            if let (Some(raw), false) = (raw, damaged) {
-                out.dynamic = Some(raw);
+            if !damaged {
+                out.dynamic = raw;
             }
-            for c in new_caps {
+            out.stage = stage;
+            for c in capture_names(&sm) {
                 if !captures.contains(&c) {
                     captures.push(c);
                 }
             }
-            outs.push((out, base, stage));
+            outs.push(out);
         }
+        outs
+    }
+}
 
-        // Step names: explicit ones must be unique; the others are named after their kind.
-        let mut taken: HashMap<String, Pos> = HashMap::new();
-        for (o, base, _) in &outs {
-            if let Some(n) = &o.name {
-                let at = index.value(&key_path(base, "name"));
-                if n.is_empty() {
-                    errors.push(at, "empty step name — expected a name");
-                } else if let Some(first) = taken.get(n) {
-                    errors.push(
-                        at,
-                        format!(
-                            "duplicate step name `{n}` — already used at {}",
-                            errors.at(*first)
-                        ),
-                    );
-                } else {
-                    taken.insert(n.clone(), at);
-                }
-            }
-        }
-        let (mut setup, mut built, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
-        for (o, base, stage) in outs {
-            let name = match o.name {
-                Some(n) => n,
-                None => {
-                    let mut n = o.kind.to_string();
-                    let mut i = 2;
-                    while taken.contains_key(&n) {
-                        n = format!("{}-{i}", o.kind);
-                        i += 1;
-                    }
-                    taken.insert(n.clone(), Pos::START);
-                    n
-                }
-            };
-            let step = if let Some(raw) = o.dynamic {
-                Some(Step {
-                    name: name.clone(),
-                    timeout: o.timeout,
-                    retry: o.retry,
-                    action: Action::Dynamic(Box::new(Dynamic {
-                        kind: o.kind,
-                        build: dynamic_builder(rt.clone(), raw, base, name),
-                    })),
-                    expect: PostChecks::default(),
-                    captures: Vec::new(),
-                })
-            } else {
-                o.built.map(|b| Step {
-                    name,
-                    timeout: b.timeout,
-                    retry: b.retry,
-                    action: b.action,
-                    expect: b.expect,
-                    captures: b.captures,
-                })
-            };
-            if let Some(step) = step {
-                match stage {
-                    Stage::Setup => setup.push(step),
-                    Stage::Main => built.push(step),
-                    Stage::Teardown => teardown.push(step),
-                }
-            }
-        }
-
-        let mut secrets = secrets;
-        secrets.extend(
-            sink.take()
-                .into_iter()
-                .filter(|s| s.len() >= MIN_SECRET_LEN),
+/// The schedule: `interval` within bounds, `timeout` above zero and within the interval.
+fn schedule(
+    m: &ScenarioModel,
+    here: &Here,
+    removed: &HashSet<String>,
+    errors: &mut FileErrors,
+) -> (Duration, Duration) {
+    let interval = m.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
+    let at_interval = here.index.value(&here.p("interval"));
+    if interval < MIN_INTERVAL {
+        errors.push(
+            at_interval,
+            format!(
+                "interval {} is too short — expected at least {}",
+                human(interval),
+                human(MIN_INTERVAL)
+            ),
         );
-        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        secrets.dedup();
-
-        if errors.len() > before {
-            return None;
-        }
-        let http_steps = [&setup, &built, &teardown]
-            .iter()
-            .flat_map(|l| l.iter())
-            .filter(|s| s.action.kind() == "http")
-            .count();
-        Some(Scenario {
-            name,
-            defined_at,
-            interval,
-            timeout,
-            regions,
-            tags,
-            labels,
-            setup,
-            steps: {
-                // Exact capacity: 10,000 one-step scenarios would otherwise carry room for
-                // 40,000 steps.
-                built.shrink_to_fit();
-                built
-            },
-            teardown,
-            persistent,
-            heartbeat,
-            cookies: m.cookies.unwrap_or(true),
-            // A one-step check dials anew every run, as blackbox does (and closes first on the
-            // server's side): reuse only pays between the http steps of one run.
-            reuse_connections: m.reuse_connections.unwrap_or(true) && http_steps > 1,
-            fingerprint: hash.finish(),
-            alert,
-            redacted_json: redacted.to_string().into_boxed_str(),
-            secrets,
-        })
+    } else if interval > MAX_INTERVAL {
+        errors.push(
+            at_interval,
+            format!(
+                "interval {} is too long — expected at most {}",
+                human(interval),
+                human(MAX_INTERVAL)
+            ),
+        );
     }
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Stage {
-    Setup,
-    Main,
-    Teardown,
-}
-
-/// What a step's build depends on beyond the step itself.
-#[derive(Copy, Clone, Debug)]
-struct StepOpts {
-    scenario_timeout: Duration,
-    heartbeat: Option<Duration>,
-}
-
-/// What a per-run build needs, shared by the dynamic steps of a scenario.
-struct RtBase {
-    templates: Arc<Templates>,
-    scope: Scope,
-    dir: std::path::PathBuf,
-    shared: Arc<Mutex<Shared>>,
-    opts: StepOpts,
-    file: String,
-}
-
-/// Every name a step captures into (step-level and inside ws.*).
-fn capture_names(m: &StepModel) -> Vec<String> {
-    let lists = [
-        m.capture.as_ref(),
-        m.ws_connect.as_ref().and_then(|w| w.capture.as_ref()),
-        m.ws_send.as_ref().and_then(|w| w.capture.as_ref()),
-        m.ws_expect.as_ref().and_then(|w| w.capture.as_ref()),
-    ];
-    lists
-        .into_iter()
-        .flatten()
-        .flat_map(|l| l.0.iter().map(|(k, _)| k.clone()))
-        .collect()
-}
-
-/// The per-run builder of a dynamic step: render the raw tree with the run's captures, type it,
-/// and build it with the same [`step`] builder as at load.
-fn dynamic_builder(rt: Arc<RtBase>, raw: Value, base: String, name: String) -> Box<BuildFn> {
-    // Kept as compact JSON text (a YAML value tree is several times larger), parsed per run.
-    let raw: Box<str> = serde_json::to_string(&raw)
-        .unwrap_or_default()
-        .into_boxed_str();
-    Box::new(move |captured: &[Captured]| {
-        let (sink, sink_value) = SecretSink::value();
-        let mut scope = rt.scope.clone();
-        scope.set(crate::config::funcs::SINK_KEY, sink_value);
-        for (k, v) in captured {
-            scope.set(k, minijinja::Value::from(minijinja::value::Serde(v)));
-        }
-        let mut v: Value = serde_json::from_str(&raw)
-            .map_err(|e| format!("{base}: cannot read the step back: {e}"))?;
-        rt.templates.render_tree_rt(&mut v, &base, &scope)?;
-        let index = PosIndex::build("");
-        let mut errors = FileErrors::new(&rt.file);
-        let rec = deserialize_recovering::<StepModel>(v, &base, "a step", &index, &mut errors);
-        let mut hash = Fnv::default();
-        let out = rec.value.and_then(|sm| {
-            let mut guard = rt.shared.lock().unwrap_or_else(|e| e.into_inner());
-            let mut cx = Cx {
-                index: &index,
-                errors: &mut errors,
-                shared: &mut guard,
-                dir: &rt.dir,
-                hash: &mut hash,
-            };
-            step(&sm, &base, &rt.opts, Mode::Full, &mut cx).built
-        });
-        let secrets = sink.take();
-        match out {
-            Some(b) if errors.is_empty() => Ok((
-                Step {
-                    name: name.clone(),
-                    timeout: b.timeout,
-                    retry: b.retry,
-                    action: b.action,
-                    expect: b.expect,
-                    captures: b.captures,
-                },
-                secrets,
-            )),
-            _ => {
-                let msgs: Vec<String> = errors
-                    .into_errors()
-                    .into_iter()
-                    .map(|e| e.message)
-                    .collect();
-                Err(if msgs.is_empty() {
-                    format!("{base}: the rendered step is invalid")
-                } else {
-                    format!("{base} as rendered for this run: {}", msgs.join("; "))
-                })
-            }
-        }
-    })
-}
-
-/// How much of a step [`step`] checks and builds.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Mode {
-    /// Check and build everything.
-    Full,
-    /// Built per run: check the kind and the flow keys (timeout, retry) now, the rest per run.
-    FlowOnly,
-    /// The step already had structural or template errors: take only its name and kind, so its
-    /// problems are not reported twice.
-    NameOnly,
-}
-
-/// Check and build one typed step at `base`, as far as `mode` says.
-fn step(m: &StepModel, base: &str, opts: &StepOpts, mode: Mode, cx: &mut Cx) -> StepOut {
-    let p = |k: &str| key_path(base, k);
-    let kinds: Vec<&'static str> = [
-        ("http", m.http.is_some()),
-        ("tcp", m.tcp.is_some()),
-        ("dns", m.dns.is_some()),
-        ("icmp", m.icmp.is_some()),
-        ("tls", m.tls.is_some()),
-        ("ws.connect", m.ws_connect.is_some()),
-        ("ws.send", m.ws_send.is_some()),
-        ("ws.expect", m.ws_expect.is_some()),
-        ("ws.close", m.ws_close.is_some()),
-        ("sleep", m.sleep.is_some()),
-    ]
-    .into_iter()
-    .filter(|(_, s)| *s)
-    .map(|(k, _)| k)
-    .collect();
-    let timeout = m.timeout.map(|d| d.0);
-    let mut out = StepOut {
-        name: m.name.as_ref().map(|t| t.0.clone()),
-        kind: kinds.first().copied().unwrap_or("step"),
-        timeout,
-        retry: None,
-        built: None,
-        dynamic: None,
-    };
-    if mode == Mode::NameOnly {
-        return out;
+    let timeout = m
+        .timeout
+        .map_or_else(|| DEFAULT_TIMEOUT.min(interval), |d| d.0);
+    let at_timeout = here.index.value(&here.p("timeout"));
+    if timeout.is_zero() {
+        errors.push(at_timeout, "timeout 0s — expected a deadline above zero");
+    } else if timeout > interval
+        && !removed.contains(&here.p("interval"))
+        && (MIN_INTERVAL..=MAX_INTERVAL).contains(&interval)
+    {
+        errors.push(
+            at_timeout,
+            format!(
+                "timeout {} is longer than the interval {}{} — expected at most the interval (a run must end before the next one is due)",
+                human(timeout),
+                human(interval),
+                if m.interval.is_none() { " (the default)" } else { "" }
+            ),
+        );
     }
-    let before = cx.errors.len();
-    out.retry = flow::retry(m.retry.as_ref(), &p("retry"), cx);
-    if let Some(t) = timeout {
-        if t.is_zero() {
-            cx.err_value(
-                &p("timeout"),
-                "step timeout 0s — expected a deadline above zero",
-            );
-        } else if t > opts.scenario_timeout {
-            cx.err_value(
-                &p("timeout"),
+    (interval, timeout)
+}
+
+fn regions(m: &ScenarioModel, here: &Here, errors: &mut FileErrors) -> Vec<String> {
+    let mut regions = Vec::new();
+    for (i, r) in m.regions.iter().flatten().enumerate() {
+        if crate::names::valid_region(r.strip_prefix('!').unwrap_or(r)) {
+            regions.push(r.clone());
+        } else {
+            errors.push(
+                here.index.value(&index_path(&here.p("regions"), i)),
                 format!(
-                    "step timeout {} is longer than the scenario's timeout {} — expected at most {}",
-                    human(t),
-                    human(opts.scenario_timeout),
-                    human(opts.scenario_timeout)
+                    "invalid region {r:?} — expected a name of a-z, 0-9, _ and -, or !name to exclude one"
                 ),
             );
         }
     }
-    match kinds.as_slice() {
-        [] => cx.err_value(
-            base,
-            format!(
-                "a step without a kind — expected exactly one of: {}",
-                KINDS.join(", ")
-            ),
-        ),
-        [_] => {}
-        [first, second, ..] => cx.err_key(
-            &p(second),
-            format!(
-                "a step with both `{first}` and `{second}` — expected exactly one step kind per step"
-            ),
-        ),
-    }
-    if mode != Mode::Full || cx.errors.len() > before {
-        return out;
-    }
-    let servers = m
-        .resolver
-        .as_ref()
-        .and_then(|r| cx.resolver_override(&r.0, &p("resolver")));
-    if m.resolver.is_some() && servers.is_none() {
-        return out;
-    }
-    let servers = servers.as_deref();
-    let ep = p("expect");
-    if let (Some(e), [kind]) = (&m.expect, kinds.as_slice()) {
-        expect::check_keys(e, &ep, kind, cx);
-    }
-    let post = expect::post_checks(m.expect.as_ref(), &ep, cx);
-    // Even when checks above failed, the kind's own checks run: every problem is reported.
-    let [kind] = kinds.as_slice() else {
-        return out;
+    regions
+}
+
+/// Extra metric labels, sorted; names checked against Prometheus's rules and sonde's own.
+fn labels(m: &ScenarioModel, here: &Here, errors: &mut FileErrors) -> Vec<(String, String)> {
+    let mut labels = Vec::new();
+    let Some(ls) = &m.labels else {
+        return labels;
     };
-    let mut captures = flow::captures(m.capture.as_ref(), &p("capture"), kind, cx);
-    let inner_caps = [
-        (
-            "ws.connect",
-            m.ws_connect.as_ref().and_then(|w| w.capture.as_ref()),
-        ),
-        (
-            "ws.send",
-            m.ws_send.as_ref().and_then(|w| w.capture.as_ref()),
-        ),
-        (
-            "ws.expect",
-            m.ws_expect.as_ref().and_then(|w| w.capture.as_ref()),
-        ),
-    ];
-    for (k, list) in inner_caps {
-        if list.is_some() {
-            captures.extend(flow::captures(list, &key_path(&p(k), "capture"), k, cx));
+    if ls.0.len() > MAX_LABELS {
+        errors.push(
+            here.index.key(&here.p("labels")),
+            format!(
+                "{} labels — expected at most {MAX_LABELS} (every label multiplies the metric series)",
+                ls.0.len()
+            ),
+        );
+    }
+    for (k, v) in &ls.0 {
+        let at = here.index.key(&key_path(&here.p("labels"), k));
+        if !crate::names::valid_label_name(k) {
+            errors.push(
+                at,
+                format!(
+                    "invalid label name `{k}` — expected letters, digits and _, not starting with a digit"
+                ),
+            );
+        } else if k.starts_with("__") {
+            errors.push(
+                at,
+                format!("label name `{k}` is reserved (names starting with __ are Prometheus's) — expected another name"),
+            );
+        } else if RESERVED_LABELS.contains(&k.as_str()) {
+            errors.push(
+                at,
+                format!("label name `{k}` is reserved (sonde sets it) — expected another name"),
+            );
+        } else {
+            labels.push((k.clone(), v.0.clone()));
         }
     }
-    let action = if let Some(h) = &m.http {
-        steps::http(h, m.expect.as_ref(), &p("http"), &ep, servers, cx).map(|mut r| {
-            // Captures and JSON expectations read the body: keep enough of it.
-            if !captures.is_empty() || !post.json.is_empty() {
-                r.keep_body = steps::KEEP_BODY_FOR_CAPTURES;
-            }
-            Action::Http(Box::new(r))
-        })
-    } else if let Some(t) = &m.tcp {
-        steps::tcp(t, &p("tcp"), servers, cx).map(|r| Action::Tcp(Box::new(r)))
-    } else if let Some(d) = &m.dns {
-        steps::dns(d, &p("dns"), servers, cx).map(|r| Action::Dns(Box::new(r)))
-    } else if let Some(i) = &m.icmp {
-        steps::icmp(i, &p("icmp"), servers, cx).map(|r| Action::Icmp(Box::new(r)))
-    } else if let Some(t) = &m.tls {
-        steps::tls(t, &p("tls"), servers, cx).map(|r| Action::Tls(Box::new(r)))
-    } else if let Some(w) = &m.ws_connect {
-        flow::ws_connect(w, &p("ws.connect"), servers, opts.heartbeat, cx)
-            .map(|r| Action::WsConnect(Box::new(r)))
-    } else if let Some(w) = &m.ws_send {
-        flow::ws_send(w, &p("ws.send"), cx).map(|r| Action::WsSend(Box::new(r)))
-    } else if let Some(w) = &m.ws_expect {
-        flow::ws_expect(w, &p("ws.expect"), cx).map(|r| Action::WsExpect(Box::new(r)))
-    } else if let Some(w) = &m.ws_close {
-        flow::ws_close(w, &p("ws.close"), cx).map(|r| Action::WsClose(Box::new(r)))
-    } else {
-        m.sleep.map(|d| Action::Sleep(d.0))
+    labels.sort();
+    labels
+}
+
+/// The gather stage: setup, steps (a `steps:` list or the one-step shorthand), teardown — one
+/// list in the order they run, each item with its path and stage.
+fn gather(
+    m: &ScenarioModel,
+    here: &Here,
+    removed: &HashSet<String>,
+    head: &Header,
+    errors: &mut FileErrors,
+) -> Vec<(Value, String, Stage)> {
+    let list = |l: &Option<Vec<Value>>, key: &str, stage: Stage| {
+        let at = here.p(key);
+        l.iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, v)| (v.clone(), index_path(&at, i), stage))
+            .collect::<Vec<_>>()
     };
-    if let (Some(a), false) = (action, cx.errors.len() > before) {
-        out.built = Some(Built {
-            timeout,
-            retry: out.retry,
-            action: a,
-            expect: post,
-            captures,
-        });
+    let mut all = list(&m.setup, "setup", Stage::Setup);
+    all.extend(
+        main_steps(m, here, removed, &head.name, errors)
+            .into_iter()
+            .map(|(v, b)| (v, b, Stage::Main)),
+    );
+    all.extend(list(&m.teardown, "teardown", Stage::Teardown));
+    if head.persistent && m.setup.as_ref().is_none_or(|s| s.is_empty()) {
+        errors.push(
+            here.index.value(&here.p("session")),
+            "`session: persistent` without `setup` — expected setup steps that open the connections (ws.connect) the steps reuse",
+        );
     }
-    out
+    all
+}
+
+/// The scenario-level keys that belong to its one step in the shorthand form.
+fn step_keys(m: &ScenarioModel) -> [(&'static str, &Option<Value>); 4] {
+    [
+        ("expect", &m.expect),
+        ("resolver", &m.resolver),
+        ("capture", &m.capture),
+        ("retry", &m.retry),
+    ]
+}
+
+/// The main steps with their paths: the `steps:` list, or the one step of the shorthand.
+fn main_steps(
+    m: &ScenarioModel,
+    here: &Here,
+    removed: &HashSet<String>,
+    name: &str,
+    errors: &mut FileErrors,
+) -> Vec<(Value, String)> {
+    let shorthand = m.shorthand();
+    match (&m.steps, shorthand.first()) {
+        (Some(list), None) => {
+            for (k, v) in step_keys(m) {
+                if v.is_some() {
+                    errors.push(
+                        here.index.key(&here.p(k)),
+                        format!("`{k}` at the scenario level only goes with a one-step scenario — expected it inside a step of `steps:`"),
+                    );
+                }
+            }
+            if list.is_empty() {
+                errors.push(
+                    here.index.value(&here.p("steps")),
+                    "`steps` is empty — expected at least one step",
+                );
+            }
+            let at = here.p("steps");
+            list.iter()
+                .enumerate()
+                .map(|(i, v)| (v.clone(), index_path(&at, i)))
+                .collect()
+        }
+        (Some(_), Some((kind, _))) => {
+            errors.push(
+                here.index.key(&here.p(kind)),
+                format!(
+                    "both `steps:` and a one-step `{kind}:` — expected either a `steps:` list or one step kind at the top level"
+                ),
+            );
+            Vec::new()
+        }
+        (None, Some(_)) => {
+            let mut step = Mapping::new();
+            for (k, v) in &shorthand {
+                step.insert(Value::from(*k), (*v).clone());
+            }
+            for (k, v) in step_keys(m) {
+                if let Some(v) = v {
+                    step.insert(Value::from(k), v.clone());
+                }
+            }
+            vec![(Value::Mapping(step), here.path.to_string())]
+        }
+        (None, None) => {
+            let gone = removed.contains(&here.p("steps"))
+                || KINDS.iter().any(|k| removed.contains(&here.p(k)));
+            if !gone {
+                errors.push(
+                    here.index.key(&here.p("scenario")),
+                    format!(
+                        "scenario `{name}` has no steps — expected `steps:` or one step kind at the top level ({})",
+                        shorthand_kinds().join(", ")
+                    ),
+                );
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// The parsed top level of a scenario file, or `None` after reporting why there is none.
+fn top_level(text: &str, index: &PosIndex, errors: &mut FileErrors) -> Option<Mapping> {
+    if !index.duplicates.is_empty() {
+        for d in &index.duplicates {
+            errors.push(
+                d.again,
+                format!(
+                    "duplicate key `{}` — expected each key once in a mapping (first at line {})",
+                    d.key, d.first.line
+                ),
+            );
+        }
+        return None;
+    }
+    let mut value: Value = match serde_norway::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let pos = e
+                .location()
+                .map(|l| Pos {
+                    line: l.line(),
+                    column: l.column(),
+                })
+                .unwrap_or(Pos::START);
+            errors.push(pos, syntax_message(&e.to_string()));
+            return None;
+        }
+    };
+    if let Err(e) = value.apply_merge() {
+        errors.push(
+            Pos::START,
+            format!("cannot apply a merge key (`<<`): {e} — expected `<<` to name a mapping"),
+        );
+        return None;
+    }
+    match value {
+        // Files with `modules:` are told apart before they reach this loader (`load_inputs`);
+        // a document given as text to a scenario-only load (`load_str`) is not.
+        Value::Mapping(m) if crate::config::blackbox::is_blackbox(&m) => {
+            errors.push(
+                index.key("modules"),
+                "`modules:` makes this a blackbox_exporter configuration, which is read only from configuration files — expected `scenario:` or `scenarios:` here",
+            );
+            None
+        }
+        Value::Mapping(m) => Some(m),
+        Value::Null => {
+            errors.push(
+                Pos::START,
+                "empty file — expected a scenario (`scenario:`) or a list of them (`scenarios:`)",
+            );
+            None
+        }
+        other => {
+            errors.push(
+                index.value(""),
+                format!(
+                    "the top level is {} — expected a mapping with `scenario:` or `scenarios:`",
+                    describe(&other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Keys beside `scenarios:` belong inside its items.
+fn beside_scenarios(top: &Mapping, index: &PosIndex, errors: &mut FileErrors) {
+    for k in top.keys() {
+        let k = key_text(k);
+        if k != "scenarios" {
+            errors.push(
+                index.key(&key_path("", &k)),
+                format!(
+                    "unknown key `{k}` beside `scenarios:` — expected only `scenarios:` here (a scenario's keys go inside its list item)"
+                ),
+            );
+        }
+    }
+}
+
+/// Neither `scenario:` nor `scenarios:`: a near miss, or not a scenario file.
+fn no_scenario(top: &Mapping, index: &PosIndex, errors: &mut FileErrors) {
+    let keys: Vec<String> = top.keys().map(key_text).collect();
+    let near = keys
+        .iter()
+        .find_map(|k| suggest::closest(k, ["scenario", "scenarios"]).map(|c| (k.clone(), c)));
+    match near {
+        Some((k, c)) => errors.push(
+            index.key(&key_path("", &k)),
+            format!("unknown key `{k}` — did you mean `{c}`?"),
+        ),
+        None => errors.push(
+            index.value(""),
+            "no `scenario:` or `scenarios:` key — expected a scenario file",
+        ),
+    }
 }
 
 fn key_text(k: &Value) -> String {

@@ -17,7 +17,6 @@ use serde_norway::Value;
 
 use super::error::FileErrors;
 use super::locate::{index_path, key_path, parent_path, PosIndex};
-use super::model::{RESERVED_SCENARIO_KEYS, RESERVED_STEP_KEYS};
 use super::suggest;
 
 /// More rounds than this and the unit is given up (its errors so far are reported).
@@ -275,11 +274,10 @@ pub fn context_name(path: &str, base: &str, what: &str) -> String {
     }
     let grand = parent_path(path).map(node_name).unwrap_or_default();
     match key {
-        "http" => "an http step".into(),
-        "tcp" => "a tcp step".into(),
-        "dns" => "a dns step".into(),
-        "icmp" => "an icmp step".into(),
-        "tls" => "a tls step".into(),
+        // The kinds a one-step scenario writes at the top level (the `ws.*` keys read as keys).
+        k if super::kinds::shorthand_kinds().contains(&k) => {
+            format!("{} {k} step", super::kinds::article(k))
+        }
         "body" if grand == "expect" => "`expect.body`".into(),
         _ if grand == "headers" => "a header matcher".into(),
         _ => format!("`{key}`"),
@@ -327,11 +325,7 @@ fn rewrite(raw: &str, path: &str, base: &str, parent: Option<&str>, what: &str) 
     }
     if let Some(k) = ticked(raw, "unknown field `") {
         let all = expected_words(raw);
-        let candidates: Vec<&str> = all
-            .iter()
-            .map(String::as_str)
-            .filter(|w| !RESERVED_SCENARIO_KEYS.contains(w) && !RESERVED_STEP_KEYS.contains(w))
-            .collect();
+        let candidates: Vec<&str> = all.iter().map(String::as_str).collect();
         let ctx = context_name(parent.unwrap_or(base), base, what);
         if k == "name" && candidates.contains(&"scenario") {
             return Report::UnknownKey(

@@ -13,19 +13,7 @@ use crate::config::scenario::{Bounds, PostChecks};
 /// Keys of `expect` that only mean something for some kinds: refuse them elsewhere, naming the
 /// kind, so a `status:` on a tcp step is not silently ignored.
 pub fn check_keys(e: &ExpectModel, path: &str, kind: &str, cx: &mut Cx) {
-    let allowed: &[&str] = match kind {
-        "http" => &[
-            "status",
-            "headers",
-            "body",
-            "json",
-            "duration",
-            "cert_expires_in",
-        ],
-        "tcp" | "tls" | "ws.connect" => &["duration", "cert_expires_in"],
-        "ws.expect" => &["json", "duration"],
-        _ => &["duration"],
-    };
+    let allowed = super::kinds::expect_keys(kind);
     let present = [
         ("status", e.status.is_some()),
         ("headers", e.headers.is_some()),
@@ -33,11 +21,7 @@ pub fn check_keys(e: &ExpectModel, path: &str, kind: &str, cx: &mut Cx) {
         ("json", e.json.is_some()),
         ("cert_expires_in", e.cert_expires_in.is_some()),
     ];
-    let article = if matches!(kind, "http" | "icmp") {
-        "an"
-    } else {
-        "a"
-    };
+    let article = super::kinds::article(kind);
     for (key, set) in present {
         if set && !allowed.contains(&key) {
             cx.err_key(

@@ -8,8 +8,9 @@
 //! 3. [`compile`] takes the top-level form apart and types each scenario's own keys, then each
 //!    step separately, through [`deser`], which reports every structural error and rewrites
 //!    serde's messages; [`template`] renders `{{ … }}` into step strings first;
-//! 4. [`steps`] and [`expect`] check values and build the `sonde_probes` requests, sharing
-//!    resolvers and TLS clients through [`build`];
+//! 4. each step kind's builder in [`kinds`] (one file per kind, one line in its table), with
+//!    [`expect`], [`flow`] and [`steps`], checks values and builds the `sonde_probes` requests,
+//!    sharing resolvers and TLS clients through [`build`];
 //! 5. [`redact`] keeps a secrets-free copy for `/config` and the fingerprint.
 //!
 //! Errors display as `file:line:column: what is wrong — what was expected`. File-level
@@ -27,6 +28,7 @@ pub(crate) mod error;
 mod expect;
 mod flow;
 pub mod funcs;
+pub(crate) mod kinds;
 pub mod limits;
 pub(crate) mod locate;
 pub mod matcher;
@@ -34,6 +36,7 @@ pub(crate) mod model;
 pub(crate) mod probe_settings;
 pub(crate) mod redact;
 pub mod scenario;
+pub(crate) mod step;
 pub(crate) mod steps;
 pub(crate) mod suggest;
 pub(crate) mod targets;

@@ -1,7 +1,7 @@
 //! Scenarios as the engine runs them: what the configuration loader produces from YAML once it
 //! has checked everything, rendered templates, compiled regexes and built probe requests.
 //! Nothing here is parsed again while probing — except the steps whose templates use captures
-//! or per-run functions ([`Action::Dynamic`]), which are rendered and built for every run by the
+//! or per-run functions ([`StepBody::PerRun`]), which are rendered and built for every run by the
 //! loader's own step builder.
 
 use std::sync::Arc;
@@ -85,39 +85,51 @@ impl Scenario {
 
     /// `text` with every secret value replaced.
     pub fn redact_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let mut out = std::borrow::Cow::Borrowed(text);
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = std::borrow::Cow::Owned(out.replace(s.as_str(), crate::config::REDACTED));
-            }
-        }
-        out
+        redact_text_with(text, &self.secrets)
     }
 
     /// Every string (and object key) of `v` with secret values replaced.
     pub fn redact_json(&self, v: &mut serde_json::Value) {
-        use serde_json::Value as J;
-        if self.secrets.is_empty() {
-            return;
+        redact_json_with(v, &self.secrets);
+    }
+}
+
+/// `text` with every one of `secrets` replaced.
+pub fn redact_text_with<'a>(text: &'a str, secrets: &[String]) -> std::borrow::Cow<'a, str> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for s in secrets {
+        if out.contains(s.as_str()) {
+            out = std::borrow::Cow::Owned(out.replace(s.as_str(), crate::config::REDACTED));
         }
-        match v {
-            J::String(s) => {
-                if let std::borrow::Cow::Owned(r) = self.redact_text(s) {
-                    *s = r;
-                }
+    }
+    out
+}
+
+/// Every string and object key of `v` with every one of `secrets` replaced: a secret can
+/// name a key as well as fill a value (a captured token used as a JSON key, a header named by
+/// a template).
+pub fn redact_json_with(v: &mut serde_json::Value, secrets: &[String]) {
+    use serde_json::Value as J;
+    if secrets.is_empty() {
+        return;
+    }
+    match v {
+        J::String(s) => {
+            if let std::borrow::Cow::Owned(r) = redact_text_with(s, secrets) {
+                *s = r;
             }
-            J::Array(items) => items.iter_mut().for_each(|i| self.redact_json(i)),
-            J::Object(m) => {
-                *m = std::mem::take(m)
-                    .into_iter()
-                    .map(|(k, mut val)| {
-                        self.redact_json(&mut val);
-                        (self.redact_text(&k).into_owned(), val)
-                    })
-                    .collect();
-            }
-            _ => {}
         }
+        J::Array(items) => items.iter_mut().for_each(|i| redact_json_with(i, secrets)),
+        J::Object(m) => {
+            *m = std::mem::take(m)
+                .into_iter()
+                .map(|(k, mut val)| {
+                    redact_json_with(&mut val, secrets);
+                    (redact_text_with(&k, secrets).into_owned(), val)
+                })
+                .collect();
+        }
+        _ => {}
     }
 }
 
@@ -126,9 +138,35 @@ impl Scenario {
 pub struct Step {
     /// Unique within the scenario; the `step` label.
     pub name: String,
+    /// The step kind as written in YAML (`http`, `ws.connect`…).
+    pub kind: &'static str,
     /// Per-step deadline, within the scenario's.
     pub timeout: Option<Duration>,
     pub retry: Option<Retry>,
+    pub body: StepBody,
+}
+
+impl Step {
+    /// The step as built at load; `None` for a step built per run.
+    pub fn built(&self) -> Option<&Built> {
+        match &self.body {
+            StepBody::Built(b) => Some(b),
+            StepBody::PerRun(_) => None,
+        }
+    }
+}
+
+/// A step is built once at load, or for every run when its templates use captures or per-run
+/// functions.
+#[derive(Debug)]
+pub enum StepBody {
+    Built(Built),
+    PerRun(Dynamic),
+}
+
+/// What a built step does and checks.
+#[derive(Debug)]
+pub struct Built {
     pub action: Action,
     /// Expectations evaluated on the outcome after the probe's own checks passed.
     pub expect: PostChecks,
@@ -147,7 +185,7 @@ pub struct Retry {
     pub within: Option<Duration>,
 }
 
-/// What a step does.
+/// What a step does: one variant per step kind (the `ws.*` kinds share one).
 #[derive(Debug)]
 pub enum Action {
     Http(Box<HttpRequest>),
@@ -156,45 +194,29 @@ pub enum Action {
     Icmp(Box<IcmpRequest>),
     Tls(Box<TlsRequest>),
     Sleep(Duration),
-    WsConnect(Box<WsConnect>),
-    WsSend(Box<WsSend>),
-    WsExpect(Box<WsExpect>),
-    WsClose(Box<WsClose>),
-    /// Rendered and built per run (its templates use captures or per-run functions).
-    Dynamic(Box<Dynamic>),
+    Ws(WsAction),
 }
 
-impl Action {
-    /// The step kind as written in YAML.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Action::Http(_) => "http",
-            Action::Tcp(_) => "tcp",
-            Action::Dns(_) => "dns",
-            Action::Icmp(_) => "icmp",
-            Action::Tls(_) => "tls",
-            Action::Sleep(_) => "sleep",
-            Action::WsConnect(_) => "ws.connect",
-            Action::WsSend(_) => "ws.send",
-            Action::WsExpect(_) => "ws.expect",
-            Action::WsClose(_) => "ws.close",
-            Action::Dynamic(d) => d.kind,
-        }
-    }
+/// The `ws.*` steps, on a named connection of the run.
+#[derive(Debug)]
+pub enum WsAction {
+    Connect(Box<WsConnect>),
+    Send(Box<WsSend>),
+    Expect(Box<WsExpect>),
+    Close(Box<WsClose>),
 }
 
 /// Builds the step for one run from the captures so far (and the secrets it rendered in).
-pub type BuildFn = dyn Fn(&[Captured]) -> Result<(Step, Vec<String>), String> + Send + Sync;
+pub type BuildFn = dyn Fn(&[Captured]) -> Result<(Built, Vec<String>), String> + Send + Sync;
 
 /// A step kept as written, rendered and built for every run.
 pub struct Dynamic {
-    pub kind: &'static str,
     pub build: Box<BuildFn>,
 }
 
 impl std::fmt::Debug for Dynamic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Dynamic({})", self.kind)
+        f.write_str("Dynamic")
     }
 }
 
@@ -297,4 +319,21 @@ pub struct PostChecks {
     pub cert_expires_in: Bounds,
     /// JSONPath checks on the body (http) or the matched frame (ws.expect).
     pub json: Vec<JsonCheck>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_reaches_object_keys_and_values() {
+        let secrets = vec!["hunter22".to_string()];
+        let mut v = serde_json::json!({"hunter22": ["x hunter22 y", {"k": "hunter22"}], "n": 1});
+        redact_json_with(&mut v, &secrets);
+        let r = crate::config::REDACTED;
+        assert_eq!(
+            v,
+            serde_json::json!({r: [format!("x {r} y"), {"k": r}], "n": 1})
+        );
+    }
 }

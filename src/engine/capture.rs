@@ -7,7 +7,7 @@ use serde_json_path::JsonPath;
 use sonde_probes::ws::Payload;
 
 use crate::config::scenario::{Capture, Group, Source};
-use crate::engine::{StepFacts, StepReport};
+use crate::engine::report::{StepFacts, StepReport};
 
 /// How much of a searched text a "found nothing" message shows.
 const SHOWN: usize = 200;

@@ -231,15 +231,11 @@ async fn once(sc: &Scenario, stop: &CancellationToken) -> (RunReport, bool) {
 }
 
 fn cancelled_report(sc: &Scenario, started: SystemTime, took: Duration) -> RunReport {
-    RunReport {
-        scenario: sc.name.clone(),
-        started_at: crate::time::rfc3339(started),
-        duration: took,
-        result: RunResult::Failure,
-        failed_step: None,
-        steps: Vec::new(),
-        internal_error: None,
-        session_events: vec!["cancelled by --fail-fast".into()],
-        secrets: Vec::new(),
-    }
+    let mut report = RunReport::new(&sc.name, started);
+    report.duration = took;
+    report.result = RunResult::Failure;
+    report
+        .session_events
+        .push("cancelled by --fail-fast".into());
+    report
 }

@@ -22,7 +22,7 @@ use super::scheduler::{next_tick, wait_for_slot};
 use super::session::Session;
 use super::state::ScenarioState;
 use crate::config::scenario::Scenario;
-use crate::engine::{self, RunReport, RunResult};
+use crate::engine::{self, RunReport};
 
 /// What every scenario task shares: the cap on concurrent runs and the observers.
 pub struct Runner {
@@ -302,22 +302,18 @@ pub(crate) fn panicked_report(
         scenario.redact_text(&what)
     );
     tracing::error!(scenario = %scenario.name, "{what}");
-    RunReport {
-        scenario: scenario.name.clone(),
-        started_at: crate::time::rfc3339(SystemTime::now() - started.elapsed()),
-        duration: started.elapsed(),
-        result: RunResult::Failure,
-        failed_step: None,
-        steps: Vec::new(),
-        internal_error: Some(what),
-        session_events: Vec::new(),
-        secrets: Vec::new(),
-    }
+    RunReport::internal_error(
+        &scenario.name,
+        SystemTime::now() - started.elapsed(),
+        started.elapsed(),
+        what,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::RunResult;
 
     #[test]
     fn any_concurrency_cap_is_accepted() {

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use sonde_probes::{Event, Failure, FailureReason, Timings};
+use sonde_probes::{Failure, FailureReason};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::config::scenario::Scenario;
-use crate::engine::{self, RunCtx, RunReport, RunResult, Stage, StepFacts, StepReport};
+use crate::engine::{self, RunCtx, RunReport, Stage, StepFacts, StepReport};
 
 /// First pause before retrying a failed setup; doubles up to the interval.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -202,33 +202,14 @@ impl Session {
 
 /// A run that failed because of the session itself (a break between runs, reconnecting).
 fn session_failure(scenario: &Scenario, why: String, reason: FailureReason) -> RunReport {
+    let mut report = RunReport::new(&scenario.name, SystemTime::now());
     let failure = Failure::new(reason, why);
-    RunReport {
-        scenario: scenario.name.clone(),
-        started_at: crate::time::rfc3339(SystemTime::now()),
-        duration: Duration::ZERO,
-        result: RunResult::Failure,
-        failed_step: Some("session".into()),
-        steps: vec![StepReport {
-            name: "session".into(),
-            kind: "session",
-            stage: Stage::Setup,
-            success: false,
-            duration: Duration::ZERO,
-            events: vec![Event {
-                at: Duration::ZERO,
-                message: format!("failed ({}): {}", failure.reason, failure.message),
-            }],
-            failure: Some(failure),
-            attempts: 1,
-            timings: Timings::default(),
-            remote_addr: None,
-            captures: Vec::new(),
-            checks: Vec::new(),
-            facts: StepFacts::None {},
-        }],
-        internal_error: None,
-        session_events: Vec::new(),
-        secrets: Vec::new(),
-    }
+    report.push_step(StepReport::failed_as(
+        "session".into(),
+        "session",
+        Stage::Setup,
+        failure,
+        StepFacts::None {},
+    ));
+    report
 }

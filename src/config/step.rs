@@ -1,0 +1,317 @@
+//! One step: its typed model checked and built into a [`Step`] (through its kind's builder in
+//! [`super::kinds`]), the names of a scenario's steps, and the per-run builder of steps whose
+//! templates use captures or per-run functions.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_norway::Value;
+
+use super::build::{Cx, Shared};
+use super::deser::deserialize_recovering;
+use super::error::{FileErrors, Pos};
+use super::expect;
+use super::flow;
+use super::funcs::SecretSink;
+use super::kinds::{At, KINDS};
+use super::locate::{key_path, PosIndex};
+use super::model::StepModel;
+use super::redact::Fnv;
+use super::template::{Scope, Templates};
+use crate::config::scenario::{BuildFn, Built, Captured, Dynamic, Retry, Step, StepBody};
+
+/// Which part of the scenario a step belongs to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Setup,
+    Main,
+    Teardown,
+}
+
+/// What a step's build depends on beyond the step itself.
+#[derive(Copy, Clone, Debug)]
+pub struct StepOpts {
+    pub scenario_timeout: Duration,
+    pub heartbeat: Option<Duration>,
+}
+
+/// How much of a step [`step`] checks and builds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Check and build everything.
+    Full,
+    /// Built per run: check the kind and the flow keys (timeout, retry) now, the rest per run.
+    FlowOnly,
+    /// The step already had structural or template errors: take only its name and kind, so its
+    /// problems are not reported twice.
+    NameOnly,
+}
+
+/// A step as far as it was checked and built, before it is named.
+pub struct StepOut {
+    pub name: Option<String>,
+    pub kind: &'static str,
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+    pub built: Option<Built>,
+    /// The raw tree of a step built per run.
+    pub dynamic: Option<Value>,
+    /// Where the step sits, and in which part of the scenario.
+    pub base: String,
+    pub stage: Stage,
+}
+
+/// Every name a step captures into (step-level and inside its kind's mapping).
+pub fn capture_names(m: &StepModel) -> Vec<String> {
+    let inner = m.inner_captures().into_iter().map(|(_, c)| c);
+    m.capture
+        .iter()
+        .chain(inner)
+        .flat_map(|l| l.0.iter().map(|(k, _)| k.clone()))
+        .collect()
+}
+
+/// Check and build one typed step at `base`, as far as `mode` says.
+pub fn step(m: &StepModel, base: &str, opts: &StepOpts, mode: Mode, cx: &mut Cx) -> StepOut {
+    let kinds = m.kinds();
+    let mut out = StepOut {
+        name: m.name.as_ref().map(|t| t.0.clone()),
+        kind: kinds.first().copied().unwrap_or("step"),
+        timeout: m.timeout.map(|d| d.0),
+        retry: None,
+        built: None,
+        dynamic: None,
+        base: base.to_string(),
+        stage: Stage::Main,
+    };
+    if mode == Mode::NameOnly {
+        return out;
+    }
+    let before = cx.errors.len();
+    out.retry = flow::retry(m.retry.as_ref(), &key_path(base, "retry"), cx);
+    check_flow(out.timeout, &kinds, base, opts, cx);
+    if mode != Mode::Full || cx.errors.len() > before {
+        return out;
+    }
+    if let Some(built) = build(m, &kinds, base, opts, cx) {
+        if cx.errors.len() == before {
+            out.built = Some(built);
+        }
+    }
+    out
+}
+
+/// The step's deadline, and exactly one kind.
+fn check_flow(timeout: Option<Duration>, kinds: &[&str], base: &str, opts: &StepOpts, cx: &mut Cx) {
+    let p = |k: &str| key_path(base, k);
+    let human = crate::time::fmt_long;
+    if let Some(t) = timeout {
+        if t.is_zero() {
+            cx.err_value(
+                &p("timeout"),
+                "step timeout 0s — expected a deadline above zero",
+            );
+        } else if t > opts.scenario_timeout {
+            cx.err_value(
+                &p("timeout"),
+                format!(
+                    "step timeout {} is longer than the scenario's timeout {} — expected at most {}",
+                    human(t),
+                    human(opts.scenario_timeout),
+                    human(opts.scenario_timeout)
+                ),
+            );
+        }
+    }
+    match kinds {
+        [] => cx.err_value(
+            base,
+            format!(
+                "a step without a kind — expected exactly one of: {}",
+                KINDS.join(", ")
+            ),
+        ),
+        [_] => {}
+        [first, second, ..] => cx.err_key(
+            &p(second),
+            format!(
+                "a step with both `{first}` and `{second}` — expected exactly one step kind per step"
+            ),
+        ),
+    }
+}
+
+/// The step's expectations, captures and action. Even when one part has a problem the others
+/// are checked: every problem is reported.
+fn build(
+    m: &StepModel,
+    kinds: &[&'static str],
+    base: &str,
+    opts: &StepOpts,
+    cx: &mut Cx,
+) -> Option<Built> {
+    let p = |k: &str| key_path(base, k);
+    let servers = m
+        .resolver
+        .as_ref()
+        .and_then(|r| cx.resolver_override(&r.0, &p("resolver")));
+    if m.resolver.is_some() && servers.is_none() {
+        return None;
+    }
+    let ep = p("expect");
+    if let (Some(e), [kind]) = (&m.expect, kinds) {
+        expect::check_keys(e, &ep, kind, cx);
+    }
+    let post = expect::post_checks(m.expect.as_ref(), &ep, cx);
+    let [kind] = kinds else {
+        return None;
+    };
+    let mut captures = flow::captures(m.capture.as_ref(), &p("capture"), kind, cx);
+    for (k, list) in m.inner_captures() {
+        let at = key_path(&p(k), "capture");
+        captures.extend(flow::captures(Some(list), &at, k, cx));
+    }
+    let at = At {
+        path: "",
+        expect: m.expect.as_ref(),
+        expect_path: &ep,
+        servers: servers.as_deref(),
+        heartbeat: opts.heartbeat,
+        reads_body: !captures.is_empty() || !post.json.is_empty(),
+    };
+    let action = m.build_kind(base, at, cx)?;
+    Some(Built {
+        action,
+        expect: post,
+        captures,
+    })
+}
+
+/// What a per-run build needs, shared by the dynamic steps of a scenario.
+pub struct RtBase {
+    pub templates: Arc<Templates>,
+    pub scope: Scope,
+    pub dir: PathBuf,
+    /// Resolvers and TLS clients for this scenario's per-run builds: its own, seeded from the
+    /// load's, so that runs of different scenarios never wait on one another's builds.
+    pub shared: Mutex<Shared>,
+    pub opts: StepOpts,
+    pub file: String,
+}
+
+/// Name the steps (explicit names must be unique; the others are named after their kind) and
+/// make them: built now, or per run through `rt`.
+pub fn name_steps(
+    outs: Vec<StepOut>,
+    rt: &Arc<RtBase>,
+    index: &PosIndex,
+    errors: &mut FileErrors,
+) -> [Vec<Step>; 3] {
+    let mut taken: HashMap<String, Pos> = HashMap::new();
+    for o in &outs {
+        let Some(n) = &o.name else { continue };
+        let at = index.value(&key_path(&o.base, "name"));
+        if n.is_empty() {
+            errors.push(at, "empty step name — expected a name");
+        } else if let Some(first) = taken.get(n) {
+            errors.push(
+                at,
+                format!(
+                    "duplicate step name `{n}` — already used at {}",
+                    errors.at(*first)
+                ),
+            );
+        } else {
+            taken.insert(n.clone(), at);
+        }
+    }
+    let mut lists: [Vec<Step>; 3] = Default::default();
+    for o in outs {
+        let name = match o.name {
+            Some(n) => n,
+            None => free_name(o.kind, &mut taken),
+        };
+        let body = match (o.dynamic, o.built) {
+            (Some(raw), _) => StepBody::PerRun(Dynamic {
+                build: dynamic_builder(rt.clone(), raw, o.base),
+            }),
+            (None, Some(b)) => StepBody::Built(b),
+            (None, None) => continue,
+        };
+        lists[o.stage as usize].push(Step {
+            name,
+            kind: o.kind,
+            timeout: o.timeout,
+            retry: o.retry,
+            body,
+        });
+    }
+    lists
+}
+
+/// `kind`, or `kind-2`, `kind-3`… when taken.
+fn free_name(kind: &str, taken: &mut HashMap<String, Pos>) -> String {
+    let mut n = kind.to_string();
+    let mut i = 2;
+    while taken.contains_key(&n) {
+        n = format!("{kind}-{i}");
+        i += 1;
+    }
+    taken.insert(n.clone(), Pos::START);
+    n
+}
+
+/// The per-run builder of a dynamic step: render the raw tree with the run's captures, type it,
+/// and build it with the same [`step`] builder as at load.
+fn dynamic_builder(rt: Arc<RtBase>, raw: Value, base: String) -> Box<BuildFn> {
+    // Kept as compact JSON text (a YAML value tree is several times larger), parsed per run.
+    let raw: Box<str> = serde_json::to_string(&raw)
+        .unwrap_or_default()
+        .into_boxed_str();
+    Box::new(move |captured: &[Captured]| {
+        let (sink, sink_value) = SecretSink::value();
+        let mut scope = rt.scope.clone();
+        scope.set(crate::config::funcs::SINK_KEY, sink_value);
+        for (k, v) in captured {
+            scope.set(k, minijinja::Value::from(minijinja::value::Serde(v)));
+        }
+        let mut v: Value = serde_json::from_str(&raw)
+            .map_err(|e| format!("{base}: cannot read the step back: {e}"))?;
+        rt.templates.render_tree_rt(&mut v, &base, &scope)?;
+        let index = PosIndex::build("");
+        let mut errors = FileErrors::new(&rt.file);
+        let rec = deserialize_recovering::<StepModel>(v, &base, "a step", &index, &mut errors);
+        let mut hash = Fnv::default();
+        let out = rec.value.and_then(|sm| {
+            let mut guard = rt.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cx = Cx {
+                index: &index,
+                errors: &mut errors,
+                shared: &mut guard,
+                dir: &rt.dir,
+                hash: &mut hash,
+            };
+            step(&sm, &base, &rt.opts, Mode::Full, &mut cx).built
+        });
+        let secrets = sink.take();
+        match out {
+            Some(b) if errors.is_empty() => Ok((b, secrets)),
+            _ => Err(rendered_error(&base, errors)),
+        }
+    })
+}
+
+fn rendered_error(base: &str, errors: FileErrors) -> String {
+    let msgs: Vec<String> = errors
+        .into_errors()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    if msgs.is_empty() {
+        format!("{base}: the rendered step is invalid")
+    } else {
+        format!("{base} as rendered for this run: {}", msgs.join("; "))
+    }
+}
