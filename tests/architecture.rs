@@ -8,7 +8,15 @@ use std::path::{Path, PathBuf};
 const ROOMS: &[(&str, &[&str])] = &[
     (
         "base",
-        &["time", "hash", "names", "exit", "error_chain", "shard"],
+        &[
+            "time",
+            "hash",
+            "names",
+            "exit",
+            "error_chain",
+            "shard",
+            "redact",
+        ],
     ),
     ("config", &["config"]),
     ("engine", &["engine"]),

@@ -34,6 +34,7 @@ pub(crate) mod redact;
 pub mod scenario;
 pub(crate) mod steps;
 pub(crate) mod suggest;
+mod taint;
 pub(crate) mod targets;
 mod template;
 pub(crate) mod units;

@@ -83,41 +83,15 @@ impl Scenario {
         self.setup.iter().chain(&self.steps).chain(&self.teardown)
     }
 
-    /// `text` with every secret value replaced.
+    /// `text` with every secret value replaced, then every URL userinfo and credential-looking
+    /// parameter ([`crate::redact::with_secrets`]).
     pub fn redact_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let mut out = std::borrow::Cow::Borrowed(text);
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = std::borrow::Cow::Owned(out.replace(s.as_str(), crate::config::REDACTED));
-            }
-        }
-        out
+        crate::redact::with_secrets(text, &crate::redact::merge(&[&self.secrets]))
     }
 
-    /// Every string (and object key) of `v` with secret values replaced.
+    /// Every string (and object key) of `v` redacted as by [`Self::redact_text`].
     pub fn redact_json(&self, v: &mut serde_json::Value) {
-        use serde_json::Value as J;
-        if self.secrets.is_empty() {
-            return;
-        }
-        match v {
-            J::String(s) => {
-                if let std::borrow::Cow::Owned(r) = self.redact_text(s) {
-                    *s = r;
-                }
-            }
-            J::Array(items) => items.iter_mut().for_each(|i| self.redact_json(i)),
-            J::Object(m) => {
-                *m = std::mem::take(m)
-                    .into_iter()
-                    .map(|(k, mut val)| {
-                        self.redact_json(&mut val);
-                        (self.redact_text(&k).into_owned(), val)
-                    })
-                    .collect();
-            }
-            _ => {}
-        }
+        crate::redact::json_with_secrets(v, &crate::redact::merge(&[&self.secrets]));
     }
 }
 

@@ -90,42 +90,24 @@ impl RunReport {
         self.steps.iter().find_map(|s| s.failure.as_ref())
     }
 
-    /// `text` with the scenario's and this run's secrets replaced.
+    /// `text` with the scenario's and this run's secrets replaced, then URL shapes
+    /// ([`crate::redact::with_secrets`]).
     pub fn redact_text(&self, scenario: &Scenario, text: &str) -> String {
-        let mut out = scenario.redact_text(text).into_owned();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), crate::config::REDACTED);
-            }
-        }
-        out
+        let secrets = crate::redact::merge(&[&scenario.secrets, &self.secrets]);
+        crate::redact::with_secrets(text, &secrets).into_owned()
+    }
+
+    /// Every string (and key) of `v` redacted as by [`Self::redact_text`].
+    pub fn redact_json(&self, scenario: &Scenario, v: &mut serde_json::Value) {
+        let secrets = crate::redact::merge(&[&scenario.secrets, &self.secrets]);
+        crate::redact::json_with_secrets(v, &secrets);
     }
 
     /// The trace as JSON with every secret replaced: what every output (API, CI reports) shows.
     pub fn to_json(&self, scenario: &Scenario) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        scenario.redact_json(&mut v);
-        if !self.secrets.is_empty() {
-            redact_json_with(&mut v, &self.secrets);
-        }
+        self.redact_json(scenario, &mut v);
         v
-    }
-}
-
-/// Replace `secrets` in every string of `v`.
-pub fn redact_json_with(v: &mut serde_json::Value, secrets: &[String]) {
-    use serde_json::Value as J;
-    match v {
-        J::String(s) => {
-            for sec in secrets {
-                if s.contains(sec.as_str()) {
-                    *s = s.replace(sec.as_str(), crate::config::REDACTED);
-                }
-            }
-        }
-        J::Array(items) => items.iter_mut().for_each(|i| redact_json_with(i, secrets)),
-        J::Object(m) => m.values_mut().for_each(|i| redact_json_with(i, secrets)),
-        _ => {}
     }
 }
 
