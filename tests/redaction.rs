@@ -23,6 +23,8 @@ const RW_PASS: &str = "rwpass-6601";
 const RW_TOK: &str = "rwtok-9934";
 const BB_PASS: &str = "bbpass-2207";
 const BB_TOK: &str = "bbtok-3318";
+const HOOK_PASS: &str = "hookpass-1190";
+const HOOK_TOK: &str = "hooktok-4471";
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -48,6 +50,7 @@ fn sha256_hex(s: &str) -> String {
 fn secrets() -> Vec<String> {
     let mut v: Vec<String> = [
         CFG_PASS, CFG_TOK, TARGET_KEY, REDIR_SIG, ENV_SECRET, RW_PASS, RW_TOK, BB_PASS, BB_TOK,
+        HOOK_PASS, HOOK_TOK,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -84,7 +87,7 @@ async fn target() -> HttpServer {
 /// a header. `status` decides whether it passes.
 fn scenario(target: &HttpServer, status: u16) -> String {
     format!(
-        "scenario: redact\ninterval: 500ms\ntimeout: 3s\nhttp:\n  url: \"{base}?api_key={TARGET_KEY}&q={{{{ env.{ENV_NAME} | urlencode }}}}&u={{{{ env.{ENV_NAME} | upper | urlencode }}}}\"\n  headers: {{X-Digest: \"{{{{ (env.{ENV_NAME} ~ 'salt') | sha256 }}}}\"}}\n  expect: {{status: {status}}}\n",
+        "scenario: redact\ninterval: 1s\ntimeout: 900ms\nhttp:\n  url: \"{base}?api_key={TARGET_KEY}&q={{{{ env.{ENV_NAME} | urlencode }}}}&u={{{{ env.{ENV_NAME} | upper | urlencode }}}}\"\n  headers: {{X-Digest: \"{{{{ (env.{ENV_NAME} ~ 'salt') | sha256 }}}}\"}}\nexpect: {{status: {status}}}\n",
         base = target.url("/start"),
     )
 }
@@ -265,4 +268,40 @@ fn a_bad_config_url_is_refused_without_its_password() {
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("fragment"), "{stderr}");
     assert_hidden("serve's usage error", &stderr);
+}
+
+#[test]
+fn a_notifier_error_shows_neither_its_url_credentials_nor_an_echoed_token() {
+    let rt = runtime();
+    let (target, hook) = rt.block_on(async {
+        (
+            HttpServer::start(Routes::new().at("/health", Reply::text(500, "broken"))).await,
+            // A receiver that quotes the URL it was called with in its refusal.
+            HttpServer::start(Routes::new().at(
+                "/hook",
+                Reply::text(400, format!("bad request to /hook?token={HOOK_TOK}")),
+            ))
+            .await,
+        )
+    });
+    let agent = format!(
+        "agent:\n  alerting:\n    notifiers:\n      ops: {{type: webhook, url: \"http://hook:{HOOK_PASS}@{}/hook?token={HOOK_TOK}\"}}\n",
+        hook.addr()
+    );
+    let scenario = format!(
+        "scenario: shop\ninterval: 200ms\ntimeout: 150ms\nhttp: {{url: \"{}\"}}\nalert: {{after: 1, severity: page, notify: [ops]}}\n",
+        target.url("/health")
+    );
+    let s = Serve::command(SONDE)
+        .config_yaml("agent.yaml", &agent)
+        .config_yaml("shop.yaml", &scenario)
+        .start();
+    wait_for("the refused notification", &s, || {
+        s.log().contains("alert notification refused")
+    });
+    assert!(!hook.requests().is_empty());
+    let log = s.log();
+    assert!(log.contains("token=<redacted>"), "{log}");
+    assert_hidden("the log", &log);
+    assert_hidden("/config", &s.get("/config").body);
 }
