@@ -105,8 +105,17 @@ fn wait_for(what: &str, s: &Serve, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn serve_shows_no_secret_on_any_page_nor_in_the_log() {
+/// A running `sonde serve` whose scenario comes from a `-c` URL with userinfo and an
+/// `access_token`, whose agent settings push remote_write to a closed port through a URL with a
+/// password and a `?token=`. Each test of a page starts its own.
+struct Served {
+    s: Serve,
+    target: HttpServer,
+    _cfg: HttpServer,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn served() -> Served {
     let rt = runtime();
     let target = rt.block_on(target());
     let body = scenario(&target, 200);
@@ -128,39 +137,83 @@ fn serve_shows_no_secret_on_any_page_nor_in_the_log() {
         .env(ENV_NAME, ENV_SECRET)
         .start();
     s.wait_runs("redact", 0);
-    wait_for("a failed remote_write push", &s, || {
-        s.log().contains("remote_write: push failed")
-    });
+    Served {
+        s,
+        target,
+        _cfg: cfg,
+        _rt: rt,
+    }
+}
 
-    let index = s.get("/").body;
+#[test]
+fn the_index_page_hides_the_config_url_credentials() {
+    let t = served();
+    let index = t.s.get("/").body;
     assert!(index.contains("sonde.yaml"), "{index}");
     assert_hidden("/", &index);
+}
 
-    let config = s.get("/config").body;
+#[test]
+fn the_config_page_hides_url_credentials_and_credential_parameters() {
+    let t = served();
+    let config = t.s.get("/config").body;
     assert!(config.contains("access_token=<redacted>"), "{config}");
     assert!(config.contains("api_key=<redacted>"), "{config}");
     assert_hidden("/config", &config);
+}
 
-    let list = s.get("/api/v1/scenarios").body;
+#[test]
+fn the_api_trace_hides_credential_parameters_in_final_url_and_hops() {
+    let t = served();
+    let list = t.s.get("/api/v1/scenarios").body;
     assert_hidden("/api/v1/scenarios", &list);
-    let one = s.scenario("redact");
+    let one = t.s.scenario("redact");
     let trace = one.to_string();
-    let http = &one["last_run"]["steps"][0]["facts"];
     assert_eq!(one["last_run"]["result"], "success", "{trace}");
+    let http = &one["last_run"]["steps"][0]["facts"];
     let final_url = http["final_url"].as_str().unwrap();
     assert!(
         final_url.ends_with("/final?sig=<redacted>&n=1"),
         "{final_url}"
     );
     assert_hidden("/api/v1/scenarios/redact", &trace);
+}
 
-    // /probe?debug=true: a target with userinfo and a token, redirected to a signed URL.
+#[test]
+fn the_api_trace_hides_values_a_template_derived_from_a_secret() {
+    let t = served();
+    let trace = t.s.scenario("redact").to_string();
+    // The URL's host and path stay readable; the derived values do not (two secrets in one
+    // string: from the first to the last, `&u=` included).
+    assert!(
+        trace.contains(&format!(
+            "{}?api_key=<redacted>&q=<redacted>\"",
+            t.target.url("/start")
+        )),
+        "{trace}"
+    );
+    for derived in [
+        urlencode(ENV_SECRET),
+        urlencode(&ENV_SECRET.to_uppercase()),
+        sha256_hex(&format!("{ENV_SECRET}salt")),
+    ] {
+        assert!(
+            !trace.contains(&derived),
+            "the trace shows {derived}:\n{trace}"
+        );
+    }
+}
+
+#[test]
+fn probe_debug_hides_target_credentials_and_a_signed_redirect() {
+    let t = served();
+    // A target with userinfo and a token, redirected to a signed URL.
     let probe_target = format!(
         "http://bbuser:{BB_PASS}@{}/start?token={BB_TOK}",
-        target.addr()
+        t.target.addr()
     );
-    let debug = s
-        .get(&format!(
+    let debug =
+        t.s.get(&format!(
             "/probe?module=http_2xx&target={}&debug=true",
             urlencode(&probe_target)
         ))
@@ -168,8 +221,15 @@ fn serve_shows_no_secret_on_any_page_nor_in_the_log() {
     assert!(debug.contains("Logs for the probe:"), "{debug}");
     assert!(debug.contains("token=<redacted>"), "{debug}");
     assert_hidden("/probe?debug=true", &debug);
+}
 
-    let log = s.log();
+#[test]
+fn the_log_hides_config_and_remote_write_url_credentials() {
+    let t = served();
+    wait_for("a failed remote_write push", &t.s, || {
+        t.s.log().contains("remote_write: push failed")
+    });
+    let log = t.s.log();
     assert!(log.contains("remote_write: pushing"), "{log}");
     assert_hidden("the log", &log);
 }
@@ -194,35 +254,53 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap()
 }
 
-#[test]
-fn sonde_run_reports_show_no_secret() {
+/// `sonde run` of the scenario, failing (it expects 201) so every report shows the step in
+/// detail: (stdout of the human report, JSON, JUnit).
+fn run_reports(extra: &[&str]) -> (String, String, String) {
     let rt = runtime();
     let target = rt.block_on(target());
     let dir = tempfile::tempdir().unwrap();
-    // Fails (expects 201), so every report shows the step in detail.
     let file = dir.path().join("redact.yaml");
     std::fs::write(&file, scenario(&target, 201)).unwrap();
     let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
-    let f = file.to_str().unwrap();
-    let (code, stdout, stderr) = sonde_run(&[
+    let mut args = vec![
         "--json",
         json.to_str().unwrap(),
         "--junit",
         junit.to_str().unwrap(),
-        f,
-    ]);
+    ];
+    args.extend(extra);
+    args.push(file.to_str().unwrap());
+    let (code, stdout, stderr) = sonde_run(&args);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
-    assert!(stdout.contains("redact"), "{stdout}");
-    assert_hidden("the human report", &stdout);
     assert_hidden("sonde run's stderr", &stderr);
-    let json = read(&json);
+    (stdout, read(&json), read(&junit))
+}
+
+#[test]
+fn the_human_report_shows_no_secret() {
+    let (human, _, _) = run_reports(&[]);
+    assert!(human.contains("redact"), "{human}");
+    assert_hidden("the human report", &human);
+}
+
+#[test]
+fn the_json_report_shows_no_secret() {
+    let (_, json, _) = run_reports(&[]);
     assert!(json.contains("final?sig=<redacted>"), "{json}");
     assert_hidden("the JSON report", &json);
-    let junit = read(&junit);
+}
+
+#[test]
+fn the_junit_report_shows_no_secret() {
+    let (_, _, junit) = run_reports(&[]);
     assert!(junit.contains("<testcase"), "{junit}");
     assert_hidden("the JUnit report", &junit);
-    let (code, tap, stderr) = sonde_run(&["--tap", f]);
-    assert_eq!(code, Some(1), "{tap}{stderr}");
+}
+
+#[test]
+fn the_tap_report_shows_no_secret() {
+    let (tap, _, _) = run_reports(&["--tap"]);
     assert!(tap.contains("not ok 1"), "{tap}");
     assert_hidden("the TAP report", &tap);
 }
