@@ -25,6 +25,7 @@ const BB_PASS: &str = "bbpass-2207";
 const BB_TOK: &str = "bbtok-3318";
 const HOOK_PASS: &str = "hookpass-1190";
 const HOOK_TOK: &str = "hooktok-4471";
+const LINK_TOK: &str = "linktok-5058";
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -50,7 +51,7 @@ fn sha256_hex(s: &str) -> String {
 fn secrets() -> Vec<String> {
     let mut v: Vec<String> = [
         CFG_PASS, CFG_TOK, TARGET_KEY, REDIR_SIG, ENV_SECRET, RW_PASS, RW_TOK, BB_PASS, BB_TOK,
-        HOOK_PASS, HOOK_TOK,
+        HOOK_PASS, HOOK_TOK, LINK_TOK,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -77,17 +78,20 @@ async fn target() -> HttpServer {
                 "/start",
                 Reply::redirect(302, &format!("/final?sig={REDIR_SIG}&n=1")),
             )
-            .at("/final", Reply::text(200, "ok")),
+            .at(
+                "/final",
+                Reply::text(200, "ok").header("Link", &format!("</next?token={LINK_TOK}>")),
+            ),
     )
     .await
 }
 
 /// The scenario: a literal `api_key` in the URL, an env secret through `urlencode` and
 /// `upper | urlencode` in parameters with harmless names, and a digest of a concatenation in
-/// a header. `status` decides whether it passes.
-fn scenario(target: &HttpServer, status: u16) -> String {
+/// a header. `expect` decides whether it passes.
+fn scenario(target: &HttpServer, expect: &str) -> String {
     format!(
-        "scenario: redact\ninterval: 1s\ntimeout: 900ms\nhttp:\n  url: \"{base}?api_key={TARGET_KEY}&q={{{{ env.{ENV_NAME} | urlencode }}}}&u={{{{ env.{ENV_NAME} | upper | urlencode }}}}\"\n  headers: {{X-Digest: \"{{{{ (env.{ENV_NAME} ~ 'salt') | sha256 }}}}\"}}\nexpect: {{status: {status}}}\n",
+        "scenario: redact\ninterval: 1s\ntimeout: 900ms\nhttp:\n  url: \"{base}?api_key={TARGET_KEY}&q={{{{ env.{ENV_NAME} | urlencode }}}}&u={{{{ env.{ENV_NAME} | upper | urlencode }}}}\"\n  headers: {{X-Digest: \"{{{{ (env.{ENV_NAME} ~ 'salt') | sha256 }}}}\"}}\nexpect: {expect}\n",
         base = target.url("/start"),
     )
 }
@@ -118,7 +122,7 @@ struct Served {
 fn served() -> Served {
     let rt = runtime();
     let target = rt.block_on(target());
-    let body = scenario(&target, 200);
+    let body = scenario(&target, "{status: 200}");
     let cfg = rt.block_on(HttpServer::start(
         Routes::new().at("/sonde.yaml", Reply::text(200, body)),
     ));
@@ -183,15 +187,6 @@ fn the_api_trace_hides_credential_parameters_in_final_url_and_hops() {
 fn the_api_trace_hides_values_a_template_derived_from_a_secret() {
     let t = served();
     let trace = t.s.scenario("redact").to_string();
-    // The URL's host and path stay readable; the derived values do not (two secrets in one
-    // string: from the first to the last, `&u=` included).
-    assert!(
-        trace.contains(&format!(
-            "{}?api_key=<redacted>&q=<redacted>\"",
-            t.target.url("/start")
-        )),
-        "{trace}"
-    );
     for derived in [
         urlencode(ENV_SECRET),
         urlencode(&ENV_SECRET.to_uppercase()),
@@ -202,6 +197,15 @@ fn the_api_trace_hides_values_a_template_derived_from_a_secret() {
             "the trace shows {derived}:\n{trace}"
         );
     }
+    // The URL's host and path stay readable; the derived values do not (two secrets in one
+    // string: from the first to the last, `&u=` included).
+    assert!(
+        trace.contains(&format!(
+            "{}?api_key=<redacted>&q=<redacted>\"",
+            t.target.url("/start")
+        )),
+        "{trace}"
+    );
 }
 
 #[test]
@@ -254,14 +258,14 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap()
 }
 
-/// `sonde run` of the scenario, failing (it expects 201) so every report shows the step in
+/// `sonde run` of the scenario, failing (on `expect`) so every report shows the step in
 /// detail: (stdout of the human report, JSON, JUnit).
-fn run_reports(extra: &[&str]) -> (String, String, String) {
+fn run_reports(expect: &str, extra: &[&str]) -> (String, String, String) {
     let rt = runtime();
     let target = rt.block_on(target());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("redact.yaml");
-    std::fs::write(&file, scenario(&target, 201)).unwrap();
+    std::fs::write(&file, scenario(&target, expect)).unwrap();
     let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
     let mut args = vec![
         "--json",
@@ -279,28 +283,30 @@ fn run_reports(extra: &[&str]) -> (String, String, String) {
 
 #[test]
 fn the_human_report_shows_no_secret() {
-    let (human, _, _) = run_reports(&[]);
+    let (human, _, _) = run_reports("{status: 201}", &[]);
     assert!(human.contains("redact"), "{human}");
     assert_hidden("the human report", &human);
 }
 
 #[test]
 fn the_json_report_shows_no_secret() {
-    let (_, json, _) = run_reports(&[]);
+    let (_, json, _) = run_reports("{status: 201}", &[]);
     assert!(json.contains("final?sig=<redacted>"), "{json}");
     assert_hidden("the JSON report", &json);
 }
 
 #[test]
 fn the_junit_report_shows_no_secret() {
-    let (_, _, junit) = run_reports(&[]);
+    let (_, _, junit) = run_reports("{status: 201}", &[]);
     assert!(junit.contains("<testcase"), "{junit}");
     assert_hidden("the JUnit report", &junit);
 }
 
 #[test]
 fn the_tap_report_shows_no_secret() {
-    let (tap, _, _) = run_reports(&["--tap"]);
+    // The failure message itself quotes a header whose value holds a token.
+    let (tap, _, _) = run_reports("{headers: {Link: {matches: '^nope$'}}}", &["--tap"]);
+    assert!(tap.contains("token=<redacted>"), "{tap}");
     assert!(tap.contains("not ok 1"), "{tap}");
     assert_hidden("the TAP report", &tap);
 }
