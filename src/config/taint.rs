@@ -20,6 +20,30 @@ pub const SHADOWS: usize = 2;
 /// of what it read.
 pub const TAINT_KEY: &str = "__taint";
 
+/// Replace minijinja's `default` (and `d`) filter: in a stand-in render, a fallback it uses is
+/// replaced by its stand-in too — `{{ env.TOKEN | default('dev-token') }}` renders the written
+/// fallback when the variable is unset, and that fallback is then the secret.
+pub fn register(env: &mut minijinja::Environment<'static>) {
+    env.add_filter("default", default);
+    env.add_filter("d", default);
+}
+
+fn default(
+    state: &minijinja::State,
+    value: &minijinja::Value,
+    args: minijinja::value::Rest<minijinja::Value>,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let out = minijinja::filters::default(state, value, args)?;
+    let fell_back = value.is_undefined() || &out != value;
+    match (
+        state.lookup(TAINT_KEY).and_then(|k| k.as_usize()),
+        out.as_str(),
+    ) {
+        (Some(k), Some(text)) if fell_back => Ok(minijinja::Value::from(perturb(text, k))),
+        _ => Ok(out),
+    }
+}
+
 /// The `k`th stand-in of `s`: same length in characters, every character different (letters
 /// and digits stay letters and digits, anything else becomes a letter).
 pub fn perturb(s: &str, k: usize) -> String {
@@ -150,6 +174,13 @@ mod tests {
         assert_eq!(sink.take(), vec!["P@SS/W0RD"]);
         r("{{ scenario | upper }}", &scope);
         assert!(sink.take().is_empty(), "no secret, nothing registered");
+        // An unset variable's written fallback stands for the secret.
+        let out = r(
+            "k={{ env.SONDE_TAINT_TEST_UNSET | default('fallback-key') | upper }}",
+            &scope,
+        );
+        assert_eq!(out, "k=FALLBACK-KEY");
+        assert_eq!(sink.take(), vec!["FALLBACK-KEY"]);
 
         let vars = [
             (
