@@ -29,6 +29,7 @@ pub mod exit;
 pub mod hash;
 pub mod metrics;
 pub mod names;
+pub mod redact;
 pub mod remote_write;
 pub mod run;
 pub mod runtime;

@@ -218,7 +218,7 @@ async fn reload(State(app): State<Arc<App>>) -> Response {
 async fn config(State(app): State<Arc<App>>) -> Response {
     let cfg = app.config();
     let modules = app.blackbox.modules();
-    let doc = json!({
+    let mut doc = json!({
         "sources": cfg.sources,
         "scenarios": cfg.scenarios.iter().map(|s| s.redacted()).collect::<Vec<_>>(),
         // The blackbox modules /probe serves (blackbox's examples when no file gave any),
@@ -228,6 +228,8 @@ async fn config(State(app): State<Arc<App>>) -> Response {
             .map(|(name, m)| (name.clone(), m.shown.clone()))
             .collect::<serde_json::Map<_, _>>(),
     });
+    // Each part is redacted where it is built; this is the net under them.
+    crate::redact::json(&mut doc);
     match serde_norway::to_string(&doc) {
         Ok(yaml) => ([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], yaml).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -275,9 +277,9 @@ fn summary(st: &ScenarioState) -> Value {
             "internal_error": r.internal_error,
         })),
     });
-    sc.redact_json(&mut v);
-    if let Some(r) = &last {
-        crate::engine::redact_json_with(&mut v, &r.secrets);
+    match &last {
+        Some(r) => r.redact_json(sc, &mut v),
+        None => sc.redact_json(&mut v),
     }
     v
 }
@@ -341,7 +343,7 @@ async fn index(State(app): State<Arc<App>>) -> Html<String> {
 {rows}</table></body></html>
 "#,
         version = env!("CARGO_PKG_VERSION"),
-        source = html_escape(&app.source.describe()),
+        source = html_escape(&crate::redact::text(&app.source.describe())),
     ))
 }
 

@@ -18,6 +18,7 @@ const ROOMS: &[(&str, &[&str])] = &[
             "backoff",
             "closed_pipe",
             "shard_auto",
+            "redact",
         ],
     ),
     ("config", &["config", "config_flags"]),

@@ -641,7 +641,8 @@ where
 {
     let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     for n in 1..=max_attempts.max(1) {
-        match attempt().await {
+        // A receiver's answer may quote the URL it was sent to, token included.
+        match redacted(attempt().await) {
             Outcome::Delivered => {
                 AlertMetrics::of(&metrics.deliveries, name).inc();
                 return;
@@ -666,6 +667,15 @@ where
                 );
             }
         }
+    }
+}
+
+fn redacted(o: Outcome) -> Outcome {
+    let r = |why: String| crate::redact::text(&why).into_owned();
+    match o {
+        Outcome::Delivered => Outcome::Delivered,
+        Outcome::Rejected(why) => Outcome::Rejected(r(why)),
+        Outcome::Retry(why) => Outcome::Retry(r(why)),
     }
 }
 

@@ -31,15 +31,16 @@ pub fn logfmt(pairs: &[(&str, &str)]) -> String {
     out
 }
 
-/// The whole debug text.
+/// The whole debug text; URL userinfo and credential parameters (in the target, a redirect's
+/// `Location`, an error) are redacted ([`crate::redact::text`]).
 pub fn render(log: &[String], metrics: &str, module: &J) -> String {
     let mut out = String::from("Logs for the probe:\n");
     for l in log {
-        out.push_str(l);
+        out.push_str(&crate::redact::text(l));
         out.push('\n');
     }
     out.push_str("\n\n\nMetrics that would have been returned:\n");
-    out.push_str(metrics);
+    out.push_str(&crate::redact::text(metrics));
     out.push_str("\n\n\nModule configuration:\n");
     match serde_norway::to_string(module) {
         Ok(y) => out.push_str(&y),

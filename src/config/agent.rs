@@ -194,7 +194,7 @@ fn remote_write<F: Fn(String) -> ConfigError>(
         .ok_or_else(|| {
             at("url")(format!(
                 "invalid remote_write url {:?} — expected http:// or https:// with a host",
-                rw.url
+                crate::redact::text(&rw.url)
             ))
         })?;
     let read = |key: &str, p: &str| -> Result<Vec<u8>, ConfigError> {

@@ -423,7 +423,10 @@ fn http_url(s: &str, what: &str) -> Result<url::Url, String> {
     url::Url::parse(s)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .ok_or_else(|| format!("invalid {what} {s:?} — expected http:// or https:// with a host"))
+        .ok_or_else(|| {
+            let shown = crate::redact::text(s);
+            format!("invalid {what} {shown:?} — expected http:// or https:// with a host")
+        })
 }
 
 fn read_text(dir: &Path, p: &str) -> Result<String, String> {

@@ -17,16 +17,18 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Shown redacted ([`crate::redact::text`]): a message quoting a URL as written (an invalid
+/// one, a source) must not print its password or token.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (file, message) = (
+            crate::redact::text(&self.file),
+            crate::redact::text(&self.message),
+        );
         if self.line == 0 {
-            write!(f, "{}: {}", self.file, self.message)
+            write!(f, "{file}: {message}")
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file, self.line, self.column, self.message
-            )
+            write!(f, "{file}:{}:{}: {message}", self.line, self.column)
         }
     }
 }

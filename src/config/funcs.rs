@@ -58,6 +58,13 @@ impl SecretSink {
         (sink.clone(), JValue::from_dyn_object(sink))
     }
 
+    pub fn push(&self, secret: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(secret);
+    }
+
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -163,6 +170,13 @@ fn file(state: &State, path: String) -> Result<String, Error> {
     // A trailing newline is an artefact of editors, never part of a token or password.
     let content = content.strip_suffix('\n').unwrap_or(&content);
     let content = content.strip_suffix('\r').unwrap_or(content).to_string();
+    // A stand-in render (see `taint`): a stand-in of the content, collected nowhere.
+    if let Some(k) = state
+        .lookup(super::taint::TAINT_KEY)
+        .and_then(|k| k.as_usize())
+    {
+        return Ok(super::taint::perturb(&content, k));
+    }
     if let Some(sink) = state.lookup(SINK_KEY) {
         if let Some(sink) = sink.downcast_object_ref::<SecretSink>() {
             sink.0

@@ -39,6 +39,7 @@ pub mod scenario;
 pub(crate) mod step;
 pub(crate) mod steps;
 pub(crate) mod suggest;
+mod taint;
 pub(crate) mod targets;
 mod template;
 pub mod trust;

@@ -11,15 +11,20 @@ use regex::Regex;
 use serde_json::Value as J;
 use sonde_probes::http::is_secret_header;
 
-pub const REDACTED: &str = "<redacted>";
+pub use crate::redact::REDACTED;
 
 const SECRET_KEYS: [&str; 2] = ["password", "bearer_token"];
 
 /// Replace secrets in place: `password` and `bearer_token` values anywhere, the values of secret
 /// headers ([`is_secret_header`]: `Authorization`, `Cookie`, `X-Api-Key`…) in any `headers`
-/// mapping, and the userinfo
-/// of a `url` or `proxy_url` (the http probe sends it as Basic auth).
+/// mapping; then, whatever the key, every URL userinfo (the http probe sends it as Basic auth)
+/// and credential-looking query parameter ([`crate::redact::text`]).
 pub fn redact(v: &mut J) {
+    redact_keys(v);
+    crate::redact::json(v);
+}
+
+fn redact_keys(v: &mut J) {
     match v {
         J::Object(m) => {
             for (k, val) in m.iter_mut() {
@@ -33,30 +38,14 @@ pub fn redact(v: &mut J) {
                             }
                         }
                     }
-                    redact(val);
-                } else if k == "url" || k == "proxy_url" {
-                    if let J::String(s) = val {
-                        *s = redact_userinfo(s);
-                    }
+                    redact_keys(val);
                 } else {
-                    redact(val);
+                    redact_keys(val);
                 }
             }
         }
-        J::Array(items) => items.iter_mut().for_each(redact),
+        J::Array(items) => items.iter_mut().for_each(redact_keys),
         _ => {}
-    }
-}
-
-fn redact_userinfo(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}{REDACTED}{}", &url[..scheme_end + 3], &rest[at..]),
-        None => url.to_string(),
     }
 }
 
@@ -99,6 +88,10 @@ pub fn secrets(raw: &J, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
                 }
                 if secret_key && !s.contains("{{") {
                     out.push(s.clone());
+                }
+                // Credentials written in a URL (userinfo, `?api_key=`): a server may echo them.
+                if !s.contains("{{") {
+                    out.extend(crate::redact::credentials(s));
                 }
             }
             _ => {}

@@ -83,53 +83,15 @@ impl Scenario {
         self.setup.iter().chain(&self.steps).chain(&self.teardown)
     }
 
-    /// `text` with every secret value replaced.
+    /// `text` with every secret value replaced, then every URL userinfo and credential-looking
+    /// parameter ([`crate::redact::with_secrets`]).
     pub fn redact_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        redact_text_with(text, &self.secrets)
+        crate::redact::with_secrets(text, &crate::redact::merge(&[&self.secrets]))
     }
 
-    /// Every string (and object key) of `v` with secret values replaced.
+    /// Every string (and object key) of `v` redacted as by [`Self::redact_text`].
     pub fn redact_json(&self, v: &mut serde_json::Value) {
-        redact_json_with(v, &self.secrets);
-    }
-}
-
-/// `text` with every one of `secrets` replaced.
-pub fn redact_text_with<'a>(text: &'a str, secrets: &[String]) -> std::borrow::Cow<'a, str> {
-    let mut out = std::borrow::Cow::Borrowed(text);
-    for s in secrets {
-        if out.contains(s.as_str()) {
-            out = std::borrow::Cow::Owned(out.replace(s.as_str(), crate::config::REDACTED));
-        }
-    }
-    out
-}
-
-/// Every string and object key of `v` with every one of `secrets` replaced: a secret can
-/// name a key as well as fill a value (a captured token used as a JSON key, a header named by
-/// a template).
-pub fn redact_json_with(v: &mut serde_json::Value, secrets: &[String]) {
-    use serde_json::Value as J;
-    if secrets.is_empty() {
-        return;
-    }
-    match v {
-        J::String(s) => {
-            if let std::borrow::Cow::Owned(r) = redact_text_with(s, secrets) {
-                *s = r;
-            }
-        }
-        J::Array(items) => items.iter_mut().for_each(|i| redact_json_with(i, secrets)),
-        J::Object(m) => {
-            *m = std::mem::take(m)
-                .into_iter()
-                .map(|(k, mut val)| {
-                    redact_json_with(&mut val, secrets);
-                    (redact_text_with(&k, secrets).into_owned(), val)
-                })
-                .collect();
-        }
-        _ => {}
+        crate::redact::json_with_secrets(v, &crate::redact::merge(&[&self.secrets]));
     }
 }
 
@@ -323,13 +285,11 @@ pub struct PostChecks {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn redaction_reaches_object_keys_and_values() {
-        let secrets = vec!["hunter22".to_string()];
+        let secrets = ["hunter22"];
         let mut v = serde_json::json!({"hunter22": ["x hunter22 y", {"k": "hunter22"}], "n": 1});
-        redact_json_with(&mut v, &secrets);
+        crate::redact::json_with_secrets(&mut v, &secrets);
         let r = crate::config::REDACTED;
         assert_eq!(
             v,

@@ -25,6 +25,7 @@ use serde_norway::Value;
 use super::error::FileErrors;
 use super::funcs;
 use super::locate::{index_path, key_path, PosIndex};
+use super::taint;
 use super::trust::Trust;
 use super::units::VarValue;
 
@@ -95,28 +96,22 @@ pub struct Templates {
     overrides: Vec<(String, String)>,
     env_names: std::collections::HashSet<String>,
     region: Option<String>,
+    /// `process_vars` with every value replaced by its stand-ins ([`taint`]).
+    shadow_env: [JValue; taint::SHADOWS],
 }
 
 /// The variables a template of one scenario sees.
 #[derive(Clone)]
 pub struct Scope {
     pairs: Vec<(String, JValue)>,
-    /// Vars whose value came from a secret (`env`, `file()`, or another such var).
-    secret_vars: Vec<String>,
+    /// Vars (and captures) whose value came from a secret (`env`, `file()`, or another such
+    /// var), with their values under each stand-in render ([`taint`]).
+    secret_vars: Vec<(String, Shadows)>,
     /// Of the document the scenario is in.
     trust: Trust,
 }
 
-/// Functions and filters that turn a value into another form of it: applied to a secret, the
-/// result is as secret (`base64("\0user\0" ~ password)` *is* the password).
-const TRANSFORMS: [&str; 6] = [
-    "base64",
-    "b64decode",
-    "hmac_sha256",
-    "sha256",
-    "urlencode",
-    "json",
-];
+type Shadows = [JValue; taint::SHADOWS];
 
 impl Scope {
     /// The names a template may use (the internal keys left out).
@@ -131,10 +126,34 @@ impl Scope {
         self.pairs.iter().any(|(k, _)| k == name)
     }
 
-    /// Add (or replace) a name: a capture, at run time.
+    /// Add (or replace) a name: a capture, at run time. A capture named like a credential
+    /// header (`token`, `authorization`…) is a secret, tracked through the templates using it.
     pub fn set(&mut self, name: &str, value: JValue) {
+        self.secret_vars.retain(|(k, _)| k != name);
+        if sonde_probes::http::is_secret_header(name) {
+            let text = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
+            let shadows = std::array::from_fn(|k| JValue::from(taint::perturb(&text, k)));
+            self.secret_vars.push((name.to_string(), shadows));
+        }
         self.pairs.retain(|(k, _)| k != name);
         self.pairs.push((name.to_string(), value));
+    }
+
+    /// The context of the `k`th stand-in render: secrets replaced by their stand-ins, no sink.
+    fn shadow_ctx(&self, k: usize, shadow_env: &JValue) -> JValue {
+        let pairs = self.pairs.iter().map(|(name, v)| {
+            let v = match self.secret_vars.iter().find(|(n, _)| n == name) {
+                Some((_, sh)) => sh[k].clone(),
+                None if name == "env" => shadow_env.clone(),
+                None if name == funcs::SINK_KEY => JValue::from(()),
+                None => v.clone(),
+            };
+            (name.clone(), v)
+        });
+        let taint = std::iter::once((taint::TAINT_KEY.to_string(), JValue::from(k)));
+        JValue::from_pairs(pairs.chain(taint).collect::<Vec<_>>())
     }
 }
 
@@ -302,15 +321,24 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
         funcs::register(&mut env);
+        taint::register(&mut env);
         let vars: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
         let env_names = vars.iter().map(|(k, _)| k.clone()).collect();
+        let shadow_env = std::array::from_fn(|k| {
+            JValue::from_pairs(
+                vars.iter()
+                    .map(|(n, v)| (n.clone(), taint::perturb(v, k)))
+                    .collect::<Vec<_>>(),
+            )
+        });
         Templates {
             env,
             process_vars: vars,
             trust: std::sync::Mutex::new(Trust::default()),
             doc_budget: Budget::new(DOC_FUEL, "this document"),
+            shadow_env,
             env_names,
             region,
             overrides: Vec::new(),
@@ -373,7 +401,7 @@ impl Templates {
         };
         t.undeclared_variables(false)
             .iter()
-            .any(|n| n == "env" || n == "file" || scope.secret_vars.contains(n))
+            .any(|n| n == "env" || n == "file" || scope.secret_vars.iter().any(|(v, _)| v == n))
     }
 
     /// Render one string at load, within the document's budget; the error is a finished
@@ -383,6 +411,18 @@ impl Templates {
     }
 
     fn render_in(&self, src: &str, scope: &Scope, budget: &Budget) -> Result<String, String> {
+        self.render_tainted(src, scope, budget).map(|(out, _)| out)
+    }
+
+    /// Render one string within `budget`; when it uses a secret, also its stand-in renders
+    /// ([`taint`]), and the part of the output the secret decided goes to the scope's secret
+    /// sink.
+    fn render_tainted(
+        &self,
+        src: &str,
+        scope: &Scope,
+        budget: &Budget,
+    ) -> Result<(String, Option<Shadows>), String> {
         budget.check()?;
         let tmpl = self.env.template_from_str(src).map_err(|e| {
             format!(
@@ -431,18 +471,24 @@ impl Templates {
                 out.len()
             ));
         }
-        // A transformed secret is a secret: collect it with the render's other secrets.
-        if TRANSFORMS.iter().any(|f| src.contains(f)) && self.uses_secret(src, scope) {
-            if let Some((_, sink)) = scope.pairs.iter().find(|(k, _)| k == funcs::SINK_KEY) {
-                if let Some(sink) = sink.downcast_object_ref::<funcs::SecretSink>() {
-                    sink.0
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(out.clone());
-                }
+        if !self.uses_secret(src, scope) {
+            return Ok((out, None));
+        }
+        let shadows: [Option<String>; taint::SHADOWS] =
+            std::array::from_fn(|k| tmpl.render(scope.shadow_ctx(k, &self.shadow_env[k])).ok());
+        if let Some(part) = taint::derived(&out, &shadows) {
+            let sink = scope.pairs.iter().find(|(k, _)| k == funcs::SINK_KEY);
+            if let Some(sink) = sink.and_then(|(_, s)| s.downcast_object_ref::<funcs::SecretSink>())
+            {
+                sink.push(part.to_string());
             }
         }
-        Ok(out)
+        // A stand-in that failed to render stands for "all of it": the whole output, changed.
+        let shadows = std::array::from_fn(|k| match &shadows[k] {
+            Some(s) => JValue::from(s.as_str()),
+            None => JValue::from(taint::perturb(&out, k)),
+        });
+        Ok((out, Some(shadows)))
     }
 
     fn explain_undefined(
@@ -506,25 +552,30 @@ impl Templates {
                 scope.pairs.push((name.clone(), JValue::from(o.as_str())));
                 continue;
             }
+            let mut shadows = None;
             let value = match v {
-                VarValue::Str(s) if is_template(s) => match self.render(s, scope) {
-                    Ok(r) => JValue::from(r),
-                    Err(m) => {
-                        errors.push(index.value(&key_path(vars_path, name)), m);
-                        // Defined anyway, so its users do not report it again.
-                        JValue::from("")
+                VarValue::Str(s) if is_template(s) => {
+                    match self.render_tainted(s, scope, &self.doc_budget) {
+                        Ok((r, sh)) => {
+                            shadows = sh;
+                            JValue::from(r)
+                        }
+                        Err(m) => {
+                            errors.push(index.value(&key_path(vars_path, name)), m);
+                            // Defined anyway, so its users do not report it again.
+                            JValue::from("")
+                        }
                     }
-                },
+                }
                 VarValue::Str(s) => JValue::from(s.as_str()),
                 VarValue::Int(n) => JValue::from(*n),
                 VarValue::Float(f) => JValue::from(*f),
                 VarValue::Bool(b) => JValue::from(*b),
             };
             rendered.push((name.clone(), serde_json::Value::String(value.to_string())));
-            if let VarValue::Str(src) = v {
-                if is_template(src) && self.uses_secret(src, scope) {
-                    scope.secret_vars.push(name.clone());
-                }
+            scope.secret_vars.retain(|(k, _)| k != name);
+            if let Some(sh) = shadows {
+                scope.secret_vars.push((name.clone(), sh));
             }
             scope.pairs.retain(|(k, _)| k != name);
             scope.pairs.push((name.clone(), value));

@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime};
 use sonde_probes::{Failure, FailureReason};
 use tokio::time::Instant;
 
-pub use crate::config::scenario::redact_json_with;
 use crate::config::scenario::{Built, Scenario, Step, StepBody};
 pub use context::RunCtx;
 pub use report::{CaptureReport, CheckReport, RunReport, RunResult, Stage, StepFacts, StepReport};

@@ -125,24 +125,23 @@ impl RunReport {
         self.steps.iter().find_map(|s| s.failure.as_ref())
     }
 
-    /// `text` with the scenario's and this run's secrets replaced.
+    /// `text` with the scenario's and this run's secrets replaced, then URL shapes
+    /// ([`crate::redact::with_secrets`]).
     pub fn redact_text(&self, scenario: &Scenario, text: &str) -> String {
-        let mut out = scenario.redact_text(text).into_owned();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), crate::config::REDACTED);
-            }
-        }
-        out
+        let secrets = crate::redact::merge(&[&scenario.secrets, &self.secrets]);
+        crate::redact::with_secrets(text, &secrets).into_owned()
+    }
+
+    /// Every string (and key) of `v` redacted as by [`Self::redact_text`].
+    pub fn redact_json(&self, scenario: &Scenario, v: &mut serde_json::Value) {
+        let secrets = crate::redact::merge(&[&scenario.secrets, &self.secrets]);
+        crate::redact::json_with_secrets(v, &secrets);
     }
 
     /// The trace as JSON with every secret replaced: what every output (API, CI reports) shows.
     pub fn to_json(&self, scenario: &Scenario) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        scenario.redact_json(&mut v);
-        if !self.secrets.is_empty() {
-            crate::config::scenario::redact_json_with(&mut v, &self.secrets);
-        }
+        self.redact_json(scenario, &mut v);
         v
     }
 }

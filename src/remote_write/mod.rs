@@ -119,7 +119,7 @@ pub fn start(
         .queue_capacity
         .set(cfg.queue_capacity as i64);
     let cfg = Arc::new(cfg);
-    tracing::info!(url = %cfg.url, interval = ?cfg.send_interval, capacity = cfg.queue_capacity, "remote_write: pushing");
+    tracing::info!(url = %crate::redact::url(&cfg.url), interval = ?cfg.send_interval, capacity = cfg.queue_capacity, "remote_write: pushing");
     tokio::spawn(sample_loop(
         metrics.clone(),
         cfg.clone(),
@@ -308,9 +308,11 @@ pub async fn push_once(client: &reqwest::Client, cfg: &RemoteWrite, body: Vec<u8
         req = req.bearer_auth(t);
     }
     match req.send().await {
+        // Without the URL: it may hold a password or a `?token=` (the log shows the URL once,
+        // redacted, at start).
         Err(e) => Outcome::Retry(format!(
             "cannot reach the receiver: {}",
-            crate::error_chain::error_chain(&e)
+            crate::error_chain::error_chain(&e.without_url())
         )),
         Ok(resp) => {
             let status = resp.status();

@@ -55,7 +55,8 @@ enum Entry {
 struct UrlSource {
     /// Without the fragment: what is fetched.
     url: reqwest::Url,
-    /// As given (the pin included), for messages.
+    /// As given (the pin included), userinfo and credential parameters redacted: what
+    /// messages, `/`, `/config` and the scenarios' `defined_at` show.
     shown: String,
     pin: Option<Vec<u8>>,
     state: Mutex<Fetched>,
@@ -89,8 +90,9 @@ impl Sources {
                 entries.push(Entry::Path(a.clone()));
                 continue;
             }
-            let shown = a.to_string_lossy().into_owned();
-            let mut url = reqwest::Url::parse(&shown)
+            let raw = a.to_string_lossy();
+            let shown = crate::redact::text(&raw).into_owned();
+            let mut url = reqwest::Url::parse(&raw)
                 .ok()
                 .filter(|u| u.host().is_some())
                 .ok_or_else(|| {
@@ -100,7 +102,8 @@ impl Sources {
                 None => None,
                 Some(f) => {
                     let hex = f.strip_prefix("sha256=").ok_or_else(|| {
-                        format!("-c {shown}: unknown fragment #{f} — expected #sha256=<64 hex digits> or none")
+                        let f = crate::redact::text(&format!("#{f}")).into_owned();
+                        format!("-c {shown}: unknown fragment {f} — expected #sha256=<64 hex digits> or none")
                     })?;
                     Some(decode_hex(hex).filter(|d| d.len() == 32).ok_or_else(|| {
                         format!("-c {shown}: #sha256= needs 64 hex digits — expected the document's SHA-256")
@@ -142,7 +145,7 @@ impl Sources {
             .iter()
             .map(|e| match e {
                 Entry::Path(p) => p.display().to_string(),
-                Entry::Url(u) => u.url.to_string(),
+                Entry::Url(u) => crate::redact::url(&u.url),
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -174,7 +177,7 @@ impl Sources {
                     let st = u.state.lock().unwrap_or_else(|e| e.into_inner());
                     let text = st.body.clone().unwrap_or_default();
                     inputs.push(Input::Text {
-                        origin: u.url.to_string(),
+                        origin: crate::redact::url(&u.url),
                         text,
                     });
                 }
@@ -201,7 +204,7 @@ impl Sources {
                 match self.fetch(u).await {
                     Ok(c) => changed |= c,
                     Err(message) => errors.push(ConfigError {
-                        file: u.url.to_string(),
+                        file: crate::redact::url(&u.url),
                         line: 0,
                         column: 0,
                         message,
@@ -235,7 +238,7 @@ impl Sources {
         let mut resp = req.send().await.map_err(|e| {
             format!(
                 "cannot fetch: {} — expected a reachable server",
-                crate::error_chain::error_chain(&e)
+                crate::error_chain::error_chain(&e.without_url())
             )
         })?;
         let status = resp.status();
@@ -259,7 +262,7 @@ impl Sources {
         while let Some(chunk) = resp.chunk().await.map_err(|e| {
             format!(
                 "the download broke off: {} — expected a whole document",
-                crate::error_chain::error_chain(&e)
+                crate::error_chain::error_chain(&e.without_url())
             )
         })? {
             if (body.len() + chunk.len()) as u64 > self.max_bytes {
