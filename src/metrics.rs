@@ -100,144 +100,53 @@ pub struct Metrics {
     pub web: crate::web_server::WebMetrics,
 }
 
+/// Register `metric` under `name` and keep a handle to it.
+fn reg<M: prometheus_client::registry::Metric + Clone>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::default();
-        let scenario_success = Family::default();
-        let scenario_runs = Family::default();
-        let scenario_duration = Family::new_with_constructor(Buckets(&LATENCY_BUCKETS));
-        let step_success = Family::default();
-        let step_duration = Family::new_with_constructor(Buckets(&LATENCY_BUCKETS));
-        let step_phase = Family::default();
-        let step_failures = Family::default();
-        let tls_not_after = Family::default();
-        let session_connected = Family::default();
-        let session_reconnects = Family::default();
-        let session_age = Family::default();
-        let scheduler_lag = Histogram::new(LAG_BUCKETS.iter().copied());
-        let probe_wakeup_delay = Histogram::new(WAKEUP_BUCKETS.iter().copied());
-        let runs_in_flight = Gauge::default();
-        let scenarios = Gauge::default();
-        let config_last_reload_successful = Gauge::default();
-        let config_last_reload_success_timestamp = F64Gauge::default();
+        let mut r = Registry::default();
+        let latency = || Family::new_with_constructor(Buckets(&LATENCY_BUCKETS));
         let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
         build_info
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
-
-        registry.register(
-            "sonde_scenario_success",
-            "1 if the scenario's last run passed, 0 if it failed",
-            scenario_success.clone(),
-        );
-        registry.register(
-            "sonde_scenario_runs",
-            "Scenario runs by result (success, failure, timeout, skipped: a due run that never started because the previous one was still running)",
-            scenario_runs.clone(),
-        );
-        registry.register(
-            "sonde_scenario_duration_seconds",
-            "Duration of whole scenario runs",
-            scenario_duration.clone(),
-        );
-        registry.register(
-            "sonde_step_success",
-            "1 if the step passed in the scenario's last run, 0 if it failed or did not run",
-            step_success.clone(),
-        );
-        registry.register(
-            "sonde_step_duration_seconds",
-            "Duration of steps",
-            step_duration.clone(),
-        );
-        registry.register(
-            "sonde_step_phase_seconds",
-            "Duration of each protocol phase of the step in the last run (resolve, connect, tls, processing, transfer, request, setup, rtt)",
-            step_phase.clone(),
-        );
-        registry.register(
-            "sonde_step_failures",
-            "Step failures by reason (dns, connect, tls, timeout, status, body, assertion, protocol)",
-            step_failures.clone(),
-        );
-        registry.register(
-            "sonde_tls_cert_not_after_seconds",
-            "Earliest notAfter over the certificate chain the step was presented, as Unix seconds",
-            tls_not_after.clone(),
-        );
-        registry.register(
-            "sonde_session_connected",
-            "Persistent sessions: 1 while the session's connections are up and set up, 0 while it is disconnected",
-            session_connected.clone(),
-        );
-        registry.register(
-            "sonde_session_reconnects",
-            "Persistent sessions: times setup ran again after the connections broke",
-            session_reconnects.clone(),
-        );
-        registry.register(
-            "sonde_session_connection_age_seconds",
-            "Persistent sessions: age of the oldest open connection at the last run",
-            session_age.clone(),
-        );
-        registry.register(
-            "sonde_scheduler_lag_seconds",
-            "Delay between a run's planned and actual start",
-            scheduler_lag.clone(),
-        );
-        registry.register(
-            "sonde_probe_wakeup_delay_seconds",
-            "Per probe step with kernel-timestamped phases: how much later sonde's tasks saw its packets than the kernel did (user-space minus kernel figures); the phase metrics exclude it",
-            probe_wakeup_delay.clone(),
-        );
-        registry.register(
-            "sonde_scheduler_runs_in_flight",
-            "Scenario runs executing now",
-            runs_in_flight.clone(),
-        );
-        registry.register(
-            "sonde_scheduler_scenarios",
-            "Scenarios scheduled by this agent",
-            scenarios.clone(),
-        );
-        registry.register(
-            "sonde_config_last_reload_successful",
-            "1 if the last configuration load succeeded, 0 if it failed (the previous configuration keeps running)",
-            config_last_reload_successful.clone(),
-        );
-        registry.register(
-            "sonde_config_last_reload_success_timestamp_seconds",
-            "When the configuration was last loaded successfully, as Unix seconds",
-            config_last_reload_success_timestamp.clone(),
-        );
-        registry.register("sonde_build_info", "sonde's version", build_info);
-        let remote_write = crate::remote_write::RemoteWriteMetrics::register(&mut registry);
-        let alerts = crate::alert::AlertMetrics::register(&mut registry);
-        let web = crate::web_server::WebMetrics::register(&mut registry);
-
-        Arc::new(Metrics {
-            registry,
-            scenario_success,
-            scenario_runs,
-            scenario_duration,
-            step_success,
-            step_duration,
-            step_phase,
-            step_failures,
-            tls_not_after,
-            session_connected,
-            session_reconnects,
-            session_age,
-            scheduler_lag,
-            probe_wakeup_delay,
-            runs_in_flight,
-            scenarios,
-            config_last_reload_successful,
-            config_last_reload_success_timestamp,
-            remote_write,
-            alerts,
-            web,
-        })
+        let metrics = Metrics {
+            scenario_success: reg(&mut r, "sonde_scenario_success", "1 if the scenario's last run passed, 0 if it failed", Family::default()),
+            scenario_runs: reg(&mut r, "sonde_scenario_runs", "Scenario runs by result (success, failure, timeout, skipped: a due run that never started because the previous one was still running)", Family::default()),
+            scenario_duration: reg(&mut r, "sonde_scenario_duration_seconds", "Duration of whole scenario runs", latency()),
+            step_success: reg(&mut r, "sonde_step_success", "1 if the step passed in the scenario's last run, 0 if it failed or did not run", Family::default()),
+            step_duration: reg(&mut r, "sonde_step_duration_seconds", "Duration of steps", latency()),
+            step_phase: reg(&mut r, "sonde_step_phase_seconds", "Duration of each protocol phase of the step in the last run (resolve, connect, tls, processing, transfer, request, setup, rtt)", Family::default()),
+            step_failures: reg(&mut r, "sonde_step_failures", "Step failures by reason (dns, connect, tls, timeout, status, body, assertion, protocol)", Family::default()),
+            tls_not_after: reg(&mut r, "sonde_tls_cert_not_after_seconds", "Earliest notAfter over the certificate chain the step was presented, as Unix seconds", Family::default()),
+            session_connected: reg(&mut r, "sonde_session_connected", "Persistent sessions: 1 while the session's connections are up and set up, 0 while it is disconnected", Family::default()),
+            session_reconnects: reg(&mut r, "sonde_session_reconnects", "Persistent sessions: times setup ran again after the connections broke", Family::default()),
+            session_age: reg(&mut r, "sonde_session_connection_age_seconds", "Persistent sessions: age of the oldest open connection at the last run", Family::default()),
+            scheduler_lag: reg(&mut r, "sonde_scheduler_lag_seconds", "Delay between a run's planned and actual start", Histogram::new(LAG_BUCKETS.iter().copied())),
+            probe_wakeup_delay: reg(&mut r, "sonde_probe_wakeup_delay_seconds", "Per probe step with kernel-timestamped phases: how much later sonde's tasks saw its packets than the kernel did (user-space minus kernel figures); the phase metrics exclude it", Histogram::new(WAKEUP_BUCKETS.iter().copied())),
+            runs_in_flight: reg(&mut r, "sonde_scheduler_runs_in_flight", "Scenario runs executing now", Gauge::default()),
+            scenarios: reg(&mut r, "sonde_scheduler_scenarios", "Scenarios scheduled by this agent", Gauge::default()),
+            config_last_reload_successful: reg(&mut r, "sonde_config_last_reload_successful", "1 if the last configuration load succeeded, 0 if it failed (the previous configuration keeps running)", Gauge::default()),
+            config_last_reload_success_timestamp: reg(&mut r, "sonde_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully, as Unix seconds", F64Gauge::default()),
+            // In this order: the exposition lists families as registered.
+            remote_write: {
+                r.register("sonde_build_info", "sonde's version", build_info);
+                crate::remote_write::RemoteWriteMetrics::register(&mut r)
+            },
+            alerts: crate::alert::AlertMetrics::register(&mut r),
+            web: crate::web_server::WebMetrics::register(&mut r),
+            registry: r,
+        };
+        Arc::new(metrics)
     }
 
     /// The exposition of everything in `format`, in chunks of at most [`CHUNK`] bytes (one

@@ -162,10 +162,35 @@ pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Config, Vec<C
     load_all(paths, opts).map(|l| l.config)
 }
 
+/// One document to load: where it came from (for messages), the folder its relative paths
+/// start from, its text, and what it may reach.
+type Doc = (String, PathBuf, String, trust::Trust);
+
 /// Load inputs in order. Agent settings documents ([`agent`]) are read first: their `region`
 /// (unless `opts` has one, from the command line) renders the scenarios' templates.
 pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<ConfigError>> {
     let mut errors = Vec::new();
+    let files = yaml_files(inputs, &mut errors);
+    let docs = documents(&files, inputs, opts, &mut errors);
+    let mut config = Config::default();
+    let scenario_docs = agent_settings_first(docs, &mut config, &mut errors);
+    let mut opts = opts.clone();
+    if opts.region.is_none() {
+        opts.region = config.agent.region.clone();
+    }
+    let modules = compile_documents(scenario_docs, &opts, &mut config, &mut errors);
+    if errors.is_empty() {
+        errors = alert::check_notify_names(&config);
+    }
+    if errors.is_empty() {
+        Ok(Loaded { config, modules })
+    } else {
+        Err(errors)
+    }
+}
+
+/// The files the path inputs name (every YAML file below a folder), each once.
+fn yaml_files(inputs: &[Input], errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for input in inputs {
         let p = match input {
@@ -175,7 +200,7 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
         match std::fs::metadata(p) {
             Ok(m) if m.is_dir() => {
                 let before = files.len();
-                collect_yaml(p, 0, &mut files, &mut errors);
+                collect_yaml(p, 0, &mut files, errors);
                 if files.len() == before {
                     errors.push(file_error(
                         p,
@@ -196,13 +221,23 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
     // The same file named twice (or a file and its folder) is loaded once.
     let mut seen = HashSet::new();
     files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+    files
+}
 
-    // (origin, folder for relative paths, text, trust)
-    let mut docs: Vec<(String, PathBuf, String, trust::Trust)> = Vec::new();
+/// Files read (within the size cap) and text inputs, each with its trust; documents over the
+/// size or nesting limits, or remote ones naming files, are refused before any YAML parser
+/// sees them (the parsers are slow on hostile nesting).
+fn documents(
+    files: &[PathBuf],
+    inputs: &[Input],
+    opts: &LoadOptions,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Doc> {
+    let mut docs: Vec<Doc> = Vec::new();
     let local = trust::Trust::Local {
         root: opts.file_root.clone(),
     };
-    for f in &files {
+    for f in files {
         match limits::read_file(f, opts.limits.max_file_bytes) {
             Ok(text) => docs.push((
                 f.display().to_string(),
@@ -222,7 +257,6 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
             docs.push((origin.clone(), PathBuf::new(), text.clone(), remote));
         }
     }
-    // Size and depth first: the YAML parsers below are slow on hostile nesting.
     docs.retain(|(name, _, text, trust)| {
         if let Err(e) = limits::check_document(name, text, &opts.limits) {
             errors.push(e);
@@ -237,8 +271,15 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
         }
         true
     });
+    docs
+}
 
-    let mut config = Config::default();
+/// Merge the agent settings documents into `config`; the others are returned, in order.
+fn agent_settings_first(
+    docs: Vec<Doc>,
+    config: &mut Config,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Doc> {
     let mut scenario_docs = Vec::new();
     for (name, dir, text, trust) in docs {
         if agent::is_agent_document(&text) {
@@ -252,13 +293,19 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
             scenario_docs.push((name, dir, text, trust));
         }
     }
-    let mut opts = opts.clone();
-    if opts.region.is_none() {
-        opts.region = config.agent.region.clone();
-    }
-    let mut loader = compile::Loader::new(&opts);
+    scenario_docs
+}
+
+/// Scenario files into `config.scenarios`, blackbox files into the modules returned (if any).
+fn compile_documents(
+    docs: Vec<Doc>,
+    opts: &LoadOptions,
+    config: &mut Config,
+    errors: &mut Vec<ConfigError>,
+) -> Option<crate::config::blackbox::module::Modules> {
+    let mut loader = compile::Loader::new(opts);
     let mut modules: Option<crate::config::blackbox::module::Modules> = None;
-    for (name, dir, text, trust) in scenario_docs {
+    for (name, dir, text, trust) in docs {
         match blackbox_top(&text) {
             Some(top) => {
                 let modules = modules.get_or_insert_with(Default::default);
@@ -276,14 +323,7 @@ pub fn load_inputs(inputs: &[Input], opts: &LoadOptions) -> Result<Loaded, Vec<C
         }
         config.sources.push(name);
     }
-    if errors.is_empty() {
-        errors = alert::check_notify_names(&config);
-    }
-    if errors.is_empty() {
-        Ok(Loaded { config, modules })
-    } else {
-        Err(errors)
-    }
+    modules
 }
 
 /// The parsed top level of `text` when it is a blackbox_exporter configuration (a mapping with
