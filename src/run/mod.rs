@@ -145,7 +145,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     });
     let style = human::Style::detect();
     let runtime = match crate::exit::runtime(
-        &mut tokio::runtime::Builder::new_multi_thread().worker_threads(parallel.clamp(1, 8)),
+        tokio::runtime::Builder::new_multi_thread().worker_threads(parallel.clamp(1, 8)),
     ) {
         Ok(r) => r,
         Err(code) => return code,
