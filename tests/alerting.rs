@@ -1088,7 +1088,7 @@ fn notifier_settings_are_checked_per_type() {
         ("{type: email, smarthost: 'smtp.example.com', from: a@example.com, to: 'not an address'}", "invalid `to`"),
         ("{type: email, smarthost: 'smtp.example.com:25', tls: none, from: a@example.com, to: b@example.com, auth_username: u, auth_password: PW-LEAK}", "in clear"),
         ("{type: email, smarthost: 'smtp.example.com', from: a@example.com, to: b@example.com, auth_password: PW-LEAK}", "expected both"),
-        ("{type: teams, url: 'https://x/'}", "expected one of: webhook, slack, dingtalk, wecom, feishu, email"),
+        ("{type: teams, url: 'https://x/'}", "expected one of: dingtalk, email, feishu, slack, webhook, wecom"),
         ("{type: wecom, url: 'ftp://SECRET-KEY@x/'}", "invalid `url`"),
     ] {
         std::fs::write(
