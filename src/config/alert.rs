@@ -7,8 +7,10 @@
 //! alert fires, not at load, but their syntax and the variables they use are checked at load.
 //! See `docs/scenario-format.md` ("Alerting").
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -278,14 +280,55 @@ pub struct AlertDefaults {
     pub notify: Option<Vec<String>>,
 }
 
+/// A notifier type (`type: wecom`): its name and how it reads its own keys at load, so a bad
+/// key is a load error with its location. Each type registers itself from its own file in the
+/// outputs room (`inventory::submit!` in `alert/notify/`), so configuration lists no types and
+/// never uses the code that sends.
+pub struct NotifierType {
+    pub name: &'static str,
+    /// Build the type's channel from its keys (the notifier's mapping without the shared keys).
+    /// `dir` resolves relative `*_file` paths. Errors are whole sentences saying what was
+    /// expected, and never contain a secret.
+    pub parse: fn(Value, &Path) -> Result<ChannelBox, String>,
+}
+
+inventory::collect!(NotifierType);
+
+/// A notifier's built channel, opaque here: only its type's code (which downcasts it) can send
+/// with it or look inside. It holds webhook tokens, signing secrets and passwords.
+pub type ChannelBox = Arc<dyn Any + Send + Sync>;
+
+/// Every registered notifier type's name, sorted.
+pub fn notifier_type_names() -> Vec<&'static str> {
+    let mut names: Vec<_> = inventory::iter::<NotifierType>
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+/// The notifier type named `name`, or an error listing the known ones.
+pub fn notifier_type(name: &str) -> Result<&'static NotifierType, String> {
+    inventory::iter::<NotifierType>
+        .into_iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| {
+            format!(
+                "unknown type `{name}` — expected one of: {}",
+                notifier_type_names().join(", ")
+            )
+        })
+}
+
 /// A named destination: the keys every type shares, and the type's own settings.
 #[derive(Clone)]
 pub struct Notifier {
     pub name: String,
-    /// Its `type:` (a name of [`crate::alert::notify::KINDS`]).
+    /// Its `type:` (the name of a registered [`NotifierType`]).
     pub kind: &'static str,
     /// Built by the type from its own keys; holds its secrets, so it is never printed.
-    pub channel: std::sync::Arc<dyn crate::alert::notify::Channel>,
+    pub channel: ChannelBox,
     /// The type's keys as written, to tell whether a reload changed the notifier.
     pub spec: Value,
     /// Also send when the alert resolves.
@@ -377,7 +420,7 @@ struct RawDefaults {
 }
 
 /// The keys every notifier type shares; the others belong to the type
-/// ([`crate::alert::notify::Kind::parse`]).
+/// ([`NotifierType::parse`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotifier {
@@ -536,7 +579,7 @@ pub fn parse_settings(value: Value, dir: &Path) -> Result<AlertingSettings, Stri
             ));
         }
         let (n, own) = split_notifier(n).map_err(ctx)?;
-        let kind = crate::alert::notify::kind(&n.kind).map_err(ctx)?;
+        let kind = notifier_type(&n.kind).map_err(ctx)?;
         let channel = (kind.parse)(own.clone(), dir).map_err(ctx)?;
         let timeout = n.timeout.map_or(DEFAULT_SEND_TIMEOUT, |d| d.0);
         if timeout.is_zero() {

@@ -12,14 +12,11 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{Attempt, Channel, Ctx, Kind};
+use super::{Attempt, Channel, Ctx};
 use crate::alert::{Event, Outcome, Status};
 use crate::time::rfc3339;
 
-pub const KIND: Kind = Kind {
-    name: "dingtalk",
-    parse,
-};
+super::register!("dingtalk", parse);
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,13 +20,10 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Attempt, Channel, Ctx, Kind};
+use super::{Attempt, Channel, Ctx};
 use crate::alert::{Event, Outcome};
 
-pub const KIND: Kind = Kind {
-    name: "email",
-    parse,
-};
+super::register!("email", parse);
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

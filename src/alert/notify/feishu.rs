@@ -15,13 +15,10 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{Attempt, Channel, Ctx, Kind};
+use super::{Attempt, Channel, Ctx};
 use crate::alert::{Event, Outcome, Status};
 
-pub const KIND: Kind = Kind {
-    name: "feishu",
-    parse,
-};
+super::register!("feishu", parse);
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,11 +1,29 @@
 //! Notifiers (`agent: {alerting: {notifiers:}}`), each with its own queue and task. Every
-//! `type:` is one file here — its own keys, its message, its service's verdict — and one line
-//! in [`KINDS`]: [`webhook`] (generic JSON), [`slack`] (incoming webhooks), [`dingtalk`] (custom
-//! robot), [`wecom`] (企业微信 group robot), [`feishu`] (Feishu/Lark custom bot), [`email`] (SMTP).
+//! `type:` is one file here — its own keys, its message, its service's verdict — that registers
+//! itself with [`register!`] (and its `mod` line below): [`webhook`] (generic JSON), [`slack`]
+//! (incoming webhooks), [`dingtalk`] (custom robot), [`wecom`] (企业微信 group robot), [`feishu`]
+//! (Feishu/Lark custom bot), [`email`] (SMTP).
 //!
 //! The keys every type shares (`type`, `send_resolved`, `repeat_interval`, `timeout`,
 //! `max_attempts`) are read by `config::alert`; the rest of the notifier's mapping goes to its
-//! type's `parse`, which refuses keys it does not know.
+//! type's `parse`, which refuses keys it does not know. Configuration sits below this room, so
+//! it finds the types through the registry (`config::alert::NotifierType`) and keeps the built
+//! channel opaque; [`channel`] turns it back into a [`Channel`] here.
+
+/// Register a notifier type from its file: `super::register!("wecom", parse);`, where `parse`
+/// is a [`Parse`]. The only way a type should register: it wraps the channel so that
+/// [`channel`] finds it again.
+macro_rules! register {
+    ($name:literal, $parse:path) => {
+        inventory::submit! {
+            crate::config::alert::NotifierType {
+                name: $name,
+                parse: |keys, dir| $parse(keys, dir).map(crate::alert::notify::opaque),
+            }
+        }
+    };
+}
+pub(crate) use register;
 
 pub mod dingtalk;
 pub mod email;
@@ -24,37 +42,30 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use super::{deliver, AlertMetrics, Event, Outcome, Status};
-use crate::config::alert::Notifier;
+use crate::config::alert::{ChannelBox, Notifier};
 
-/// Every notifier type. Adding one: a new file with a `KIND`, and a line here.
-pub const KINDS: &[Kind] = &[
-    webhook::KIND,
-    slack::KIND,
-    dingtalk::KIND,
-    wecom::KIND,
-    feishu::KIND,
-    email::KIND,
-];
-
-/// A notifier type: its `type:` name and how to build one from its own keys.
-pub struct Kind {
-    pub name: &'static str,
-    /// `dir` resolves relative `*_file` paths. Errors are whole sentences saying what was
-    /// expected, and never contain a secret.
-    pub parse: Parse,
-}
-
-/// Build a notifier of one type from its keys (see [`Kind::parse`]).
+/// Build a notifier of one type from its keys (see `config::alert::NotifierType::parse`).
 pub type Parse = fn(serde_norway::Value, &Path) -> Result<Arc<dyn Channel>, String>;
 
-/// The type named `name`, or an error listing the known ones.
-pub fn kind(name: &str) -> Result<&'static Kind, String> {
-    KINDS.iter().find(|k| k.name == name).ok_or_else(|| {
-        format!(
-            "unknown type `{name}` — expected one of: {}",
-            KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-        )
-    })
+/// What [`register!`] hands to configuration in place of the channel.
+struct Opaque(Arc<dyn Channel>);
+
+/// Wrap a type's channel for configuration (used by [`register!`]).
+pub fn opaque(c: Arc<dyn Channel>) -> ChannelBox {
+    Arc::new(Opaque(c))
+}
+
+/// The notifier's channel; `Err` (a sentence) if its type registered without [`register!`].
+pub fn channel(n: &Notifier) -> Result<Arc<dyn Channel>, String> {
+    n.channel
+        .downcast_ref::<Opaque>()
+        .map(|o| o.0.clone())
+        .ok_or_else(|| {
+            format!(
+                "notifier type `{}` did not register with notify::register! — a bug in sonde",
+                n.kind
+            )
+        })
 }
 
 /// One delivery attempt in flight.
@@ -85,10 +96,16 @@ pub async fn run(
         http: super::client(n.timeout),
         timeout: n.timeout,
     };
+    let channel = channel(&n);
     while let Some(ev) = rx.recv().await {
         deliver(&n.name, n.max_attempts, &metrics, || {
-            let (ctx, channel, ev) = (&ctx, n.channel.clone(), ev.clone());
-            async move { channel.send(ctx, &ev).await }
+            let (ctx, channel, ev) = (&ctx, channel.clone(), ev.clone());
+            async move {
+                match channel {
+                    Ok(c) => c.send(ctx, &ev).await,
+                    Err(e) => Outcome::Rejected(e),
+                }
+            }
         })
         .await;
         pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -102,7 +119,10 @@ pub async fn send(n: &Notifier, ev: &Event) -> Outcome {
         http: super::client(n.timeout),
         timeout: n.timeout,
     };
-    n.channel.send(&ctx, ev).await
+    match channel(n) {
+        Ok(c) => c.send(&ctx, ev).await,
+        Err(e) => Outcome::Rejected(e),
+    }
 }
 
 /// POST `body` as JSON; a 2xx answer's body goes to the service's `verdict` (chat robots answer
@@ -241,10 +261,33 @@ mod tests {
     }
 
     #[test]
-    fn every_type_name_is_unique() {
-        let mut names: Vec<_> = KINDS.iter().map(|k| k.name).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), KINDS.len());
+    fn every_type_registers_under_a_unique_name() {
+        let names = crate::config::alert::notifier_type_names();
+        for t in ["dingtalk", "email", "feishu", "slack", "webhook", "wecom"] {
+            assert!(names.contains(&t), "{t} not registered: {names:?}");
+        }
+        let mut unique = names.clone();
+        unique.dedup();
+        assert_eq!(unique, names, "a name registered twice");
+    }
+
+    #[test]
+    fn a_registered_channel_is_found_again_and_a_foreign_one_is_refused() {
+        let dir = Path::new(".");
+        let keys = serde_norway::from_str("{url: 'http://127.0.0.1:1/h'}").unwrap();
+        let t = crate::config::alert::notifier_type("webhook").unwrap();
+        let mut n = Notifier {
+            name: "hook".into(),
+            kind: t.name,
+            channel: (t.parse)(keys, dir).unwrap(),
+            spec: serde_norway::Value::Null,
+            send_resolved: true,
+            repeat_interval: None,
+            timeout: Duration::from_secs(1),
+            max_attempts: 1,
+        };
+        assert!(channel(&n).is_ok());
+        n.channel = Arc::new(0u8);
+        assert!(channel(&n).err().unwrap().contains("a bug in sonde"));
     }
 }

@@ -7,13 +7,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{Attempt, Channel, Ctx, Kind};
+use super::{Attempt, Channel, Ctx};
 use crate::alert::{Event, Outcome, Status};
 
-pub const KIND: Kind = Kind {
-    name: "slack",
-    parse,
-};
+super::register!("slack", parse);
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,14 +7,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::{Attempt, Channel, Ctx, Kind};
+use super::{Attempt, Channel, Ctx};
 use crate::alert::{Event, Outcome};
 use crate::time::rfc3339;
 
-pub const KIND: Kind = Kind {
-    name: "webhook",
-    parse,
-};
+super::register!("webhook", parse);
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

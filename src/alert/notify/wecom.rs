@@ -10,13 +10,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{Attempt, Channel, Ctx, Kind};
+use super::{Attempt, Channel, Ctx};
 use crate::alert::{Event, Outcome, Status};
 
-pub const KIND: Kind = Kind {
-    name: "wecom",
-    parse,
-};
+super::register!("wecom", parse);
 
 /// WeCom's limit on `markdown.content`, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 4096;
