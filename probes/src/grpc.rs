@@ -257,12 +257,41 @@ async fn call(
     rec: &mut Recorder,
     facts: &mut GrpcFacts,
 ) -> Result<(), Failure> {
-    rec.doing("starting HTTP/2");
-    let protocol = |facts: &mut GrpcFacts, code: u32, msg: String| {
-        facts.grpc_status = Some(code);
-        Failure::new(FailureReason::Protocol, msg)
+    let (mut sender, _driver) = start_h2(io, rec, facts).await?;
+    let request = health_check_request(req, deadline, rec)?;
+    let response = await_head(&mut sender, request, rec, facts).await?;
+    let (parts, body) = response.into_parts();
+    // A trailers-only answer (an error without a message) carries grpc-status in the head.
+    let head_status = grpc_status_in(&parts.headers);
+    check_head(parts.status.as_u16(), head_status, &parts.headers, facts)?;
+    let (data, trailers) = if head_status.is_some() {
+        (Bytes::new(), parts.headers)
+    } else {
+        rec.doing("reading the response message");
+        read_body(body)
+            .await
+            .map_err(|m| protocol(facts, code::INTERNAL, m))?
     };
-    let (mut sender, connection) = match http2::Builder::new(TokioExecutor::new())
+    check_grpc_status(req, &trailers, facts)?;
+    check_serving(req, &data, rec, facts)
+}
+
+/// A failure grpc-go reports as status `code`: recorded in the facts, as blackbox's
+/// `probe_grpc_status_code` shows it.
+fn protocol(facts: &mut GrpcFacts, code: u32, msg: String) -> Failure {
+    facts.grpc_status = Some(code);
+    Failure::new(FailureReason::Protocol, msg)
+}
+
+/// Speak HTTP/2 over `io`. The returned driver guard keeps the connection alive for the call
+/// and stops it with the probe.
+async fn start_h2(
+    io: Box<dyn Io>,
+    rec: &mut Recorder,
+    facts: &mut GrpcFacts,
+) -> Result<(http2::SendRequest<Message>, AbortOnDrop), Failure> {
+    rec.doing("starting HTTP/2");
+    let (sender, connection) = match http2::Builder::new(TokioExecutor::new())
         .max_header_list_size(MAX_H2_HEADER_LIST)
         .handshake::<_, Message>(TokioIo::new(io))
         .await
@@ -276,10 +305,18 @@ async fn call(
             ))
         }
     };
-    let _driver = AbortOnDrop(tokio::spawn(async move {
+    let driver = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
     }));
+    Ok((sender, driver))
+}
 
+/// The `Health/Check` request, with a `grpc-timeout` so the server may give up when we will.
+fn health_check_request(
+    req: &GrpcRequest,
+    deadline: Instant,
+    rec: &mut Recorder,
+) -> Result<Request<Message>, Failure> {
     let scheme = if req.tls { "https" } else { "http" };
     let uri = format!("{scheme}://{}{HEALTH_CHECK_PATH}", authority(req));
     let mut request = Request::new(Message(Some(encode_request(&req.service))));
@@ -310,7 +347,16 @@ async fn call(
         req.service,
         if req.tls { "" } else { " in clear text (h2c)" }
     ));
+    Ok(request)
+}
 
+/// Send the call and wait for the response head; its HTTP status goes into the facts.
+async fn await_head(
+    sender: &mut http2::SendRequest<Message>,
+    request: Request<Message>,
+    rec: &mut Recorder,
+    facts: &mut GrpcFacts,
+) -> Result<http::Response<hyper::body::Incoming>, Failure> {
     rec.doing("waiting for the response head");
     let sent = Instant::now();
     let ready = sender.ready().await;
@@ -331,11 +377,17 @@ async fn call(
         "response head after {}: HTTP/2 {status}",
         fmt_duration(sent.elapsed())
     ));
-    let (parts, body) = response.into_parts();
+    Ok(response)
+}
 
-    // A trailers-only answer (an error without a message) carries grpc-status in the head.
-    let head_status = grpc_status_in(&parts.headers);
-
+/// Is the head a gRPC answer at all: HTTP 200 with an `application/grpc` content type. A
+/// non-200 maps to a gRPC status as grpc-go does, unless the head names one.
+fn check_head(
+    status: u16,
+    head_status: Option<u32>,
+    headers: &HeaderMap,
+    facts: &mut GrpcFacts,
+) -> Result<(), Failure> {
     if status != 200 {
         let code = head_status.unwrap_or_else(|| http_status_to_code(status));
         return Err(protocol(
@@ -347,8 +399,7 @@ async fn call(
             ),
         ));
     }
-    let content_type = parts
-        .headers
+    let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
@@ -362,17 +413,17 @@ async fn call(
             ),
         ));
     }
+    Ok(())
+}
 
-    let (data, trailers) = if head_status.is_some() {
-        (Bytes::new(), parts.headers)
-    } else {
-        rec.doing("reading the response message");
-        read_body(body)
-            .await
-            .map_err(|m| protocol(facts, code::INTERNAL, m))?
-    };
-
-    let Some(grpc_status) = grpc_status_in(&trailers) else {
+/// The call's own verdict, from the trailers (or a trailers-only head): anything but OK fails,
+/// with the server's `grpc-message` quoted.
+fn check_grpc_status(
+    req: &GrpcRequest,
+    trailers: &HeaderMap,
+    facts: &mut GrpcFacts,
+) -> Result<(), Failure> {
+    let Some(grpc_status) = grpc_status_in(trailers) else {
         return Err(protocol(
             facts,
             code::INTERNAL,
@@ -394,8 +445,17 @@ async fn call(
         let _ = write!(msg, " — expected OK (service {:?})", req.service);
         return Err(Failure::new(FailureReason::Status, msg));
     }
+    Ok(())
+}
 
-    let message = unframe(&data).map_err(|m| protocol(facts, code::INTERNAL, m))?;
+/// The health service's verdict: the `HealthCheckResponse` must say SERVING.
+fn check_serving(
+    req: &GrpcRequest,
+    data: &[u8],
+    rec: &mut Recorder,
+    facts: &mut GrpcFacts,
+) -> Result<(), Failure> {
+    let message = unframe(data).map_err(|m| protocol(facts, code::INTERNAL, m))?;
     let serving_status = decode_response(message).map_err(|m| {
         protocol(
             facts,

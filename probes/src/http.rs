@@ -365,6 +365,18 @@ async fn probe_inner(
     rec.finish(res.err(), facts)
 }
 
+/// Where the redirect loop stands: the next hop's target and what it carries.
+struct NextHop {
+    url: Url,
+    method: Method,
+    body: Bytes,
+    /// A 301/302/303 dropped the body: the next hop also drops its `Content-Type`.
+    body_dropped: bool,
+    /// Reuse only for the first hop of a direct request; a kept connection that fails before
+    /// answering is dropped and the hop dialed anew (the server may have closed it idle).
+    may_reuse: bool,
+}
+
 /// The redirect loop: one hop per iteration until a final response.
 async fn run(
     req: &HttpRequest,
@@ -373,210 +385,299 @@ async fn run(
     in_flight: &mut InFlight,
     mut pool: Option<&mut ConnPool>,
 ) -> Result<(), Failure> {
-    let mut url = req.url.clone();
-    // Reuse only for the first hop of a direct request; a kept connection that fails before
-    // answering is dropped and the hop dialed anew (the server may have closed it idle).
-    let mut may_reuse = req.proxy.is_none() && pool.is_some();
-    let mut method = req.method.clone();
-    let mut body = req.body.clone();
-    let mut body_dropped = false;
+    let mut hop = NextHop {
+        url: req.url.clone(),
+        may_reuse: req.proxy.is_none() && pool.is_some(),
+        method: req.method.clone(),
+        body: req.body.clone(),
+        body_dropped: false,
+    };
     loop {
-        // Facts describe the last hop: a hop that fails must not show its predecessor's status.
-        *facts = HttpFacts {
-            redirects: facts.redirects,
-            hops: std::mem::take(&mut facts.hops),
-            final_url: prepare::url_for_facts(&url),
-            ..HttpFacts::default()
-        };
-        facts.hops.push(Hop {
-            url: facts.final_url.clone(),
-            remote_addr: None,
-            status: None,
-        });
-        let prepared = prepare::prepare(req, &url, &method, &body, body_dropped)?;
-        let origin = origin_key(&url);
-        let kept = if may_reuse {
+        start_hop(facts, &hop.url);
+        let prepared = prepare::prepare(req, &hop.url, &hop.method, &hop.body, hop.body_dropped)?;
+        let origin = origin_key(&hop.url);
+        let kept = if hop.may_reuse {
             pool.as_deref_mut().and_then(|p| p.take(&origin))
         } else {
             None
         };
         let reused = kept.is_some();
         let (mut connection, started) = match kept {
-            Some(k) => {
-                rec.remote_addr = k.remote_addr;
-                if let Some(hop) = facts.hops.last_mut() {
-                    hop.remote_addr = k.remote_addr;
-                }
-                facts.is_tls = k.tls.is_some();
-                facts.tls = k.tls;
-                rec.event(format!("reusing the connection to {origin}"));
-                let started = in_flight.begin(Phase::Processing);
-                rec.doing("sending the request");
-                (k.conn, started)
-            }
-            None => {
-                let dialed = conn::dial(req, &url, &prepared.tls_name, rec, in_flight).await;
-                if let Some(hop) = facts.hops.last_mut() {
-                    hop.remote_addr = rec.remote_addr;
-                }
-                let dialed = dialed?;
-                facts.is_tls = dialed.tls.is_some();
-                facts.tls = dialed.tls.clone();
-                // processing: from here (HTTP/2 preface included) to the response head.
-                let started = in_flight.begin(Phase::Processing);
-                rec.doing("sending the request");
-                (conn::handshake(dialed).await?, started)
-            }
+            Some(k) => reuse(k, &origin, rec, facts, in_flight),
+            None => dial_hop(req, &hop.url, &prepared.tls_name, rec, facts, in_flight).await?,
         };
         let keep_alive = pool.is_some() && req.proxy.is_none();
-        let request = prepared.into_request(&url, &method, &body, &connection, keep_alive)?;
+        let request =
+            prepared.into_request(&hop.url, &hop.method, &hop.body, &connection, keep_alive)?;
         facts.request_headers = prepare::redacted(&request);
         rec.event(format!(
-            "{method} {} {} sent",
-            prepare::path_for_log(&url),
+            "{} {} {} sent",
+            hop.method,
+            prepare::path_for_log(&hop.url),
             connection.version_str()
         ));
-        rec.doing("waiting for the response head");
-        if let Ok(m) = connection.kernel_ttfb() {
-            m.arm();
-        }
-        let response = connection.send(request).await;
-        in_flight.end(rec, false);
-        let user = started.elapsed();
-        let kernel = match connection.kernel_ttfb() {
-            Ok(m) => m.take(),
-            Err(why) => Err(why.to_string()),
-        };
-        rec.timings
-            .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
-        rec.event(format!(
-            "response head: processing {}",
-            crate::kts::describe(user, &kernel)
-        ));
-        let response = match response {
+        let response = match await_head(&mut connection, request, started, rec, in_flight).await {
             Err(f) if reused => {
                 rec.event(format!(
                     "the kept connection failed ({}); dialing anew",
                     f.message
                 ));
-                may_reuse = false;
+                hop.may_reuse = false;
                 continue;
             }
             r => r?,
         };
-        may_reuse = false;
-
-        let status = response.status();
-        let version = conn::version_str(response.version());
-        facts.status = Some(status.as_u16());
-        facts.version = Some(version.to_string());
-        facts.secret_headers = response
-            .headers()
-            .iter()
-            .filter(|(n, _)| is_secret_header(n.as_str()))
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        facts.headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                let value = if is_secret_header(n.as_str()) {
-                    REDACTED.to_string()
-                } else {
-                    String::from_utf8_lossy(v.as_bytes()).into_owned()
-                };
-                (n.as_str().to_string(), value)
-            })
-            .collect();
-        facts.content_length = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
-        if let Some(hop) = facts.hops.last_mut() {
-            hop.status = Some(status.as_u16());
+        hop.may_reuse = false;
+        record_head(&response, started, rec, facts);
+        if req.follow_redirects && hop.follow(req, &response, rec, facts)? {
+            // Dropping the response and the connection closes it: the next hop dials anew.
+            continue;
         }
-        rec.event(format!(
-            "{} received ({version}) after {}",
-            status_text(status),
-            fmt_duration(started.elapsed())
-        ));
-
-        if req.follow_redirects {
-            if let Some(location) = redirect_location(status, response.headers()) {
-                if facts.redirects >= req.max_redirects {
-                    return Err(Failure::new(
-                        FailureReason::Protocol,
-                        format!("stopped after {} redirects", facts.redirects),
-                    ));
-                }
-                let next = next_url(&url, location)?;
-                facts.redirects += 1;
-                if matches!(status.as_u16(), 301..=303) {
-                    // What browsers (and Go, and so blackbox) do: 301/302/303 turn a POST (or any
-                    // method but HEAD) into a GET without body — and, unlike Go, without the
-                    // body's Content-Type; 307/308 keep method and body.
-                    if method != Method::HEAD {
-                        method = Method::GET;
-                    }
-                    body = Bytes::new();
-                    body_dropped = true;
-                }
-                rec.event(format!(
-                    "following {} redirect to {}",
-                    status.as_u16(),
-                    prepare::clip_plain(&prepare::url_for_log(&next))
-                ));
-                url = next;
-                // Dropping the response and the connection closes it: the next hop dials anew.
-                continue;
-            }
-        }
-
-        // The final response: read the body, then judge.
-        let started = in_flight.begin(Phase::Transfer);
-        rec.doing("reading the response body");
-        let plan = body::Plan::for_request(req);
-        let read = body::read(
-            response.into_body(),
-            &plan,
-            &mut facts.body_bytes,
-            &mut facts.decoded_bytes,
+        let kept = Kept {
+            origin,
+            conn: connection,
+            tls: None,
+            remote_addr: None,
+        };
+        return finish(
+            req,
+            response,
+            kept,
+            pool.as_deref_mut(),
+            rec,
+            facts,
+            in_flight,
         )
         .await;
-        in_flight.end(rec, true);
-        rec.event(format!(
-            "{} body byte(s) read in {}",
-            facts.body_bytes,
-            fmt_duration(started.elapsed())
-        ));
-        // Keep the connection (and its driver) until the body is read; then, pooled, for the
-        // run's next request to this origin.
-        match pool.as_deref_mut() {
-            Some(p) if read.is_ok() && req.proxy.is_none() && !connection.is_closed() => {
-                p.put(Kept {
-                    origin,
-                    conn: connection,
-                    tls: facts.tls.clone(),
-                    remote_addr: rec.remote_addr,
-                });
-            }
-            _ => drop(connection),
-        }
-        let read = match read {
-            Ok(r) => {
-                facts.body = r.kept(req.keep_body);
-                Ok(r)
-            }
-            Err(f) => Err(f),
-        };
-        return checks::evaluate(&req.checks, facts, read);
     }
+}
+
+/// Facts describe the last hop: a hop that fails must not show its predecessor's status, so
+/// each hop starts from blank facts that keep only the chain so far.
+fn start_hop(facts: &mut HttpFacts, url: &Url) {
+    *facts = HttpFacts {
+        redirects: facts.redirects,
+        hops: std::mem::take(&mut facts.hops),
+        final_url: prepare::url_for_facts(url),
+        ..HttpFacts::default()
+    };
+    facts.hops.push(Hop {
+        url: facts.final_url.clone(),
+        remote_addr: None,
+        status: None,
+    });
+}
+
+/// Take over a kept-alive connection: its TLS facts and peer are those of the original dial,
+/// and there is no resolve, connect or TLS phase — processing starts at once.
+fn reuse(
+    k: Kept,
+    origin: &str,
+    rec: &mut Recorder,
+    facts: &mut HttpFacts,
+    in_flight: &mut InFlight,
+) -> (conn::Connection, Instant) {
+    rec.remote_addr = k.remote_addr;
+    if let Some(hop) = facts.hops.last_mut() {
+        hop.remote_addr = k.remote_addr;
+    }
+    facts.is_tls = k.tls.is_some();
+    facts.tls = k.tls;
+    rec.event(format!("reusing the connection to {origin}"));
+    let started = in_flight.begin(Phase::Processing);
+    rec.doing("sending the request");
+    (k.conn, started)
+}
+
+/// Dial the hop's origin and speak HTTP over it. The hop records its peer even when the dial
+/// fails after connecting (a TLS failure names the address it happened on).
+async fn dial_hop(
+    req: &HttpRequest,
+    url: &Url,
+    tls_name: &str,
+    rec: &mut Recorder,
+    facts: &mut HttpFacts,
+    in_flight: &mut InFlight,
+) -> Result<(conn::Connection, Instant), Failure> {
+    let dialed = conn::dial(req, url, tls_name, rec, in_flight).await;
+    if let Some(hop) = facts.hops.last_mut() {
+        hop.remote_addr = rec.remote_addr;
+    }
+    let dialed = dialed?;
+    facts.is_tls = dialed.tls.is_some();
+    facts.tls = dialed.tls.clone();
+    // processing: from here (HTTP/2 preface included) to the response head.
+    let started = in_flight.begin(Phase::Processing);
+    rec.doing("sending the request");
+    Ok((conn::handshake(dialed).await?, started))
+}
+
+/// Send and wait for the response head, timing processing both in user space and (where the
+/// kernel timestamps bytes) on the wire. The phase is recorded even when no head comes, and
+/// the failure is returned unjudged: the caller decides whether a kept connection is retried.
+async fn await_head(
+    connection: &mut conn::Connection,
+    request: http::Request<http_body_util::Full<Bytes>>,
+    started: Instant,
+    rec: &mut Recorder,
+    in_flight: &mut InFlight,
+) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+    rec.doing("waiting for the response head");
+    if let Ok(m) = connection.kernel_ttfb() {
+        m.arm();
+    }
+    let response = connection.send(request).await;
+    in_flight.end(rec, false);
+    let user = started.elapsed();
+    let kernel = match connection.kernel_ttfb() {
+        Ok(m) => m.take(),
+        Err(why) => Err(why.to_string()),
+    };
+    rec.timings
+        .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
+    rec.event(format!(
+        "response head: processing {}",
+        crate::kts::describe(user, &kernel)
+    ));
+    response
+}
+
+/// Record the response head in the facts (secret header values kept apart, redacted in the
+/// reported headers) and in the event log.
+fn record_head<B>(
+    response: &http::Response<B>,
+    started: Instant,
+    rec: &mut Recorder,
+    facts: &mut HttpFacts,
+) {
+    let status = response.status();
+    let version = conn::version_str(response.version());
+    facts.status = Some(status.as_u16());
+    facts.version = Some(version.to_string());
+    facts.secret_headers = response
+        .headers()
+        .iter()
+        .filter(|(n, _)| is_secret_header(n.as_str()))
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    facts.headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            let value = if is_secret_header(n.as_str()) {
+                REDACTED.to_string()
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            (n.as_str().to_string(), value)
+        })
+        .collect();
+    facts.content_length = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    if let Some(hop) = facts.hops.last_mut() {
+        hop.status = Some(status.as_u16());
+    }
+    rec.event(format!(
+        "{} received ({version}) after {}",
+        status_text(status),
+        fmt_duration(started.elapsed())
+    ));
+}
+
+impl NextHop {
+    /// If `response` is a redirect to follow, aim at its target and say so (`true`); a
+    /// redirect past `max_redirects` fails the probe.
+    fn follow<B>(
+        &mut self,
+        req: &HttpRequest,
+        response: &http::Response<B>,
+        rec: &mut Recorder,
+        facts: &mut HttpFacts,
+    ) -> Result<bool, Failure> {
+        let status = response.status();
+        let Some(location) = redirect_location(status, response.headers()) else {
+            return Ok(false);
+        };
+        if facts.redirects >= req.max_redirects {
+            return Err(Failure::new(
+                FailureReason::Protocol,
+                format!("stopped after {} redirects", facts.redirects),
+            ));
+        }
+        let next = next_url(&self.url, location)?;
+        facts.redirects += 1;
+        if matches!(status.as_u16(), 301..=303) {
+            // What browsers (and Go, and so blackbox) do: 301/302/303 turn a POST (or any
+            // method but HEAD) into a GET without body — and, unlike Go, without the
+            // body's Content-Type; 307/308 keep method and body.
+            if self.method != Method::HEAD {
+                self.method = Method::GET;
+            }
+            self.body = Bytes::new();
+            self.body_dropped = true;
+        }
+        rec.event(format!(
+            "following {} redirect to {}",
+            status.as_u16(),
+            prepare::clip_plain(&prepare::url_for_log(&next))
+        ));
+        self.url = next;
+        Ok(true)
+    }
+}
+
+/// The final response: read the body, then judge. `conn` (its `tls` and `remote_addr` are
+/// filled here) is kept, with its driver, until the body is read; then, pooled, for the run's
+/// next request to this origin.
+async fn finish(
+    req: &HttpRequest,
+    response: http::Response<hyper::body::Incoming>,
+    mut conn: Kept,
+    pool: Option<&mut ConnPool>,
+    rec: &mut Recorder,
+    facts: &mut HttpFacts,
+    in_flight: &mut InFlight,
+) -> Result<(), Failure> {
+    let started = in_flight.begin(Phase::Transfer);
+    rec.doing("reading the response body");
+    let plan = body::Plan::for_request(req);
+    let read = body::read(
+        response.into_body(),
+        &plan,
+        &mut facts.body_bytes,
+        &mut facts.decoded_bytes,
+    )
+    .await;
+    in_flight.end(rec, true);
+    rec.event(format!(
+        "{} body byte(s) read in {}",
+        facts.body_bytes,
+        fmt_duration(started.elapsed())
+    ));
+    match pool {
+        Some(p) if read.is_ok() && req.proxy.is_none() && !conn.conn.is_closed() => {
+            conn.tls = facts.tls.clone();
+            conn.remote_addr = rec.remote_addr;
+            p.put(conn);
+        }
+        _ => drop(conn),
+    }
+    let read = match read {
+        Ok(r) => {
+            facts.body = r.kept(req.keep_body);
+            Ok(r)
+        }
+        Err(f) => Err(f),
+    };
+    checks::evaluate(&req.checks, facts, read)
 }
 
 /// "200 OK", or just "599" for codes without a standard reason.

@@ -98,15 +98,7 @@ pub async fn probe(req: &IcmpRequest, deadline: Instant) -> IcmpOutcome {
 }
 
 async fn run(req: &IcmpRequest, rec: &mut Recorder, facts: &mut IcmpFacts) -> Result<(), Failure> {
-    if req.payload_size > MAX_PAYLOAD {
-        return Err(Failure::new(
-            FailureReason::Protocol,
-            format!(
-                "payload_size {} is larger than an echo request can carry ({MAX_PAYLOAD} bytes)",
-                req.payload_size
-            ),
-        ));
-    }
+    check_payload_size(req)?;
     let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
     // blackbox pings one address: the first of the preferred family.
     let ip = addrs[0];
@@ -116,20 +108,78 @@ async fn run(req: &IcmpRequest, rec: &mut Recorder, facts: &mut IcmpFacts) -> Re
     rec.doing("setting up the ICMP socket");
     let shared = shared_socket(ip, req)?;
     rec.timings.add_since(Phase::Setup, setup);
-    let kind = match shared.sock.kind() {
-        t if t == socket2::Type::RAW => "raw",
-        _ => "unprivileged",
-    };
 
     // Only a raw socket puts our identifier on the wire (a ping socket's is the kernel's, one per
     // socket); the sequence number is what tells apart the probes sharing one socket.
     let ident = random_u16();
     rec.doing("waiting for the echo reply");
-    let mut seq = shared.next_sequence();
-    let mut packet = echo_request(ip.is_ipv6(), ident, seq, req.payload_size);
+    let seq = shared.next_sequence();
+    let packet = echo_request(ip.is_ipv6(), ident, seq, req.payload_size);
+    announce(
+        req,
+        ip,
+        &shared,
+        ident,
+        seq,
+        packet.len() - ECHO_HEADER,
+        rec,
+    );
+    let (mut waiter, sent) = send_echo(&shared, ip, ident, seq, packet, rec).await?;
+    let reply = waiter.reply().await.ok_or_else(|| {
+        Failure::new(
+            FailureReason::Connect,
+            format!("echo request to {ip} failed: the ICMP socket's receive task is gone"),
+        )
+    })?;
+    let user = sent.at.elapsed();
+    let kernel = kernel_rtt(&shared.sock.timestamps, sent.rt, reply.kernel_rx);
+    let packet = reply.packet;
+    let hop_limit = echo_reply_hop_limit(ip, &packet)?;
+    rec.timings.add_measured(Phase::Rtt, user, kernel.ok());
+    let rtt = rec.timings.get(Phase::Rtt);
+    facts.rtt = Some(rtt);
+    facts.reply_hop_limit = hop_limit;
+    rec.event(format!(
+        "echo reply from {ip} in {}: seq {}{}; rtt {}",
+        fmt_duration(rtt),
+        packet.get_sequence().0,
+        hop_limit.map(|h| format!(", ttl {h}")).unwrap_or_default(),
+        kts::describe(user, &kernel)
+    ));
+    Ok(())
+}
+
+/// A payload no echo request can carry is the scenario's mistake, said before any traffic.
+fn check_payload_size(req: &IcmpRequest) -> Result<(), Failure> {
+    if req.payload_size > MAX_PAYLOAD {
+        return Err(Failure::new(
+            FailureReason::Protocol,
+            format!(
+                "payload_size {} is larger than an echo request can carry ({MAX_PAYLOAD} bytes)",
+                req.payload_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The event that says what goes on the wire, so a trace shows the request as sent.
+fn announce(
+    req: &IcmpRequest,
+    ip: IpAddr,
+    shared: &SharedSocket,
+    ident: u16,
+    seq: u16,
+    payload_len: usize,
+    rec: &mut Recorder,
+) {
+    let kind = match shared.sock.kind() {
+        t if t == socket2::Type::RAW => "raw",
+        _ => "unprivileged",
+    };
     rec.event(format!(
         "sending an echo request to {ip} over a {kind} ICMP socket: {} payload byte(s), seq {}{}{}{}",
-        packet.len() - ECHO_HEADER,
+        payload_len,
         seq,
         // On the wire only from a raw socket (a ping socket's is the kernel's).
         if kind == "raw" {
@@ -144,8 +194,20 @@ async fn run(req: &IcmpRequest, rec: &mut Recorder, facts: &mut IcmpFacts) -> Re
             ""
         }
     ));
+}
+
+/// Send `packet`, moving to the next sequence number while the shared socket still awaits a
+/// reply for this one (after 65,536 sequence numbers the counter comes back round).
+async fn send_echo(
+    shared: &SharedSocket,
+    ip: IpAddr,
+    ident: u16,
+    mut seq: u16,
+    mut packet: Vec<u8>,
+    rec: &mut Recorder,
+) -> Result<(socket::Waiter, socket::Sent), Failure> {
     let mut collisions = 0;
-    let (mut waiter, sent) = loop {
+    loop {
         match shared.sock.send(ip, ident, seq, &packet).await {
             // Refused before sending: after 65,536 sequence numbers the counter came back to one
             // a probe to the same address is still waiting on. Take the next one.
@@ -158,7 +220,7 @@ async fn run(req: &IcmpRequest, rec: &mut Recorder, facts: &mut IcmpFacts) -> Re
                 seq = next;
                 set_sequence(&mut packet, ip.is_ipv6(), seq);
             }
-            Ok(w) => break w,
+            Ok(w) => return Ok(w),
             Err(SendError::Collision) => {
                 return Err(Failure::new(
                     FailureReason::Connect,
@@ -172,17 +234,13 @@ async fn run(req: &IcmpRequest, rec: &mut Recorder, facts: &mut IcmpFacts) -> Re
                 ))
             }
         }
-    };
-    let reply = waiter.reply().await.ok_or_else(|| {
-        Failure::new(
-            FailureReason::Connect,
-            format!("echo request to {ip} failed: the ICMP socket's receive task is gone"),
-        )
-    })?;
-    let user = sent.at.elapsed();
-    let kernel = kernel_rtt(&shared.sock.timestamps, sent.rt, reply.kernel_rx);
-    let packet = reply.packet;
-    let (icmp_type, code, is_reply, hop_limit) = match &packet {
+    }
+}
+
+/// The answer must be an echo reply; anything else (unreachable, time exceeded…) is the
+/// failure, named. Returns the reply's TTL where the socket reports it (IPv4).
+fn echo_reply_hop_limit(ip: IpAddr, packet: &IcmpPacket) -> Result<Option<u8>, Failure> {
+    let (icmp_type, code, is_reply, hop_limit) = match packet {
         IcmpPacket::V4(p) => (
             p.get_icmp_type().0,
             p.get_icmp_code().0,
@@ -205,18 +263,7 @@ async fn run(req: &IcmpRequest, rec: &mut Recorder, facts: &mut IcmpFacts) -> Re
             ),
         ));
     }
-    rec.timings.add_measured(Phase::Rtt, user, kernel.ok());
-    let rtt = rec.timings.get(Phase::Rtt);
-    facts.rtt = Some(rtt);
-    facts.reply_hop_limit = hop_limit;
-    rec.event(format!(
-        "echo reply from {ip} in {}: seq {}{}; rtt {}",
-        fmt_duration(rtt),
-        packet.get_sequence().0,
-        hop_limit.map(|h| format!(", ttl {h}")).unwrap_or_default(),
-        kts::describe(user, &kernel)
-    ));
-    Ok(())
+    Ok(hop_limit)
 }
 
 /// The kernel's RTT: the reply's receive timestamp minus the clock read just before `sendto`.

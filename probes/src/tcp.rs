@@ -134,154 +134,228 @@ async fn run(
     } else {
         BufReader::new(Box::new(tcp))
     };
-    let mut transcript = Transcript(&mut facts.transcript);
-    // The line the last `Expect` matched, and its regex, for `$1` / `${name}` in `Send`.
-    let mut last_match: Option<(Regex, Vec<u8>)> = None;
-    let n = req.dialogue.len();
+    let mut dialogue = Dialogue {
+        transcript: Transcript(&mut facts.transcript),
+        matched_lines: &mut facts.matched_lines,
+        failed_due_to_regex: &mut facts.failed_due_to_regex,
+        last_match: None,
+        pending,
+        n: req.dialogue.len(),
+    };
     for (i, step) in req.dialogue.iter().enumerate() {
-        let step_no = i + 1;
         match step {
-            TcpStep::Expect(re) => {
-                rec.doing("waiting for a line matching an expect regex");
-                *pending = format!("dialogue step {step_no}/{n}: expecting a line matching /{re}/");
-                let mut last_line: Option<Vec<u8>> = None;
-                loop {
-                    match read_line(&mut conn).await {
-                        Ok(Some(line)) => {
-                            transcript.push("< ", &line);
-                            let matched = re.is_match(&line);
-                            if matched {
-                                rec.event(format!(
-                                    "step {step_no}: /{re}/ matched {}",
-                                    quote(&line)
-                                ));
-                                if facts.matched_lines.len() < MAX_TRANSCRIPT {
-                                    facts.matched_lines.push((i, line.clone()));
-                                }
-                                last_match = Some((re.clone(), line));
-                                break;
-                            }
-                            *pending = format!(
-                                "dialogue step {step_no}/{n}: expecting a line matching /{re}/; \
-                                 last line read: {}",
-                                quote(&line)
-                            );
-                            last_line = Some(line);
-                        }
-                        Ok(None) => {
-                            facts.failed_due_to_regex = true;
-                            return Err(match last_line {
-                                None => Failure::new(
-                                    FailureReason::Protocol,
-                                    format!(
-                                        "the peer closed the connection without sending a line \
-                                         (dialogue step {step_no}/{n}: expecting a line matching \
-                                         /{re}/)"
-                                    ),
-                                ),
-                                Some(l) => Failure::new(
-                                    FailureReason::Assertion,
-                                    format!(
-                                        "no line matched /{re}/ before the peer closed the \
-                                         connection (dialogue step {step_no}/{n}); last line \
-                                         read: {}",
-                                        quote(&l)
-                                    ),
-                                ),
-                            });
-                        }
-                        Err(e) => return Err(e.into_failure(step_no, n)),
-                    }
-                }
-            }
+            TcpStep::Expect(re) => dialogue.expect_line(&mut conn, i, re, rec).await?,
             TcpStep::ExpectBytes(want) => {
-                rec.doing("waiting for expected bytes");
-                *pending = format!(
-                    "dialogue step {step_no}/{n}: expecting {} byte(s) {}",
-                    want.len(),
-                    quote(want)
-                );
-                let got = read_exact_or_eof(&mut conn, want.len())
-                    .await
-                    .map_err(|e| e.into_failure(step_no, n))?;
-                transcript.push("< ", &got);
-                if got.len() < want.len() {
-                    return Err(Failure::new(
-                        FailureReason::Protocol,
-                        format!(
-                            "the peer closed the connection after {} of {} expected byte(s) \
-                             (dialogue step {step_no}/{n}): got {}",
-                            got.len(),
-                            want.len(),
-                            quote(&got)
-                        ),
-                    ));
-                }
-                if got != *want {
-                    return Err(Failure::new(
-                        FailureReason::Assertion,
-                        format!(
-                            "expected {} but read {} (dialogue step {step_no}/{n})",
-                            quote(want),
-                            quote(&got)
-                        ),
-                    ));
-                }
+                dialogue.expect_bytes(&mut conn, i + 1, want, rec).await?
             }
-            TcpStep::Send(template) => {
-                rec.doing("sending a line");
-                *pending = format!("dialogue step {step_no}/{n}: sending a line");
-                let mut line = Vec::with_capacity(template.len() + 1);
-                match &last_match {
-                    Some((re, matched)) => match re.captures(matched) {
-                        Some(caps) => caps.expand(template.as_bytes(), &mut line),
-                        None => line.extend_from_slice(template.as_bytes()),
-                    },
-                    None => line.extend_from_slice(template.as_bytes()),
-                }
-                transcript.push("> ", &line);
-                line.push(b'\n');
-                let res = async {
-                    conn.get_mut().write_all(&line).await?;
-                    conn.get_mut().flush().await
-                }
-                .await;
-                res.map_err(|e| {
-                    Failure::new(
-                        FailureReason::Protocol,
-                        format!("sending failed (dialogue step {step_no}/{n}): {e}"),
-                    )
-                })?;
-            }
+            TcpStep::Send(template) => dialogue.send(&mut conn, i + 1, template, rec).await?,
             TcpStep::StartTls => {
-                *pending = format!("dialogue step {step_no}/{n}: STARTTLS handshake");
-                let unread = conn.buffer().len();
-                if unread > 0 {
-                    return Err(Failure::new(
-                        FailureReason::Protocol,
-                        format!(
-                            "the peer sent {unread} byte(s) the dialogue did not read before \
-                             STARTTLS (dialogue step {step_no}/{n}): refusing to upgrade, as they \
-                             would be taken for TLS-protected data: {}",
-                            quote(conn.buffer())
-                        ),
-                    ));
-                }
-                let plain = conn.into_inner();
-                let (tls, tls_facts) = req.tls_client.handshake(plain, &req.host, rec).await?;
-                transcript.push_note(&format!(
-                    "-- STARTTLS: {}, {}",
-                    tls_facts.version, tls_facts.cipher
-                ));
+                let (upgraded, tls_facts) = dialogue.start_tls(conn, i + 1, req, rec).await?;
                 facts.tls = Some(tls_facts);
-                conn = BufReader::new(Box::new(tls));
+                conn = upgraded;
             }
         }
     }
-    pending.clear();
+    dialogue.pending.clear();
     // Close politely; the outcome does not depend on it.
     let _ = conn.get_mut().shutdown().await;
     Ok(())
+}
+
+/// The dialogue's in-flight state, one stage per kind of step. Every message names the step
+/// (`step_no` of `n`, counted from 1) so a failure points at the scenario line that caused it.
+struct Dialogue<'a> {
+    transcript: Transcript<'a>,
+    matched_lines: &'a mut Vec<(usize, Vec<u8>)>,
+    failed_due_to_regex: &'a mut bool,
+    /// The line the last `Expect` matched, and its regex, for `$1` / `${name}` in `Send`.
+    last_match: Option<(Regex, Vec<u8>)>,
+    /// What the dialogue is waiting for, named in a timeout message.
+    pending: &'a mut String,
+    n: usize,
+}
+
+impl Dialogue<'_> {
+    /// `Expect`: read lines until one matches step `i` (0-based, as `matched_lines` records it).
+    async fn expect_line(
+        &mut self,
+        conn: &mut Conn,
+        i: usize,
+        re: &Regex,
+        rec: &mut Recorder,
+    ) -> Result<(), Failure> {
+        let (step_no, n) = (i + 1, self.n);
+        rec.doing("waiting for a line matching an expect regex");
+        *self.pending = format!("dialogue step {step_no}/{n}: expecting a line matching /{re}/");
+        let mut last_line: Option<Vec<u8>> = None;
+        loop {
+            match read_line(conn).await {
+                Ok(Some(line)) => {
+                    self.transcript.push("< ", &line);
+                    let matched = re.is_match(&line);
+                    if matched {
+                        rec.event(format!("step {step_no}: /{re}/ matched {}", quote(&line)));
+                        if self.matched_lines.len() < MAX_TRANSCRIPT {
+                            self.matched_lines.push((i, line.clone()));
+                        }
+                        self.last_match = Some((re.clone(), line));
+                        return Ok(());
+                    }
+                    *self.pending = format!(
+                        "dialogue step {step_no}/{n}: expecting a line matching /{re}/; \
+                         last line read: {}",
+                        quote(&line)
+                    );
+                    last_line = Some(line);
+                }
+                Ok(None) => {
+                    *self.failed_due_to_regex = true;
+                    return Err(no_match_before_eof(re, last_line, step_no, n));
+                }
+                Err(e) => return Err(e.into_failure(step_no, n)),
+            }
+        }
+    }
+
+    /// `ExpectBytes`: read exactly `want`; a short read is the peer's doing, a different one an
+    /// assertion.
+    async fn expect_bytes(
+        &mut self,
+        conn: &mut Conn,
+        step_no: usize,
+        want: &[u8],
+        rec: &mut Recorder,
+    ) -> Result<(), Failure> {
+        let n = self.n;
+        rec.doing("waiting for expected bytes");
+        *self.pending = format!(
+            "dialogue step {step_no}/{n}: expecting {} byte(s) {}",
+            want.len(),
+            quote(want)
+        );
+        let got = read_exact_or_eof(conn, want.len())
+            .await
+            .map_err(|e| e.into_failure(step_no, n))?;
+        self.transcript.push("< ", &got);
+        if got.len() < want.len() {
+            return Err(Failure::new(
+                FailureReason::Protocol,
+                format!(
+                    "the peer closed the connection after {} of {} expected byte(s) \
+                     (dialogue step {step_no}/{n}): got {}",
+                    got.len(),
+                    want.len(),
+                    quote(&got)
+                ),
+            ));
+        }
+        if got != want {
+            return Err(Failure::new(
+                FailureReason::Assertion,
+                format!(
+                    "expected {} but read {} (dialogue step {step_no}/{n})",
+                    quote(want),
+                    quote(&got)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Send`: expand the template from the last match and write it as one line.
+    async fn send(
+        &mut self,
+        conn: &mut Conn,
+        step_no: usize,
+        template: &str,
+        rec: &mut Recorder,
+    ) -> Result<(), Failure> {
+        let n = self.n;
+        rec.doing("sending a line");
+        *self.pending = format!("dialogue step {step_no}/{n}: sending a line");
+        let mut line = Vec::with_capacity(template.len() + 1);
+        match &self.last_match {
+            Some((re, matched)) => match re.captures(matched) {
+                Some(caps) => caps.expand(template.as_bytes(), &mut line),
+                None => line.extend_from_slice(template.as_bytes()),
+            },
+            None => line.extend_from_slice(template.as_bytes()),
+        }
+        self.transcript.push("> ", &line);
+        line.push(b'\n');
+        let res = async {
+            conn.get_mut().write_all(&line).await?;
+            conn.get_mut().flush().await
+        }
+        .await;
+        res.map_err(|e| {
+            Failure::new(
+                FailureReason::Protocol,
+                format!("sending failed (dialogue step {step_no}/{n}): {e}"),
+            )
+        })
+    }
+
+    /// `StartTls`: upgrade `conn`, refusing if the peer sent bytes we have not read (they would
+    /// pass for TLS-protected data: the STARTTLS injection attack).
+    async fn start_tls(
+        &mut self,
+        conn: Conn,
+        step_no: usize,
+        req: &TcpRequest,
+        rec: &mut Recorder,
+    ) -> Result<(Conn, TlsFacts), Failure> {
+        let n = self.n;
+        *self.pending = format!("dialogue step {step_no}/{n}: STARTTLS handshake");
+        let unread = conn.buffer().len();
+        if unread > 0 {
+            return Err(Failure::new(
+                FailureReason::Protocol,
+                format!(
+                    "the peer sent {unread} byte(s) the dialogue did not read before \
+                     STARTTLS (dialogue step {step_no}/{n}): refusing to upgrade, as they \
+                     would be taken for TLS-protected data: {}",
+                    quote(conn.buffer())
+                ),
+            ));
+        }
+        let plain = conn.into_inner();
+        let (tls, tls_facts) = req.tls_client.handshake(plain, &req.host, rec).await?;
+        self.transcript.push_note(&format!(
+            "-- STARTTLS: {}, {}",
+            tls_facts.version, tls_facts.cipher
+        ));
+        Ok((BufReader::new(Box::new(tls)), tls_facts))
+    }
+}
+
+/// The peer closed before an `Expect` matched: with no line at all it broke the dialogue;
+/// with lines that did not match, the expectation failed.
+fn no_match_before_eof(
+    re: &Regex,
+    last_line: Option<Vec<u8>>,
+    step_no: usize,
+    n: usize,
+) -> Failure {
+    match last_line {
+        None => Failure::new(
+            FailureReason::Protocol,
+            format!(
+                "the peer closed the connection without sending a line \
+                 (dialogue step {step_no}/{n}: expecting a line matching \
+                 /{re}/)"
+            ),
+        ),
+        Some(l) => Failure::new(
+            FailureReason::Assertion,
+            format!(
+                "no line matched /{re}/ before the peer closed the \
+                 connection (dialogue step {step_no}/{n}); last line \
+                 read: {}",
+                quote(&l)
+            ),
+        ),
+    }
 }
 
 /// Why reading failed (other than a clean EOF).

@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -549,147 +550,192 @@ struct Task {
 /// handle was dropped).
 const DROP_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// What the connection task carries from one event to the next.
+struct TaskState {
+    last_activity: Instant,
+    /// Set after a heartbeat ping until anything arrives from the peer.
+    ping_unanswered: bool,
+    /// After we sent a close frame: until when we wait for the peer's, and who wants it.
+    /// (The connection's end is always recorded before anyone is answered, so a caller that
+    /// gets its answer sees `closed()` set.)
+    closing: Option<(Instant, CloseReply)>,
+}
+
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Box<Command>>) {
-        let mut last_activity = Instant::now();
-        // Set after a heartbeat ping until anything arrives from the peer.
-        let mut ping_unanswered = false;
-        // After we sent a close frame: until when we wait for the peer's, and who wants it.
-        // (The connection's end is always recorded before anyone is answered, so a caller that
-        // gets its answer sees `closed()` set.)
-        let mut closing: Option<(Instant, CloseReply)> = None;
+        let mut st = TaskState {
+            last_activity: Instant::now(),
+            ping_unanswered: false,
+            closing: None,
+        };
         loop {
-            let tick = match (self.heartbeat, &closing) {
+            let tick = match (self.heartbeat, &st.closing) {
                 (_, Some((until, _))) => Some(*until),
-                (Some(hb), None) => Some(last_activity + hb),
+                (Some(hb), None) => Some(st.last_activity + hb),
                 (None, None) => None,
             };
-            tokio::select! {
-                cmd = commands.recv(), if closing.is_none() => match cmd {
-                    None => {
-                        // Every handle is gone: say goodbye, but do not linger for long.
-                        let frame = CloseFrame { code: CloseCode::Away, reason: "".into() };
-                        let _ = tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.close(Some(frame))).await;
-                        self.shared.finish(Closed::ByUs);
-                        return;
-                    }
-                    Some(cmd) => match *cmd {
-                        Command::Send { message, deadline, done } => {
-                            let res = tokio::time::timeout_at(deadline, self.socket.send(message)).await;
-                            last_activity = Instant::now();
-                            match res {
-                                Ok(Ok(())) => { let _ = done.send(Ok(last_activity)); }
-                                Ok(Err(e)) => {
-                                    let why = describe_error(&e, self.max_frame_size);
-                                    self.shared.finish(Closed::Error(why.clone()));
-                                    let _ = done.send(Err(why));
-                                    return;
-                                }
-                                Err(_) => {
-                                    // A half-written frame leaves the stream unusable.
-                                    let why = "sending a frame did not finish before the deadline (the server is not reading)".to_string();
-                                    self.shared.finish(Closed::Error(why.clone()));
-                                    let _ = done.send(Err(why));
-                                    return;
-                                }
-                            }
-                        }
-                        Command::Close { frame, deadline, done } => {
-                            match tokio::time::timeout_at(deadline, self.socket.close(Some(frame))).await {
-                                Ok(Ok(())) => closing = Some((deadline, done)),
-                                res => {
-                                    self.shared.finish(Closed::ByUs);
-                                    let _ = done.send(match res {
-                                        Err(_) => CloseAnswer::TimedOut,
-                                        _ => CloseAnswer::Dropped,
-                                    });
-                                    return;
-                                }
-                            }
-                        }
-                    },
-                },
-                msg = self.socket.next() => {
-                    last_activity = Instant::now();
-                    ping_unanswered = false;
-                    match msg {
-                        Some(Ok(Message::Text(t))) => self.shared.push(Frame {
-                            payload: Payload::Text(t.as_str().to_string()),
-                            received_at: last_activity,
-                        }),
-                        Some(Ok(Message::Binary(b))) => self.shared.push(Frame {
-                            payload: Payload::Binary(b),
-                            received_at: last_activity,
-                        }),
-                        // tungstenite has queued the pong; the next poll flushes it.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                        Some(Ok(Message::Close(frame))) => {
-                            let peer = frame.map(|f| (u16::from(f.code), f.reason.as_str().to_string()));
-                            match closing.take() {
-                                Some((_, done)) => {
-                                    // The answer to our close.
-                                    self.shared.finish(Closed::ByUs);
-                                    let _ = done.send(CloseAnswer::Peer(peer));
-                                }
-                                None => {
-                                    let (code, reason) = match peer {
-                                        Some((c, r)) => (Some(c), r),
-                                        None => (None, String::new()),
-                                    };
-                                    self.shared.finish(Closed::ByPeer { code, reason });
-                                }
-                            }
-                            // tungstenite answers the close; let it flush (briefly).
-                            let _ = tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.flush()).await;
-                            return;
-                        }
-                        Some(Err(e)) => {
-                            if let Some((_, done)) = closing.take() {
-                                self.shared.finish(Closed::ByUs);
-                                let _ = done.send(CloseAnswer::Dropped);
-                            } else {
-                                self.shared.finish(Closed::Error(describe_error(&e, self.max_frame_size)));
-                            }
-                            return;
-                        }
-                        None => {
-                            if let Some((_, done)) = closing.take() {
-                                self.shared.finish(Closed::ByUs);
-                                let _ = done.send(CloseAnswer::Dropped);
-                            } else {
-                                self.shared.finish(Closed::Error(
-                                    "the server dropped the connection without a close frame".into(),
-                                ));
-                            }
-                            return;
-                        }
-                    }
-                }
-                _ = sleep_until_opt(tick) => {
-                    if let Some((_, done)) = closing.take() {
-                        // The peer never answered our close.
-                        self.shared.finish(Closed::ByUs);
-                        let _ = done.send(CloseAnswer::TimedOut);
-                        return;
-                    }
-                    let hb = self.heartbeat.unwrap_or_default();
-                    if ping_unanswered {
-                        self.shared.finish(Closed::Error(format!(
-                            "the server did not answer a heartbeat ping within {}",
-                            fmt_duration(hb)
-                        )));
-                        return;
-                    }
-                    let res = tokio::time::timeout(hb, self.socket.send(Message::Ping(Bytes::new()))).await;
-                    if !matches!(res, Ok(Ok(()))) {
-                        self.shared.finish(Closed::Error("sending a heartbeat ping failed".into()));
-                        return;
-                    }
-                    ping_unanswered = true;
-                    last_activity = Instant::now();
-                }
+            let flow = tokio::select! {
+                cmd = commands.recv(), if st.closing.is_none() => self.on_command(cmd, &mut st).await,
+                msg = self.socket.next() => self.on_message(msg, &mut st).await,
+                _ = sleep_until_opt(tick) => self.on_tick(&mut st).await,
+            };
+            if flow.is_break() {
+                return;
             }
         }
+    }
+
+    /// A handle's command, or `None` when every handle is gone. Breaks when the connection is
+    /// over (a failed send leaves the stream unusable).
+    async fn on_command(
+        &mut self,
+        cmd: Option<Box<Command>>,
+        st: &mut TaskState,
+    ) -> ControlFlow<()> {
+        let Some(cmd) = cmd else {
+            // Every handle is gone: say goodbye, but do not linger for long.
+            let frame = CloseFrame {
+                code: CloseCode::Away,
+                reason: "".into(),
+            };
+            let _ = tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.close(Some(frame))).await;
+            self.shared.finish(Closed::ByUs);
+            return ControlFlow::Break(());
+        };
+        match *cmd {
+            Command::Send {
+                message,
+                deadline,
+                done,
+            } => {
+                let res = tokio::time::timeout_at(deadline, self.socket.send(message)).await;
+                st.last_activity = Instant::now();
+                let why = match res {
+                    Ok(Ok(())) => {
+                        let _ = done.send(Ok(st.last_activity));
+                        return ControlFlow::Continue(());
+                    }
+                    Ok(Err(e)) => describe_error(&e, self.max_frame_size),
+                    // A half-written frame leaves the stream unusable.
+                    Err(_) => "sending a frame did not finish before the deadline (the server is not reading)".to_string(),
+                };
+                self.shared.finish(Closed::Error(why.clone()));
+                let _ = done.send(Err(why));
+                ControlFlow::Break(())
+            }
+            Command::Close {
+                frame,
+                deadline,
+                done,
+            } => match tokio::time::timeout_at(deadline, self.socket.close(Some(frame))).await {
+                Ok(Ok(())) => {
+                    st.closing = Some((deadline, done));
+                    ControlFlow::Continue(())
+                }
+                res => {
+                    self.shared.finish(Closed::ByUs);
+                    let _ = done.send(match res {
+                        Err(_) => CloseAnswer::TimedOut,
+                        _ => CloseAnswer::Dropped,
+                    });
+                    ControlFlow::Break(())
+                }
+            },
+        }
+    }
+
+    /// Whatever the peer sent (or the stream's end). Data frames are queued for the handles;
+    /// a close, an error or EOF ends the connection.
+    async fn on_message(
+        &mut self,
+        msg: Option<Result<Message, WsError>>,
+        st: &mut TaskState,
+    ) -> ControlFlow<()> {
+        st.last_activity = Instant::now();
+        st.ping_unanswered = false;
+        let received_at = st.last_activity;
+        match msg {
+            Some(Ok(Message::Text(t))) => self.shared.push(Frame {
+                payload: Payload::Text(t.as_str().to_string()),
+                received_at,
+            }),
+            Some(Ok(Message::Binary(b))) => self.shared.push(Frame {
+                payload: Payload::Binary(b),
+                received_at,
+            }),
+            // tungstenite has queued the pong; the next poll flushes it.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                let peer = frame.map(|f| (u16::from(f.code), f.reason.as_str().to_string()));
+                match st.closing.take() {
+                    Some((_, done)) => {
+                        // The answer to our close.
+                        self.shared.finish(Closed::ByUs);
+                        let _ = done.send(CloseAnswer::Peer(peer));
+                    }
+                    None => {
+                        let (code, reason) = match peer {
+                            Some((c, r)) => (Some(c), r),
+                            None => (None, String::new()),
+                        };
+                        self.shared.finish(Closed::ByPeer { code, reason });
+                    }
+                }
+                // tungstenite answers the close; let it flush (briefly).
+                let _ = tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.flush()).await;
+                return ControlFlow::Break(());
+            }
+            Some(Err(e)) => {
+                self.broken(st, || describe_error(&e, self.max_frame_size));
+                return ControlFlow::Break(());
+            }
+            None => {
+                self.broken(st, || {
+                    "the server dropped the connection without a close frame".into()
+                });
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The stream broke: if we were closing, our close is answered as dropped (we asked for the
+    /// end, and got it); otherwise the connection ends in error.
+    fn broken(&self, st: &mut TaskState, why: impl FnOnce() -> String) {
+        if let Some((_, done)) = st.closing.take() {
+            self.shared.finish(Closed::ByUs);
+            let _ = done.send(CloseAnswer::Dropped);
+        } else {
+            self.shared.finish(Closed::Error(why()));
+        }
+    }
+
+    /// The timer: the peer never answered our close, or the connection has been quiet for a
+    /// heartbeat — ping it, and give up if the previous ping went unanswered.
+    async fn on_tick(&mut self, st: &mut TaskState) -> ControlFlow<()> {
+        if let Some((_, done)) = st.closing.take() {
+            // The peer never answered our close.
+            self.shared.finish(Closed::ByUs);
+            let _ = done.send(CloseAnswer::TimedOut);
+            return ControlFlow::Break(());
+        }
+        let hb = self.heartbeat.unwrap_or_default();
+        if st.ping_unanswered {
+            self.shared.finish(Closed::Error(format!(
+                "the server did not answer a heartbeat ping within {}",
+                fmt_duration(hb)
+            )));
+            return ControlFlow::Break(());
+        }
+        let res = tokio::time::timeout(hb, self.socket.send(Message::Ping(Bytes::new()))).await;
+        if !matches!(res, Ok(Ok(()))) {
+            self.shared
+                .finish(Closed::Error("sending a heartbeat ping failed".into()));
+            return ControlFlow::Break(());
+        }
+        st.ping_unanswered = true;
+        st.last_activity = Instant::now();
+        ControlFlow::Continue(())
     }
 }
 
