@@ -623,6 +623,7 @@ impl Loader {
         secrets.dedup();
 
         if errors.len() > before {
+            errors.scrub_since(before, &secrets);
             return None;
         }
         let http_steps = [&setup, &built, &teardown]
