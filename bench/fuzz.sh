@@ -8,6 +8,7 @@
 #   bash bench/fuzz.sh                              # 5 minutes per target, 9 targets
 #   MINUTES=1 TARGETS=scenario,template bash bench/fuzz.sh
 #   SEED=42 MINUTES=2 bash bench/fuzz.sh            # replay a campaign's mutations
+#   RELEASE=0 MINUTES=1 bash bench/fuzz.sh          # debug build (no release build to wait for)
 #
 # Traffic: the tcp_framing target talks to its own listener on 127.0.0.1 only.
 set -euo pipefail
@@ -18,10 +19,13 @@ secs=$(awk -v m="$MINUTES" 'BEGIN { printf "%d", m * 60 }')
 export FUZZ_SECONDS=$secs
 export FUZZ_TARGETS=${TARGETS:-}
 export FUZZ_SEED=${SEED:-$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}
-# Release: ~10x the executions of a debug build; the test harness prints through --nocapture.
+# Release by default: several times the executions of a debug build. --nocapture: the
+# campaign prints its numbers.
+profile=(--release)
+[ "${RELEASE:-1}" = 0 ] && profile=()
 log=$(mktemp /tmp/sonde-fuzz.XXXXXX)
 status=0
-cargo test --release --test fuzz -- --ignored --exact campaign --nocapture >"$log" 2>&1 || status=$?
+cargo test "${profile[@]}" --test fuzz -- --ignored --exact campaign --nocapture >"$log" 2>&1 || status=$?
 grep -E '^(seed|target|  finding|findings)|FINDING|panicked|^error' "$log" || true
 git status --short fuzz/corpus | sed 's/^/new corpus file: /'
 if [ "$status" -ne 0 ]; then
