@@ -208,6 +208,7 @@ impl Loader {
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
         if errors.len() > before {
+            errors.scrub_since(before, &secrets);
             return None;
         }
         let http_steps = [&setup, &steps, &teardown]

@@ -74,6 +74,22 @@ impl FileErrors {
         self.errors.len()
     }
 
+    /// Replace `secrets` (as written and as `{:?}` quotes them) in the messages pushed since the
+    /// `from`-th: a message may quote a rendered value (an invalid URL) that carries one.
+    pub fn scrub_since(&mut self, from: usize, secrets: &[String]) {
+        for (_, message) in self.errors.iter_mut().skip(from) {
+            for s in secrets {
+                let quoted = format!("{s:?}");
+                let escaped = &quoted[1..quoted.len() - 1];
+                for form in [s.as_str(), escaped] {
+                    if message.contains(form) {
+                        *message = message.replace(form, crate::config::REDACTED);
+                    }
+                }
+            }
+        }
+    }
+
     /// `file:line:col`, for "already defined at" messages.
     pub fn at(&self, pos: Pos) -> String {
         format!("{}:{}:{}", self.file, pos.line, pos.column)

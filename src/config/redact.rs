@@ -81,6 +81,15 @@ pub fn secrets(raw: &J, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
             }
             J::Array(items) => walk.extend(items.iter().map(|i| (i, false, false))),
             J::String(s) => {
+                // `{{ env }}` or `env | items` renders the whole environment: every value it
+                // holds is then a secret of this scenario (fuzz finding: it reached errors).
+                if whole_env(s) {
+                    for (name, _) in std::env::vars_os() {
+                        if let Some(v) = name.to_str().and_then(&env) {
+                            out.push(v);
+                        }
+                    }
+                }
                 for c in env_ref.captures_iter(s) {
                     if let Some(v) = c.get(1).or(c.get(2)).and_then(|n| env(n.as_str())) {
                         out.push(v);
@@ -101,6 +110,14 @@ pub fn secrets(raw: &J, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
     out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     out.dedup();
     out
+}
+
+/// Whether a template uses `env` itself rather than one of its variables (`env.NAME`,
+/// `env["NAME"]`).
+fn whole_env(s: &str) -> bool {
+    static BARE: OnceLock<Regex> = OnceLock::new();
+    let bare = BARE.get_or_init(|| Regex::new(r"\benv\b\s*(.?)").expect("static regex"));
+    s.contains("{") && bare.captures_iter(s).any(|c| !matches!(&c[1], "." | "["))
 }
 
 /// A fingerprint built from several parts (FNV-1a, see [`crate::hash`]); a separator byte after
