@@ -41,7 +41,11 @@ out=${KEEP:-$work/out}
 mkdir -p "$out"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # newest first: sonde stops before its targets, so the log shows no shutdown-time breakage
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "${pids[i]}" 2>/dev/null || break; sleep 0.1; done
+  done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -92,11 +96,13 @@ nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log" &
 pids+=($!)
 "$SONDE" demo >"$out/demo.log" 2>&1 &
 pids+=($!)
+demo_pid=$!
 nice -n 10 python3 "$root/bench/lib/soak_targets.py" 127.0.0.1 "$HOSTILE_BASE" "$out/targets.txt" \
   >"$out/targets.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$NGINX_PORT/"
-wait_http "http://$SONDE_EXAMPLE_HTTP/health"
+kill -0 "$demo_pid" 2>/dev/null && wait_http "http://$SONDE_EXAMPLE_HTTP/health" ||
+  { echo "soak: sonde demo did not start:" >&2; cat "$out/demo.log" >&2; exit 1; }
 for _ in $(seq 1 100); do grep -q ready "$out/targets.log" && break; sleep 0.1; done
 
 # --- configuration ------------------------------------------------------------------------------
@@ -164,7 +170,8 @@ start=$(date +%s)
 minutes=$((DURATION / 60))
 sample 0
 for m in $(seq 1 "$minutes"); do
-  sleep $((start + 60 * m - $(date +%s)))
+  wait_s=$((start + 60 * m - $(date +%s)))
+  ((wait_s > 0)) && sleep "$wait_s"
   kill -0 "$sonde_pid" 2>/dev/null || { echo "soak: sonde died at minute $m" >&2; break; }
   sample "$m"
   python3 "$root/bench/lib/soak_config.py" churn "$work/conf" "$m"

@@ -109,9 +109,9 @@ def verdict(name, unit, rows_, key, floor):
     slope, se = fit(xs, ys)
     med = median(ys)
     limit = max(0.05 * med, floor)
-    flat = abs(slope) < limit
+    flat = "n/a (fewer than 3 minutes)" if math.isnan(slope) else "FLAT" if abs(slope) < limit else "NOT FLAT"
     return (f"  {name:<12} slope {slope:+9.2f} {unit}/h (±{2 * se:.2f}, 2 s.e.), median {med:.2f} {unit}, "
-            f"limit ±{limit:.2f} {unit}/h -> {'FLAT' if flat else 'NOT FLAT'}")
+            f"limit ±{limit:.2f} {unit}/h -> {flat}")
 
 
 def main():
@@ -158,8 +158,9 @@ def main():
         print(f"  {kind:<22} " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(res.items())))
     rw_total = {k: total(last, r"^sonde_remote_write_samples_%s_total(?:\{[^}]*\})? (\S+)" % k)
                 for k in ("enqueued", "sent", "failed", "dropped")}
+    queued = total(last, r"^sonde_remote_write_queue_samples(?:\{[^}]*\})? (\S+)")
     print("remote_write at the end: " + ", ".join(f"{k} {v:.0f}" for k, v in rw_total.items()) +
-          f", queued {total(last, r'^sonde_remote_write_queue_samples(?:{[^}]*})? (\S+)'):.0f}")
+          f", queued {queued:.0f}")
     tpath = os.path.join(out, "targets.txt")
     if os.path.exists(tpath):
         print("targets: " + ", ".join(line.strip().replace(" ", "=") for line in open(tpath)))
