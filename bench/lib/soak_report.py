@@ -109,7 +109,14 @@ def verdict(name, unit, rows_, key, floor):
     slope, se = fit(xs, ys)
     med = median(ys)
     limit = max(0.05 * med, floor)
-    flat = "n/a (fewer than 3 minutes)" if math.isnan(slope) else "FLAT" if abs(slope) < limit else "NOT FLAT"
+    if math.isnan(slope):
+        flat = "n/a (fewer than 3 minutes)"
+    elif abs(slope) < limit:
+        flat = "FLAT"
+    elif abs(slope) < 2 * se:
+        flat = "NO TREND SHOWN (the slope is within its noise, which is wider than the limit)"
+    else:
+        flat = "NOT FLAT (" + ("growing" if slope > 0 else "falling") + ")"
     return (f"  {name:<12} slope {slope:+9.2f} {unit}/h (±{2 * se:.2f}, 2 s.e.), median {med:.2f} {unit}, "
             f"limit ±{limit:.2f} {unit}/h -> {flat}")
 
@@ -130,7 +137,8 @@ def main():
               f"{r['sessions']:4d}  {r['reload_ok']:.0f}")
     steady = [r for r in table if r["min"] > warm] or table
     print(f"\nslopes per hour, least squares over minutes {steady[0]['min']}..{steady[-1]['min']} "
-          f"(after a {warm}-minute warm-up); flat = |slope| below 5% of the median per hour:")
+          f"(after a {warm}-minute warm-up); flat = |slope| below 5% of the median per hour;\n"
+          "otherwise 'no trend shown' when |slope| < 2 standard errors, 'not flat' when beyond both:")
     print(verdict("RSS", "MB", steady, "rss_mb", 2.0))
     print(verdict("open fds", "fds", steady, "fds", 5.0))
     print(verdict("lag p99", "ms", steady, "lag_p99_ms", 2.0))
