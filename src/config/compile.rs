@@ -621,16 +621,7 @@ fn main_steps(
 
 /// The parsed top level of a scenario file, or `None` after reporting why there is none.
 fn top_level(text: &str, index: &PosIndex, errors: &mut FileErrors) -> Option<Mapping> {
-    if !index.duplicates.is_empty() {
-        for d in &index.duplicates {
-            errors.push(
-                d.again,
-                format!(
-                    "duplicate key `{}` — expected each key once in a mapping (first at line {})",
-                    d.key, d.first.line
-                ),
-            );
-        }
+    if index.report_duplicates(errors) {
         return None;
     }
     let mut value: Value = match serde_norway::from_str(text) {

@@ -103,6 +103,21 @@ fn pos_of(m: &saphyr_parser::Marker) -> Pos {
 }
 
 impl PosIndex {
+    /// Report every key given twice in one mapping (YAML parsers keep the last silently);
+    /// true when there was any.
+    pub fn report_duplicates(&self, errors: &mut super::error::FileErrors) -> bool {
+        for d in &self.duplicates {
+            errors.push(
+                d.again,
+                format!(
+                    "duplicate key `{}` — expected each key once in a mapping (first at line {})",
+                    d.key, d.first.line
+                ),
+            );
+        }
+        !self.duplicates.is_empty()
+    }
+
     /// Index the first document of `text`. A syntax error ends the walk; what was indexed
     /// until then stays usable (serde_norway reports the syntax error itself).
     pub fn build(text: &str) -> PosIndex {

@@ -348,16 +348,7 @@ fn load_blackbox(
 ) -> Vec<ConfigError> {
     let mut errors = error::FileErrors::new(name);
     let index = locate::PosIndex::build(text);
-    if !index.duplicates.is_empty() {
-        for d in &index.duplicates {
-            errors.push(
-                d.again,
-                format!(
-                    "duplicate key `{}` — expected each key once in a mapping (first at line {})",
-                    d.key, d.first.line
-                ),
-            );
-        }
+    if index.report_duplicates(&mut errors) {
         return errors.into_errors();
     }
     crate::config::blackbox::load_file(top, dir, &index, &mut errors, modules);
