@@ -12,6 +12,7 @@
 #   bash bench/probe_vs_blackbox.sh            # 10 s per run: ~4 minutes with the builds warm
 #   SECS=5 TRUTH_SECS=10 bash bench/probe_vs_blackbox.sh
 #   MODULES=icmp TRUTH=0 bash bench/probe_vs_blackbox.sh   # only the icmp rows, no truth runs
+#   SONDE_BIN=/tmp/a/sonde TRUTH=0 bash bench/probe_vs_blackbox.sh  # a given build, no compile
 #
 # Targets on 2 cores: http_2xx at c=64 ≥ 5× blackbox's probes/s with ≤ 1/5 of its CPU per probe;
 # measurement error p99 ≤ 2 ms for sonde. wrk, the exporters and the targets share the machine's
@@ -65,10 +66,21 @@ for port in "$NGINX_PORT" "${DELAY_ADDR##*:}" "${SONDE_ADDR##*:}" "${BLACKBOX_AD
   fi
 done
 
-echo "building sonde and delay_server (release)…" >&2
-(cd "$root" && cargo build --release -q --bin sonde && cargo build --release -q -p sonde-testkit --bin delay_server)
-SONDE=$root/target/release/sonde
-DELAY=$root/target/release/delay_server
+# SONDE_BIN: a given sonde build (A/B of two builds under the same load); TARGET_DIR: where the
+# release builds are (default: the workspace's target/).
+rel=${CARGO_TARGET_DIR:-$root/target}/release
+if [ -n "${SONDE_BIN:-}" ]; then
+  SONDE=$SONDE_BIN
+else
+  echo "building sonde (release)…" >&2
+  (cd "$root" && cargo build --release -q --bin sonde)
+  SONDE=$rel/sonde
+fi
+if [ "$TRUTH" = 1 ]; then
+  echo "building delay_server (release)…" >&2
+  (cd "$root" && cargo build --release -q -p sonde-testkit --bin delay_server)
+fi
+DELAY=$rel/delay_server
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
@@ -99,11 +111,13 @@ http {
 EOF
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log" &
 pids+=($!)
-"$DELAY" --listen "$DELAY_ADDR" --delay-ms "$DELAY_MS" >"$work/delay.log" 2>&1 &
-pids+=($!)
-delay_pid=$!
 wait_http "http://127.0.0.1:$NGINX_PORT/"
-wait_http "http://$DELAY_ADDR/"
+if [ "$TRUTH" = 1 ]; then
+  "$DELAY" --listen "$DELAY_ADDR" --delay-ms "$DELAY_MS" >"$work/delay.log" 2>&1 &
+  pids+=($!)
+  delay_pid=$!
+  wait_http "http://$DELAY_ADDR/"
+fi
 
 # --- the exporters, one configuration -------------------------------------------------------------
 cat >"$work/blackbox.yml" <<EOF
