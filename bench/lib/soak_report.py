@@ -28,8 +28,17 @@ def total(text, pat):
     return sum(float(v) for v in re.findall(pat, text, re.M))
 
 
-def runs(text, result):
-    return total(text, r'^sonde_scenario_runs_total\{[^}]*result="%s"[^}]*\} (\S+)' % result)
+def run_series(text, result):
+    """{series labels: count} of sonde_scenario_runs_total for one result."""
+    pat = r'^sonde_scenario_runs_total\{([^}]*result="%s"[^}]*)\} (\S+)' % result
+    return {labels: float(v) for labels, v in re.findall(pat, text, re.M)}
+
+
+def runs_between(t0, t1, result):
+    """Runs between two samples, series by series: a series the reload added since t0 (churn.yaml
+    replaces its scenarios every minute) counts from zero, one it removed is gone with its runs."""
+    a, b = run_series(t0, result), run_series(t1, result)
+    return sum(v - a.get(k, 0.0) for k, v in b.items())
 
 
 def lag_buckets(text):
@@ -81,7 +90,7 @@ def rows(out):
     table = []
     for (h0, t0), (h1, t1) in zip(samples, samples[1:]):
         dt = h1["t"] - h0["t"]
-        done = {r: runs(t1, r) - runs(t0, r) for r in ("success", "failure", "timeout", "skipped")}
+        done = {r: runs_between(t0, t1, r) for r in ("success", "failure", "timeout", "skipped")}
         rw = {k: total(t1, r"^sonde_remote_write_samples_%s_total(?:\{[^}]*\})? (\S+)" % k) -
               total(t0, r"^sonde_remote_write_samples_%s_total(?:\{[^}]*\})? (\S+)" % k)
               for k in ("sent", "failed", "dropped")}
