@@ -98,13 +98,12 @@ stage=$work/target
 assets=$stage/release/assets
 mkdir -p "$assets/man" "$assets/completions"
 cp "$bin" "$stage/release/sonde"
-# A debug build carries ~250 MB of debug info that would take minutes to compress; drop it.
-[[ ${SONDE_PACKAGE_RELEASE:-0} == 1 ]] || strip --strip-debug "$stage/release/sonde"
 "$bin" man --dir "$assets/man"
 "$bin" completions bash > "$assets/completions/sonde"
 "$bin" completions zsh > "$assets/completions/_sonde"
 "$bin" completions fish > "$assets/completions/sonde.fish"
-CARGO_TARGET_DIR=$stage cargo deb --no-build --locked --fast --output "$work/sonde.deb" > "$work/cargo-deb.log" ||
+# --strip: debug info (~250 MB in a debug build, line tables in a release one) stays out.
+CARGO_TARGET_DIR=$stage cargo deb --no-build --locked --strip --fast --output "$work/sonde.deb" > "$work/cargo-deb.log" ||
   { cat "$work/cargo-deb.log"; fail "cargo deb failed (above)"; }
 dpkg-deb --info "$work/sonde.deb" | sed -n '/Package:/,/Description:/p'
 
