@@ -91,7 +91,8 @@ impl Loader {
         }
     }
 
-    /// What the templates of the files loaded next may reach ([`super::trust`]).
+    /// Start a document: what its templates may reach ([`super::trust`]); their shared
+    /// load-time budget starts afresh.
     pub fn set_trust(&self, trust: super::trust::Trust) {
         self.templates.set_trust(trust);
     }

@@ -697,6 +697,24 @@ mod tests {
     }
 
     #[test]
+    fn ordinary_templates_spend_little_of_the_budgets() {
+        let t = Templates::new(None);
+        let mut scope = t.scope("s", std::path::Path::new(""), JValue::from(()));
+        scope.set("base", JValue::from("http://127.0.0.1:1"));
+        for src in [
+            "{{ base }}/x?id={{ scenario | urlencode }}",
+            "Basic {{ base64('user:' ~ scenario) }}",
+        ] {
+            let tmpl = t.env.template_from_str(src).unwrap();
+            let ctx = JValue::from_pairs(scope.pairs.iter().cloned());
+            let captured = tmpl.render_captured(ctx).unwrap();
+            let (used, _) = captured.state().fuel_levels().unwrap();
+            // A 16 MiB file holds at most a few hundred thousand such strings.
+            assert!(used < 20, "{src}: {used}");
+        }
+    }
+
+    #[test]
     fn the_templates_of_a_step_share_one_budget_per_run() {
         let t = Templates::new(None);
         let scope = t.scope("s", std::path::Path::new(""), JValue::from(()));
