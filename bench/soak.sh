@@ -25,7 +25,9 @@
 # without `skipped`), sonde's CPU, the 1-minute load average (the machine is shared: read lag
 # with it). Verdict: flat when the slope (fitted from minute WARMUP_MIN on, allocator and caches
 # warm) projects a change over one hour below 5% of the median (RSS, fds: at least 2 MB / 5 fds;
-# lag p99: at least 2 ms). Traffic stays on 127.0.0.1. Needs nginx, curl, python3.
+# lag p99: at least 2 ms); "no trend shown" when it is not, but within 2 standard errors; "not
+# flat" beyond both. Lag follows the machine's load: read its slope beside load1's. Results of a
+# run: bench/soak-results.md. Traffic stays on 127.0.0.1. Needs nginx, curl, python3.
 set -euo pipefail
 DURATION=${DURATION:-3600}
 WARMUP_MIN=${WARMUP_MIN:-5}
@@ -135,8 +137,8 @@ EOF
 pids+=($!)
 sonde_pid=$!
 wait_http "http://$SONDE_ADDR/-/ready"
-planned=$(python3 -c "print(f'{$rate_main + 20:.0f}')")
-echo "soak: sonde pid $sonde_pid, $((n_main + 20)) scenarios, ~$planned runs/s planned (churn: 20 at 1 s or 2 s), ICMP=$SOAK_ICMP, ${DURATION}s; $(nproc) cores" >&2
+planned=$(python3 -c "print(f'{$rate_main + 15:.0f}')")  # churn: 20 at 1 s, 1 s, 2 s, 2 s, …
+echo "soak: sonde pid $sonde_pid, $((n_main + 20)) scenarios, ~$planned runs/s planned (churn: 20 at 1 s or 2 s, 15/s on average), ICMP=$SOAK_ICMP, ${DURATION}s; $(nproc) cores" >&2
 
 # --- load: a /metrics scraper every 15 s --------------------------------------------------------
 (while kill -0 "$sonde_pid" 2>/dev/null; do
