@@ -3,12 +3,12 @@
 
 use cookie_store::{CookieStore, RawCookie};
 use sonde_probes::http::HttpFacts;
-use sonde_probes::ws::WsConn;
 use tokio::time::Instant;
 use url::Url;
 
 use crate::config::scenario::Captured;
 use crate::engine::capture;
+use crate::engine::conns::Conns;
 
 /// Cookies a jar keeps at most: a hostile server cannot grow it without bound.
 pub const MAX_COOKIES: usize = 64;
@@ -19,8 +19,8 @@ pub struct RunCtx {
     pub captures: Vec<Captured>,
     /// The http steps' cookies, by the rules of RFC 6265 (Domain, Path, Expires, Secure).
     cookies: CookieStore,
-    /// Open WebSocket connections by name.
-    pub conns: Vec<(String, WsConn)>,
+    /// Open long-lived connections (WebSocket…) by name.
+    pub conns: Conns,
     /// When the last `ws.send` of this run was written: `ws.expect` measures from it.
     pub last_send: Option<Instant>,
     /// Secrets met so far (see [`crate::engine::RunReport::secrets`]).
@@ -30,10 +30,6 @@ pub struct RunCtx {
 }
 
 impl RunCtx {
-    pub fn conn(&self, name: &str) -> Option<&WsConn> {
-        self.conns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
-    }
-
     pub fn set_capture(&mut self, name: &str, value: serde_json::Value) {
         if sonde_probes::http::is_secret_header(name) {
             self.add_secret(capture::text(&value));
@@ -90,11 +86,9 @@ impl RunCtx {
         let _ = self.cookies.insert(c.into_owned(), url);
     }
 
-    /// Whether every WebSocket connection is still open (a persistent session's health).
+    /// Whether every connection is still open (a persistent session's health).
     pub fn broken(&self) -> Option<String> {
-        self.conns
-            .iter()
-            .find_map(|(n, c)| c.closed().map(|why| format!("connection `{n}`: {why}")))
+        self.conns.broken()
     }
 }
 

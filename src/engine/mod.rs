@@ -14,6 +14,7 @@
 
 pub mod capture;
 pub mod checks;
+pub mod conns;
 pub mod context;
 pub mod report;
 pub mod steps;

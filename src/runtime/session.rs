@@ -95,7 +95,7 @@ impl Session {
 
     /// When the oldest open connection was opened.
     pub fn connected_since(&self) -> Option<Instant> {
-        self.ctx.conns.iter().map(|(_, c)| c.connected_at()).min()
+        self.ctx.conns.connected_since()
     }
 
     /// After a setup attempt: connected, or back off.

@@ -2,6 +2,10 @@
 //! ([`RunCtx::conns`]), through `sonde_probes::ws`. The trace keeps frame *summaries* (clipped text, binary lengths), never
 //! whole frames, and at most [`MAX_RECORDED`] skipped frames per expect.
 
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+
 use serde::Serialize;
 use sonde_probes::ws::{self, ExpectResult, Payload, WsConn, WsConnectFacts};
 use sonde_probes::{fmt_duration, Failure, FailureReason};
@@ -9,6 +13,7 @@ use tokio::time::Instant;
 
 use super::StepCx;
 use crate::config::scenario::{FrameMatch, WsAction, WsClose, WsConnect, WsExpect, WsSend};
+use crate::engine::conns::SessionConn;
 use crate::engine::report::{StepFacts, StepReport};
 use crate::engine::RunCtx;
 
@@ -120,10 +125,10 @@ fn report(cx: &StepCx<'_>, start: Instant, facts: WsFacts) -> StepReport {
 
 /// The open connection `on`, or the report of a step that names none.
 fn open_conn(cx: &StepCx<'_>, ctx: &RunCtx, on: &str) -> Result<WsConn, Box<StepReport>> {
-    if let Some(c) = ctx.conn(on) {
+    if let Some(c) = ctx.conns.get::<WsConn>(on) {
         return Ok(c.clone());
     }
-    let open: Vec<&str> = ctx.conns.iter().map(|(n, _)| n.as_str()).collect();
+    let open = ctx.conns.names();
     Err(Box::new(StepReport::failed(
         cx.step,
         cx.stage,
@@ -167,8 +172,7 @@ async fn connect(c: &WsConnect, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport
         f.connection = c.name.clone();
     }
     if let Some(conn) = conn {
-        ctx.conns.retain(|(n, _)| *n != c.name);
-        ctx.conns.push((c.name.clone(), conn));
+        ctx.conns.insert(&c.name, conn);
     } else if r.failure.is_none() {
         r.success = false;
         r.failure = Some(Failure::new(
@@ -320,7 +324,7 @@ async fn close(
     let start = Instant::now();
     let conn = open_conn(cx, ctx, &c.on)?;
     let res = conn.close(c.code, &c.reason, cx.deadline).await;
-    ctx.conns.retain(|(n, _)| *n != c.on);
+    ctx.conns.remove(&c.on);
     let facts = WsFacts {
         connection: c.on.clone(),
         ..Default::default()
@@ -344,4 +348,20 @@ async fn close(
         Err(f) => r.fail(f),
     }
     Ok(r)
+}
+
+/// A WebSocket connection in a run's or session's [`crate::engine::conns::Conns`].
+impl SessionConn for WsConn {
+    fn closed(&self) -> Option<String> {
+        WsConn::closed(self).map(|c| c.to_string())
+    }
+    fn wait_closed(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        Box::pin(async move { WsConn::wait_closed(self).await.to_string() })
+    }
+    fn connected_at(&self) -> Instant {
+        WsConn::connected_at(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
