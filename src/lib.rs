@@ -27,6 +27,7 @@ pub mod engine;
 pub mod error_chain;
 pub mod exit;
 pub mod hash;
+pub mod history;
 pub mod metrics;
 pub mod names;
 pub mod redact;

@@ -31,6 +31,7 @@ const ROOMS: &[(&str, &[&str])] = &[
             "blackbox",
             "alert",
             "remote_write",
+            "history",
             "run",
             "web_server",
         ],
