@@ -101,6 +101,12 @@ pub fn start(app: Arc<App>, stop: tokio_util::sync::CancellationToken) -> Runnin
                     .push(("region".into(), region.to_string()));
             }
         }
+        if let Some(replica) = app.scheduler.replica() {
+            if !rw.external_labels.iter().any(|(k, _)| k == "replica") {
+                rw.external_labels
+                    .push(("replica".into(), replica.to_string()));
+            }
+        }
         return Running {
             push: crate::remote_write::start(app.metrics.clone(), rw, stop),
         };

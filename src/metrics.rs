@@ -311,10 +311,15 @@ impl ScenarioMetrics {
     /// Create the scenario's series. `region` is the agent's region; without one the label is
     /// left out (an empty label is the same as none to Prometheus).
     pub fn new(metrics: Arc<Metrics>, scenario: &Scenario, region: Option<&str>) -> Self {
+        let agent: Vec<(&str, &str)> = region.map(|r| ("region", r)).into_iter().collect();
+        Self::for_agent(metrics, scenario, &agent)
+    }
+
+    /// Create the scenario's series with the agent's labels (`region`, `replica`) after
+    /// `scenario`.
+    pub fn for_agent(metrics: Arc<Metrics>, scenario: &Scenario, agent: &[(&str, &str)]) -> Self {
         let mut base = vec![("scenario".to_string(), scenario.name.clone())];
-        if let Some(r) = region {
-            base.push(("region".to_string(), r.to_string()));
-        }
+        base.extend(agent.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         base.extend(scenario.labels.iter().cloned());
         let base: Arc<[(String, String)]> = base.into();
         let l = |step: Option<&Arc<str>>, extra| SeriesLabels {
@@ -525,11 +530,30 @@ pub struct RunMetrics {
     metrics: Arc<Metrics>,
     /// The agent's region: the `region` label of every scenario series.
     region: Option<String>,
+    /// The agent's `replica` label (HA pairs), beside the region.
+    replica: Option<String>,
 }
 
 impl RunMetrics {
     pub fn new(metrics: Arc<Metrics>, region: Option<String>) -> Arc<RunMetrics> {
-        Arc::new(RunMetrics { metrics, region })
+        Arc::new(RunMetrics {
+            metrics,
+            region,
+            replica: None,
+        })
+    }
+
+    /// The metrics of one replica of an HA pair: every scenario series carries `replica`.
+    pub fn with_replica(
+        metrics: Arc<Metrics>,
+        region: Option<String>,
+        replica: Option<String>,
+    ) -> Arc<RunMetrics> {
+        Arc::new(RunMetrics {
+            metrics,
+            region,
+            replica,
+        })
     }
 
     /// The metrics as a scheduler's only observer (tests and tools; `serve` adds the others).
@@ -540,10 +564,17 @@ impl RunMetrics {
 
 impl Observer for RunMetrics {
     fn watch(&self, scenario: &Arc<Scenario>) -> Box<dyn ScenarioObserver> {
-        Box::new(ScenarioMetrics::new(
+        let mut agent = Vec::new();
+        if let Some(r) = &self.region {
+            agent.push(("region", r.as_str()));
+        }
+        if let Some(r) = &self.replica {
+            agent.push(("replica", r.as_str()));
+        }
+        Box::new(ScenarioMetrics::for_agent(
             self.metrics.clone(),
             scenario,
-            self.region.as_deref(),
+            &agent,
         ))
     }
 
@@ -606,6 +637,24 @@ mod tests {
             .map(|s| ScenarioMetrics::new(m.clone(), s, Some("eu")))
             .collect();
         (m, series)
+    }
+
+    #[test]
+    fn a_replica_labels_every_scenario_series_after_the_region() {
+        let cfg = load_str(
+            "t.yaml",
+            "scenario: s\nlabels: {team: web}\ntcp: {target: \"127.0.0.1:1\"}\n",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let m = Metrics::new();
+        let obs = RunMetrics::with_replica(m.clone(), Some("eu".into()), Some("b".into()));
+        let _watch = obs.watch(&cfg.scenarios[0]);
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        assert!(
+            text.contains(r#"sonde_scenario_runs_total{scenario="s",region="eu",replica="b",team="web",result="success"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]

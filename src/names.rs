@@ -16,6 +16,17 @@ pub fn valid_region(r: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
+/// `--replica`: one of several agents in a region that probe the same scenarios (HA pairs).
+pub fn parse_replica(s: &str) -> Result<String, String> {
+    if valid_region(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} — expected a replica name of a-z, 0-9, _ and -"
+        ))
+    }
+}
+
 /// `--region`: the same names scenarios' `regions:` lists accept, so every agent is selectable.
 pub fn parse_region(s: &str) -> Result<String, String> {
     if valid_region(s) {

@@ -288,6 +288,7 @@ async fn scenarios(State(app): State<Arc<App>>) -> Json<Value> {
     let list: Vec<Value> = app.scheduler.states().iter().map(|s| summary(s)).collect();
     Json(json!({
         "region": app.scheduler.region(),
+        "replica": app.scheduler.replica(),
         "shard": app.scheduler.shard().map(|s| s.to_string()),
         "scenarios": list,
         "not_owned": app.scheduler.not_owned(),

@@ -1,12 +1,16 @@
 //! `sonde rules`: a Prometheus rule file from the scenarios' `alert:` blocks, for teams that
 //! alert through Prometheus rather than through sonde itself.
 //!
-//! - per scenario: `sonde_scenario_success{scenario="…"} == 0` for `interval × after` (one alert
-//!   per failing region; the `for:` leaves one interval of slack for scrape and evaluation
-//!   delays), alertname `SondeScenarioFailing` as sonde's own alerts;
+//! - per scenario: `max by (scenario, region) (sonde_scenario_success{scenario="…"}) == 0` for
+//!   `interval × after` (one alert per failing region; the `for:` leaves one interval of slack
+//!   for scrape and evaluation delays), alertname `SondeScenarioFailing` as sonde's own alerts;
 //! - with `alert.regions: {min_failing: M}`: the M-of-K form of
-//!   `examples/prometheus/sonde-rules.yml` — regions failing, counted by region so an agent seen
-//!   twice counts once — alertname `SondeScenarioFailingInManyRegions`.
+//!   `examples/prometheus/sonde-rules.yml`, alertname `SondeScenarioFailingInManyRegions`.
+//!
+//! Both count a region once: the replicas of an HA pair (`--replica`), an agent both scraped
+//! and pushing, or scraped by two Prometheus servers, are one region, failing when every series
+//! reporting for it fails (`max`), so one broken replica does not page and one alert fires however
+//! many replicas report. The scenario's labels, aggregated away, come back as rule labels.
 //!
 //! Annotations are the block's templates rendered with Prometheus template references:
 //! `{{ region }}` becomes `{{ $labels.region }}` (M-of-K: `{{ $value }} regions`). `step`,
@@ -88,12 +92,12 @@ pub fn generate(config: &Config) -> Option<String> {
         let (alertname, expr, region) = match many {
             Some(m) => (
                 MANY_REGIONS_ALERTNAME,
-                format!("count by (scenario) (max by (scenario, region) ({selector} == 0)) >= {m}"),
+                format!("count by (scenario) (max by (scenario, region) ({selector}) == 0) >= {m}"),
                 "{{ $value }} regions",
             ),
             None => (
                 super::ALERTNAME,
-                format!("{selector} == 0"),
+                format!("max by (scenario, region) ({selector}) == 0"),
                 "{{ $labels.region }}",
             ),
         };
@@ -115,15 +119,6 @@ pub fn generate(config: &Config) -> Option<String> {
         annotations.insert("description".into(), render(description, &ctx).into());
         if let Some(r) = &rule.runbook_url {
             annotations.insert("runbook_url".into(), render(r, &ctx).into());
-        }
-        // The scenario's own labels are on the series already (per-region form); the M-of-K
-        // form aggregates them away, so they are put back as rule labels there.
-        if many.is_none() {
-            for (k, _) in &sc.labels {
-                if !rule.labels.iter().any(|(rk, _)| rk == k) {
-                    labels.remove(k);
-                }
-            }
         }
         rules.push(json!({
             "alert": alertname,
@@ -177,12 +172,12 @@ mod tests {
         assert_eq!(rules[0]["alert"], "SondeScenarioFailing");
         assert_eq!(
             rules[0]["expr"],
-            "sonde_scenario_success{scenario=\"api\"} == 0"
+            "max by (scenario, region) (sonde_scenario_success{scenario=\"api\"}) == 0"
         );
         assert_eq!(rules[0]["for"], "90s");
         assert_eq!(
             rules[0]["labels"],
-            json!({"owner": "me", "severity": "page"})
+            json!({"owner": "me", "severity": "page", "team": "web"})
         );
         assert_eq!(
             rules[0]["annotations"]["summary"],
@@ -191,7 +186,7 @@ mod tests {
         assert_eq!(rules[1]["alert"], MANY_REGIONS_ALERTNAME);
         assert_eq!(
             rules[1]["expr"],
-            "count by (scenario) (max by (scenario, region) (sonde_scenario_success{scenario=\"shop\"} == 0)) >= 2"
+            "count by (scenario) (max by (scenario, region) (sonde_scenario_success{scenario=\"shop\"}) == 0) >= 2"
         );
         assert_eq!(rules[1]["for"], "2m");
         assert_eq!(

@@ -28,6 +28,8 @@ use crate::shard::Shard;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AgentSettings {
     pub region: Option<String>,
+    /// One of an HA pair (or more) in the region: the `replica` label of every series.
+    pub replica: Option<String>,
     pub shard: Option<Shard>,
     pub remote_write: Option<RemoteWrite>,
     /// `alerting:`: where alerts go, and defaults for `alert:` blocks ([`super::alert`]).
@@ -79,6 +81,7 @@ struct Doc {
 #[serde(deny_unknown_fields)]
 struct Raw {
     region: Option<String>,
+    replica: Option<String>,
     shard: Option<String>,
     remote_write: Option<RawRemoteWrite>,
     alerting: Option<serde_norway::Value>,
@@ -144,7 +147,7 @@ pub fn parse(origin: &str, dir: &Path, text: &str) -> Result<AgentSettings, Conf
             line,
             column,
             format!(
-                "{} — expected agent settings: `agent:` with region, shard, remote_write, alerting",
+                "{} — expected agent settings: `agent:` with region, replica, shard, remote_write, alerting",
                 e.to_string().split(" at line ").next().unwrap_or_default()
             ),
         )
@@ -169,6 +172,9 @@ pub fn parse(origin: &str, dir: &Path, text: &str) -> Result<AgentSettings, Conf
             )));
         }
         out.region = Some(r);
+    }
+    if let Some(r) = raw.replica {
+        out.replica = Some(crate::names::parse_replica(&r).map_err(at("replica"))?);
     }
     if let Some(s) = raw.shard {
         out.shard = Some(crate::shard_auto::parse(&s).map_err(at("shard"))?);
@@ -319,6 +325,12 @@ pub fn merge(into: &mut AgentSettings, next: AgentSettings) -> Result<(), Config
         }
         into.region = next.region;
     }
+    if next.replica.is_some() {
+        if into.replica.is_some() {
+            return Err(twice("replica"));
+        }
+        into.replica = next.replica;
+    }
     if next.shard.is_some() {
         if into.shard.is_some() {
             return Err(twice("shard"));
@@ -392,6 +404,22 @@ mod tests {
             assert!(e.message.contains(" — expected"), "{e}");
             assert_eq!(e.line, line, "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_replica_is_a_name_given_once() {
+        let a = p("agent:\n  region: eu\n  replica: b\n").unwrap();
+        assert_eq!(a.replica.as_deref(), Some("b"));
+        let e = p("agent:\n  region: eu\n  replica: B 2\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("expected a replica name"), "{e}");
+        let mut a = p("agent:\n  replica: a\n").unwrap();
+        let mut b = p("agent:\n  replica: b\n").unwrap();
+        b.defined_in = Some("b.yaml".into());
+        assert!(merge(&mut a, b)
+            .unwrap_err()
+            .to_string()
+            .contains("`replica`"));
     }
 
     #[test]

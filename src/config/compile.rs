@@ -34,8 +34,9 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// overflow the clock: a monthly check is the longest sonde schedules.
 const MAX_INTERVAL: Duration = Duration::from_secs(31 * 86_400);
 const MAX_LABELS: usize = 16;
-const RESERVED_LABELS: [&str; 10] = [
-    "scenario", "region", "step", "phase", "reason", "result", "le", "job", "instance", "quantile",
+const RESERVED_LABELS: [&str; 11] = [
+    "scenario", "region", "replica", "step", "phase", "reason", "result", "le", "job", "instance",
+    "quantile",
 ];
 
 /// Durations in messages the way people write them in YAML ("30s", "14d", "1m 30s").

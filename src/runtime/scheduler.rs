@@ -59,6 +59,8 @@ pub struct Scheduler {
     /// same labels); shutdown waits for them like for the others.
     retired: Mutex<BTreeMap<String, JoinHandle<()>>>,
     not_owned: Mutex<Vec<NotOwned>>,
+    /// `--replica`: reported by the API; the metrics carry it as a label.
+    replica: Option<String>,
     /// `--shard I/N`: the share of the region's scenarios this agent runs (see [`crate::shard`]).
     shard: Option<crate::shard::Shard>,
 }
@@ -69,6 +71,7 @@ impl Scheduler {
     pub fn new(observers: Observers, region: Option<String>, max_concurrent_runs: usize) -> Self {
         Scheduler {
             region,
+            replica: None,
             runner: Arc::new(Runner::new(max_concurrent_runs, observers)),
             shutdown: CancellationToken::new(),
             tasks: Mutex::new(BTreeMap::new()),
@@ -86,6 +89,15 @@ impl Scheduler {
 
     pub fn shard(&self) -> Option<crate::shard::Shard> {
         self.shard
+    }
+
+    pub fn with_replica(mut self, replica: Option<String>) -> Self {
+        self.replica = replica;
+        self
+    }
+
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_deref()
     }
 
     pub fn region(&self) -> Option<&str> {

@@ -56,6 +56,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME", value_parser = crate::names::parse_region)]
     pub region: Option<String>,
 
+    /// This agent's name among agents of one region that run the same scenarios (an HA pair):
+    /// the `replica` label of every series. Alerts never carry it, so Alertmanager keeps one
+    /// alert however many replicas send it. Also `agent: replica:` in agent settings.
+    #[arg(long, value_name = "NAME", value_parser = crate::names::parse_replica)]
+    pub replica: Option<String>,
+
     /// At most this many scenario runs at once; further due runs wait (and show as scheduler
     /// lag).
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_RUNS, value_name = "N")]

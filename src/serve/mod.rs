@@ -157,6 +157,10 @@ fn build_app(
     let (region, shard) =
         crate::agent::effective(args.region.clone(), &args.agent, &initial.config);
     opts.region = region.clone();
+    let replica = args
+        .replica
+        .clone()
+        .or_else(|| initial.config.agent.replica.clone());
     let metrics = Metrics::new();
     let alerts = Alerts::start(
         metrics.alerts.clone(),
@@ -166,11 +170,13 @@ fn build_app(
     );
     warn_on_unrouted_notifiers(&initial);
     let observers: Observers = Arc::new([
-        RunMetrics::new(metrics.clone(), region.clone()) as _,
+        RunMetrics::with_replica(metrics.clone(), region.clone(), replica.clone()) as _,
         Arc::new(alerts.clone()) as _,
         Arc::new(RunLog) as _,
     ]);
-    let scheduler = Scheduler::new(observers, region, args.max_concurrent_runs).with_shard(shard);
+    let scheduler = Scheduler::new(observers, region, args.max_concurrent_runs)
+        .with_shard(shard)
+        .with_replica(replica);
     let blackbox = crate::blackbox::Blackbox::new(
         args.timeout_offset,
         crate::blackbox::safety::Safety::new(
