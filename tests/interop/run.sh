@@ -8,7 +8,7 @@
 #   1. install nginx, dnsmasq-base, prometheus (promtool), prometheus-blackbox-exporter, openssl,
 #      curl if any is missing, without letting the packages start system services;
 #   2. start the servers (servers.sh) in a fresh temporary folder, stopped again on any exit;
-#      then regions.sh, alerting.sh, grafana.sh (dashboards), kubernetes.sh (manifests) and
+#      then regions.sh, alerting.sh, ha.sh (HA pairs), grafana.sh (dashboards), kubernetes.sh (manifests) and
 #      package.sh (the .deb), each of which installs what else it needs;
 #   3. cargo test --test interop -- --ignored  (the tests read SONDE_INTEROP_* from servers.sh).
 # Exit code: cargo's.
@@ -79,6 +79,7 @@ echo "interop: servers up ($(tr '\n' ' ' < "$work/env"))"
 
 bash tests/interop/regions.sh  # many regions: network namespaces, real Prometheus, remote_write
 bash tests/interop/alerting.sh # a real Alertmanager receiving sonde's alerts; promtool on `sonde rules`
+bash tests/interop/ha.sh       # an HA pair: one alert in Alertmanager and Prometheus, no gap when one dies
 bash tests/interop/email.sh "$work" # e-mail alerts to aiosmtpd: STARTTLS, AUTH, a refused password
 bash tests/interop/grafana.sh  # every Grafana dashboard query against a real Prometheus scraping sonde
 bash tests/interop/kubernetes.sh # deploy/kubernetes/ against the Kubernetes and Prometheus Operator schemas
