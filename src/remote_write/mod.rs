@@ -348,6 +348,7 @@ async fn send_loop(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
+    let mut health = ReceiverHealth::default();
     // Set at shutdown: from then on, push what is queued until empty or this instant.
     let mut flush_until: Option<tokio::time::Instant> = None;
     loop {
@@ -389,6 +390,7 @@ async fn send_loop(
             c
         };
         metrics.remote_write.count(counts);
+        health.after(&outcome);
         match outcome {
             Outcome::Delivered => backoff.reset(),
             Outcome::Rejected(why) => {
@@ -413,7 +415,7 @@ async fn send_loop(
                     }
                     tokio::time::sleep(pause).await;
                 } else {
-                    tracing::warn!(retry_in = ?pause, "remote_write: push failed, will retry: {why}");
+                    tracing::debug!(retry_in = ?pause, "remote_write: push failed, will retry: {why}");
                     tokio::select! {
                         _ = stop.cancelled() => {}
                         _ = tokio::time::sleep(pause) => {}
@@ -421,5 +423,86 @@ async fn send_loop(
                 }
             }
         }
+    }
+}
+
+/// Whether the receiver takes pushes, so the log says when that changes rather than once per
+/// retry: an outage of an hour is two lines, not hundreds.
+#[derive(Default)]
+struct ReceiverHealth {
+    /// Failed pushes in a row (retried ones).
+    failures: u64,
+}
+
+/// A change of [`ReceiverHealth`] worth a log line.
+#[derive(Debug, PartialEq)]
+enum HealthChange {
+    Down,
+    /// Back, after this many failed pushes.
+    Up(u64),
+}
+
+impl ReceiverHealth {
+    fn after(&mut self, outcome: &Outcome) {
+        match self.change(outcome) {
+            Some(HealthChange::Down) => {
+                let why = match outcome {
+                    Outcome::Retry(why) => why.as_str(),
+                    _ => "",
+                };
+                tracing::warn!("remote_write: the receiver does not take pushes; retrying with backoff, samples queue meanwhile: {why}");
+            }
+            Some(HealthChange::Up(n)) => {
+                tracing::info!(
+                    failed_pushes = n,
+                    "remote_write: the receiver takes pushes again"
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn change(&mut self, outcome: &Outcome) -> Option<HealthChange> {
+        match outcome {
+            Outcome::Retry(_) => {
+                self.failures += 1;
+                (self.failures == 1).then_some(HealthChange::Down)
+            }
+            Outcome::Delivered if self.failures > 0 => {
+                Some(HealthChange::Up(std::mem::take(&mut self.failures)))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_one_line_down_and_one_line_up() {
+        let mut h = ReceiverHealth::default();
+        let retry = || Outcome::Retry("connection refused".into());
+        let seen: Vec<_> = [
+            retry(),
+            retry(),
+            retry(),
+            Outcome::Delivered,
+            Outcome::Delivered,
+        ]
+        .iter()
+        .map(|o| h.change(o))
+        .collect();
+        assert_eq!(
+            seen,
+            [
+                Some(HealthChange::Down),
+                None,
+                None,
+                Some(HealthChange::Up(3)),
+                None
+            ]
+        );
     }
 }
