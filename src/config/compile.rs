@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value};
 
 use super::build::{Cx, Shared};
+use super::conn_names::ConnRef;
 use super::deser::deserialize_recovering;
 use super::error::{FileErrors, Pos};
 use super::funcs::SecretSink;
@@ -185,7 +186,9 @@ impl Loader {
             scenario_timeout: head.timeout,
             heartbeat: head.heartbeat,
         };
-        let outs = self.build_steps(gathered, &scope, &opts, here, errors, &mut hash);
+        let mut conns = Vec::new();
+        let outs = self.build_steps(gathered, &scope, &opts, here, errors, &mut hash, &mut conns);
+        super::conn_names::check(&conns, here.index, errors);
         let rt = Arc::new(RtBase {
             templates: self.templates.clone(),
             scope,
@@ -339,7 +342,9 @@ impl Loader {
     }
 
     /// The build stage: each step's templates checked (and rendered when they can be now),
-    /// typed, and built — or kept to be built per run.
+    /// typed, and built — or kept to be built per run. Each step's connection (opened or used)
+    /// goes to `conns` for the check of names.
+    #[allow(clippy::too_many_arguments)]
     fn build_steps(
         &self,
         gathered: Vec<(Value, String, Stage)>,
@@ -348,6 +353,7 @@ impl Loader {
         here: &Here,
         errors: &mut FileErrors,
         hash: &mut Fnv,
+        conns: &mut Vec<ConnRef>,
     ) -> Vec<StepOut> {
         let index = here.index;
         let mut captures: Vec<String> = Vec::new();
@@ -368,6 +374,15 @@ impl Loader {
             let rec = deserialize_recovering::<StepModel>(v, &base, "a step", index, errors);
             let damaged = rec.damaged();
             let Some(sm) = rec.value else { continue };
+            let (opens, uses) = (sm.opens_connection(), sm.uses_connection());
+            if let Some((kind, _)) = opens.or(uses) {
+                conns.push(ConnRef {
+                    at: key_path(&base, kind),
+                    kind,
+                    opens: opens.map(|(_, n)| n.to_string()),
+                    uses: uses.map(|(_, n)| n.to_string()),
+                });
+            }
             let mode = match (damaged || !rendered, dynamic) {
                 (true, _) => Mode::NameOnly,
                 (false, true) => Mode::FlowOnly,

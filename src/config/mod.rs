@@ -23,6 +23,7 @@ pub mod alert;
 pub mod blackbox;
 pub(crate) mod build;
 mod compile;
+mod conn_names;
 pub(crate) mod deser;
 pub(crate) mod error;
 mod expect;

@@ -60,6 +60,16 @@ pub trait StepKind {
         None
     }
 
+    /// The name of the long-lived connection the step opens (`as:` of a connect step).
+    fn opens_connection(&self) -> Option<&str> {
+        None
+    }
+
+    /// The name of the connection the step works on (`on:` of a send, expect or close step).
+    fn uses_connection(&self) -> Option<&str> {
+        None
+    }
+
     /// Check every value and build the step's action; `None` after reporting a problem.
     fn build(&self, at: &At<'_>, cx: &mut Cx) -> Option<Action>;
 }
@@ -219,6 +229,22 @@ macro_rules! step_kinds {
                     out.push(($key, c));
                 })*
                 out
+            }
+
+            /// The connection the step opens, with its kind (the first kind written).
+            pub fn opens_connection(&self) -> Option<(&'static str, &str)> {
+                $(if let Some(m) = &self.$field {
+                    return m.opens_connection().map(|n| ($key, n));
+                })*
+                None
+            }
+
+            /// The connection the step uses, with its kind (the first kind written).
+            pub fn uses_connection(&self) -> Option<(&'static str, &str)> {
+                $(if let Some(m) = &self.$field {
+                    return m.uses_connection().map(|n| ($key, n));
+                })*
+                None
             }
 
             /// Build the step's kind (the first one written) at `base`.
