@@ -3,13 +3,14 @@
 //! every connection kind (ws, tcp, mqtt…): each kind says which name a step opens or uses
 //! ([`super::kinds::StepKind::opens_connection`], [`super::kinds::StepKind::uses_connection`]).
 
-use super::error::FileErrors;
-use super::locate::{key_path, PosIndex};
+use super::error::{FileErrors, Pos};
 
 /// One step's part in the scenario's connections.
 pub struct ConnRef {
-    /// Where the step's kind mapping sits (`steps[2].ws.send`).
-    pub at: String,
+    /// Where the step's `on:` is (for a group's step: the use, see `prefix`).
+    pub pos: Pos,
+    /// For a group's step: where in the group, said before the message.
+    pub prefix: Option<String>,
     pub kind: &'static str,
     pub opens: Option<String>,
     pub uses: Option<String>,
@@ -31,9 +32,14 @@ fn near<'a>(name: &str, opened: &[&'a str]) -> Option<&'a str> {
 }
 
 /// Every `on:` must name a connection some step opens with `as:`; a near miss is suggested.
-pub fn check(refs: &[ConnRef], index: &PosIndex, errors: &mut FileErrors) {
-    let opened: Vec<&str> = refs.iter().filter_map(|r| r.opens.as_deref()).collect();
-    if opened.iter().any(|n| templated(n)) {
+pub fn check(refs: &[ConnRef], errors: &mut FileErrors) {
+    let mut opened: Vec<&str> = refs.iter().filter_map(|r| r.opens.as_deref()).collect();
+    // A templated name is known per run only; an invalid one was reported where it is
+    // written (and every use of it would only repeat that).
+    if opened
+        .iter()
+        .any(|n| templated(n) || !super::flow::valid_name(n))
+    {
         return;
     }
     for r in refs {
@@ -43,22 +49,25 @@ pub fn check(refs: &[ConnRef], index: &PosIndex, errors: &mut FileErrors) {
         if templated(name) || opened.contains(&name) {
             continue;
         }
-        let at = index.value(&key_path(&r.at, "on"));
         let hint = match near(name, &opened) {
             Some(c) => format!(" — did you mean `{c}`?"),
             None if opened.is_empty() => {
                 " — expected a connect step (like ws.connect) with `as:` before it".to_string()
             }
-            None => format!(" — expected one of the opened connections: {}", {
-                let mut o = opened.clone();
-                o.dedup();
-                o.join(", ")
-            }),
+            None => {
+                opened.sort_unstable();
+                opened.dedup();
+                format!(
+                    " — expected one of the opened connections: {}",
+                    opened.join(", ")
+                )
+            }
         };
         errors.push(
-            at,
+            r.pos,
             format!(
-                "{} on connection `{name}`, which no step opens{hint}",
+                "{}{} on connection `{name}`, which no step opens{hint}",
+                r.prefix.as_deref().unwrap_or(""),
                 r.kind
             ),
         );

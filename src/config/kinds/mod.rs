@@ -150,7 +150,7 @@ macro_rules! step_kinds {
             pub tags: Option<Vec<Text>>,
             pub labels: Option<Ordered<Text>>,
             pub vars: Option<Ordered<VarValue>>,
-            #[schemars(with = "Option<Vec<StepModel>>")]
+            #[schemars(with = "Option<Vec<super::groups::StepItem>>")]
             pub steps: Option<Vec<Value>>,
             // The one-step shorthand; typed later as a step.
             $($(
@@ -166,11 +166,19 @@ macro_rules! step_kinds {
             #[schemars(with = "Option<RetryModel>")]
             pub retry: Option<Value>,
             /// Steps run before `steps` (once per connection life with `session: persistent`).
-            #[schemars(with = "Option<Vec<StepModel>>")]
+            #[schemars(with = "Option<Vec<super::groups::StepItem>>")]
             pub setup: Option<Vec<Value>>,
             /// Steps run after `steps`, whatever happened (persistent: when the session ends).
-            #[schemars(with = "Option<Vec<StepModel>>")]
+            #[schemars(with = "Option<Vec<super::groups::StepItem>>")]
             pub teardown: Option<Vec<Value>>,
+            /// Reusable step groups: name → {params, steps}, used as a step with `use: name`.
+            #[schemars(with = "Option<std::collections::BTreeMap<String, super::groups::GroupModel>>")]
+            #[allow(dead_code)] // read from the raw mapping (config::groups)
+            pub groups: Option<Value>,
+            /// Files (relative to this one) whose `groups:` this scenario may use.
+            #[schemars(with = "Option<Vec<String>>")]
+            #[allow(dead_code)] // read from the raw mapping (config::groups)
+            pub include: Option<Value>,
             pub session: Option<SessionWord>,
             pub heartbeat: Option<Dur>,
             /// HTTP steps of a run share a cookie jar (default true).

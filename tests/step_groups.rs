@@ -1,0 +1,247 @@
+//! Reusable step groups (issue 12, item 2): a login written once and used for two users, in the
+//! file or in an included one; expanded steps in the trace; every mistake a located load error
+//! that points at both the use and the definition.
+
+use std::sync::Arc;
+
+use sonde::config::scenario::Scenario;
+use sonde::config::{load_all, load_str, LoadOptions};
+use sonde::engine;
+use sonde_testkit::ws::{WsOptions, WsServer};
+
+fn load_one(yaml: &str) -> Arc<Scenario> {
+    let cfg = load_str("t.yaml", yaml, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("invalid: {e:?}"));
+    cfg.scenarios[0].clone()
+}
+
+/// The load errors of `yaml`, one line each.
+fn errors(yaml: &str) -> Vec<String> {
+    match load_str("t.yaml", yaml, &LoadOptions::default()) {
+        Ok(_) => panic!("expected load errors"),
+        Err(e) => e.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const GROUP: &str = r#"groups:
+  hello:
+    params: {who: null, greeting: hi}
+    steps:
+      - name: open
+        ws.connect: {as: "{{ who }}", url: "{{ url }}"}
+      - name: say
+        ws.send: {on: "{{ who }}", text: "{{ greeting }} from {{ who | upper }}"}
+      - ws.expect: {on: "{{ who }}", match: {equals: "{{ greeting }} from {{ who | upper }}"}, within: 1s}
+"#;
+
+#[tokio::test]
+async fn a_group_used_twice_runs_under_the_names_of_its_uses() {
+    let server = WsServer::start(WsOptions::default()).await;
+    let yaml = format!(
+        "scenario: pair\nvars: {{url: \"{}\"}}\n{GROUP}steps:\n  - use: hello\n    with: {{who: alice}}\n  - use: hello\n    with: {{who: bob, greeting: hey}}\n    name: second\n  - ws.close: {{on: alice}}\n",
+        server.url("/")
+    );
+    let sc = load_one(&yaml);
+    let names: Vec<&str> = sc.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "hello[alice] › open",
+            "hello[alice] › say",
+            "hello[alice] › ws.expect",
+            "second › open",
+            "second › say",
+            "second › ws.expect",
+            "ws.close",
+        ]
+    );
+    let r = engine::run(&sc).await;
+    assert!(r.success(), "{:#}", r.to_json(&sc));
+    let trace = r.to_json(&sc).to_string();
+    // Arguments and defaults reached the templates, expressions (`| upper`) included.
+    assert!(trace.contains("hi from ALICE"), "{trace}");
+    assert!(trace.contains("hey from BOB"), "{trace}");
+    assert_eq!(server.connections(), 2);
+}
+
+#[test]
+fn mistakes_inside_a_group_point_at_the_use_and_the_definition() {
+    let yaml = r#"scenario: bad
+groups:
+  login:
+    params: [user]
+    steps:
+      - ws.connect: {as: "{{ user }}", url: "http://not-ws"}
+steps:
+  - use: login
+    with: {user: alice}
+"#;
+    let e = errors(yaml);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.yaml:8:5: in group `login` at t.yaml:6:"),
+        "{e:?}"
+    );
+    assert!(
+        e[0].contains("expected an absolute ws:// or wss:// URL"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_groups_parameters_and_missing_ones_are_located() {
+    let yaml = r#"scenario: bad
+groups:
+  login:
+    params: [user, password]
+    steps:
+      - sleep: 1ms
+steps:
+  - use: logni
+  - use: login
+    with: {user: a, pasword: x}
+"#;
+    let e = errors(yaml).join("\n");
+    assert!(
+        e.contains("t.yaml:8:10: unknown group `logni` — did you mean `login`?"),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "t.yaml:10:21: unknown parameter `pasword` of group `login` — did you mean `password`?"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("t.yaml:9:10: group `login` needs parameter `password` — expected it under `with:` (parameters: user, password; defined at t.yaml:3:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_group_that_uses_itself_is_a_load_error() {
+    let yaml = r#"scenario: loop
+groups:
+  a:
+    steps:
+      - use: b
+  b:
+    steps:
+      - sleep: 1ms
+      - use: a
+steps:
+  - use: a
+"#;
+    let e = errors(yaml).join("\n");
+    assert!(e.contains("t.yaml:11:5:"), "{e}");
+    assert!(
+        e.contains("group `a` uses itself (a → b → a) — expected groups that do not recurse"),
+        "{e}"
+    );
+}
+
+#[test]
+fn connection_names_from_arguments_are_checked_too() {
+    let yaml = r#"scenario: conn
+groups:
+  talk:
+    params: [on]
+    steps:
+      - ws.send: {on: "{{ on }}", text: hi}
+steps:
+  - ws.connect: {as: bob, url: "ws://127.0.0.1:1/"}
+  - use: talk
+    with: {on: bobby}
+"#;
+    let e = errors(yaml).join("\n");
+    assert!(
+        e.contains("t.yaml:9:5: in group `talk` at t.yaml:6:"),
+        "{e}"
+    );
+    assert!(
+        e.contains("connection `bobby`, which no step opens — did you mean `bob`?"),
+        "{e}"
+    );
+}
+
+#[test]
+fn groups_can_live_in_an_included_file_below_the_scenario() {
+    let dir = std::env::temp_dir().join(format!("sonde-groups-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("shared")).unwrap();
+    std::fs::write(
+        dir.join("shared/wait.yaml"),
+        "groups:\n  pause:\n    params: {for: 1ms}\n    steps:\n      - sleep: \"{{ for }}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("s.yaml"),
+        "scenario: inc\ninclude: [shared/wait.yaml]\nsteps:\n  - use: pause\n  - use: pause\n    with: {for: 2ms}\n",
+    )
+    .unwrap();
+    let loaded = load_all(&[dir.join("s.yaml")], &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let names: Vec<&str> = loaded.config.scenarios[0]
+        .steps
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["pause[1ms] › sleep", "pause[2ms] › sleep"]);
+
+    // Outside the scenario's folder: refused, by the file-root rules of file().
+    std::fs::write(
+        dir.join("shared/out.yaml"),
+        "scenario: out\ninclude: [../../escape.yaml]\nsteps:\n  - sleep: 1ms\n",
+    )
+    .unwrap();
+    let e = load_all(&[dir.join("shared/out.yaml")], &LoadOptions::default())
+        .err()
+        .map(|e| {
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    assert!(
+        e.contains("out.yaml:2:11: cannot include \"../../escape.yaml\""),
+        "{e}"
+    );
+
+    // A mistake in the included file names that file's line, at the use.
+    std::fs::write(
+        dir.join("shared/wait.yaml"),
+        "groups:\n  pause:\n    steps:\n      - sleep: 1ms\n        colour: red\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("s.yaml"),
+        "scenario: inc\ninclude: [shared/wait.yaml]\nsteps:\n  - use: pause\n",
+    )
+    .unwrap();
+    let e = load_all(&[dir.join("s.yaml")], &LoadOptions::default())
+        .err()
+        .map(|e| {
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    assert!(e.contains("s.yaml:4:5: in group `pause` at "), "{e}");
+    assert!(e.contains("wait.yaml:5:9: unknown key `colour`"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_schema_knows_groups_and_uses() {
+    let schema = sonde::schema::scenario_file_schema().to_string();
+    for word in [
+        "\"groups\"",
+        "\"include\"",
+        "\"use\"",
+        "\"params\"",
+        "\"with\"",
+    ] {
+        assert!(schema.contains(word), "{word} missing from the schema");
+    }
+}
