@@ -245,3 +245,34 @@ fn the_schema_knows_groups_and_uses() {
         assert!(schema.contains(word), "{word} missing from the schema");
     }
 }
+
+#[allow(dead_code)]
+#[path = "../examples/chat_server.rs"]
+mod chat_server;
+
+/// The example in docs/scenario-format.md's "Step groups" runs as written against the example
+/// chat server (only its URL changed).
+#[tokio::test]
+async fn the_documented_example_runs() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/scenario-format.md"
+    ))
+    .unwrap();
+    let start = doc
+        .find("```yaml\nscenario: two-users-echo")
+        .expect("the example is in the docs");
+    let block = &doc[start + "```yaml\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = chat_server::start(listener, Default::default());
+    let sc = load_one(&block.replace("ws://127.0.0.1:9300/chat", &server.url()));
+    let mut session = sonde::runtime::session::Session::default();
+    let (_, r) = session.run(&sc).await;
+    assert!(r.success(), "{:#}", r.to_json(&sc));
+    let names: Vec<&str> = r.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names[0], "login[alice] › connect");
+    assert_eq!(names[3], "bob-login › connect");
+    assert_eq!(server.logged_in(), 2);
+    session.end(&sc).await;
+}
