@@ -276,3 +276,28 @@ async fn the_documented_example_runs() {
     assert_eq!(server.logged_in(), 2);
     session.end(&sc).await;
 }
+
+/// Hostile input: groups that use groups many times each would multiply into millions of
+/// steps; the expansion stops at 1,000 with a located error instead of exhausting memory.
+#[test]
+fn an_expansion_that_multiplies_is_bounded() {
+    let uses = |g: &str| format!("      - use: {g}\n").repeat(30);
+    let yaml = format!(
+        "scenario: bomb\ngroups:\n  a:\n    steps:\n{}  b:\n    steps:\n{}  c:\n    steps:\n{}  d:\n    steps:\n{}steps:\n  - use: a\n",
+        uses("b"),
+        uses("c"),
+        uses("d"),
+        "      - sleep: 1ms\n".repeat(30),
+    );
+    let e = errors(&yaml);
+    assert!(
+        e.iter()
+            .any(|e| e.contains("more than 1000 steps once groups are expanded")),
+        "{e:?}"
+    );
+    assert!(
+        e.len() < 20,
+        "one error per level, not one per step: {}",
+        e.len()
+    );
+}

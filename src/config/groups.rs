@@ -484,14 +484,13 @@ fn expand_use(
     let Some((group, args, use_name)) = check_use(v, base, level, groups, errors) else {
         return;
     };
+    // Unique among the scenario's uses (`login[alice]`, then `login[alice]-2`).
     let mut name = format!("{}{use_name}", level.prefix);
-    if level.origin.is_none() {
-        let mut n = 2;
-        let first = name.clone();
-        while !names.insert(name.clone()) {
-            name = format!("{first}-{n}");
-            n += 1;
-        }
+    let first = name.clone();
+    let mut n = 2;
+    while !names.insert(name.clone()) {
+        name = format!("{first}-{n}");
+        n += 1;
     }
     let chain = match &level.origin {
         None => format!("in group `{}`", group.name),
@@ -517,6 +516,15 @@ fn expand_use(
     let mut taken: HashSet<String> = HashSet::new();
     for (j, step) in group.steps.iter().enumerate() {
         let path = index_path(&key_path(&group.loc.path, "steps"), j);
+        // Checked as it grows: groups that use groups several times each multiply.
+        if out.len() >= MAX_EXPANDED_STEPS {
+            inner.report(
+                errors,
+                &path,
+                format!("more than {MAX_EXPANDED_STEPS} steps once groups are expanded — expected fewer uses"),
+            );
+            return;
+        }
         if is_use(step) {
             expand_use(step, &path, stage, &inner, groups, names, out, errors);
             continue;
