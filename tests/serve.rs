@@ -166,6 +166,19 @@ fn serve_probes_and_exposes_metrics_api_and_redacted_config() {
         down_doc["last_run"]["steps"][0]["failure"]["message"],
         "status 503 — expected 2xx"
     );
+    // The recent past beside the last run (issue 12): runs in brief, newest first, and the
+    // last failure in full; a per-run scenario has no session fields.
+    let brief = &down_doc["recent_runs"][0];
+    assert_eq!(brief["result"], "failure", "{down_doc:#}");
+    assert_eq!(brief["kind"], "run");
+    assert_eq!(brief["failed_step"], "http");
+    assert_eq!(brief["reason"], "status");
+    assert_eq!(brief["message"], "status 503 — expected 2xx");
+    assert_eq!(down_doc["last_failure"]["failed_step"], "http");
+    assert!(down_doc.get("session_events").is_none(), "{down_doc:#}");
+    assert_eq!(web_doc["recent_runs"][0]["result"], "success");
+    assert!(web_doc["recent_runs"][0].get("message").is_none());
+    assert!(web_doc["last_failure"].is_null());
 
     let m = s.get("/metrics");
     assert_eq!(m.status, 200);
