@@ -451,3 +451,55 @@ fn scenario_names_with_a_slash_have_an_api_page_and_a_working_link() {
         "{index}"
     );
 }
+
+/// A persistent session that the server kicks (close 4001 "kicked") during every run: the
+/// API keeps the last break with its close code and the run that reported it, and the session's
+/// events; the log says so at INFO, the failing once (issue 12, defects 3 and 4).
+#[test]
+fn a_kicked_session_shows_its_break_and_events_in_the_api_and_the_log() {
+    let rt = runtime();
+    let ws = rt.block_on(sonde_testkit::ws::WsServer::start(Default::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("kicked.yaml");
+    write(
+        &f,
+        &format!(
+            r#"scenario: kicked
+interval: 500ms
+timeout: 400ms
+session: persistent
+setup:
+  - name: connect
+    ws.connect: {{as: c, url: "{}"}}
+steps:
+  - name: kick-me
+    ws.send: {{on: c, text: "!close 4001 kicked"}}
+  - name: wait
+    ws.expect: {{on: c, match: {{equals: never}}, within: 300ms}}
+"#,
+            ws.url("/")
+        ),
+    );
+    let s = Serve::command(SONDE).config(&f).log_level("info").start();
+    let doc = s.wait_runs("kicked", 2);
+    let brk = &doc["last_break"];
+    let reason = brk["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("4001") && reason.contains("kicked"),
+        "{doc:#}"
+    );
+    assert_eq!(brk["run"]["failed_step"], "wait", "{doc:#}");
+    let events: Vec<&str> = doc["session_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for want in ["connected", "broken", "reconnected"] {
+        assert!(events.contains(&want), "{want} missing: {events:?}");
+    }
+    let log = s.log();
+    assert_eq!(log.matches("scenario failing").count(), 1, "{log}");
+    assert!(log.contains("session broken"), "{log}");
+    assert!(log.contains("session reconnected"), "{log}");
+}
