@@ -301,3 +301,38 @@ fn an_expansion_that_multiplies_is_bounded() {
         e.len()
     );
 }
+
+/// A file of groups only, in a folder loaded whole (`-c scenarios/`), is a library for
+/// `include:`, not a scenario file with no scenario; its groups are checked all the same.
+#[test]
+fn a_groups_file_in_a_loaded_folder_is_a_library() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lib.yaml"),
+        "groups:\n  pause:\n    steps:\n      - sleep: 1ms\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("s.yaml"),
+        "scenario: s\ninclude: [lib.yaml]\nsteps:\n  - use: pause\n",
+    )
+    .unwrap();
+    let loaded = load_all(&[dir.path().to_path_buf()], &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(loaded.config.scenarios.len(), 1);
+    std::fs::write(
+        dir.path().join("lib.yaml"),
+        "groups:\n  pause:\n    stepz: []\n",
+    )
+    .unwrap();
+    let e = load_all(&[dir.path().to_path_buf()], &LoadOptions::default())
+        .err()
+        .map(|e| {
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    assert!(e.contains("lib.yaml:3:"), "the library's own error: {e}");
+}

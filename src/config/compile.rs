@@ -174,6 +174,11 @@ impl Loader {
                     ),
                 }
             }
+            // A library of groups for other files to `include:` (it may sit in a folder
+            // loaded whole): its groups are checked, it has no scenario of its own.
+            (false, None) if top.contains_key("groups") && top.len() == 1 => {
+                self.groups(&top, "", dir, index, errors, Groups::default());
+            }
             (false, None) => no_scenario(&top, index, errors),
         }
     }
