@@ -336,3 +336,36 @@ fn a_groups_file_in_a_loaded_folder_is_a_library() {
         .unwrap_or_default();
     assert!(e.contains("lib.yaml:3:"), "the library's own error: {e}");
 }
+
+/// Secrets read in a shared or included group (`env.NAME`, a `password:` key) are the using
+/// scenario's secrets: redacted from its traces like its own.
+#[tokio::test]
+async fn secrets_inside_shared_groups_are_redacted() {
+    std::env::set_var("SONDE_GROUP_SECRET", "grp-secret-8812");
+    let server = WsServer::start(WsOptions::default()).await;
+    let yaml = format!(
+        r#"groups:
+  hello:
+    params: [who]
+    steps:
+      - ws.connect: {{as: "{{{{ who }}}}", url: "{url}"}}
+      - ws.send: {{on: "{{{{ who }}}}", text: "key={{{{ env.SONDE_GROUP_SECRET }}}}"}}
+      - ws.expect: {{on: "{{{{ who }}}}", match: {{contains: "key="}}, within: 1s}}
+      - ws.send: {{on: "{{{{ who }}}}", json: {{user: x, password: lit-pass-4471}}}}
+      - ws.expect: {{on: "{{{{ who }}}}", match: {{contains: "user"}}, within: 1s}}
+scenarios:
+  - scenario: shared
+    steps:
+      - use: hello
+        with: {{who: a}}
+"#,
+        url = server.url("/")
+    );
+    let sc = load_one(&yaml);
+    let r = engine::run(&sc).await;
+    assert!(r.success(), "{:#}", r.to_json(&sc));
+    let trace = r.to_json(&sc).to_string();
+    assert!(!trace.contains("grp-secret-8812"), "{trace}");
+    assert!(!trace.contains("lit-pass-4471"), "{trace}");
+    assert!(trace.contains("<redacted>"), "{trace}");
+}

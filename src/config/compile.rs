@@ -251,6 +251,12 @@ impl Loader {
         let (sink, scope) = self.scope(&m, &head.name, here, errors, &mut hash);
         let gathered = gather(&m, here, &removed, &head, errors);
         let gathered = super::groups::expand(gathered, &groups, here.index, errors);
+        // A shared or included group's steps are not in this scenario's text: their secrets
+        // (a `password:` key, `env.NAME`) are found in the expanded steps.
+        for item in gathered.iter().filter(|i| i.origin.is_some()) {
+            let v = serde_json::to_value(&item.value).unwrap_or_default();
+            secrets.extend(super::redact::secrets(&v, |name| std::env::var(name).ok()));
+        }
         let opts = StepOpts {
             scenario_timeout: head.timeout,
             heartbeat: head.heartbeat,
