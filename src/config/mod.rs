@@ -29,7 +29,7 @@ pub(crate) mod error;
 mod expect;
 mod flow;
 pub mod funcs;
-mod groups;
+pub(crate) mod groups;
 pub(crate) mod kinds;
 pub mod limits;
 pub(crate) mod locate;
