@@ -95,9 +95,17 @@ impl Session {
         self.connected = false;
         self.ctx = RunCtx::default();
         if let Some(r) = reason {
-            self.events.push(SessionEvent::Broken(r.clone()));
+            self.note(SessionEvent::Broken(r.clone()));
             self.unreported_break = Some(r);
         }
+    }
+
+    /// Keep `e` for the runner (bounded: a caller that never takes them keeps the last ones).
+    fn note(&mut self, e: SessionEvent) {
+        if self.events.len() >= 64 {
+            self.events.remove(0);
+        }
+        self.events.push(e);
     }
 
     /// The events since the last call, oldest first.
@@ -114,7 +122,7 @@ impl Session {
     fn after_setup(&mut self, ok: bool, report: &RunReport, interval: Duration) -> bool {
         if ok {
             let reconnect = self.ever_connected;
-            self.events.push(if reconnect {
+            self.note(if reconnect {
                 SessionEvent::Reconnected
             } else {
                 SessionEvent::Connected
@@ -138,7 +146,7 @@ impl Session {
             self.backoff.set_cap(interval);
             let pause = self.backoff.failed();
             self.reconnect_at = Some(Instant::now() + pause);
-            self.events.push(SessionEvent::ReconnectFailed(format!(
+            self.note(SessionEvent::ReconnectFailed(format!(
                 "{}; next attempt in {}",
                 self.last_error.as_deref().unwrap_or("setup failed"),
                 sonde_probes::fmt_duration(pause)
@@ -207,7 +215,7 @@ impl Session {
         if let Some(why) = self.ctx.broken() {
             // Met (or caused) by this run: reported by it; reconnect right away.
             report.session_events.push(format!("session broken: {why}"));
-            self.events.push(SessionEvent::Broken(why));
+            self.note(SessionEvent::Broken(why));
             self.disconnect(None);
             self.reconnect_at = Some(Instant::now());
         }
