@@ -133,6 +133,14 @@ async fn breaks_reconnects_and_failed_attempts_are_counted_measured_and_kept() {
         value(&exposition(&metrics), connect_failures).is_some_and(|v| v >= 1.0)
     })
     .await;
+    // Defect 2: during the outage the setup step reads as failing, not as its first success.
+    assert_eq!(
+        value(
+            &exposition(&metrics),
+            "sonde_step_success{scenario=\"watch\",step=\"connect\"}"
+        ),
+        Some(0.0)
+    );
 
     // Defect 3: the recent past survives the attempts that follow the break.
     wait_until("a failed attempt among the recent runs", || {
