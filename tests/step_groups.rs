@@ -86,6 +86,15 @@ steps:
         e[0].contains("expected an absolute ws:// or wss:// URL"),
         "{e:?}"
     );
+
+    // A misspelt parameter: undefined, and the message lists the group's parameters.
+    let e = errors(&yaml.replace("http://not-ws", "ws://127.0.0.1:1/{{ usr }}"));
+    assert!(
+        e[0].starts_with("t.yaml:8:5: in group `login` at t.yaml:6:")
+            && e[0].contains("undefined template variable `usr`")
+            && e[0].ends_with("; the group's parameters: user"),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -376,13 +376,23 @@ pub struct Origin {
     pub use_pos: Pos,
     /// "in group `login`", "in group `auth` (used in group `login`)".
     pub chain: String,
+    /// The group's parameters, for messages about undefined names.
+    pub params: Vec<String>,
 }
 
 impl Origin {
     /// A message about `pos` in the group's file, to be reported at the use.
     pub fn message(&self, pos: Pos, msg: &str) -> String {
+        let params = if msg.starts_with("undefined template variable") {
+            match self.params.as_slice() {
+                [] => "; the group has no parameters".to_string(),
+                p => format!("; the group's parameters: {}", p.join(", ")),
+            }
+        } else {
+            String::new()
+        };
         format!(
-            "{} at {}:{}:{}: {msg}",
+            "{} at {}:{}:{}: {msg}{params}",
             self.chain, self.file, pos.line, pos.column
         )
     }
@@ -504,6 +514,7 @@ fn expand_use(
             .as_ref()
             .map_or_else(|| level.index.value(base), |o| o.use_pos),
         chain,
+        params: group.params.iter().map(|(n, _)| n.clone()).collect(),
     });
     let mut stack = level.stack.clone();
     stack.push(group.name.clone());
