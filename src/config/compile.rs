@@ -228,14 +228,10 @@ impl Loader {
         redact(&mut redacted);
 
         let groups = match &raw {
-            Value::Mapping(m) => self.groups(
-                m,
-                here.path,
-                here.dir,
-                here.index,
-                errors,
-                here.groups.clone(),
-            ),
+            Value::Mapping(m) => {
+                let shared = here.groups.clone();
+                self.groups(m, here.path, here.dir, here.index, errors, shared)
+            }
             _ => here.groups.clone(),
         };
         let rec = deserialize_recovering::<ScenarioModel>(
@@ -251,12 +247,7 @@ impl Loader {
         let (sink, scope) = self.scope(&m, &head.name, here, errors, &mut hash);
         let gathered = gather(&m, here, &removed, &head, errors);
         let gathered = super::groups::expand(gathered, &groups, here.index, errors);
-        // A shared or included group's steps are not in this scenario's text: their secrets
-        // (a `password:` key, `env.NAME`) are found in the expanded steps.
-        for item in gathered.iter().filter(|i| i.origin.is_some()) {
-            let v = serde_json::to_value(&item.value).unwrap_or_default();
-            secrets.extend(super::redact::secrets(&v, |name| std::env::var(name).ok()));
-        }
+        secrets.extend(group_secrets(&gathered));
         let opts = StepOpts {
             scenario_timeout: head.timeout,
             heartbeat: head.heartbeat,
@@ -537,6 +528,19 @@ impl Loader {
         }
         Some(out)
     }
+}
+
+/// A shared or included group's steps are not in the scenario's text: their secrets (a
+/// `password:` key, `env.NAME`) are found in the expanded steps.
+fn group_secrets(items: &[Item]) -> Vec<String> {
+    items
+        .iter()
+        .filter(|i| i.origin.is_some())
+        .flat_map(|i| {
+            let v = serde_json::to_value(&i.value).unwrap_or_default();
+            secrets(&v, |name| std::env::var(name).ok())
+        })
+        .collect()
 }
 
 /// The schedule: `interval` within bounds, `timeout` above zero and within the interval.
