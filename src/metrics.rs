@@ -285,6 +285,8 @@ struct StepSeries {
     /// reads 0. Setup and teardown steps of a persistent session run only now and then: their
     /// series keep the last time they ran.
     main: bool,
+    /// Not a step of the scenario (a persistent session's `session`): failures only.
+    pseudo: bool,
     /// Created by the first run, like the scenario's.
     success: Option<Gauge>,
     duration: Histogram,
@@ -342,6 +344,7 @@ impl ScenarioMetrics {
                 let step: Arc<str> = s.name.as_str().into();
                 StepSeries {
                     main: main.contains(&s.name.as_str()),
+                    pseudo: false,
                     success: None,
                     duration: metrics
                         .step_duration
@@ -400,13 +403,20 @@ impl ScenarioMetrics {
             RunResult::Timeout => 2,
         };
         self.runs[idx].inc();
+        self.record_steps(report, true);
+    }
+
+    /// Record the steps of a run, or (`scheduled`: false) of a persistent session's reconnect
+    /// attempt, whose steps are measured like any others but which is not a scheduled run.
+    pub fn record_steps(&mut self, report: &RunReport, scheduled: bool) {
         for d in report.steps.iter().filter_map(|s| s.timings.own_delay()) {
             self.metrics.probe_wakeup_delay.observe(d.as_secs_f64());
         }
+        self.count_session_failures(report);
         for i in 0..self.steps.len() {
             let step_name = self.steps[i].step.clone();
             let ran = report.steps.iter().any(|s| *s.name == *step_name);
-            if !ran && !self.steps[i].main {
+            if self.steps[i].pseudo || (!ran && (!self.steps[i].main || !scheduled)) {
                 continue;
             }
             // Phases: last run's values; a phase this run did not reach (or a step it did not
@@ -440,22 +450,7 @@ impl ScenarioMetrics {
                 g.set(d.as_secs_f64());
             }
             if let Some(f) = &sr.failure {
-                let pos = self.steps[i]
-                    .failures
-                    .iter()
-                    .position(|(r, _)| *r == f.reason);
-                match pos {
-                    Some(p) => {
-                        self.steps[i].failures[p].1.inc();
-                    }
-                    None => {
-                        let c = self.metrics.step_failures.get_or_create_owned(
-                            &self.labels(&step_name, Some(("reason", f.reason.as_str()))),
-                        );
-                        c.inc();
-                        self.steps[i].failures.push((f.reason, c));
-                    }
-                }
+                self.count_failure(i, f.reason);
             }
             if let Some(na) = sr.cert_not_after() {
                 let labels = self.labels(&step_name, None);
@@ -464,6 +459,50 @@ impl ScenarioMetrics {
                     .get_or_insert_with(|| self.metrics.tls_not_after.get_or_create_owned(&labels));
                 g.set(na);
             }
+        }
+    }
+
+    /// `sonde_step_failures_total` of the step at `i`, by `reason`.
+    fn count_failure(&mut self, i: usize, reason: FailureReason) {
+        let s = &mut self.steps[i];
+        if let Some((_, c)) = s.failures.iter().find(|(r, _)| *r == reason) {
+            c.inc();
+            return;
+        }
+        let labels = SeriesLabels {
+            base: self.base.clone(),
+            step: Some(s.step.clone()),
+            extra: Some(("reason", reason.as_str())),
+        };
+        let c = self.metrics.step_failures.get_or_create_owned(&labels);
+        c.inc();
+        s.failures.push((reason, c));
+    }
+
+    /// Failures of what is not a step of the scenario — a persistent session itself (a break
+    /// between runs, a run due while reconnecting: step `session`) — are counted too, under
+    /// that name; such a series has failures only (no success gauge or duration to mislead).
+    fn count_session_failures(&mut self, report: &RunReport) {
+        for sr in &report.steps {
+            let Some(f) = &sr.failure else { continue };
+            let i = match self.steps.iter().position(|s| *s.step == *sr.name) {
+                Some(i) if self.steps[i].pseudo => i,
+                Some(_) => continue,
+                None => {
+                    self.steps.push(StepSeries {
+                        main: false,
+                        pseudo: true,
+                        success: None,
+                        duration: Histogram::new(std::iter::empty()),
+                        phases: Vec::new(),
+                        failures: Vec::new(),
+                        tls_not_after: None,
+                        step: sr.name.as_str().into(),
+                    });
+                    self.steps.len() - 1
+                }
+            };
+            self.count_failure(i, f.reason);
         }
     }
 
@@ -509,8 +548,10 @@ impl ScenarioMetrics {
             m.scenario_runs.remove(&scen(Some(("result", r))));
         }
         for s in &self.steps {
-            m.step_success.remove(&self.labels(&s.step, None));
-            m.step_duration.remove(&self.labels(&s.step, None));
+            if !s.pseudo {
+                m.step_success.remove(&self.labels(&s.step, None));
+                m.step_duration.remove(&self.labels(&s.step, None));
+            }
             m.tls_not_after.remove(&self.labels(&s.step, None));
             for (p, _) in &s.phases {
                 m.step_phase
@@ -597,6 +638,10 @@ impl ScenarioObserver for ScenarioMetrics {
         self.record(report);
     }
 
+    fn attempt(&mut self, report: &RunReport) {
+        self.record_steps(report, false);
+    }
+
     fn skipped(&mut self, n: u64) {
         ScenarioMetrics::skipped(self, n);
     }
@@ -609,6 +654,7 @@ impl ScenarioObserver for ScenarioMetrics {
             }
             SessionEvent::Broken(_) => self.session_connected(false),
             SessionEvent::Reconnected => self.session_reconnected(),
+            SessionEvent::Connected | SessionEvent::ReconnectFailed(_) => {}
         }
     }
 

@@ -314,7 +314,34 @@ async fn scenario(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
         .last()
         .map(|r| r.to_json(&st.scenario))
         .unwrap_or(Value::Null);
+    recent_json(&st, &mut v);
     Json(v).into_response()
+}
+
+/// The recent past beside the last run: the last runs in brief (newest first), the last failing
+/// run and the last session break in full, and the session's events (persistent only).
+fn recent_json(st: &ScenarioState, v: &mut Value) {
+    let sc = &st.scenario;
+    let (runs, failure, brk, events) =
+        st.recent(|r| (r.runs(), r.last_failure(), r.last_break(), r.events()));
+    let mut briefs = json!(runs);
+    sc.redact_json(&mut briefs);
+    v["recent_runs"] = briefs;
+    v["last_failure"] = failure.map_or(Value::Null, |r| r.to_json(sc));
+    if sc.persistent {
+        let mut b = brk.map_or(Value::Null, |b| {
+            json!({
+                "at": b.at,
+                "reason": b.why,
+                "run": b.run.map_or(Value::Null, |r| r.to_json(sc)),
+            })
+        });
+        sc.redact_json(&mut b);
+        v["last_break"] = b;
+        let mut e = json!(events);
+        sc.redact_json(&mut e);
+        v["session_events"] = e;
+    }
 }
 
 async fn index(State(app): State<Arc<App>>) -> Html<String> {

@@ -408,7 +408,7 @@ scenarios:
     let errors = load_str("<anchors>", text, &LoadOptions::default()).unwrap_err();
     assert_eq!(
         errors[0].to_string(),
-        "<anchors>:1:1: unknown key `defaults` beside `scenarios:` — expected only `scenarios:` here (a scenario's keys go inside its list item)"
+        "<anchors>:1:1: unknown key `defaults` beside `scenarios:` — expected only `scenarios:`, `groups:` and `include:` here (a scenario's keys go inside its list item)"
     );
     let text = "\
 scenarios:

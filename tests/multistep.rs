@@ -379,7 +379,7 @@ async fn a_session_whose_server_is_gone_backs_off_and_says_why() {
     // Reconnecting fails (nobody listens): backoff starts at 1 s.
     let (reconnected, setup) = session.reconnect(&sc).await;
     assert!(!reconnected);
-    assert_eq!(setup.failed_step.as_deref(), Some("alice-connect"));
+    assert_eq!(setup.failed_step.as_deref(), Some("login[alice] › connect"));
     assert_eq!(
         session.backoff.last(),
         sonde::runtime::session::BACKOFF_START
@@ -394,7 +394,8 @@ async fn a_session_whose_server_is_gone_backs_off_and_says_why() {
         f.message
     );
     assert!(
-        f.message.contains("setup step `alice-connect` failed"),
+        f.message
+            .contains("setup step `login[alice] › connect` failed"),
         "{}",
         f.message
     );

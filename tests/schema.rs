@@ -105,3 +105,23 @@ fn broken_files_are_rejected() {
         );
     }
 }
+
+/// Step groups in every place they may be written: in a scenario, beside `scenarios:`, and
+/// alone in a library file; a use with an unknown key is refused.
+#[test]
+fn step_groups_validate_where_they_may_be_written() {
+    let schema = schema();
+    let v = jsonschema::validator_for(&schema).expect("a valid schema");
+    let ok = [
+        "scenario: a\ngroups:\n  g:\n    params: [x]\n    steps: [{sleep: 1ms}]\nsteps:\n  - use: g\n    with: {x: 1}\n",
+        "include: [lib.yaml]\ngroups:\n  g:\n    params: {x: null, y: 2}\n    steps: [{sleep: 1ms}, {use: h}]\nscenarios:\n  - scenario: a\n    steps: [{use: g, with: {x: 1}, name: first}]\n",
+        "groups:\n  g:\n    steps: [{sleep: 1ms}]\n",
+    ];
+    for text in ok {
+        let doc = yaml_as_json(text);
+        let errs: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errs.is_empty(), "{text}\n{errs:?}");
+    }
+    let bad = yaml_as_json("scenario: a\nsteps:\n  - use: g\n    whith: {x: 1}\n");
+    assert!(!v.is_valid(&bad));
+}

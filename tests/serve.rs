@@ -166,6 +166,19 @@ fn serve_probes_and_exposes_metrics_api_and_redacted_config() {
         down_doc["last_run"]["steps"][0]["failure"]["message"],
         "status 503 — expected 2xx"
     );
+    // The recent past beside the last run (issue 12): runs in brief, newest first, and the
+    // last failure in full; a per-run scenario has no session fields.
+    let brief = &down_doc["recent_runs"][0];
+    assert_eq!(brief["result"], "failure", "{down_doc:#}");
+    assert_eq!(brief["kind"], "run");
+    assert_eq!(brief["failed_step"], "http");
+    assert_eq!(brief["reason"], "status");
+    assert_eq!(brief["message"], "status 503 — expected 2xx");
+    assert_eq!(down_doc["last_failure"]["failed_step"], "http");
+    assert!(down_doc.get("session_events").is_none(), "{down_doc:#}");
+    assert_eq!(web_doc["recent_runs"][0]["result"], "success");
+    assert!(web_doc["recent_runs"][0].get("message").is_none());
+    assert!(web_doc["last_failure"].is_null());
 
     let m = s.get("/metrics");
     assert_eq!(m.status, 200);
@@ -437,4 +450,56 @@ fn scenario_names_with_a_slash_have_an_api_page_and_a_working_link() {
         index.contains("href=\"/api/v1/scenarios/team/checkout\""),
         "{index}"
     );
+}
+
+/// A persistent session that the server kicks (close 4001 "kicked") during every run: the
+/// API keeps the last break with its close code and the run that reported it, and the session's
+/// events; the log says so at INFO, the failing once (issue 12, defects 3 and 4).
+#[test]
+fn a_kicked_session_shows_its_break_and_events_in_the_api_and_the_log() {
+    let rt = runtime();
+    let ws = rt.block_on(sonde_testkit::ws::WsServer::start(Default::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("kicked.yaml");
+    write(
+        &f,
+        &format!(
+            r#"scenario: kicked
+interval: 500ms
+timeout: 400ms
+session: persistent
+setup:
+  - name: connect
+    ws.connect: {{as: c, url: "{}"}}
+steps:
+  - name: kick-me
+    ws.send: {{on: c, text: "!close 4001 kicked"}}
+  - name: wait
+    ws.expect: {{on: c, match: {{equals: never}}, within: 300ms}}
+"#,
+            ws.url("/")
+        ),
+    );
+    let s = Serve::command(SONDE).config(&f).log_level("info").start();
+    let doc = s.wait_runs("kicked", 2);
+    let brk = &doc["last_break"];
+    let reason = brk["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("4001") && reason.contains("kicked"),
+        "{doc:#}"
+    );
+    assert_eq!(brk["run"]["failed_step"], "wait", "{doc:#}");
+    let events: Vec<&str> = doc["session_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for want in ["connected", "broken", "reconnected"] {
+        assert!(events.contains(&want), "{want} missing: {events:?}");
+    }
+    let log = s.log();
+    assert_eq!(log.matches("scenario failing").count(), 1, "{log}");
+    assert!(log.contains("session broken"), "{log}");
+    assert!(log.contains("session reconnected"), "{log}");
 }

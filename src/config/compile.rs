@@ -12,9 +12,11 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value};
 
 use super::build::{Cx, Shared};
+use super::conn_names::ConnRef;
 use super::deser::deserialize_recovering;
 use super::error::{FileErrors, Pos};
 use super::funcs::SecretSink;
+use super::groups::{Groups, Item, Loc};
 use super::kinds::{shorthand_kinds, KINDS};
 use super::locate::{index_path, key_path, PosIndex};
 use super::model::{ScenarioModel, StepModel};
@@ -51,13 +53,17 @@ pub struct Loader {
     region: Option<String>,
     /// Scenario name → where it was first defined (`file:line:col`).
     names: HashMap<String, String>,
+    /// What the document being loaded may reach (`include:` follows its file-root rules).
+    trust: super::trust::Trust,
 }
 
 /// Where a scenario is read: the file's index and errors, the path of the scenario in it.
 struct Here<'a> {
     path: &'a str,
-    index: &'a PosIndex,
+    index: &'a Arc<PosIndex>,
     dir: &'a Path,
+    /// The file's groups (beside `scenarios:`), shared by its scenarios.
+    groups: &'a Groups,
 }
 
 impl Here<'_> {
@@ -89,12 +95,14 @@ impl Loader {
             shared: Mutex::new(Shared::default()),
             region: opts.region.clone(),
             names: HashMap::new(),
+            trust: Default::default(),
         }
     }
 
     /// Start a document: what its templates may reach ([`super::trust`]); their shared
     /// load-time budget starts afresh.
-    pub fn set_trust(&self, trust: super::trust::Trust) {
+    pub fn set_trust(&mut self, trust: super::trust::Trust) {
+        self.trust = trust.clone();
         self.templates.set_trust(trust);
     }
 
@@ -107,7 +115,7 @@ impl Loader {
         out: &mut Vec<Arc<Scenario>>,
     ) -> FileErrors {
         let mut errors = FileErrors::new(file);
-        let index = PosIndex::build(text);
+        let index = Arc::new(PosIndex::build(text));
         if let Some(top) = top_level(text, &index, &mut errors) {
             self.forms(top, dir, &index, &mut errors, out);
         }
@@ -119,12 +127,23 @@ impl Loader {
         &mut self,
         top: Mapping,
         dir: &Path,
-        index: &PosIndex,
+        index: &Arc<PosIndex>,
         errors: &mut FileErrors,
         out: &mut Vec<Arc<Scenario>>,
     ) {
+        // Beside `scenarios:`, groups shared by every scenario of the file.
+        let shared = if top.contains_key("scenario") {
+            Groups::default()
+        } else {
+            self.groups(&top, "", dir, index, errors, Groups::default())
+        };
         let mut one = |s: &mut Self, v: Value, path: &str, errors: &mut FileErrors| {
-            let here = Here { path, index, dir };
+            let here = Here {
+                path,
+                index,
+                dir,
+                groups: &shared,
+            };
             if let Some(s) = s.scenario(v, &here, errors) {
                 out.push(Arc::new(s));
             }
@@ -156,8 +175,47 @@ impl Loader {
                     ),
                 }
             }
+            // A library of groups for other files to `include:` (it may sit in a folder
+            // loaded whole): its groups are checked, it has no scenario of its own.
+            (false, None) if top.contains_key("groups") && top.len() == 1 => {
+                self.groups(&top, "", dir, index, errors, Groups::default());
+            }
             (false, None) => no_scenario(&top, index, errors),
         }
+    }
+
+    /// The groups of `m` (a scenario, or the top of a file) at `path`: `include:`d files' then
+    /// its own `groups:`, on top of `base`.
+    fn groups(
+        &self,
+        m: &Mapping,
+        path: &str,
+        dir: &Path,
+        index: &Arc<PosIndex>,
+        errors: &mut FileErrors,
+        base: Groups,
+    ) -> Groups {
+        let mut groups = base;
+        let file = errors.file.clone();
+        let mut report = |p: &str, msg: String| errors.push(index.value(p), msg);
+        if let Some(inc) = m.get("include") {
+            groups.include(
+                inc,
+                &key_path(path, "include"),
+                dir,
+                &self.trust,
+                &mut report,
+            );
+        }
+        if let Some(g) = m.get("groups") {
+            let loc = Loc {
+                file,
+                index: index.clone(),
+                path: key_path(path, "groups"),
+            };
+            groups.read(g, &loc, &mut report);
+        }
+        groups
     }
 
     /// One scenario, stage after stage; `None` when it had any problem.
@@ -170,6 +228,13 @@ impl Loader {
         let mut secrets = secrets(&redacted, |name| std::env::var(name).ok());
         redact(&mut redacted);
 
+        let groups = match &raw {
+            Value::Mapping(m) => {
+                let shared = here.groups.clone();
+                self.groups(m, here.path, here.dir, here.index, errors, shared)
+            }
+            _ => here.groups.clone(),
+        };
         let rec = deserialize_recovering::<ScenarioModel>(
             raw,
             here.path,
@@ -182,11 +247,15 @@ impl Loader {
         let head = self.header(&m, here, &removed, errors);
         let (sink, scope) = self.scope(&m, &head.name, here, errors, &mut hash);
         let gathered = gather(&m, here, &removed, &head, errors);
+        let gathered = super::groups::expand(gathered, &groups, here.index, errors);
+        secrets.extend(group_secrets(&gathered));
         let opts = StepOpts {
             scenario_timeout: head.timeout,
             heartbeat: head.heartbeat,
         };
-        let outs = self.build_steps(gathered, &scope, &opts, here, errors, &mut hash);
+        let mut conns = Vec::new();
+        let outs = self.build_steps(gathered, &scope, &opts, here, errors, &mut hash, &mut conns);
+        super::conn_names::check(&conns, errors);
         let rt = Arc::new(RtBase {
             templates: self.templates.clone(),
             scope,
@@ -340,63 +409,139 @@ impl Loader {
     }
 
     /// The build stage: each step's templates checked (and rendered when they can be now),
-    /// typed, and built — or kept to be built per run.
+    /// typed, and built — or kept to be built per run. Each step's connection (opened or used)
+    /// goes to `conns` for the check of names. A group's step is located in the group's file,
+    /// its problems reported at the use ([`super::groups`]).
+    #[allow(clippy::too_many_arguments)]
     fn build_steps(
         &self,
-        gathered: Vec<(Value, String, Stage)>,
+        gathered: Vec<Item>,
         scope: &Scope,
         opts: &StepOpts,
         here: &Here,
         errors: &mut FileErrors,
         hash: &mut Fnv,
+        conns: &mut Vec<ConnRef>,
     ) -> Vec<StepOut> {
-        let index = here.index;
         let mut captures: Vec<String> = Vec::new();
         let mut outs = Vec::new();
-        for (mut v, base, stage) in gathered {
-            let (checked, when) = self
-                .templates
-                .check_tree(&v, &base, scope, &captures, index, errors);
-            let dynamic = checked && when == When::PerRun;
-            let rendered = if dynamic || !checked {
-                checked
-            } else {
-                self.templates
-                    .render_tree(&mut v, &base, scope, index, errors)
-            };
-            hash.write(serde_json::to_string(&v).unwrap_or_default().as_bytes());
-            let raw = dynamic.then(|| v.clone());
-            let rec = deserialize_recovering::<StepModel>(v, &base, "a step", index, errors);
-            let damaged = rec.damaged();
-            let Some(sm) = rec.value else { continue };
-            let mode = match (damaged || !rendered, dynamic) {
-                (true, _) => Mode::NameOnly,
-                (false, true) => Mode::FlowOnly,
-                (false, false) => Mode::Full,
-            };
-            let mut guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-            let mut cx = Cx {
+        for item in gathered {
+            // A group's step: located in the group's file, reported at the use.
+            let mut local = item.origin.as_ref().map(|o| FileErrors::new(&o.file));
+            let index: &PosIndex = item.origin.as_ref().map_or(here.index, |o| &o.index);
+            let errs = local.as_mut().unwrap_or(&mut *errors);
+            let conns_before = conns.len();
+            let out = self.build_one(
+                item.value,
+                &item.base,
+                scope,
+                opts,
+                here,
                 index,
-                errors,
-                shared: &mut guard,
-                dir: here.dir,
+                errs,
                 hash,
-            };
-            let mut out = step(&sm, &base, opts, mode, &mut cx);
-            drop(guard);
-            if !damaged {
-                out.dynamic = raw;
-            }
-            out.stage = stage;
-            for c in capture_names(&sm) {
-                if !captures.contains(&c) {
-                    captures.push(c);
+                &mut captures,
+                conns,
+            );
+            if let (Some(local), Some(o)) = (local, &item.origin) {
+                for e in local.into_errors() {
+                    let pos = Pos {
+                        line: e.line,
+                        column: e.column,
+                    };
+                    errors.push(o.use_pos, o.message(pos, &e.message));
+                }
+                for c in conns[conns_before..].iter_mut() {
+                    c.prefix = Some(o.message(c.pos, ""));
+                    c.pos = o.use_pos;
                 }
             }
-            outs.push(out);
+            if let Some(mut out) = out {
+                out.stage = item.stage;
+                outs.push(out);
+            }
         }
         outs
     }
+
+    /// One step of [`Self::build_steps`], located with `index`, its problems into `errors`.
+    #[allow(clippy::too_many_arguments)]
+    fn build_one(
+        &self,
+        mut v: Value,
+        base: &str,
+        scope: &Scope,
+        opts: &StepOpts,
+        here: &Here,
+        index: &PosIndex,
+        errors: &mut FileErrors,
+        hash: &mut Fnv,
+        captures: &mut Vec<String>,
+        conns: &mut Vec<ConnRef>,
+    ) -> Option<StepOut> {
+        let (checked, when) = self
+            .templates
+            .check_tree(&v, base, scope, captures, index, errors);
+        let dynamic = checked && when == When::PerRun;
+        let rendered = if dynamic || !checked {
+            checked
+        } else {
+            self.templates
+                .render_tree(&mut v, base, scope, index, errors)
+        };
+        hash.write(serde_json::to_string(&v).unwrap_or_default().as_bytes());
+        let raw = dynamic.then(|| v.clone());
+        let rec = deserialize_recovering::<StepModel>(v, base, "a step", index, errors);
+        let damaged = rec.damaged();
+        let sm = rec.value?;
+        let (opens, uses) = (sm.opens_connection(), sm.uses_connection());
+        if let Some((kind, _)) = opens.or(uses) {
+            conns.push(ConnRef {
+                pos: index.value(&key_path(&key_path(base, kind), "on")),
+                prefix: None,
+                kind,
+                opens: opens.map(|(_, n)| n.to_string()),
+                uses: uses.map(|(_, n)| n.to_string()),
+            });
+        }
+        let mode = match (damaged || !rendered, dynamic) {
+            (true, _) => Mode::NameOnly,
+            (false, true) => Mode::FlowOnly,
+            (false, false) => Mode::Full,
+        };
+        let mut guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cx = Cx {
+            index,
+            errors,
+            shared: &mut guard,
+            dir: here.dir,
+            hash,
+        };
+        let mut out = step(&sm, base, opts, mode, &mut cx);
+        drop(guard);
+        if !damaged {
+            out.dynamic = raw;
+        }
+        for c in capture_names(&sm) {
+            if !captures.contains(&c) {
+                captures.push(c);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A shared or included group's steps are not in the scenario's text: their secrets (a
+/// `password:` key, `env.NAME`) are found in the expanded steps.
+fn group_secrets(items: &[Item]) -> Vec<String> {
+    items
+        .iter()
+        .filter(|i| i.origin.is_some())
+        .flat_map(|i| {
+            let v = serde_json::to_value(&i.value).unwrap_or_default();
+            secrets(&v, |name| std::env::var(name).ok())
+        })
+        .collect()
 }
 
 /// The schedule: `interval` within bounds, `timeout` above zero and within the interval.
@@ -682,11 +827,11 @@ fn top_level(text: &str, index: &PosIndex, errors: &mut FileErrors) -> Option<Ma
 fn beside_scenarios(top: &Mapping, index: &PosIndex, errors: &mut FileErrors) {
     for k in top.keys() {
         let k = key_text(k);
-        if k != "scenarios" {
+        if !matches!(k.as_str(), "scenarios" | "groups" | "include") {
             errors.push(
                 index.key(&key_path("", &k)),
                 format!(
-                    "unknown key `{k}` beside `scenarios:` — expected only `scenarios:` here (a scenario's keys go inside its list item)"
+                    "unknown key `{k}` beside `scenarios:` — expected only `scenarios:`, `groups:` and `include:` here (a scenario's keys go inside its list item)"
                 ),
             );
         }

@@ -5,7 +5,7 @@
 //! A step's probe does the protocol work and its own checks (status, body, records…); the engine
 //! then applies the checks that are not the protocol's business (duration bounds, certificate
 //! expiry, JSONPath values), takes the step's captures for later templates, and retries the
-//! step when it says so. The first failing step ends the run and names itself; teardown steps
+//! step when it says so (a failed attempt's captures are kept for the next attempt). The first failing step ends the run and names itself; teardown steps
 //! run anyway.
 //!
 //! A run's state — captures, cookie jar, open WebSocket connections — lives in a [`RunCtx`]. A
@@ -186,6 +186,10 @@ async fn exec(built: &Built, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport {
     }
     if report.failure.is_none() {
         take_captures(built, &mut report, ctx);
+    } else if cx.step.retry.is_some() {
+        // The next attempt sees what this one could capture: a long-poll advances its cursor
+        // (`since={{ cursor }}`) even when the message it waits for is not there yet.
+        take_partial_captures(built, &mut report, ctx);
     }
     // The frame was kept for the captures and checks above; the trace shows its summary only,
     // and the last run's trace is kept per scenario (10,000 sessions): do not keep it twice.
@@ -193,6 +197,20 @@ async fn exec(built: &Built, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport {
         f.payload = None;
     }
     report
+}
+
+/// After a failed attempt of a step with `retry`: the captures that find a value, into the
+/// report and the run's context; those that find nothing are left as they were.
+fn take_partial_captures(built: &Built, report: &mut StepReport, ctx: &mut RunCtx) {
+    for c in &built.captures {
+        if let Ok(v) = capture::take(c, report) {
+            report.captures.push(CaptureReport {
+                name: c.name.clone(),
+                value: capture::text(&v),
+            });
+            ctx.set_capture(&c.name, v);
+        }
+    }
 }
 
 /// The step's captures, into the report and the run's context; the first that finds nothing

@@ -72,6 +72,14 @@ impl ScenarioObserver for ScenarioLog {
                 self.scenario.redact_text(why)
             ),
             SessionEvent::Reconnected => tracing::info!(scenario = %name, "session reconnected"),
+            // Not a change of state: the session was down and stays down; the first connection
+            // is the start, not news.
+            SessionEvent::ReconnectFailed(why) => tracing::debug!(
+                scenario = %name,
+                "session reconnect failed: {}",
+                self.scenario.redact_text(why)
+            ),
+            SessionEvent::Connected => tracing::debug!(scenario = %name, "session connected"),
             SessionEvent::State { .. } => {}
         }
     }

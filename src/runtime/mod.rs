@@ -5,6 +5,7 @@
 
 pub mod log;
 pub mod observer;
+pub mod recent;
 pub mod runner;
 pub mod scheduler;
 pub mod session;

@@ -36,6 +36,10 @@ pub trait ScenarioObserver: Send {
     /// the scenario: its last run is still recorded, but it no longer speaks for the scenario.
     fn run(&mut self, report: &RunReport, current: bool);
 
+    /// A persistent session's reconnect attempt between runs (setup only): not a scheduled
+    /// run, but its setup steps ran (or failed) and are measured like any other step.
+    fn attempt(&mut self, _report: &RunReport) {}
+
     /// Ticks that fell due while a run was still going, and were not run.
     fn skipped(&mut self, _n: u64) {}
 
@@ -55,10 +59,27 @@ pub enum SessionEvent {
         connected: bool,
         since: Option<Instant>,
     },
-    /// A connection closed between runs.
+    /// Setup ran for the first time and the connections are up.
+    Connected,
+    /// A connection closed, between runs or during one (why: close code and reason).
     Broken(String),
+    /// A setup attempt after a break (or before the first connection) failed: why.
+    ReconnectFailed(String),
     /// Setup ran again and the connections are back.
     Reconnected,
+}
+
+impl SessionEvent {
+    /// The event's name in the API's session event list (`None`: not listed).
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            SessionEvent::State { .. } => None,
+            SessionEvent::Connected => Some("connected"),
+            SessionEvent::Broken(_) => Some("broken"),
+            SessionEvent::ReconnectFailed(_) => Some("reconnect_failed"),
+            SessionEvent::Reconnected => Some("reconnected"),
+        }
+    }
 }
 
 /// The observers of one scheduler, in the order they are told.
@@ -74,6 +95,10 @@ impl Watchers {
 
     pub fn run(&mut self, report: &RunReport, current: bool) {
         self.0.iter_mut().for_each(|w| w.run(report, current));
+    }
+
+    pub fn attempt(&mut self, report: &RunReport) {
+        self.0.iter_mut().for_each(|w| w.attempt(report));
     }
 
     pub fn skipped(&mut self, n: u64) {

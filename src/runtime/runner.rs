@@ -136,6 +136,16 @@ impl Task {
         }
     }
 
+    /// Hand what happened to the session's connections to the observers and the API's event
+    /// list, then its state (connected, age) to the observers.
+    fn session_events(&self, session: &mut Session, watchers: &mut Watchers) {
+        for e in session.take_events() {
+            watchers.session(&e);
+            self.state.session_event(&e);
+        }
+        watchers.session(&session_state(session));
+    }
+
     /// After every scheduled run: observers, the API's state, the next tick.
     fn after_run(&self, watchers: &mut Watchers, report: RunReport, clock: &mut Clock) {
         // A version that a reload replaced or removed no longer speaks for the scenario.
@@ -191,9 +201,8 @@ async fn persistent_loop(task: &Task, watchers: &mut Watchers) {
         match wake(task, &session, clock.planned).await {
             Wake::Cancelled => break,
             Wake::Broken(why) => {
-                session.disconnect(Some(why.clone()));
-                watchers.session(&SessionEvent::Broken(why));
-                watchers.session(&session_state(&session));
+                session.disconnect(Some(why));
+                task.session_events(&mut session, watchers);
                 continue;
             }
             Wake::Reconnect => {
@@ -207,9 +216,9 @@ async fn persistent_loop(task: &Task, watchers: &mut Watchers) {
         let Some(permit) = task.runner.acquire(&task.cancel).await else {
             break;
         };
-        let report = session_round(task, &mut session, clock.planned, watchers).await;
+        let report = session_round(task, &mut session, clock.planned).await;
         drop(permit);
-        watchers.session(&session_state(&session));
+        task.session_events(&mut session, watchers);
         task.after_run(watchers, report, &mut clock);
     }
     Box::pin(session.end(&task.scenario)).await;
@@ -243,26 +252,18 @@ async fn reconnect(task: &Task, session: &mut Session, watchers: &mut Watchers) 
     };
     // Boxed: inline, the whole engine's future would sit in every session's task for its
     // lifetime, not just while reconnecting.
-    let (reconnected, report) = Box::pin(session.reconnect(&task.scenario)).await;
+    let (_, report) = Box::pin(session.reconnect(&task.scenario)).await;
     drop(permit);
-    if reconnected {
-        watchers.session(&SessionEvent::Reconnected);
-    }
-    watchers.session(&session_state(session));
-    if !report.success() {
-        task.state.set_last(Arc::new(report));
-    }
+    task.session_events(session, watchers);
+    // Measured (setup steps, failures by reason) but not counted as a scheduled run.
+    watchers.attempt(&report);
+    task.state.record_attempt(Arc::new(report));
     true
 }
 
 /// One scheduled run of a persistent scenario. The run is its own task (a panic fails the run
 /// and resets the session, not the scheduler); the session travels there and back.
-async fn session_round(
-    task: &Task,
-    session: &mut Session,
-    planned: Instant,
-    watchers: &mut Watchers,
-) -> RunReport {
+async fn session_round(task: &Task, session: &mut Session, planned: Instant) -> RunReport {
     let sc = task.scenario.clone();
     let mut sess = std::mem::take(session);
     let round = async move {
@@ -270,11 +271,8 @@ async fn session_round(
         (r, sess)
     };
     match task.runner.guarded(&task.scenario, planned, round).await {
-        Ok(((reconnected, report), sess)) => {
+        Ok(((_, report), sess)) => {
             *session = sess;
-            if reconnected {
-                watchers.session(&SessionEvent::Reconnected);
-            }
             report
         }
         Err(report) => report,

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use sonde_probes::{Failure, FailureReason};
 use tokio::time::Instant;
 
+use super::observer::SessionEvent;
 use crate::backoff::Backoff;
 use crate::config::scenario::Scenario;
 use crate::engine::{self, RunCtx, RunReport, Stage, StepFacts, StepReport};
@@ -42,6 +43,9 @@ pub struct Session {
     pub backoff: Backoff,
     /// The last setup failure, for the runs that fail while reconnecting.
     pub last_error: Option<String>,
+    /// What happened to the connections since the runner last looked ([`Session::take_events`]):
+    /// the runner hands them to the observers and the API's event list.
+    pub events: Vec<SessionEvent>,
 }
 
 impl Default for Session {
@@ -54,6 +58,7 @@ impl Default for Session {
             reconnect_at: None,
             backoff: Backoff::new(BACKOFF_START, Duration::MAX),
             last_error: None,
+            events: Vec::new(),
         }
     }
 }
@@ -84,13 +89,28 @@ impl Session {
         .await
     }
 
-    /// The connections are gone: forget them (dropping them closes what is left).
+    /// The connections are gone: forget them (dropping them closes what is left). With a
+    /// reason, a connection broke between runs: the next run reports it.
     pub fn disconnect(&mut self, reason: Option<String>) {
         self.connected = false;
         self.ctx = RunCtx::default();
         if let Some(r) = reason {
+            self.note(SessionEvent::Broken(r.clone()));
             self.unreported_break = Some(r);
         }
+    }
+
+    /// Keep `e` for the runner (bounded: a caller that never takes them keeps the last ones).
+    fn note(&mut self, e: SessionEvent) {
+        if self.events.len() >= 64 {
+            self.events.remove(0);
+        }
+        self.events.push(e);
+    }
+
+    /// The events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<SessionEvent> {
+        std::mem::take(&mut self.events)
     }
 
     /// When the oldest open connection was opened.
@@ -102,6 +122,11 @@ impl Session {
     fn after_setup(&mut self, ok: bool, report: &RunReport, interval: Duration) -> bool {
         if ok {
             let reconnect = self.ever_connected;
+            self.note(if reconnect {
+                SessionEvent::Reconnected
+            } else {
+                SessionEvent::Connected
+            });
             self.connected = true;
             self.ever_connected = true;
             self.reconnect_at = None;
@@ -119,7 +144,13 @@ impl Session {
             self.ctx = RunCtx::default();
             self.connected = false;
             self.backoff.set_cap(interval);
-            self.reconnect_at = Some(Instant::now() + self.backoff.failed());
+            let pause = self.backoff.failed();
+            self.reconnect_at = Some(Instant::now() + pause);
+            self.note(SessionEvent::ReconnectFailed(format!(
+                "{}; next attempt in {}",
+                self.last_error.as_deref().unwrap_or("setup failed"),
+                sonde_probes::fmt_duration(pause)
+            )));
             false
         }
     }
@@ -184,6 +215,7 @@ impl Session {
         if let Some(why) = self.ctx.broken() {
             // Met (or caused) by this run: reported by it; reconnect right away.
             report.session_events.push(format!("session broken: {why}"));
+            self.note(SessionEvent::Broken(why));
             self.disconnect(None);
             self.reconnect_at = Some(Instant::now());
         }

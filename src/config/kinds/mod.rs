@@ -60,6 +60,16 @@ pub trait StepKind {
         None
     }
 
+    /// The name of the long-lived connection the step opens (`as:` of a connect step).
+    fn opens_connection(&self) -> Option<&str> {
+        None
+    }
+
+    /// The name of the connection the step works on (`on:` of a send, expect or close step).
+    fn uses_connection(&self) -> Option<&str> {
+        None
+    }
+
     /// Check every value and build the step's action; `None` after reporting a problem.
     fn build(&self, at: &At<'_>, cx: &mut Cx) -> Option<Action>;
 }
@@ -140,7 +150,7 @@ macro_rules! step_kinds {
             pub tags: Option<Vec<Text>>,
             pub labels: Option<Ordered<Text>>,
             pub vars: Option<Ordered<VarValue>>,
-            #[schemars(with = "Option<Vec<StepModel>>")]
+            #[schemars(with = "Option<Vec<super::groups::StepItem>>")]
             pub steps: Option<Vec<Value>>,
             // The one-step shorthand; typed later as a step.
             $($(
@@ -156,11 +166,19 @@ macro_rules! step_kinds {
             #[schemars(with = "Option<RetryModel>")]
             pub retry: Option<Value>,
             /// Steps run before `steps` (once per connection life with `session: persistent`).
-            #[schemars(with = "Option<Vec<StepModel>>")]
+            #[schemars(with = "Option<Vec<super::groups::StepItem>>")]
             pub setup: Option<Vec<Value>>,
             /// Steps run after `steps`, whatever happened (persistent: when the session ends).
-            #[schemars(with = "Option<Vec<StepModel>>")]
+            #[schemars(with = "Option<Vec<super::groups::StepItem>>")]
             pub teardown: Option<Vec<Value>>,
+            /// Reusable step groups: name → {params, steps}, used as a step with `use: name`.
+            #[schemars(with = "Option<std::collections::BTreeMap<String, super::groups::GroupModel>>")]
+            #[allow(dead_code)] // read from the raw mapping (config::groups)
+            pub groups: Option<Value>,
+            /// Files (relative to this one) whose `groups:` this scenario may use.
+            #[schemars(with = "Option<Vec<String>>")]
+            #[allow(dead_code)] // read from the raw mapping (config::groups)
+            pub include: Option<Value>,
             pub session: Option<SessionWord>,
             pub heartbeat: Option<Dur>,
             /// HTTP steps of a run share a cookie jar (default true).
@@ -219,6 +237,22 @@ macro_rules! step_kinds {
                     out.push(($key, c));
                 })*
                 out
+            }
+
+            /// The connection the step opens, with its kind (the first kind written).
+            pub fn opens_connection(&self) -> Option<(&'static str, &str)> {
+                $(if let Some(m) = &self.$field {
+                    return m.opens_connection().map(|n| ($key, n));
+                })*
+                None
+            }
+
+            /// The connection the step uses, with its kind (the first kind written).
+            pub fn uses_connection(&self) -> Option<(&'static str, &str)> {
+                $(if let Some(m) = &self.$field {
+                    return m.uses_connection().map(|n| ($key, n));
+                })*
+                None
             }
 
             /// Build the step's kind (the first one written) at `base`.

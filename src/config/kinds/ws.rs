@@ -79,6 +79,10 @@ impl StepKind for WsConnectModel {
     const CAPTURES: &'static [&'static str] = &["header", "status"];
     const EXPECT: &'static [&'static str] = &["duration", "cert_expires_in"];
 
+    fn opens_connection(&self) -> Option<&str> {
+        Some(&self.as_)
+    }
+
     fn inner_captures(&self) -> Option<&Ordered<CaptureModel>> {
         self.capture.as_ref()
     }
@@ -91,6 +95,10 @@ impl StepKind for WsConnectModel {
 
 impl StepKind for WsSendModel {
     const CAPTURES: &'static [&'static str] = FRAME_CAPTURES;
+
+    fn uses_connection(&self) -> Option<&str> {
+        Some(&self.on)
+    }
 
     fn inner_captures(&self) -> Option<&Ordered<CaptureModel>> {
         self.capture.as_ref()
@@ -106,6 +114,10 @@ impl StepKind for WsExpectModel {
     const CAPTURES: &'static [&'static str] = FRAME_CAPTURES;
     const EXPECT: &'static [&'static str] = &["json", "duration"];
 
+    fn uses_connection(&self) -> Option<&str> {
+        Some(&self.on)
+    }
+
     fn inner_captures(&self) -> Option<&Ordered<CaptureModel>> {
         self.capture.as_ref()
     }
@@ -117,6 +129,10 @@ impl StepKind for WsExpectModel {
 }
 
 impl StepKind for WsCloseModel {
+    fn uses_connection(&self) -> Option<&str> {
+        Some(&self.on)
+    }
+
     fn build(&self, at: &At<'_>, cx: &mut Cx) -> Option<Action> {
         let c = ws_close(self, at.path, cx)?;
         Some(Action::Ws(WsAction::Close(Box::new(c))))

@@ -323,6 +323,10 @@ async fn close(
 ) -> Result<StepReport, Box<StepReport>> {
     let start = Instant::now();
     let conn = open_conn(cx, ctx, &c.on)?;
+    if let Some(r) = already_closed(&conn, c, cx, start) {
+        ctx.conns.remove(&c.on);
+        return Ok(r);
+    }
     let res = conn.close(c.code, &c.reason, cx.deadline).await;
     ctx.conns.remove(&c.on);
     let facts = WsFacts {
@@ -348,6 +352,40 @@ async fn close(
         Err(f) => r.fail(f),
     }
     Ok(r)
+}
+
+/// The peer already closed `c.on` normally (close code 1000, or a close frame without a code):
+/// what `ws.close` wanted is done, so the step passes and its trace says so. A peer that closed
+/// with another code, or a connection that failed, is left to [`WsConn::close`] to fail with.
+fn already_closed(
+    conn: &WsConn,
+    c: &WsClose,
+    cx: &StepCx<'_>,
+    start: Instant,
+) -> Option<StepReport> {
+    let ws::Closed::ByPeer { code, reason } = conn.closed()? else {
+        return None;
+    };
+    if code.is_some_and(|c| c != 1000) {
+        return None;
+    }
+    let peer = code.map_or_else(|| "no close code".to_string(), ws::describe_close_code);
+    let peer = if reason.is_empty() {
+        peer
+    } else {
+        format!("{peer} ({reason:?})")
+    };
+    let facts = WsFacts {
+        connection: c.on.clone(),
+        peer_close: Some(peer.clone()),
+        ..Default::default()
+    };
+    let mut r = report(cx, start, facts);
+    r.event(format!(
+        "`{}` was already closed by the server ({peer}): nothing left to close",
+        c.on
+    ));
+    Some(r)
 }
 
 /// A WebSocket connection in a run's or session's [`crate::engine::conns::Conns`].
