@@ -30,6 +30,7 @@ pub mod hash;
 pub mod history;
 pub mod metrics;
 pub mod names;
+pub mod process_metrics;
 pub mod redact;
 pub mod remote_write;
 pub mod run;

@@ -117,7 +117,11 @@ impl Metrics {
         let latency = || Family::new_with_constructor(Buckets(&LATENCY_BUCKETS));
         let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
         build_info
-            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .get_or_create(&vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", env!("SONDE_REVISION")),
+                ("rustc_version", env!("SONDE_RUSTC_VERSION")),
+            ])
             .set(1);
         let metrics = Metrics {
             scenario_success: reg(&mut r, "sonde_scenario_success", "1 if the scenario's last run passed, 0 if it failed", Family::default()),
@@ -139,7 +143,12 @@ impl Metrics {
             config_last_reload_success_timestamp: reg(&mut r, "sonde_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully, as Unix seconds", F64Gauge::default()),
             // In this order: the exposition lists families as registered.
             remote_write: {
-                r.register("sonde_build_info", "sonde's version", build_info);
+                r.register(
+                    "sonde_build_info",
+                    "A metric with a constant '1' value labeled by sonde's version, the git revision it was built from, and the Rust compiler that built it",
+                    build_info,
+                );
+                r.register_collector(Box::new(crate::process_metrics::ProcessCollector));
                 crate::remote_write::RemoteWriteMetrics::register(&mut r)
             },
             alerts: crate::alert::AlertMetrics::register(&mut r),

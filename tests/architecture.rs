@@ -28,6 +28,7 @@ const ROOMS: &[(&str, &[&str])] = &[
         "outputs",
         &[
             "metrics",
+            "process_metrics",
             "blackbox",
             "alert",
             "remote_write",
