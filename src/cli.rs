@@ -29,9 +29,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
-    pub log_level: String,
+    #[command(flatten)]
+    pub log: crate::logging::LogFlags,
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,7 +110,7 @@ pub struct ProbeArgs {
 pub fn main() -> ExitCode {
     crate::closed_pipe::exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    cli.log.init();
     match cli.command {
         Command::Serve(args) => crate::serve::main(args),
         Command::Check(args) => check(args),
@@ -123,17 +122,6 @@ pub fn main() -> ExitCode {
         Command::Completions(args) => crate::cli_docs::completions(args),
         Command::Man(args) => crate::cli_docs::man(args),
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(crate::redact::Redacting(std::io::stderr))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
 }
 
 /// `sonde check`: every error of every file, then a one-line summary.

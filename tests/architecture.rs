@@ -17,6 +17,7 @@ const ROOMS: &[(&str, &[&str])] = &[
             "shard",
             "backoff",
             "closed_pipe",
+            "logging",
             "shard_auto",
             "redact",
         ],
