@@ -70,6 +70,11 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub config_flags: crate::config_flags::ConfigFlags,
+
+    /// Also check this exporter-toolkit web configuration (`serve --web.config.file`): its
+    /// keys, bcrypt hashes, and the certificate, key and CA files it names.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -130,8 +135,14 @@ fn check(args: CheckArgs) -> ExitCode {
         region: args.region,
         ..Default::default()
     });
+    let web = args
+        .web_config_file
+        .as_deref()
+        .map(crate::serve::exporter_flags::check_web_config)
+        .and_then(Result::err)
+        .unwrap_or_default();
     match config::load_all(&args.paths, &opts) {
-        Ok(loaded) => {
+        Ok(loaded) if web.is_empty() => {
             let cfg = &loaded.config;
             let modules = match &loaded.modules {
                 Some(m) => format!(
@@ -142,15 +153,22 @@ fn check(args: CheckArgs) -> ExitCode {
                 None => String::new(),
             };
             println!(
-                "ok: {} scenario{}{modules} in {} file{}",
+                "ok: {} scenario{}{modules} in {} file{}{}",
                 cfg.scenarios.len(),
                 config::error::plural(cfg.scenarios.len()),
                 cfg.sources.len(),
-                config::error::plural(cfg.sources.len())
+                config::error::plural(cfg.sources.len()),
+                if args.web_config_file.is_some() {
+                    ", and the web configuration"
+                } else {
+                    ""
+                }
             );
             ExitCode::SUCCESS
         }
-        Err(errors) => {
+        loaded => {
+            let mut errors = loaded.err().unwrap_or_default();
+            errors.extend(web);
             config::error::eprint_report(&errors);
             ExitCode::from(EXIT_USAGE)
         }

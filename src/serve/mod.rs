@@ -10,6 +10,7 @@
 
 mod app;
 mod args;
+pub mod exporter_flags;
 mod signals;
 
 use std::net::SocketAddr;
@@ -51,6 +52,10 @@ fn config_source(args: &ServeArgs, listen: SocketAddr) -> ConfigSource {
 /// `sonde serve`: until SIGTERM/SIGINT (exit 0), or a failure to start (exit 1, or 2 for an
 /// invalid configuration).
 pub fn main(args: ServeArgs) -> ExitCode {
+    if let Some(why) = args.exporter.refused() {
+        eprintln!("sonde: {why}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     if args.config_check {
         return config_check(&args);
     }
@@ -69,16 +74,24 @@ fn config_check(args: &ServeArgs) -> ExitCode {
         region: args.region.clone(),
         ..Default::default()
     });
+    let web = args.exporter.web_security().err().unwrap_or_default();
     match source.load(&opts) {
-        Ok(loaded) => {
+        Ok(loaded) if web.is_empty() => {
             println!(
-                "config ok: {} scenario(s), {} blackbox module(s)",
+                "config ok: {} scenario(s), {} blackbox module(s){}",
                 loaded.config.scenarios.len(),
-                loaded.modules.as_ref().map(|m| m.len()).unwrap_or(0)
+                loaded.modules.as_ref().map(|m| m.len()).unwrap_or(0),
+                if args.exporter.web_config_file.is_some() {
+                    ", web configuration ok"
+                } else {
+                    ""
+                }
             );
             ExitCode::SUCCESS
         }
-        Err(errors) => {
+        loaded => {
+            let mut errors = loaded.err().unwrap_or_default();
+            errors.extend(web);
             config::error::eprint_report(&errors);
             ExitCode::from(EXIT_USAGE)
         }
@@ -89,6 +102,15 @@ fn config_check(args: &ServeArgs) -> ExitCode {
 const WEB_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn serve_async(args: ServeArgs) -> ExitCode {
+    // Before anything listens: endpoints must never be served unprotected by mistake.
+    let security = match args.exporter.web_security() {
+        Ok(s) => s,
+        Err(errors) => {
+            config::error::eprint_report(&errors);
+            eprintln!("sonde: refusing to start with an invalid web configuration");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -118,15 +140,23 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     let _demo = crate::demo::beside_builtin(&source).await;
-    let app = build_app(&args, listen, source, opts, initial);
+    let tls = security.as_ref().is_some_and(|s| s.current().tls.is_some());
+    let front = crate::web_server::front::Front {
+        external_url: args.exporter.external_url(listen, tls),
+        prefix: args.exporter.route_prefix(),
+        security,
+    };
+    let app = build_app(&args, listen, &front.external_url, source, opts, initial);
     tracing::info!(
         listen = %listen,
+        tls,
+        route_prefix = %front.prefix,
         config = %app.source.describe(),
         scenarios = app.config().scenarios.len(),
         "sonde {} serving",
         env!("CARGO_PKG_VERSION")
     );
-    run_until_shutdown(app, listener, args.web.clone()).await
+    run_until_shutdown(app, listener, args.web.clone(), front).await
 }
 
 /// The first load, off the async workers. An invalid configuration is reported and refused.
@@ -150,6 +180,7 @@ async fn initial_load(source: &ConfigSource, opts: &LoadOptions) -> Result<Loade
 fn build_app(
     args: &ServeArgs,
     listen: SocketAddr,
+    external_url: &str,
     source: ConfigSource,
     mut opts: LoadOptions,
     initial: Loaded,
@@ -162,7 +193,7 @@ fn build_app(
         metrics.alerts.clone(),
         initial.config.agent.alerting.clone(),
         region.clone(),
-        &format!("http://{listen}"),
+        external_url,
     );
     warn_on_unrouted_notifiers(&initial);
     let observers: Observers = Arc::new([
@@ -178,7 +209,9 @@ fn build_app(
             args.probe_max_concurrent.map(|n| n as usize),
         )
         .listening_on(listen),
-    );
+    )
+    .with_history_limit(args.exporter.history_limit)
+    .with_prober_log_level(args.exporter.log_prober);
     let parts = AppParts {
         metrics,
         scheduler,
@@ -208,16 +241,18 @@ async fn run_until_shutdown(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     web_flags: crate::web_server::WebFlags,
+    front: crate::web_server::front::Front,
 ) -> ExitCode {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(signals::handle_signals(app.clone(), shutdown.clone()));
     let agent = crate::agent::start(app.clone(), shutdown.clone());
-    let server = crate::web_server::serve(
+    let server = crate::web_server::serve_behind(
         listener,
         crate::web::router(app.clone()),
         web_flags,
         app.metrics.web.clone(),
         shutdown.clone(),
+        Arc::new(front),
     );
     let mut web = tokio::spawn(server);
     // Biased: the web server also ends at the signal, which is then no failure.
