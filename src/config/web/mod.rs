@@ -35,6 +35,8 @@ pub use tls::ClientAuth;
 pub struct WebConfig {
     /// TLS on every connection, when `tls_server_config` says so.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `client_auth_type` (NoClientCert without TLS).
+    pub client_auth: ClientAuth,
     /// `client_allowed_sans`: one of these must be a SAN of the client's certificate.
     pub allowed_sans: Option<Vec<String>>,
     /// `http_server_config.http2` (true by default, as exporter-toolkit): offered over TLS.
@@ -193,12 +195,13 @@ fn compile(
     });
     let mut watched = Vec::new();
     let http2 = http.http2.unwrap_or(true);
-    let (tls, allowed_sans) = match m.tls_server_config {
+    let (tls, allowed_sans, client_auth) = match m.tls_server_config {
         Some(t) => tls::compile(t, dir, http2, index, errors, &mut watched)?,
-        None => (None, None),
+        None => (None, None, ClientAuth::NoClientCert),
     };
     (errors.len() == before).then_some(WebConfig {
         tls,
+        client_auth,
         allowed_sans,
         http2,
         headers,

@@ -77,7 +77,11 @@ const SUITES_REFUSED: [&str; 16] = [
     "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
 ];
 
-type Compiled = (Option<Arc<rustls::ServerConfig>>, Option<Vec<String>>);
+type Compiled = (
+    Option<Arc<rustls::ServerConfig>>,
+    Option<Vec<String>>,
+    ClientAuth,
+);
 
 /// The TLS server configuration of `t` (`None`: TLS is off, as exporter-toolkit when no
 /// certificate, key, client CA or client auth type is set). Files read are added to `watched`.
@@ -98,7 +102,7 @@ pub fn compile(
         || t.client_ca.is_some()
         || t.client_auth_type.is_some();
     if !enabled {
-        return Some((None, None));
+        return Some((None, None, ClientAuth::NoClientCert));
     }
     let before = errors.len();
     let mut cx = Cx {
@@ -184,7 +188,7 @@ pub fn compile(
         );
         return None;
     }
-    Some((Some(Arc::new(config)), sans))
+    Some((Some(Arc::new(config)), sans, auth))
 }
 
 struct Cx<'a> {
