@@ -1,6 +1,6 @@
 //! `--web.config.file` at run time: the configuration in force, re-loaded when the file or a
 //! certificate, key or CA file it names changes (checked on every connection and request: a
-//! `stat` per file, so a rotated certificate is served from the next handshake, a removed user
+//! `stat` and a digest of a few small files, so a rotated certificate is served from the next handshake, a removed user
 //! refused from the next request, with no restart and no signal); basic auth; the rate limit.
 //!
 //! A changed file that does not load is logged once and the previous configuration stays in
@@ -27,13 +27,23 @@ use crate::config::ConfigError;
 /// The remembered successes at most; beyond, the memory starts over.
 const CACHE_MAX: usize = 1024;
 
-/// What identifies a file's version without reading it.
-type Stamp = Option<(SystemTime, u64, u64)>;
+/// What identifies a file's version: its metadata, and a digest of its content, because two
+/// writes within one kernel timestamp tick (a few ms) leave the same mtime, and a password hash
+/// replaced in place keeps the length and the inode.
+type Stamp = Option<(SystemTime, u64, u64, [u8; 32])>;
+
+/// Files above this are not digested (they are not certificates or web configurations).
+const DIGEST_MAX: u64 = 1024 * 1024;
 
 fn stamp(path: &PathBuf) -> Stamp {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len(), m.ino()))
+    let mut digest = [0u8; 32];
+    if m.len() <= DIGEST_MAX {
+        let bytes = std::fs::read(path).ok()?;
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+    }
+    Some((m.modified().ok()?, m.len(), m.ino(), digest))
 }
 
 struct Current {
@@ -49,6 +59,8 @@ pub struct WebSecurity {
     successes: Mutex<HashSet<[u8; 32]>>,
     bcrypt_one_at_a_time: tokio::sync::Semaphore,
     bucket: Mutex<(f64, Instant)>,
+    /// bcrypt verifications run so far (what a guess costs; cached successes cost none).
+    bcrypt_runs: std::sync::atomic::AtomicU64,
 }
 
 impl WebSecurity {
@@ -76,6 +88,7 @@ impl WebSecurity {
             successes: Mutex::new(HashSet::new()),
             bcrypt_one_at_a_time: tokio::sync::Semaphore::new(1),
             bucket: Mutex::new((burst, Instant::now())),
+            bcrypt_runs: Default::default(),
         }))
     }
 
@@ -141,25 +154,36 @@ impl WebSecurity {
         let Some((user, pass)) = basic_credentials(headers) else {
             return false;
         };
-        let known = cfg.users.get(&user);
-        let hash = known.map_or_else(|| dummy_hash().to_string(), |h| h.clone());
-        let key = self.cache_key_of(&user, &hash, &pass);
-        if known.is_some()
-            && self
+        let known = cfg.users.get(&user).cloned();
+        let key = known
+            .as_ref()
+            .map(|hash| self.cache_key_of(&user, hash, &pass));
+        if let Some(key) = &key {
+            if self
                 .successes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(&key)
-        {
-            return true;
+                .contains(key)
+            {
+                return true;
+            }
         }
         let Ok(_turn) = self.bcrypt_one_at_a_time.acquire().await else {
             return false;
         };
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
-        if ok && known.is_some() {
+        self.bcrypt_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The dummy hash too is made (once) off the async workers.
+        let ok = tokio::task::spawn_blocking(move || {
+            let matched = match &known {
+                Some(hash) => bcrypt::verify(pass, hash),
+                None => bcrypt::verify(pass, dummy_hash()),
+            };
+            known.is_some() && matched.unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if let (true, Some(key)) = (ok, key) {
             let mut s = self.successes.lock().unwrap_or_else(|e| e.into_inner());
             if s.len() >= CACHE_MAX {
                 s.clear();
@@ -259,6 +283,62 @@ pub fn san_allowed(der: &[u8], allowed: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn basic(user: &str, pass: &str) -> HeaderMap {
+        use base64::Engine;
+        let mut h = HeaderMap::new();
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {b}")).unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn successes_are_cached_and_failures_always_cost_a_bcrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        let hash = bcrypt::hash("right", 4).unwrap();
+        std::fs::write(&path, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+        let sec = WebSecurity::load(path.clone()).unwrap();
+        let runs = || sec.bcrypt_runs.load(Ordering::Relaxed);
+        let cfg = sec.current();
+        assert!(sec.admit(&cfg, &basic("alice", "right")).await.is_ok());
+        assert!(sec.admit(&cfg, &basic("alice", "right")).await.is_ok());
+        assert_eq!(runs(), 1, "the second success must come from the cache");
+        for _ in 0..3 {
+            let r = sec.admit(&cfg, &basic("alice", "wrong")).await.unwrap_err();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(runs(), 4, "every failed guess costs a bcrypt");
+        // An unknown user costs one too (no timing difference to find users by).
+        assert!(sec.admit(&cfg, &basic("mallory", "right")).await.is_err());
+        assert_eq!(runs(), 5);
+        assert!(sec.admit(&cfg, &HeaderMap::new()).await.is_err());
+
+        // A new hash for alice: the cached success of the old one does not let the old
+        // password in.
+        let new = bcrypt::hash("rotated", 4).unwrap();
+        std::fs::write(&path, format!("basic_auth_users:\n  alice: '{new}'\n")).unwrap();
+        let cfg = sec.current();
+        assert!(sec.admit(&cfg, &basic("alice", "right")).await.is_err());
+        assert!(sec.admit(&cfg, &basic("alice", "rotated")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_answers_429_beyond_its_burst() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, "rate_limit: {interval: 1h, burst: 2}\n").unwrap();
+        let sec = WebSecurity::load(path).unwrap();
+        let cfg = sec.current();
+        assert!(sec.admit(&cfg, &HeaderMap::new()).await.is_ok());
+        assert!(sec.admit(&cfg, &HeaderMap::new()).await.is_ok());
+        let r = sec.admit(&cfg, &HeaderMap::new()).await.unwrap_err();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
 
     #[test]
     fn basic_credentials_are_read_as_go_reads_them() {
