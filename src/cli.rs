@@ -17,6 +17,15 @@ pub use crate::exit::EXIT_USAGE;
 #[command(
     name = "sonde",
     version,
+    long_version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (revision ",
+        env!("SONDE_REVISION"),
+        ", rustc ",
+        env!("SONDE_RUSTC_VERSION"),
+        ")"
+    ),
+    propagate_version = true,
     about = "Active synthetic probing: scenario files in, Prometheus metrics out",
     long_about = "sonde runs checks (HTTP, TCP, DNS, ICMP, TLS) on a schedule and exposes their \
 success and latency as Prometheus metrics.\n\nStart with `sonde serve` (it probes itself until \
