@@ -45,7 +45,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run scenarios on their schedules and serve /metrics, /api/v1/scenarios and more.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Validate scenario files and folders: report every error in every file (exit 0 or 2).
     Check(CheckArgs),
     /// Run scenario files once as a CI smoke test: exit 0 when all passed, 1 when any failed,
@@ -126,7 +126,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
     match cli.command {
-        Command::Serve(args) => crate::serve::main(args),
+        Command::Serve(args) => crate::serve::main(*args),
         Command::Check(args) => check(args),
         Command::Run(args) => crate::run::main(args),
         Command::Probe(args) => probe(args),

@@ -276,7 +276,7 @@ pub fn san_allowed(der: &[u8], allowed: &[String]) -> bool {
                 },
                 _ => return false,
             };
-        allowed.iter().any(|a| *a == v)
+        allowed.contains(&v)
     })
 }
 
