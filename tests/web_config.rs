@@ -539,3 +539,40 @@ fn json_logs_are_one_object_a_line() {
         );
     }
 }
+
+#[test]
+fn require_any_client_cert_with_allowed_sans_checks_the_name_not_the_issuer() {
+    let h = hardened();
+    let other_name = Ca::new("a third CA").leaf(&["grafana.example.com"], days(33), &[]);
+    let text = std::fs::read_to_string(&h.web_yml)
+        .unwrap()
+        .replace("  client_ca_file: clients-ca.crt\n", "")
+        .replace(
+            "client_auth_type: RequireAndVerifyClientCert",
+            "client_auth_type: RequireAnyClientCert\n  client_allowed_sans: [prometheus.example.com]",
+        );
+    std::fs::write(&h.web_yml, text).unwrap();
+    let addr = free_addr();
+    let s = Serve::command(SONDE)
+        .listen(addr)
+        .config_yaml("blackbox.yml", "modules:\n  t:\n    prober: tcp\n")
+        .arg("--web.config.file")
+        .arg(&h.web_yml)
+        .spawn();
+    let ok = Some(("prometheus", PASSWORD));
+    let guard = Instant::now() + HANG_GUARD;
+    // Any issuer will do (RequireAnyClientCert), the SAN must match.
+    while !matches!(https(addr, &h.ca, "/-/ready", Some(&h.stranger), ok), Ok(a) if a.status == 200)
+    {
+        assert!(Instant::now() < guard, "hang guard:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        https(addr, &h.ca, "/metrics", Some(&h.client), ok)
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(https(addr, &h.ca, "/metrics", Some(&other_name), ok).is_err());
+    assert!(https(addr, &h.ca, "/metrics", None, ok).is_err());
+}
