@@ -576,3 +576,34 @@ fn require_any_client_cert_with_allowed_sans_checks_the_name_not_the_issuer() {
     assert!(https(addr, &h.ca, "/metrics", Some(&other_name), ok).is_err());
     assert!(https(addr, &h.ca, "/metrics", None, ok).is_err());
 }
+
+#[test]
+fn every_listen_address_serves_every_endpoint_behind_the_web_configuration() {
+    let h = hardened();
+    let second = free_addr();
+    let (s, first) = serve_hardened(&h, &["--web.listen-address", &second.to_string()]);
+    let ok = Some(("prometheus", PASSWORD));
+    for addr in [first, second] {
+        let m = https(addr, &h.ca, "/metrics", Some(&h.client), ok).unwrap();
+        assert_eq!(m.status, 200, "{addr}: {}", m.head);
+        let none = https(addr, &h.ca, "/metrics", Some(&h.client), None).unwrap();
+        assert_eq!(none.status, 401, "{addr}");
+        assert_eq!(client::get(addr, "/metrics").unwrap().status, 400, "{addr}");
+        // sonde does not probe itself, on either address.
+        let p = https(
+            addr,
+            &h.ca,
+            &format!("/probe?module=tcp_connect&target={second}"),
+            Some(&h.client),
+            ok,
+        )
+        .unwrap();
+        assert_eq!(p.status, 508, "{addr}: {}", p.body);
+    }
+    let log = s.log();
+    let line = log.lines().find(|l| l.contains(" serving ")).unwrap();
+    assert!(
+        line.contains(&first.to_string()) && line.contains(&second.to_string()),
+        "{line}"
+    );
+}

@@ -69,7 +69,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
 
 /// `serve --config.check`: load the configuration as serve would, report, exit 0 or 2.
 fn config_check(args: &ServeArgs) -> ExitCode {
-    let source = config_source(args, args.listen);
+    let source = config_source(args, args.primary_listen());
     let opts = args.config_flags.apply(LoadOptions {
         region: args.region.clone(),
         ..Default::default()
@@ -111,14 +111,21 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("sonde: cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for addr in &args.listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                bound.push(l.local_addr().unwrap_or(*addr));
+                listeners.push(l);
+            }
+            Err(e) => {
+                eprintln!("sonde: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
         }
-    };
-    let listen = listener.local_addr().unwrap_or(args.listen);
+    }
+    let listen = bound.first().copied().unwrap_or(args.primary_listen());
     let source = match crate::agent::url_source(
         &args.config,
         &args.agent,
@@ -146,9 +153,11 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         prefix: args.exporter.route_prefix(),
         security,
     };
-    let app = build_app(&args, listen, &front.external_url, source, opts, initial);
+    let app = build_app(&args, &bound, &front.external_url, source, opts, initial);
+    let also: Vec<String> = bound.iter().skip(1).map(|a| a.to_string()).collect();
     tracing::info!(
         listen = %listen,
+        also_listen = %also.join(","),
         tls,
         route_prefix = %front.prefix,
         config = %app.source.describe(),
@@ -156,7 +165,7 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         "sonde {} serving",
         env!("CARGO_PKG_VERSION")
     );
-    run_until_shutdown(app, listener, args.web.clone(), front).await
+    run_until_shutdown(app, listeners, args.web.clone(), front).await
 }
 
 /// The first load, off the async workers. An invalid configuration is reported and refused.
@@ -179,7 +188,7 @@ async fn initial_load(source: &ConfigSource, opts: &LoadOptions) -> Result<Loade
 /// The outputs, the scheduler that feeds them, and the state the endpoints share.
 fn build_app(
     args: &ServeArgs,
-    listen: SocketAddr,
+    listen: &[SocketAddr],
     external_url: &str,
     source: ConfigSource,
     mut opts: LoadOptions,
@@ -202,16 +211,17 @@ fn build_app(
         Arc::new(RunLog) as _,
     ]);
     let scheduler = Scheduler::new(observers, region, args.max_concurrent_runs).with_shard(shard);
-    let blackbox = crate::blackbox::Blackbox::new(
-        args.timeout_offset,
+    // sonde never probes itself, on any of its addresses.
+    let safety = listen.iter().fold(
         crate::blackbox::safety::Safety::new(
             args.allow_target.clone(),
             args.probe_max_concurrent.map(|n| n as usize),
-        )
-        .listening_on(listen),
-    )
-    .with_history_limit(args.exporter.history_limit)
-    .with_prober_log_level(args.exporter.log_prober);
+        ),
+        |s, a| s.listening_on(*a),
+    );
+    let blackbox = crate::blackbox::Blackbox::new(args.timeout_offset, safety)
+        .with_history_limit(args.exporter.history_limit)
+        .with_prober_log_level(args.exporter.log_prober);
     let parts = AppParts {
         metrics,
         scheduler,
@@ -239,22 +249,34 @@ fn warn_on_unrouted_notifiers(initial: &Loaded) {
 /// nor keep sonde from exiting.
 async fn run_until_shutdown(
     app: Arc<App>,
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     web_flags: crate::web_server::WebFlags,
     front: crate::web_server::front::Front,
 ) -> ExitCode {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(signals::handle_signals(app.clone(), shutdown.clone()));
     let agent = crate::agent::start(app.clone(), shutdown.clone());
-    let server = crate::web_server::serve_behind(
-        listener,
-        crate::web::router(app.clone()),
-        web_flags,
-        app.metrics.web.clone(),
-        shutdown.clone(),
-        Arc::new(front),
-    );
-    let mut web = tokio::spawn(server);
+    let (router, front) = (crate::web::router(app.clone()), Arc::new(front));
+    // One server per listen address, all behind the same front; each has its own connection cap.
+    let servers: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            tokio::spawn(crate::web_server::serve_behind(
+                l,
+                router.clone(),
+                web_flags.clone(),
+                app.metrics.web.clone(),
+                shutdown.clone(),
+                front.clone(),
+            ))
+        })
+        .collect();
+    let mut web = tokio::spawn(async move {
+        for s in servers {
+            s.await.map_err(std::io::Error::other)??;
+        }
+        Ok::<(), std::io::Error>(())
+    });
     // Biased: the web server also ends at the signal, which is then no failure.
     let failed = tokio::select! {
         biased;
