@@ -42,12 +42,6 @@ pub enum Route {
     NotFound,
 }
 
-impl std::fmt::Debug for super::secure::WebSecurity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WebSecurity")
-    }
-}
-
 /// blackbox's normalisation: `x`, `/x`, `/x/` all mean `/x/`; empty means `/`.
 pub fn normalise_prefix(p: &str) -> String {
     let t = p.trim_matches('/');

@@ -63,6 +63,15 @@ pub struct WebSecurity {
     bcrypt_runs: std::sync::atomic::AtomicU64,
 }
 
+/// Nothing of it is shown: it holds the password hashes.
+impl std::fmt::Debug for WebSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSecurity")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 impl WebSecurity {
     /// Load `path`; its errors are the configuration's (located, secrets left out).
     pub fn load(path: PathBuf) -> Result<Arc<WebSecurity>, Vec<ConfigError>> {
