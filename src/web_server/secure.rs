@@ -12,6 +12,8 @@
 //! drawn at start) of user, hash and password, so Prometheus' scrape every few seconds does
 //! not cost a bcrypt each time; a failure is never remembered, and bcrypt runs one at a time
 //! off the async workers, so guessing costs a full bcrypt per guess and cannot starve probes.
+//! The cache lookup is by that keyed digest, which an attacker cannot compute, so its timing
+//! tells nothing about the password.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
