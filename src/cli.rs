@@ -17,6 +17,15 @@ pub use crate::exit::EXIT_USAGE;
 #[command(
     name = "sonde",
     version,
+    long_version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (revision ",
+        env!("SONDE_REVISION"),
+        ", rustc ",
+        env!("SONDE_RUSTC_VERSION"),
+        ")"
+    ),
+    propagate_version = true,
     about = "Active synthetic probing: scenario files in, Prometheus metrics out",
     long_about = "sonde runs checks (HTTP, TCP, DNS, ICMP, TLS) on a schedule and exposes their \
 success and latency as Prometheus metrics.\n\nStart with `sonde serve` (it probes itself until \
@@ -29,15 +38,14 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
-    pub log_level: String,
+    #[command(flatten)]
+    pub log: crate::logging::LogFlags,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run scenarios on their schedules and serve /metrics, /api/v1/scenarios and more.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Validate scenario files and folders: report every error in every file (exit 0 or 2).
     Check(CheckArgs),
     /// Run scenario files once as a CI smoke test: exit 0 when all passed, 1 when any failed,
@@ -71,6 +79,11 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub config_flags: crate::config_flags::ConfigFlags,
+
+    /// Also check this exporter-toolkit web configuration (`serve --web.config.file`): its
+    /// keys, bcrypt hashes, and the certificate, key and CA files it names.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -111,9 +124,9 @@ pub struct ProbeArgs {
 pub fn main() -> ExitCode {
     crate::closed_pipe::exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    cli.log.init();
     match cli.command {
-        Command::Serve(args) => crate::serve::main(args),
+        Command::Serve(args) => crate::serve::main(*args),
         Command::Check(args) => check(args),
         Command::Run(args) => crate::run::main(args),
         Command::Probe(args) => probe(args),
@@ -125,25 +138,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(crate::redact::Redacting(std::io::stderr))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
-}
-
 /// `sonde check`: every error of every file, then a one-line summary.
 fn check(args: CheckArgs) -> ExitCode {
     let opts = args.config_flags.apply(LoadOptions {
         region: args.region,
         ..Default::default()
     });
+    let web = args
+        .web_config_file
+        .as_deref()
+        .map(crate::serve::exporter_flags::check_web_config)
+        .and_then(Result::err)
+        .unwrap_or_default();
     match config::load_all(&args.paths, &opts) {
-        Ok(loaded) => {
+        Ok(loaded) if web.is_empty() => {
             let cfg = &loaded.config;
             let modules = match &loaded.modules {
                 Some(m) => format!(
@@ -154,15 +162,22 @@ fn check(args: CheckArgs) -> ExitCode {
                 None => String::new(),
             };
             println!(
-                "ok: {} scenario{}{modules} in {} file{}",
+                "ok: {} scenario{}{modules} in {} file{}{}",
                 cfg.scenarios.len(),
                 config::error::plural(cfg.scenarios.len()),
                 cfg.sources.len(),
-                config::error::plural(cfg.sources.len())
+                config::error::plural(cfg.sources.len()),
+                if args.web_config_file.is_some() {
+                    ", and the web configuration"
+                } else {
+                    ""
+                }
             );
             ExitCode::SUCCESS
         }
-        Err(errors) => {
+        loaded => {
+            let mut errors = loaded.err().unwrap_or_default();
+            errors.extend(web);
             config::error::eprint_report(&errors);
             ExitCode::from(EXIT_USAGE)
         }

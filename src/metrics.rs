@@ -113,11 +113,25 @@ fn reg<M: prometheus_client::registry::Metric + Clone>(
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
+        Self::build(true)
+    }
+
+    /// Without the `process_*` family, whose values change between two renderings: for tests
+    /// that compare renderings byte for byte.
+    pub fn without_process() -> Arc<Metrics> {
+        Self::build(false)
+    }
+
+    fn build(process: bool) -> Arc<Metrics> {
         let mut r = Registry::default();
         let latency = || Family::new_with_constructor(Buckets(&LATENCY_BUCKETS));
         let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
         build_info
-            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .get_or_create(&vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", env!("SONDE_REVISION")),
+                ("rustc_version", env!("SONDE_RUSTC_VERSION")),
+            ])
             .set(1);
         let metrics = Metrics {
             scenario_success: reg(&mut r, "sonde_scenario_success", "1 if the scenario's last run passed, 0 if it failed", Family::default()),
@@ -139,7 +153,14 @@ impl Metrics {
             config_last_reload_success_timestamp: reg(&mut r, "sonde_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully, as Unix seconds", F64Gauge::default()),
             // In this order: the exposition lists families as registered.
             remote_write: {
-                r.register("sonde_build_info", "sonde's version", build_info);
+                r.register(
+                    "sonde_build_info",
+                    "A metric with a constant '1' value labeled by sonde's version, the git revision it was built from, and the Rust compiler that built it",
+                    build_info,
+                );
+                if process {
+                    r.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+                }
                 crate::remote_write::RemoteWriteMetrics::register(&mut r)
             },
             alerts: crate::alert::AlertMetrics::register(&mut r),
@@ -676,7 +697,8 @@ mod tests {
             ));
         }
         let cfg = load_str("t.yaml", &yaml, &LoadOptions::default()).expect("valid");
-        let m = Metrics::new();
+        // These tests compare two renderings: CPU and memory would differ between them.
+        let m = Metrics::without_process();
         let series = cfg
             .scenarios
             .iter()

@@ -36,6 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
         .route("/config", get(config))
+        .route("/logs", get(logs))
         .route("/api/v1/scenarios", get(scenarios))
         .route("/api/v1/scenarios/{*name}", get(scenario))
         .with_state(app)
@@ -156,12 +157,14 @@ async fn probe(
         policy: app.blackbox.safety.guard.clone(),
         marker,
     };
+    let debug = get("debug") == Some("true");
+    let recent = &app.blackbox.recent;
     let report = match handler::run_guarded(
         &module,
         target,
         get("hostname"),
         handler::duration_from_secs(timeout),
-        get("debug") == Some("true"),
+        debug || recent.enabled() || app.blackbox.logs_probes(),
         Some(guard),
     )
     .await
@@ -170,9 +173,20 @@ async fn probe(
         Err(handler::BadRequest(msg)) => return text_error(StatusCode::BAD_REQUEST, msg),
     };
     let metrics = report.registry.render();
-    if get("debug") == Some("true") {
+    app.blackbox
+        .log_probe(name, &crate::redact::text(target), &report.log);
+    if debug || recent.enabled() {
         let text = crate::blackbox::debug::render(&report.log, &metrics, &module.shown);
-        return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
+        // The target as the history shows it: redacted like everything else it holds.
+        recent.add(
+            name,
+            &crate::redact::text(target),
+            report.success,
+            text.clone(),
+        );
+        if debug {
+            return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
+        }
     }
     (
         [(
@@ -344,7 +358,82 @@ fn recent_json(st: &ScenarioState, v: &mut Value) {
     }
 }
 
-async fn index(State(app): State<Arc<App>>) -> Html<String> {
+/// blackbox_exporter's `/logs?id=N` or `/logs?target=T`: a recent probe's debug output, with
+/// blackbox's answers (400 for neither or both, 404 for one that is not kept).
+async fn logs(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let id = get("id").and_then(|v| v.parse::<u64>().ok());
+    let target = get("target");
+    let text = |code: StatusCode, msg: &str| {
+        (
+            code,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{msg}\n"),
+        )
+            .into_response()
+    };
+    let recent = &app.blackbox.recent;
+    let found = match (id, target) {
+        (Some(_), Some(_)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Probe id and target can't be defined at the same time",
+            )
+        }
+        (None, None) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Probe id or target must be defined as http query parameters",
+            )
+        }
+        (Some(id), None) => recent.by_id(id).ok_or("Probe id not found"),
+        (None, Some(t)) => recent
+            .by_target(&crate::redact::text(t))
+            .ok_or("Probe target not found"),
+    };
+    match found {
+        Ok(p) => ([(header::CONTENT_TYPE, "text/plain")], p.debug).into_response(),
+        Err(msg) => text(StatusCode::NOT_FOUND, msg),
+    }
+}
+
+/// The recent `/probe`s as the status page's table (newest first), blackbox's columns.
+fn recent_probes(app: &App) -> String {
+    if !app.blackbox.recent.enabled() {
+        return String::new();
+    }
+    let mut rows = String::new();
+    for p in app.blackbox.recent.list().iter().rev() {
+        let result = if p.success {
+            "Success"
+        } else {
+            "<strong>Failure</strong>"
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{result}</td><td><a href=\"logs?id={}\">Logs</a></td></tr>\n",
+            html_escape(&p.module),
+            html_escape(&p.target),
+            p.id
+        ));
+    }
+    format!("<h2>Recent probes</h2>\n<table><tr><th>module</th><th>target</th><th>result</th><th>debug</th></tr>\n{rows}</table>\n")
+}
+
+async fn index(
+    State(app): State<Arc<App>>,
+    prefix: Option<axum::Extension<crate::web_server::front::RoutePrefix>>,
+) -> Html<String> {
+    let prefix = prefix.map_or_else(|| "/".to_string(), |p| p.0 .0.clone());
     let mut rows = String::new();
     for st in app.scheduler.states() {
         let s = summary(&st);
@@ -354,7 +443,7 @@ async fn index(State(app): State<Arc<App>>) -> Html<String> {
             .map(html_escape)
             .unwrap_or_default();
         rows.push_str(&format!(
-            "<tr><td><a href=\"/api/v1/scenarios/{url}\">{name}</a></td><td class=\"{st}\">{st}</td><td>{iv}</td><td>{runs}</td><td>{fail}</td><td>{failure}</td></tr>\n",
+            "<tr><td><a href=\"{prefix}api/v1/scenarios/{url}\">{name}</a></td><td class=\"{st}\">{st}</td><td>{iv}</td><td>{runs}</td><td>{fail}</td><td>{failure}</td></tr>\n",
             url = urlencode_path(s["name"].as_str().unwrap_or_default()),
             st = s["status"].as_str().unwrap_or_default(),
             iv = s["interval"].as_str().unwrap_or_default(),
@@ -366,10 +455,13 @@ async fn index(State(app): State<Arc<App>>) -> Html<String> {
         r#"<!doctype html><html><head><meta charset="utf-8"><title>sonde</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}.passing{{color:#070}}.failing{{color:#b00}}.pending{{color:#777}}</style></head>
 <body><h1>sonde</h1>
-<p>Version {version}. Configuration: {source}. Links: <a href="/metrics">metrics</a> · <a href="/config">configuration</a> · <a href="/api/v1/scenarios">scenarios (JSON)</a> · <a href="/-/healthy">healthy</a> · <a href="/-/ready">ready</a></p>
+<p>Version {version}. Configuration: {source}. Links: <a href="{prefix}metrics">metrics</a> · <a href="{prefix}config">configuration</a> · <a href="{prefix}api/v1/scenarios">scenarios (JSON)</a> · <a href="{prefix}-/healthy">healthy</a> · <a href="{prefix}-/ready">ready</a></p>
 <table><tr><th>scenario</th><th>status</th><th>interval</th><th>runs</th><th>failures</th><th>last failure</th></tr>
-{rows}</table></body></html>
+{rows}</table>
+{recent}</body></html>
 "#,
+        prefix = html_escape(&prefix),
+        recent = recent_probes(&app),
         version = env!("CARGO_PKG_VERSION"),
         source = html_escape(&crate::redact::text(&app.source.describe())),
     ))

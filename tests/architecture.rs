@@ -17,6 +17,7 @@ const ROOMS: &[(&str, &[&str])] = &[
             "shard",
             "backoff",
             "closed_pipe",
+            "logging",
             "shard_auto",
             "redact",
         ],
@@ -28,6 +29,7 @@ const ROOMS: &[(&str, &[&str])] = &[
         "outputs",
         &[
             "metrics",
+            "process_metrics",
             "blackbox",
             "alert",
             "remote_write",

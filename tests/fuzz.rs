@@ -46,6 +46,11 @@ fn blackbox_loader() {
 }
 
 #[test]
+fn web_config() {
+    check("web_config");
+}
+
+#[test]
 fn templates() {
     check("template");
 }

@@ -194,8 +194,23 @@ fn serve_probes_and_exposes_metrics_api_and_redacted_config() {
         r#"sonde_step_failures_total{scenario="down",region="eu-west",step="http",reason="status"} "#,
         r#"sonde_config_last_reload_successful 1"#,
         r#"sonde_build_info{version=""#,
+        // client_golang's process family, which stock exporter dashboards and alerts read.
+        "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total ",
+        "\nprocess_open_fds ",
+        "\nprocess_max_fds ",
+        "\nprocess_resident_memory_bytes ",
+        "\nprocess_virtual_memory_bytes ",
+        "\nprocess_start_time_seconds ",
     ] {
         assert!(m.body.contains(line), "missing {line:?} in:\n{}", m.body);
+    }
+    let build = m
+        .body
+        .lines()
+        .find(|l| l.starts_with("sonde_build_info{"))
+        .unwrap();
+    for label in ["revision=\"", "rustc_version=\"1."] {
+        assert!(build.contains(label), "{label} missing: {build}");
     }
 
     let list = s.get("/api/v1/scenarios").json();

@@ -17,6 +17,7 @@ pub mod guard;
 pub mod handler;
 pub mod metrics;
 pub mod probers;
+pub mod recent;
 pub mod safety;
 
 use std::fmt::Write as _;
@@ -24,6 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::blackbox::{builtin_modules, module::Modules};
+
+/// blackbox_exporter's `--history.limit` default.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 
 /// `/probe`'s state inside `sonde serve`: the modules in use, blackbox's own counters, and the
 /// safety options.
@@ -37,6 +41,10 @@ pub struct Blackbox {
     reload_ok: AtomicU64,
     /// Unix seconds as f64 bits.
     reload_ts: AtomicU64,
+    /// `--history.limit`: the recent probes of the status page and `/logs`.
+    pub recent: recent::Recent,
+    /// `--log.prober`: the level each probe's log lines are logged at.
+    pub prober_log_level: tracing::Level,
 }
 
 impl Blackbox {
@@ -49,7 +57,48 @@ impl Blackbox {
             module_unknown: AtomicU64::new(0),
             reload_ok: AtomicU64::new(0),
             reload_ts: AtomicU64::new(0),
+            recent: recent::Recent::new(DEFAULT_HISTORY_LIMIT),
+            prober_log_level: tracing::Level::DEBUG,
         }
+    }
+
+    pub fn with_prober_log_level(mut self, level: tracing::Level) -> Self {
+        self.prober_log_level = level;
+        self
+    }
+
+    /// Whether a probe's log lines would reach sonde's log.
+    pub fn logs_probes(&self) -> bool {
+        use tracing::Level;
+        match self.prober_log_level {
+            Level::ERROR => tracing::enabled!(Level::ERROR),
+            Level::WARN => tracing::enabled!(Level::WARN),
+            Level::INFO => tracing::enabled!(Level::INFO),
+            _ => tracing::enabled!(Level::DEBUG),
+        }
+    }
+
+    /// A probe's log lines into sonde's log at `--log.prober`'s level (redacted by the
+    /// log writer).
+    pub fn log_probe(&self, module: &str, target: &str, lines: &[String]) {
+        use tracing::Level;
+        if !self.logs_probes() {
+            return;
+        }
+        for line in lines {
+            match self.prober_log_level {
+                Level::ERROR => tracing::error!(module, target, "{line}"),
+                Level::WARN => tracing::warn!(module, target, "{line}"),
+                Level::INFO => tracing::info!(module, target, "{line}"),
+                _ => tracing::debug!(module, target, "{line}"),
+            }
+        }
+    }
+
+    /// Keep the last `limit` probes (and as many failures) for `/logs`; 0 keeps none.
+    pub fn with_history_limit(mut self, limit: usize) -> Self {
+        self.recent = recent::Recent::new(limit);
+        self
     }
 
     pub fn modules(&self) -> Arc<Modules> {

@@ -46,6 +46,7 @@ pub(crate) mod targets;
 mod template;
 pub mod trust;
 pub(crate) mod units;
+pub mod web;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -20,7 +20,8 @@ pub struct ServeArgs {
     )]
     pub config: Vec<PathBuf>,
 
-    /// Address for the web endpoints (/metrics, /probe, /-/healthy, /api/v1/scenarios…).
+    /// Address for the web endpoints (/metrics, /probe, /-/healthy, /api/v1/scenarios…);
+    /// repeatable, as blackbox_exporter's: every address serves every endpoint.
     /// blackbox_exporter's `:9115` (every interface) is accepted too.
     #[arg(
         long,
@@ -29,7 +30,7 @@ pub struct ServeArgs {
         value_name = "ADDR",
         value_parser = parse_listen
     )]
-    pub listen: SocketAddr,
+    pub listen: Vec<SocketAddr>,
 
     /// Seconds subtracted from Prometheus' scrape timeout (X-Prometheus-Scrape-Timeout-Seconds)
     /// to give a /probe its deadline, as blackbox_exporter's flag.
@@ -75,6 +76,19 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub web: crate::web_server::WebFlags,
+
+    #[command(flatten)]
+    pub exporter: super::exporter_flags::ExporterFlags,
+}
+
+impl ServeArgs {
+    /// The first listen address: the one the built-in configuration probes and links name.
+    pub fn primary_listen(&self) -> SocketAddr {
+        self.listen
+            .first()
+            .copied()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9115)))
+    }
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {

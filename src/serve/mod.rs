@@ -10,6 +10,7 @@
 
 mod app;
 mod args;
+pub mod exporter_flags;
 mod signals;
 
 use std::net::SocketAddr;
@@ -51,6 +52,10 @@ fn config_source(args: &ServeArgs, listen: SocketAddr) -> ConfigSource {
 /// `sonde serve`: until SIGTERM/SIGINT (exit 0), or a failure to start (exit 1, or 2 for an
 /// invalid configuration).
 pub fn main(args: ServeArgs) -> ExitCode {
+    if let Some(why) = args.exporter.refused() {
+        eprintln!("sonde: {why}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     if args.config_check {
         return config_check(&args);
     }
@@ -64,21 +69,29 @@ pub fn main(args: ServeArgs) -> ExitCode {
 
 /// `serve --config.check`: load the configuration as serve would, report, exit 0 or 2.
 fn config_check(args: &ServeArgs) -> ExitCode {
-    let source = config_source(args, args.listen);
+    let source = config_source(args, args.primary_listen());
     let opts = args.config_flags.apply(LoadOptions {
         region: args.region.clone(),
         ..Default::default()
     });
+    let web = args.exporter.web_security().err().unwrap_or_default();
     match source.load(&opts) {
-        Ok(loaded) => {
+        Ok(loaded) if web.is_empty() => {
             println!(
-                "config ok: {} scenario(s), {} blackbox module(s)",
+                "config ok: {} scenario(s), {} blackbox module(s){}",
                 loaded.config.scenarios.len(),
-                loaded.modules.as_ref().map(|m| m.len()).unwrap_or(0)
+                loaded.modules.as_ref().map(|m| m.len()).unwrap_or(0),
+                if args.exporter.web_config_file.is_some() {
+                    ", web configuration ok"
+                } else {
+                    ""
+                }
             );
             ExitCode::SUCCESS
         }
-        Err(errors) => {
+        loaded => {
+            let mut errors = loaded.err().unwrap_or_default();
+            errors.extend(web);
             config::error::eprint_report(&errors);
             ExitCode::from(EXIT_USAGE)
         }
@@ -89,14 +102,30 @@ fn config_check(args: &ServeArgs) -> ExitCode {
 const WEB_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn serve_async(args: ServeArgs) -> ExitCode {
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("sonde: cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
+    // Before anything listens: endpoints must never be served unprotected by mistake.
+    let security = match args.exporter.web_security() {
+        Ok(s) => s,
+        Err(errors) => {
+            config::error::eprint_report(&errors);
+            eprintln!("sonde: refusing to start with an invalid web configuration");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
-    let listen = listener.local_addr().unwrap_or(args.listen);
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for addr in &args.listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                bound.push(l.local_addr().unwrap_or(*addr));
+                listeners.push(l);
+            }
+            Err(e) => {
+                eprintln!("sonde: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let listen = bound.first().copied().unwrap_or(args.primary_listen());
     let source = match crate::agent::url_source(
         &args.config,
         &args.agent,
@@ -118,15 +147,25 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     let _demo = crate::demo::beside_builtin(&source).await;
-    let app = build_app(&args, listen, source, opts, initial);
+    let tls = security.as_ref().is_some_and(|s| s.current().tls.is_some());
+    let front = crate::web_server::front::Front {
+        external_url: args.exporter.external_url(listen, tls),
+        prefix: args.exporter.route_prefix(),
+        security,
+    };
+    let app = build_app(&args, &bound, &front.external_url, source, opts, initial);
+    let also: Vec<String> = bound.iter().skip(1).map(|a| a.to_string()).collect();
     tracing::info!(
         listen = %listen,
+        also_listen = %also.join(","),
+        tls,
+        route_prefix = %front.prefix,
         config = %app.source.describe(),
         scenarios = app.config().scenarios.len(),
         "sonde {} serving",
         env!("CARGO_PKG_VERSION")
     );
-    run_until_shutdown(app, listener, args.web.clone()).await
+    run_until_shutdown(app, listeners, args.web.clone(), front).await
 }
 
 /// The first load, off the async workers. An invalid configuration is reported and refused.
@@ -149,7 +188,8 @@ async fn initial_load(source: &ConfigSource, opts: &LoadOptions) -> Result<Loade
 /// The outputs, the scheduler that feeds them, and the state the endpoints share.
 fn build_app(
     args: &ServeArgs,
-    listen: SocketAddr,
+    listen: &[SocketAddr],
+    external_url: &str,
     source: ConfigSource,
     mut opts: LoadOptions,
     initial: Loaded,
@@ -166,7 +206,7 @@ fn build_app(
         metrics.alerts.clone(),
         initial.config.agent.alerting.clone(),
         region.clone(),
-        &format!("http://{listen}"),
+        external_url,
     );
     warn_on_unrouted_notifiers(&initial);
     let observers: Observers = Arc::new([
@@ -177,14 +217,17 @@ fn build_app(
     let scheduler = Scheduler::new(observers, region, args.max_concurrent_runs)
         .with_shard(shard)
         .with_replica(replica);
-    let blackbox = crate::blackbox::Blackbox::new(
-        args.timeout_offset,
+    // sonde never probes itself, on any of its addresses.
+    let safety = listen.iter().fold(
         crate::blackbox::safety::Safety::new(
             args.allow_target.clone(),
             args.probe_max_concurrent.map(|n| n as usize),
-        )
-        .listening_on(listen),
+        ),
+        |s, a| s.listening_on(*a),
     );
+    let blackbox = crate::blackbox::Blackbox::new(args.timeout_offset, safety)
+        .with_history_limit(args.exporter.history_limit)
+        .with_prober_log_level(args.exporter.log_prober);
     let parts = AppParts {
         metrics,
         scheduler,
@@ -212,20 +255,34 @@ fn warn_on_unrouted_notifiers(initial: &Loaded) {
 /// nor keep sonde from exiting.
 async fn run_until_shutdown(
     app: Arc<App>,
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     web_flags: crate::web_server::WebFlags,
+    front: crate::web_server::front::Front,
 ) -> ExitCode {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(signals::handle_signals(app.clone(), shutdown.clone()));
     let agent = crate::agent::start(app.clone(), shutdown.clone());
-    let server = crate::web_server::serve(
-        listener,
-        crate::web::router(app.clone()),
-        web_flags,
-        app.metrics.web.clone(),
-        shutdown.clone(),
-    );
-    let mut web = tokio::spawn(server);
+    let (router, front) = (crate::web::router(app.clone()), Arc::new(front));
+    // One server per listen address, all behind the same front; each has its own connection cap.
+    let servers: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            tokio::spawn(crate::web_server::serve_behind(
+                l,
+                router.clone(),
+                web_flags.clone(),
+                app.metrics.web.clone(),
+                shutdown.clone(),
+                front.clone(),
+            ))
+        })
+        .collect();
+    let mut web = tokio::spawn(async move {
+        for s in servers {
+            s.await.map_err(std::io::Error::other)??;
+        }
+        Ok::<(), std::io::Error>(())
+    });
     // Biased: the web server also ends at the signal, which is then no failure.
     let failed = tokio::select! {
         biased;

@@ -10,9 +10,16 @@
 //! - `--web.max-connections`: connections beyond it get a bare 503 and are closed at once,
 //!   counted in `sonde_http_connections_rejected_total`; open ones are `sonde_http_connections`.
 //!
+//! With `--web.config.file` ([`secure`]) every connection of every listener is TLS (when the
+//! file says so: the handshake must end within the read-header timeout; a plain-HTTP request
+//! gets Go's 400 "Client sent an HTTP request to an HTTPS server."), and every request passes
+//! the rate limit and basic auth before it reaches a route.
+//!
 //! [`exposition`] renders `/metrics` once for every client that asks at the same time.
 
 pub mod exposition;
+pub mod front;
+pub mod secure;
 mod timed_io;
 
 use std::io;
@@ -113,6 +120,19 @@ pub async fn serve(
     metrics: WebMetrics,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    serve_behind(listener, router, limits, metrics, shutdown, Arc::default()).await
+}
+
+/// [`serve`], behind `front`: the web configuration (TLS, basic auth, headers, rate limit) and
+/// the route prefix.
+pub async fn serve_behind(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: WebFlags,
+    metrics: WebMetrics,
+    shutdown: CancellationToken,
+    front: Arc<front::Front>,
+) -> io::Result<()> {
     let max = limits.max_connections as usize;
     let slots = Arc::new(Semaphore::new(max));
     loop {
@@ -135,15 +155,16 @@ pub async fn serve(
             let _ = stream.try_write(OVER_CAPACITY);
             continue;
         };
-        let (router, limits, metrics, shutdown) = (
+        let (router, limits, metrics, shutdown, front) = (
             router.clone(),
             limits.clone(),
             metrics.clone(),
             shutdown.clone(),
+            front.clone(),
         );
         metrics.connections.inc();
         tokio::spawn(async move {
-            connection(stream, router, &limits, shutdown).await;
+            connection(stream, router, &limits, shutdown, front).await;
             metrics.connections.dec();
             drop(slot);
         });
@@ -153,35 +174,186 @@ pub async fn serve(
     Ok(())
 }
 
-/// One connection, HTTP/1.1 with keep-alive, under the limits.
+/// What a plain-HTTP request to a TLS listener is told (Go's words, as exporter-toolkit's).
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// One connection, HTTP/1.1 with keep-alive (or HTTP/2 over TLS when offered), under the
+/// limits.
 async fn connection(
     stream: TcpStream,
     router: axum::Router,
     limits: &WebFlags,
     shutdown: CancellationToken,
+    front: Arc<front::Front>,
 ) {
+    let tls = front
+        .security
+        .as_ref()
+        .and_then(|s| s.current().tls.clone().map(|t| (s.clone(), t)));
     let busy = Arc::new(AtomicUsize::new(0));
+    let Some((security, tls)) = tls else {
+        let io = TimedIo::new(
+            stream,
+            limits.write_timeout,
+            limits.idle_timeout,
+            busy.clone(),
+        );
+        let service = service(router, busy, front);
+        return http(TokioIo::new(io), false, service, limits, shutdown).await;
+    };
+    // A request line rather than a ClientHello: answer it as Go does rather than with bytes of
+    // a TLS alert the client cannot read.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.read_header_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != 0x16 => return answer_plain_http(stream, limits).await,
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
     let io = TimedIo::new(
         stream,
         limits.write_timeout,
         limits.idle_timeout,
         busy.clone(),
     );
-    let tower = TowerToHyperService::new(router);
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let handled = Busy::enter(&busy);
-        let response = tower.call(req);
-        async move {
-            let r = response.await;
-            drop(handled);
-            r
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(io);
+    let stream = match tokio::time::timeout(limits.read_header_timeout, accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!("web server: TLS handshake failed: {e}");
+            return;
         }
-    });
+        Err(_) => return,
+    };
+    let (_, conn) = stream.get_ref();
+    let config = security.current();
+    if let Some(allowed) = &config.allowed_sans {
+        let ok = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .is_some_and(|c| secure::san_allowed(c, allowed));
+        if !ok {
+            tracing::debug!("web server: client certificate has none of client_allowed_sans");
+            return;
+        }
+    }
+    let h2 = conn.alpn_protocol() == Some(b"h2");
+    let service = service(router, busy, front);
+    http(TokioIo::new(stream), h2, service, limits, shutdown).await;
+}
+
+/// Read the plain request's head (bounded), answer [`PLAIN_TO_TLS`], close. Reading first:
+/// closing a socket with unread bytes resets it, and the client would lose the answer.
+async fn answer_plain_http(mut stream: TcpStream, limits: &WebFlags) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let _ = tokio::time::timeout(limits.read_header_timeout, async {
+        let mut buf = [0u8; 1024];
+        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(limits.write_timeout, async {
+        stream.write_all(PLAIN_TO_TLS).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+type Answer = Result<hyper::Response<axum::body::Body>, std::convert::Infallible>;
+
+/// The router behind the front (gate, prefix), counting requests in flight for the idle
+/// timeout.
+fn service(
+    router: axum::Router,
+    busy: Arc<AtomicUsize>,
+    front: Arc<front::Front>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<axum::body::Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Answer> + Send,
+> + Clone {
+    let tower = TowerToHyperService::new(router);
+    service_fn(move |req: hyper::Request<Incoming>| {
+        let handled = Busy::enter(&busy);
+        let (tower, front) = (tower.clone(), front.clone());
+        async move {
+            let config = front.security.as_ref().map(|s| (s, s.current()));
+            let mut r = match &config {
+                Some((security, config)) => match security.admit(config, req.headers()).await {
+                    Ok(()) => routed(&tower, &front, req).await?,
+                    Err(refused) => refused,
+                },
+                None => routed(&tower, &front, req).await?,
+            };
+            if let Some((_, config)) = &config {
+                secure::decorate(config, &mut r);
+            }
+            drop(handled);
+            Ok(r)
+        }
+    })
+}
+
+/// `req` through the route prefix to the routes.
+async fn routed(
+    tower: &TowerToHyperService<axum::Router>,
+    front: &front::Front,
+    mut req: hyper::Request<Incoming>,
+) -> Answer {
+    use axum::response::IntoResponse;
+    match front.route(req.uri()) {
+        front::Route::Inner(uri) => {
+            *req.uri_mut() = uri;
+            req.extensions_mut()
+                .insert(front::RoutePrefix(front.prefix.clone()));
+            tower.call(req).await
+        }
+        // 302, as Go's http.Redirect in blackbox.
+        front::Route::Redirect(to) => {
+            Ok((http::StatusCode::FOUND, [(http::header::LOCATION, to)]).into_response())
+        }
+        front::Route::NotFound => {
+            Ok((http::StatusCode::NOT_FOUND, "404 page not found\n").into_response())
+        }
+    }
+}
+
+/// Serve HTTP on `io` until it closes, or gracefully from `shutdown` on.
+async fn http<I, S>(io: I, h2: bool, service: S, limits: &WebFlags, shutdown: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if h2 {
+        let builder =
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .clone();
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+        return;
+    }
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.read_header_timeout);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}

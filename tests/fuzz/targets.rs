@@ -65,6 +65,12 @@ pub const ALL: &[Target] = &[
         hang: SEC,
     },
     Target {
+        name: "web_config",
+        run: web_config,
+        dict: WEB_DICT,
+        hang: SEC,
+    },
+    Target {
         name: "expo",
         run: expo,
         dict: &[
@@ -230,6 +236,54 @@ fn blackbox(input: &[u8]) {
     for (name, m) in &modules {
         assert!(!name.is_empty(), "a module without a name");
         let _ = serde_json::to_string(&m.shown).expect("a module's JSON");
+    }
+}
+
+/// A password hash that must never be quoted in an error, whatever surrounds it.
+const WEB_SECRET: &str = "FzWebHashSecret0123456789";
+
+const WEB_DICT: &[&str] = &[
+    "tls_server_config:\n",
+    "http_server_config:\n",
+    "basic_auth_users:\n",
+    "rate_limit:\n",
+    "  cert_file: ",
+    "  key_file: ",
+    "  cert: |\n    -----BEGIN CERTIFICATE-----\n",
+    "  key: ",
+    "  client_ca_file: ",
+    "  client_auth_type: RequireAndVerifyClientCert\n",
+    "  client_allowed_sans: [a]\n",
+    "  min_version: TLS13\n",
+    "  max_version: TLS10\n",
+    "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n",
+    "  curve_preferences: [X25519]\n",
+    "  headers: {X-Frame-Options: deny}\n",
+    "  http2: false\n",
+    "  interval: 1s\n  burst: 0\n",
+    "  alice: $2y$04$FzWebHashSecret0123456789\n",
+    "  alice: [$2y$04$FzWebHashSecret0123456789]\n",
+    ": ",
+    "\n  ",
+    "&a ",
+    "*a",
+    "~",
+];
+
+/// A web configuration (`--web.config.file`): errors name the file and never quote a password
+/// hash or an inline key. Relative file names point into a folder that does not exist.
+fn web_config(input: &[u8]) {
+    let t = text(input);
+    let res =
+        sonde::config::web::load_str("web.yml", std::path::Path::new("/nonexistent-fuzz"), &t);
+    if let Err(errors) = res {
+        let secret_is_a_value = t.contains(&format!("$2y$04${WEB_SECRET}"));
+        for e in &errors {
+            assert_eq!(e.file, "web.yml", "an error names another file: {e}");
+            if secret_is_a_value {
+                assert!(!e.to_string().contains(WEB_SECRET), "a hash is quoted: {e}");
+            }
+        }
     }
 }
 

@@ -81,6 +81,7 @@ bash tests/interop/regions.sh  # many regions: network namespaces, real Promethe
 bash tests/interop/alerting.sh # a real Alertmanager receiving sonde's alerts; promtool on `sonde rules`
 bash tests/interop/ha.sh       # an HA pair: one alert in Alertmanager and Prometheus, no gap when one dies
 bash tests/interop/email.sh "$work" # e-mail alerts to aiosmtpd: STARTTLS, AUTH, a refused password
+bash tests/interop/web_config.sh # --web.config.file: curl and a real Prometheus over HTTPS + basic auth + client cert
 bash tests/interop/grafana.sh  # every Grafana dashboard query against a real Prometheus scraping sonde
 bash tests/interop/kubernetes.sh # deploy/kubernetes/ against the Kubernetes and Prometheus Operator schemas
 bash tests/interop/package.sh  # the .deb: dpkg -i, the unit's command line, /-/ready, reload, purge

@@ -1,0 +1,135 @@
+//! blackbox_exporter's history of recent probes (`--history.limit`, default 100): the status
+//! page lists them, `/logs?id=N` (or `/logs?target=T`, the latest for that target) shows one's
+//! debug output — what `debug=true` would have answered, credentials redacted.
+//!
+//! As blackbox's: failures are kept in a list of their own, so a burst of successful scrapes
+//! does not push out the failure someone is looking for; each list holds at most the limit.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// A debug output longer than this is cut (a body in the log could be large).
+const MAX_DEBUG_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub id: u64,
+    pub module: String,
+    pub target: String,
+    pub success: bool,
+    pub debug: String,
+}
+
+#[derive(Default)]
+struct Lists {
+    next_id: u64,
+    all: VecDeque<Probe>,
+    failed: VecDeque<Probe>,
+}
+
+pub struct Recent {
+    limit: usize,
+    lists: Mutex<Lists>,
+}
+
+impl Recent {
+    pub fn new(limit: usize) -> Self {
+        Recent {
+            limit,
+            lists: Mutex::new(Lists::default()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.limit > 0
+    }
+
+    pub fn add(&self, module: &str, target: &str, success: bool, mut debug: String) {
+        if self.limit == 0 {
+            return;
+        }
+        if debug.len() > MAX_DEBUG_BYTES {
+            let mut cut = MAX_DEBUG_BYTES;
+            while !debug.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            debug.truncate(cut);
+            debug.push_str("\n… (cut)\n");
+        }
+        let mut l = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+        let p = Probe {
+            id: l.next_id,
+            module: module.to_string(),
+            target: target.to_string(),
+            success,
+            debug,
+        };
+        l.next_id += 1;
+        if !success {
+            l.failed.push_back(p.clone());
+            if l.failed.len() > self.limit {
+                l.failed.pop_front();
+            }
+        }
+        l.all.push_back(p);
+        if l.all.len() > self.limit {
+            l.all.pop_front();
+        }
+    }
+
+    /// Every kept probe, oldest first.
+    pub fn list(&self) -> Vec<Probe> {
+        let l = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Probe> = l.all.iter().cloned().collect();
+        out.extend(
+            l.failed
+                .iter()
+                .filter(|f| l.all.front().is_none_or(|first| f.id < first.id))
+                .cloned(),
+        );
+        out.sort_by_key(|p| p.id);
+        out
+    }
+
+    pub fn by_id(&self, id: u64) -> Option<Probe> {
+        self.list().into_iter().find(|p| p.id == id)
+    }
+
+    /// The latest probe of `target`.
+    pub fn by_target(&self, target: &str) -> Option<Probe> {
+        self.list().into_iter().rev().find(|p| p.target == target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_outlive_a_burst_of_successes() {
+        let r = Recent::new(2);
+        r.add("m", "down", false, "f".into());
+        for i in 0..5 {
+            r.add("m", &format!("up{i}"), true, "ok".into());
+        }
+        let ids: Vec<u64> = r.list().iter().map(|p| p.id).collect();
+        assert_eq!(ids, vec![0, 4, 5]);
+        assert_eq!(r.by_id(0).unwrap().target, "down");
+        assert!(r.by_id(1).is_none());
+        assert_eq!(r.by_target("up4").unwrap().id, 5);
+    }
+
+    #[test]
+    fn a_limit_of_zero_keeps_nothing() {
+        let r = Recent::new(0);
+        r.add("m", "t", false, "x".into());
+        assert!(r.list().is_empty());
+    }
+
+    #[test]
+    fn long_debug_output_is_cut_on_a_char_boundary() {
+        let r = Recent::new(1);
+        r.add("m", "t", true, "é".repeat(MAX_DEBUG_BYTES));
+        assert!(r.by_id(0).unwrap().debug.ends_with("(cut)\n"));
+    }
+}
