@@ -157,8 +157,10 @@ pub enum Out<'a> {
     PubRec(u16),
     PubRel(u16),
     PubComp(u16),
-    Subscribe { pkid: u16, filters: &'a [(String, u8)] },
-    Unsubscribe { pkid: u16, filters: &'a [String] },
+    Subscribe {
+        pkid: u16,
+        filters: &'a [(String, u8)],
+    },
     PingReq,
     Disconnect,
 }
@@ -441,10 +443,6 @@ fn to_v4(out: &Out<'_>) -> v4::Packet {
                 .map(|(f, q)| v4::SubscribeFilter::new(f.clone(), qos4(*q)))
                 .collect(),
         }),
-        Out::Unsubscribe { pkid, filters } => P::Unsubscribe(v4::Unsubscribe {
-            pkid: *pkid,
-            topics: filters.to_vec(),
-        }),
         Out::PingReq => P::PingReq,
         Out::Disconnect => P::Disconnect,
     }
@@ -463,13 +461,14 @@ fn to_v5(out: &Out<'_>) -> v5::Packet {
     use v5::Packet as P;
     match out {
         Out::Connect(c) => {
-            let properties = (c.session_expiry.is_some() || !c.user_properties.is_empty()).then(
-                || v5::ConnectProperties {
-                    session_expiry_interval: c.session_expiry,
-                    user_properties: c.user_properties.clone(),
-                    ..v5::ConnectProperties::new()
-                },
-            );
+            let properties =
+                (c.session_expiry.is_some() || !c.user_properties.is_empty()).then(|| {
+                    v5::ConnectProperties {
+                        session_expiry_interval: c.session_expiry,
+                        user_properties: c.user_properties.clone(),
+                        ..v5::ConnectProperties::new()
+                    }
+                });
             P::Connect(
                 v5::Connect {
                     keep_alive: c.keep_alive,
@@ -512,12 +511,6 @@ fn to_v5(out: &Out<'_>) -> v5::Packet {
             );
             s.pkid = *pkid;
             P::Subscribe(s)
-        }
-        Out::Unsubscribe { pkid, filters } => {
-            let mut u = v5::Unsubscribe::new(filters.first().cloned().unwrap_or_default(), None);
-            u.filters = filters.to_vec();
-            u.pkid = *pkid;
-            P::Unsubscribe(u)
         }
         Out::PingReq => P::PingReq(v5::PingReq),
         Out::Disconnect => P::Disconnect(v5::Disconnect::new(

@@ -294,7 +294,15 @@ impl Task {
         match *cmd {
             Command::Subscribe { filters, done } => {
                 let pkid = Self::pkid(st);
-                let sent_at = self.send(Out::Subscribe { pkid, filters: &filters }, st).await?;
+                let sent_at = self
+                    .send(
+                        Out::Subscribe {
+                            pkid,
+                            filters: &filters,
+                        },
+                        st,
+                    )
+                    .await?;
                 st.pending.insert(pkid, pending(done, sent_at));
             }
             Command::Publish { mut publish, done } => {
@@ -376,7 +384,10 @@ impl Task {
                 if let Some(mut p) = st.pending.remove(&pkid) {
                     p.acked.phases.push((Phase::Puback, now - p.sent_at));
                     p.acked.note = note;
-                    answer(p, refusal.map(|r| format!("PUBACK refused the message: {r}")));
+                    answer(
+                        p,
+                        refusal.map(|r| format!("PUBACK refused the message: {r}")),
+                    );
                 }
             }
             In::PubRec {
