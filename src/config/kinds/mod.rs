@@ -11,6 +11,7 @@
 pub mod dns;
 pub mod http;
 pub mod icmp;
+pub mod mqtt;
 pub mod sleep;
 pub mod tcp;
 pub mod tls;
@@ -54,6 +55,19 @@ pub trait StepKind {
     const CAPTURES: &'static [&'static str] = &[];
     /// The keys of `expect:` that mean something for the kind.
     const EXPECT: &'static [&'static str] = &["duration"];
+
+    /// The name of the connection the step opens (`as:` of a connect step). Read by the
+    /// load-time check of connection names (issue 12, defect 6).
+    #[allow(dead_code)]
+    fn opens_connection(&self) -> Option<&str> {
+        None
+    }
+
+    /// The name of the connection the step uses (`on:` of a send, expect or close step).
+    #[allow(dead_code)]
+    fn uses_connection(&self) -> Option<&str> {
+        None
+    }
 
     /// Captures written inside the kind's own mapping (`ws.send: {capture: …}`).
     fn inner_captures(&self) -> Option<&Ordered<CaptureModel>> {
@@ -243,5 +257,10 @@ step_kinds! {
     "ws.send" => ws_send: ws::WsSendModel;
     "ws.expect" => ws_expect: ws::WsExpectModel;
     "ws.close" => ws_close: ws::WsCloseModel;
+    "mqtt.connect" => mqtt_connect: mqtt::MqttConnectModel;
+    "mqtt.subscribe" => mqtt_subscribe: mqtt::MqttSubscribeModel;
+    "mqtt.publish" => mqtt_publish: mqtt::MqttPublishModel;
+    "mqtt.expect" => mqtt_expect: mqtt::MqttExpectModel;
+    "mqtt.close" => mqtt_close: mqtt::MqttCloseModel;
     "sleep" => sleep: sleep::SleepModel;
 }
