@@ -82,11 +82,7 @@ pub fn scheme(url: &Url) -> Result<Scheme, String> {
         "mqtts" | "ssl" => (true, false, 8883),
         "ws" => (false, true, 80),
         "wss" => (true, true, 443),
-        other => {
-            return Err(format!(
-                "unsupported scheme {other:?} — expected mqtt://, mqtts://, ws:// or wss://"
-            ))
-        }
+        other => return Err(format!("unsupported scheme {other:?}")),
     };
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());

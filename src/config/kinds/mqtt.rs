@@ -327,8 +327,10 @@ fn connect(
             version,
             connect: ConnectOpts {
                 client_id,
-                username: m.username.clone(),
-                password: m.password.clone(),
+                // Empty is absent: a template like `{{ env.MQTT_USER | default('') }}` turns
+                // authentication off rather than sending an empty name.
+                username: m.username.clone().filter(|u| !u.is_empty()),
+                password: m.password.clone().filter(|p| !p.is_empty()),
                 clean_start,
                 keep_alive: keep_alive.as_secs() as u16,
                 session_expiry,
