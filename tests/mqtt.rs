@@ -291,3 +291,22 @@ fn mistakes_are_located_load_errors() {
         assert!(e.contains("line: 3"), "not located: {e}");
     }
 }
+
+#[tokio::test]
+async fn the_documented_example_runs() {
+    let doc = include_str!("../docs/scenario-format.md");
+    let start = doc
+        .find("scenario: mqtt-qos")
+        .expect("the example in the docs");
+    let yaml = &doc[start..start + doc[start..].find("```").unwrap()];
+    let broker = MqttBroker::start(MqttOptions::default()).await;
+    let sc = load_one(&yaml.replace("mqtt://127.0.0.1:1883", &broker.url()));
+    let r = engine::run(&sc).await;
+    let j = r.to_json(&sc);
+    assert!(r.success(), "{j:#}");
+    phase(step(&j, "publish"), "pubcomp");
+    assert_eq!(
+        step(&j, "deliver")["facts"]["properties"]["user_properties"][0],
+        serde_json::json!(["site", "lab"])
+    );
+}
