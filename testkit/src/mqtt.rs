@@ -82,10 +82,13 @@ struct Router {
     connections: AtomicUsize,
     connects: AtomicUsize,
     publishes: AtomicUsize,
-    /// The last CONNECT's client id, username and password (tests check what was sent).
-    last_connect: Mutex<Option<(String, Option<String>, Option<String>, bool)>>,
+    /// The last CONNECT (tests check what was sent).
+    last_connect: Mutex<Option<SeenConnect>>,
     opts: MqttOptions,
 }
+
+/// A CONNECT as the broker saw it: client id, username, password, clean start.
+pub type SeenConnect = (String, Option<String>, Option<String>, bool);
 
 struct Client {
     id: usize,
@@ -194,7 +197,7 @@ impl MqttBroker {
     }
 
     /// The last CONNECT: client id, username, password, clean start.
-    pub fn last_connect(&self) -> Option<(String, Option<String>, Option<String>, bool)> {
+    pub fn last_connect(&self) -> Option<SeenConnect> {
         self.state.last_connect.lock().unwrap().clone()
     }
 }
@@ -250,6 +253,7 @@ async fn listen(
 /// Accept the WebSocket upgrade (choosing `mqtt`) and turn its binary frames into a byte
 /// stream, so the broker below sees the same pipe as over TCP.
 async fn ws_pipe(io: Box<dyn Io>) -> Option<Box<dyn Io>> {
+    #[allow(clippy::result_large_err)] // tungstenite's callback type, not ours to shrink
     let answer = |req: &Request, mut resp: Response| {
         if let Some(p) = req.headers().get("sec-websocket-protocol") {
             if p.to_str()

@@ -280,6 +280,10 @@ async fn upgrade(
     match res {
         Ok((ws, response)) => {
             facts.ws_status = Some(response.status().as_u16());
+            rec.event(format!(
+                "WebSocket upgrade done in {}",
+                fmt_duration(started.elapsed())
+            ));
             Ok(Transport::Ws(Box::new(ws)))
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {

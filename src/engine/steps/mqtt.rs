@@ -433,7 +433,16 @@ async fn close(
     ctx: &mut RunCtx,
 ) -> Result<StepReport, Box<StepReport>> {
     let start = Instant::now();
-    let conn = open_conn(cx, ctx, &c.on)?;
+    // Closing what is not open leaves things as asked: a teardown after a failed connect
+    // reports it and passes (a misspelt name is caught at load).
+    let Some(conn) = ctx.conns.get::<MqttConn>(&c.on).cloned() else {
+        let mut r = report(cx, start, facts(&c.on));
+        r.event(format!(
+            "no open MQTT connection `{}`: nothing to close",
+            c.on
+        ));
+        return Ok(r);
+    };
     let res = conn.disconnect(cx.deadline).await;
     ctx.conns.remove(&c.on);
     let mut r = report(cx, start, facts(&c.on));
