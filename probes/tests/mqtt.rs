@@ -301,3 +301,31 @@ async fn the_inbox_is_bounded_and_counts_what_it_dropped() {
     let r = b.expect(&mut |_| true, soon(), 1).await;
     assert_eq!(r.matched.unwrap().payload, "24".as_bytes());
 }
+
+#[tokio::test]
+async fn a_broker_that_stops_answering_is_caught_by_keep_alive_and_unacked_publishes_time_out() {
+    let broker = MqttBroker::start(MqttOptions {
+        mute_acks: true,
+        ..Default::default()
+    })
+    .await;
+    let mut req = request(broker.url(), Version::V311, "x");
+    req.connect.keep_alive = 1;
+    let c = open(&req).await;
+    // Many unacknowledged publishes: each times out, none is remembered for ever.
+    for _ in 0..3 {
+        let f = c
+            .publish(
+                publish("t", "x", 1),
+                Instant::now() + Duration::from_millis(50),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(f.reason, FailureReason::Timeout, "{f}");
+    }
+    // PINGREQ after 1 s of silence, no PINGRESP within another: the connection is declared dead.
+    let why = tokio::time::timeout(Duration::from_secs(10), c.wait_closed())
+        .await
+        .expect("keep-alive should end the connection");
+    assert!(why.to_string().contains("PINGREQ"), "{why}");
+}

@@ -43,6 +43,8 @@ pub struct MqttOptions {
     pub after_connack: Option<Vec<u8>>,
     /// SUBSCRIBE filters starting with this are refused (SUBACK failure).
     pub deny_prefix: Option<String>,
+    /// Leave PINGREQ and QoS 1/2 PUBLISHes unanswered (a half-dead broker).
+    pub mute_acks: bool,
 }
 
 /// A running broker.
@@ -598,6 +600,7 @@ impl Conn {
                             subs: Vec::new(),
                         });
                     }
+                    ClientIn::Publish(..) | ClientIn::PingReq if self.state.opts.mute_acks => {}
                     ClientIn::Publish(d, pkid) => {
                         let fresh = match d.qos {
                             1 => {

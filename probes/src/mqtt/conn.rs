@@ -271,6 +271,10 @@ impl Task {
     }
 
     fn pkid(st: &mut State) -> u16 {
+        // Flows whose step gave up (its deadline passed, the handle's receiver is gone) are
+        // forgotten: a broker that never acknowledges must not fill the map, nor use up the
+        // 65,535 packet ids and leave this loop nothing to find.
+        st.pending.retain(|_, p| !p.done.is_closed());
         loop {
             st.next_pkid = st.next_pkid.wrapping_add(1);
             if st.next_pkid != 0 && !st.pending.contains_key(&st.next_pkid) {
