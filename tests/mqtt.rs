@@ -30,7 +30,7 @@ fn load_errors(yaml: &str) -> String {
 
 /// The shipped scenario, pointed at `url`.
 fn shipped(url: &str) -> Arc<Scenario> {
-    load_one(&ROUND_TRIP.replace("mqtt://127.0.0.1:1883", url))
+    load_one(&ROUND_TRIP.replace("mqtt://127.0.0.1:9883", url))
 }
 
 fn step<'a>(r: &'a J, name: &str) -> &'a J {
@@ -300,7 +300,7 @@ async fn the_documented_example_runs() {
         .expect("the example in the docs");
     let yaml = &doc[start..start + doc[start..].find("```").unwrap()];
     let broker = MqttBroker::start(MqttOptions::default()).await;
-    let sc = load_one(&yaml.replace("mqtt://127.0.0.1:1883", &broker.url()));
+    let sc = load_one(&yaml.replace("mqtt://127.0.0.1:9883", &broker.url()));
     let r = engine::run(&sc).await;
     let j = r.to_json(&sc);
     assert!(r.success(), "{j:#}");

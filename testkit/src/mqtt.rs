@@ -9,6 +9,10 @@
 //! a filter. [`MqttBroker::drop_all`] drops every connection like a crash.
 //!
 //! Listens on 127.0.0.1 on ports the OS picks; stops, with its connections, when dropped.
+//!
+//! `sonde demo` serves the same broker (plain MQTT only, [`MqttBroker::serve_on`]) as the target
+//! of `scenarios/mqtt-round-trip.yaml`: `src/demo/mqtt.rs` includes this file, so it uses only
+//! crates sonde itself depends on and nothing else of the testkit.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,13 +26,20 @@ use rumqttc::v5::mqttbytes::v5;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::ws::AbortOnDrop;
+/// Stops a listener (and with it its connections) when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// What the broker does; `Default` is a well-behaved broker without authentication.
 #[derive(Clone, Default)]
@@ -50,7 +61,7 @@ pub struct MqttOptions {
 /// A running broker.
 pub struct MqttBroker {
     tcp: SocketAddr,
-    ws: SocketAddr,
+    ws: Option<SocketAddr>,
     tls: bool,
     state: Arc<Router>,
     drop_all: watch::Sender<u64>,
@@ -143,22 +154,49 @@ impl Router {
 }
 
 impl MqttBroker {
+    /// Listeners for MQTT (TLS with `opts.tls`) and MQTT over WebSocket, on free ports.
     pub async fn start(opts: MqttOptions) -> MqttBroker {
+        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind the MQTT fixture on 127.0.0.1");
+        let ws = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind the MQTT fixture on 127.0.0.1");
+        Self::serve(tcp, Some(ws), opts)
+    }
+
+    /// Plain MQTT only, on `listener` (the demo target).
+    pub fn serve_on(listener: TcpListener, opts: MqttOptions) -> MqttBroker {
+        Self::serve(listener, None, opts)
+    }
+
+    fn serve(tcp: TcpListener, ws: Option<TcpListener>, opts: MqttOptions) -> MqttBroker {
         let tls = opts.tls.clone();
         let state = Arc::new(Router {
             opts,
             ..Router::default()
         });
         let (drop_all, drop_rx) = watch::channel(0u64);
-        let (tcp, t1) = listen(tls.clone(), state.clone(), drop_rx.clone(), false).await;
-        let (ws, t2) = listen(tls.clone(), state.clone(), drop_rx, true).await;
-        MqttBroker {
+        let tcp_addr = tcp.local_addr().expect("local address");
+        let mut tasks = vec![listen(
             tcp,
-            ws,
+            tls.clone(),
+            state.clone(),
+            drop_rx.clone(),
+            false,
+        )];
+        let ws_addr = ws.map(|ws| {
+            let a = ws.local_addr().expect("local address");
+            tasks.push(listen(ws, tls.clone(), state.clone(), drop_rx, true));
+            a
+        });
+        MqttBroker {
+            tcp: tcp_addr,
+            ws: ws_addr,
             tls: tls.is_some(),
             state,
             drop_all,
-            _tasks: vec![t1, t2],
+            _tasks: tasks,
         }
     }
 
@@ -168,10 +206,13 @@ impl MqttBroker {
         format!("{s}://{}", self.tcp)
     }
 
-    /// `ws://127.0.0.1:PORT/mqtt` (`wss://` with TLS).
+    /// `ws://127.0.0.1:PORT/mqtt` (`wss://` with TLS); only from [`MqttBroker::start`].
     pub fn ws_url(&self) -> String {
         let s = if self.tls { "wss" } else { "ws" };
-        format!("{s}://{}/mqtt", self.ws)
+        let ws = self
+            .ws
+            .expect("a broker from serve_on has no WebSocket listener");
+        format!("{s}://{ws}/mqtt")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -204,16 +245,13 @@ impl MqttBroker {
     }
 }
 
-async fn listen(
+fn listen(
+    listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     state: Arc<Router>,
     drop_rx: watch::Receiver<u64>,
     websocket: bool,
-) -> (SocketAddr, AbortOnDrop) {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind the MQTT fixture on 127.0.0.1");
-    let addr = listener.local_addr().expect("local address");
+) -> AbortOnDrop {
     let acceptor = tls.map(TlsAcceptor::from);
     let task = tokio::spawn(async move {
         let mut conns = JoinSet::new();
@@ -249,7 +287,7 @@ async fn listen(
             while conns.try_join_next().is_some() {}
         }
     });
-    (addr, AbortOnDrop(task))
+    AbortOnDrop(task)
 }
 
 /// Accept the WebSocket upgrade (choosing `mqtt`) and turn its binary frames into a byte
