@@ -310,3 +310,63 @@ async fn the_documented_example_runs() {
         serde_json::json!(["site", "lab"])
     );
 }
+
+/// Through the scheduler, as `serve` runs it: the phases are series, a broker crash fails a
+/// run, the session reconnects (counted) and passes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_session_exports_phases_and_reconnects_after_a_crash() {
+    use sonde::metrics::{Format, Metrics, RunMetrics};
+    use sonde::runtime::scheduler::Scheduler;
+    use std::sync::atomic::Ordering;
+
+    let broker = MqttBroker::start(MqttOptions::default()).await;
+    let yaml = ROUND_TRIP
+        .replace("mqtt://127.0.0.1:9883", &broker.url())
+        .replace("interval: 30s", "interval: 1s")
+        .replace("timeout: 5s", "timeout: 1s");
+    let sc = load_one(&yaml);
+    let cfg = sonde::config::scenario::Config {
+        scenarios: vec![sc.clone()],
+        sources: vec![],
+        agent: Default::default(),
+    };
+    let metrics = Metrics::new();
+    let sched = Scheduler::new(RunMetrics::alone(metrics.clone(), None), None, 16);
+    sched.apply(&cfg);
+    let st = sched.state(&sc.name).unwrap();
+    let text = || String::from_utf8(metrics.encode(Format::PrometheusText).concat()).unwrap();
+    wait_until("a first successful run", || {
+        st.last_success_ms.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    let t = text();
+    for (step, phase) in [
+        ("sensor-connect", "connack"),
+        ("dashboard-subscribe", "suback"),
+        ("publish", "puback"),
+    ] {
+        assert!(
+            t.lines().any(|l| l.starts_with("sonde_step_phase_seconds{")
+                && l.contains(&format!("step=\"{step}\""))
+                && l.contains(&format!("phase=\"{phase}\""))),
+            "no {phase} phase for {step}:\n{t}"
+        );
+    }
+    let failures_before = st.failures.load(Ordering::Relaxed);
+    broker.drop_all();
+    wait_until("the break to fail a run", || {
+        st.failures.load(Ordering::Relaxed) > failures_before
+    })
+    .await;
+    wait_until("a reconnect", || {
+        text().contains("sonde_session_reconnects_total{scenario=\"mqtt-round-trip\"} 1")
+    })
+    .await;
+    let runs = st.runs.load(Ordering::Relaxed);
+    wait_until("a successful run after the reconnect", || {
+        st.runs.load(Ordering::Relaxed) > runs && st.last().unwrap().success()
+    })
+    .await;
+    assert!(text().contains("sonde_session_connected{scenario=\"mqtt-round-trip\"} 1"));
+    sched.shutdown().await;
+}
