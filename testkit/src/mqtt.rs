@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -386,6 +387,41 @@ enum ClientIn {
     Other,
 }
 
+/// What one connection carries from packet to packet.
+#[derive(Default)]
+struct Session {
+    connected: bool,
+    next_pkid: u16,
+    /// QoS 2 PUBLISHes answered with PUBREC, awaiting PUBREL (a resend is not routed twice).
+    qos2_in: HashSet<u16>,
+}
+
+impl Session {
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+        self.next_pkid
+    }
+}
+
+/// A client's subscriptions, while the router's list is locked.
+struct SubsGuard<'a> {
+    clients: std::sync::MutexGuard<'a, Vec<Client>>,
+    at: usize,
+}
+
+impl std::ops::Deref for SubsGuard<'_> {
+    type Target = Vec<(String, u8)>;
+    fn deref(&self) -> &Self::Target {
+        &self.clients[self.at].subs
+    }
+}
+
+impl std::ops::DerefMut for SubsGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.clients[self.at].subs
+    }
+}
+
 struct Conn {
     io: Box<dyn Io>,
     version: Version,
@@ -589,165 +625,176 @@ impl Conn {
 
     async fn run(&mut self, mut buf: BytesMut) {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let id = self.state.next_id.fetch_add(1, Ordering::SeqCst);
-        let mut connected = false;
-        let mut next_pkid: u16 = 0;
-        let mut qos2_in: HashSet<u16> = HashSet::new();
+        let mut c = Client {
+            id: self.state.next_id.fetch_add(1, Ordering::SeqCst),
+            tx,
+            subs: Vec::new(),
+        };
+        let mut session = Session::default();
         loop {
             loop {
                 let p = match self.decode(&mut buf) {
                     Ok(Some(p)) => p,
                     Ok(None) => break,
-                    Err(()) => return self.leave(id),
+                    Err(()) => return self.leave(c.id),
                 };
-                if !connected && !matches!(p, ClientIn::Connect { .. }) {
-                    return self.leave(id);
+                if !session.connected && !matches!(p, ClientIn::Connect { .. }) {
+                    return self.leave(c.id);
                 }
-                match p {
-                    ClientIn::Connect {
-                        id: cid,
-                        login,
-                        clean,
-                    } => {
-                        let ok = match &self.state.opts.credentials {
-                            None => true,
-                            Some(want) => login.as_ref() == Some(want),
-                        };
-                        *self.state.last_connect.lock().unwrap() = Some((
-                            cid,
-                            login.as_ref().map(|l| l.0.clone()),
-                            login.map(|l| l.1),
-                            clean,
-                        ));
-                        if self.state.opts.silent {
-                            std::future::pending::<()>().await;
-                        }
-                        self.connack(ok);
-                        if !ok {
-                            self.write().await;
-                            return;
-                        }
-                        self.state.connects.fetch_add(1, Ordering::SeqCst);
-                        if let Some(junk) = &self.state.opts.after_connack {
-                            self.out.extend_from_slice(junk);
-                        }
-                        connected = true;
-                        self.state.clients.lock().unwrap().push(Client {
-                            id,
-                            tx: tx.clone(),
-                            subs: Vec::new(),
-                        });
-                    }
-                    ClientIn::Publish(..) | ClientIn::PingReq if self.state.opts.mute_acks => {}
-                    ClientIn::Publish(d, pkid) => {
-                        let fresh = match d.qos {
-                            1 => {
-                                self.ack(0, pkid);
-                                true
-                            }
-                            2 => {
-                                self.ack(1, pkid);
-                                qos2_in.insert(pkid)
-                            }
-                            _ => true,
-                        };
-                        if fresh {
-                            self.state.route(&d);
-                        }
-                    }
-                    ClientIn::PubRel(pkid) => {
-                        qos2_in.remove(&pkid);
-                        self.ack(3, pkid);
-                    }
-                    ClientIn::PubRec(pkid) => self.ack(2, pkid),
-                    ClientIn::Done | ClientIn::Other => {}
-                    ClientIn::Subscribe(pkid, filters) => {
-                        let deny = self.state.opts.deny_prefix.clone();
-                        let granted: Vec<Option<u8>> = filters
-                            .iter()
-                            .map(|(f, q)| {
-                                (!deny.as_ref().is_some_and(|d| f.starts_with(d.as_str())))
-                                    .then_some(*q)
-                            })
-                            .collect();
-                        let accepted: Vec<(String, u8)> = filters
-                            .iter()
-                            .zip(&granted)
-                            .filter(|(_, g)| g.is_some())
-                            .map(|(f, _)| f.clone())
-                            .collect();
-                        self.suback(pkid, granted);
-                        let retained: Vec<Deliver> = self
-                            .state
-                            .retained
-                            .lock()
-                            .unwrap()
-                            .values()
-                            .filter_map(|d| {
-                                let q = accepted
-                                    .iter()
-                                    .filter(|(f, _)| topic_matches(f, &d.topic))
-                                    .map(|(_, q)| *q)
-                                    .max()?;
-                                Some(Deliver {
-                                    qos: d.qos.min(q),
-                                    ..d.clone()
-                                })
-                            })
-                            .collect();
-                        if let Some(c) = self
-                            .state
-                            .clients
-                            .lock()
-                            .unwrap()
-                            .iter_mut()
-                            .find(|c| c.id == id)
-                        {
-                            c.subs.extend(accepted);
-                        }
-                        for d in retained {
-                            next_pkid = next_pkid.wrapping_add(1).max(1);
-                            self.publish(&d, next_pkid);
-                        }
-                    }
-                    ClientIn::Unsubscribe(filters) => {
-                        if let Some(c) = self
-                            .state
-                            .clients
-                            .lock()
-                            .unwrap()
-                            .iter_mut()
-                            .find(|c| c.id == id)
-                        {
-                            c.subs.retain(|(f, _)| !filters.contains(f));
-                        }
-                    }
-                    ClientIn::PingReq => self.ack(9, 0),
-                    ClientIn::Disconnect => {
-                        self.write().await;
-                        return self.leave(id);
-                    }
+                if self.on_packet(p, &mut c, &mut session).await.is_break() {
+                    return self.leave(c.id);
                 }
             }
             if !self.out.is_empty() && !self.write().await {
-                return self.leave(id);
+                return self.leave(c.id);
             }
             tokio::select! {
                 n = self.io.read_buf(&mut buf) => match n {
                     Ok(n) if n > 0 => {}
-                    _ => return self.leave(id),
+                    _ => return self.leave(c.id),
                 },
                 Some(d) = rx.recv() => {
-                    let pkid = if d.qos > 0 {
-                        next_pkid = next_pkid.wrapping_add(1).max(1);
-                        next_pkid
-                    } else {
-                        0
-                    };
+                    let pkid = if d.qos > 0 { session.pkid() } else { 0 };
                     self.publish(&d, pkid);
                 }
             }
         }
+    }
+
+    /// One packet of the client's; `Break` ends the connection.
+    async fn on_packet(
+        &mut self,
+        p: ClientIn,
+        c: &mut Client,
+        session: &mut Session,
+    ) -> ControlFlow<()> {
+        match p {
+            ClientIn::Connect { id, login, clean } => {
+                return self.on_connect(id, login, clean, c, session).await
+            }
+            ClientIn::Publish(..) | ClientIn::PingReq if self.state.opts.mute_acks => {}
+            ClientIn::Publish(d, pkid) => {
+                let fresh = match d.qos {
+                    1 => {
+                        self.ack(0, pkid);
+                        true
+                    }
+                    2 => {
+                        self.ack(1, pkid);
+                        session.qos2_in.insert(pkid)
+                    }
+                    _ => true,
+                };
+                if fresh {
+                    self.state.route(&d);
+                }
+            }
+            ClientIn::PubRel(pkid) => {
+                session.qos2_in.remove(&pkid);
+                self.ack(3, pkid);
+            }
+            ClientIn::PubRec(pkid) => self.ack(2, pkid),
+            ClientIn::Done | ClientIn::Other => {}
+            ClientIn::Subscribe(pkid, filters) => self.on_subscribe(pkid, &filters, c.id, session),
+            ClientIn::Unsubscribe(filters) => {
+                if let Some(c) = self.registered(c.id).as_mut() {
+                    c.retain(|(f, _)| !filters.contains(f));
+                }
+            }
+            ClientIn::PingReq => self.ack(9, 0),
+            ClientIn::Disconnect => {
+                self.write().await;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn on_connect(
+        &mut self,
+        id: String,
+        login: Option<(String, String)>,
+        clean: bool,
+        c: &Client,
+        session: &mut Session,
+    ) -> ControlFlow<()> {
+        let ok = match &self.state.opts.credentials {
+            None => true,
+            Some(want) => login.as_ref() == Some(want),
+        };
+        *self.state.last_connect.lock().unwrap() = Some((
+            id,
+            login.as_ref().map(|l| l.0.clone()),
+            login.map(|l| l.1),
+            clean,
+        ));
+        if self.state.opts.silent {
+            std::future::pending::<()>().await;
+        }
+        self.connack(ok);
+        if !ok {
+            self.write().await;
+            return ControlFlow::Break(());
+        }
+        self.state.connects.fetch_add(1, Ordering::SeqCst);
+        if let Some(junk) = &self.state.opts.after_connack {
+            self.out.extend_from_slice(junk);
+        }
+        session.connected = true;
+        self.state.clients.lock().unwrap().push(Client {
+            id: c.id,
+            tx: c.tx.clone(),
+            subs: Vec::new(),
+        });
+        ControlFlow::Continue(())
+    }
+
+    /// SUBACK (refusing `deny_prefix` filters), then the retained messages that match.
+    fn on_subscribe(&mut self, pkid: u16, filters: &[(String, u8)], id: usize, s: &mut Session) {
+        let deny = self.state.opts.deny_prefix.clone();
+        let granted: Vec<Option<u8>> = filters
+            .iter()
+            .map(|(f, q)| (!deny.as_ref().is_some_and(|d| f.starts_with(d.as_str()))).then_some(*q))
+            .collect();
+        let accepted: Vec<(String, u8)> = filters
+            .iter()
+            .zip(&granted)
+            .filter(|(_, g)| g.is_some())
+            .map(|(f, _)| f.clone())
+            .collect();
+        self.suback(pkid, granted);
+        let retained: Vec<Deliver> = self
+            .state
+            .retained
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|d| {
+                let q = accepted
+                    .iter()
+                    .filter(|(f, _)| topic_matches(f, &d.topic))
+                    .map(|(_, q)| *q)
+                    .max()?;
+                Some(Deliver {
+                    qos: d.qos.min(q),
+                    ..d.clone()
+                })
+            })
+            .collect();
+        if let Some(subs) = self.registered(id).as_mut() {
+            subs.extend(accepted);
+        }
+        for d in retained {
+            let pkid = s.pkid();
+            self.publish(&d, pkid);
+        }
+    }
+
+    /// The router's subscription list of client `id`, locked.
+    fn registered(&self, id: usize) -> Option<SubsGuard<'_>> {
+        let clients = self.state.clients.lock().unwrap();
+        let at = clients.iter().position(|c| c.id == id)?;
+        Some(SubsGuard { clients, at })
     }
 
     fn leave(&self, id: usize) {
