@@ -162,6 +162,16 @@ async fn the_password_reaches_the_broker_and_nothing_else() {
         broker.last_connect().unwrap().2.as_deref(),
         Some("env-mqtt-pass-4711")
     );
+    // In the URL, as mosquitto_pub takes it (percent-encoded).
+    let in_url = load_one(&format!(
+        "scenario: s\nsteps:\n  - mqtt.connect: {{as: a, url: \"{}\"}}\n",
+        broker
+            .url()
+            .replace("mqtt://", "mqtt://probe:env-mqtt-pass%2D4711@")
+    ));
+    let r = engine::run(&in_url).await;
+    assert!(r.success(), "{:#}", r.to_json(&in_url));
+    assert!(!r.to_json(&in_url).to_string().contains("pass%2D4711"));
     // A literal password, refused: the failure says why and shows no password.
     let bad = load_one(&format!(
         "scenario: s\nsteps:\n  - mqtt.connect: {{as: a, url: \"{}\", protocol: \"5\", username: probe, password: literal-wrong-pass}}\n",

@@ -94,6 +94,21 @@ pub fn scheme(url: &Url) -> Result<Scheme, String> {
     })
 }
 
+/// Remove the userinfo of `url` and return it percent-decoded (`mqtt://user:pass@host`, as
+/// mosquitto_pub takes it): the username (if not empty) and the password.
+pub fn take_userinfo(url: &mut Url) -> (Option<String>, Option<String>) {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = Some(decode(url.username())).filter(|u| !u.is_empty());
+    let password = url.password().map(decode);
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    (user, password)
+}
+
 /// Resolve, connect, TLS, WebSocket upgrade, CONNECT/CONNACK under `deadline`. On success the
 /// handle is `Some` and the connection is running.
 pub async fn connect(

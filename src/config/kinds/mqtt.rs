@@ -320,17 +320,23 @@ fn connect(
     if cx.errors.len() > before {
         return None;
     }
+    // `mqtt://user:pass@host` works as it does for mosquitto_pub and most clients; explicit
+    // keys win. The URL sent on (WebSocket upgrade) carries no userinfo.
+    let mut url = url?;
+    let (url_user, url_password) = probe::take_userinfo(&mut url);
+    let username = m.username.clone().or(url_user);
+    let password = m.password.clone().or(url_password);
     Some(MqttConnect {
         name: m.as_.clone(),
         request: MqttConnectRequest {
-            url: url?.to_string(),
+            url: url.to_string(),
             version,
             connect: ConnectOpts {
                 client_id,
                 // Empty is absent: a template like `{{ env.MQTT_USER | default('') }}` turns
                 // authentication off rather than sending an empty name.
-                username: m.username.clone().filter(|u| !u.is_empty()),
-                password: m.password.clone().filter(|p| !p.is_empty()),
+                username: username.filter(|u| !u.is_empty()),
+                password: password.filter(|p| !p.is_empty()),
                 clean_start,
                 keep_alive: keep_alive.as_secs() as u16,
                 session_expiry,
