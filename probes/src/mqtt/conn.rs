@@ -17,6 +17,10 @@ use super::codec::{self, In, Out, Properties, Publish, Version};
 use super::transport::Transport;
 use crate::{fmt_duration, Failure, FailureReason, Phase};
 
+/// QoS 2 deliveries awaiting the broker's PUBREL that a connection remembers; a broker that
+/// never releases them fails the connection instead of growing its memory.
+const MAX_UNRELEASED: usize = 1024;
+
 /// A message the broker delivered.
 #[derive(Clone, Debug)]
 pub struct Message {
@@ -359,6 +363,13 @@ impl Task {
                         true
                     }
                     2 => {
+                        if st.incoming_qos2.len() >= MAX_UNRELEASED
+                            && !st.incoming_qos2.contains(&p.pkid)
+                        {
+                            return Err(Closed::Error(format!(
+                                "the broker left more than {MAX_UNRELEASED} QoS 2 messages without PUBREL"
+                            )));
+                        }
                         let fresh = st.incoming_qos2.insert(p.pkid);
                         self.send(Out::PubRec(p.pkid), st).await?;
                         fresh
