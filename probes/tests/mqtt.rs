@@ -329,3 +329,27 @@ async fn a_broker_that_stops_answering_is_caught_by_keep_alive_and_unacked_publi
         .expect("keep-alive should end the connection");
     assert!(why.to_string().contains("PINGREQ"), "{why}");
 }
+
+#[tokio::test]
+async fn a_broker_that_never_releases_qos2_messages_cannot_grow_the_connection() {
+    let broker = MqttBroker::start(MqttOptions {
+        never_release: true,
+        ..Default::default()
+    })
+    .await;
+    let a = open(&request(broker.url(), Version::V5, "a")).await;
+    let b = open(&request(broker.url(), Version::V5, "b")).await;
+    b.subscribe(vec![("q2".into(), 2)], soon()).await.unwrap();
+    let mut sent = 0;
+    while b.closed().is_none() && sent < 1200 {
+        a.publish(publish("q2", &sent.to_string(), 2), soon())
+            .await
+            .unwrap();
+        sent += 1;
+    }
+    let why = tokio::time::timeout(Duration::from_secs(5), b.wait_closed())
+        .await
+        .expect("the subscriber's connection should give up");
+    assert!(why.to_string().contains("without PUBREL"), "{why}");
+    assert!(sent > 1024, "gave up after {sent} messages");
+}

@@ -57,6 +57,8 @@ pub struct MqttOptions {
     pub deny_prefix: Option<String>,
     /// Leave PINGREQ and QoS 1/2 PUBLISHes unanswered (a half-dead broker).
     pub mute_acks: bool,
+    /// Deliver QoS 2 messages but never send their PUBREL.
+    pub never_release: bool,
 }
 
 /// A running broker.
@@ -693,6 +695,7 @@ impl Conn {
                 session.qos2_in.remove(&pkid);
                 self.ack(3, pkid);
             }
+            ClientIn::PubRec(_) if self.state.opts.never_release => {}
             ClientIn::PubRec(pkid) => self.ack(2, pkid),
             ClientIn::Done | ClientIn::Other => {}
             ClientIn::Subscribe(pkid, filters) => self.on_subscribe(pkid, &filters, c.id, session),
