@@ -139,7 +139,7 @@ impl Metrics {
             scenario_duration: reg(&mut r, "sonde_scenario_duration_seconds", "Duration of whole scenario runs", latency()),
             step_success: reg(&mut r, "sonde_step_success", "1 if the step passed in the scenario's last run, 0 if it failed or did not run", Family::default()),
             step_duration: reg(&mut r, "sonde_step_duration_seconds", "Duration of steps", latency()),
-            step_phase: reg(&mut r, "sonde_step_phase_seconds", "Duration of each protocol phase of the step in the last run (resolve, connect, tls, processing, transfer, request, setup, rtt)", Family::default()),
+            step_phase: reg(&mut r, "sonde_step_phase_seconds", "Duration of each protocol phase of the step in the last run (resolve, connect, tls, processing, transfer, request, setup, rtt; mqtt: connack, suback, puback, pubrec, pubcomp)", Family::default()),
             step_failures: reg(&mut r, "sonde_step_failures", "Step failures by reason (dns, connect, tls, timeout, status, body, assertion, protocol)", Family::default()),
             tls_not_after: reg(&mut r, "sonde_tls_cert_not_after_seconds", "Earliest notAfter over the certificate chain the step was presented, as Unix seconds", Family::default()),
             session_connected: reg(&mut r, "sonde_session_connected", "Persistent sessions: 1 while the session's connections are up and set up, 0 while it is disconnected", Family::default()),

@@ -20,6 +20,7 @@ fn sonde_run_scenarios_passes_with_only_sonde_serve_started() {
         ("SONDE_EXAMPLE_HTTPS", free_addr().to_string()),
         ("SONDE_EXAMPLE_DNS", free_addr().to_string()),
         ("SONDE_IM_URL", format!("ws://{chat}/chat")),
+        ("SONDE_MQTT_URL", format!("mqtt://{}", free_addr())),
     ];
     // An empty working folder: no ./sonde.yaml, so serve runs its built-in configuration.
     let cwd = tempfile::tempdir().unwrap();
@@ -74,6 +75,9 @@ fn the_scenarios_defaults_are_the_demo_targets() {
         ("SONDE_IM_URL", demo::DEFAULT_IM_URL),
         ("SONDE_EXAMPLE_CA_FILE", "demo-ca.pem"),
         ("CHAT_SECRET", "sonde-demo-secret"),
+        ("SONDE_MQTT_URL", demo::DEFAULT_MQTT_URL),
+        ("MQTT_USER", ""),
+        ("MQTT_PASSWORD", ""),
     ];
     let re = regex::Regex::new(r"env\.([A-Z_]+) \| default\('([^']*)'\)").unwrap();
     let mut seen = 0;

@@ -71,6 +71,11 @@ fn dns_answer() {
 }
 
 #[test]
+fn mqtt_packet() {
+    check("mqtt_packet");
+}
+
+#[test]
 fn ws_match() {
     check("ws_match");
 }

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod http;
 pub mod icmp;
 pub mod kts;
+pub mod mqtt;
 pub mod policy;
 pub mod resolve;
 pub mod tcp;
@@ -133,6 +134,16 @@ pub enum Phase {
     Setup,
     /// ICMP: echo request until echo reply.
     Rtt,
+    /// MQTT: CONNECT written until CONNACK.
+    Connack,
+    /// MQTT: SUBSCRIBE written until SUBACK.
+    Suback,
+    /// MQTT: QoS 1 PUBLISH written until PUBACK.
+    Puback,
+    /// MQTT: QoS 2 PUBLISH written until PUBREC.
+    Pubrec,
+    /// MQTT: QoS 2 PUBREL (after PUBREC) until PUBCOMP.
+    Pubcomp,
 }
 
 impl Phase {
@@ -146,6 +157,11 @@ impl Phase {
             Phase::Request => "request",
             Phase::Setup => "setup",
             Phase::Rtt => "rtt",
+            Phase::Connack => "connack",
+            Phase::Suback => "suback",
+            Phase::Puback => "puback",
+            Phase::Pubrec => "pubrec",
+            Phase::Pubcomp => "pubcomp",
         }
     }
 }

@@ -157,6 +157,7 @@ pub enum Action {
     Tls(Box<TlsRequest>),
     Sleep(Duration),
     Ws(WsAction),
+    Mqtt(crate::config::kinds::mqtt::MqttAction),
 }
 
 /// The `ws.*` steps, on a named connection of the run.

@@ -8,6 +8,7 @@
 //! | HTTPS (h2 and HTTP/1.1), certificate for localhost/127.0.0.1 from the demo CA | 127.0.0.1:9443 | `SONDE_EXAMPLE_HTTPS` |
 //! | DNS (UDP and TCP), zone `sonde.test` | 127.0.0.1:9053 | `SONDE_EXAMPLE_DNS` |
 //! | the reference chat server (WebSocket, `examples/chat_server.rs`) | ws://127.0.0.1:9300/chat | `SONDE_IM_URL` |
+//! | an MQTT broker (3.1.1 and 5, no authentication) | mqtt://127.0.0.1:9883 | `SONDE_MQTT_URL` |
 //!
 //! The scenarios read the same variables with these defaults (`{{ env.X | default(...) }}`),
 //! so setting one moves both sides; the interop suite sets them to its nginx and dnsmasq.
@@ -18,6 +19,7 @@
 
 mod chat;
 mod dns;
+mod mqtt;
 mod web;
 
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:9180";
 pub const DEFAULT_HTTPS: &str = "127.0.0.1:9443";
 pub const DEFAULT_DNS: &str = "127.0.0.1:9053";
 pub const DEFAULT_IM_URL: &str = "ws://127.0.0.1:9300/chat";
+pub const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:9883";
 
 /// The demo CA's certificate as shipped in `scenarios/demo-ca.pem`.
 pub const CA_PEM: &str = include_str!("../../scenarios/demo-ca.pem");
@@ -43,6 +46,7 @@ pub struct Addrs {
     pub https: SocketAddr,
     pub dns: SocketAddr,
     pub chat: SocketAddr,
+    pub mqtt: SocketAddr,
 }
 
 impl Addrs {
@@ -77,11 +81,22 @@ impl Addrs {
                     "SONDE_IM_URL={im:?} — expected ws://HOST:PORT/chat such as {DEFAULT_IM_URL}"
                 )
             })?;
+        let mq = env("SONDE_MQTT_URL").unwrap_or_else(|| DEFAULT_MQTT_URL.to_string());
+        let mqtt = url::Url::parse(&mq)
+            .ok()
+            .filter(|u| u.scheme() == "mqtt")
+            .and_then(|u| Some(format!("{}:{}", u.host()?, u.port().unwrap_or(1883))))
+            .ok_or_else(|| {
+                format!(
+                    "SONDE_MQTT_URL={mq:?} — expected mqtt://HOST:PORT such as {DEFAULT_MQTT_URL}"
+                )
+            })?;
         Ok(Addrs {
             http: addr("SONDE_EXAMPLE_HTTP", DEFAULT_HTTP)?,
             https: addr("SONDE_EXAMPLE_HTTPS", DEFAULT_HTTPS)?,
             dns: addr("SONDE_EXAMPLE_DNS", DEFAULT_DNS)?,
             chat: loopback("SONDE_IM_URL", &chat, "127.0.0.1:9300")?,
+            mqtt: loopback("SONDE_MQTT_URL", &mqtt, "127.0.0.1:9883")?,
         })
     }
 }
@@ -90,6 +105,7 @@ impl Addrs {
 pub struct Demo {
     tasks: Vec<JoinHandle<()>>,
     _chat: chat::Handle,
+    _mqtt: mqtt::Handle,
 }
 
 impl Drop for Demo {
@@ -119,6 +135,9 @@ pub async fn start(a: &Addrs) -> Result<Demo, String> {
     let chat = tokio::net::TcpListener::bind(a.chat)
         .await
         .map_err(|e| bind_err("chat server", a.chat, "SONDE_IM_URL", e))?;
+    let mqtt = tokio::net::TcpListener::bind(a.mqtt)
+        .await
+        .map_err(|e| bind_err("MQTT broker", a.mqtt, "SONDE_MQTT_URL", e))?;
     let tls = web::tls_config()?;
     let tasks = vec![
         tokio::spawn(web::serve(http, None)),
@@ -129,6 +148,7 @@ pub async fn start(a: &Addrs) -> Result<Demo, String> {
     Ok(Demo {
         tasks,
         _chat: chat::start(chat),
+        _mqtt: mqtt::start(mqtt),
     })
 }
 
@@ -145,7 +165,7 @@ pub async fn beside_builtin(source: &crate::serve::ConfigSource) -> Option<Demo>
     match started {
         Ok((d, a)) => {
             tracing::info!(
-                http = %a.http, https = %a.https, dns = %a.dns, chat = %a.chat,
+                http = %a.http, https = %a.https, dns = %a.dns, chat = %a.chat, mqtt = %a.mqtt,
                 "demo targets for scenarios/ are up (`sonde run scenarios/` probes them)"
             );
             Some(d)
@@ -182,8 +202,8 @@ pub fn main(_args: DemoArgs) -> std::process::ExitCode {
             }
         };
         eprintln!(
-            "sonde demo: HTTP {} · HTTPS {} · DNS {} (zone sonde.test) · chat ws://{}/chat — Ctrl-C to stop",
-            addrs.http, addrs.https, addrs.dns, addrs.chat
+            "sonde demo: HTTP {} · HTTPS {} · DNS {} (zone sonde.test) · chat ws://{}/chat · MQTT mqtt://{} — Ctrl-C to stop",
+            addrs.http, addrs.https, addrs.dns, addrs.chat, addrs.mqtt
         );
         let _ = tokio::signal::ctrl_c().await;
         std::process::ExitCode::SUCCESS
@@ -204,6 +224,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(a.chat.port(), 7000);
+        assert_eq!(a.mqtt.to_string(), "127.0.0.1:9883");
+        let e = Addrs::from_env(|k| {
+            (k == "SONDE_MQTT_URL").then(|| "mqtt://192.0.2.1:1883".to_string())
+        })
+        .unwrap_err();
+        assert!(e.contains("loopback only"), "{e}");
         let e = Addrs::from_env(|k| (k == "SONDE_EXAMPLE_DNS").then(|| "0.0.0.0:53".to_string()))
             .unwrap_err();
         assert!(e.contains("loopback only"), "{e}");

@@ -38,6 +38,11 @@ fn subject(report: &StepReport) -> Result<(String, &'static str), String> {
             Some(Payload::Binary(b)) => Ok((String::from_utf8_lossy(b).into_owned(), "frame")),
             None => Err("the step has no frame".into()),
         },
+        StepFacts::Mqtt(m) => match &m.payload {
+            Some(Payload::Text(t)) => Ok((t.clone(), "message")),
+            Some(Payload::Binary(b)) => Ok((String::from_utf8_lossy(b).into_owned(), "message")),
+            None => Err("the step has no message".into()),
+        },
         _ => Err(format!("a {} step has no body or frame", report.kind)),
     }
 }

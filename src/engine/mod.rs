@@ -196,6 +196,9 @@ async fn exec(built: &Built, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport {
     if let StepFacts::Ws(f) = &mut report.facts {
         f.payload = None;
     }
+    if let StepFacts::Mqtt(f) = &mut report.facts {
+        f.payload = None;
+    }
     report
 }
 

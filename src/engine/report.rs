@@ -299,6 +299,7 @@ pub enum StepFacts {
     Icmp(IcmpFacts),
     Tls(TlsProbeFacts),
     Ws(Box<WsFacts>),
+    Mqtt(Box<crate::engine::steps::mqtt::MqttFacts>),
     None {},
 }
 
@@ -309,6 +310,7 @@ impl StepFacts {
             StepFacts::Tcp(f) => f.tls.as_ref(),
             StepFacts::Tls(f) => f.session.as_ref(),
             StepFacts::Ws(f) => f.handshake.as_ref().and_then(|h| h.tls.as_ref()),
+            StepFacts::Mqtt(f) => f.connect.as_ref().and_then(|c| c.tls.as_ref()),
             StepFacts::Dns(_) | StepFacts::Icmp(_) | StepFacts::None {} => None,
         }
     }

@@ -383,6 +383,28 @@ fn excerpt(
                 }
             }
         }
+        StepFacts::Mqtt(_) => {
+            for (label, key) in [("topic", "topic"), ("sent", "sent"), ("matched", "matched")] {
+                if let Some(v) = facts[key].as_str() {
+                    let _ = writeln!(
+                        s,
+                        "    {label}:{:width$}{v}",
+                        "",
+                        width = 10 - label.len() - 1
+                    );
+                }
+            }
+            for g in facts["granted"].as_array().into_iter().flatten() {
+                let _ = writeln!(s, "    suback:   {}", g.as_str().unwrap_or(""));
+            }
+            let skipped = facts["skipped"].as_array().cloned().unwrap_or_default();
+            if !skipped.is_empty() {
+                let _ = writeln!(s, "    messages seen (not matching):");
+                for m in skipped.iter().take(10) {
+                    let _ = writeln!(s, "      {}", m.as_str().unwrap_or(""));
+                }
+            }
+        }
         _ => {}
     }
 }

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod grpc;
 pub mod http;
 pub mod lines;
+pub mod mqtt;
 pub mod pki;
 pub mod process;
 pub mod robots;

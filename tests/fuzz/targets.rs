@@ -53,6 +53,14 @@ pub const ALL: &[Target] = &[
         hang: SEC,
     },
     Target {
+        name: "mqtt_packet",
+        run: mqtt_packet,
+        dict: &[
+            "\u{30}", "\u{32}", "\u{34}", "\u{20}", "\u{90}", "\u{e0}", "\u{ff}", "\u{7f}", "\0",
+        ],
+        hang: SEC,
+    },
+    Target {
         name: "ws_match",
         run: ws_match,
         dict: &["\n", "{", "}", "\"", "é", "\u{fffd}", ".*", "\\", "(", "[^"],
@@ -495,6 +503,53 @@ fn dns_answer(input: &[u8]) {
 }
 
 /// ws frame matching: equals/contains/regex agree with their definitions; summaries are short.
+/// The MQTT packets a broker sends, through the codec the mqtt steps use (rumqttc's, behind
+/// `sonde_probes::mqtt::codec`), fed in chunks as a socket would deliver them. The first byte
+/// picks the version (odd: 5) and the chunk size.
+fn mqtt_packet(input: &[u8]) {
+    use sonde_probes::mqtt::codec::{decode, encode, In, Out, Version};
+    let Some((&first, stream)) = input.split_first() else {
+        return;
+    };
+    let v = if first & 1 == 1 {
+        Version::V5
+    } else {
+        Version::V311
+    };
+    let chunk = usize::from(first >> 1).max(1);
+    const MAX: usize = 4096;
+    let mut buf = bytes::BytesMut::new();
+    for part in stream.chunks(chunk) {
+        buf.extend_from_slice(part);
+        loop {
+            let before = buf.len();
+            match decode(v, &mut buf, MAX) {
+                Ok(None) => break,
+                // The connection ends on a bad packet: so does the stream.
+                Err(e) => {
+                    assert!(!e.0.is_empty());
+                    return;
+                }
+                Ok(Some(p)) => {
+                    assert!(buf.len() < before, "a packet consumed no bytes");
+                    assert!(before - buf.len() <= MAX + 5, "a packet over the maximum");
+                    if let In::Publish(p) = p {
+                        // What we decode, we can send back, and it reads the same.
+                        let mut out = bytes::BytesMut::new();
+                        if encode(v, &Out::Publish(&p), &mut out, MAX).is_ok() {
+                            let again = decode(v, &mut out, MAX);
+                            assert!(
+                                matches!(&again, Ok(Some(In::Publish(q))) if *q == p),
+                                "{p:?} read back as {again:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn ws_match(input: &[u8]) {
     use sonde::config::scenario::FrameMatch;
     use sonde::engine::steps::ws::{describe, matches, summary};

@@ -10,6 +10,7 @@
 //!
 //! Every test is ignored by default (the servers are not there): run `tests/interop/run.sh`.
 
+mod mqtt;
 mod parity;
 
 // The IM example (scenarios/im-login-send-receive.yaml) probes the reference chat server, which
@@ -878,6 +879,22 @@ fn shipped_examples_pass_against_real_servers() {
         .env("SONDE_EXAMPLE_HTTPS", &sv.https)
         .env("SONDE_EXAMPLE_DNS", &sv.dns)
         .env("SONDE_IM_URL", chat.url())
+        // scenarios/mqtt-round-trip.yaml: mosquitto's password-protected plain listener.
+        .env(
+            "SONDE_MQTT_URL",
+            format!(
+                "mqtt://{}",
+                std::env::var("SONDE_INTEROP_MQTT").unwrap_or_default()
+            ),
+        )
+        .env(
+            "MQTT_USER",
+            std::env::var("SONDE_INTEROP_MQTT_USER").unwrap_or_default(),
+        )
+        .env(
+            "MQTT_PASSWORD",
+            std::env::var("SONDE_INTEROP_MQTT_PASSWORD").unwrap_or_default(),
+        )
         .start();
     // The examples use realistic intervals: each gets its interval (its first run lands at a
     // name-derived offset within it) plus slack.
@@ -939,6 +956,9 @@ fn shipped_examples_pass_against_real_servers() {
             "dns",
             "http",
             "icmp",
+            // The MQTT example's session, like the IM one's, was set up by an earlier run.
+            "mqtt.expect",
+            "mqtt.publish",
             "tcp",
             "tls",
             // The IM example's session was set up (ws.connect) by an earlier run; its last run
@@ -956,6 +976,7 @@ fn shipped_examples_pass_against_real_servers() {
         "tcp",
         "tls",
         "im-login-send-receive",
+        "mqtt-round-trip",
     ]
     .iter()
     .map(|k| format!("scenarios/{k}.yaml"))

@@ -2,11 +2,12 @@
 # The interop suite: the sonde binary against REAL third-party servers — Debian's nginx (HTTP,
 # HTTPS + HTTP/2 with a generated CA) and dnsmasq (DNS records for sonde.test) on loopback ports —
 # `promtool check metrics` on sonde's /metrics, and the blackbox parity suite (parity.rs) beside
-# Debian's prometheus-blackbox-exporter, which the test itself starts on a loopback port. Called by .ci/run (as root, on a fresh Debian
+# Debian's prometheus-blackbox-exporter, which the test itself starts on a loopback port, and
+# Debian's mosquitto (MQTT over TCP, TLS and WebSocket, password auth) for the mqtt steps. Called by .ci/run (as root, on a fresh Debian
 # 12); also fine by hand once the packages are installed.
 #
-#   1. install nginx, dnsmasq-base, prometheus (promtool), prometheus-blackbox-exporter, openssl,
-#      curl if any is missing, without letting the packages start system services;
+#   1. install nginx, dnsmasq-base, prometheus (promtool), prometheus-blackbox-exporter, mosquitto,
+#      openssl, curl if any is missing, without letting the packages start system services;
 #   2. start the servers (servers.sh) in a fresh temporary folder, stopped again on any exit;
 #      then regions.sh, alerting.sh, ha.sh (HA pairs), grafana.sh (dashboards), kubernetes.sh (manifests) and
 #      package.sh (the .deb), each of which installs what else it needs;
@@ -22,7 +23,7 @@ created_policy=""
 cleanup() {
   local rc=$?
   if [[ -n $work ]]; then
-    for f in "$work/nginx.pid" "$work/dnsmasq.pid"; do
+    for f in "$work/nginx.pid" "$work/dnsmasq.pid" "$work/mosquitto.pid"; do
       [[ -s $f ]] || continue
       pid=$(cat "$f")
       kill "$pid" 2>/dev/null || true
@@ -45,18 +46,18 @@ trap 'exit 130' INT TERM
 
 # --- 1. packages ------------------------------------------------------------------------------
 missing=()
-for cmd in nginx dnsmasq promtool openssl curl prometheus-blackbox-exporter; do
+for cmd in nginx dnsmasq promtool openssl curl prometheus-blackbox-exporter mosquitto mosquitto_passwd; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 if ((${#missing[@]})); then
   echo "interop: missing ${missing[*]}; installing Debian's packages"
   if [[ $(id -u) -ne 0 ]]; then
-    echo "interop: run as root to install packages, or: apt-get install nginx dnsmasq-base prometheus prometheus-blackbox-exporter openssl curl" >&2
+    echo "interop: run as root to install packages, or: apt-get install nginx dnsmasq-base prometheus prometheus-blackbox-exporter mosquitto openssl curl" >&2
     exit 2
   fi
   # A policy-rc.d that says 101 ("action forbidden") keeps the packages' maintainer scripts from
-  # starting nginx, dnsmasq, prometheus or blackbox_exporter as services (which would also take
-  # ports: blackbox's is 9115, sonde's default).
+  # starting nginx, dnsmasq, prometheus, blackbox_exporter or mosquitto as services (which would
+  # also take ports: blackbox's is 9115, sonde's default; mosquitto's 1883).
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
@@ -65,7 +66,7 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends nginx dnsmasq-base prometheus \
-    prometheus-blackbox-exporter openssl curl
+    prometheus-blackbox-exporter mosquitto openssl curl
 fi
 
 # --- 2. servers -------------------------------------------------------------------------------

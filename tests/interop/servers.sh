@@ -2,8 +2,11 @@
 # Start the real third-party servers the interop suite probes, on loopback only:
 #   nginx    127.0.0.1:18080 (http) and 127.0.0.1:18443 (https, h2, certificate from a generated CA)
 #   dnsmasq  127.0.0.1:15353 (udp+tcp), authoritative test records for sonde.test
+#   mosquitto 127.0.0.1:18883 (MQTT), :18884 (MQTT over TLS, the same generated CA), :18885 (MQTT
+#            over WebSocket); every listener wants a username and password (a password file)
 # Usage: servers.sh WORKDIR   — writes WORKDIR/env (ports, CA path, leaf and CA expiry) and pid
-#   files (WORKDIR/nginx.pid, WORKDIR/dnsmasq.pid) for the caller to stop them.
+#   files (WORKDIR/nginx.pid, WORKDIR/dnsmasq.pid, WORKDIR/mosquitto.pid) for the caller to stop
+#   them.
 # Run by run.sh; also handy by hand: `bash tests/interop/servers.sh /tmp/x`.
 set -euo pipefail
 work=${1:?usage: servers.sh WORKDIR}
@@ -11,7 +14,7 @@ mkdir -p "$work"/{pki,nginx/tmp,dns}
 
 # A port already taken (say, by an earlier run that was not cleaned up) would let the readiness
 # check below pass against the OLD servers, whose CA is not ours: refuse instead, clearly.
-for port in 18080 18443 15353; do
+for port in 18080 18443 15353 18883 18884 18885; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "servers.sh: 127.0.0.1:$port is already in use — stop whatever listens there first" >&2
     exit 1
@@ -84,10 +87,40 @@ dnsmasq --keep-in-foreground --port=15353 --listen-address=127.0.0.1 --bind-inte
   --cname=www.sonde.test,web.sonde.test &
 echo $! > "$work/dnsmasq.pid"
 
-# --- wait until both answer --------------------------------------------------------------------
+# --- mosquitto ---------------------------------------------------------------------------------
+# Password auth on every listener; `user root` keeps it from dropping to the mosquitto user, who
+# could not read the (root-only) work folder.
+mkdir -p "$work/mqtt"
+mqtt_user=sonde-probe
+mqtt_password="interop-$(openssl rand -hex 8)"
+mosquitto_passwd -b -c "$work/mqtt/passwd" "$mqtt_user" "$mqtt_password" >/dev/null 2>&1
+cat > "$work/mqtt/mosquitto.conf" <<MOSQ
+user root
+per_listener_settings false
+allow_anonymous false
+password_file $work/mqtt/passwd
+persistence false
+log_dest file $work/mqtt/mosquitto.log
+log_type error
+log_type warning
+log_type notice
+listener 18883 127.0.0.1
+listener 18884 127.0.0.1
+cafile $pki/ca.pem
+certfile $pki/leaf.pem
+keyfile $pki/leaf.key
+# libwebsockets takes an interface here (with 127.0.0.1 it would listen on every address).
+listener 18885 lo
+protocol websockets
+MOSQ
+mosquitto -c "$work/mqtt/mosquitto.conf" > "$work/mqtt/stdout.log" 2>&1 &
+echo $! > "$work/mosquitto.pid"
+
+# --- wait until all answer --------------------------------------------------------------------
 for _ in $(seq 1 50); do
   if curl -fsS -o /dev/null http://127.0.0.1:18080/ 2>/dev/null \
-     && (exec 3<>/dev/tcp/127.0.0.1/15353) 2>/dev/null; then
+     && (exec 3<>/dev/tcp/127.0.0.1/15353) 2>/dev/null \
+     && (exec 3<>/dev/tcp/127.0.0.1/18885) 2>/dev/null; then
     break
   fi
   sleep 0.1
@@ -95,6 +128,7 @@ done
 curl -fsS -o /dev/null http://127.0.0.1:18080/ || { echo "nginx did not start:"; cat "$work/nginx/error.log"; exit 1; }
 kill -0 "$(cat "$work/nginx.pid")" 2>/dev/null || { echo "nginx exited:"; cat "$work/nginx/error.log"; exit 1; }
 kill -0 "$(cat "$work/dnsmasq.pid")" 2>/dev/null || { echo "dnsmasq exited:"; cat "$work/dns/dnsmasq.log"; exit 1; }
+kill -0 "$(cat "$work/mosquitto.pid")" 2>/dev/null || { echo "mosquitto exited:"; cat "$work/mqtt/"*.log; exit 1; }
 
 cat > "$work/env" <<ENV
 SONDE_INTEROP_HTTP=127.0.0.1:18080
@@ -103,4 +137,9 @@ SONDE_INTEROP_DNS=127.0.0.1:15353
 SONDE_INTEROP_CA=$pki/ca.pem
 SONDE_INTEROP_LEAF_NOT_AFTER=$leaf_not_after
 SONDE_INTEROP_CA_NOT_AFTER=$ca_not_after
+SONDE_INTEROP_MQTT=127.0.0.1:18883
+SONDE_INTEROP_MQTTS=127.0.0.1:18884
+SONDE_INTEROP_MQTT_WS=127.0.0.1:18885
+SONDE_INTEROP_MQTT_USER=$mqtt_user
+SONDE_INTEROP_MQTT_PASSWORD=$mqtt_password
 ENV

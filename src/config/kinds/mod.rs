@@ -11,6 +11,7 @@
 pub mod dns;
 pub mod http;
 pub mod icmp;
+pub mod mqtt;
 pub mod sleep;
 pub mod tcp;
 pub mod tls;
@@ -277,5 +278,10 @@ step_kinds! {
     "ws.send" => ws_send: ws::WsSendModel;
     "ws.expect" => ws_expect: ws::WsExpectModel;
     "ws.close" => ws_close: ws::WsCloseModel;
+    "mqtt.connect" => mqtt_connect: mqtt::MqttConnectModel;
+    "mqtt.subscribe" => mqtt_subscribe: mqtt::MqttSubscribeModel;
+    "mqtt.publish" => mqtt_publish: mqtt::MqttPublishModel;
+    "mqtt.expect" => mqtt_expect: mqtt::MqttExpectModel;
+    "mqtt.close" => mqtt_close: mqtt::MqttCloseModel;
     "sleep" => sleep: sleep::SleepModel;
 }

@@ -246,7 +246,7 @@ pub fn ws_send(m: &WsSendModel, path: &str, cx: &mut Cx) -> Option<WsSend> {
     })
 }
 
-fn base64_payload(text: &str, path: &str, cx: &mut Cx) -> Option<Payload> {
+pub fn base64_payload(text: &str, path: &str, cx: &mut Cx) -> Option<Payload> {
     use base64::Engine as _;
     match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
         Ok(b) => Some(Payload::Binary(b.into())),
@@ -260,7 +260,7 @@ fn base64_payload(text: &str, path: &str, cx: &mut Cx) -> Option<Payload> {
     }
 }
 
-fn hex_payload(text: &str, path: &str, cx: &mut Cx) -> Option<Payload> {
+pub fn hex_payload(text: &str, path: &str, cx: &mut Cx) -> Option<Payload> {
     let h: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     // Pairs of bytes, not of chars: slicing by byte offsets inside a multi-byte character
     // ("aéb") would panic, so anything but ASCII hex digits is refused first.

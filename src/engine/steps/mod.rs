@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod http;
 pub mod icmp;
+pub mod mqtt;
 pub mod sleep;
 pub mod tcp;
 pub mod tls;
@@ -33,5 +34,6 @@ pub async fn exec(action: &Action, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepRep
         Action::Tls(r) => tls::exec(r, cx).await,
         Action::Sleep(d) => sleep::exec(*d, cx).await,
         Action::Ws(w) => ws::exec(w, cx, ctx).await,
+        Action::Mqtt(m) => mqtt::exec(m, cx, ctx).await,
     }
 }

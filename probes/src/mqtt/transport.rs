@@ -1,0 +1,104 @@
+//! The byte pipe an MQTT connection runs over: TCP, TLS over TCP, or binary WebSocket frames
+//! (`Sec-WebSocket-Protocol: mqtt`, over TCP or TLS). The connection task reads into one buffer
+//! and writes whole packets, whatever the pipe.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// Any byte stream: TCP or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+pub enum Transport {
+    Stream(Box<dyn Io>),
+    Ws(Box<WebSocketStream<Box<dyn Io>>>),
+}
+
+/// Bytes read at most per call on a stream: small, since an idle connection's buffer is its
+/// steady-state cost; a large packet just takes more reads.
+const READ_CHUNK: usize = 2048;
+
+impl Transport {
+    /// Append what arrives to `buf`; `Ok(0)` when the peer ended the connection. Cancel-safe
+    /// (the connection task races it against its commands and timers).
+    pub async fn read(&mut self, buf: &mut BytesMut) -> Result<usize, String> {
+        match self {
+            Transport::Stream(s) => {
+                buf.reserve(READ_CHUNK);
+                s.read_buf(buf).await.map_err(|e| io_words(&e))
+            }
+            Transport::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        buf.extend_from_slice(&b);
+                        // An empty binary frame carries no MQTT bytes: keep reading.
+                        if !b.is_empty() {
+                            return Ok(b.len());
+                        }
+                    }
+                    // tungstenite has queued the pong; the next write or read flushes it.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Text(_))) => {
+                        return Err(
+                            "the broker sent a text WebSocket frame (MQTT uses binary frames)"
+                                .into(),
+                        )
+                    }
+                    Some(Ok(Message::Close(_))) | None => return Ok(0),
+                    Some(Err(e)) => return Err(ws_words(&e)),
+                }
+            },
+        }
+    }
+
+    /// Write one whole packet (one binary frame over WebSocket) and flush it.
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), String> {
+        match self {
+            Transport::Stream(s) => {
+                s.write_all(&bytes).await.map_err(|e| io_words(&e))?;
+                s.flush().await.map_err(|e| io_words(&e))
+            }
+            Transport::Ws(ws) => ws
+                .send(Message::Binary(bytes))
+                .await
+                .map_err(|e| ws_words(&e)),
+        }
+    }
+
+    /// End the connection politely (TLS close_notify, WebSocket close), without waiting long.
+    pub async fn shutdown(&mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            match self {
+                Transport::Stream(s) => {
+                    let _ = s.shutdown().await;
+                }
+                Transport::Ws(ws) => {
+                    let _ = ws.close().await;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn io_words(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset => "the connection was reset by the broker".into(),
+        std::io::ErrorKind::UnexpectedEof => "the broker dropped the connection".into(),
+        std::io::ErrorKind::BrokenPipe => "the broker closed the connection (broken pipe)".into(),
+        _ => format!("I/O error: {e}"),
+    }
+}
+
+fn ws_words(e: &WsError) -> String {
+    match e {
+        WsError::Io(io) => io_words(io),
+        WsError::Capacity(c) => format!("WebSocket frame too large: {c}"),
+        WsError::Protocol(p) => format!("the broker broke the WebSocket protocol: {p}"),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => "the connection is closed".into(),
+        other => other.to_string(),
+    }
+}
