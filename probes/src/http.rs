@@ -15,6 +15,7 @@
 mod body;
 mod checks;
 mod conn;
+mod h3;
 mod prepare;
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use crate::tls::{TlsClient, TlsFacts};
 use crate::{fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
 
 pub use body::REGEX_BODY_CAP;
+pub use h3::ALPN_H3;
 
 /// The `User-Agent` sent when the request does not set one.
 pub const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
@@ -156,6 +158,9 @@ pub struct HttpRequest {
     /// Through a proxy it is asked about the addresses the hop's host resolves to here, before
     /// the request goes to the proxy.
     pub policy: Option<Policy>,
+    /// Speak HTTP/3 over QUIC to every hop (each must be https://; no proxy). Otherwise
+    /// HTTP/1.1 or HTTP/2 over TCP, as ALPN decides.
+    pub http3: bool,
 }
 
 /// One request/response exchange of a redirect chain.
@@ -251,6 +256,7 @@ impl HttpRequest {
             proxy: None,
             checks: HttpChecks::default(),
             policy: None,
+            http3: false,
         }
     }
 }
@@ -499,6 +505,18 @@ async fn dial_hop(
     facts: &mut HttpFacts,
     in_flight: &mut InFlight,
 ) -> Result<(conn::Connection, Instant), Failure> {
+    if req.http3 {
+        let dialed = h3::dial(req, url, tls_name, rec, in_flight).await;
+        if let Some(hop) = facts.hops.last_mut() {
+            hop.remote_addr = rec.remote_addr;
+        }
+        let (sender, driver, tls) = dialed?;
+        facts.is_tls = true;
+        facts.tls = Some(tls);
+        let started = in_flight.begin(Phase::Processing);
+        rec.doing("sending the request");
+        return Ok((conn::Connection::h3(sender, driver), started));
+    }
     let dialed = conn::dial(req, url, tls_name, rec, in_flight).await;
     if let Some(hop) = facts.hops.last_mut() {
         hop.remote_addr = rec.remote_addr;
@@ -521,7 +539,7 @@ async fn await_head(
     started: Instant,
     rec: &mut Recorder,
     in_flight: &mut InFlight,
-) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+) -> Result<http::Response<conn::ResponseBody>, Failure> {
     rec.doing("waiting for the response head");
     if let Ok(m) = connection.kernel_ttfb() {
         m.arm();
@@ -639,7 +657,7 @@ impl NextHop {
 /// next request to this origin.
 async fn finish(
     req: &HttpRequest,
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<conn::ResponseBody>,
     mut conn: Kept,
     pool: Option<&mut ConnPool>,
     rec: &mut Recorder,

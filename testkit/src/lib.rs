@@ -5,6 +5,7 @@
 pub mod client;
 pub mod dns;
 pub mod grpc;
+pub mod h3;
 pub mod http;
 pub mod lines;
 pub mod pki;
