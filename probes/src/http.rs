@@ -94,6 +94,13 @@ pub struct HeaderCheck {
     pub allow_missing: bool,
 }
 
+/// A judgement of the whole response body that the probe does not know the language of
+/// (blackbox's CEL matchers over the body as JSON live in the caller's configuration).
+pub trait BodyCheck: Send + Sync + std::fmt::Debug {
+    /// `Ok` passes; `Err` is why the body fails (said in full: what was expected, what came).
+    fn check(&self, body: &[u8]) -> Result<(), String>;
+}
+
 /// blackbox's success criteria for an HTTP probe.
 #[derive(Clone, Debug, Default)]
 pub struct HttpChecks {
@@ -106,6 +113,9 @@ pub struct HttpChecks {
     pub fail_if_body_matches: Vec<Regex>,
     pub fail_if_body_not_matches: Vec<Regex>,
     pub headers: Vec<HeaderCheck>,
+    /// Run after the body regexes on the whole (decoded) body, up to [`REGEX_BODY_CAP`]; a
+    /// failure sets [`HttpFacts::failed_due_to_body_check`].
+    pub body_checks: Vec<std::sync::Arc<dyn BodyCheck>>,
     /// blackbox's `compression`: the body is expected in this content coding and is decoded
     /// before the body regexes, `body_size_limit` and the decoded length
     /// ([`HttpFacts::decoded_bytes`]) see it; a body that does not decode fails (reason `body`).
@@ -153,6 +163,9 @@ pub struct HttpRequest {
     pub tls: TlsClient,
     /// `http://` proxy: plain requests go to it in absolute form, `https://` ones through CONNECT.
     pub proxy: Option<Url>,
+    /// Sent with the `CONNECT` that opens a tunnel through [`HttpRequest::proxy`] (https
+    /// targets only); mark secret values sensitive.
+    pub proxy_connect_headers: HeaderMap,
     pub checks: HttpChecks,
     /// Asked before every connection of every hop, redirects included (see [`crate::policy`]).
     /// Through a proxy it is asked about the addresses the hop's host resolves to here, before
@@ -201,6 +214,8 @@ pub struct HttpFacts {
     pub tls: Option<TlsFacts>,
     /// Failed because of a body or header regex (blackbox `probe_failed_due_to_regex`).
     pub failed_due_to_regex: bool,
+    /// Failed because of a [`BodyCheck`] (blackbox `probe_failed_due_to_cel`).
+    pub failed_due_to_body_check: bool,
     pub hops: Vec<Hop>,
 }
 
@@ -254,6 +269,7 @@ impl HttpRequest {
             ip: ResolveOptions::default(),
             tls,
             proxy: None,
+            proxy_connect_headers: HeaderMap::new(),
             checks: HttpChecks::default(),
             policy: None,
             http3: false,

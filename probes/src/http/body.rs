@@ -34,7 +34,8 @@ impl Plan {
             limit: req.body_size_limit,
             keep: req.keep_body,
             inspect: !req.checks.fail_if_body_matches.is_empty()
-                || !req.checks.fail_if_body_not_matches.is_empty(),
+                || !req.checks.fail_if_body_not_matches.is_empty()
+                || !req.checks.body_checks.is_empty(),
             decompress: req.checks.decompress,
         }
     }

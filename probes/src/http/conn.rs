@@ -149,7 +149,14 @@ pub(super) async fn dial(
         });
     }
     let started = in_flight.begin(Phase::Connect);
-    let tunnel = tunnel(tcp, &connect_authority(url), proxy_auth, rec).await;
+    let tunnel = tunnel(
+        tcp,
+        &connect_authority(url),
+        proxy_auth,
+        &req.proxy_connect_headers,
+        rec,
+    )
+    .await;
     in_flight.end(rec, true);
     let tunnel = tunnel?;
     rec.event(format!(
@@ -237,6 +244,7 @@ async fn tunnel(
     tcp: tokio::net::TcpStream,
     authority: &str,
     proxy_auth: Option<HeaderValue>,
+    extra: &http::HeaderMap,
     rec: &mut Recorder,
 ) -> Result<Box<dyn Io>, Failure> {
     rec.doing("opening a tunnel through the proxy");
@@ -264,6 +272,10 @@ async fn tunnel(
     if let Ok(v) = HeaderValue::from_str(authority) {
         headers.insert(http::header::HOST, v);
     }
+    for (n, v) in extra {
+        headers.append(n.clone(), v.clone());
+    }
+    // Credentials in the proxy URL win over a configured Proxy-Authorization, as in Go.
     if let Some(v) = proxy_auth {
         headers.insert(http::header::PROXY_AUTHORIZATION, v);
     }

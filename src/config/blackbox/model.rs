@@ -141,12 +141,16 @@ pub struct HttpModel {
     pub http_headers: Option<Ordered<HttpHeaderModel>>,
     pub follow_redirects: Option<bool>,
     pub enable_http2: Option<bool>,
-    // Not supported yet.
+    /// blackbox 0.28: HTTP/3 over QUIC (then `enable_http2: false` and only `HTTP/3.0` in
+    /// `valid_http_versions`).
+    pub enable_http3: Option<bool>,
     pub no_proxy: Option<String>,
     pub proxy_from_environment: Option<bool>,
-    pub proxy_connect_header: Option<IgnoredAny>,
-    pub fail_if_body_json_matches_cel: Option<IgnoredAny>,
-    pub fail_if_body_json_not_matches_cel: Option<IgnoredAny>,
+    /// Headers for the proxy's `CONNECT` (https targets through a proxy), values secret.
+    pub proxy_connect_header: Option<Ordered<Vec<Text>>>,
+    /// blackbox 0.27: CEL over the body as JSON (`body`).
+    pub fail_if_body_json_matches_cel: Option<String>,
+    pub fail_if_body_json_not_matches_cel: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
