@@ -11,6 +11,7 @@ pub mod lines;
 pub mod pki;
 pub mod process;
 pub mod robots;
+pub mod script;
 pub mod smtp;
 pub mod ws;
 pub mod xmpp;
