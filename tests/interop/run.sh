@@ -22,7 +22,7 @@ created_policy=""
 cleanup() {
   local rc=$?
   if [[ -n $work ]]; then
-    for f in "$work/nginx.pid" "$work/dnsmasq.pid"; do
+    for f in "$work/nginx.pid" "$work/dnsmasq.pid" "$work/caddy.pid"; do
       [[ -s $f ]] || continue
       pid=$(cat "$f")
       kill "$pid" 2>/dev/null || true
@@ -83,6 +83,7 @@ bash tests/interop/email.sh "$work" # e-mail alerts to aiosmtpd: STARTTLS, AUTH,
 bash tests/interop/grafana.sh  # every Grafana dashboard query against a real Prometheus scraping sonde
 bash tests/interop/kubernetes.sh # deploy/kubernetes/ against the Kubernetes and Prometheus Operator schemas
 bash tests/interop/package.sh  # the .deb: dpkg -i, the unit's command line, /-/ready, reload, purge
+bash tests/interop/http3.sh "$work" # HTTP/3 against caddy: blackbox module and scenario step, phases, 10-day expiry
 # --- 3. tests ---------------------------------------------------------------------------------
 # --nocapture so that SKIPPED: lines (e.g. ICMP without permission) are seen, not swallowed.
 set +e

@@ -5,9 +5,11 @@
 //! `tls` phase — an HTTP/3 hop has no `connect` phase; `processing` from the request sent to
 //! the response head; `transfer` for the body, as over TCP.
 //!
-//! Like blackbox_exporter (quic-go dials one address), one resolved address is tried: the first
-//! in the order `preferred_ip_protocol` gives. The TLS facts are those of any https hop, except
-//! the cipher suite, which quinn does not expose (reported empty: "unknown").
+//! The resolved addresses are tried in the order `preferred_ip_protocol` gives, Happy-Eyeballs
+//! style as for TCP: the next attempt starts when the previous one has not finished its
+//! handshake within [`CONNECTION_ATTEMPT_DELAY`] (a UDP port nobody serves does not refuse, it
+//! stays silent), and the first handshake done wins. The TLS facts are those of any https hop,
+//! except the cipher suite, which quinn does not expose (reported empty: "unknown").
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use url::Url;
 use super::conn::{AbortOnDrop, Target};
 use super::{HttpRequest, InFlight};
 use crate::policy;
+use crate::resolve::CONNECTION_ATTEMPT_DELAY;
 use crate::tls::{fmt_unix, TlsFacts};
 use crate::{fmt_duration, Failure, FailureReason, Phase, Recorder};
 
@@ -82,20 +85,22 @@ pub(super) async fn dial(
     in_flight.end(rec, false); // the resolver recorded it
     let addrs = addrs?;
     policy::check(req.policy.as_ref(), host, &addrs, port, rec)?;
-    let Some(ip) = addrs.first().copied() else {
+    if addrs.is_empty() {
         return Err(Failure::new(
             FailureReason::Dns,
             format!("{host} resolved to no address"),
         ));
-    };
-    let addr = SocketAddr::new(ip, port);
+    }
+    let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     let config = client_config(req)?;
     let started = in_flight.begin(Phase::Tls);
     rec.doing("in the QUIC handshake");
-    rec.remote_addr = Some(addr);
-    let res = handshake(config, addr, tls_name).await;
+    rec.remote_addr = targets.first().copied();
+    let res = handshake_any(config, &targets, tls_name, rec).await;
     in_flight.end(rec, true);
     let (endpoint, quic) = res?;
+    let addr = quic.remote_address();
+    rec.remote_addr = Some(addr);
     let facts = facts(&quic, tls_name, !req.tls.is_insecure());
     rec.event(format!(
         "QUIC handshake with {addr} done in {}: {}, ALPN {}, {} certificate(s), earliest expiry \
@@ -145,6 +150,61 @@ fn client_config(req: &HttpRequest) -> Result<quinn::ClientConfig, Failure> {
     ));
     config.transport_config(Arc::new(transport));
     Ok(config)
+}
+
+/// Handshake with the first of `targets` that completes, starting the next attempt when the
+/// previous one has not finished within [`CONNECTION_ATTEMPT_DELAY`] or has failed.
+async fn handshake_any(
+    config: quinn::ClientConfig,
+    targets: &[SocketAddr],
+    tls_name: &str,
+    rec: &mut Recorder,
+) -> Result<(quinn::Endpoint, quinn::Connection), Failure> {
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut next = 0usize;
+    let mut last_failure: Option<Failure> = None;
+    loop {
+        if next < targets.len() {
+            let (config, addr, name) = (config.clone(), targets[next], tls_name.to_string());
+            next += 1;
+            attempts.spawn(async move { handshake(config, addr, &name).await });
+        }
+        let res = if next < targets.len() {
+            match tokio::time::timeout(CONNECTION_ATTEMPT_DELAY, attempts.join_next()).await {
+                Ok(r) => r,
+                Err(_) => continue, // start the next attempt beside this one
+            }
+        } else {
+            attempts.join_next().await
+        };
+        match res {
+            Some(Ok(Ok(done))) => {
+                attempts.abort_all();
+                return Ok(done);
+            }
+            Some(Ok(Err(f))) => {
+                rec.event(f.message.clone());
+                // A TLS failure says more than a transport one: keep it as the verdict.
+                if last_failure
+                    .as_ref()
+                    .is_none_or(|l| l.reason != FailureReason::Tls)
+                {
+                    last_failure = Some(f);
+                }
+            }
+            Some(Err(join)) => {
+                last_failure.get_or_insert(Failure::new(
+                    FailureReason::Connect,
+                    format!("QUIC handshake task failed: {join}"),
+                ));
+            }
+            None => {
+                return Err(last_failure.unwrap_or_else(|| {
+                    Failure::new(FailureReason::Connect, "no address to try".to_string())
+                }))
+            }
+        }
+    }
 }
 
 /// A fresh UDP endpoint of the target's address family, and the QUIC handshake over it.
