@@ -317,7 +317,8 @@ enum Sender {
 /// A response body as the connection's protocol delivers it.
 pub(super) enum ResponseBody {
     Hyper(Incoming),
-    H3(H3Body),
+    /// Boxed: an h3 request stream is ten times the size of hyper's body handle.
+    H3(Box<H3Body>),
 }
 
 impl ResponseBody {
@@ -444,7 +445,7 @@ impl Connection {
                 let (parts, body) = request.into_parts();
                 let body = body.into_inner().unwrap_or_default();
                 let response = s.send(Request::from_parts(parts, body)).await?;
-                return Ok(response.map(ResponseBody::H3));
+                return Ok(response.map(|b| ResponseBody::H3(Box::new(b))));
             }
             Sender::H1(s) => match s.ready().await {
                 Ok(()) => s.send_request(request).await,
