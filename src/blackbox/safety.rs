@@ -308,6 +308,12 @@ mod tests {
             .await
             .is_ok());
         assert!(s.check(Prober::Tcp, "127.0.0.2:22").await.is_ok());
+        // A socket path is on no allow-list: with one set, unix targets are refused.
+        let e = s
+            .check(Prober::Unix, "/var/run/docker.sock")
+            .await
+            .unwrap_err();
+        assert!(e.contains("unix socket targets are refused"), "{e}");
         assert!(s
             .check(Prober::Http, "https://www.example.com/")
             .await

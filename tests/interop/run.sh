@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The interop suite: the sonde binary against REAL third-party servers — Debian's nginx (HTTP,
-# HTTPS + HTTP/2 with a generated CA) and dnsmasq (DNS records for sonde.test) on loopback ports —
+# HTTPS + HTTP/2 with a generated CA), dnsmasq (DNS records for sonde.test) and caddy (HTTP/3
+# over QUIC, installed by servers.sh; checked by http3.sh) on loopback ports —
 # `promtool check metrics` on sonde's /metrics, and the blackbox parity suite (parity.rs) beside
 # Debian's prometheus-blackbox-exporter, which the test itself starts on a loopback port. Called by .ci/run (as root, on a fresh Debian
 # 12); also fine by hand once the packages are installed.
