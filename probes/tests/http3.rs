@@ -266,3 +266,43 @@ async fn plain_http_urls_are_refused() {
     let o = run(&request("http://127.0.0.1:1/", TlsOptions::default())).await;
     assert_fails(&o, FailureReason::Connect, "HTTP/3 needs an https:// URL");
 }
+
+#[tokio::test]
+async fn a_header_section_over_64_kib_is_refused() {
+    // A hostile server must not make the probe hold megabytes of headers (as over HTTP/2).
+    let f = h3_server(
+        Routes::new()
+            .at(
+                "/",
+                Reply::text(200, "x").header("x-big", &"a".repeat(100_000)),
+            )
+            .at(
+                "/fine",
+                Reply::text(200, "x").header("x-big", &"a".repeat(10_000)),
+            ),
+        time::Duration::days(30),
+    )
+    .await;
+    let o = run(&request(&f.server.url("/"), trusting(&f.ca))).await;
+    assert_fails(&o, FailureReason::Protocol, "HTTP/3 no valid response head");
+    // The same server with a 10 KB header is fine: the limit, not the fixture, refused it.
+    assert_ok(&run(&request(&f.server.url("/fine"), trusting(&f.ca))).await);
+}
+
+#[tokio::test]
+async fn body_limits_and_regexes_apply_over_http3() {
+    let f = h3_server(
+        Routes::new().at("/", Reply::text(200, "a".repeat(10_000))),
+        time::Duration::days(30),
+    )
+    .await;
+    let mut req = request(&f.server.url("/"), trusting(&f.ca));
+    req.body_size_limit = Some(1000);
+    let o = run(&req).await;
+    assert_fails(&o, FailureReason::Body, "body_size_limit");
+    let mut req = request(&f.server.url("/"), trusting(&f.ca));
+    req.checks.fail_if_body_matches = vec![regex::Regex::new("a{100}").unwrap()];
+    let o = run(&req).await;
+    assert_fails(&o, FailureReason::Body, "expected no match");
+    assert!(o.facts.failed_due_to_regex);
+}
