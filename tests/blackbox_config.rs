@@ -237,14 +237,6 @@ fn options_not_supported_yet_are_refused_by_name() {
             "`client_secret_ref` is not supported yet",
         ),
         (
-            "http:\n      proxy_connect_header: {X: [y]}",
-            "`proxy_connect_header` is not supported yet",
-        ),
-        (
-            "http:\n      fail_if_body_json_matches_cel: 'x'",
-            "`fail_if_body_json_matches_cel` is not supported yet",
-        ),
-        (
             "http:\n      tls_config: {ca: PEM}",
             "`ca` is not supported yet",
         ),
@@ -358,5 +350,86 @@ fn expect_labels_need_an_expect_and_valid_names() {
     assert!(
         errs.iter().any(|e| e.contains("invalid label name \"9a\"")),
         "{errs:#?}"
+    );
+}
+
+/// blackbox 0.28's rules for `enable_http3`, word for word, each located.
+#[test]
+fn http3_options_follow_blackbox_0_28() {
+    let errs = errors(
+        "modules:\n  a:\n    prober: http\n    http: {enable_http3: true}\n  b:\n    prober: http\n    http:\n      valid_http_versions: [HTTP/3.0]\n  c:\n    prober: http\n    http:\n      enable_http3: true\n      enable_http2: false\n      valid_http_versions: [HTTP/2.0, HTTP/3.0]\n  d:\n    prober: http\n    http:\n      enable_http3: true\n      enable_http2: false\n      proxy_url: http://127.0.0.1:3128\n",
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "4:26: when enable_http3 is true, enable_http2 must be set to false",
+            "8:28: HTTP/3 cannot be used as a valid HTTP version when enable_http3 is false — expected enable_http3: true (with enable_http2: false)",
+            "14:28: HTTP/3 and HTTP/2.0/1.1 cannot be used together - only HTTP/3.0 is allowed when enable_http3 is true",
+            "18:21: HTTP/3 runs over QUIC (UDP), which cannot go through an HTTP proxy — expected enable_http3 or a proxy, not both",
+        ],
+        "{errs:#?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "b.yml",
+        "modules:\n  h3:\n    prober: http\n    http:\n      enable_http3: true\n      enable_http2: false\n      valid_http_versions: [\"HTTP/3.0\"]\n",
+    );
+    let m = load_all(&[p], &LoadOptions::default())
+        .unwrap()
+        .modules
+        .unwrap();
+    let Spec::Http(h) = &m["h3"].spec else {
+        panic!()
+    };
+    assert!(h.req.http3);
+}
+
+#[test]
+fn cel_expressions_are_compiled_at_load() {
+    let errs = errors(
+        "modules:\n  a:\n    prober: http\n    http:\n      fail_if_body_json_matches_cel: \"body.foo ==\"\n  b:\n    prober: http\n    http:\n      fail_if_body_json_not_matches_cel: \"foo.bar == 1\"\n  ok:\n    prober: http\n    http:\n      fail_if_body_json_not_matches_cel: \"body.foo == 'bar' && body.baz.startsWith('q')\"\n      fail_if_body_json_matches_cel: \"body.items.exists(i, i.state == 'down')\"\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("5:38: could not compile CEL program"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("9:42: undeclared reference to foo"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn proxy_connect_header_needs_a_proxy_and_stays_secret() {
+    let errs = errors(
+        "modules:\n  a:\n    prober: http\n    http:\n      proxy_connect_header:\n        Proxy-Authorization: [Bearer token]\n",
+    );
+    assert_eq!(
+        errs,
+        vec!["5:7: if proxy_connect_header is configured, proxy_url or proxy_from_environment must also be configured"],
+        "{errs:#?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "b.yml",
+        "modules:\n  p:\n    prober: http\n    http:\n      proxy_url: http://127.0.0.1:3128\n      proxy_connect_header:\n        Proxy-Authorization: [Bearer token]\n        X-Tenant: [a, b]\n",
+    );
+    let m = load_all(&[p], &LoadOptions::default())
+        .unwrap()
+        .modules
+        .unwrap();
+    let Spec::Http(h) = &m["p"].spec else {
+        panic!()
+    };
+    let hs = &h.req.proxy_connect_headers;
+    assert_eq!(hs.get_all("x-tenant").iter().count(), 2);
+    assert!(hs.get("proxy-authorization").unwrap().is_sensitive());
+    assert!(
+        !m["p"].shown.to_string().contains("Bearer token"),
+        "{}",
+        m["p"].shown
     );
 }

@@ -197,6 +197,7 @@ fn multi_scenario_file_compiles_every_kind() {
             TcpStep::Expect(r) => format!("expect {}", r.as_str()),
             TcpStep::ExpectBytes(b) => format!("bytes {b:?}"),
             TcpStep::Send(s) => format!("send {s}"),
+            TcpStep::SendBytes(b) => format!("send {b:?}"),
             TcpStep::StartTls => "starttls".into(),
         })
         .collect();

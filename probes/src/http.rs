@@ -15,6 +15,7 @@
 mod body;
 mod checks;
 mod conn;
+mod h3;
 mod prepare;
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use crate::tls::{TlsClient, TlsFacts};
 use crate::{fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
 
 pub use body::REGEX_BODY_CAP;
+pub use h3::ALPN_H3;
 
 /// The `User-Agent` sent when the request does not set one.
 pub const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
@@ -92,6 +94,13 @@ pub struct HeaderCheck {
     pub allow_missing: bool,
 }
 
+/// A judgement of the whole response body that the probe does not know the language of
+/// (blackbox's CEL matchers over the body as JSON live in the caller's configuration).
+pub trait BodyCheck: Send + Sync + std::fmt::Debug {
+    /// `Ok` passes; `Err` is why the body fails (said in full: what was expected, what came).
+    fn check(&self, body: &[u8]) -> Result<(), String>;
+}
+
 /// blackbox's success criteria for an HTTP probe.
 #[derive(Clone, Debug, Default)]
 pub struct HttpChecks {
@@ -104,6 +113,9 @@ pub struct HttpChecks {
     pub fail_if_body_matches: Vec<Regex>,
     pub fail_if_body_not_matches: Vec<Regex>,
     pub headers: Vec<HeaderCheck>,
+    /// Run after the body regexes on the whole (decoded) body, up to [`REGEX_BODY_CAP`]; a
+    /// failure sets [`HttpFacts::failed_due_to_body_check`].
+    pub body_checks: Vec<std::sync::Arc<dyn BodyCheck>>,
     /// blackbox's `compression`: the body is expected in this content coding and is decoded
     /// before the body regexes, `body_size_limit` and the decoded length
     /// ([`HttpFacts::decoded_bytes`]) see it; a body that does not decode fails (reason `body`).
@@ -151,11 +163,17 @@ pub struct HttpRequest {
     pub tls: TlsClient,
     /// `http://` proxy: plain requests go to it in absolute form, `https://` ones through CONNECT.
     pub proxy: Option<Url>,
+    /// Sent with the `CONNECT` that opens a tunnel through [`HttpRequest::proxy`] (https
+    /// targets only); mark secret values sensitive.
+    pub proxy_connect_headers: HeaderMap,
     pub checks: HttpChecks,
     /// Asked before every connection of every hop, redirects included (see [`crate::policy`]).
     /// Through a proxy it is asked about the addresses the hop's host resolves to here, before
     /// the request goes to the proxy.
     pub policy: Option<Policy>,
+    /// Speak HTTP/3 over QUIC to every hop (each must be https://; no proxy). Otherwise
+    /// HTTP/1.1 or HTTP/2 over TCP, as ALPN decides.
+    pub http3: bool,
 }
 
 /// One request/response exchange of a redirect chain.
@@ -196,6 +214,8 @@ pub struct HttpFacts {
     pub tls: Option<TlsFacts>,
     /// Failed because of a body or header regex (blackbox `probe_failed_due_to_regex`).
     pub failed_due_to_regex: bool,
+    /// Failed because of a [`BodyCheck`] (blackbox `probe_failed_due_to_cel`).
+    pub failed_due_to_body_check: bool,
     pub hops: Vec<Hop>,
 }
 
@@ -249,8 +269,10 @@ impl HttpRequest {
             ip: ResolveOptions::default(),
             tls,
             proxy: None,
+            proxy_connect_headers: HeaderMap::new(),
             checks: HttpChecks::default(),
             policy: None,
+            http3: false,
         }
     }
 }
@@ -499,6 +521,18 @@ async fn dial_hop(
     facts: &mut HttpFacts,
     in_flight: &mut InFlight,
 ) -> Result<(conn::Connection, Instant), Failure> {
+    if req.http3 {
+        let dialed = h3::dial(req, url, tls_name, rec, in_flight).await;
+        if let Some(hop) = facts.hops.last_mut() {
+            hop.remote_addr = rec.remote_addr;
+        }
+        let (sender, driver, tls) = dialed?;
+        facts.is_tls = true;
+        facts.tls = Some(tls);
+        let started = in_flight.begin(Phase::Processing);
+        rec.doing("sending the request");
+        return Ok((conn::Connection::h3(sender, driver), started));
+    }
     let dialed = conn::dial(req, url, tls_name, rec, in_flight).await;
     if let Some(hop) = facts.hops.last_mut() {
         hop.remote_addr = rec.remote_addr;
@@ -521,7 +555,7 @@ async fn await_head(
     started: Instant,
     rec: &mut Recorder,
     in_flight: &mut InFlight,
-) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+) -> Result<http::Response<conn::ResponseBody>, Failure> {
     rec.doing("waiting for the response head");
     if let Ok(m) = connection.kernel_ttfb() {
         m.arm();
@@ -639,7 +673,7 @@ impl NextHop {
 /// next request to this origin.
 async fn finish(
     req: &HttpRequest,
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<conn::ResponseBody>,
     mut conn: Kept,
     pool: Option<&mut ConnPool>,
     rec: &mut Recorder,

@@ -46,6 +46,8 @@ pub enum TcpStep {
     /// Write this line (a `\n` is appended, as blackbox does); `$1`, `${name}` expand from the
     /// last `Expect` match. Before any `Expect` the text is sent as written.
     Send(String),
+    /// The same with bytes that need not be text (blackbox's `send: !!binary …`).
+    SendBytes(Vec<u8>),
     /// Upgrade the connection to TLS with the request's `tls_client`.
     StartTls,
 }
@@ -63,6 +65,9 @@ pub struct TcpRequest {
     pub dialogue: Vec<TcpStep>,
     /// Asked about every resolved address before connecting (see [`crate::policy`]).
     pub policy: Option<crate::policy::Policy>,
+    /// Dial this Unix domain socket instead of `host:port` (blackbox's `unix` prober): no
+    /// resolve phase; the connect phase is the socket's. `host` is still the TLS name.
+    pub unix: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -124,9 +129,14 @@ async fn run(
     facts: &mut TcpFacts,
     pending: &mut String,
 ) -> Result<(), Failure> {
-    let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
-    crate::policy::check(req.policy.as_ref(), &req.host, &addrs, req.port, rec)?;
-    let tcp = connect_tcp(&addrs, req.port, rec).await?;
+    let tcp: Box<dyn Io> = match &req.unix {
+        Some(path) => Box::new(connect_unix(path, rec).await?),
+        None => {
+            let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
+            crate::policy::check(req.policy.as_ref(), &req.host, &addrs, req.port, rec)?;
+            Box::new(connect_tcp(&addrs, req.port, rec).await?)
+        }
+    };
     let mut conn: Conn = if req.tls {
         let (tls, tls_facts) = req.tls_client.handshake(tcp, &req.host, rec).await?;
         facts.tls = Some(tls_facts);
@@ -148,7 +158,12 @@ async fn run(
             TcpStep::ExpectBytes(want) => {
                 dialogue.expect_bytes(&mut conn, i + 1, want, rec).await?
             }
-            TcpStep::Send(template) => dialogue.send(&mut conn, i + 1, template, rec).await?,
+            TcpStep::Send(template) => {
+                dialogue
+                    .send(&mut conn, i + 1, template.as_bytes(), rec)
+                    .await?
+            }
+            TcpStep::SendBytes(template) => dialogue.send(&mut conn, i + 1, template, rec).await?,
             TcpStep::StartTls => {
                 let (upgraded, tls_facts) = dialogue.start_tls(conn, i + 1, req, rec).await?;
                 facts.tls = Some(tls_facts);
@@ -160,6 +175,47 @@ async fn run(
     // Close politely; the outcome does not depend on it.
     let _ = conn.get_mut().shutdown().await;
     Ok(())
+}
+
+/// Connect to a Unix domain socket, recording the `connect` phase. A permission error says so
+/// (the socket exists, sonde's user may not use it), as blackbox does.
+#[cfg(unix)]
+async fn connect_unix(
+    path: &std::path::Path,
+    rec: &mut Recorder,
+) -> Result<tokio::net::UnixStream, Failure> {
+    let started = tokio::time::Instant::now();
+    rec.doing("connecting to the unix socket");
+    let res = tokio::net::UnixStream::connect(path).await;
+    rec.timings.add_since(crate::Phase::Connect, started);
+    let shown = path
+        .display()
+        .to_string()
+        .chars()
+        .take(256)
+        .collect::<String>();
+    match res {
+        Ok(s) => {
+            rec.event(format!("connected to unix socket {shown}"));
+            Ok(s)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Failure::new(
+            FailureReason::Connect,
+            format!("permission denied connecting to unix socket {shown}: {e}"),
+        )),
+        Err(e) => Err(Failure::new(
+            FailureReason::Connect,
+            format!("cannot connect to unix socket {shown}: {e}"),
+        )),
+    }
+}
+
+#[cfg(not(unix))]
+async fn connect_unix(path: &std::path::Path, _rec: &mut Recorder) -> Result<Box<dyn Io>, Failure> {
+    Err(Failure::new(
+        FailureReason::Connect,
+        format!("unix sockets are not available here ({})", path.display()),
+    ))
 }
 
 /// The dialogue's in-flight state, one stage per kind of step. Every message names the step
@@ -267,7 +323,7 @@ impl Dialogue<'_> {
         &mut self,
         conn: &mut Conn,
         step_no: usize,
-        template: &str,
+        template: &[u8],
         rec: &mut Recorder,
     ) -> Result<(), Failure> {
         let n = self.n;
@@ -276,10 +332,10 @@ impl Dialogue<'_> {
         let mut line = Vec::with_capacity(template.len() + 1);
         match &self.last_match {
             Some((re, matched)) => match re.captures(matched) {
-                Some(caps) => caps.expand(template.as_bytes(), &mut line),
-                None => line.extend_from_slice(template.as_bytes()),
+                Some(caps) => caps.expand(template, &mut line),
+                None => line.extend_from_slice(template),
             },
-            None => line.extend_from_slice(template.as_bytes()),
+            None => line.extend_from_slice(template),
         }
         self.transcript.push("> ", &line);
         line.push(b'\n');

@@ -52,6 +52,8 @@ pub struct TlsClient {
     config: Arc<ClientConfig>,
     server_name: Option<String>,
     insecure: bool,
+    /// TLS 1.3 is among the versions offered (QUIC needs it).
+    tls13: bool,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -148,6 +150,7 @@ impl TlsClient {
             config: Arc::new(config),
             server_name: opts.server_name.clone(),
             insecure: opts.insecure_skip_verify,
+            tls13: opts.max_version.is_none_or(|m| m >= TlsVersion::Tls13),
         })
     }
 
@@ -155,6 +158,23 @@ impl TlsClient {
     pub fn system(alpn: &[&[u8]]) -> Self {
         // Cannot fail: no files, no version bounds.
         TlsClient::new(&TlsOptions::default(), alpn).expect("default TLS client")
+    }
+
+    /// Whether `insecure_skip_verify` is on (the chain is reported, not verified).
+    pub fn is_insecure(&self) -> bool {
+        self.insecure
+    }
+
+    /// The same trust, client certificate and verification for QUIC, offering `alpn`: QUIC
+    /// carries TLS 1.3 only, so a client capped at TLS 1.2 cannot be used.
+    pub fn quic_config(&self, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
+        if !self.tls13 {
+            return Err("QUIC needs TLS 1.3, and max_version is TLS 1.2".into());
+        }
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.enable_early_data = false;
+        Ok(Arc::new(config))
     }
 
     /// The name this client sends as SNI and verifies for `host`.
@@ -398,6 +418,24 @@ impl TlsFacts {
             server_name: server_name.to_string(),
             verified,
             chain,
+        }
+    }
+
+    /// The facts of a QUIC connection's TLS: always TLS 1.3; quinn does not tell the cipher
+    /// suite, so it is left empty ("unknown").
+    pub fn from_quic(
+        chain_der: Vec<Vec<u8>>,
+        alpn: Option<String>,
+        server_name: &str,
+        verified: bool,
+    ) -> Self {
+        TlsFacts {
+            version: "TLS 1.3".to_string(),
+            cipher: String::new(),
+            alpn,
+            server_name: server_name.to_string(),
+            verified,
+            chain: chain_der.iter().map(|c| CertFacts::from_der(c)).collect(),
         }
     }
 

@@ -134,6 +134,7 @@ async fn a_tcp_probe_asks_before_connecting() {
         tls_client: TlsClient::new(&TlsOptions::default(), &[]).unwrap(),
         dialogue: vec![],
         policy: Some(p),
+        unix: None,
     };
     let o = tokio::time::timeout(
         Duration::from_secs(10),

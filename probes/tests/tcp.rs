@@ -33,6 +33,7 @@ fn request(port: u16, dialogue: Vec<TcpStep>) -> TcpRequest {
         tls_client: TlsClient::new(&TlsOptions::default(), &[]).unwrap(),
         dialogue,
         policy: None,
+        unix: None,
     }
 }
 

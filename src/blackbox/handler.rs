@@ -184,6 +184,7 @@ pub async fn run_guarded(
         Spec::Icmp(spec) => probers::icmp::probe(spec, p).await,
         Spec::Dns(spec) => probers::dns::probe(spec, p).await,
         Spec::Grpc(spec) => probers::grpc::probe(spec, p).await,
+        Spec::Unix(spec) => probers::unix::probe(spec, p).await?,
     };
     let duration = started.elapsed().as_secs_f64();
     metrics::common(&mut r, success, duration);

@@ -472,7 +472,10 @@ fn http_response_families(
     }
     if let (Some(t), true) = (tls, got_response) {
         tls_families(r, t);
-        // HTTP only, as in blackbox.
+        // HTTP only, as in blackbox; absent over HTTP/3, where quinn does not tell the suite.
+        if t.cipher.is_empty() {
+            return;
+        }
         r.labelled(
             "probe_tls_cipher_info",
             "Returns the TLS cipher negotiated during handshake",

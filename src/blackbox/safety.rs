@@ -165,7 +165,7 @@ impl Safety {
                 let (h, p) = split_host_port(target).ok()?;
                 (h, p.parse().ok()?)
             }
-            Prober::Dns | Prober::Icmp => return None,
+            Prober::Dns | Prober::Icmp | Prober::Unix => return None,
         };
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let ips: Vec<IpAddr> = if bare.eq_ignore_ascii_case("localhost") {
@@ -203,6 +203,10 @@ impl Safety {
                 "target {target:?} is not allowed by --probe.allow-target{why}"
             ))
         };
+        // The allow-list speaks of hosts and networks: a socket path is on none of them.
+        if prober == Prober::Unix {
+            return refuse(" (unix socket targets are refused whenever an allow-list is set)");
+        }
         // A target that does not parse is probed (and fails) without traffic, as blackbox does.
         let Some(host) = target_host(prober, target) else {
             return Ok(());
@@ -304,6 +308,12 @@ mod tests {
             .await
             .is_ok());
         assert!(s.check(Prober::Tcp, "127.0.0.2:22").await.is_ok());
+        // A socket path is on no allow-list: with one set, unix targets are refused.
+        let e = s
+            .check(Prober::Unix, "/var/run/docker.sock")
+            .await
+            .unwrap_err();
+        assert!(e.contains("unix socket targets are refused"), "{e}");
         assert!(s
             .check(Prober::Http, "https://www.example.com/")
             .await

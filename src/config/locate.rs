@@ -79,6 +79,8 @@ pub struct DuplicateKey {
 pub struct PosIndex {
     nodes: HashMap<String, Node>,
     pub duplicates: Vec<DuplicateKey>,
+    /// Paths of scalar values tagged `!!binary` (base64 bytes): serde's view loses the tag.
+    pub binary: std::collections::HashSet<String>,
 }
 
 enum Frame {
@@ -134,10 +136,19 @@ impl PosIndex {
                         break;
                     }
                 }
-                Event::Scalar(v, ..) => {
-                    idx.leaf(&mut stack, pos, Some(v.as_ref()));
+                Event::Scalar(v, _, _, tag) => {
+                    let binary = tag
+                        .as_ref()
+                        .is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "binary");
+                    if let Some(path) = idx.leaf(&mut stack, pos, Some(v.as_ref())) {
+                        if binary {
+                            idx.binary.insert(path);
+                        }
+                    }
                 }
-                Event::Alias(_) => idx.leaf(&mut stack, pos, None),
+                Event::Alias(_) => {
+                    idx.leaf(&mut stack, pos, None);
+                }
                 Event::MappingStart(..) | Event::SequenceStart(..) => {
                     let path = idx.start_node(&mut stack, pos);
                     stack.push(if matches!(ev, Event::MappingStart(..)) {
@@ -161,8 +172,8 @@ impl PosIndex {
         idx
     }
 
-    /// A scalar or alias: a key or a value.
-    fn leaf(&mut self, stack: &mut [Frame], pos: Pos, text: Option<&str>) {
+    /// A scalar or alias: a key or a value. Returns a value's path.
+    fn leaf(&mut self, stack: &mut [Frame], pos: Pos, text: Option<&str>) -> Option<String> {
         if let Some(Frame::Map {
             want_key: true,
             key,
@@ -184,10 +195,12 @@ impl PosIndex {
                 }
             }
             *key = Some((name, pos));
-        } else {
-            self.start_node(stack, pos);
+            node_done(stack);
+            return None;
         }
+        let path = self.start_node(stack, pos);
         node_done(stack);
+        path
     }
 
     /// Record a value node starting at `pos`; returns its path (None inside complex keys).

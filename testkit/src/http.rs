@@ -46,7 +46,7 @@ const MAX_REQUEST_BODY: usize = 1 << 20;
 const MAX_REMEMBERED: usize = 1024;
 
 /// Aborts the accept loop (and with it, through its `JoinSet`, every connection task) on drop.
-struct AbortOnDrop(JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -82,7 +82,7 @@ fn url_for(scheme: &str, addr: SocketAddr, path: &str) -> String {
     format!("{scheme}://{addr}{path}")
 }
 
-fn remember(list: &Mutex<Vec<Seen>>, seen: Seen) {
+pub(crate) fn remember(list: &Mutex<Vec<Seen>>, seen: Seen) {
     let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
     if l.len() >= MAX_REMEMBERED {
         l.remove(0);
@@ -262,7 +262,7 @@ impl Reply {
         self
     }
 
-    fn into_response(self, seen: &Seen) -> Response<Full<Bytes>> {
+    pub(crate) fn into_response(self, seen: &Seen) -> Response<Full<Bytes>> {
         let body = match self.body {
             ReplyBody::Fixed(b) => b,
             ReplyBody::Echo => Bytes::from(seen.to_json().to_string()),
@@ -319,7 +319,7 @@ impl Routes {
         self
     }
 
-    fn reply(&self, seen: &Seen) -> Reply {
+    pub(crate) fn reply(&self, seen: &Seen) -> Reply {
         if let Some(h) = self.exact.get(&seen.path) {
             return h(seen);
         }

@@ -5,12 +5,14 @@
 pub mod client;
 pub mod dns;
 pub mod grpc;
+pub mod h3;
 pub mod http;
 pub mod lines;
 pub mod mqtt;
 pub mod pki;
 pub mod process;
 pub mod robots;
+pub mod script;
 pub mod smtp;
 pub mod ws;
 pub mod xmpp;

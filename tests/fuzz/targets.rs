@@ -444,6 +444,7 @@ fn tcp_framing(input: &[u8]) {
             tls_client: TlsClient::new(&TlsOptions::default(), &[]).unwrap(),
             dialogue: vec![step],
             policy: None,
+            unix: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let o = probe(&req, deadline).await;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The interop suite: the sonde binary against REAL third-party servers — Debian's nginx (HTTP,
-# HTTPS + HTTP/2 with a generated CA) and dnsmasq (DNS records for sonde.test) on loopback ports —
+# HTTPS + HTTP/2 with a generated CA), dnsmasq (DNS records for sonde.test) and caddy (HTTP/3
+# over QUIC, installed by servers.sh; checked by http3.sh) on loopback ports —
 # `promtool check metrics` on sonde's /metrics, and the blackbox parity suite (parity.rs) beside
 # Debian's prometheus-blackbox-exporter, which the test itself starts on a loopback port, and
 # Debian's mosquitto (MQTT over TCP, TLS and WebSocket, password auth) for the mqtt steps. Called by .ci/run (as root, on a fresh Debian
@@ -23,7 +24,7 @@ created_policy=""
 cleanup() {
   local rc=$?
   if [[ -n $work ]]; then
-    for f in "$work/nginx.pid" "$work/dnsmasq.pid" "$work/mosquitto.pid"; do
+    for f in "$work/nginx.pid" "$work/dnsmasq.pid" "$work/mosquitto.pid" "$work/caddy.pid"; do
       [[ -s $f ]] || continue
       pid=$(cat "$f")
       kill "$pid" 2>/dev/null || true
@@ -86,6 +87,7 @@ bash tests/interop/web_config.sh # --web.config.file: curl and a real Prometheus
 bash tests/interop/grafana.sh  # every Grafana dashboard query against a real Prometheus scraping sonde
 bash tests/interop/kubernetes.sh # deploy/kubernetes/ against the Kubernetes and Prometheus Operator schemas
 bash tests/interop/package.sh  # the .deb: dpkg -i, the unit's command line, /-/ready, reload, purge
+bash tests/interop/http3.sh "$work" # HTTP/3 against caddy: blackbox module and scenario step, phases, 10-day expiry
 # --- 3. tests ---------------------------------------------------------------------------------
 # --nocapture so that SKIPPED: lines (e.g. ICMP without permission) are seen, not swallowed.
 set +e

@@ -4,9 +4,11 @@
 #   dnsmasq  127.0.0.1:15353 (udp+tcp), authoritative test records for sonde.test
 #   mosquitto 127.0.0.1:18883 (MQTT), :18884 (MQTT over TLS, the same generated CA), :18885 (MQTT
 #            over WebSocket); every listener wants a username and password (a password file)
+#   caddy    127.0.0.1:18444 (HTTP/3 over QUIC on udp, and h1/h2 on tcp; a leaf from the same CA
+#            that expires in 10 days) — installed here if missing (Debian's caddy)
 # Usage: servers.sh WORKDIR   — writes WORKDIR/env (ports, CA path, leaf and CA expiry) and pid
-#   files (WORKDIR/nginx.pid, WORKDIR/dnsmasq.pid, WORKDIR/mosquitto.pid) for the caller to stop
-#   them.
+#   files (WORKDIR/nginx.pid, WORKDIR/dnsmasq.pid, WORKDIR/mosquitto.pid, WORKDIR/caddy.pid) for
+#   the caller to stop them.
 # Run by run.sh; also handy by hand: `bash tests/interop/servers.sh /tmp/x`.
 set -euo pipefail
 work=${1:?usage: servers.sh WORKDIR}
@@ -14,7 +16,7 @@ mkdir -p "$work"/{pki,nginx/tmp,dns}
 
 # A port already taken (say, by an earlier run that was not cleaned up) would let the readiness
 # check below pass against the OLD servers, whose CA is not ours: refuse instead, clearly.
-for port in 18080 18443 15353 18883 18884 18885; do
+for port in 18080 18443 15353 18444 18883 18884 18885; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "servers.sh: 127.0.0.1:$port is already in use — stop whatever listens there first" >&2
     exit 1
@@ -116,6 +118,46 @@ MOSQ
 mosquitto -c "$work/mqtt/mosquitto.conf" > "$work/mqtt/stdout.log" 2>&1 &
 echo $! > "$work/mosquitto.pid"
 
+# --- caddy: HTTP/3 ------------------------------------------------------------------------------
+if ! command -v caddy >/dev/null 2>&1; then
+  echo "servers.sh: installing Debian's caddy (HTTP/3 server)"
+  own_policy=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then # keep the package from starting caddy.service
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends caddy >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+         --no-install-recommends caddy >/dev/null; }
+  [[ -n $own_policy ]] && rm -f /usr/sbin/policy-rc.d
+fi
+mkdir -p "$work/caddy"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -subj "/CN=localhost" -keyout "$pki/h3.key" -out "$pki/h3.csr" 2>/dev/null
+openssl x509 -req -in "$pki/h3.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
+  -days 10 -extfile "$pki/leaf.ext" -out "$pki/h3.pem" 2>/dev/null
+h3_not_after=$(not_after "$pki/h3.pem")
+cat > "$work/caddy/Caddyfile" <<CADDY
+{
+	admin off
+	auto_https off
+	storage file_system $work/caddy/data
+	servers {
+		protocols h1 h2 h3
+	}
+}
+https://127.0.0.1:18444, https://localhost:18444 {
+	bind 127.0.0.1
+	tls $pki/h3.pem $pki/h3.key
+	header Alt-Svc "h3=\":18444\"; ma=60"
+	respond /health \`{"status":"ok","proto":"{http.request.proto}"}\` 200
+	respond / "hello from caddy over {http.request.proto}" 200
+}
+CADDY
+HOME=$work/caddy XDG_DATA_HOME=$work/caddy XDG_CONFIG_HOME=$work/caddy \
+  caddy run --config "$work/caddy/Caddyfile" --adapter caddyfile > "$work/caddy/caddy.log" 2>&1 &
+echo $! > "$work/caddy.pid"
+
 # --- wait until all answer --------------------------------------------------------------------
 for _ in $(seq 1 50); do
   if curl -fsS -o /dev/null http://127.0.0.1:18080/ 2>/dev/null \
@@ -129,6 +171,12 @@ curl -fsS -o /dev/null http://127.0.0.1:18080/ || { echo "nginx did not start:";
 kill -0 "$(cat "$work/nginx.pid")" 2>/dev/null || { echo "nginx exited:"; cat "$work/nginx/error.log"; exit 1; }
 kill -0 "$(cat "$work/dnsmasq.pid")" 2>/dev/null || { echo "dnsmasq exited:"; cat "$work/dns/dnsmasq.log"; exit 1; }
 kill -0 "$(cat "$work/mosquitto.pid")" 2>/dev/null || { echo "mosquitto exited:"; cat "$work/mqtt/"*.log; exit 1; }
+for _ in $(seq 1 50); do
+  curl -fsS -o /dev/null --cacert "$pki/ca.pem" https://127.0.0.1:18444/ 2>/dev/null && break
+  sleep 0.1
+done
+curl -fsS -o /dev/null --cacert "$pki/ca.pem" https://127.0.0.1:18444/ \
+  || { echo "caddy did not start:"; cat "$work/caddy/caddy.log"; exit 1; }
 
 cat > "$work/env" <<ENV
 SONDE_INTEROP_HTTP=127.0.0.1:18080
@@ -142,4 +190,6 @@ SONDE_INTEROP_MQTTS=127.0.0.1:18884
 SONDE_INTEROP_MQTT_WS=127.0.0.1:18885
 SONDE_INTEROP_MQTT_USER=$mqtt_user
 SONDE_INTEROP_MQTT_PASSWORD=$mqtt_password
+SONDE_INTEROP_H3=127.0.0.1:18444
+SONDE_INTEROP_H3_NOT_AFTER=$h3_not_after
 ENV

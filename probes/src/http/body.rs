@@ -9,10 +9,8 @@
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
-use super::conn::describe_hyper;
+use super::conn::ResponseBody;
 use super::{ContentCoding, HttpRequest};
 use crate::{Failure, FailureReason};
 
@@ -36,7 +34,8 @@ impl Plan {
             limit: req.body_size_limit,
             keep: req.keep_body,
             inspect: !req.checks.fail_if_body_matches.is_empty()
-                || !req.checks.fail_if_body_not_matches.is_empty(),
+                || !req.checks.fail_if_body_not_matches.is_empty()
+                || !req.checks.body_checks.is_empty(),
             decompress: req.checks.decompress,
         }
     }
@@ -85,7 +84,7 @@ impl Body {
 /// reports how much came. With a content coding to decode, `decoded` counts the decoded bytes,
 /// and the limit, the kept head and the regexes apply to them.
 pub(super) async fn read(
-    mut body: Incoming,
+    mut body: ResponseBody,
     plan: &Plan,
     count: &mut u64,
     decoded: &mut Option<u64>,
@@ -99,19 +98,13 @@ pub(super) async fn read(
     let mut decoder = plan.decompress.map(Decoder::new);
     *count = 0;
     *decoded = decoder.as_ref().map(|_| 0);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
+    while let Some(chunk) = body.next_chunk().await {
+        let data = chunk.map_err(|e| {
             Failure::new(
                 FailureReason::Protocol,
-                format!(
-                    "response body broken after {count} bytes: {}",
-                    describe_hyper(&e)
-                ),
+                format!("response body broken after {count} bytes: {e}"),
             )
         })?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
         *count += data.len() as u64;
         match &mut decoder {
             None => sink.take(&data)?,

@@ -35,6 +35,15 @@ pub(super) fn evaluate(
             return Err(f);
         }
     }
+    if !checks.body_checks.is_empty() {
+        let text = body.for_regex()?;
+        for c in &checks.body_checks {
+            if let Err(why) = c.check(text.as_bytes()) {
+                facts.failed_due_to_body_check = true;
+                return Err(Failure::new(FailureReason::Body, why));
+            }
+        }
+    }
     version(
         &checks.valid_http_versions,
         facts.version.as_deref().unwrap_or(""),

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, Version};
-use http_body_util::{Empty, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use url::Url;
 
+use super::h3::{H3Body, H3Sender};
 use super::prepare::{self, clip, connect_authority, url_for_log};
 use super::{HttpRequest, InFlight};
 use crate::kts::stream::Marks;
@@ -37,7 +38,7 @@ const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 
 /// A spawned hyper connection driver, stopped when the hop is done with it (or the probe's
 /// deadline drops the whole future): no connection outlives its probe.
-struct AbortOnDrop(JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -54,6 +55,8 @@ pub(super) enum Target {
     Absolute,
     /// HTTP/2: `:scheme`, `:authority`, `:path` from an absolute URI.
     H2,
+    /// HTTP/3: the same pseudo-headers as HTTP/2.
+    H3,
 }
 
 /// A stream to the origin, before HTTP starts.
@@ -86,6 +89,7 @@ fn timestamped(tcp: tokio::net::TcpStream) -> (Box<dyn Io>, KernelTtfb) {
 /// records other than the response (a TLS 1.3 session ticket).
 const NOT_PLAIN: &str = "https: the first bytes after the request may not be the response";
 const PROXIED: &str = "through a proxy";
+const QUIC: &str = "HTTP/3: QUIC packets are not timestamped";
 
 /// Resolve, connect and (for https) handshake TLS for the hop to `url`.
 pub(super) async fn dial(
@@ -145,7 +149,14 @@ pub(super) async fn dial(
         });
     }
     let started = in_flight.begin(Phase::Connect);
-    let tunnel = tunnel(tcp, &connect_authority(url), proxy_auth, rec).await;
+    let tunnel = tunnel(
+        tcp,
+        &connect_authority(url),
+        proxy_auth,
+        &req.proxy_connect_headers,
+        rec,
+    )
+    .await;
     in_flight.end(rec, true);
     let tunnel = tunnel?;
     rec.event(format!(
@@ -233,6 +244,7 @@ async fn tunnel(
     tcp: tokio::net::TcpStream,
     authority: &str,
     proxy_auth: Option<HeaderValue>,
+    extra: &http::HeaderMap,
     rec: &mut Recorder,
 ) -> Result<Box<dyn Io>, Failure> {
     rec.doing("opening a tunnel through the proxy");
@@ -260,6 +272,10 @@ async fn tunnel(
     if let Ok(v) = HeaderValue::from_str(authority) {
         headers.insert(http::header::HOST, v);
     }
+    for (n, v) in extra {
+        headers.append(n.clone(), v.clone());
+    }
+    // Credentials in the proxy URL win over a configured Proxy-Authorization, as in Go.
     if let Some(v) = proxy_auth {
         headers.insert(http::header::PROXY_AUTHORIZATION, v);
     }
@@ -295,6 +311,34 @@ pub(super) struct Connection {
 enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
+    H3(H3Sender),
+}
+
+/// A response body as the connection's protocol delivers it.
+pub(super) enum ResponseBody {
+    Hyper(Incoming),
+    /// Boxed: an h3 request stream is ten times the size of hyper's body handle.
+    H3(Box<H3Body>),
+}
+
+impl ResponseBody {
+    /// The next chunk of data, `None` at the end; trailers are skipped. An error says how the
+    /// body broke.
+    pub(super) async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        match self {
+            ResponseBody::Hyper(b) => loop {
+                match b.frame().await? {
+                    Err(e) => return Some(Err(describe_hyper(&e))),
+                    Ok(f) => {
+                        if let Ok(data) = f.into_data() {
+                            return Some(Ok(data));
+                        }
+                    }
+                }
+            },
+            ResponseBody::H3(b) => b.next_chunk().await,
+        }
+    }
 }
 
 /// Start HTTP on a dialed stream: HTTP/2 when ALPN chose `h2`, HTTP/1.1 otherwise (plain http is
@@ -348,6 +392,17 @@ pub(super) async fn handshake(dialed: Dialed) -> Result<Connection, Failure> {
 }
 
 impl Connection {
+    /// An HTTP/3 connection ([`super::h3::dial`]).
+    pub(super) fn h3(sender: H3Sender, driver: AbortOnDrop) -> Connection {
+        Connection {
+            sender: Sender::H3(sender),
+            target: H3Sender::target(),
+            proxy_auth: None,
+            kernel: Err(QUIC),
+            _driver: driver,
+        }
+    }
+
     /// The kernel's timestamps for request → first response byte, or why there are none.
     pub(super) fn kernel_ttfb(&self) -> &KernelTtfb {
         &self.kernel
@@ -358,6 +413,7 @@ impl Connection {
         match &self.sender {
             Sender::H1(s) => s.is_closed(),
             Sender::H2(s) => s.is_closed(),
+            Sender::H3(s) => s.is_closed(),
         }
     }
 
@@ -374,6 +430,7 @@ impl Connection {
         match self.sender {
             Sender::H1(_) => "HTTP/1.1",
             Sender::H2(_) => "HTTP/2.0",
+            Sender::H3(_) => "HTTP/3.0",
         }
     }
 
@@ -382,8 +439,14 @@ impl Connection {
     pub(super) async fn send(
         &mut self,
         request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<ResponseBody>, Failure> {
         let res = match &mut self.sender {
+            Sender::H3(s) => {
+                let (parts, body) = request.into_parts();
+                let body = body.into_inner().unwrap_or_default();
+                let response = s.send(Request::from_parts(parts, body)).await?;
+                return Ok(response.map(|b| ResponseBody::H3(Box::new(b))));
+            }
             Sender::H1(s) => match s.ready().await {
                 Ok(()) => s.send_request(request).await,
                 Err(e) => Err(e),
@@ -393,7 +456,7 @@ impl Connection {
                 Err(e) => Err(e),
             },
         };
-        res.map_err(|e| {
+        res.map(|r| r.map(ResponseBody::Hyper)).map_err(|e| {
             Failure::new(
                 FailureReason::Protocol,
                 format!("no valid response head: {}", describe_hyper(&e)),

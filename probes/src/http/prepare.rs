@@ -136,6 +136,10 @@ impl Prepared {
                 format!("{}://{authority}{origin}", url.scheme()),
                 http::Version::HTTP_2,
             ),
+            Target::H3 => (
+                format!("{}://{authority}{origin}", url.scheme()),
+                http::Version::HTTP_3,
+            ),
         };
         let uri: Uri = uri.parse().map_err(|e| {
             Failure::new(
@@ -143,7 +147,7 @@ impl Prepared {
                 format!("cannot send {}: {e}", url_for_log(url)),
             )
         })?;
-        if !matches!(conn.target(), Target::H2) {
+        if !matches!(conn.target(), Target::H2 | Target::H3) {
             let v = HeaderValue::from_str(&authority).map_err(|_| {
                 Failure::new(
                     FailureReason::Protocol,

@@ -21,11 +21,13 @@ pub async fn probe(spec: &HttpSpec, run: Probe<'_>) -> Result<bool, BadRequest> 
         set_host(&mut req, h)?;
     }
     let url = match http_url(run.target) {
+        Ok(url) if req.http3 && url.scheme() == "http" => as_https(url, run.log),
         Ok(url) => url,
         Err(e) => {
             run.log
                 .line("error", "Could not parse target URL", &[("err", &e)]);
             metrics::http(run.registry, HttpStage::BadTarget, None);
+            cel_family(run.registry, &req, None);
             return Ok(false);
         }
     };
@@ -58,7 +60,38 @@ pub async fn probe(spec: &HttpSpec, run: Probe<'_>) -> Result<bool, BadRequest> 
     as_go_counts_redirects(&req, &mut o);
     run.log.outcome_http(&o);
     metrics::http(run.registry, HttpStage::Probed, Some(&o));
+    cel_family(run.registry, &req, Some(&o));
     Ok(o.success())
+}
+
+/// blackbox 0.28 turns an `http://` target of an HTTP/3 module into `https://` (QUIC is always
+/// TLS) and says so in the probe's log.
+fn as_https(mut url: url::Url, log: &mut Log) -> url::Url {
+    let original = url.to_string();
+    if url.set_scheme("https").is_ok() {
+        log.line(
+            "warn",
+            "Converting HTTP to HTTPS for HTTP/3 compatibility",
+            &[
+                ("original_target", &original),
+                ("converted_target", url.as_str()),
+            ],
+        );
+    }
+    url
+}
+
+/// `probe_failed_due_to_cel`: only for modules with a CEL matcher, as in blackbox.
+fn cel_family(r: &mut metrics::Registry, req: &HttpRequest, o: Option<&HttpOutcome>) {
+    if req.checks.body_checks.is_empty() {
+        return;
+    }
+    let failed = o.is_some_and(|o| o.facts.failed_due_to_body_check);
+    r.gauge(
+        "probe_failed_due_to_cel",
+        "Indicates if probe failed due to CEL expression not matching",
+        if failed { 1.0 } else { 0.0 },
+    );
 }
 
 /// `hostname`: the `Host` header, unless the module set a different one (blackbox answers 400).

@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod http;
 pub mod icmp;
 pub mod tcp;
+pub mod unix;
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -1,25 +1,31 @@
 //! An `http` module: request, headers, body, content coding, proxies and blackbox's checks.
 //! Credentials are read in [`super::http_auth`].
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
-use sonde_probes::http::{ContentCoding, HeaderCheck, HttpChecks, HttpRequest, StatusRange};
+use sonde_probes::http::{
+    BodyCheck, ContentCoding, HeaderCheck, HttpChecks, HttpRequest, StatusRange,
+};
 use url::Url;
 
 use super::http_auth;
 use super::model::HttpModel;
 use super::module::{system_resolver, EnvProxy, HttpSpec};
-use super::{ip_options, not_yet, read_file, read_secret, tls_spec};
+use super::{ip_options, read_file, read_secret, tls_spec};
 use crate::config::build::{Alpn, Cx};
 use crate::config::locate::{index_path, key_path};
+use crate::config::probe_settings::cel::CelCheck;
 use crate::config::probe_settings::http::{header_check, HeaderMatcher};
 use crate::config::suggest;
 
 pub(super) fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     let before = cx.errors.len();
     let p = |k: &str| key_path(path, k);
-    refuse_unsupported(m, path, cx);
+    let http3 = http3(m, path, cx);
+    let proxy_connect = proxy_connect_headers(m, path, cx);
     let ip = ip_options(
         m.preferred_ip_protocol.as_deref(),
         m.ip_protocol_fallback,
@@ -63,6 +69,8 @@ pub(super) fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     req.ip = ip;
     req.proxy = proxy;
     req.checks = checks;
+    req.http3 = http3;
+    req.proxy_connect_headers = proxy_connect;
     let env_proxy = (m.proxy_from_environment == Some(true)).then(|| env_proxy(m, path, cx));
     if cx.errors.len() > before {
         return None;
@@ -77,22 +85,112 @@ pub(super) fn http(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<HttpSpec> {
     })
 }
 
-fn refuse_unsupported(m: &HttpModel, path: &str, cx: &mut Cx) {
-    for (k, v) in [
-        ("proxy_connect_header", m.proxy_connect_header.is_some()),
-        (
-            "fail_if_body_json_matches_cel",
-            m.fail_if_body_json_matches_cel.is_some(),
-        ),
-        (
-            "fail_if_body_json_not_matches_cel",
-            m.fail_if_body_json_not_matches_cel.is_some(),
-        ),
-    ] {
-        if v {
-            not_yet(cx, &key_path(path, k), "");
+/// `enable_http3` as blackbox 0.28 checks it: HTTP/3 only with `enable_http2: false` (whose
+/// default is true) and without HTTP/1.1 or HTTP/2.0 in `valid_http_versions`; `HTTP/3.0` in
+/// `valid_http_versions` only with `enable_http3`. sonde also refuses a proxy with HTTP/3
+/// (QUIC cannot go through an HTTP proxy; blackbox would silently go direct).
+fn http3(m: &HttpModel, path: &str, cx: &mut Cx) -> bool {
+    let on = m.enable_http3.unwrap_or(false);
+    let versions = m.valid_http_versions.iter().flatten();
+    let at = key_path(path, "enable_http3");
+    if !on {
+        if versions.clone().any(|v| v == "HTTP/3.0") {
+            cx.err_value(
+                &key_path(path, "valid_http_versions"),
+                "HTTP/3 cannot be used as a valid HTTP version when enable_http3 is false — \
+                 expected enable_http3: true (with enable_http2: false)",
+            );
+        }
+        return false;
+    }
+    if versions.clone().any(|v| v == "HTTP/2.0" || v == "HTTP/1.1") {
+        cx.err_value(
+            &key_path(path, "valid_http_versions"),
+            "HTTP/3 and HTTP/2.0/1.1 cannot be used together - only HTTP/3.0 is allowed when \
+             enable_http3 is true",
+        );
+    }
+    if m.enable_http2.unwrap_or(true) {
+        cx.err_value(
+            &at,
+            "when enable_http3 is true, enable_http2 must be set to false",
+        );
+    }
+    if m.proxy_url.as_deref().is_some_and(|u| !u.is_empty())
+        || m.proxy_from_environment == Some(true)
+    {
+        cx.err_value(
+            &at,
+            "HTTP/3 runs over QUIC (UDP), which cannot go through an HTTP proxy — expected \
+             enable_http3 or a proxy, not both",
+        );
+    }
+    true
+}
+
+/// `proxy_connect_header`: sent with the `CONNECT` of an https target through the proxy. Like
+/// prometheus/common, it needs a proxy to go to.
+fn proxy_connect_headers(m: &HttpModel, path: &str, cx: &mut Cx) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let Some(h) = &m.proxy_connect_header else {
+        return out;
+    };
+    let at = key_path(path, "proxy_connect_header");
+    if !h.0.is_empty()
+        && m.proxy_url.as_deref().is_none_or(str::is_empty)
+        && m.proxy_from_environment != Some(true)
+    {
+        cx.err_key(
+            &at,
+            "if proxy_connect_header is configured, proxy_url or proxy_from_environment must \
+             also be configured",
+        );
+    }
+    for (name, values) in h.0.iter() {
+        let hp = key_path(&at, name);
+        let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+            invalid_header_name(name, &hp, cx);
+            continue;
+        };
+        for (i, v) in values.iter().enumerate() {
+            match HeaderValue::from_str(&v.0) {
+                Ok(mut hv) => {
+                    // prometheus/common types these as secrets: never shown.
+                    hv.set_sensitive(true);
+                    out.append(n.clone(), hv);
+                }
+                Err(_) => cx.err_value(
+                    &index_path(&hp, i),
+                    "invalid header value — expected visible ASCII text",
+                ),
+            }
         }
     }
+    out
+}
+
+/// The CEL body matchers, compiled (blackbox refuses a module whose expression does not).
+fn cel_checks(m: &HttpModel, path: &str, cx: &mut Cx) -> Vec<Arc<dyn BodyCheck>> {
+    let mut out = Vec::new();
+    for (expr, fail_if_matches, key) in [
+        (
+            &m.fail_if_body_json_matches_cel,
+            true,
+            "fail_if_body_json_matches_cel",
+        ),
+        (
+            &m.fail_if_body_json_not_matches_cel,
+            false,
+            "fail_if_body_json_not_matches_cel",
+        ),
+    ] {
+        let Some(expr) = expr else { continue };
+        match CelCheck::compile(expr, fail_if_matches) {
+            Ok(c) => out.push(c),
+            Err(e) => cx.err_value(&key_path(path, key), e),
+        }
+    }
+    out
 }
 
 fn method(m: Option<&str>, at: &str, cx: &mut Cx) -> Option<Method> {
@@ -278,6 +376,7 @@ fn checks(m: &HttpModel, path: &str, decompress: Option<ContentCoding>, cx: &mut
             &p("fail_if_body_not_matches_regexp"),
         ),
         headers,
+        body_checks: cel_checks(m, path, cx),
         decompress,
     }
 }

@@ -35,7 +35,7 @@ use model::{FileModel, ModuleModel, TlsConfigModel};
 use module::{Module, Modules, Prober, Spec, TlsSpec};
 
 /// The probers sonde runs, as blackbox names them.
-pub const PROBERS: [&str; 5] = ["http", "tcp", "icmp", "dns", "grpc"];
+pub const PROBERS: [&str; 6] = ["http", "tcp", "icmp", "dns", "grpc", "unix"];
 
 /// "`x` is not supported yet …": an option sonde knows but cannot honour. Refusing it beats
 /// probing differently from what the user configured.
@@ -119,6 +119,7 @@ fn compile_module(name: &str, path: &str, m: ModuleModel, cx: &mut Cx) -> Option
         "icmp" => Some(Prober::Icmp),
         "dns" => Some(Prober::Dns),
         "grpc" => Some(Prober::Grpc),
+        "unix" => Some(Prober::Unix),
         other => {
             cx.err_value(
                 &p("prober"),
@@ -145,6 +146,7 @@ fn compile_module(name: &str, path: &str, m: ModuleModel, cx: &mut Cx) -> Option
             }
         },
         Prober::Grpc => probers::grpc(&m.grpc.unwrap_or_default(), &p("grpc"), cx).map(Spec::Grpc),
+        Prober::Unix => probers::unix(&m.unix.unwrap_or_default(), &p("unix"), cx).map(Spec::Unix),
     };
     if cx.errors.len() > before {
         return None;

@@ -29,10 +29,11 @@ pub struct ModuleModel {
     pub icmp: Option<IcmpModel>,
     pub dns: Option<DnsModel>,
     pub grpc: Option<GrpcModel>,
+    pub unix: Option<UnixModel>,
 }
 
 /// prometheus/common's `TLSConfig`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfigModel {
     pub ca_file: Option<String>,
@@ -141,26 +142,32 @@ pub struct HttpModel {
     pub http_headers: Option<Ordered<HttpHeaderModel>>,
     pub follow_redirects: Option<bool>,
     pub enable_http2: Option<bool>,
-    // Not supported yet.
+    /// blackbox 0.28: HTTP/3 over QUIC (then `enable_http2: false` and only `HTTP/3.0` in
+    /// `valid_http_versions`).
+    pub enable_http3: Option<bool>,
     pub no_proxy: Option<String>,
     pub proxy_from_environment: Option<bool>,
-    pub proxy_connect_header: Option<IgnoredAny>,
-    pub fail_if_body_json_matches_cel: Option<IgnoredAny>,
-    pub fail_if_body_json_not_matches_cel: Option<IgnoredAny>,
+    /// Headers for the proxy's `CONNECT` (https targets through a proxy), values secret.
+    pub proxy_connect_header: Option<Ordered<Vec<Text>>>,
+    /// blackbox 0.27: CEL over the body as JSON (`body`).
+    pub fail_if_body_json_matches_cel: Option<String>,
+    pub fail_if_body_json_not_matches_cel: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryResponseModel {
     pub expect: Option<String>,
     pub expect_bytes: Option<String>,
+    /// Text, or base64 bytes when tagged `!!binary` (the tag is read from the position index:
+    /// serde's view of the YAML loses it).
     pub send: Option<String>,
     pub starttls: Option<bool>,
     /// `probe_expect_info` labels: values expand the `expect` match (`${1}`, `${name}`).
     pub labels: Option<Vec<LabelModel>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelModel {
     pub name: String,
@@ -176,6 +183,15 @@ pub struct TcpModel {
     pub tls: Option<bool>,
     pub tls_config: Option<TlsConfigModel>,
     pub source_ip_address: Option<IgnoredAny>,
+}
+
+/// blackbox 0.28's `unix` prober: the tcp prober's dialogue and TLS, no addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnixModel {
+    pub query_response: Option<Vec<QueryResponseModel>>,
+    pub tls: Option<bool>,
+    pub tls_config: Option<TlsConfigModel>,
 }
 
 #[derive(Debug, Default, Deserialize)]

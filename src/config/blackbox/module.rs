@@ -21,6 +21,8 @@ pub enum Prober {
     Icmp,
     Dns,
     Grpc,
+    /// blackbox 0.28: `query_response` over a Unix domain socket; the target is its path.
+    Unix,
 }
 
 impl Prober {
@@ -31,6 +33,7 @@ impl Prober {
             Prober::Icmp => "icmp",
             Prober::Dns => "dns",
             Prober::Grpc => "grpc",
+            Prober::Unix => "unix",
         }
     }
 }
@@ -57,6 +60,8 @@ pub enum Spec {
     Icmp(sonde_probes::icmp::IcmpRequest),
     Dns(sonde_probes::dns::DnsRequest),
     Grpc(GrpcSpec),
+    /// The tcp prober's dialogue over a Unix socket.
+    Unix(TcpSpec),
 }
 
 /// A TLS client and what it was built from: a `hostname` parameter asks for the same client
@@ -268,6 +273,7 @@ pub fn target_host(prober: Prober, target: &str) -> Option<String> {
             Err(_) => bare(target),
         }),
         Prober::Icmp => Some(bare(target)),
+        Prober::Unix => None,
     }
 }
 

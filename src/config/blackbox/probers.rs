@@ -6,7 +6,7 @@ use sonde_probes::dns::{DNSClass, DnsRequest, DnsTransport, RecordType};
 use sonde_probes::icmp::{IcmpRequest, MAX_PAYLOAD};
 use sonde_probes::tcp::{TcpRequest, TcpStep};
 
-use super::model::{DnsModel, GrpcModel, IcmpModel, LabelModel, TcpModel};
+use super::model::{DnsModel, GrpcModel, IcmpModel, LabelModel, TcpModel, UnixModel};
 use super::module::{system_resolver, ExpectLabels, GrpcSpec, TcpSpec};
 use super::{ip_options, not_yet, tls_spec};
 use crate::config::build::{Alpn, Cx};
@@ -48,7 +48,7 @@ pub(super) fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
             dialogue.push(TcpStep::ExpectBytes(b.as_bytes().to_vec()));
         }
         if let Some(s) = item.send.as_deref().filter(|s| !s.is_empty()) {
-            dialogue.push(TcpStep::Send(s.to_string()));
+            dialogue.extend(send_step(s, &key_path(&ip, "send"), cx));
         }
         if item.starttls == Some(true) {
             dialogue.push(TcpStep::StartTls);
@@ -69,10 +69,41 @@ pub(super) fn tcp(m: &TcpModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
             tls_client: tls.client.clone(),
             dialogue,
             policy: None,
+            unix: None,
         },
         tls,
         expect_labels,
     })
+}
+
+/// A `send:` as text, or as the bytes a `!!binary` base64 value stands for (Go's YAML decodes
+/// the tag into the string's bytes; blackbox 0.28's `postgresql` module relies on it).
+fn send_step(s: &str, at: &str, cx: &mut Cx) -> Option<TcpStep> {
+    if !cx.index.binary.contains(at) {
+        return Some(TcpStep::Send(s.to_string()));
+    }
+    let clean: String = s.split_whitespace().collect();
+    match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, clean) {
+        Ok(b) => Some(TcpStep::SendBytes(b)),
+        Err(e) => {
+            cx.err_value(
+                at,
+                format!("invalid !!binary value: {e} — expected base64 like AAAACATSFi8="),
+            );
+            None
+        }
+    }
+}
+
+/// A `unix` module: the tcp prober's dialogue and TLS over the socket the target names.
+pub(super) fn unix(m: &UnixModel, path: &str, cx: &mut Cx) -> Option<TcpSpec> {
+    let as_tcp = TcpModel {
+        query_response: m.query_response.clone(),
+        tls: m.tls,
+        tls_config: m.tls_config.clone(),
+        ..TcpModel::default()
+    };
+    tcp(&as_tcp, path, cx)
 }
 
 /// One `query_response` item's `labels`, for the `expect` at dialogue step `expect` (if any).

@@ -25,7 +25,7 @@ pub const KEEP_BODY: usize = 4096;
 /// How much of the body a step that captures from it or checks JSON paths in it keeps.
 pub const KEEP_BODY_FOR_CAPTURES: usize = 256 * 1024;
 
-const HTTP_VERSIONS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"];
+const HTTP_VERSIONS: [&str; 4] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0"];
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +54,8 @@ pub struct HttpModel {
     pub tls_config: Option<TlsConfigModel>,
     pub proxy_url: Option<String>,
     pub enable_http2: Option<bool>,
+    /// HTTP/3 over QUIC instead of HTTP/1.1 or HTTP/2 over TCP (https:// only, no proxy).
+    pub enable_http3: Option<bool>,
 }
 
 impl StepKind for HttpModel {
@@ -92,6 +94,7 @@ pub fn http(m: &HttpModel, at: &At<'_>, cx: &mut Cx) -> Option<HttpRequest> {
         .as_deref()
         .and_then(|s| url_field(s, &p("proxy_url"), "proxy_url", &["http"], cx));
     let checks = checks(m, at.path, at.expect, at.expect_path, cx);
+    let http3 = http3(m, url.as_ref(), at.path, cx);
     let alpn = Alpn::for_http(m.enable_http2);
     let tls = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), alpn);
     let host = url
@@ -120,9 +123,53 @@ pub fn http(m: &HttpModel, at: &At<'_>, cx: &mut Cx) -> Option<HttpRequest> {
         ip: ip_options(m.preferred_ip_protocol, m.ip_protocol_fallback),
         tls: tls?,
         proxy,
+        proxy_connect_headers: HeaderMap::new(),
         checks,
         policy: None,
+        http3,
     })
+}
+
+/// `enable_http3`: QUIC is always TLS and cannot go through an HTTP proxy; `HTTP/3.0` in
+/// `valid_http_versions` needs it (nothing else can answer in HTTP/3).
+fn http3(m: &HttpModel, url: Option<&url::Url>, path: &str, cx: &mut Cx) -> bool {
+    let on = m.enable_http3.unwrap_or(false);
+    let at = key_path(path, "enable_http3");
+    let wants_h3 = m
+        .valid_http_versions
+        .iter()
+        .flatten()
+        .any(|v| v == "HTTP/3.0");
+    if !on {
+        if wants_h3 {
+            cx.err_value(
+                &key_path(path, "valid_http_versions"),
+                "HTTP/3.0 is only spoken with enable_http3: true — expected that set, or \
+                 HTTP/3.0 left out",
+            );
+        }
+        return false;
+    }
+    if url.is_some_and(|u| u.scheme() != "https") {
+        cx.err_value(
+            &key_path(path, "url"),
+            "HTTP/3 runs over QUIC, which is always TLS — expected an https:// URL",
+        );
+    }
+    if m.proxy_url.is_some() {
+        cx.err_value(
+            &at,
+            "HTTP/3 runs over QUIC (UDP), which cannot go through an HTTP proxy — expected \
+             enable_http3 or proxy_url, not both",
+        );
+    }
+    if m.enable_http2 == Some(true) {
+        cx.err_value(
+            &at,
+            "enable_http3 and enable_http2 are both set — expected one protocol per step",
+        );
+    }
+    true
 }
 
 fn method(m: &HttpModel, path: &str, cx: &mut Cx) -> Option<Method> {

@@ -93,5 +93,6 @@ pub fn tcp(m: &TcpModel, at: &At<'_>, cx: &mut Cx) -> Option<TcpRequest> {
         tls_client: tls_client?,
         dialogue,
         policy: None,
+        unix: None,
     })
 }

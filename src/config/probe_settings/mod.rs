@@ -6,6 +6,7 @@
 //! and all) and turns it into these helpers' inputs; where the formats' messages differ on
 //! purpose, [`Dialect`] says whose words to use.
 
+pub mod cel;
 pub mod dns;
 pub mod http;
 pub mod tls;
