@@ -13,6 +13,7 @@ pub mod http;
 pub mod icmp;
 pub mod sleep;
 pub mod tcp;
+pub mod tcp_conn;
 pub mod tls;
 pub mod ws;
 
@@ -57,6 +58,20 @@ pub trait StepKind {
 
     /// Captures written inside the kind's own mapping (`ws.send: {capture: …}`).
     fn inner_captures(&self) -> Option<&Ordered<CaptureModel>> {
+        None
+    }
+
+    /// The connection name a connect step opens (`as:`).
+    // Read by the load-time connection-name check (issue 12, defect 6), which lands from the
+    // i12-watch branch; until then nothing calls these.
+    #[allow(dead_code)]
+    fn opens_connection(&self) -> Option<&str> {
+        None
+    }
+
+    /// The connection name a send/expect/close step uses (`on:`).
+    #[allow(dead_code)]
+    fn uses_connection(&self) -> Option<&str> {
         None
     }
 
@@ -243,5 +258,10 @@ step_kinds! {
     "ws.send" => ws_send: ws::WsSendModel;
     "ws.expect" => ws_expect: ws::WsExpectModel;
     "ws.close" => ws_close: ws::WsCloseModel;
+    "tcp.connect" => tcp_connect: tcp_conn::TcpConnectModel;
+    "tcp.send" => tcp_send: tcp_conn::TcpSendModel;
+    "tcp.expect" => tcp_expect: tcp_conn::TcpExpectModel;
+    "tcp.starttls" => tcp_starttls: tcp_conn::TcpStartTlsModel;
+    "tcp.close" => tcp_close: tcp_conn::TcpCloseModel;
     "sleep" => sleep: sleep::SleepModel;
 }
