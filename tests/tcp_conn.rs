@@ -224,8 +224,14 @@ fn protobuf_mistakes_are_load_errors_with_positions() {
         ("chat.proto", CHAT_PROTO),
     ]);
     let e = r.unwrap_err();
-    assert!(e.contains("s.yaml:9:9") || e.contains("s.yaml:9:"), "{e}");
-    assert!(e.contains("usr"), "{e}");
+    assert!(
+        e.contains("s.yaml:9:22: unrecognized field name 'usr'"),
+        "{e}"
+    );
+    assert!(
+        e.contains("expected a field of chat.Login: user, token"),
+        "{e}"
+    );
     // A type the file does not define.
     let (_d, r) = load_dir(&[
         (
@@ -249,15 +255,30 @@ fn protobuf_mistakes_are_load_errors_with_positions() {
         ("chat.proto", &bad),
     ]);
     let e = r.unwrap_err();
-    assert!(e.contains("s.yaml:3:"), "{e}");
-    assert!(e.contains("chat.proto:7:"), "{e}");
-    // A .proto outside the scenario's folder is refused.
-    let (_d, r) = load_dir(&[(
-        "s.yaml",
-        "scenario: pb\nsteps:\n  - tcp.connect: {as: c, target: \"127.0.0.1:9\", proto_file: ../x.proto, message: a.B}\n",
-    )]);
-    let e = r.unwrap_err();
-    assert!(e.contains("x.proto"), "{e}");
+    assert!(
+        e.contains("s.yaml:3:61: invalid protobuf definition: "),
+        "{e}"
+    );
+    assert!(e.contains("chat.proto:7:33: expected ';'"), "{e}");
+    // A .proto outside the scenario's folder is refused, even when it exists.
+    let top = tempfile::tempdir().unwrap();
+    let inner = top.path().join("in");
+    std::fs::create_dir(&inner).unwrap();
+    std::fs::write(top.path().join("x.proto"), CHAT_PROTO).unwrap();
+    std::fs::write(
+        inner.join("s.yaml"),
+        "scenario: pb\nsteps:\n  - tcp.connect: {as: c, target: \"127.0.0.1:9\", proto_file: ../x.proto, message: chat.Frame}\n",
+    )
+    .unwrap();
+    let e = load_paths(&[inner.join("s.yaml")], &LoadOptions::default()).unwrap_err();
+    let e = e[0].to_string();
+    assert!(e.contains("s.yaml:3:61") && e.contains("is outside"), "{e}");
+    // --config.file-root widens where files may be.
+    let opts = LoadOptions {
+        file_root: Some(top.path().to_path_buf()),
+        ..Default::default()
+    };
+    assert!(load_paths(&[inner.join("s.yaml")], &opts).is_ok());
 }
 
 #[test]

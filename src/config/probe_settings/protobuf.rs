@@ -151,14 +151,52 @@ pub fn encode(
     match DynamicMessage::deserialize_with_options(desc.clone(), de, &opts) {
         Ok(m) => Ok(prost::Message::encode_to_vec(&m)),
         Err(e) => {
-            let path = track.path().to_string();
-            let path = if path == "." { String::new() } else { path };
+            // The path is of the mapping holding the unknown field; name the field itself.
+            let mut path = track.path().to_string();
+            if path == "." {
+                path.clear();
+            }
+            let text = e.to_string();
+            if let Some(name) = text
+                .strip_prefix("unrecognized field name '")
+                .and_then(|r| r.split('\'').next())
+            {
+                path = if path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                };
+            }
+            let at = message_at(desc, &path);
+            let fields: Vec<String> = at.fields().map(|f| f.name().to_string()).collect();
             Err((
                 path,
-                format!("{e} — expected a field of {}", desc.full_name()),
+                format!(
+                    "{e} — expected a field of {}: {}",
+                    at.full_name(),
+                    fields.join(", ")
+                ),
             ))
         }
     }
+}
+
+/// The message type the field at `path` (`login.usr`) belongs to: `desc`, or a nested type
+/// of it along the path.
+fn message_at(desc: &MessageDescriptor, path: &str) -> MessageDescriptor {
+    let mut at = desc.clone();
+    let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+    for seg in segments.iter().take(segments.len().saturating_sub(1)) {
+        let next = at
+            .get_field_by_name(seg)
+            .or_else(|| at.get_field_by_json_name(seg))
+            .and_then(|f| f.kind().as_message().cloned());
+        match next {
+            Some(m) => at = m,
+            None => break,
+        }
+    }
+    at
 }
 
 /// Bytes decoded as `desc`, as JSON; `Err` says why they are not such a message.
@@ -218,7 +256,10 @@ message Deliver { string from = 1; string text = 2; google.protobuf.Timestamp at
         let desc = message(&p.unwrap(), "chat.Frame").unwrap();
         let (path, why) = encode(&desc, &serde_json::json!({"login": {"usr": "a"}})).unwrap_err();
         assert_eq!(path, "login.usr", "{why}");
-        assert!(why.contains("usr"), "{why}");
+        assert!(
+            why.contains("'usr'") && why.contains("chat.Login: user, token"),
+            "{why}"
+        );
         let e = message(&desc.parent_pool().clone(), "chat.Nope").unwrap_err();
         assert!(e.contains("chat.Frame"), "{e}");
     }
@@ -237,9 +278,11 @@ message Deliver { string from = 1; string text = 2; google.protobuf.Timestamp at
         let inner = top.path().join("in");
         std::fs::create_dir(&inner).unwrap();
         std::fs::write(top.path().join("secret.proto"), "syntax = \"proto3\";").unwrap();
+        std::os::unix::fs::symlink(top.path().join("secret.proto"), inner.join("link.proto"))
+            .unwrap();
         std::fs::write(
             inner.join("a.proto"),
-            "syntax = \"proto3\";\nimport \"../secret.proto\";\n",
+            "syntax = \"proto3\";\nimport \"link.proto\";\n",
         )
         .unwrap();
         let mut cache = Cache::new();
