@@ -564,3 +564,89 @@ steps:
     })
     .await;
 }
+
+#[allow(dead_code)]
+#[path = "../examples/chat_server.rs"]
+mod chat_server;
+
+/// The shipped scenario and its `.proto`, in a fresh folder, pointed at `target`.
+fn shipped_im_tcp(target: &str) -> (tempfile::TempDir, Arc<Scenario>) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let yaml = std::fs::read_to_string(root.join("scenarios/im-tcp-protobuf.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:9301", target)
+        .replace("timeout: 5s", "timeout: 2s");
+    let proto = std::fs::read_to_string(root.join("scenarios/chat.proto")).unwrap();
+    let (dir, sc) = load_dir(&[("s.yaml", &yaml), ("chat.proto", &proto)]);
+    (dir, sc.unwrap())
+}
+
+#[tokio::test]
+async fn the_shipped_im_tcp_protobuf_scenario_passes_against_the_reference_server() {
+    let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut server = chat_server::start(
+        ws,
+        chat_server::ChatOptions {
+            noise_interval: Some(Duration::from_millis(20)),
+            ..Default::default()
+        },
+    );
+    server.serve_tcp(tcp);
+    let (_dir, sc) = shipped_im_tcp(&server.tcp_addr().unwrap().to_string());
+    let mut session = sonde::runtime::session::Session::default();
+    for round in 0..3 {
+        let (_, r) = session.run(&sc).await;
+        assert!(r.success(), "round {round}: {:#}", r.to_json(&sc));
+        let deliver = r.steps.iter().find(|s| s.name == "deliver").unwrap();
+        let f = serde_json::to_value(&deliver.facts).unwrap();
+        assert!(
+            f["matched"]
+                .as_str()
+                .unwrap()
+                .contains("probe from im-tcp-protobuf"),
+            "{f}"
+        );
+        // Let presence noise arrive between rounds.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(
+        server.logged_in(),
+        2,
+        "one login per user for the whole session"
+    );
+    assert_eq!(server.delivered(), 3);
+    session.end(&sc).await;
+    wait_until("teardown to close both connections", || {
+        server.connections() == 0
+    })
+    .await;
+
+    // A bad token: login_failed, then the server closes the connection.
+    let bad = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/im-tcp-protobuf.yaml"),
+    )
+    .unwrap()
+    .replace("127.0.0.1:9301", &server.tcp_addr().unwrap().to_string())
+    .replace("sonde-demo-secret", "wrong-secret");
+    let proto = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/chat.proto"),
+    )
+    .unwrap();
+    let (_d, sc) = load_dir(&[("s.yaml", &bad), ("chat.proto", &proto)]);
+    let sc = sc.unwrap();
+    let r = engine::run(&sc).await;
+    assert_eq!(r.failed_step.as_deref(), Some("alice-logged-in"));
+    let m = &r.failure().unwrap().message;
+    assert!(m.contains("login_failed") && m.contains("closed"), "{m}");
+}
+
+#[test]
+fn the_scenarios_chat_proto_is_the_examples_one() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert_eq!(
+        std::fs::read_to_string(root.join("scenarios/chat.proto")).unwrap(),
+        std::fs::read_to_string(root.join("examples/chat.proto")).unwrap(),
+        "scenarios/chat.proto must stay a copy of examples/chat.proto"
+    );
+}

@@ -13,6 +13,7 @@ use prost_reflect::MessageDescriptor;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use sonde_probes::tcp_conn::{Endian, Framing, Heartbeat, LengthPrefix, TcpConnectRequest};
+use sonde_probes::ws::Payload;
 
 use super::ws::{frame_match, FrameMatchModel, INBOX_LIMIT, MAX_FRAME};
 use super::{At, StepKind};
@@ -124,6 +125,8 @@ pub struct TcpSendModel {
     pub protobuf: Option<serde_json::Value>,
     pub proto_file: Option<String>,
     pub message: Option<String>,
+    /// `json`, `regex`, `frame` over the frame sent (a protobuf one as JSON).
+    pub capture: Option<Ordered<CaptureModel>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -182,6 +185,8 @@ pub struct TcpSend {
     pub body: Bytes,
     /// How the trace shows what was sent.
     pub shown: String,
+    /// What captures read: the text or JSON written (a protobuf message as JSON), or the bytes.
+    pub frame: Payload,
 }
 
 const FRAME_CAPTURES: &[&str] = &["json", "regex", "frame"];
@@ -200,6 +205,12 @@ impl StepKind for TcpConnectModel {
 }
 
 impl StepKind for TcpSendModel {
+    const CAPTURES: &'static [&'static str] = FRAME_CAPTURES;
+
+    fn inner_captures(&self) -> Option<&Ordered<CaptureModel>> {
+        self.capture.as_ref()
+    }
+
     fn uses_connection(&self) -> Option<&str> {
         Some(&self.on)
     }
@@ -609,14 +620,22 @@ pub fn tcp_send(m: &TcpSendModel, path: &str, cx: &mut Cx) -> Option<TcpSend> {
         );
         return None;
     }
-    let (body, shown) = match m.protobuf.as_ref().filter(|_| only_protobuf(&payloads)) {
-        None => payload(&payloads, path, "tcp.send", cx)?,
+    let (body, shown, frame) = match m.protobuf.as_ref().filter(|_| only_protobuf(&payloads)) {
+        None => {
+            let (body, shown) = payload(&payloads, path, "tcp.send", cx)?;
+            let frame = match (m.text.as_ref(), m.json.as_ref()) {
+                (Some(t), _) => Payload::Text(t.clone()),
+                (_, Some(j)) => Payload::Text(j.to_string()),
+                _ => Payload::Binary(body.clone()),
+            };
+            (body, shown, frame)
+        }
         Some(v) => {
             let desc = proto_message(m.proto_file.as_deref(), m.message.as_deref(), path, cx)?;
             match protobuf::encode(&desc, v) {
                 Ok(b) => {
                     let shown = format!("{} {}", desc.full_name(), clip(&v.to_string()));
-                    (Bytes::from(b), shown)
+                    (Bytes::from(b), shown, Payload::Text(v.to_string()))
                 }
                 Err((field, why)) => {
                     let at = field
@@ -633,6 +652,7 @@ pub fn tcp_send(m: &TcpSendModel, path: &str, cx: &mut Cx) -> Option<TcpSend> {
         on: m.on.clone(),
         body,
         shown,
+        frame,
     })
 }
 

@@ -171,6 +171,7 @@ async fn send(
     let sent = conn.send(s.body.clone(), cx.deadline).await;
     let f = WsFacts {
         sent: Some(s.shown.clone()),
+        payload: Some(s.frame.clone()),
         ..facts(&s.on)
     };
     let mut r = report(cx, start, f);
