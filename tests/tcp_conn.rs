@@ -232,6 +232,17 @@ fn protobuf_mistakes_are_load_errors_with_positions() {
         e.contains("expected a field of chat.Login: user, token"),
         "{e}"
     );
+    // Also in a send built per run (its values are templates): the names are checked at load.
+    let (_d, r) = load_dir(&[
+        ("s.yaml", &scenario("deliver: {form: \"{{ uuid() }}\"}")),
+        ("chat.proto", CHAT_PROTO),
+    ]);
+    let e = r.unwrap_err();
+    assert!(
+        e.contains("s.yaml:9:25: unrecognized field name 'form'"),
+        "{e}"
+    );
+    assert!(e.contains("chat.Deliver: from, text"), "{e}");
     // A type the file does not define.
     let (_d, r) = load_dir(&[
         (

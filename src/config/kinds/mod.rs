@@ -75,6 +75,10 @@ pub trait StepKind {
         None
     }
 
+    /// What can be checked at load of a step built per run (its templates use captures or
+    /// per-run functions), before they are rendered: names rather than values.
+    fn check_unrendered(&self, _path: &str, _cx: &mut Cx) {}
+
     /// Check every value and build the step's action; `None` after reporting a problem.
     fn build(&self, at: &At<'_>, cx: &mut Cx) -> Option<Action>;
 }
@@ -234,6 +238,13 @@ macro_rules! step_kinds {
                     out.push(($key, c));
                 })*
                 out
+            }
+
+            /// Check what a step built per run allows before its templates are rendered.
+            pub fn check_unrendered(&self, base: &str, cx: &mut Cx) {
+                $(if let Some(m) = &self.$field {
+                    return m.check_unrendered(&key_path(base, $key), cx);
+                })*
             }
 
             /// Build the step's kind (the first one written) at `base`.

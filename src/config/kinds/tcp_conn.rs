@@ -207,6 +207,24 @@ impl StepKind for TcpConnectModel {
 impl StepKind for TcpSendModel {
     const CAPTURES: &'static [&'static str] = FRAME_CAPTURES;
 
+    /// A protobuf message's field names are checked at load even when its values are templates.
+    fn check_unrendered(&self, path: &str, cx: &mut Cx) {
+        let (Some(v), Some(file), Some(message)) =
+            (&self.protobuf, &self.proto_file, &self.message)
+        else {
+            return;
+        };
+        if file.contains("{{") || message.contains("{{") {
+            return;
+        }
+        let Some(desc) = proto_message(Some(file), Some(message), path, cx) else {
+            return;
+        };
+        if let Err((field, why)) = protobuf::check_field_names(&desc, v) {
+            cx.err_value(&field_path(path, &field), why);
+        }
+    }
+
     fn inner_captures(&self) -> Option<&Ordered<CaptureModel>> {
         self.capture.as_ref()
     }
@@ -638,11 +656,7 @@ pub fn tcp_send(m: &TcpSendModel, path: &str, cx: &mut Cx) -> Option<TcpSend> {
                     (Bytes::from(b), shown, Payload::Text(v.to_string()))
                 }
                 Err((field, why)) => {
-                    let at = field
-                        .split('.')
-                        .filter(|s| !s.is_empty())
-                        .fold(p("protobuf"), |acc, k| key_path(&acc, k));
-                    cx.err_value(&at, why);
+                    cx.err_value(&field_path(path, &field), why);
                     return None;
                 }
             }
@@ -654,6 +668,14 @@ pub fn tcp_send(m: &TcpSendModel, path: &str, cx: &mut Cx) -> Option<TcpSend> {
         shown,
         frame,
     })
+}
+
+/// Where field `login.user` of a send's `protobuf:` sits in the YAML.
+fn field_path(path: &str, field: &str) -> String {
+    field
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .fold(key_path(path, "protobuf"), |acc, k| key_path(&acc, k))
 }
 
 fn only_protobuf(p: &Payloads<'_>) -> bool {

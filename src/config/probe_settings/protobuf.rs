@@ -199,6 +199,65 @@ fn message_at(desc: &MessageDescriptor, path: &str) -> MessageDescriptor {
     at
 }
 
+/// Check the field names of a message written with templates not rendered yet (a step built per
+/// run): every key must be a field of its message type, nested messages included. Values are
+/// checked when the step is built for a run.
+pub fn check_field_names(
+    desc: &MessageDescriptor,
+    value: &serde_json::Value,
+) -> Result<(), (String, String)> {
+    check_names_at(desc, value, "")
+}
+
+fn check_names_at(
+    desc: &MessageDescriptor,
+    value: &serde_json::Value,
+    path: &str,
+) -> Result<(), (String, String)> {
+    // The well-known types have JSON forms of their own (a Timestamp is a string).
+    let serde_json::Value::Object(map) = value else {
+        return Ok(());
+    };
+    if desc.full_name().starts_with("google.protobuf.") {
+        return Ok(());
+    }
+    for (k, v) in map {
+        let here = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        let Some(field) = desc
+            .get_field_by_name(k)
+            .or_else(|| desc.get_field_by_json_name(k))
+        else {
+            let fields: Vec<String> = desc.fields().map(|f| f.name().to_string()).collect();
+            return Err((
+                here,
+                format!(
+                    "unrecognized field name '{k}' — expected a field of {}: {}",
+                    desc.full_name(),
+                    fields.join(", ")
+                ),
+            ));
+        };
+        if field.is_map() {
+            continue;
+        }
+        if let Some(inner) = field.kind().as_message() {
+            match v {
+                serde_json::Value::Array(items) if field.is_list() => {
+                    for item in items {
+                        check_names_at(inner, item, &here)?;
+                    }
+                }
+                _ => check_names_at(inner, v, &here)?,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Bytes decoded as `desc`, as JSON; `Err` says why they are not such a message.
 pub fn decode(desc: &MessageDescriptor, bytes: &[u8]) -> Result<serde_json::Value, String> {
     let m = DynamicMessage::decode(desc.clone(), bytes)
@@ -262,6 +321,18 @@ message Deliver { string from = 1; string text = 2; google.protobuf.Timestamp at
         );
         let e = message(&desc.parent_pool().clone(), "chat.Nope").unwrap_err();
         assert!(e.contains("chat.Frame"), "{e}");
+    }
+
+    #[test]
+    fn field_names_are_checked_before_templates_are_rendered() {
+        let (_d, p) = pool(&[("chat.proto", CHAT)], "chat.proto");
+        let desc = message(&p.unwrap(), "chat.Frame").unwrap();
+        let ok = serde_json::json!({"login": {"user": "{{ who }}", "token": "{{ t }}"}, "seq": "{{ n }}"});
+        assert!(check_field_names(&desc, &ok).is_ok());
+        let bad = serde_json::json!({"deliver": {"form": "{{ who }}"}});
+        let (path, why) = check_field_names(&desc, &bad).unwrap_err();
+        assert_eq!(path, "deliver.form");
+        assert!(why.contains("chat.Deliver: from, text, at"), "{why}");
     }
 
     #[test]
