@@ -164,12 +164,14 @@ impl Codec {
                 out.put_slice(if *crlf { b"\r\n" } else { b"\n" });
             }
             Framing::Delimiter(d) => {
-                if find(body, d).is_some() {
-                    return Err("the frame contains the delimiter".into());
-                }
                 out.reserve(body.len() + d.len());
                 out.put_slice(body);
                 out.put_slice(d);
+                // "x\0" before "\0\0" would end the frame one byte early: the first delimiter
+                // on the wire must be the one we append.
+                if find(&out, d) != Some(body.len()) {
+                    return Err("the frame contains (or ends with part of) the delimiter".into());
+                }
             }
             Framing::Fixed(n) => {
                 if body.len() != *n {
@@ -332,6 +334,14 @@ mod tests {
         let mut c = Codec::new(Framing::Lines { crlf: false }, 8);
         assert!(all(&mut c, b"0123456789\n").is_err());
         assert!(all(&mut c, b"01234567\n").is_ok());
+    }
+
+    #[test]
+    fn a_body_that_would_end_early_is_refused() {
+        let c = Codec::new(Framing::Delimiter(b"\0\0".to_vec()), 64);
+        assert!(c.encode(b"x\0").is_err());
+        assert!(c.encode(b"a\0\0b").is_err());
+        assert!(c.encode(b"\0x").is_ok());
     }
 
     #[test]
