@@ -661,3 +661,15 @@ fn the_scenarios_chat_proto_is_the_examples_one() {
         "scenarios/chat.proto must stay a copy of examples/chat.proto"
     );
 }
+
+#[test]
+fn a_scenario_loaded_from_a_url_may_not_name_a_proto_file_on_the_agent() {
+    let yaml = "scenario: r\nsteps:\n  - tcp.connect: {as: c, target: \"127.0.0.1:9\", proto_file: /etc/x.proto, message: a.B}\n";
+    let e = sonde::config::trust::remote_file_keys("http://cfg.test/s.yaml", yaml);
+    assert_eq!(e.len(), 1, "{e:?}");
+    let e = e[0].to_string();
+    assert!(
+        e.starts_with("http://cfg.test/s.yaml:3:49: `proto_file` names a file on the agent"),
+        "{e}"
+    );
+}
