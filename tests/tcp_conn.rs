@@ -304,6 +304,10 @@ fn framing_mistakes_are_load_errors() {
             "expected them equal",
         ),
         ("{}", "no framing"),
+        (
+            "{fixed: 4}, heartbeat: {text: PING!, every: 1s}",
+            "the heartbeat cannot be sent with fixed 4-byte frames: the frame is 5 bytes",
+        ),
     ] {
         let e = load_str(
             "t.yaml",
@@ -488,6 +492,30 @@ async fn a_step_on_a_connection_of_another_kind_or_none_fails_clearly() {
     assert!(
         m.contains("no open connection `ghost`") && m.contains("tcp.connect"),
         "{m}"
+    );
+}
+
+#[tokio::test]
+async fn not_passes_on_silence_and_fails_on_a_matching_frame() {
+    let server = FramedServer::echo(WireFraming::Lines { crlf: false }).await;
+    let sc = load_one(&format!(
+        "scenario: n\nsteps:\n  - tcp.connect: {{as: c, target: \"{}\"}}\n  - tcp.send: {{on: c, text: fine}}\n  - name: quiet\n    tcp.expect: {{on: c, not: {{contains: boom}}, within: 300ms}}\n  - tcp.send: {{on: c, text: boom}}\n  - name: loud\n    tcp.expect: {{on: c, not: {{contains: boom}}, within: 2s}}\n",
+        server.target()
+    ));
+    let r = engine::run(&sc).await;
+    assert_eq!(
+        r.failed_step.as_deref(),
+        Some("loud"),
+        "{:#}",
+        r.to_json(&sc)
+    );
+    let f = r.failure().unwrap();
+    assert_eq!(f.reason, FailureReason::Assertion);
+    assert!(
+        f.message
+            .contains("a frame matching contains \"boom\" arrived"),
+        "{}",
+        f.message
     );
 }
 

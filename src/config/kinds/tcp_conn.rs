@@ -306,6 +306,15 @@ pub fn tcp_connect(m: &TcpConnectModel, at: &At<'_>, cx: &mut Cx) -> Option<TcpC
     let resolver = target
         .as_ref()
         .and_then(|(h, _)| cx.resolver(at.servers, h, &p("target")));
+    if let (Some(f), Some(Some(hb))) = (&framing, &heartbeat) {
+        let codec = sonde_probes::framing::Codec::new(f.clone(), usize::MAX);
+        if let Err(e) = codec.encode(&hb.body) {
+            cx.err_value(
+                &p("heartbeat"),
+                format!("the heartbeat cannot be sent with {f}: {e}"),
+            );
+        }
+    }
     if cx.errors.len() > before {
         return None;
     }
