@@ -148,4 +148,5 @@ async fn main() {
     let closed = conns.iter().filter(|c| c.closed().is_some()).count();
     println!("connections closed meanwhile: {closed}");
     let _ = child.kill();
+    let _ = child.wait();
 }
