@@ -351,6 +351,19 @@ steps:
     let r = engine::run(&sc).await;
     assert!(r.success(), "{:#}", r.to_json(&sc));
     assert_eq!(server.tls_handshakes(), 1);
+    // A second upgrade of a TLS connection is refused (reason protocol).
+    let twice = load_one(&yaml(server.port()).replace(
+        "  - tcp.send: {on: m, text: ECHO over tls}",
+        "  - name: again\n    tcp.starttls: {on: m}\n  - tcp.send: {on: m, text: ECHO over tls}",
+    ));
+    let r2 = engine::run(&twice).await;
+    assert_eq!(
+        r2.failed_step.as_deref(),
+        Some("again"),
+        "{:#}",
+        r2.to_json(&twice)
+    );
+    assert!(r2.failure().unwrap().message.contains("already TLS"));
     let up = r.steps.iter().find(|s| s.name == "upgrade").unwrap();
     assert!(
         up.cert_not_after().is_some(),

@@ -267,6 +267,7 @@ fn spawn(io: Box<dyn Io>, req: &TcpConnectRequest) -> TcpConn {
         host: req.host.clone(),
         tls_client: req.tls_client.clone(),
         last_sent: Instant::now(),
+        is_tls: req.tls,
     };
     tokio::spawn(task.run(io, rx));
     TcpConn { commands, shared }
@@ -288,6 +289,8 @@ struct Task {
     host: String,
     tls_client: TlsClient,
     last_sent: Instant,
+    /// Already TLS (`tls` at connect, or a STARTTLS done): another upgrade is refused.
+    is_tls: bool,
 }
 
 impl Task {
@@ -444,6 +447,13 @@ impl Task {
         deadline: Instant,
     ) -> (Option<Box<dyn Io>>, Outcome<TcpConnectFacts>) {
         let mut rec = Recorder::new();
+        if self.is_tls {
+            let f = Failure::new(
+                FailureReason::Protocol,
+                "refusing STARTTLS: the connection is already TLS",
+            );
+            return (Some(io), rec.finish(Some(f), TcpConnectFacts::default()));
+        }
         let unread = self.buf.len() + self.shared.queued();
         if unread > 0 {
             let f = Failure::new(
@@ -464,6 +474,7 @@ impl Task {
             Ok(Ok((s, f))) => {
                 facts.tls = Some(f);
                 self.last_sent = Instant::now();
+                self.is_tls = true;
                 (Some(Box::new(s)), rec.finish(None, facts))
             }
             Ok(Err(f)) => {
