@@ -71,7 +71,8 @@ def main():
     samples.sort()
     median = samples[len(samples) // 2] if samples else int(e["RSS_END"])
     base = int(e["BASE_RSS"])
-    print(f"sonde IM sessions benchmark: {n} persistent two-user sessions (2 WebSocket connections "
+    conns = "raw TCP connections, protobuf frames" if os.environ.get("PROTO") == "tcp" else "WebSocket connections"
+    print(f"sonde IM sessions benchmark: {n} persistent two-user sessions (2 {conns} "
           f"each), one message per session every {e['INTERVAL']}, presence noise every "
           f"{e['NOISE']}, chat server on loopback, {dt:.1f} s window")
     print(f"  sessions connected  {connected} of {n}; reconnects in the window {reconnects:.0f}")

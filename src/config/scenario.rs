@@ -158,6 +158,8 @@ pub enum Action {
     Sleep(Duration),
     Ws(WsAction),
     Mqtt(crate::config::kinds::mqtt::MqttAction),
+    /// The `tcp.*` steps of long-lived raw TCP/TLS connections.
+    TcpConn(crate::config::kinds::tcp_conn::TcpConnAction),
 }
 
 /// The `ws.*` steps, on a named connection of the run.

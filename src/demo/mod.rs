@@ -9,6 +9,7 @@
 //! | DNS (UDP and TCP), zone `sonde.test` | 127.0.0.1:9053 | `SONDE_EXAMPLE_DNS` |
 //! | the reference chat server (WebSocket, `examples/chat_server.rs`) | ws://127.0.0.1:9300/chat | `SONDE_IM_URL` |
 //! | an MQTT broker (3.1.1 and 5, no authentication) | mqtt://127.0.0.1:9883 | `SONDE_MQTT_URL` |
+//! | the same chat over raw TCP, length-prefixed protobuf frames (`examples/chat.proto`) | 127.0.0.1:9301 | `SONDE_IM_TCP` |
 //!
 //! The scenarios read the same variables with these defaults (`{{ env.X | default(...) }}`),
 //! so setting one moves both sides; the interop suite sets them to its nginx and dnsmasq.
@@ -31,6 +32,7 @@ pub const DEFAULT_HTTPS: &str = "127.0.0.1:9443";
 pub const DEFAULT_DNS: &str = "127.0.0.1:9053";
 pub const DEFAULT_IM_URL: &str = "ws://127.0.0.1:9300/chat";
 pub const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:9883";
+pub const DEFAULT_IM_TCP: &str = "127.0.0.1:9301";
 
 /// The demo CA's certificate as shipped in `scenarios/demo-ca.pem`.
 pub const CA_PEM: &str = include_str!("../../scenarios/demo-ca.pem");
@@ -47,6 +49,7 @@ pub struct Addrs {
     pub dns: SocketAddr,
     pub chat: SocketAddr,
     pub mqtt: SocketAddr,
+    pub chat_tcp: SocketAddr,
 }
 
 impl Addrs {
@@ -97,6 +100,7 @@ impl Addrs {
             dns: addr("SONDE_EXAMPLE_DNS", DEFAULT_DNS)?,
             chat: loopback("SONDE_IM_URL", &chat, "127.0.0.1:9300")?,
             mqtt: loopback("SONDE_MQTT_URL", &mqtt, "127.0.0.1:9883")?,
+            chat_tcp: addr("SONDE_IM_TCP", DEFAULT_IM_TCP)?,
         })
     }
 }
@@ -138,6 +142,9 @@ pub async fn start(a: &Addrs) -> Result<Demo, String> {
     let mqtt = tokio::net::TcpListener::bind(a.mqtt)
         .await
         .map_err(|e| bind_err("MQTT broker", a.mqtt, "SONDE_MQTT_URL", e))?;
+    let chat_tcp = tokio::net::TcpListener::bind(a.chat_tcp)
+        .await
+        .map_err(|e| bind_err("chat server (raw TCP)", a.chat_tcp, "SONDE_IM_TCP", e))?;
     let tls = web::tls_config()?;
     let tasks = vec![
         tokio::spawn(web::serve(http, None)),
@@ -147,7 +154,7 @@ pub async fn start(a: &Addrs) -> Result<Demo, String> {
     ];
     Ok(Demo {
         tasks,
-        _chat: chat::start(chat),
+        _chat: chat::start(chat, chat_tcp),
         _mqtt: mqtt::start(mqtt),
     })
 }
@@ -165,7 +172,7 @@ pub async fn beside_builtin(source: &crate::serve::ConfigSource) -> Option<Demo>
     match started {
         Ok((d, a)) => {
             tracing::info!(
-                http = %a.http, https = %a.https, dns = %a.dns, chat = %a.chat, mqtt = %a.mqtt,
+                http = %a.http, https = %a.https, dns = %a.dns, chat = %a.chat, chat_tcp = %a.chat_tcp, mqtt = %a.mqtt,
                 "demo targets for scenarios/ are up (`sonde run scenarios/` probes them)"
             );
             Some(d)
@@ -202,8 +209,8 @@ pub fn main(_args: DemoArgs) -> std::process::ExitCode {
             }
         };
         eprintln!(
-            "sonde demo: HTTP {} · HTTPS {} · DNS {} (zone sonde.test) · chat ws://{}/chat · MQTT mqtt://{} — Ctrl-C to stop",
-            addrs.http, addrs.https, addrs.dns, addrs.chat, addrs.mqtt
+            "sonde demo: HTTP {} · HTTPS {} · DNS {} (zone sonde.test) · chat ws://{}/chat and tcp://{} (protobuf) · MQTT mqtt://{} — Ctrl-C to stop",
+            addrs.http, addrs.https, addrs.dns, addrs.chat, addrs.chat_tcp, addrs.mqtt
         );
         let _ = tokio::signal::ctrl_c().await;
         std::process::ExitCode::SUCCESS

@@ -867,7 +867,10 @@ fn shipped_examples_pass_against_real_servers() {
     let rt = tokio::runtime::Runtime::new().expect("a runtime for the chat server");
     let chat = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        chat_server::start(listener, chat_server::ChatOptions::default())
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut chat = chat_server::start(listener, chat_server::ChatOptions::default());
+        chat.serve_tcp(tcp);
+        chat
     });
     let s = Serve::command(SONDE)
         .config("scenarios")
@@ -895,6 +898,7 @@ fn shipped_examples_pass_against_real_servers() {
             "MQTT_PASSWORD",
             std::env::var("SONDE_INTEROP_MQTT_PASSWORD").unwrap_or_default(),
         )
+        .env("SONDE_IM_TCP", chat.tcp_addr().unwrap().to_string())
         .start();
     // The examples use realistic intervals: each gets its interval (its first run lands at a
     // name-derived offset within it) plus slack.
@@ -960,9 +964,11 @@ fn shipped_examples_pass_against_real_servers() {
             "mqtt.expect",
             "mqtt.publish",
             "tcp",
+            // The IM examples' sessions were set up (ws.connect, tcp.connect) by an earlier
+            // run; their last runs hold the steps of each interval.
+            "tcp.expect",
+            "tcp.send",
             "tls",
-            // The IM example's session was set up (ws.connect) by an earlier run; its last run
-            // holds the steps of each interval.
             "ws.expect",
             "ws.send"
         ],
@@ -977,6 +983,7 @@ fn shipped_examples_pass_against_real_servers() {
         "tls",
         "im-login-send-receive",
         "mqtt-round-trip",
+        "im-tcp-protobuf",
     ]
     .iter()
     .map(|k| format!("scenarios/{k}.yaml"))

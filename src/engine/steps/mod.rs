@@ -7,6 +7,7 @@ pub mod icmp;
 pub mod mqtt;
 pub mod sleep;
 pub mod tcp;
+pub mod tcp_conn;
 pub mod tls;
 pub mod ws;
 
@@ -35,5 +36,6 @@ pub async fn exec(action: &Action, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepRep
         Action::Sleep(d) => sleep::exec(*d, cx).await,
         Action::Ws(w) => ws::exec(w, cx, ctx).await,
         Action::Mqtt(m) => mqtt::exec(m, cx, ctx).await,
+        Action::TcpConn(t) => tcp_conn::exec(t, cx, ctx).await,
     }
 }
