@@ -213,10 +213,12 @@ async fn a_refused_subscription_and_a_missing_connection_fail_with_their_reason(
     assert!(f.message.contains("private/y"), "{f}");
     assert!(!f.message.contains("public/x ("), "{f}");
 
-    let sc = load_one("scenario: s\nsteps:\n  - mqtt.publish: {on: ghost, topic: t, text: x}\n");
-    let r = engine::run(&sc).await;
-    let f = r.failure().unwrap();
-    assert!(f.message.contains("no open MQTT connection `ghost`"), "{f}");
+    // A name no step opens is a load error (issue 12, defect 6), not a run-time failure.
+    let e = load_errors("scenario: s\nsteps:\n  - mqtt.publish: {on: ghost, topic: t, text: x}\n");
+    assert!(
+        e.contains("line: 3") && e.contains("`ghost`, which no step opens"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

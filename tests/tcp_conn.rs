@@ -499,12 +499,17 @@ async fn closing_what_the_peer_closed_passes_and_says_so() {
 
 #[tokio::test]
 async fn a_step_on_a_connection_of_another_kind_or_none_fails_clearly() {
-    let sc = load_one("scenario: n\nsteps:\n  - tcp.send: {on: ghost, text: x}\n");
-    let r = engine::run(&sc).await;
-    let m = &r.failure().unwrap().message;
+    // No step opens it: a load error (issue 12, defect 6) rather than a failing run.
+    let e = load_str(
+        "t.yaml",
+        "scenario: n\nsteps:\n  - tcp.send: {on: ghost, text: x}\n",
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e[0].line, 3, "{e:?}");
     assert!(
-        m.contains("no open connection `ghost`") && m.contains("tcp.connect"),
-        "{m}"
+        e[0].message.contains("`ghost`, which no step opens"),
+        "{e:?}"
     );
 }
 
