@@ -719,3 +719,26 @@ fn a_scenario_loaded_from_a_url_may_not_name_a_proto_file_on_the_agent() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_raw_send_goes_out_as_is_and_replies_are_still_cut_by_the_framing() {
+    // XMPP-like: the body holds the delimiter, so only `raw: true` can send it in one step.
+    let server = FramedServer::echo(WireFraming::Delimiter(b">".to_vec())).await;
+    let yaml = |raw: bool| {
+        format!(
+            "scenario: raw\nsteps:\n  - tcp.connect: {{as: c, target: \"{}\", framing: {{delimiter: \">\"}}}}\n  - tcp.send: {{on: c, raw: {raw}, text: \"<a><b/>\"}}\n  - tcp.expect: {{on: c, match: {{equals: \"<b/\"}}, within: 2s}}\n",
+            server.target()
+        )
+    };
+    let r = engine::run(&load_one(&yaml(true))).await;
+    assert!(r.success(), "{:?}", r.failure());
+    let r = engine::run(&load_one(&yaml(false))).await;
+    let f = r
+        .failure()
+        .expect("a framed body with the delimiter is refused");
+    assert!(
+        f.message
+            .contains("contains (or ends with part of) the delimiter"),
+        "{f}"
+    );
+}

@@ -200,6 +200,8 @@ impl Shared {
 enum Command {
     Send {
         body: Bytes,
+        /// Written as is, without the framing (streaming protocols such as XMPP).
+        raw: bool,
         deadline: Instant,
         done: oneshot::Sender<Result<Instant, Failure>>,
     },
@@ -379,12 +381,16 @@ impl Task {
         &mut self,
         io: &mut Box<dyn Io>,
         body: &[u8],
+        raw: bool,
         deadline: Instant,
     ) -> Result<Instant, Failure> {
-        let wire = self
-            .codec
-            .encode(body)
-            .map_err(|e| Failure::new(FailureReason::Protocol, format!("cannot send: {e}")))?;
+        let wire = if raw {
+            Bytes::copy_from_slice(body)
+        } else {
+            self.codec
+                .encode(body)
+                .map_err(|e| Failure::new(FailureReason::Protocol, format!("cannot send: {e}")))?
+        };
         let res = tokio::time::timeout_at(deadline, async {
             io.write_all(&wire).await?;
             io.flush().await
@@ -410,10 +416,11 @@ impl Task {
         match cmd {
             Command::Send {
                 body,
+                raw,
                 deadline,
                 done,
             } => {
-                let res = self.write(io, &body, deadline).await;
+                let res = self.write(io, &body, raw, deadline).await;
                 // Only a frame the framing refuses leaves the connection usable.
                 let broken = res.is_err() && self.shared.closed().is_some();
                 let _ = done.send(res);
@@ -496,7 +503,10 @@ impl Task {
         let Some(hb) = self.heartbeat.clone() else {
             return ControlFlow::Continue(());
         };
-        match self.write(io, &hb.body, Instant::now() + hb.every).await {
+        match self
+            .write(io, &hb.body, false, Instant::now() + hb.every)
+            .await
+        {
             Ok(_) => ControlFlow::Continue(()),
             Err(f) if self.shared.closed().is_none() => {
                 // The framing refuses the heartbeat: a configuration problem, said once.
@@ -529,12 +539,23 @@ impl TcpConn {
     /// Send one frame (framed by the connection's codec). Returns when it was written, for
     /// send-to-match latency.
     pub async fn send(&self, body: Bytes, deadline: Instant) -> Result<Instant, Failure> {
+        self.send_as(body, false, deadline).await
+    }
+
+    /// Write `body` as is, outside the framing: for streaming protocols (XMPP's XML stream)
+    /// whose frames are cut for reading only.
+    pub async fn send_unframed(&self, body: Bytes, deadline: Instant) -> Result<Instant, Failure> {
+        self.send_as(body, true, deadline).await
+    }
+
+    async fn send_as(&self, body: Bytes, raw: bool, deadline: Instant) -> Result<Instant, Failure> {
         if let Some(c) = self.closed() {
             return Err(closed_failure(&c, "cannot send"));
         }
         let (done, answer) = oneshot::channel();
         let cmd = Box::new(Command::Send {
             body,
+            raw,
             deadline,
             done,
         });

@@ -109,25 +109,31 @@ echo "ejabberd: up on 127.0.0.1:$PORT with alice and bob"
 # --- sonde ----------------------------------------------------------------------------------------
 export SONDE_XMPP_ADDR=127.0.0.1:$PORT SONDE_XMPP_CA_FILE=$work/ca.pem
 export SONDE_XMPP_ALICE_PASSWORD=alice-secret-pw SONDE_XMPP_BOB_PASSWORD=bob-secret-pw
-"$sonde" run tests/interop/xmpp/ --output json > "$work/pass.json" || {
+"$sonde" run tests/interop/xmpp/ --json "$work/pass.json" > "$work/pass.txt" 2>&1 || {
   echo "ejabberd: the round trip failed:" >&2
-  jq -c '.' "$work/pass.json" >&2 || cat "$work/pass.json" >&2
+  cat "$work/pass.txt" >&2
   exit 1
 }
 echo "ejabberd: alice → bob delivered over raw TCP + STARTTLS + SASL PLAIN"
-if grep -q -e alice-secret-pw -e bob-secret-pw "$work/pass.json"; then
+if grep -q -e alice-secret-pw -e bob-secret-pw "$work/pass.json" "$work/pass.txt"; then
   echo "ejabberd: a password is in the report" >&2
   exit 1
 fi
 
 export SONDE_XMPP_BOB_PASSWORD=wrong-password
-if "$sonde" run tests/interop/xmpp/ --output json > "$work/fail.json"; then
+if "$sonde" run tests/interop/xmpp/ --json "$work/fail.json" > "$work/fail.txt" 2>&1; then
   echo "ejabberd: a wrong password passed" >&2
   exit 1
 fi
 grep -q 'not-authorized' "$work/fail.json" || {
   echo "ejabberd: the failure does not carry the server's answer:" >&2
-  cat "$work/fail.json" >&2
+  cat "$work/fail.txt" >&2
+  exit 1
+}
+jq -e '[.. | objects | select(.failed_step? != null) | .failed_step] | any(startswith("xmpp_login[bob]"))' \
+  "$work/fail.json" >/dev/null || {
+  echo "ejabberd: the failure is not at bob's login:" >&2
+  cat "$work/fail.txt" >&2
   exit 1
 }
 echo "ejabberd: a wrong password fails at bob's login with the server's not-authorized"

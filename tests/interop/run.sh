@@ -10,7 +10,7 @@
 #   1. install nginx, dnsmasq-base, prometheus (promtool), prometheus-blackbox-exporter, mosquitto,
 #      openssl, curl if any is missing, without letting the packages start system services;
 #   2. start the servers (servers.sh) in a fresh temporary folder, stopped again on any exit;
-#      then regions.sh, alerting.sh, ha.sh (HA pairs), grafana.sh (dashboards), kubernetes.sh (manifests) and
+#      then regions.sh, alerting.sh, ejabberd.sh (XMPP over raw TCP), ha.sh (HA pairs), grafana.sh (dashboards), kubernetes.sh (manifests) and
 #      package.sh (the .deb), each of which installs what else it needs;
 #   3. cargo test --test interop -- --ignored  (the tests read SONDE_INTEROP_* from servers.sh).
 # Exit code: cargo's.
@@ -81,6 +81,7 @@ echo "interop: servers up ($(tr '\n' ' ' < "$work/env"))"
 
 bash tests/interop/regions.sh  # many regions: network namespaces, real Prometheus, remote_write
 bash tests/interop/alerting.sh # a real Alertmanager receiving sonde's alerts; promtool on `sonde rules`
+bash tests/interop/ejabberd.sh # IM over raw TCP: two users log in to ejabberd (STARTTLS, SASL PLAIN) with a step group
 bash tests/interop/ha.sh       # an HA pair: one alert in Alertmanager and Prometheus, no gap when one dies
 bash tests/interop/email.sh "$work" # e-mail alerts to aiosmtpd: STARTTLS, AUTH, a refused password
 bash tests/interop/web_config.sh # --web.config.file: curl and a real Prometheus over HTTPS + basic auth + client cert

@@ -125,6 +125,9 @@ pub struct TcpSendModel {
     pub protobuf: Option<serde_json::Value>,
     pub proto_file: Option<String>,
     pub message: Option<String>,
+    /// Write the body as is, outside the connection's framing (a streaming protocol such as
+    /// XMPP, whose frames are only how replies are cut for matching).
+    pub raw: Option<bool>,
     /// `json`, `regex`, `frame` over the frame sent (a protobuf one as JSON).
     pub capture: Option<Ordered<CaptureModel>>,
 }
@@ -183,6 +186,8 @@ pub struct TcpConnect {
 pub struct TcpSend {
     pub on: String,
     pub body: Bytes,
+    /// Outside the framing (`raw: true`).
+    pub raw: bool,
     /// How the trace shows what was sent.
     pub shown: String,
     /// What captures read: the text or JSON written (a protobuf message as JSON), or the bytes.
@@ -674,6 +679,7 @@ pub fn tcp_send(m: &TcpSendModel, path: &str, cx: &mut Cx) -> Option<TcpSend> {
     Some(TcpSend {
         on: m.on.clone(),
         body,
+        raw: m.raw.unwrap_or(false),
         shown,
         frame,
     })

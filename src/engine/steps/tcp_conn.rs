@@ -168,7 +168,11 @@ async fn send(
 ) -> Result<StepReport, Box<StepReport>> {
     let start = Instant::now();
     let conn = open_conn(cx, ctx, &s.on)?.conn.clone();
-    let sent = conn.send(s.body.clone(), cx.deadline).await;
+    let sent = if s.raw {
+        conn.send_unframed(s.body.clone(), cx.deadline).await
+    } else {
+        conn.send(s.body.clone(), cx.deadline).await
+    };
     let f = WsFacts {
         sent: Some(s.shown.clone()),
         payload: Some(s.frame.clone()),
