@@ -14,32 +14,90 @@
 //!   that does not need the error queue);
 //! - TCP `connect`: the kernel's round-trip sample of the handshake (`TCP_INFO`'s `tcpi_rtt`
 //!   right after connect: SYN sent → SYN-ACK received), when it is the only sample (no
-//!   retransmission).
+//!   retransmission);
+//! - everything that is a request and its answer on a TCP connection ([`stream`]): HTTP
+//!   `processing` (http and https, HTTP/1.1 and HTTP/2), the `tls` handshake's rounds, a tcp
+//!   dialogue's send → matching line, a WebSocket send → matching frame. The timestamping
+//!   stream sits on the socket under rustls; the layer that reads plaintext says which bytes
+//!   were awaited ([`seen`]).
 //!
 //! Socket timestamps are `CLOCK_REALTIME` ([`RealTime`]); only differences of two readings of
 //! that clock are used, never compared with tokio's monotonic [`tokio::time::Instant`].
 
 use std::time::Duration;
 
+pub mod seen;
 #[cfg(target_os = "linux")]
 pub mod stream;
 #[cfg(target_os = "linux")]
 mod tcp_info;
 
+pub use stream::Marks;
+
 /// Elsewhere: no timestamped stream; its marks only say why.
 #[cfg(not(target_os = "linux"))]
 pub mod stream {
+    use std::time::Duration;
+
+    use super::RealTime;
+
     #[derive(Clone, Debug)]
-    pub struct Marks;
+    pub struct Marks(std::sync::Arc<str>);
 
     impl Marks {
+        pub fn none(why: &str) -> Self {
+            Marks(why.into())
+        }
+        pub fn on(&self) -> bool {
+            false
+        }
         pub fn arm(&self) {}
-
-        pub fn take(&self) -> Result<std::time::Duration, String> {
-            Err(super::NOT_LINUX.into())
+        pub fn layered(&self) {}
+        pub fn request_by_layer(&self) {}
+        pub fn sent(&self) {}
+        pub fn seen(&self) {}
+        pub fn take(&self) -> Result<Duration, String> {
+            Err(self.0.to_string())
+        }
+        pub fn start_rounds(&self) {}
+        pub fn take_rounds(&self) -> Result<(Duration, usize), String> {
+            Err(self.0.to_string())
+        }
+        pub fn listen(&self) {}
+        pub fn sent_key(&self) -> Option<u32> {
+            None
+        }
+        pub fn last_rx(&self) -> Option<RealTime> {
+            None
+        }
+        pub fn between(&self, _: Option<u32>, _: Option<RealTime>) -> Result<Duration, String> {
+            Err(self.0.to_string())
         }
     }
 }
+
+/// A connected TCP stream as sonde's probes use it: timestamped by the kernel where it can be.
+#[cfg(target_os = "linux")]
+pub type Stream = stream::TimestampedStream;
+#[cfg(not(target_os = "linux"))]
+pub type Stream = tokio::net::TcpStream;
+
+/// Wrap a freshly connected socket (nothing written yet) so the kernel timestamps its bytes,
+/// before any other layer (TLS, HTTP, WebSocket) goes on top; the marks are the probe's handle.
+/// Where it cannot (not Linux, the option refused) the stream is plain and the marks say why.
+pub fn timestamped(tcp: tokio::net::TcpStream) -> (Stream, Marks) {
+    #[cfg(target_os = "linux")]
+    {
+        let s = stream::TimestampedStream::new(tcp);
+        let m = s.marks();
+        (s, m)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        (tcp, Marks::none(NOT_LINUX))
+    }
+}
+
 #[cfg(target_os = "linux")]
 pub use tcp_info::handshake_rtt;
 

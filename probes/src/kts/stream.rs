@@ -1,22 +1,35 @@
-//! A TCP stream that asks the kernel to timestamp what it sends and receives, for the
-//! request → first response byte phase.
+//! A TCP stream that asks the kernel to timestamp what it sends and receives, for the phases
+//! that are a request and its answer: HTTP processing (TTFB), the TLS handshake's rounds, a tcp
+//! dialogue's send → matching line, a WebSocket send → matching frame.
 //!
 //! With `SO_TIMESTAMPING` (TX software with `OPT_ID`, RX software) on the socket, the kernel
 //! queues on the socket's error queue, for every `send`, the time the segment carrying the send's
 //! last byte left the stack, keyed by that byte's offset since the option was set; and attaches to
 //! every `recvmsg` the time the (last) segment read arrived. [`TimestampedStream`] reads with
-//! `recvmsg` to get the latter, and drains the error queue to match the former.
+//! `recvmsg` while someone listens, and drains the error queue into a small ring matched by key
+//! ([`TxStamps`]: TX completions can come in any order).
 //!
-//! A probe arms it ([`Marks::arm`]) before writing a request; the stream then notes the key of
-//! the last byte written, and on the first read of the response the receive timestamp and the
-//! matching send timestamp. [`Marks::take`] gives the kernel's request → first byte figure, or why
-//! there is none. TX completions can come in any order ([`TxStamps`] matches by key).
+//! The stream sits at the bottom, on the TCP socket, under rustls, hyper, tungstenite or a line
+//! reader. It sees bytes, not messages, so the layer that knows what the bytes mean says when the
+//! awaited ones were read. Three ways to use it, through its [`Marks`]:
+//! - **one exchange** ([`Marks::arm`] … [`Marks::take`]): every write while armed is the request;
+//!   the first read is the response (plain HTTP/1.1), or, once a layer above declared itself
+//!   ([`Marks::layered`], as the TLS handshake does), the read that carried the bytes that layer
+//!   reported with [`Marks::seen`] (a TLS record's plaintext, an HTTP/2 HEADERS frame, see
+//!   [`Seen`]); an HTTP/2 layer also says which writes were the request ([`Marks::sent`]);
+//! - **rounds** ([`Marks::start_rounds`] … [`Marks::take_rounds`]): a handshake of alternating
+//!   flights; each round is the last byte of one of our flights → the last segment of the
+//!   peer's answer before our next flight, and the figure is their sum (our own work between
+//!   rounds is not in it);
+//! - **long connections** ([`Marks::listen`], then [`Marks::sent_key`] after a send and
+//!   [`Marks::last_rx`] when a message matched, and [`Marks::between`]): any number of
+//!   exchanges on a connection that lives across steps (ws, tcp dialogue, and MQTT or raw TCP
+//!   sessions: adopting it is wrapping the socket with [`timestamped`] before any other layer,
+//!   `sent_key()` after each flush and `last_rx()` when a message is taken).
 //!
-//! The receive timestamp is that of the last segment the first read consumed: when several
-//! segments were already queued it is later than the first byte's (the figure errs long, never
-//! short). Only a stream whose first awaited bytes are the response can be measured this way:
-//! the HTTP probe uses it for HTTP/1.1 over plain TCP (over TLS the first bytes read may be a
-//! session ticket, over HTTP/2 the server's SETTINGS).
+//! The receive timestamp is that of the last segment the deciding read consumed: under TLS that
+//! is the segment that completed the record; when several segments were already queued it is the
+//! last one's (the figure errs long, never short).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -57,45 +70,183 @@ impl TxStamps {
             .find(|(k, _)| *k == key)
             .map(|(_, t)| *t)
     }
+}
 
-    fn clear(&mut self) {
-        *self = TxStamps::default();
+/// Rounds of a handshake kept: TLS 1.2 has two, 1.3 one; more is a peer playing games.
+const MAX_ROUNDS: usize = 8;
+
+/// A handshake's rounds, as the stream saw them (see [`Marks::start_rounds`]).
+#[derive(Debug, Default)]
+struct Rounds {
+    /// Finished rounds: (key of our flight's last byte, receive timestamp of the answer's last
+    /// read).
+    done: Vec<(u32, Option<RealTime>)>,
+    /// The last byte of our flight in progress.
+    flight_tx: Option<u32>,
+    /// The last read of the peer's answer to it, so far.
+    answer_rx: Option<Option<RealTime>>,
+}
+
+impl Rounds {
+    fn wrote(&mut self, key: u32) {
+        if let Some(rx) = self.answer_rx.take() {
+            self.close(rx);
+        }
+        self.flight_tx = Some(key);
+    }
+
+    fn read(&mut self, rx: Option<RealTime>) {
+        if self.flight_tx.is_some() {
+            self.answer_rx = Some(rx);
+        }
+    }
+
+    fn close(&mut self, rx: Option<RealTime>) {
+        if let (Some(key), true) = (self.flight_tx.take(), self.done.len() < MAX_ROUNDS) {
+            self.done.push((key, rx));
+        }
+    }
+
+    /// The sum of the rounds and their number, or why there is no figure.
+    fn total(mut self, tx: &TxStamps) -> Result<(Duration, usize), String> {
+        if let Some(rx) = self.answer_rx.take() {
+            self.close(rx);
+        }
+        if self.done.is_empty() {
+            return Err("no round trip was seen".into());
+        }
+        let mut sum = Duration::ZERO;
+        for (key, rx) in &self.done {
+            let rx = rx.ok_or("the kernel gave an answer no receive timestamp")?;
+            let at = tx
+                .find(*key)
+                .ok_or("the kernel gave a flight no send timestamp")?;
+            sum += rx
+                .since(at)
+                .ok_or("the clock was stepped back during the handshake")?;
+        }
+        Ok((sum, self.done.len()))
     }
 }
 
-/// What the stream noted for the armed exchange, shared with the probe.
+/// What the stream noted, shared with the probe and the layers above.
 #[derive(Debug, Default)]
 struct MarkState {
     /// Bytes written since timestamping was turned on (`OPT_ID` keys count from there).
     written: u64,
-    armed: bool,
-    /// `OPT_ID` key of the last byte written while armed.
-    last_tx_key: Option<u32>,
     tx: TxStamps,
-    /// The first read's receive timestamp, once it happened (`None` inside: no timestamp).
+    /// The last noted read's receive timestamp (`None` inside: the kernel gave none).
+    last_rx: Option<Option<RealTime>>,
+    /// A layer above decides which read carried the awaited bytes ([`Marks::seen`]).
+    layered: bool,
+    /// A layer above decides which writes are the request ([`Marks::sent`]).
+    tx_by_layer: bool,
+    /// Reads are noted for the life of the connection ([`Marks::listen`]).
+    long: bool,
+    armed: bool,
+    /// `OPT_ID` key of the request's last byte.
+    last_tx_key: Option<u32>,
+    /// The receive timestamp of the read that carried the first awaited bytes, once seen.
     first_rx: Option<Option<RealTime>>,
+    rounds: Option<Rounds>,
 }
 
-/// The probe's handle on a [`TimestampedStream`]'s notes.
+impl MarkState {
+    fn listening(&self) -> bool {
+        (self.armed && self.first_rx.is_none()) || self.rounds.is_some() || self.long
+    }
+
+    fn wrote(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.written += n as u64;
+        // Keys are 32-bit and wrap, as the kernel's do.
+        let key = (self.written - 1) as u32;
+        if self.armed && self.first_rx.is_none() && !self.tx_by_layer {
+            self.last_tx_key = Some(key);
+        }
+        if let Some(r) = &mut self.rounds {
+            r.wrote(key);
+        }
+    }
+
+    fn read(&mut self, rx: Option<RealTime>) {
+        self.last_rx = Some(rx);
+        if self.armed && !self.layered && self.first_rx.is_none() {
+            self.first_rx = Some(rx);
+        }
+        if let Some(r) = &mut self.rounds {
+            r.read(rx);
+        }
+    }
+}
+
+/// The probe's (and the upper layers') handle on a [`TimestampedStream`]'s notes.
 #[derive(Clone, Debug)]
 pub struct Marks {
     state: Arc<Mutex<MarkState>>,
-    /// Why there are no kernel timestamps on this stream (the option was refused).
+    /// Why there are no kernel timestamps on this stream (the option was refused, or the stream
+    /// is not one sonde can timestamp).
     refused: Option<Arc<str>>,
 }
 
 impl Marks {
+    /// Marks of a stream that is not timestamped, saying why (through a proxy, …).
+    pub fn none(why: &str) -> Self {
+        Marks {
+            state: Arc::default(),
+            refused: Some(Arc::from(why)),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, MarkState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start an exchange: the next writes are the request, the next read its response.
+    /// Whether the kernel timestamps this stream.
+    pub fn on(&self) -> bool {
+        self.refused.is_none()
+    }
+
+    /// Start an exchange: the next writes are the request, the next read its response (or, for
+    /// a layered stream, the read that carried what the layer above reports with [`Marks::seen`]).
     pub fn arm(&self) {
         let mut s = self.lock();
         s.armed = true;
         s.last_tx_key = None;
         s.first_rx = None;
-        s.tx.clear();
+        s.last_rx = None;
+    }
+
+    /// A layer above (TLS) now carries the application's bytes: the raw reads are its records,
+    /// and it reports the awaited ones with [`Marks::seen`].
+    pub fn layered(&self) {
+        self.lock().layered = true;
+    }
+
+    /// The layer above decides which writes are the request ([`Marks::sent`]); other writes
+    /// (HTTP/2 acknowledgements, window updates) are not.
+    pub fn request_by_layer(&self) {
+        self.lock().tx_by_layer = true;
+    }
+
+    /// The layer above wrote request bytes: the request now ends at the last byte written.
+    pub fn sent(&self) {
+        let mut s = self.lock();
+        if s.armed && s.first_rx.is_none() && s.written > 0 {
+            s.last_tx_key = Some((s.written - 1) as u32);
+        }
+    }
+
+    /// The layer above just read the first awaited bytes: the last read carried them.
+    pub fn seen(&self) {
+        let mut s = self.lock();
+        if s.armed && s.first_rx.is_none() {
+            if let Some(rx) = s.last_rx {
+                s.first_rx = Some(rx);
+            }
+        }
     }
 
     /// The kernel's figure for the armed exchange: the first response byte's receive timestamp
@@ -119,18 +270,63 @@ impl Marks {
             .ok_or_else(|| "the clock was stepped back between request and response".into())
     }
 
-    fn wrote(&self, n: usize) {
-        let mut s = self.lock();
-        s.written += n as u64;
-        if s.armed && s.first_rx.is_none() && n > 0 {
-            // Keys are 32-bit and wrap, as the kernel's do.
-            s.last_tx_key = Some((s.written - 1) as u32);
-        }
+    /// Start counting a handshake's rounds (before its first write).
+    pub fn start_rounds(&self) {
+        self.lock().rounds = Some(Rounds::default());
     }
 
-    fn wants_rx(&self) -> bool {
+    /// The handshake's rounds (each: our flight's last byte sent → the last segment of the
+    /// peer's answer received), summed, and how many there were; or why there is no figure.
+    pub fn take_rounds(&self) -> Result<(Duration, usize), String> {
+        let rounds = self.lock().rounds.take();
+        if let Some(why) = &self.refused {
+            return Err(why.to_string());
+        }
+        let rounds = rounds.ok_or("the rounds were not counted")?;
         let s = self.lock();
-        s.armed && s.first_rx.is_none()
+        rounds.total(&s.tx)
+    }
+
+    /// Note every read from now on, for a connection that carries many exchanges.
+    pub fn listen(&self) {
+        self.lock().long = true;
+    }
+
+    /// The key of the last byte written so far: call right after a message was flushed, and
+    /// give it to [`Marks::between`] with the receive timestamp of its answer.
+    pub fn sent_key(&self) -> Option<u32> {
+        if self.refused.is_some() {
+            return None;
+        }
+        let s = self.lock();
+        (s.written > 0).then(|| (s.written - 1) as u32)
+    }
+
+    /// The receive timestamp of the last read: call when a message was just taken from the
+    /// stream (the read that completed it was the last one).
+    pub fn last_rx(&self) -> Option<RealTime> {
+        self.lock().last_rx.flatten()
+    }
+
+    /// The kernel's figure from the send that ended at `key` to a receive at `rx`; or why
+    /// there is none.
+    pub fn between(&self, key: Option<u32>, rx: Option<RealTime>) -> Result<Duration, String> {
+        if let Some(why) = &self.refused {
+            return Err(why.to_string());
+        }
+        let key = key.ok_or("no send was timestamped")?;
+        let rx = rx.ok_or("the kernel gave the answer no receive timestamp")?;
+        let tx = self
+            .lock()
+            .tx
+            .find(key)
+            .ok_or("the kernel gave the send no timestamp")?;
+        rx.since(tx)
+            .ok_or_else(|| "the clock was stepped back between send and answer".into())
+    }
+
+    fn listening(&self) -> bool {
+        self.lock().listening()
     }
 }
 
@@ -142,7 +338,7 @@ pub struct TimestampedStream {
 
 impl TimestampedStream {
     /// Turn timestamping on for `inner` (connected, nothing written yet). A kernel that refuses
-    /// leaves a plain stream whose [`Marks::take`] says why.
+    /// leaves a plain stream whose [`Marks`] say why.
     pub fn new(inner: TcpStream) -> Self {
         let refused = enable(&inner).err().map(Arc::from);
         TimestampedStream {
@@ -158,8 +354,13 @@ impl TimestampedStream {
         self.marks.clone()
     }
 
-    /// Move the send timestamps queued on the error queue into the marks.
+    /// Move the send timestamps queued on the error queue into the marks. Done on every write
+    /// and noted read: the queue is charged to the socket's receive memory, so it must not
+    /// grow on a connection that lives long.
     fn drain_error_queue(&self) {
+        if self.marks.refused.is_some() {
+            return;
+        }
         let mut s = self.marks.lock();
         while let Ok(Some((key, at))) = recv_tx_stamp(self.inner.as_raw_fd()) {
             s.tx.record(key, at);
@@ -272,7 +473,7 @@ impl AsyncRead for TimestampedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.marks.wants_rx() {
+        if !this.marks.listening() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         loop {
@@ -296,7 +497,7 @@ impl AsyncRead for TimestampedStream {
                         // The request's send timestamps are queued by now: its bytes left
                         // before the response to them could arrive.
                         this.drain_error_queue();
-                        this.marks.lock().first_rx = Some(rx);
+                        this.marks.lock().read(rx);
                     }
                     return Poll::Ready(Ok(()));
                 }
@@ -314,12 +515,10 @@ impl AsyncWrite for TimestampedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.marks.lock().armed {
-            // Completions of earlier exchanges must not crowd out this one's.
-            this.drain_error_queue();
-        }
+        // Completions of earlier writes must not crowd out this one's, nor pile up.
+        this.drain_error_queue();
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.marks.wrote(n);
+        this.marks.lock().wrote(n);
         Poll::Ready(Ok(n))
     }
 
@@ -329,8 +528,9 @@ impl AsyncWrite for TimestampedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.drain_error_queue();
         let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        this.marks.wrote(n);
+        this.marks.lock().wrote(n);
         Poll::Ready(Ok(n))
     }
 
@@ -389,10 +589,10 @@ mod tests {
     #[test]
     fn an_exchange_pairs_the_last_request_byte_with_the_first_response_read() {
         let m = marks(None);
-        m.wrote(10); // an earlier exchange, not armed
+        m.lock().wrote(10); // an earlier exchange, not armed
         m.arm();
-        m.wrote(40); // bytes 10..50
-        m.wrote(30); // bytes 50..80: the last one is key 79
+        m.lock().wrote(40); // bytes 10..50
+        m.lock().wrote(30); // bytes 50..80: the last one is key 79
         {
             let mut s = m.lock();
             // The kernel completed the second send first.
@@ -400,7 +600,7 @@ mod tests {
             s.tx.record(49, t(900));
             s.first_rx = Some(Some(t(21_000)));
         }
-        m.wrote(5); // after the response started: not the request
+        m.lock().wrote(5); // after the response started: not the request
         assert_eq!(m.take(), Ok(Duration::from_micros(20_000)));
     }
 
@@ -410,14 +610,14 @@ mod tests {
         m.arm();
         assert_eq!(m.take().unwrap_err(), "no request bytes were written");
         m.arm();
-        m.wrote(3);
+        m.lock().wrote(3);
         assert_eq!(m.take().unwrap_err(), "no response bytes were read");
         m.arm();
-        m.wrote(3);
+        m.lock().wrote(3);
         m.lock().first_rx = Some(None);
         assert!(m.take().unwrap_err().contains("no receive timestamp"));
         m.arm();
-        m.wrote(3);
+        m.lock().wrote(3);
         m.lock().first_rx = Some(Some(t(5)));
         assert!(m.take().unwrap_err().contains("no send timestamp"));
     }
@@ -427,11 +627,157 @@ mod tests {
     fn a_refused_option_is_labelled() {
         let m = marks(Some("the kernel refused SO_TIMESTAMPING: Invalid argument"));
         m.arm();
-        m.wrote(3);
+        m.lock().wrote(3);
         assert_eq!(
             m.take().unwrap_err(),
             "the kernel refused SO_TIMESTAMPING: Invalid argument"
         );
+    }
+
+    /// A TLS 1.2 handshake: two rounds (ClientHello → ServerHelloDone, our Finished flight →
+    /// the server's Finished); our own time between them is not in the figure. The kernel
+    /// completed the second flight's send before the first's.
+    #[test]
+    fn rounds_sum_each_flight_to_its_answer() {
+        let m = marks(None);
+        m.start_rounds();
+        {
+            let mut s = m.lock();
+            s.wrote(200); // ClientHello: key 199
+            s.read(Some(t(1_000))); // ServerHello …
+            s.read(Some(t(1_500))); // … ServerHelloDone (the answer's last read)
+            s.wrote(100); // ClientKeyExchange, CCS: keys to 299
+            s.wrote(50); // Finished: key 349
+            s.read(Some(t(9_000))); // the server's Finished
+            s.tx.record(349, t(8_000)); // out of order
+            s.tx.record(199, t(500));
+        }
+        // (1_500 − 500) + (9_000 − 8_000)
+        assert_eq!(m.take_rounds(), Ok((Duration::from_micros(2_000), 2)));
+        // Counting stopped: later bytes are no round.
+        m.lock().wrote(10);
+        assert!(m.take_rounds().unwrap_err().contains("not counted"));
+    }
+
+    /// TLS 1.3: one round; the client's last flight (Finished) has no answer in the handshake.
+    #[test]
+    fn a_last_flight_without_answer_is_no_round() {
+        let m = marks(None);
+        m.start_rounds();
+        {
+            let mut s = m.lock();
+            s.wrote(300);
+            s.read(Some(t(2_000)));
+            s.wrote(80);
+            s.tx.record(299, t(1_200));
+            s.tx.record(379, t(2_100));
+        }
+        assert_eq!(m.take_rounds(), Ok((Duration::from_micros(800), 1)));
+        // Missing pieces are named.
+        m.start_rounds();
+        assert!(m.take_rounds().unwrap_err().contains("no round trip"));
+        m.start_rounds();
+        {
+            let mut s = m.lock();
+            s.wrote(5);
+            s.read(None);
+        }
+        assert!(m
+            .take_rounds()
+            .unwrap_err()
+            .contains("no receive timestamp"));
+        m.start_rounds();
+        {
+            let mut s = m.lock();
+            s.wrote(5);
+            s.read(Some(t(3)));
+        }
+        assert!(m.take_rounds().unwrap_err().contains("no send timestamp"));
+        let refused = marks(Some("the kernel refused SO_TIMESTAMPING: EINVAL"));
+        refused.start_rounds();
+        assert_eq!(
+            refused.take_rounds().unwrap_err(),
+            "the kernel refused SO_TIMESTAMPING: EINVAL"
+        );
+    }
+
+    /// Under TLS the first read after the request can be a session ticket: the layer above says
+    /// which read carried the response, and that read's timestamp is the one used.
+    #[test]
+    fn a_layered_exchange_waits_for_the_layer_above() {
+        let m = marks(None);
+        m.layered();
+        m.lock().wrote(500); // the handshake
+        m.arm();
+        m.lock().wrote(120); // the request's record: key 619
+        m.lock().read(Some(t(1_100))); // a NewSessionTicket record: no plaintext
+        m.lock().read(Some(t(21_000))); // the response's record
+        m.seen(); // the plaintext layer got the response
+        m.lock().read(Some(t(22_000))); // the rest of the body
+        m.seen();
+        m.lock().tx.record(619, t(1_000));
+        assert_eq!(m.take(), Ok(Duration::from_micros(20_000)));
+    }
+
+    /// HTTP/2: the layer above says which writes were the request; an acknowledgement written
+    /// after it does not move the request's end.
+    #[test]
+    fn the_layer_above_can_name_the_request_bytes() {
+        let m = marks(None);
+        m.layered();
+        m.request_by_layer();
+        m.lock().wrote(100); // preface and SETTINGS
+        m.arm();
+        m.lock().wrote(60); // HEADERS: key 159
+        m.sent();
+        m.lock().wrote(9); // SETTINGS ack: not the request
+        m.lock().read(Some(t(5_000)));
+        m.seen();
+        {
+            let mut s = m.lock();
+            s.tx.record(168, t(4_900));
+            s.tx.record(159, t(1_000));
+        }
+        assert_eq!(m.take(), Ok(Duration::from_micros(4_000)));
+    }
+
+    /// A long connection: any send, any later answer, matched by the send's key; another
+    /// connection's key finds nothing.
+    #[test]
+    fn long_connections_time_each_exchange() {
+        let m = marks(None);
+        m.listen();
+        assert!(m.lock().listening());
+        assert_eq!(m.sent_key(), None);
+        m.lock().wrote(40);
+        let first = m.sent_key();
+        assert_eq!(first, Some(39));
+        m.lock().wrote(40);
+        let second = m.sent_key();
+        m.lock().read(Some(t(7_000)));
+        let rx = m.last_rx();
+        {
+            let mut s = m.lock();
+            s.tx.record(79, t(6_000));
+            s.tx.record(39, t(2_000));
+        }
+        assert_eq!(m.between(second, rx), Ok(Duration::from_micros(1_000)));
+        assert_eq!(m.between(first, rx), Ok(Duration::from_micros(5_000)));
+        assert!(m
+            .between(Some(12_345), rx)
+            .unwrap_err()
+            .contains("no timestamp"));
+        assert!(m.between(None, rx).unwrap_err().contains("no send"));
+        m.lock().read(None);
+        assert!(m
+            .between(second, m.last_rx())
+            .unwrap_err()
+            .contains("no receive timestamp"));
+        let refused = marks(Some("refused"));
+        refused.listen();
+        refused.lock().wrote(3);
+        assert_eq!(refused.sent_key(), None);
+        assert_eq!(refused.between(Some(2), rx).unwrap_err(), "refused");
     }
 
     /// One error-queue entry as the kernel lays it out: SCM_TIMESTAMPING, then IP_RECVERR.
