@@ -110,6 +110,87 @@ pub fn handshake_rtt<S>(_: &S) -> Result<Duration, String> {
 /// The reason given where the platform has no kernel timestamps.
 pub const NOT_LINUX: &str = "kernel timestamps are only used on Linux";
 
+/// Keep the kernel's receive timestamping switched on for the life of the process, and say
+/// whether it could be.
+///
+/// The kernel stamps arriving packets only while some socket wants it, and switching that on
+/// is deferred to a work queue: on a prober whose only timestamped socket is one probe's
+/// connection, the switch would flip on and off with every probe and the first segments of each
+/// would arrive unstamped (labelled "no receive timestamp"). One UDP socket with
+/// `SO_TIMESTAMPNS`, kept open, holds it on. Cheap after the first call.
+#[cfg(target_os = "linux")]
+pub fn keep_on() -> bool {
+    use std::os::fd::AsRawFd;
+    static KEEPER: std::sync::OnceLock<Option<std::net::UdpSocket>> = std::sync::OnceLock::new();
+    KEEPER
+        .get_or_init(|| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            enable_rx_timestamps(s.as_raw_fd()).ok()?;
+            Some(s)
+        })
+        .is_some()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn keep_on() -> bool {
+    false
+}
+
+/// [`keep_on`], then wait (blocking, at most ~100 ms, once) until the kernel really stamps
+/// segments of a loopback TCP connection: call it at start-up, before probing, so that even the
+/// first probes have kernel figures. Whether it does.
+#[cfg(target_os = "linux")]
+pub fn warm_up() -> bool {
+    static WARM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WARM.get_or_init(|| keep_on() && stamps_flow().unwrap_or(false))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn warm_up() -> bool {
+    false
+}
+
+/// One byte at a time over a loopback TCP pair until one arrives with a receive timestamp
+/// (TCP, unlike UDP, does not fill in a missing one at read time).
+#[cfg(target_os = "linux")]
+fn stamps_flow() -> std::io::Result<bool> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let c = std::net::TcpStream::connect(l.local_addr()?)?;
+    let (mut server, _) = l.accept()?;
+    let flags: libc::c_uint = libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
+    // SAFETY: `c` is open; the option is a live c_uint of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPING,
+            (&flags as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Ok(false);
+    }
+    c.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let mut buf = [0u8; 1];
+    for _ in 0..100 {
+        server.write_all(b"w")?;
+        // Wait for the byte, then read it with its control messages.
+        let mut peek = [0u8; 1];
+        if c.peek(&mut peek)? == 0 {
+            return Ok(false);
+        }
+        match stream::recv_stream(c.as_raw_fd(), &mut buf) {
+            Ok((1, Some(_))) => return Ok(true),
+            Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 /// A reading of `CLOCK_REALTIME`: a packet's kernel timestamp or [`RealTime::now`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RealTime(Duration);

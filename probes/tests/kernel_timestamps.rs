@@ -4,7 +4,10 @@
 //!
 //! The probe is polled first inside `join!` on a current-thread runtime, so it has sent its
 //! request (ICMP) or started its connect before the blocking task runs; the reply can only be
-//! read after the block ends.
+//! read after the block ends. Phases covered: icmp rtt, tcp connect, http and https processing
+//! (HTTP/1.1; HTTP/2 and session tickets checked against a 20 ms server), the TLS handshake's
+//! rounds, a tcp dialogue's send → matching line (over TLS) and a WebSocket send → matching
+//! frame.
 
 #![cfg(target_os = "linux")]
 
@@ -19,6 +22,11 @@ use tokio::time::Instant;
 const BLOCK: Duration = Duration::from_millis(50);
 
 fn current_thread() -> tokio::runtime::Runtime {
+    // As `sonde` does at start-up: the kernel stamps packets before the first probe.
+    assert!(
+        sonde_probes::kts::warm_up(),
+        "the kernel does not stamp packets"
+    );
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -406,4 +414,125 @@ fn h2_processing_from_the_kernel_is_the_response_not_the_settings() {
 #[test]
 fn https_processing_from_the_kernel_is_the_response_not_a_session_ticket() {
     https_processing_is_the_response(b"http/1.1", "HTTP/1.1");
+}
+
+/// A tcp dialogue over TLS (`tls: true`): the send's answer lands while the runtime is blocked.
+/// The `processing` phase (send → matching line) has the kernel's figure, which excludes it.
+#[test]
+fn tcp_dialogue_expect_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use sonde_probes::tcp::{probe, TcpRequest, TcpStep};
+    let (port, flag, server) = tls_server::start(tls_server::Flag::Response);
+    let req = TcpRequest {
+        host: "127.0.0.1".into(),
+        port,
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        tls: true,
+        tls_client: insecure_client(&[]),
+        // The dialogue appends "\n": the request head ends with "\r\n\r\n".
+        dialogue: vec![
+            TcpStep::Send("GET / HTTP/1.1\r\nHost: x\r\n\r".into()),
+            TcpStep::Expect(regex::bytes::Regex::new("^HTTP/1.1 200").unwrap()),
+        ],
+        policy: None,
+    };
+    let out = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        tokio::join!(probe(&req, deadline), block_when(&flag)).0
+    });
+    server.join().unwrap();
+    assert!(out.success(), "{:?} {:#?}", out.failure, out.events);
+    let user = out.timings.user_space(Phase::Processing);
+    let kernel = out
+        .timings
+        .kernel(Phase::Processing)
+        .unwrap_or_else(|| panic!("no kernel processing; events: {:#?}", out.events));
+    assert!(
+        user >= BLOCK,
+        "user-space send → match {user:?} should include the block"
+    );
+    assert!(kernel < BLOCK, "kernel send → match {kernel:?} should not");
+    assert!(
+        out.events
+            .iter()
+            .any(|e| e.message.contains("answering the send")),
+        "{:#?}",
+        out.events
+    );
+}
+
+/// A WebSocket echo on another thread answers 10 ms after each frame, while the probe's
+/// runtime is blocked right after its send: the frame's user-space send-to-match includes the
+/// block, the kernel's does not.
+#[test]
+fn ws_frame_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use futures_util::{SinkExt, StreamExt};
+    use sonde_probes::tls::{TlsClient, TlsOptions};
+    use sonde_probes::ws::{connect, Payload, WsConnectRequest};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = l.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() {
+                    std::thread::sleep(Duration::from_millis(10));
+                    let _ = ws.send(m).await;
+                }
+            }
+        });
+    });
+    let req = WsConnectRequest {
+        url: format!("ws://{addr}/"),
+        headers: vec![],
+        subprotocols: vec![],
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        tls_client: TlsClient::new(&TlsOptions::default(), &[b"http/1.1"]).unwrap(),
+        heartbeat: None,
+        inbox_limit: 16,
+        max_frame_size: 64 * 1024,
+    };
+    let (sent, frame, kernel) = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (out, conn) = connect(&req, deadline).await;
+        assert!(out.success(), "{:?}", out.failure);
+        assert!(
+            out.timings.kernel(Phase::Processing).is_some(),
+            "{:#?}",
+            out.events
+        );
+        let conn = conn.unwrap();
+        let sent = conn
+            .send_timed(Payload::Text("hello".into()), deadline)
+            .await
+            .unwrap();
+        // The echo comes back while this thread is held.
+        std::thread::sleep(BLOCK);
+        let mut any = |_: &Payload| true;
+        let res = conn.expect(&mut any, deadline, 4).await;
+        let frame = res.matched.expect("the echo");
+        let kernel = conn.kernel_latency(&sent, &frame);
+        drop(conn);
+        (sent, frame, kernel)
+    });
+    server.join().unwrap();
+    let user = frame.received_at.duration_since(sent.at);
+    let kernel = kernel.expect("a kernel figure");
+    assert!(
+        user >= BLOCK,
+        "user-space send → match {user:?} should include the block"
+    );
+    assert!(kernel < BLOCK, "kernel send → match {kernel:?} should not");
+    assert!(
+        kernel >= Duration::from_millis(10),
+        "kernel send → match {kernel:?} cannot be shorter than the server's wait"
+    );
 }

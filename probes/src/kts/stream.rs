@@ -72,60 +72,88 @@ impl TxStamps {
     }
 }
 
-/// Rounds of a handshake kept: TLS 1.2 has two, 1.3 one; more is a peer playing games.
-const MAX_ROUNDS: usize = 8;
+/// Writes and reads of a handshake kept: a TLS handshake is a handful; more is a peer playing
+/// games.
+const MAX_HANDSHAKE_IO: usize = 32;
 
-/// A handshake's rounds, as the stream saw them (see [`Marks::start_rounds`]).
+/// A handshake's writes and reads, as the stream saw them (see [`Marks::start_rounds`]).
+///
+/// Rounds are cut by the kernel's timestamps, not by the order the task read and wrote: rustls
+/// answers a TLS 1.3 ServerHello with a ChangeCipherSpec before it reads the rest of the
+/// server's flight, which had already arrived. In kernel time that read belongs to the first
+/// round, before the ChangeCipherSpec left.
 #[derive(Debug, Default)]
 struct Rounds {
-    /// Finished rounds: (key of our flight's last byte, receive timestamp of the answer's last
-    /// read).
-    done: Vec<(u32, Option<RealTime>)>,
-    /// The last byte of our flight in progress.
-    flight_tx: Option<u32>,
-    /// The last read of the peer's answer to it, so far.
-    answer_rx: Option<Option<RealTime>>,
+    /// (written: key of its last byte | read: its receive timestamp), in the task's order.
+    io: Vec<Io>,
+    overflow: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Io {
+    Wrote(u32),
+    Read(Option<RealTime>),
 }
 
 impl Rounds {
-    fn wrote(&mut self, key: u32) {
-        if let Some(rx) = self.answer_rx.take() {
-            self.close(rx);
-        }
-        self.flight_tx = Some(key);
-    }
-
-    fn read(&mut self, rx: Option<RealTime>) {
-        if self.flight_tx.is_some() {
-            self.answer_rx = Some(rx);
+    fn push(&mut self, io: Io) {
+        if self.io.len() < MAX_HANDSHAKE_IO {
+            self.io.push(io);
+        } else {
+            self.overflow = true;
         }
     }
 
-    fn close(&mut self, rx: Option<RealTime>) {
-        if let (Some(key), true) = (self.flight_tx.take(), self.done.len() < MAX_ROUNDS) {
-            self.done.push((key, rx));
-        }
-    }
-
-    /// The sum of the rounds and their number, or why there is no figure.
+    /// The sum of the rounds and their number, or why there is no figure. A round is the last
+    /// byte of one of our flights sent → the last segment of the peer's answer received before
+    /// our next flight left.
     fn total(mut self, tx: &TxStamps) -> Result<(Duration, usize), String> {
-        if let Some(rx) = self.answer_rx.take() {
-            self.close(rx);
+        if self.overflow {
+            return Err("the handshake had too many flights to time".into());
         }
-        if self.done.is_empty() {
+        // Writes after the last read (the client's Finished) answer nothing and left after
+        // every read's segment had arrived: they close the last round, as its end does. Their
+        // send timestamps are not drained yet (that happens at the next read).
+        while let Some(Io::Wrote(_)) = self.io.last() {
+            self.io.pop();
+        }
+        let mut timed = Vec::with_capacity(self.io.len());
+        for io in &self.io {
+            timed.push(match *io {
+                Io::Wrote(key) => (
+                    tx.find(key)
+                        .ok_or("the kernel gave a flight no send timestamp")?,
+                    true,
+                ),
+                Io::Read(rx) => (
+                    rx.ok_or("the kernel gave an answer no receive timestamp")?,
+                    false,
+                ),
+            });
+        }
+        // Stable: a write and a read stamped alike keep the task's order.
+        timed.sort_by_key(|(at, _)| *at);
+        let (mut sum, mut n) = (Duration::ZERO, 0);
+        let (mut flight, mut answer) = (None, None);
+        for (at, wrote) in timed {
+            if wrote {
+                if let (Some(f), Some(a)) = (flight, answer.take()) {
+                    sum += RealTime::since(a, f).unwrap_or_default();
+                    n += 1;
+                }
+                flight = Some(at);
+            } else if flight.is_some() {
+                answer = Some(at);
+            }
+        }
+        if let (Some(f), Some(a)) = (flight, answer) {
+            sum += RealTime::since(a, f).unwrap_or_default();
+            n += 1;
+        }
+        if n == 0 {
             return Err("no round trip was seen".into());
         }
-        let mut sum = Duration::ZERO;
-        for (key, rx) in &self.done {
-            let rx = rx.ok_or("the kernel gave an answer no receive timestamp")?;
-            let at = tx
-                .find(*key)
-                .ok_or("the kernel gave a flight no send timestamp")?;
-            sum += rx
-                .since(at)
-                .ok_or("the clock was stepped back during the handshake")?;
-        }
-        Ok((sum, self.done.len()))
+        Ok((sum, n))
     }
 }
 
@@ -167,7 +195,7 @@ impl MarkState {
             self.last_tx_key = Some(key);
         }
         if let Some(r) = &mut self.rounds {
-            r.wrote(key);
+            r.push(Io::Wrote(key));
         }
     }
 
@@ -177,7 +205,7 @@ impl MarkState {
             self.first_rx = Some(rx);
         }
         if let Some(r) = &mut self.rounds {
-            r.read(rx);
+            r.push(Io::Read(rx));
         }
     }
 }
@@ -340,6 +368,7 @@ impl TimestampedStream {
     /// Turn timestamping on for `inner` (connected, nothing written yet). A kernel that refuses
     /// leaves a plain stream whose [`Marks`] say why.
     pub fn new(inner: TcpStream) -> Self {
+        super::keep_on();
         let refused = enable(&inner).err().map(Arc::from);
         TimestampedStream {
             inner,
@@ -395,7 +424,7 @@ fn enable(s: &TcpStream) -> Result<(), String> {
 }
 
 /// One `recvmsg` of stream data into `buf`, with the receive timestamp.
-fn recv_stream(fd: i32, buf: &mut [u8]) -> io::Result<(usize, Option<RealTime>)> {
+pub(super) fn recv_stream(fd: i32, buf: &mut [u8]) -> io::Result<(usize, Option<RealTime>)> {
     let mut control = [0u64; CONTROL_LEN / 8];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -636,7 +665,7 @@ mod tests {
 
     /// A TLS 1.2 handshake: two rounds (ClientHello → ServerHelloDone, our Finished flight →
     /// the server's Finished); our own time between them is not in the figure. The kernel
-    /// completed the second flight's send before the first's.
+    /// completed the second flight's sends before the first's.
     #[test]
     fn rounds_sum_each_flight_to_its_answer() {
         let m = marks(None);
@@ -650,6 +679,7 @@ mod tests {
             s.wrote(50); // Finished: key 349
             s.read(Some(t(9_000))); // the server's Finished
             s.tx.record(349, t(8_000)); // out of order
+            s.tx.record(299, t(7_900));
             s.tx.record(199, t(500));
         }
         // (1_500 − 500) + (9_000 − 8_000)
@@ -659,33 +689,45 @@ mod tests {
         assert!(m.take_rounds().unwrap_err().contains("not counted"));
     }
 
-    /// TLS 1.3: one round; the client's last flight (Finished) has no answer in the handshake.
+    /// TLS 1.3 as rustls speaks it: a ChangeCipherSpec written after reading the ServerHello,
+    /// before reading the rest of the server's flight, which had already arrived. In kernel
+    /// time that is one round (ClientHello → the flight's last segment); the client's Finished
+    /// has no answer in the handshake.
     #[test]
-    fn a_last_flight_without_answer_is_no_round() {
+    fn rounds_follow_kernel_time_not_the_tasks_order() {
         let m = marks(None);
         m.start_rounds();
         {
             let mut s = m.lock();
-            s.wrote(300);
-            s.read(Some(t(2_000)));
-            s.wrote(80);
-            s.tx.record(299, t(1_200));
-            s.tx.record(379, t(2_100));
+            s.wrote(300); // ClientHello: key 299
+            s.read(Some(t(1_000))); // ServerHello
+            s.wrote(6); // CCS: key 305
+            s.read(Some(t(1_050))); // the rest of the flight, queued before the CCS left
+            s.wrote(80); // Finished: key 385, its send timestamp not drained yet
+            s.tx.record(299, t(100));
+            s.tx.record(305, t(1_200));
         }
-        assert_eq!(m.take_rounds(), Ok((Duration::from_micros(800), 1)));
-        // Missing pieces are named.
+        assert_eq!(m.take_rounds(), Ok((Duration::from_micros(950), 1)));
+    }
+
+    #[test]
+    fn missing_round_pieces_are_named() {
+        let m = marks(None);
         m.start_rounds();
         assert!(m.take_rounds().unwrap_err().contains("no round trip"));
+        let m = marks(None);
         m.start_rounds();
         {
             let mut s = m.lock();
             s.wrote(5);
+            s.tx.record(4, t(1));
             s.read(None);
         }
         assert!(m
             .take_rounds()
             .unwrap_err()
             .contains("no receive timestamp"));
+        let m = marks(None);
         m.start_rounds();
         {
             let mut s = m.lock();
@@ -693,6 +735,12 @@ mod tests {
             s.read(Some(t(3)));
         }
         assert!(m.take_rounds().unwrap_err().contains("no send timestamp"));
+        let m = marks(None);
+        m.start_rounds();
+        for _ in 0..=MAX_HANDSHAKE_IO {
+            m.lock().wrote(1);
+        }
+        assert!(m.take_rounds().unwrap_err().contains("too many"));
         let refused = marks(Some("the kernel refused SO_TIMESTAMPING: EINVAL"));
         refused.start_rounds();
         assert_eq!(
