@@ -281,6 +281,19 @@ fn answered(
         "send to match: {}",
         sonde_probes::kts::describe(user, &kernel)
     ));
+    if let Some(d) = r
+        .timings
+        .own_delay()
+        .filter(|d| *d > sonde_probes::OWN_DELAY_FLAG)
+    {
+        r.event(format!(
+            "{}: sonde's own delay was {} in this step (over {}): its tasks ran that much after \
+             the kernel saw the frame; the kernel-timestamped figure excludes it",
+            sonde_probes::OVERLOADED,
+            fmt_duration(d),
+            fmt_duration(sonde_probes::OWN_DELAY_FLAG)
+        ));
+    }
 }
 
 /// What an expect's wait came to: the step's duration (send-to-match for a match) and its
