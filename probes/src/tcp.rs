@@ -25,6 +25,11 @@
 //! handshake but that the dialogue has not consumed are refused (reason `protocol`): they would
 //! otherwise be read as if they came over TLS (the STARTTLS command-injection class of bugs,
 //! CVE-2011-0411). blackbox silently drops them; a prober should say so.
+//!
+//! Each expect that answers a `Send` adds send → match to the `processing` phase: from the
+//! send's flush to the read that carried the end of the matched line (or of the expected
+//! bytes), with the kernel's timestamps of both on Linux ([`crate::kts`]), also over TLS and
+//! after STARTTLS. The trace names each expect's figures.
 
 use std::fmt::Write as _;
 
