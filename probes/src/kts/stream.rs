@@ -74,7 +74,7 @@ impl TxStamps {
 
 /// Writes and reads of a handshake kept: a TLS handshake is a handful; more is a peer playing
 /// games.
-const MAX_HANDSHAKE_IO: usize = 32;
+const MAX_HANDSHAKE_IO: usize = 64;
 
 /// A handshake's writes and reads, as the stream saw them (see [`Marks::start_rounds`]).
 ///
@@ -157,6 +157,63 @@ impl Rounds {
     }
 }
 
+/// Follows TLS record boundaries (5-byte header: type, version, length) through the bytes read,
+/// so that reads can stop at a record's end and each record knows which read brought its first
+/// byte. A read returns the bytes of every segment queued and the timestamp of the last one: a
+/// delayed reader would otherwise stamp a whole burst (the response's first record and the
+/// records after it) with the last segment's arrival.
+#[derive(Debug, Default)]
+struct Records {
+    header: [u8; 5],
+    have: usize,
+    /// Body bytes of the current record still to come (0: reading a header).
+    body_left: usize,
+    /// The receive timestamp of the read that brought the current record's first byte.
+    start_rx: Option<Option<RealTime>>,
+    /// That of the last record completed.
+    last_start_rx: Option<Option<RealTime>>,
+}
+
+impl Records {
+    /// Bytes to read at most so that a read ends at the current record's end (or header's).
+    fn cap(&self) -> usize {
+        if self.body_left > 0 {
+            self.body_left
+        } else {
+            5 - self.have
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8], rx: Option<RealTime>) {
+        while !bytes.is_empty() {
+            if self.body_left == 0 {
+                if self.have == 0 {
+                    self.start_rx = Some(rx);
+                }
+                let k = (5 - self.have).min(bytes.len());
+                self.header[self.have..self.have + k].copy_from_slice(&bytes[..k]);
+                self.have += k;
+                bytes = &bytes[k..];
+                if self.have == 5 {
+                    self.have = 0;
+                    self.body_left =
+                        usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                    if self.body_left == 0 {
+                        self.last_start_rx = self.start_rx;
+                    }
+                }
+            } else {
+                let k = self.body_left.min(bytes.len());
+                self.body_left -= k;
+                bytes = &bytes[k..];
+                if self.body_left == 0 {
+                    self.last_start_rx = self.start_rx;
+                }
+            }
+        }
+    }
+}
+
 /// What the stream noted, shared with the probe and the layers above.
 #[derive(Debug, Default)]
 struct MarkState {
@@ -177,6 +234,8 @@ struct MarkState {
     /// The receive timestamp of the read that carried the first awaited bytes, once seen.
     first_rx: Option<Option<RealTime>>,
     rounds: Option<Rounds>,
+    /// TLS records from here on (set when a handshake starts).
+    records: Option<Records>,
 }
 
 impl MarkState {
@@ -199,13 +258,34 @@ impl MarkState {
         }
     }
 
-    fn read(&mut self, rx: Option<RealTime>) {
+    /// How much a noted read may take: up to a TLS record's end; 1 byte for the first read of
+    /// a plain exchange's response (its timestamp is then the first segment's, not that of the
+    /// last one queued behind it).
+    fn read_cap(&self) -> usize {
+        match &self.records {
+            Some(r) => r.cap(),
+            None if self.armed && self.first_rx.is_none() => 1,
+            None => usize::MAX,
+        }
+    }
+
+    fn read(&mut self, bytes: &[u8], rx: Option<RealTime>) {
+        if let Some(r) = &mut self.records {
+            r.feed(bytes, rx);
+        }
         self.last_rx = Some(rx);
         if self.armed && !self.layered && self.first_rx.is_none() {
             self.first_rx = Some(rx);
         }
         if let Some(r) = &mut self.rounds {
             r.push(Io::Read(rx));
+        }
+    }
+
+    /// A read that was not noted (nobody listening): only the record boundaries matter.
+    fn read_unnoted(&mut self, bytes: &[u8]) {
+        if let Some(r) = &mut self.records {
+            r.feed(bytes, None);
         }
     }
 }
@@ -271,7 +351,12 @@ impl Marks {
     pub fn seen(&self) {
         let mut s = self.lock();
         if s.armed && s.first_rx.is_none() {
-            if let Some(rx) = s.last_rx {
+            // Under TLS: the read that brought the first byte of the record just decrypted.
+            let rx = match &s.records {
+                Some(r) => r.last_start_rx,
+                None => s.last_rx,
+            };
+            if let Some(rx) = rx {
                 s.first_rx = Some(rx);
             }
         }
@@ -298,9 +383,12 @@ impl Marks {
             .ok_or_else(|| "the clock was stepped back between request and response".into())
     }
 
-    /// Start counting a handshake's rounds (before its first write).
+    /// Start counting a TLS handshake's rounds (before its first write); from here on the bytes
+    /// read are TLS records.
     pub fn start_rounds(&self) {
-        self.lock().rounds = Some(Rounds::default());
+        let mut s = self.lock();
+        s.rounds = Some(Rounds::default());
+        s.records = Some(Records::default());
     }
 
     /// The handshake's rounds (each: our flight's last byte sent → the last segment of the
@@ -351,10 +439,6 @@ impl Marks {
             .ok_or("the kernel gave the send no timestamp")?;
         rx.since(tx)
             .ok_or_else(|| "the clock was stepped back between send and answer".into())
-    }
-
-    fn listening(&self) -> bool {
-        self.lock().listening()
     }
 }
 
@@ -502,18 +586,25 @@ impl AsyncRead for TimestampedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.marks.listening() {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
+        let cap = {
+            let s = this.marks.lock();
+            s.listening().then(|| s.read_cap())
+        };
+        let Some(cap) = cap else {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            this.marks.lock().read_unnoted(&buf.filled()[before..]);
+            return Poll::Ready(Ok(()));
+        };
         loop {
             ready!(this.inner.poll_read_ready(cx))?;
             let fd = this.inner.as_raw_fd();
             // SAFETY: recvmsg only writes initialized bytes into the unfilled part, and we only
             // advance by what it reports.
             let unfilled = unsafe { buf.unfilled_mut() };
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(unfilled.as_mut_ptr().cast::<u8>(), unfilled.len())
-            };
+            let len = unfilled.len().min(cap);
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(unfilled.as_mut_ptr().cast::<u8>(), len) };
             match this
                 .inner
                 .try_io(Interest::READABLE, || recv_stream(fd, dst))
@@ -526,7 +617,8 @@ impl AsyncRead for TimestampedStream {
                         // The request's send timestamps are queued by now: its bytes left
                         // before the response to them could arrive.
                         this.drain_error_queue();
-                        this.marks.lock().read(rx);
+                        let got = &buf.filled()[buf.filled().len() - n..];
+                        this.marks.lock().read(got, rx);
                     }
                     return Poll::Ready(Ok(()));
                 }
@@ -673,11 +765,11 @@ mod tests {
         {
             let mut s = m.lock();
             s.wrote(200); // ClientHello: key 199
-            s.read(Some(t(1_000))); // ServerHello …
-            s.read(Some(t(1_500))); // … ServerHelloDone (the answer's last read)
+            s.read(&[0], Some(t(1_000))); // ServerHello …
+            s.read(&[0], Some(t(1_500))); // … ServerHelloDone (the answer's last read)
             s.wrote(100); // ClientKeyExchange, CCS: keys to 299
             s.wrote(50); // Finished: key 349
-            s.read(Some(t(9_000))); // the server's Finished
+            s.read(&[0], Some(t(9_000))); // the server's Finished
             s.tx.record(349, t(8_000)); // out of order
             s.tx.record(299, t(7_900));
             s.tx.record(199, t(500));
@@ -700,9 +792,9 @@ mod tests {
         {
             let mut s = m.lock();
             s.wrote(300); // ClientHello: key 299
-            s.read(Some(t(1_000))); // ServerHello
+            s.read(&[0], Some(t(1_000))); // ServerHello
             s.wrote(6); // CCS: key 305
-            s.read(Some(t(1_050))); // the rest of the flight, queued before the CCS left
+            s.read(&[0], Some(t(1_050))); // the rest of the flight, queued before the CCS left
             s.wrote(80); // Finished: key 385, its send timestamp not drained yet
             s.tx.record(299, t(100));
             s.tx.record(305, t(1_200));
@@ -721,7 +813,7 @@ mod tests {
             let mut s = m.lock();
             s.wrote(5);
             s.tx.record(4, t(1));
-            s.read(None);
+            s.read(&[0], None);
         }
         assert!(m
             .take_rounds()
@@ -732,7 +824,7 @@ mod tests {
         {
             let mut s = m.lock();
             s.wrote(5);
-            s.read(Some(t(3)));
+            s.read(&[0], Some(t(3)));
         }
         assert!(m.take_rounds().unwrap_err().contains("no send timestamp"));
         let m = marks(None);
@@ -749,6 +841,45 @@ mod tests {
         );
     }
 
+    /// Records are followed across any cut; each knows the read that brought its first byte,
+    /// and reads are capped at a record's end (header first, then the body).
+    #[test]
+    fn tls_records_are_followed_and_reads_end_at_their_edges() {
+        let mut r = Records::default();
+        assert_eq!(r.cap(), 5);
+        let mut bytes = vec![23, 3, 3, 0, 4, 1, 2, 3, 4]; // a 4-byte record
+        bytes.extend([23, 3, 3, 0, 2, 9, 9]); // a 2-byte record
+        r.feed(&bytes[..3], Some(t(10)));
+        assert_eq!(r.cap(), 2);
+        r.feed(&bytes[3..6], Some(t(20)));
+        assert_eq!(r.cap(), 3);
+        assert_eq!(r.last_start_rx, None);
+        r.feed(&bytes[6..9], Some(t(30)));
+        assert_eq!(r.last_start_rx, Some(Some(t(10))));
+        assert_eq!(r.cap(), 5);
+        r.feed(&bytes[9..], Some(t(40)));
+        assert_eq!(r.last_start_rx, Some(Some(t(40))));
+    }
+
+    /// A delayed reader under TLS: the response's record came in one read, the records after it
+    /// in later ones; the response's own read is the one used.
+    #[test]
+    fn the_response_record_keeps_its_own_timestamp() {
+        let m = marks(None);
+        m.start_rounds();
+        let _ = m.take_rounds();
+        m.layered();
+        m.arm();
+        m.lock().wrote(100);
+        m.lock().tx.record(99, t(1_000));
+        m.lock().read(&[23, 3, 3, 0, 3], Some(t(5_000)));
+        m.lock().read(&[7, 7, 7], Some(t(5_000)));
+        // A second record, read before the plaintext layer asked for more.
+        m.lock().read(&[23, 3, 3, 0, 1], Some(t(9_000)));
+        m.seen();
+        assert_eq!(m.take(), Ok(Duration::from_micros(4_000)));
+    }
+
     /// Under TLS the first read after the request can be a session ticket: the layer above says
     /// which read carried the response, and that read's timestamp is the one used.
     #[test]
@@ -758,10 +889,10 @@ mod tests {
         m.lock().wrote(500); // the handshake
         m.arm();
         m.lock().wrote(120); // the request's record: key 619
-        m.lock().read(Some(t(1_100))); // a NewSessionTicket record: no plaintext
-        m.lock().read(Some(t(21_000))); // the response's record
+        m.lock().read(&[0], Some(t(1_100))); // a NewSessionTicket record: no plaintext
+        m.lock().read(&[0], Some(t(21_000))); // the response's record
         m.seen(); // the plaintext layer got the response
-        m.lock().read(Some(t(22_000))); // the rest of the body
+        m.lock().read(&[0], Some(t(22_000))); // the rest of the body
         m.seen();
         m.lock().tx.record(619, t(1_000));
         assert_eq!(m.take(), Ok(Duration::from_micros(20_000)));
@@ -779,7 +910,7 @@ mod tests {
         m.lock().wrote(60); // HEADERS: key 159
         m.sent();
         m.lock().wrote(9); // SETTINGS ack: not the request
-        m.lock().read(Some(t(5_000)));
+        m.lock().read(&[0], Some(t(5_000)));
         m.seen();
         {
             let mut s = m.lock();
@@ -802,7 +933,7 @@ mod tests {
         assert_eq!(first, Some(39));
         m.lock().wrote(40);
         let second = m.sent_key();
-        m.lock().read(Some(t(7_000)));
+        m.lock().read(&[0], Some(t(7_000)));
         let rx = m.last_rx();
         {
             let mut s = m.lock();
@@ -816,7 +947,7 @@ mod tests {
             .unwrap_err()
             .contains("no timestamp"));
         assert!(m.between(None, rx).unwrap_err().contains("no send"));
-        m.lock().read(None);
+        m.lock().read(&[0], None);
         assert!(m
             .between(second, m.last_rx())
             .unwrap_err()
