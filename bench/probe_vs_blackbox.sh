@@ -3,7 +3,8 @@
 # blackbox.yml, against the same loopback targets.
 #
 #   1. Throughput: wrk drives each exporter's /probe at concurrency 1, 64 and 256 for http_2xx
-#      (a local nginx), tcp_connect (the same nginx) and icmp (127.0.0.1). Per run: probes/s,
+#      (a local nginx), tcp_connect (the same nginx) and icmp (127.0.0.1); https_2xx (nginx's TLS
+#      1.3 listener, certificate not verified) when MODULES names it. Per run: probes/s,
 #      wrk's p50/p99 latency, CPU seconds per 1,000 probes (utime+stime of the exporter from
 #      /proc/PID/stat), RSS after the run, probes that did not succeed; and sonde/blackbox ratios.
 #   2. Measurement truth: a target that answers after exactly 20 ms (testkit's delay_server), 200
@@ -28,6 +29,7 @@ MODULES=${MODULES:-http_2xx tcp_connect icmp} # throughput rows to run (a subset
 TRUTH=${TRUTH:-1}                              # 0 skips the measurement-truth runs
 DELAY_MS=20
 NGINX_PORT=28180
+NGINX_TLS_PORT=28181
 DELAY_ADDR=127.0.0.1:29217
 SONDE_ADDR=127.0.0.1:29215
 BLACKBOX_ADDR=127.0.0.1:29216
@@ -59,7 +61,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
   [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
 fi
-for port in "$NGINX_PORT" "${DELAY_ADDR##*:}" "${SONDE_ADDR##*:}" "${BLACKBOX_ADDR##*:}"; do
+for port in "$NGINX_PORT" "$NGINX_TLS_PORT" "${DELAY_ADDR##*:}" "${SONDE_ADDR##*:}" "${BLACKBOX_ADDR##*:}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "probe bench: 127.0.0.1:$port is already in use" >&2
     exit 1
@@ -89,6 +91,8 @@ wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null 
 
 # --- targets --------------------------------------------------------------------------------------
 mkdir -p "$work/nginx"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -keyout "$work/nginx/key.pem" -out "$work/nginx/cert.pem" 2>/dev/null
 cat >"$work/nginx/nginx.conf" <<EOF
 daemon off;
 worker_processes 1;
@@ -105,6 +109,13 @@ http {
     scgi_temp_path $work/nginx/scgi;
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        location / { return 200 "ok\n"; }
+    }
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl backlog=4096;
+        ssl_certificate $work/nginx/cert.pem;
+        ssl_certificate_key $work/nginx/key.pem;
+        ssl_protocols TLSv1.3;
         location / { return 200 "ok\n"; }
     }
 }
@@ -125,6 +136,12 @@ modules:
   http_2xx:
     prober: http
     timeout: 5s
+  https_2xx:
+    prober: http
+    timeout: 5s
+    http:
+      tls_config:
+        insecure_skip_verify: true
   tcp_connect:
     prober: tcp
     timeout: 5s
@@ -148,6 +165,7 @@ wait_http "http://$SONDE_ADDR/-/healthy"
 target_of() {
   case $1 in
     http_2xx) echo "http://127.0.0.1:$NGINX_PORT/" ;;
+    https_2xx) echo "https://127.0.0.1:$NGINX_TLS_PORT/" ;;
     tcp_connect) echo "127.0.0.1:$NGINX_PORT" ;;
     icmp) echo "127.0.0.1" ;;
   esac

@@ -5,9 +5,13 @@
 # blackbox.yml, same targets) answer /probe?debug=true driven by wrk at 1 and 200 in flight:
 #   - http_2xx against a target that answers after exactly 20 ms (testkit's delay_server);
 #   - http_2xx against nginx;
+#   - https (module https_2xx) against the same 20 ms target over TLS 1.3 and against nginx's
+#     TLS listener: phases connect, tls (the handshake's round) and processing (the request's
+#     last segment -> the response's first). Both TLS targets send no session tickets: on the
+#     wire a ticket cannot be told from the response (both are encrypted records);
 #   - icmp against 127.0.0.1.
 # Each sonde probe is matched to its own packets (the trace names its local port / ICMP id+seq)
-# and |reported − wire| is given per phase (connect, processing, rtt) for sonde's kernel figure
+# and |reported − wire| is given per phase (connect, tls, processing, rtt) for sonde's kernel figure
 # and its user-space figure; blackbox_exporter logs no port, so its column compares quantiles of
 # reported and wire distributions (see bench/lib/truth_report.py). 200 in flight saturates 2
 # cores (wrk + exporter + target): that is the point.
@@ -16,14 +20,18 @@
 #   SECS=3 CONCS=200 KEEP=1 bash bench/truth.sh   # shorter, only 200 in flight, keep the captures
 #
 # Target (issue 14), saturated at 200 in flight: sonde-kernel p99 ≤ 0.5 ms for rtt, connect and
-# processing. Traffic stays on 127.0.0.1. Root (tcpdump, raw ICMP); installs tcpdump, nginx, wrk
+# processing (https included). Traffic stays on 127.0.0.1. TARGETS picks runs (default all):
+# delay-http nginx-http delay-https nginx-https icmp. Root (tcpdump, raw ICMP); installs tcpdump, nginx, wrk
 # and prometheus-blackbox-exporter from Debian if missing.
 set -euo pipefail
 SECS=${SECS:-5}
 CONCS=${CONCS:-1 200}
 DELAY_MS=20
+TARGETS=${TARGETS:-delay-http nginx-http delay-https nginx-https icmp}
 NGINX_PORT=28280
+NGINX_TLS_PORT=28281
 DELAY_ADDR=127.0.0.1:29317
+DELAY_TLS_ADDR=127.0.0.1:29318
 SONDE_ADDR=127.0.0.1:29315
 BLACKBOX_ADDR=127.0.0.1:29316
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,7 +60,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
   [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
 fi
-for port in "$NGINX_PORT" "${DELAY_ADDR##*:}" "${SONDE_ADDR##*:}" "${BLACKBOX_ADDR##*:}"; do
+for port in "$NGINX_PORT" "$NGINX_TLS_PORT" "${DELAY_ADDR##*:}" "${DELAY_TLS_ADDR##*:}" "${SONDE_ADDR##*:}" "${BLACKBOX_ADDR##*:}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "truth bench: 127.0.0.1:$port is already in use" >&2
     exit 1
@@ -61,11 +69,14 @@ done
 
 echo "building sonde and delay_server (release)…" >&2
 (cd "$root" && cargo build --release -q --bin sonde && cargo build --release -q -p sonde-testkit --bin delay_server)
-SONDE=$root/target/release/sonde
-DELAY=$root/target/release/delay_server
-wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+target=${CARGO_TARGET_DIR:-$root/target}
+SONDE=$target/release/sonde
+DELAY=$target/release/delay_server
+wait_http() { for _ in $(seq 1 200); do curl -kfsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 mkdir -p "$work/nginx"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -keyout "$work/nginx/key.pem" -out "$work/nginx/cert.pem" 2>/dev/null
 cat >"$work/nginx/nginx.conf" <<NGINX
 daemon off;
 worker_processes 1;
@@ -84,20 +95,40 @@ http {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
         location / { return 200 "ok\n"; }
     }
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl backlog=4096;
+        ssl_certificate $work/nginx/cert.pem;
+        ssl_certificate_key $work/nginx/key.pem;
+        ssl_protocols TLSv1.3;
+        # No session tickets (see the top of this file).
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        location / { return 200 "ok\n"; }
+    }
 }
 NGINX
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log" &
 pids+=($!)
 "$DELAY" --listen "$DELAY_ADDR" --delay-ms "$DELAY_MS" >"$work/delay.log" 2>&1 &
 pids+=($!)
+"$DELAY" --listen "$DELAY_TLS_ADDR" --delay-ms "$DELAY_MS" --tls >"$work/delay-tls.log" 2>&1 &
+pids+=($!)
 wait_http "http://127.0.0.1:$NGINX_PORT/"
 wait_http "http://$DELAY_ADDR/"
+wait_http "https://127.0.0.1:$NGINX_TLS_PORT/"
+wait_http "https://$DELAY_TLS_ADDR/"
 
 cat >"$work/blackbox.yml" <<BLACKBOX
 modules:
   http_2xx:
     prober: http
     timeout: 5s
+  https_2xx:
+    prober: http
+    timeout: 5s
+    http:
+      tls_config:
+        insecure_skip_verify: true
   icmp:
     prober: icmp
     timeout: 5s
@@ -138,9 +169,16 @@ run() { # name exporter addr module target port conns
 for conns in $CONCS; do
   for ex in sonde blackbox; do
     if [[ $ex == sonde ]]; then addr=$SONDE_ADDR; else addr=$BLACKBOX_ADDR; fi
-    run "delay20ms-http-c$conns" "$ex" "$addr" http_2xx "http://$DELAY_ADDR/" "${DELAY_ADDR##*:}" "$conns"
-    run "nginx-http-c$conns" "$ex" "$addr" http_2xx "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PORT" "$conns"
-    run "icmp-c$conns" "$ex" "$addr" icmp 127.0.0.1 0 "$conns"
+    for t in $TARGETS; do
+      case $t in
+        delay-http) run "delay20ms-http-c$conns" "$ex" "$addr" http_2xx "http://$DELAY_ADDR/" "${DELAY_ADDR##*:}" "$conns" ;;
+        nginx-http) run "nginx-http-c$conns" "$ex" "$addr" http_2xx "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PORT" "$conns" ;;
+        delay-https) run "delay20ms-https-c$conns" "$ex" "$addr" https_2xx "https://$DELAY_TLS_ADDR/" "${DELAY_TLS_ADDR##*:}" "$conns" ;;
+        nginx-https) run "nginx-https-c$conns" "$ex" "$addr" https_2xx "https://127.0.0.1:$NGINX_TLS_PORT/" "$NGINX_TLS_PORT" "$conns" ;;
+        icmp) run "icmp-c$conns" "$ex" "$addr" icmp 127.0.0.1 0 "$conns" ;;
+        *) echo "truth bench: unknown target $t" >&2; exit 2 ;;
+      esac
+    done
   done
 done
 

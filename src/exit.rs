@@ -10,6 +10,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub fn runtime(
     builder: &mut tokio::runtime::Builder,
 ) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    // Before any probe: the kernel stamps packets from the first one on (see kts::keep_on).
+    sonde_probes::kts::warm_up();
     builder.enable_all().build().map_err(|e| {
         eprintln!("sonde: cannot start the async runtime: {e}");
         std::process::ExitCode::FAILURE

@@ -186,6 +186,16 @@ steps:
         facts["skipped_count"].as_u64().unwrap() >= 1,
         "presence noise skipped: {facts}"
     );
+    // Send-to-match is the step's processing phase, timed by the kernel on Linux; the step's
+    // duration is that figure, and the trace gives both.
+    let processing = sonde_probes::Phase::Processing;
+    if cfg!(target_os = "linux") {
+        let kernel = echo.timings.kernel(processing);
+        assert!(kernel.is_some(), "{trace}");
+        assert_eq!(Some(echo.duration), kernel);
+        assert!(trace.contains("send to match: kernel"), "{trace}");
+    }
+    assert!(echo.timings.user_space(processing) >= echo.duration);
     // The password read by file() is a secret, and so is the credential made of it.
     assert!(sc.secrets.contains(&"s3cret".to_string()));
     assert!(!trace.contains("s3cret"), "{trace}");

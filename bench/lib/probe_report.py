@@ -57,7 +57,7 @@ def main():
     print(hdr)
     print("-" * len(hdr))
     ratios = []
-    for module in ("http_2xx", "tcp_connect", "icmp"):
+    for module in ("http_2xx", "https_2xx", "tcp_connect", "icmp"):
         for conns in (1, 64, 256):
             pair = {}
             for ex in ("blackbox", "sonde"):

@@ -16,6 +16,7 @@ end
 local wanted = {
   'msg="connected to ',
   'msg="response head: ',
+  'msg="tls handshake: ',
   'msg="sending an echo request ',
   'msg="echo reply from ',
   'probe_http_duration_seconds{',

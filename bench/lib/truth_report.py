@@ -11,7 +11,12 @@ RUNS_FILE lines: name exporter target_port pcap records
 
 Wire phases, from the capture (timestamps the kernel took at the loopback device):
   connect     client SYN -> server SYN-ACK (per client port)
-  processing  client's last request segment -> server's first response segment
+  tls         the handshake's rounds, summed: a round is the last data segment of a client
+              flight -> the last data segment of the server's answer before the client's next
+              flight (flights: runs of data segments one way, in capture order). A probe whose
+              trace says "over N round trip(s)" has N handshake rounds; otherwise 1 (TLS 1.3)
+  processing  the round after the handshake: its client flight's last segment (the request's)
+              -> the server's first data segment after it
   rtt         echo request -> echo reply (per ICMP id+seq)
 
 sonde's answers name the local port / ICMP id+seq and give the kernel and user-space figures of
@@ -70,8 +75,9 @@ def packets(path):
 
 
 def wire(pcap, port):
-    """{client port: [(SYN time, {phase: seconds}), …]} for TCP (a port is reused within a run:
-    one entry per connection, in order), {(id, seq): [(request time, {rtt: s})]} for ICMP."""
+    """{client port: [(SYN time, conn), …]} for TCP (a port is reused within a run: one entry per
+    connection, in order; conn has syn, synack and rounds), {(id, seq): [(request time,
+    {rtt: s})]} for ICMP."""
     conns = defaultdict(list)  # port -> [dict per connection]
     echo = defaultdict(dict)
     for t, kind, f in packets(pcap):
@@ -87,14 +93,11 @@ def wire(pcap, port):
         if dport == port:  # client -> server
             if syn and not ack:
                 if not conns[sport] or "synack" in conns[sport][-1]:
-                    conns[sport].append({})  # a new connection (a retransmitted SYN is not)
+                    conns[sport].append({"segs": []})  # a new connection (a retransmitted SYN is not)
                 conns[sport][-1].setdefault("syn", t)
                 continue
-            if not conns[sport]:
-                continue
-            c = conns[sport][-1]
-            if plen > 0 and "resp" not in c:
-                c["req_last"] = t
+            if conns[sport] and plen > 0:
+                conns[sport][-1]["segs"].append((t, True))
         elif sport == port:
             if not conns[dport]:
                 continue
@@ -102,31 +105,61 @@ def wire(pcap, port):
             if syn and ack:
                 c.setdefault("synack", t)
             elif plen > 0:
-                c.setdefault("resp", t)
+                c["segs"].append((t, False))
     out = {}
     for p, cs in conns.items():
         out[p] = []
         for c in cs:
-            ph = {}
-            if "syn" in c and "synack" in c:
-                ph["connect"] = c["synack"] - c["syn"]
-            if "req_last" in c and "resp" in c:
-                ph["processing"] = c["resp"] - c["req_last"]
-            out[p].append((c.get("syn", 0.0), ph))
+            c["rounds"] = rounds(c.pop("segs"))
+            out[p].append((c.get("syn", 0.0), c))
     for k, c in echo.items():
         if "req" in c and "rep" in c:
             out[k] = [(c["req"], {"rtt": c["rep"] - c["req"]})]
     return out
 
 
-def instance(w, key, when):
-    """The connection on `key` whose SYN is nearest `when` (the probe's own estimate)."""
+def rounds(segs):
+    """[(client flight's last segment, server answer's first, server answer's last)]"""
+    out, last_client, first_srv, last_srv = [], None, None, None
+    for t, client in segs:
+        if client:
+            if first_srv is not None:
+                out.append((last_client, first_srv, last_srv))
+                first_srv = last_srv = None
+            last_client = t
+        elif last_client is not None:
+            first_srv = t if first_srv is None else first_srv
+            last_srv = t
+    if first_srv is not None:
+        out.append((last_client, first_srv, last_srv))
+    return out
+
+
+def phases(conn, handshake_rounds):
+    """{phase: seconds} of one TCP connection, its first `handshake_rounds` rounds being TLS."""
+    if "rtt" in conn:
+        return conn
+    ph = {}
+    if "syn" in conn and "synack" in conn:
+        ph["connect"] = conn["synack"] - conn["syn"]
+    rs = conn.get("rounds", [])
+    if handshake_rounds and len(rs) >= handshake_rounds:
+        ph["tls"] = sum(last - c for c, _, last in rs[:handshake_rounds])
+    if len(rs) > handshake_rounds:
+        c, first, _ = rs[handshake_rounds]
+        ph["processing"] = first - c
+    return ph
+
+
+def instance(w, key, when, handshake_rounds):
+    """The phases of the connection on `key` whose SYN is nearest `when` (the probe's own
+    estimate)."""
     cands = w.get(key) or []
     if not cands:
         return None
     if when is None or len(cands) == 1:
-        return cands[0][1] if len(cands) == 1 else None
-    return min(cands, key=lambda c: abs(c[0] - when))[1]
+        return phases(cands[0][1], handshake_rounds) if len(cands) == 1 else None
+    return phases(min(cands, key=lambda c: abs(c[0] - when))[1], handshake_rounds)
 
 
 DUR = re.compile(r"(\d+(?:\.\d+)?)(µs|ms|s)\b")
@@ -164,12 +197,16 @@ def wall(part):
     return calendar.timegm((y, mo, d, h, mi, s)) + ms_ / 1000
 
 
+ROUNDS = re.compile(r"over (\d+) round trip")
+
+
 def records(path, exporter):
-    """[(key, {phase: reported}, {phase: (kernel, user)}, estimated SYN wall time)]"""
+    """[(key, {phase: reported}, {phase: (kernel, user)}, estimated SYN wall time,
+    handshake rounds or None)]"""
     out = []
     for line in open(path, encoding="utf-8", errors="replace"):
         reported = {m.group(1): float(m.group(2)) for m in METRIC.finditer(line)}
-        both, key, when = {}, None, None
+        both, key, when, hs = {}, None, None, None
         parts = line.split(" || ")
         # Lines are written when the probe ends: its start is the last line's time minus the
         # last event's offset; the connect event's offset minus its user-space figure is the SYN.
@@ -187,13 +224,18 @@ def records(path, exporter):
                 m = re.search(r"response head: processing (.*?)\" ", part + " ")
                 if m:
                     both["processing"] = figures(m.group(1))
+                m = re.search(r"tls handshake: (.*?)\" ", part + " ")
+                if m:
+                    both["tls"] = figures(m.group(1))
+                    r = ROUNDS.search(m.group(1))
+                    hs = int(r.group(1)) if r else None
                 m = re.search(r"echo request .*?seq (\d+), id (\d+)", part)
                 if m:
                     key = (int(m.group(2)), int(m.group(1)))
                 m = re.search(r"echo reply from .*?; rtt (.*?)\" ", part + " ")
                 if m:
                     both["rtt"] = figures(m.group(1))
-        out.append((key, reported, both, when))
+        out.append((key, reported, both, when, hs))
     return out
 
 
@@ -228,19 +270,22 @@ def main():
         name, exporter, port, pcap, recs = line.split()
         w = wire(pcap, int(port))
         rs = records(recs, exporter)
-        phases = ["rtt"] if port == "0" else ["connect", "processing"]
+        tls = "https" in name
+        default_hs = 1 if tls else 0
+        names = ["rtt"] if port == "0" else (["connect", "tls", "processing"] if tls else ["connect", "processing"])
         on_wire = sum(len(cs) for cs in w.values())
         print(f"{name} [{exporter}]: {len(rs)} probes answered, {on_wire} probes on the wire")
-        for ph in phases:
-            wired = [v[ph] for cs in w.values() for _, v in cs if ph in v]
-            reported = [r[ph] for _, r, _, _ in rs if ph in r]
+        for ph in names:
+            wired = [v[ph] for cs in w.values() for _, c in cs
+                     for v in [phases(c, default_hs)] if ph in v]
+            reported = [r[ph] for _, r, _, _, _ in rs if ph in r]
             print(f"  {ph}: wire p50 {ms(q(wired, .5))} p99 {ms(q(wired, .99))} ms")
             if exporter == "blackbox":
                 print(qdiff_row("blackbox |reported - wire|", reported, wired))
                 continue
             kern, user, delay, unmatched, nokernel = [], [], [], 0, 0
-            for key, _, both, when in rs:
-                inst = instance(w, key, when)
+            for key, _, both, when, hs in rs:
+                inst = instance(w, key, when, default_hs if hs is None else hs)
                 if ph not in both or inst is None or ph not in inst:
                     unmatched += 1
                     continue

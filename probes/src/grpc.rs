@@ -223,7 +223,8 @@ async fn run(
 
     let io: Box<dyn Io> = if req.tls {
         in_flight.begin(Phase::Tls);
-        let res = req.tls_client.handshake(tcp, &req.host, rec).await;
+        let (tcp, marks) = crate::kts::timestamped(tcp);
+        let res = req.tls_client.handshake(tcp, &req.host, rec, &marks).await;
         in_flight.end(rec, false);
         let (stream, tls) = res.map_err(|f| unavailable(facts, f))?;
         if tls.alpn.as_deref() != Some("h2") {

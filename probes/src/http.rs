@@ -557,16 +557,11 @@ async fn await_head(
     in_flight: &mut InFlight,
 ) -> Result<http::Response<conn::ResponseBody>, Failure> {
     rec.doing("waiting for the response head");
-    if let Ok(m) = connection.kernel_ttfb() {
-        m.arm();
-    }
+    connection.kernel_ttfb().arm();
     let response = connection.send(request).await;
     in_flight.end(rec, false);
     let user = started.elapsed();
-    let kernel = match connection.kernel_ttfb() {
-        Ok(m) => m.take(),
-        Err(why) => Err(why.to_string()),
-    };
+    let kernel = connection.kernel_ttfb().take();
     rec.timings
         .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
     rec.event(format!(

@@ -14,32 +14,90 @@
 //!   that does not need the error queue);
 //! - TCP `connect`: the kernel's round-trip sample of the handshake (`TCP_INFO`'s `tcpi_rtt`
 //!   right after connect: SYN sent → SYN-ACK received), when it is the only sample (no
-//!   retransmission).
+//!   retransmission);
+//! - everything that is a request and its answer on a TCP connection ([`stream`]): HTTP
+//!   `processing` (http and https, HTTP/1.1 and HTTP/2), the `tls` handshake's rounds, a tcp
+//!   dialogue's send → matching line, a WebSocket send → matching frame. The timestamping
+//!   stream sits on the socket under rustls; the layer that reads plaintext says which bytes
+//!   were awaited ([`seen`]).
 //!
 //! Socket timestamps are `CLOCK_REALTIME` ([`RealTime`]); only differences of two readings of
 //! that clock are used, never compared with tokio's monotonic [`tokio::time::Instant`].
 
 use std::time::Duration;
 
+pub mod seen;
 #[cfg(target_os = "linux")]
 pub mod stream;
 #[cfg(target_os = "linux")]
 mod tcp_info;
 
+pub use stream::Marks;
+
 /// Elsewhere: no timestamped stream; its marks only say why.
 #[cfg(not(target_os = "linux"))]
 pub mod stream {
+    use std::time::Duration;
+
+    use super::RealTime;
+
     #[derive(Clone, Debug)]
-    pub struct Marks;
+    pub struct Marks(std::sync::Arc<str>);
 
     impl Marks {
+        pub fn none(why: &str) -> Self {
+            Marks(why.into())
+        }
+        pub fn on(&self) -> bool {
+            false
+        }
         pub fn arm(&self) {}
-
-        pub fn take(&self) -> Result<std::time::Duration, String> {
-            Err(super::NOT_LINUX.into())
+        pub fn layered(&self) {}
+        pub fn request_by_layer(&self) {}
+        pub fn sent(&self) {}
+        pub fn seen(&self) {}
+        pub fn take(&self) -> Result<Duration, String> {
+            Err(self.0.to_string())
+        }
+        pub fn start_rounds(&self) {}
+        pub fn take_rounds(&self) -> Result<(Duration, usize), String> {
+            Err(self.0.to_string())
+        }
+        pub fn listen(&self) {}
+        pub fn sent_key(&self) -> Option<u32> {
+            None
+        }
+        pub fn last_rx(&self) -> Option<RealTime> {
+            None
+        }
+        pub fn between(&self, _: Option<u32>, _: Option<RealTime>) -> Result<Duration, String> {
+            Err(self.0.to_string())
         }
     }
 }
+
+/// A connected TCP stream as sonde's probes use it: timestamped by the kernel where it can be.
+#[cfg(target_os = "linux")]
+pub type Stream = stream::TimestampedStream;
+#[cfg(not(target_os = "linux"))]
+pub type Stream = tokio::net::TcpStream;
+
+/// Wrap a freshly connected socket (nothing written yet) so the kernel timestamps its bytes,
+/// before any other layer (TLS, HTTP, WebSocket) goes on top; the marks are the probe's handle.
+/// Where it cannot (not Linux, the option refused) the stream is plain and the marks say why.
+pub fn timestamped(tcp: tokio::net::TcpStream) -> (Stream, Marks) {
+    #[cfg(target_os = "linux")]
+    {
+        let s = stream::TimestampedStream::new(tcp);
+        let m = s.marks();
+        (s, m)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        (tcp, Marks::none(NOT_LINUX))
+    }
+}
+
 #[cfg(target_os = "linux")]
 pub use tcp_info::handshake_rtt;
 
@@ -51,6 +109,87 @@ pub fn handshake_rtt<S>(_: &S) -> Result<Duration, String> {
 
 /// The reason given where the platform has no kernel timestamps.
 pub const NOT_LINUX: &str = "kernel timestamps are only used on Linux";
+
+/// Keep the kernel's receive timestamping switched on for the life of the process, and say
+/// whether it could be.
+///
+/// The kernel stamps arriving packets only while some socket wants it, and switching that on
+/// is deferred to a work queue: on a prober whose only timestamped socket is one probe's
+/// connection, the switch would flip on and off with every probe and the first segments of each
+/// would arrive unstamped (labelled "no receive timestamp"). One UDP socket with
+/// `SO_TIMESTAMPNS`, kept open, holds it on. Cheap after the first call.
+#[cfg(target_os = "linux")]
+pub fn keep_on() -> bool {
+    use std::os::fd::AsRawFd;
+    static KEEPER: std::sync::OnceLock<Option<std::net::UdpSocket>> = std::sync::OnceLock::new();
+    KEEPER
+        .get_or_init(|| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            enable_rx_timestamps(s.as_raw_fd()).ok()?;
+            Some(s)
+        })
+        .is_some()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn keep_on() -> bool {
+    false
+}
+
+/// [`keep_on`], then wait (blocking, at most ~100 ms, once) until the kernel really stamps
+/// segments of a loopback TCP connection: call it at start-up, before probing, so that even the
+/// first probes have kernel figures. Whether it does.
+#[cfg(target_os = "linux")]
+pub fn warm_up() -> bool {
+    static WARM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WARM.get_or_init(|| keep_on() && stamps_flow().unwrap_or(false))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn warm_up() -> bool {
+    false
+}
+
+/// One byte at a time over a loopback TCP pair until one arrives with a receive timestamp
+/// (TCP, unlike UDP, does not fill in a missing one at read time).
+#[cfg(target_os = "linux")]
+fn stamps_flow() -> std::io::Result<bool> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let c = std::net::TcpStream::connect(l.local_addr()?)?;
+    let (mut server, _) = l.accept()?;
+    let flags: libc::c_uint = libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
+    // SAFETY: `c` is open; the option is a live c_uint of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPING,
+            (&flags as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Ok(false);
+    }
+    c.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let mut buf = [0u8; 1];
+    for _ in 0..100 {
+        server.write_all(b"w")?;
+        // Wait for the byte, then read it with its control messages.
+        let mut peek = [0u8; 1];
+        if c.peek(&mut peek)? == 0 {
+            return Ok(false);
+        }
+        match stream::recv_stream(c.as_raw_fd(), &mut buf) {
+            Ok((1, Some(_))) => return Ok(true),
+            Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
 
 /// A reading of `CLOCK_REALTIME`: a packet's kernel timestamp or [`RealTime::now`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -25,6 +25,11 @@
 //! handshake but that the dialogue has not consumed are refused (reason `protocol`): they would
 //! otherwise be read as if they came over TLS (the STARTTLS command-injection class of bugs,
 //! CVE-2011-0411). blackbox silently drops them; a prober should say so.
+//!
+//! Each expect that answers a `Send` adds send → match to the `processing` phase: from the
+//! send's flush to the read that carried the end of the matched line (or of the expected
+//! bytes), with the kernel's timestamps of both on Linux ([`crate::kts`]), also over TLS and
+//! after STARTTLS. The trace names each expect's figures.
 
 use std::fmt::Write as _;
 
@@ -34,7 +39,7 @@ use tokio::time::Instant;
 
 use crate::resolve::{connect_tcp, ResolveOptions, Resolver};
 use crate::tls::{TlsClient, TlsFacts};
-use crate::{with_deadline, Failure, FailureReason, Outcome, Recorder};
+use crate::{kts, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
 
 /// One move of the dialogue.
 #[derive(Clone, Debug)]
@@ -129,16 +134,26 @@ async fn run(
     facts: &mut TcpFacts,
     pending: &mut String,
 ) -> Result<(), Failure> {
-    let tcp: Box<dyn Io> = match &req.unix {
-        Some(path) => Box::new(connect_unix(path, rec).await?),
+    // A dialogue is many exchanges: every read is noted, so each expect that answers a send
+    // has the kernel's figure (see `Dialogue::answered`).
+    let (tcp, marks): (Box<dyn Io>, kts::Marks) = match &req.unix {
+        Some(path) => (
+            Box::new(connect_unix(path, rec).await?),
+            kts::Marks::none("a Unix socket carries no packets to timestamp"),
+        ),
         None => {
             let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
             crate::policy::check(req.policy.as_ref(), &req.host, &addrs, req.port, rec)?;
-            Box::new(connect_tcp(&addrs, req.port, rec).await?)
+            let (tcp, marks) = kts::timestamped(connect_tcp(&addrs, req.port, rec).await?);
+            marks.listen();
+            (Box::new(tcp), marks)
         }
     };
     let mut conn: Conn = if req.tls {
-        let (tls, tls_facts) = req.tls_client.handshake(tcp, &req.host, rec).await?;
+        let (tls, tls_facts) = req
+            .tls_client
+            .handshake(tcp, &req.host, rec, &marks)
+            .await?;
         facts.tls = Some(tls_facts);
         BufReader::new(Box::new(tls))
     } else {
@@ -151,6 +166,8 @@ async fn run(
         last_match: None,
         pending,
         n: req.dialogue.len(),
+        marks,
+        last_send: None,
     };
     for (i, step) in req.dialogue.iter().enumerate() {
         match step {
@@ -229,9 +246,29 @@ struct Dialogue<'a> {
     /// What the dialogue is waiting for, named in a timeout message.
     pending: &'a mut String,
     n: usize,
+    /// The kernel's timestamps of the connection's bytes.
+    marks: kts::Marks,
+    /// When the last `Send` was flushed (user space, and the key of its last byte for the
+    /// kernel), until an expect answers it.
+    last_send: Option<(Instant, Option<u32>)>,
 }
 
 impl Dialogue<'_> {
+    /// An expect just took the bytes that answer the last `Send`: its latency (flushed → the
+    /// read that carried the answer's end) is added to the `processing` phase, with the kernel's
+    /// figure where the socket is timestamped. Returns how the trace says it ("" when no send
+    /// preceded: a banner answers nothing).
+    fn answered(&mut self, rec: &mut Recorder) -> String {
+        let Some((at, key)) = self.last_send.take() else {
+            return String::new();
+        };
+        let user = at.elapsed();
+        let kernel = self.marks.between(key, self.marks.last_rx());
+        rec.timings
+            .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
+        format!(", answering the send: {}", kts::describe(user, &kernel))
+    }
+
     /// `Expect`: read lines until one matches step `i` (0-based, as `matched_lines` records it).
     async fn expect_line(
         &mut self,
@@ -250,7 +287,11 @@ impl Dialogue<'_> {
                     self.transcript.push("< ", &line);
                     let matched = re.is_match(&line);
                     if matched {
-                        rec.event(format!("step {step_no}: /{re}/ matched {}", quote(&line)));
+                        let answered = self.answered(rec);
+                        rec.event(format!(
+                            "step {step_no}: /{re}/ matched {}{answered}",
+                            quote(&line)
+                        ));
                         if self.matched_lines.len() < MAX_TRANSCRIPT {
                             self.matched_lines.push((i, line.clone()));
                         }
@@ -293,6 +334,12 @@ impl Dialogue<'_> {
             .await
             .map_err(|e| e.into_failure(step_no, n))?;
         self.transcript.push("< ", &got);
+        if got == want {
+            let answered = self.answered(rec);
+            if !answered.is_empty() {
+                rec.event(format!("step {step_no}: expected bytes read{answered}"));
+            }
+        }
         if got.len() < want.len() {
             return Err(Failure::new(
                 FailureReason::Protocol,
@@ -344,6 +391,9 @@ impl Dialogue<'_> {
             conn.get_mut().flush().await
         }
         .await;
+        if res.is_ok() {
+            self.last_send = Some((Instant::now(), self.marks.sent_key()));
+        }
         res.map_err(|e| {
             Failure::new(
                 FailureReason::Protocol,
@@ -376,7 +426,11 @@ impl Dialogue<'_> {
             ));
         }
         let plain = conn.into_inner();
-        let (tls, tls_facts) = req.tls_client.handshake(plain, &req.host, rec).await?;
+        self.last_send = None;
+        let (tls, tls_facts) = req
+            .tls_client
+            .handshake(plain, &req.host, rec, &self.marks)
+            .await?;
         self.transcript.push_note(&format!(
             "-- STARTTLS: {}, {}",
             tls_facts.version, tls_facts.cipher

@@ -228,9 +228,13 @@ pub async fn connect(
     let mut facts = TcpConnectFacts::default();
     let res = with_deadline(&mut rec, deadline, async |rec: &mut Recorder| {
         let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
-        let tcp = connect_tcp(&addrs, req.port, rec).await?;
+        // Kernel timestamps under TLS: the handshake's rounds get the kernel's figure.
+        let (tcp, marks) = crate::kts::timestamped(connect_tcp(&addrs, req.port, rec).await?);
         if req.tls {
-            let (s, f) = req.tls_client.handshake(tcp, &req.host, rec).await?;
+            let (s, f) = req
+                .tls_client
+                .handshake(tcp, &req.host, rec, &marks)
+                .await?;
             facts.tls = Some(f);
             Ok(Box::new(s) as Box<dyn Io>)
         } else {
@@ -476,7 +480,11 @@ impl Task {
         }
         let mut facts = TcpConnectFacts::default();
         let (host, client) = (self.host.clone(), self.tls_client.clone());
-        let res = tokio::time::timeout_at(deadline, client.handshake(io, &host, &mut rec)).await;
+        let res = tokio::time::timeout_at(
+            deadline,
+            client.handshake(io, &host, &mut rec, &starttls_marks()),
+        )
+        .await;
         match res {
             Ok(Ok((s, f))) => {
                 facts.tls = Some(f);
@@ -741,4 +749,10 @@ fn skipped_note(n: usize) -> String {
 
 fn closed_failure(c: &Closed, doing: &str) -> Failure {
     Failure::new(FailureReason::Protocol, format!("{doing}: {c}"))
+}
+
+/// STARTTLS runs on the connection's boxed stream, whose timestamp marks are not kept: its
+/// handshake is timed in user space, and the trace says so.
+fn starttls_marks() -> crate::kts::Marks {
+    crate::kts::Marks::none("STARTTLS on a tcp.* connection is timed in user space")
 }

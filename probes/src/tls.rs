@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::kts;
 use crate::resolve::{connect_tcp, ResolveOptions, Resolver};
 use crate::{fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
 
@@ -183,11 +184,18 @@ impl TlsClient {
     }
 
     /// Handshake over `stream`, recording the `tls` phase. Fails with [`FailureReason::Tls`].
+    ///
+    /// `marks` are those of the timestamped TCP stream at the bottom of `stream` ([`kts`]): the
+    /// phase's kernel figure is the sum of the handshake's rounds (our flight's last byte sent
+    /// → the last segment of the server's answer received; one round in TLS 1.3, two in 1.2),
+    /// so neither our crypto between rounds nor our wake-ups are in it. Afterwards the marks
+    /// know that a TLS layer sits above ([`kts::Marks::layered`]).
     pub async fn handshake<S>(
         &self,
         stream: S,
         host: &str,
         rec: &mut Recorder,
+        marks: &kts::Marks,
     ) -> Result<(TlsStream<S>, TlsFacts), Failure>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -206,8 +214,21 @@ impl TlsClient {
             })?,
         };
         let connector = TlsConnector::from(self.config.clone());
+        marks.start_rounds();
         let res = connector.connect(name, stream).await;
-        rec.timings.add_since(Phase::Tls, started);
+        let user = started.elapsed();
+        let kernel = marks.take_rounds();
+        marks.layered();
+        let kernel_total = kernel.as_ref().ok().map(|(d, _)| *d);
+        rec.timings.add_measured(Phase::Tls, user, kernel_total);
+        rec.event(format!(
+            "tls handshake: {}{}",
+            kts::describe(user, &kernel.as_ref().map(|(d, _)| *d)),
+            match &kernel {
+                Ok((_, n)) => format!(" over {n} round trip(s)"),
+                Err(_) => String::new(),
+            }
+        ));
         let tls = res.map_err(|e| {
             Failure::new(
                 FailureReason::Tls,
@@ -220,7 +241,7 @@ impl TlsClient {
         let facts = TlsFacts::from_connection(tls.get_ref().1, bare, !self.insecure);
         rec.event(format!(
             "TLS handshake done in {}: {}, {}{}, {} certificate(s), earliest expiry {}",
-            fmt_duration(started.elapsed()),
+            fmt_duration(kernel_total.map_or(user, |k| k.min(user))),
             facts.version,
             facts.cipher,
             facts
@@ -572,7 +593,8 @@ pub async fn probe(req: &TlsRequest, deadline: Instant) -> TlsOutcome {
     let res = with_deadline(&mut rec, deadline, async |rec: &mut Recorder| {
         let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
         let tcp = connect_tcp(&addrs, req.port, rec).await?;
-        let (_tls, session) = req.client.handshake(tcp, &req.host, rec).await?;
+        let (tcp, marks) = kts::timestamped(tcp);
+        let (_tls, session) = req.client.handshake(tcp, &req.host, rec, &marks).await?;
         Ok(session)
     })
     .await;

@@ -121,6 +121,17 @@ impl Payload {
 pub struct Frame {
     pub payload: Payload,
     pub received_at: Instant,
+    /// The kernel's receive timestamp of the segment that completed it (Linux; see
+    /// [`WsConn::kernel_latency`]).
+    pub kernel_rx: Option<crate::kts::RealTime>,
+}
+
+/// A frame handed to the socket: when (user space), and the key of its last byte for the
+/// kernel's send timestamp.
+#[derive(Clone, Copy, Debug)]
+pub struct Sent {
+    pub at: Instant,
+    pub kernel_key: Option<u32>,
 }
 
 /// Why a connection is no longer usable.
@@ -204,6 +215,8 @@ pub struct ExpectResult {
 pub struct WsConn {
     commands: mpsc::Sender<Box<Command>>,
     shared: Arc<Shared>,
+    /// The kernel's timestamps of the connection's bytes.
+    marks: crate::kts::Marks,
 }
 
 impl fmt::Debug for WsConn {
@@ -284,7 +297,7 @@ enum Command {
     Send {
         message: Message,
         deadline: Instant,
-        done: oneshot::Sender<Result<Instant, String>>,
+        done: oneshot::Sender<Result<Sent, String>>,
     },
     Close {
         frame: CloseFrame,
@@ -326,8 +339,8 @@ pub async fn connect(
     })
     .await;
     match res {
-        Ok(socket) => {
-            let conn = spawn(socket, req);
+        Ok((socket, marks)) => {
+            let conn = spawn(socket, marks, req);
             (rec.finish(None, facts), Some(conn))
         }
         Err(f) => (rec.finish(Some(f), facts), None),
@@ -338,7 +351,7 @@ async fn dial_and_upgrade(
     req: &WsConnectRequest,
     rec: &mut Recorder,
     facts: &mut WsConnectFacts,
-) -> Result<Socket, Failure> {
+) -> Result<(Socket, crate::kts::Marks), Failure> {
     let url = parse_url(&req.url)?;
     let tls = url.scheme() == "wss";
     let host = url.host_str().unwrap_or_default();
@@ -349,18 +362,29 @@ async fn dial_and_upgrade(
 
     let addrs = req.resolver.resolve(host, req.ip, rec).await?;
     let tcp = connect_tcp(&addrs, port, rec).await?;
+    let (tcp, marks) = crate::kts::timestamped(tcp);
     let stream: Box<dyn Io> = if tls {
-        let (stream, tls_facts) = req.tls_client.handshake(tcp, host, rec).await?;
+        let (stream, tls_facts) = req.tls_client.handshake(tcp, host, rec, &marks).await?;
         facts.tls = Some(tls_facts);
-        Box::new(stream)
+        Box::new(crate::kts::seen::Seen::first_bytes(stream, marks.clone()))
     } else {
         Box::new(tcp)
     };
 
     rec.doing("waiting for the WebSocket upgrade response");
     let started = Instant::now();
+    marks.arm();
     let res = tokio_tungstenite::client_async_with_config(request, stream, Some(config(req))).await;
-    rec.timings.add_since(Phase::Processing, started);
+    let user = started.elapsed();
+    let kernel = marks.take();
+    rec.timings
+        .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
+    rec.event(format!(
+        "upgrade response: processing {}",
+        crate::kts::describe(user, &kernel)
+    ));
+    // From here on every read is noted: frames carry the kernel's receive timestamp.
+    marks.listen();
     let (socket, response) = match res {
         Ok(ok) => ok,
         Err(WsError::Http(response)) => {
@@ -388,6 +412,7 @@ async fn dial_and_upgrade(
         }
         Err(e) => return Err(upgrade_failure(&e, &req.subprotocols)),
     };
+    let socket = (socket, marks);
     facts.status = Some(response.status().as_u16());
     facts.response_headers = header_pairs(response.headers());
     facts.subprotocol = response
@@ -515,7 +540,7 @@ fn describe_error(e: &WsError, max_frame_size: usize) -> String {
     }
 }
 
-fn spawn(socket: Socket, req: &WsConnectRequest) -> WsConn {
+fn spawn(socket: Socket, marks: crate::kts::Marks, req: &WsConnectRequest) -> WsConn {
     let shared = Arc::new(Shared {
         inbox: Mutex::new(Inbox {
             frames: VecDeque::new(),
@@ -533,9 +558,14 @@ fn spawn(socket: Socket, req: &WsConnectRequest) -> WsConn {
         shared: shared.clone(),
         heartbeat: req.heartbeat.filter(|d| !d.is_zero()),
         max_frame_size: req.max_frame_size,
+        marks: marks.clone(),
     };
     tokio::spawn(task.run(rx));
-    WsConn { commands, shared }
+    WsConn {
+        commands,
+        shared,
+        marks,
+    }
 }
 
 /// The connection's own task: sole owner of the socket.
@@ -544,6 +574,7 @@ struct Task {
     shared: Arc<Shared>,
     heartbeat: Option<Duration>,
     max_frame_size: usize,
+    marks: crate::kts::Marks,
 }
 
 /// After our close frame, how long to wait for the peer's when nobody gave a deadline (the last
@@ -612,7 +643,11 @@ impl Task {
                 st.last_activity = Instant::now();
                 let why = match res {
                     Ok(Ok(())) => {
-                        let _ = done.send(Ok(st.last_activity));
+                        // `send` flushed: the frame's last byte is the last one written.
+                        let _ = done.send(Ok(Sent {
+                            at: st.last_activity,
+                            kernel_key: self.marks.sent_key(),
+                        }));
                         return ControlFlow::Continue(());
                     }
                     Ok(Err(e)) => describe_error(&e, self.max_frame_size),
@@ -654,14 +689,18 @@ impl Task {
         st.last_activity = Instant::now();
         st.ping_unanswered = false;
         let received_at = st.last_activity;
+        // The read that completed this message was the socket's last one.
+        let kernel_rx = self.marks.last_rx();
         match msg {
             Some(Ok(Message::Text(t))) => self.shared.push(Frame {
                 payload: Payload::Text(t.as_str().to_string()),
                 received_at,
+                kernel_rx,
             }),
             Some(Ok(Message::Binary(b))) => self.shared.push(Frame {
                 payload: Payload::Binary(b),
                 received_at,
+                kernel_rx,
             }),
             // tungstenite has queued the pong; the next poll flushes it.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -750,6 +789,18 @@ impl WsConn {
     /// Send one data frame. Returns the instant it was handed to the socket (for send-to-match
     /// latency).
     pub async fn send(&self, payload: Payload, deadline: Instant) -> Result<Instant, Failure> {
+        self.send_timed(payload, deadline).await.map(|s| s.at)
+    }
+
+    /// The send-to-match latency by the kernel's timestamps: the send timestamp of `sent`'s last
+    /// byte → the receive timestamp of the segment that completed `frame`; or why there is none.
+    pub fn kernel_latency(&self, sent: &Sent, frame: &Frame) -> Result<Duration, String> {
+        self.marks.between(sent.kernel_key, frame.kernel_rx)
+    }
+
+    /// [`WsConn::send`], with what the kernel needs to time the answer
+    /// ([`WsConn::kernel_latency`]).
+    pub async fn send_timed(&self, payload: Payload, deadline: Instant) -> Result<Sent, Failure> {
         if let Some(c) = self.closed() {
             return Err(closed_failure(&c, "cannot send"));
         }
@@ -1007,6 +1058,7 @@ mod tests {
             s.push(Frame {
                 payload: Payload::Text(i.to_string()),
                 received_at: Instant::now(),
+                kernel_rx: None,
             });
         }
         assert_eq!(s.inbox.lock().unwrap().dropped, 3);

@@ -4,7 +4,10 @@
 //!
 //! The probe is polled first inside `join!` on a current-thread runtime, so it has sent its
 //! request (ICMP) or started its connect before the blocking task runs; the reply can only be
-//! read after the block ends.
+//! read after the block ends. Phases covered: icmp rtt, tcp connect, http and https processing
+//! (HTTP/1.1; HTTP/2 and session tickets checked against a 20 ms server), the TLS handshake's
+//! rounds, a tcp dialogue's send → matching line (over TLS) and a WebSocket send → matching
+//! frame.
 
 #![cfg(target_os = "linux")]
 
@@ -19,6 +22,11 @@ use tokio::time::Instant;
 const BLOCK: Duration = Duration::from_millis(50);
 
 fn current_thread() -> tokio::runtime::Runtime {
+    // As `sonde` does at start-up: the kernel stamps packets before the first probe.
+    assert!(
+        sonde_probes::kts::warm_up(),
+        "the kernel does not stamp packets"
+    );
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,5 +165,375 @@ fn http_processing_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
         out.events.iter().any(|e| e.message.contains(OVERLOADED)),
         "{:#?}",
         out.events
+    );
+}
+
+/// A TLS server on its own thread and runtime (so blocking the probe's runtime does not stop
+/// it). `flag` is set just before it writes what the test waits for; `serve` gets the accepted
+/// TLS stream (after the handshake).
+mod tls_server {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sonde_testkit::pki::{server_config, Ca};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// Sets the flag on its first write: the server's handshake flight is about to leave.
+    pub struct FlagOnWrite<S> {
+        pub inner: S,
+        pub flag: Option<Arc<AtomicBool>>,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for FlagOnWrite<S> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for FlagOnWrite<S> {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if let Some(f) = self.flag.take() {
+                f.store(true, Ordering::Release);
+                // Let the client's blocker take the thread before the bytes land.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    pub enum Flag {
+        /// When the handshake flight is written.
+        Handshake,
+        /// When the HTTP/1.1 response is written (after the request head was read).
+        Response,
+    }
+
+    /// Serves one connection; returns its port and the flag.
+    pub fn start(when: Flag) -> (u16, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let ca = Ca::new("kts test CA");
+        let leaf = ca.leaf(&["localhost"], time::Duration::hours(1), &[]);
+        let config = server_config(&leaf, &[b"http/1.1"], None);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let t = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                let (tcp, _) = l.accept().await.unwrap();
+                tcp.set_nodelay(true).unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                let hs_flag = matches!(when, Flag::Handshake).then(|| f.clone());
+                let io = FlagOnWrite {
+                    inner: tcp,
+                    flag: hs_flag,
+                };
+                let mut tls = acceptor.accept(io).await.unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = tls.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return; // the handshake-only probe goes away
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                }
+                if matches!(when, Flag::Response) {
+                    f.store(true, Ordering::Release);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        });
+        (port, flag, t)
+    }
+}
+
+fn insecure_client(alpn: &[&[u8]]) -> sonde_probes::tls::TlsClient {
+    use sonde_probes::tls::{TlsClient, TlsOptions};
+    let opts = TlsOptions {
+        insecure_skip_verify: true,
+        server_name: Some("localhost".into()),
+        ..Default::default()
+    };
+    TlsClient::new(&opts, alpn).unwrap()
+}
+
+/// Waits (yielding) until `flag`, then holds the runtime's only thread for [`BLOCK`].
+async fn block_when(flag: &std::sync::atomic::AtomicBool) {
+    while !flag.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::task::yield_now().await;
+    }
+    block_the_runtime().await;
+}
+
+/// The TLS handshake's round: the server's flight lands while the runtime is blocked. The
+/// user-space `tls` phase includes the block, the kernel's sum of rounds does not.
+#[test]
+fn tls_handshake_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use sonde_probes::tls::{probe, TlsRequest};
+    let (port, flag, server) = tls_server::start(tls_server::Flag::Handshake);
+    let req = TlsRequest {
+        host: "127.0.0.1".into(),
+        port,
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        client: insecure_client(&[]),
+    };
+    let out = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        tokio::join!(probe(&req, deadline), block_when(&flag)).0
+    });
+    server.join().unwrap();
+    assert!(out.success(), "{:?} {:#?}", out.failure, out.events);
+    let user = out.timings.user_space(Phase::Tls);
+    let kernel = out
+        .timings
+        .kernel(Phase::Tls)
+        .unwrap_or_else(|| panic!("no kernel tls; events: {:#?}", out.events));
+    assert!(
+        user >= BLOCK,
+        "user-space tls {user:?} should include the block"
+    );
+    assert!(kernel < BLOCK, "kernel tls {kernel:?} should not");
+    assert_eq!(out.timings.get(Phase::Tls), kernel);
+    let says = |s: &str| out.events.iter().any(|e| e.message.contains(s));
+    assert!(says("round trip"), "{:#?}", out.events);
+    assert!(says(OVERLOADED), "{:#?}", out.events);
+}
+
+/// https (HTTP/1.1 over TLS 1.3): the server sends session tickets after the handshake, then
+/// the response, which lands while the runtime is blocked. The kernel figure is the response's
+/// (not the ticket's) and excludes the block.
+#[test]
+fn https_processing_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use sonde_probes::http::{probe, HttpRequest, ALPN_HTTP11};
+    let (port, flag, server) = tls_server::start(tls_server::Flag::Response);
+    let req = HttpRequest::get(
+        format!("https://127.0.0.1:{port}/").parse().unwrap(),
+        Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        insecure_client(ALPN_HTTP11),
+    );
+    let out = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        tokio::join!(probe(&req, deadline), block_when(&flag)).0
+    });
+    server.join().unwrap();
+    assert!(out.success(), "{:?} {:#?}", out.failure, out.events);
+    let user = out.timings.user_space(Phase::Processing);
+    let kernel = out
+        .timings
+        .kernel(Phase::Processing)
+        .unwrap_or_else(|| panic!("no kernel processing; events: {:#?}", out.events));
+    assert!(
+        user >= BLOCK,
+        "user-space processing {user:?} should include the block"
+    );
+    assert!(kernel < BLOCK, "kernel processing {kernel:?} should not");
+    // The handshake was not blocked: its kernel figure exists too.
+    assert!(
+        out.timings.kernel(Phase::Tls).is_some(),
+        "{:#?}",
+        out.events
+    );
+    assert_eq!(out.timings.get(Phase::Processing), kernel);
+}
+
+/// https to a server that answers after 20 ms, over HTTP/2 or HTTP/1.1: the kernel figure is
+/// the response's (not the server's SETTINGS or TLS 1.3 session tickets, which come at once), so
+/// it cannot be under 20 ms.
+fn https_processing_is_the_response(alpn: &'static [u8], version: &str) {
+    use sonde_probes::http::{probe, HttpRequest, ALPN_H2_HTTP11};
+    use sonde_testkit::http::{HttpServer, Reply, Routes};
+    use sonde_testkit::pki::{server_config, Ca};
+    let rt = current_thread();
+    let out = rt.block_on(async {
+        let ca = Ca::new("kts https CA");
+        let leaf = ca.leaf(&["localhost"], time::Duration::hours(1), &[]);
+        let config = server_config(&leaf, &[alpn], None);
+        let server = HttpServer::start_tls(
+            Routes::new().at("/", Reply::text(200, "ok").delay(Duration::from_millis(20))),
+            config,
+        )
+        .await;
+        let req = HttpRequest::get(
+            server.url("/").parse().unwrap(),
+            Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+            insecure_client(ALPN_H2_HTTP11),
+        );
+        probe(&req, Instant::now() + Duration::from_secs(5)).await
+    });
+    assert!(out.success(), "{:?} {:#?}", out.failure, out.events);
+    assert_eq!(out.facts.version.as_deref(), Some(version));
+    let kernel = out
+        .timings
+        .kernel(Phase::Processing)
+        .unwrap_or_else(|| panic!("no kernel processing; events: {:#?}", out.events));
+    assert!(
+        kernel >= Duration::from_millis(20),
+        "kernel processing {kernel:?} cannot be shorter than the server's wait"
+    );
+}
+
+#[test]
+fn h2_processing_from_the_kernel_is_the_response_not_the_settings() {
+    https_processing_is_the_response(b"h2", "HTTP/2.0");
+}
+
+#[test]
+fn https_processing_from_the_kernel_is_the_response_not_a_session_ticket() {
+    https_processing_is_the_response(b"http/1.1", "HTTP/1.1");
+}
+
+/// A tcp dialogue over TLS (`tls: true`): the send's answer lands while the runtime is blocked.
+/// The `processing` phase (send → matching line) has the kernel's figure, which excludes it.
+#[test]
+fn tcp_dialogue_expect_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use sonde_probes::tcp::{probe, TcpRequest, TcpStep};
+    let (port, flag, server) = tls_server::start(tls_server::Flag::Response);
+    let req = TcpRequest {
+        host: "127.0.0.1".into(),
+        port,
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        tls: true,
+        tls_client: insecure_client(&[]),
+        // The dialogue appends "\n": the request head ends with "\r\n\r\n".
+        dialogue: vec![
+            TcpStep::Send("GET / HTTP/1.1\r\nHost: x\r\n\r".into()),
+            TcpStep::Expect(regex::bytes::Regex::new("^HTTP/1.1 200").unwrap()),
+        ],
+        policy: None,
+        unix: None,
+    };
+    let out = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        tokio::join!(probe(&req, deadline), block_when(&flag)).0
+    });
+    server.join().unwrap();
+    assert!(out.success(), "{:?} {:#?}", out.failure, out.events);
+    let user = out.timings.user_space(Phase::Processing);
+    let kernel = out
+        .timings
+        .kernel(Phase::Processing)
+        .unwrap_or_else(|| panic!("no kernel processing; events: {:#?}", out.events));
+    assert!(
+        user >= BLOCK,
+        "user-space send → match {user:?} should include the block"
+    );
+    assert!(kernel < BLOCK, "kernel send → match {kernel:?} should not");
+    assert!(
+        out.events
+            .iter()
+            .any(|e| e.message.contains("answering the send")),
+        "{:#?}",
+        out.events
+    );
+}
+
+/// A WebSocket echo on another thread answers 10 ms after each frame, while the probe's
+/// runtime is blocked right after its send: the frame's user-space send-to-match includes the
+/// block, the kernel's does not.
+#[test]
+fn ws_frame_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use futures_util::{SinkExt, StreamExt};
+    use sonde_probes::tls::{TlsClient, TlsOptions};
+    use sonde_probes::ws::{connect, Payload, WsConnectRequest};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = l.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() {
+                    std::thread::sleep(Duration::from_millis(10));
+                    let _ = ws.send(m).await;
+                }
+            }
+        });
+    });
+    let req = WsConnectRequest {
+        url: format!("ws://{addr}/"),
+        headers: vec![],
+        subprotocols: vec![],
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        tls_client: TlsClient::new(&TlsOptions::default(), &[b"http/1.1"]).unwrap(),
+        heartbeat: None,
+        inbox_limit: 16,
+        max_frame_size: 64 * 1024,
+    };
+    let (sent, frame, kernel) = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (out, conn) = connect(&req, deadline).await;
+        assert!(out.success(), "{:?}", out.failure);
+        assert!(
+            out.timings.kernel(Phase::Processing).is_some(),
+            "{:#?}",
+            out.events
+        );
+        let conn = conn.unwrap();
+        let sent = conn
+            .send_timed(Payload::Text("hello".into()), deadline)
+            .await
+            .unwrap();
+        // The echo comes back while this thread is held.
+        std::thread::sleep(BLOCK);
+        let mut any = |_: &Payload| true;
+        let res = conn.expect(&mut any, deadline, 4).await;
+        let frame = res.matched.expect("the echo");
+        let kernel = conn.kernel_latency(&sent, &frame);
+        drop(conn);
+        (sent, frame, kernel)
+    });
+    server.join().unwrap();
+    let user = frame.received_at.duration_since(sent.at);
+    let kernel = kernel.expect("a kernel figure");
+    assert!(
+        user >= BLOCK,
+        "user-space send → match {user:?} should include the block"
+    );
+    assert!(kernel < BLOCK, "kernel send → match {kernel:?} should not");
+    assert!(
+        kernel >= Duration::from_millis(10),
+        "kernel send → match {kernel:?} cannot be shorter than the server's wait"
     );
 }

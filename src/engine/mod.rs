@@ -52,6 +52,7 @@ pub async fn run_stages(
     let start = Instant::now();
     let deadline = start + scenario.timeout;
     ctx.last_send = None;
+    ctx.last_ws_send = None;
     let mut report = RunReport::new(&scenario.name, SystemTime::now());
     report.steps.reserve_exact(scenario.steps.len());
     let stages = [

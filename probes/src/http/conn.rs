@@ -22,7 +22,8 @@ use url::Url;
 use super::h3::{H3Body, H3Sender};
 use super::prepare::{self, clip, connect_authority, url_for_log};
 use super::{HttpRequest, InFlight};
-use crate::kts::stream::Marks;
+use crate::kts::seen::Seen;
+use crate::kts::Marks;
 use crate::policy;
 use crate::resolve::connect_tcp;
 use crate::tls::TlsFacts;
@@ -66,28 +67,11 @@ pub(super) struct Dialed {
     /// Set when the requests go to a forward proxy in absolute form.
     forward_proxy_auth: Option<Option<HeaderValue>>,
     /// The kernel's timestamps of the request and response bytes, or why there are none.
-    kernel: KernelTtfb,
+    kernel: Marks,
 }
 
-/// How the kernel times request → first response byte on a connection (see [`crate::kts`]).
-pub(super) type KernelTtfb = Result<Marks, &'static str>;
-
-/// A plain TCP stream to the origin, with the kernel timestamping its bytes (Linux).
-#[cfg(target_os = "linux")]
-fn timestamped(tcp: tokio::net::TcpStream) -> (Box<dyn Io>, KernelTtfb) {
-    let s = crate::kts::stream::TimestampedStream::new(tcp);
-    let marks = s.marks();
-    (Box::new(s), Ok(marks))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn timestamped(tcp: tokio::net::TcpStream) -> (Box<dyn Io>, KernelTtfb) {
-    (Box::new(tcp), Err(crate::kts::NOT_LINUX))
-}
-
-/// Why an https hop is timed in user space: the first bytes read after the request can be TLS
-/// records other than the response (a TLS 1.3 session ticket).
-const NOT_PLAIN: &str = "https: the first bytes after the request may not be the response";
+/// Why a hop through a proxy is timed in user space: the socket's timestamps would be those of
+/// the proxy's answers.
 const PROXIED: &str = "through a proxy";
 const QUIC: &str = "HTTP/3: QUIC packets are not timestamped";
 
@@ -106,16 +90,16 @@ pub(super) async fn dial(
             .port_or_known_default()
             .unwrap_or(if https { 443 } else { 80 });
         let tcp = connect(req, host, port, true, rec, in_flight).await?;
+        let (tcp, kernel) = crate::kts::timestamped(tcp);
         if !https {
-            let (io, kernel) = timestamped(tcp);
             return Ok(Dialed {
-                io,
+                io: Box::new(tcp),
                 tls: None,
                 forward_proxy_auth: None,
                 kernel,
             });
         }
-        return finish_dial(req, Box::new(tcp), https, tls_name, rec, in_flight).await;
+        return finish_dial(req, Box::new(tcp), kernel, tls_name, rec, in_flight).await;
     };
     if proxy.scheme() != "http" {
         return Err(Failure::new(
@@ -145,7 +129,7 @@ pub(super) async fn dial(
             io: Box::new(tcp),
             tls: None,
             forward_proxy_auth: Some(proxy_auth),
-            kernel: Err(PROXIED),
+            kernel: Marks::none(PROXIED),
         });
     }
     let started = in_flight.begin(Phase::Connect);
@@ -165,7 +149,7 @@ pub(super) async fn dial(
         url_for_log(proxy),
         fmt_duration(started.elapsed())
     ));
-    finish_dial(req, tunnel, true, tls_name, rec, in_flight).await
+    finish_dial(req, tunnel, Marks::none(PROXIED), tls_name, rec, in_flight).await
 }
 
 /// Resolve and connect, keeping the phase in flight visible to a timeout. `checked`: the
@@ -210,31 +194,31 @@ async fn check_through_proxy(
     policy::check(Some(p), host, &addrs, port, rec)
 }
 
+/// TLS for an https hop, over the stream `kernel` timestamps (or says why it does not).
 async fn finish_dial(
     req: &HttpRequest,
     io: Box<dyn Io>,
-    https: bool,
+    kernel: Marks,
     tls_name: &str,
     rec: &mut Recorder,
     in_flight: &mut InFlight,
 ) -> Result<Dialed, Failure> {
-    if !https {
-        return Ok(Dialed {
-            io,
-            tls: None,
-            forward_proxy_auth: None,
-            kernel: Err(PROXIED),
-        });
-    }
     in_flight.begin(Phase::Tls);
-    let res = req.tls.handshake(io, tls_name, rec).await;
+    let res = req.tls.handshake(io, tls_name, rec, &kernel).await;
     in_flight.end(rec, false);
     let (stream, facts) = res?;
+    // Above TLS, the layer that reads plaintext tells the timestamped socket which read
+    // carried the response (a session ticket or HTTP/2 SETTINGS may come first).
+    let io: Box<dyn Io> = if facts.alpn.as_deref() == Some("h2") {
+        Box::new(Seen::h2(stream, kernel.clone()))
+    } else {
+        Box::new(Seen::first_bytes(stream, kernel.clone()))
+    };
     Ok(Dialed {
-        io: Box::new(stream),
+        io,
         tls: Some(facts),
         forward_proxy_auth: None,
-        kernel: Err(NOT_PLAIN),
+        kernel,
     })
 }
 
@@ -304,7 +288,7 @@ pub(super) struct Connection {
     sender: Sender,
     target: Target,
     proxy_auth: Option<HeaderValue>,
-    kernel: KernelTtfb,
+    kernel: Marks,
     _driver: AbortOnDrop,
 }
 
@@ -398,13 +382,13 @@ impl Connection {
             sender: Sender::H3(sender),
             target: H3Sender::target(),
             proxy_auth: None,
-            kernel: Err(QUIC),
+            kernel: Marks::none(QUIC),
             _driver: driver,
         }
     }
 
     /// The kernel's timestamps for request → first response byte, or why there are none.
-    pub(super) fn kernel_ttfb(&self) -> &KernelTtfb {
+    pub(super) fn kernel_ttfb(&self) -> &Marks {
         &self.kernel
     }
 

@@ -1,22 +1,35 @@
-//! A TCP stream that asks the kernel to timestamp what it sends and receives, for the
-//! request → first response byte phase.
+//! A TCP stream that asks the kernel to timestamp what it sends and receives, for the phases
+//! that are a request and its answer: HTTP processing (TTFB), the TLS handshake's rounds, a tcp
+//! dialogue's send → matching line, a WebSocket send → matching frame.
 //!
 //! With `SO_TIMESTAMPING` (TX software with `OPT_ID`, RX software) on the socket, the kernel
 //! queues on the socket's error queue, for every `send`, the time the segment carrying the send's
 //! last byte left the stack, keyed by that byte's offset since the option was set; and attaches to
 //! every `recvmsg` the time the (last) segment read arrived. [`TimestampedStream`] reads with
-//! `recvmsg` to get the latter, and drains the error queue to match the former.
+//! `recvmsg` while someone listens, and drains the error queue into a small ring matched by key
+//! ([`TxStamps`]: TX completions can come in any order).
 //!
-//! A probe arms it ([`Marks::arm`]) before writing a request; the stream then notes the key of
-//! the last byte written, and on the first read of the response the receive timestamp and the
-//! matching send timestamp. [`Marks::take`] gives the kernel's request → first byte figure, or why
-//! there is none. TX completions can come in any order ([`TxStamps`] matches by key).
+//! The stream sits at the bottom, on the TCP socket, under rustls, hyper, tungstenite or a line
+//! reader. It sees bytes, not messages, so the layer that knows what the bytes mean says when the
+//! awaited ones were read. Three ways to use it, through its [`Marks`]:
+//! - **one exchange** ([`Marks::arm`] … [`Marks::take`]): every write while armed is the request;
+//!   the first read is the response (plain HTTP/1.1), or, once a layer above declared itself
+//!   ([`Marks::layered`], as the TLS handshake does), the read that carried the bytes that layer
+//!   reported with [`Marks::seen`] (a TLS record's plaintext, an HTTP/2 HEADERS frame, see
+//!   [`Seen`]); an HTTP/2 layer also says which writes were the request ([`Marks::sent`]);
+//! - **rounds** ([`Marks::start_rounds`] … [`Marks::take_rounds`]): a handshake of alternating
+//!   flights; each round is the last byte of one of our flights → the last segment of the
+//!   peer's answer before our next flight, and the figure is their sum (our own work between
+//!   rounds is not in it);
+//! - **long connections** ([`Marks::listen`], then [`Marks::sent_key`] after a send and
+//!   [`Marks::last_rx`] when a message matched, and [`Marks::between`]): any number of
+//!   exchanges on a connection that lives across steps (ws, tcp dialogue, and MQTT or raw TCP
+//!   sessions: adopting it is wrapping the socket with [`timestamped`] before any other layer,
+//!   `sent_key()` after each flush and `last_rx()` when a message is taken).
 //!
-//! The receive timestamp is that of the last segment the first read consumed: when several
-//! segments were already queued it is later than the first byte's (the figure errs long, never
-//! short). Only a stream whose first awaited bytes are the response can be measured this way:
-//! the HTTP probe uses it for HTTP/1.1 over plain TCP (over TLS the first bytes read may be a
-//! session ticket, over HTTP/2 the server's SETTINGS).
+//! The receive timestamp is that of the last segment the deciding read consumed: under TLS that
+//! is the segment that completed the record; when several segments were already queued it is the
+//! last one's (the figure errs long, never short).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -57,45 +70,296 @@ impl TxStamps {
             .find(|(k, _)| *k == key)
             .map(|(_, t)| *t)
     }
+}
 
-    fn clear(&mut self) {
-        *self = TxStamps::default();
+/// Writes and reads of a handshake kept: a TLS handshake is a handful; more is a peer playing
+/// games.
+const MAX_HANDSHAKE_IO: usize = 64;
+
+/// A handshake's writes and reads, as the stream saw them (see [`Marks::start_rounds`]).
+///
+/// Rounds are cut by the kernel's timestamps, not by the order the task read and wrote: rustls
+/// answers a TLS 1.3 ServerHello with a ChangeCipherSpec before it reads the rest of the
+/// server's flight, which had already arrived. In kernel time that read belongs to the first
+/// round, before the ChangeCipherSpec left.
+#[derive(Debug, Default)]
+struct Rounds {
+    /// (written: key of its last byte | read: its receive timestamp), in the task's order.
+    io: Vec<Io>,
+    overflow: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Io {
+    Wrote(u32),
+    Read(Option<RealTime>),
+}
+
+impl Rounds {
+    fn push(&mut self, io: Io) {
+        if self.io.len() < MAX_HANDSHAKE_IO {
+            self.io.push(io);
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// The sum of the rounds and their number, or why there is no figure. A round is the last
+    /// byte of one of our flights sent → the last segment of the peer's answer received before
+    /// our next flight left.
+    fn total(mut self, tx: &TxStamps) -> Result<(Duration, usize), String> {
+        if self.overflow {
+            return Err("the handshake had too many flights to time".into());
+        }
+        // Writes after the last read (the client's Finished) answer nothing and left after
+        // every read's segment had arrived: they close the last round, as its end does. Their
+        // send timestamps are not drained yet (that happens at the next read).
+        while let Some(Io::Wrote(_)) = self.io.last() {
+            self.io.pop();
+        }
+        let mut timed = Vec::with_capacity(self.io.len());
+        for io in &self.io {
+            timed.push(match *io {
+                Io::Wrote(key) => (
+                    tx.find(key)
+                        .ok_or("the kernel gave a flight no send timestamp")?,
+                    true,
+                ),
+                Io::Read(rx) => (
+                    rx.ok_or("the kernel gave an answer no receive timestamp")?,
+                    false,
+                ),
+            });
+        }
+        // Stable: a write and a read stamped alike keep the task's order.
+        timed.sort_by_key(|(at, _)| *at);
+        let (mut sum, mut n) = (Duration::ZERO, 0);
+        let (mut flight, mut answer) = (None, None);
+        for (at, wrote) in timed {
+            if wrote {
+                if let (Some(f), Some(a)) = (flight, answer.take()) {
+                    sum += RealTime::since(a, f).unwrap_or_default();
+                    n += 1;
+                }
+                flight = Some(at);
+            } else if flight.is_some() {
+                answer = Some(at);
+            }
+        }
+        if let (Some(f), Some(a)) = (flight, answer) {
+            sum += RealTime::since(a, f).unwrap_or_default();
+            n += 1;
+        }
+        if n == 0 {
+            return Err("no round trip was seen".into());
+        }
+        Ok((sum, n))
     }
 }
 
-/// What the stream noted for the armed exchange, shared with the probe.
+/// Follows TLS record boundaries (5-byte header: type, version, length) through the bytes read,
+/// so that reads can stop at a record's end and each record knows which read brought its first
+/// byte. A read returns the bytes of every segment queued and the timestamp of the last one: a
+/// delayed reader would otherwise stamp a whole burst (the response's first record and the
+/// records after it) with the last segment's arrival.
+#[derive(Debug, Default)]
+struct Records {
+    header: [u8; 5],
+    have: usize,
+    /// Body bytes of the current record still to come (0: reading a header).
+    body_left: usize,
+    /// The receive timestamp of the read that brought the current record's first byte.
+    start_rx: Option<Option<RealTime>>,
+    /// That of the last record completed.
+    last_start_rx: Option<Option<RealTime>>,
+}
+
+impl Records {
+    /// Bytes to read at most so that a read ends at the current record's end (or header's).
+    fn cap(&self) -> usize {
+        if self.body_left > 0 {
+            self.body_left
+        } else {
+            5 - self.have
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8], rx: Option<RealTime>) {
+        while !bytes.is_empty() {
+            if self.body_left == 0 {
+                if self.have == 0 {
+                    self.start_rx = Some(rx);
+                }
+                let k = (5 - self.have).min(bytes.len());
+                self.header[self.have..self.have + k].copy_from_slice(&bytes[..k]);
+                self.have += k;
+                bytes = &bytes[k..];
+                if self.have == 5 {
+                    self.have = 0;
+                    self.body_left =
+                        usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                    if self.body_left == 0 {
+                        self.last_start_rx = self.start_rx;
+                    }
+                }
+            } else {
+                let k = self.body_left.min(bytes.len());
+                self.body_left -= k;
+                bytes = &bytes[k..];
+                if self.body_left == 0 {
+                    self.last_start_rx = self.start_rx;
+                }
+            }
+        }
+    }
+}
+
+/// What the stream noted, shared with the probe and the layers above.
 #[derive(Debug, Default)]
 struct MarkState {
     /// Bytes written since timestamping was turned on (`OPT_ID` keys count from there).
     written: u64,
-    armed: bool,
-    /// `OPT_ID` key of the last byte written while armed.
-    last_tx_key: Option<u32>,
     tx: TxStamps,
-    /// The first read's receive timestamp, once it happened (`None` inside: no timestamp).
+    /// The last noted read's receive timestamp (`None` inside: the kernel gave none).
+    last_rx: Option<Option<RealTime>>,
+    /// A layer above decides which read carried the awaited bytes ([`Marks::seen`]).
+    layered: bool,
+    /// A layer above decides which writes are the request ([`Marks::sent`]).
+    tx_by_layer: bool,
+    /// Reads are noted for the life of the connection ([`Marks::listen`]).
+    long: bool,
+    armed: bool,
+    /// `OPT_ID` key of the request's last byte.
+    last_tx_key: Option<u32>,
+    /// The receive timestamp of the read that carried the first awaited bytes, once seen.
     first_rx: Option<Option<RealTime>>,
+    rounds: Option<Rounds>,
+    /// TLS records from here on (set when a handshake starts).
+    records: Option<Records>,
 }
 
-/// The probe's handle on a [`TimestampedStream`]'s notes.
+impl MarkState {
+    fn listening(&self) -> bool {
+        (self.armed && self.first_rx.is_none()) || self.rounds.is_some() || self.long
+    }
+
+    fn wrote(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.written += n as u64;
+        // Keys are 32-bit and wrap, as the kernel's do.
+        let key = (self.written - 1) as u32;
+        if self.armed && self.first_rx.is_none() && !self.tx_by_layer {
+            self.last_tx_key = Some(key);
+        }
+        if let Some(r) = &mut self.rounds {
+            r.push(Io::Wrote(key));
+        }
+    }
+
+    /// How much a noted read may take: up to a TLS record's end; 1 byte for the first read of
+    /// a plain exchange's response (its timestamp is then the first segment's, not that of the
+    /// last one queued behind it).
+    fn read_cap(&self) -> usize {
+        match &self.records {
+            Some(r) => r.cap(),
+            None if self.armed && self.first_rx.is_none() => 1,
+            None => usize::MAX,
+        }
+    }
+
+    fn read(&mut self, bytes: &[u8], rx: Option<RealTime>) {
+        if let Some(r) = &mut self.records {
+            r.feed(bytes, rx);
+        }
+        self.last_rx = Some(rx);
+        if self.armed && !self.layered && self.first_rx.is_none() {
+            self.first_rx = Some(rx);
+        }
+        if let Some(r) = &mut self.rounds {
+            r.push(Io::Read(rx));
+        }
+    }
+
+    /// A read that was not noted (nobody listening): only the record boundaries matter.
+    fn read_unnoted(&mut self, bytes: &[u8]) {
+        if let Some(r) = &mut self.records {
+            r.feed(bytes, None);
+        }
+    }
+}
+
+/// The probe's (and the upper layers') handle on a [`TimestampedStream`]'s notes.
 #[derive(Clone, Debug)]
 pub struct Marks {
     state: Arc<Mutex<MarkState>>,
-    /// Why there are no kernel timestamps on this stream (the option was refused).
+    /// Why there are no kernel timestamps on this stream (the option was refused, or the stream
+    /// is not one sonde can timestamp).
     refused: Option<Arc<str>>,
 }
 
 impl Marks {
+    /// Marks of a stream that is not timestamped, saying why (through a proxy, …).
+    pub fn none(why: &str) -> Self {
+        Marks {
+            state: Arc::default(),
+            refused: Some(Arc::from(why)),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, MarkState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start an exchange: the next writes are the request, the next read its response.
+    /// Whether the kernel timestamps this stream.
+    pub fn on(&self) -> bool {
+        self.refused.is_none()
+    }
+
+    /// Start an exchange: the next writes are the request, the next read its response (or, for
+    /// a layered stream, the read that carried what the layer above reports with [`Marks::seen`]).
     pub fn arm(&self) {
         let mut s = self.lock();
         s.armed = true;
         s.last_tx_key = None;
         s.first_rx = None;
-        s.tx.clear();
+        s.last_rx = None;
+    }
+
+    /// A layer above (TLS) now carries the application's bytes: the raw reads are its records,
+    /// and it reports the awaited ones with [`Marks::seen`].
+    pub fn layered(&self) {
+        self.lock().layered = true;
+    }
+
+    /// The layer above decides which writes are the request ([`Marks::sent`]); other writes
+    /// (HTTP/2 acknowledgements, window updates) are not.
+    pub fn request_by_layer(&self) {
+        self.lock().tx_by_layer = true;
+    }
+
+    /// The layer above wrote request bytes: the request now ends at the last byte written.
+    pub fn sent(&self) {
+        let mut s = self.lock();
+        if s.armed && s.first_rx.is_none() && s.written > 0 {
+            s.last_tx_key = Some((s.written - 1) as u32);
+        }
+    }
+
+    /// The layer above just read the first awaited bytes: the last read carried them.
+    pub fn seen(&self) {
+        let mut s = self.lock();
+        if s.armed && s.first_rx.is_none() {
+            // Under TLS: the read that brought the first byte of the record just decrypted.
+            let rx = match &s.records {
+                Some(r) => r.last_start_rx,
+                None => s.last_rx,
+            };
+            if let Some(rx) = rx {
+                s.first_rx = Some(rx);
+            }
+        }
     }
 
     /// The kernel's figure for the armed exchange: the first response byte's receive timestamp
@@ -119,18 +383,62 @@ impl Marks {
             .ok_or_else(|| "the clock was stepped back between request and response".into())
     }
 
-    fn wrote(&self, n: usize) {
+    /// Start counting a TLS handshake's rounds (before its first write); from here on the bytes
+    /// read are TLS records.
+    pub fn start_rounds(&self) {
         let mut s = self.lock();
-        s.written += n as u64;
-        if s.armed && s.first_rx.is_none() && n > 0 {
-            // Keys are 32-bit and wrap, as the kernel's do.
-            s.last_tx_key = Some((s.written - 1) as u32);
-        }
+        s.rounds = Some(Rounds::default());
+        s.records = Some(Records::default());
     }
 
-    fn wants_rx(&self) -> bool {
+    /// The handshake's rounds (each: our flight's last byte sent → the last segment of the
+    /// peer's answer received), summed, and how many there were; or why there is no figure.
+    pub fn take_rounds(&self) -> Result<(Duration, usize), String> {
+        let rounds = self.lock().rounds.take();
+        if let Some(why) = &self.refused {
+            return Err(why.to_string());
+        }
+        let rounds = rounds.ok_or("the rounds were not counted")?;
         let s = self.lock();
-        s.armed && s.first_rx.is_none()
+        rounds.total(&s.tx)
+    }
+
+    /// Note every read from now on, for a connection that carries many exchanges.
+    pub fn listen(&self) {
+        self.lock().long = true;
+    }
+
+    /// The key of the last byte written so far: call right after a message was flushed, and
+    /// give it to [`Marks::between`] with the receive timestamp of its answer.
+    pub fn sent_key(&self) -> Option<u32> {
+        if self.refused.is_some() {
+            return None;
+        }
+        let s = self.lock();
+        (s.written > 0).then(|| (s.written - 1) as u32)
+    }
+
+    /// The receive timestamp of the last read: call when a message was just taken from the
+    /// stream (the read that completed it was the last one).
+    pub fn last_rx(&self) -> Option<RealTime> {
+        self.lock().last_rx.flatten()
+    }
+
+    /// The kernel's figure from the send that ended at `key` to a receive at `rx`; or why
+    /// there is none.
+    pub fn between(&self, key: Option<u32>, rx: Option<RealTime>) -> Result<Duration, String> {
+        if let Some(why) = &self.refused {
+            return Err(why.to_string());
+        }
+        let key = key.ok_or("no send was timestamped")?;
+        let rx = rx.ok_or("the kernel gave the answer no receive timestamp")?;
+        let tx = self
+            .lock()
+            .tx
+            .find(key)
+            .ok_or("the kernel gave the send no timestamp")?;
+        rx.since(tx)
+            .ok_or_else(|| "the clock was stepped back between send and answer".into())
     }
 }
 
@@ -142,8 +450,9 @@ pub struct TimestampedStream {
 
 impl TimestampedStream {
     /// Turn timestamping on for `inner` (connected, nothing written yet). A kernel that refuses
-    /// leaves a plain stream whose [`Marks::take`] says why.
+    /// leaves a plain stream whose [`Marks`] say why.
     pub fn new(inner: TcpStream) -> Self {
+        super::keep_on();
         let refused = enable(&inner).err().map(Arc::from);
         TimestampedStream {
             inner,
@@ -158,8 +467,13 @@ impl TimestampedStream {
         self.marks.clone()
     }
 
-    /// Move the send timestamps queued on the error queue into the marks.
+    /// Move the send timestamps queued on the error queue into the marks. Done on every write
+    /// and noted read: the queue is charged to the socket's receive memory, so it must not
+    /// grow on a connection that lives long.
     fn drain_error_queue(&self) {
+        if self.marks.refused.is_some() {
+            return;
+        }
         let mut s = self.marks.lock();
         while let Ok(Some((key, at))) = recv_tx_stamp(self.inner.as_raw_fd()) {
             s.tx.record(key, at);
@@ -194,7 +508,7 @@ fn enable(s: &TcpStream) -> Result<(), String> {
 }
 
 /// One `recvmsg` of stream data into `buf`, with the receive timestamp.
-fn recv_stream(fd: i32, buf: &mut [u8]) -> io::Result<(usize, Option<RealTime>)> {
+pub(super) fn recv_stream(fd: i32, buf: &mut [u8]) -> io::Result<(usize, Option<RealTime>)> {
     let mut control = [0u64; CONTROL_LEN / 8];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -272,18 +586,25 @@ impl AsyncRead for TimestampedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.marks.wants_rx() {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
+        let cap = {
+            let s = this.marks.lock();
+            s.listening().then(|| s.read_cap())
+        };
+        let Some(cap) = cap else {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            this.marks.lock().read_unnoted(&buf.filled()[before..]);
+            return Poll::Ready(Ok(()));
+        };
         loop {
             ready!(this.inner.poll_read_ready(cx))?;
             let fd = this.inner.as_raw_fd();
             // SAFETY: recvmsg only writes initialized bytes into the unfilled part, and we only
             // advance by what it reports.
             let unfilled = unsafe { buf.unfilled_mut() };
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(unfilled.as_mut_ptr().cast::<u8>(), unfilled.len())
-            };
+            let len = unfilled.len().min(cap);
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(unfilled.as_mut_ptr().cast::<u8>(), len) };
             match this
                 .inner
                 .try_io(Interest::READABLE, || recv_stream(fd, dst))
@@ -296,7 +617,8 @@ impl AsyncRead for TimestampedStream {
                         // The request's send timestamps are queued by now: its bytes left
                         // before the response to them could arrive.
                         this.drain_error_queue();
-                        this.marks.lock().first_rx = Some(rx);
+                        let got = &buf.filled()[buf.filled().len() - n..];
+                        this.marks.lock().read(got, rx);
                     }
                     return Poll::Ready(Ok(()));
                 }
@@ -314,12 +636,10 @@ impl AsyncWrite for TimestampedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.marks.lock().armed {
-            // Completions of earlier exchanges must not crowd out this one's.
-            this.drain_error_queue();
-        }
+        // Completions of earlier writes must not crowd out this one's, nor pile up.
+        this.drain_error_queue();
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.marks.wrote(n);
+        this.marks.lock().wrote(n);
         Poll::Ready(Ok(n))
     }
 
@@ -329,8 +649,9 @@ impl AsyncWrite for TimestampedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.drain_error_queue();
         let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        this.marks.wrote(n);
+        this.marks.lock().wrote(n);
         Poll::Ready(Ok(n))
     }
 
@@ -389,10 +710,10 @@ mod tests {
     #[test]
     fn an_exchange_pairs_the_last_request_byte_with_the_first_response_read() {
         let m = marks(None);
-        m.wrote(10); // an earlier exchange, not armed
+        m.lock().wrote(10); // an earlier exchange, not armed
         m.arm();
-        m.wrote(40); // bytes 10..50
-        m.wrote(30); // bytes 50..80: the last one is key 79
+        m.lock().wrote(40); // bytes 10..50
+        m.lock().wrote(30); // bytes 50..80: the last one is key 79
         {
             let mut s = m.lock();
             // The kernel completed the second send first.
@@ -400,7 +721,7 @@ mod tests {
             s.tx.record(49, t(900));
             s.first_rx = Some(Some(t(21_000)));
         }
-        m.wrote(5); // after the response started: not the request
+        m.lock().wrote(5); // after the response started: not the request
         assert_eq!(m.take(), Ok(Duration::from_micros(20_000)));
     }
 
@@ -410,14 +731,14 @@ mod tests {
         m.arm();
         assert_eq!(m.take().unwrap_err(), "no request bytes were written");
         m.arm();
-        m.wrote(3);
+        m.lock().wrote(3);
         assert_eq!(m.take().unwrap_err(), "no response bytes were read");
         m.arm();
-        m.wrote(3);
+        m.lock().wrote(3);
         m.lock().first_rx = Some(None);
         assert!(m.take().unwrap_err().contains("no receive timestamp"));
         m.arm();
-        m.wrote(3);
+        m.lock().wrote(3);
         m.lock().first_rx = Some(Some(t(5)));
         assert!(m.take().unwrap_err().contains("no send timestamp"));
     }
@@ -427,11 +748,215 @@ mod tests {
     fn a_refused_option_is_labelled() {
         let m = marks(Some("the kernel refused SO_TIMESTAMPING: Invalid argument"));
         m.arm();
-        m.wrote(3);
+        m.lock().wrote(3);
         assert_eq!(
             m.take().unwrap_err(),
             "the kernel refused SO_TIMESTAMPING: Invalid argument"
         );
+    }
+
+    /// A TLS 1.2 handshake: two rounds (ClientHello → ServerHelloDone, our Finished flight →
+    /// the server's Finished); our own time between them is not in the figure. The kernel
+    /// completed the second flight's sends before the first's.
+    #[test]
+    fn rounds_sum_each_flight_to_its_answer() {
+        let m = marks(None);
+        m.start_rounds();
+        {
+            let mut s = m.lock();
+            s.wrote(200); // ClientHello: key 199
+            s.read(&[0], Some(t(1_000))); // ServerHello …
+            s.read(&[0], Some(t(1_500))); // … ServerHelloDone (the answer's last read)
+            s.wrote(100); // ClientKeyExchange, CCS: keys to 299
+            s.wrote(50); // Finished: key 349
+            s.read(&[0], Some(t(9_000))); // the server's Finished
+            s.tx.record(349, t(8_000)); // out of order
+            s.tx.record(299, t(7_900));
+            s.tx.record(199, t(500));
+        }
+        // (1_500 − 500) + (9_000 − 8_000)
+        assert_eq!(m.take_rounds(), Ok((Duration::from_micros(2_000), 2)));
+        // Counting stopped: later bytes are no round.
+        m.lock().wrote(10);
+        assert!(m.take_rounds().unwrap_err().contains("not counted"));
+    }
+
+    /// TLS 1.3 as rustls speaks it: a ChangeCipherSpec written after reading the ServerHello,
+    /// before reading the rest of the server's flight, which had already arrived. In kernel
+    /// time that is one round (ClientHello → the flight's last segment); the client's Finished
+    /// has no answer in the handshake.
+    #[test]
+    fn rounds_follow_kernel_time_not_the_tasks_order() {
+        let m = marks(None);
+        m.start_rounds();
+        {
+            let mut s = m.lock();
+            s.wrote(300); // ClientHello: key 299
+            s.read(&[0], Some(t(1_000))); // ServerHello
+            s.wrote(6); // CCS: key 305
+            s.read(&[0], Some(t(1_050))); // the rest of the flight, queued before the CCS left
+            s.wrote(80); // Finished: key 385, its send timestamp not drained yet
+            s.tx.record(299, t(100));
+            s.tx.record(305, t(1_200));
+        }
+        assert_eq!(m.take_rounds(), Ok((Duration::from_micros(950), 1)));
+    }
+
+    #[test]
+    fn missing_round_pieces_are_named() {
+        let m = marks(None);
+        m.start_rounds();
+        assert!(m.take_rounds().unwrap_err().contains("no round trip"));
+        let m = marks(None);
+        m.start_rounds();
+        {
+            let mut s = m.lock();
+            s.wrote(5);
+            s.tx.record(4, t(1));
+            s.read(&[0], None);
+        }
+        assert!(m
+            .take_rounds()
+            .unwrap_err()
+            .contains("no receive timestamp"));
+        let m = marks(None);
+        m.start_rounds();
+        {
+            let mut s = m.lock();
+            s.wrote(5);
+            s.read(&[0], Some(t(3)));
+        }
+        assert!(m.take_rounds().unwrap_err().contains("no send timestamp"));
+        let m = marks(None);
+        m.start_rounds();
+        for _ in 0..=MAX_HANDSHAKE_IO {
+            m.lock().wrote(1);
+        }
+        assert!(m.take_rounds().unwrap_err().contains("too many"));
+        let refused = marks(Some("the kernel refused SO_TIMESTAMPING: EINVAL"));
+        refused.start_rounds();
+        assert_eq!(
+            refused.take_rounds().unwrap_err(),
+            "the kernel refused SO_TIMESTAMPING: EINVAL"
+        );
+    }
+
+    /// Records are followed across any cut; each knows the read that brought its first byte,
+    /// and reads are capped at a record's end (header first, then the body).
+    #[test]
+    fn tls_records_are_followed_and_reads_end_at_their_edges() {
+        let mut r = Records::default();
+        assert_eq!(r.cap(), 5);
+        let mut bytes = vec![23, 3, 3, 0, 4, 1, 2, 3, 4]; // a 4-byte record
+        bytes.extend([23, 3, 3, 0, 2, 9, 9]); // a 2-byte record
+        r.feed(&bytes[..3], Some(t(10)));
+        assert_eq!(r.cap(), 2);
+        r.feed(&bytes[3..6], Some(t(20)));
+        assert_eq!(r.cap(), 3);
+        assert_eq!(r.last_start_rx, None);
+        r.feed(&bytes[6..9], Some(t(30)));
+        assert_eq!(r.last_start_rx, Some(Some(t(10))));
+        assert_eq!(r.cap(), 5);
+        r.feed(&bytes[9..], Some(t(40)));
+        assert_eq!(r.last_start_rx, Some(Some(t(40))));
+    }
+
+    /// A delayed reader under TLS: the response's record came in one read, the records after it
+    /// in later ones; the response's own read is the one used.
+    #[test]
+    fn the_response_record_keeps_its_own_timestamp() {
+        let m = marks(None);
+        m.start_rounds();
+        let _ = m.take_rounds();
+        m.layered();
+        m.arm();
+        m.lock().wrote(100);
+        m.lock().tx.record(99, t(1_000));
+        m.lock().read(&[23, 3, 3, 0, 3], Some(t(5_000)));
+        m.lock().read(&[7, 7, 7], Some(t(5_000)));
+        // A second record, read before the plaintext layer asked for more.
+        m.lock().read(&[23, 3, 3, 0, 1], Some(t(9_000)));
+        m.seen();
+        assert_eq!(m.take(), Ok(Duration::from_micros(4_000)));
+    }
+
+    /// Under TLS the first read after the request can be a session ticket: the layer above says
+    /// which read carried the response, and that read's timestamp is the one used.
+    #[test]
+    fn a_layered_exchange_waits_for_the_layer_above() {
+        let m = marks(None);
+        m.layered();
+        m.lock().wrote(500); // the handshake
+        m.arm();
+        m.lock().wrote(120); // the request's record: key 619
+        m.lock().read(&[0], Some(t(1_100))); // a NewSessionTicket record: no plaintext
+        m.lock().read(&[0], Some(t(21_000))); // the response's record
+        m.seen(); // the plaintext layer got the response
+        m.lock().read(&[0], Some(t(22_000))); // the rest of the body
+        m.seen();
+        m.lock().tx.record(619, t(1_000));
+        assert_eq!(m.take(), Ok(Duration::from_micros(20_000)));
+    }
+
+    /// HTTP/2: the layer above says which writes were the request; an acknowledgement written
+    /// after it does not move the request's end.
+    #[test]
+    fn the_layer_above_can_name_the_request_bytes() {
+        let m = marks(None);
+        m.layered();
+        m.request_by_layer();
+        m.lock().wrote(100); // preface and SETTINGS
+        m.arm();
+        m.lock().wrote(60); // HEADERS: key 159
+        m.sent();
+        m.lock().wrote(9); // SETTINGS ack: not the request
+        m.lock().read(&[0], Some(t(5_000)));
+        m.seen();
+        {
+            let mut s = m.lock();
+            s.tx.record(168, t(4_900));
+            s.tx.record(159, t(1_000));
+        }
+        assert_eq!(m.take(), Ok(Duration::from_micros(4_000)));
+    }
+
+    /// A long connection: any send, any later answer, matched by the send's key; another
+    /// connection's key finds nothing.
+    #[test]
+    fn long_connections_time_each_exchange() {
+        let m = marks(None);
+        m.listen();
+        assert!(m.lock().listening());
+        assert_eq!(m.sent_key(), None);
+        m.lock().wrote(40);
+        let first = m.sent_key();
+        assert_eq!(first, Some(39));
+        m.lock().wrote(40);
+        let second = m.sent_key();
+        m.lock().read(&[0], Some(t(7_000)));
+        let rx = m.last_rx();
+        {
+            let mut s = m.lock();
+            s.tx.record(79, t(6_000));
+            s.tx.record(39, t(2_000));
+        }
+        assert_eq!(m.between(second, rx), Ok(Duration::from_micros(1_000)));
+        assert_eq!(m.between(first, rx), Ok(Duration::from_micros(5_000)));
+        assert!(m
+            .between(Some(12_345), rx)
+            .unwrap_err()
+            .contains("no timestamp"));
+        assert!(m.between(None, rx).unwrap_err().contains("no send"));
+        m.lock().read(&[0], None);
+        assert!(m
+            .between(second, m.last_rx())
+            .unwrap_err()
+            .contains("no receive timestamp"));
+        let refused = marks(Some("refused"));
+        refused.listen();
+        refused.lock().wrote(3);
+        assert_eq!(refused.sent_key(), None);
+        assert_eq!(refused.between(Some(2), rx).unwrap_err(), "refused");
     }
 
     /// One error-queue entry as the kernel lays it out: SCM_TIMESTAMPING, then IP_RECVERR.

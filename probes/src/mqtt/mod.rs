@@ -157,8 +157,10 @@ async fn dial_and_connect(
     let addrs = req.resolver.resolve(host, req.ip, rec).await?;
     let tcp = connect_tcp(&addrs, port, rec).await?;
     rec.remote_addr = tcp.peer_addr().ok();
+    // Kernel timestamps under TLS: the handshake's rounds get the kernel's figure.
+    let (tcp, marks) = crate::kts::timestamped(tcp);
     let stream: Box<dyn Io> = if sch.tls {
-        let (stream, tls_facts) = req.tls_client.handshake(tcp, host, rec).await?;
+        let (stream, tls_facts) = req.tls_client.handshake(tcp, host, rec, &marks).await?;
         facts.tls = Some(tls_facts);
         Box::new(stream)
     } else {

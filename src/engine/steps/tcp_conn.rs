@@ -207,6 +207,8 @@ async fn expect(
     let as_ws = |fr: tcp_conn::Frame| Frame {
         payload: shown(&decode, &fr.body),
         received_at: fr.received_at,
+        // tcp.* connections do not keep kernel timestamps of their frames (yet): user space.
+        kernel_rx: None,
     };
     let res = ExpectResult {
         matched: res.matched.map(as_ws),

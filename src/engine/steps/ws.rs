@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use serde::Serialize;
 use sonde_probes::ws::{self, ExpectResult, Payload, WsConn, WsConnectFacts};
-use sonde_probes::{fmt_duration, Failure, FailureReason};
+use sonde_probes::{fmt_duration, Failure, FailureReason, Phase};
 use tokio::time::Instant;
 
 use super::StepCx;
@@ -190,7 +190,7 @@ async fn send(
 ) -> Result<StepReport, Box<StepReport>> {
     let start = Instant::now();
     let conn = open_conn(cx, ctx, &s.on)?;
-    let sent = conn.send(s.payload.clone(), cx.deadline).await;
+    let sent = conn.send_timed(s.payload.clone(), cx.deadline).await;
     let facts = WsFacts {
         connection: s.on.clone(),
         sent: Some(summary(&s.payload)),
@@ -199,8 +199,9 @@ async fn send(
     };
     let mut r = report(cx, start, facts);
     match sent {
-        Ok(at) => {
-            ctx.last_send = Some(at);
+        Ok(sent) => {
+            ctx.last_send = Some(sent.at);
+            ctx.last_ws_send = Some((s.on.clone(), sent));
             r.event(format!("sent {} bytes on `{}`", s.payload.len(), s.on));
         }
         Err(f) => r.fail(f),
@@ -232,6 +233,9 @@ async fn expect(
     let skipped_count = res.skipped_count;
     let mut r = report(cx, start, facts);
     r.duration = duration;
+    if let (Some(m), false) = (&res.matched, e.negate) {
+        answered(&mut r, &conn, ctx, &e.on, m, duration);
+    }
     if skipped_count > 0 {
         r.event(format!("skipped {skipped_count} non-matching frame(s)"));
     }
@@ -241,9 +245,55 @@ async fn expect(
             "no matching frame within {}",
             fmt_duration(start.elapsed())
         )),
-        None => r.event(format!("matched after {}", fmt_duration(duration))),
+        None => {
+            let d = r.duration;
+            r.event(format!("matched after {}", fmt_duration(d)))
+        }
     }
     Ok(r)
+}
+
+/// A matched frame that answers the run's last send on the same connection: send-to-match is
+/// the `processing` phase, the kernel's figure where the socket is timestamped (the step's
+/// duration too), and the trace gives both.
+fn answered(
+    r: &mut StepReport,
+    conn: &WsConn,
+    ctx: &RunCtx,
+    on: &str,
+    m: &ws::Frame,
+    user: std::time::Duration,
+) {
+    let Some((_, sent)) = ctx
+        .last_ws_send
+        .as_ref()
+        .filter(|(name, sent)| name == on && sent.at <= m.received_at)
+    else {
+        return;
+    };
+    let kernel = conn.kernel_latency(sent, m);
+    r.timings
+        .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
+    if let Ok(k) = &kernel {
+        r.duration = (*k).min(user);
+    }
+    r.event(format!(
+        "send to match: {}",
+        sonde_probes::kts::describe(user, &kernel)
+    ));
+    if let Some(d) = r
+        .timings
+        .own_delay()
+        .filter(|d| *d > sonde_probes::OWN_DELAY_FLAG)
+    {
+        r.event(format!(
+            "{}: sonde's own delay was {} in this step (over {}): its tasks ran that much after \
+             the kernel saw the frame; the kernel-timestamped figure excludes it",
+            sonde_probes::OVERLOADED,
+            fmt_duration(d),
+            fmt_duration(sonde_probes::OWN_DELAY_FLAG)
+        ));
+    }
 }
 
 /// What an expect's wait came to: the step's duration (send-to-match for a match) and its
