@@ -1,7 +1,7 @@
 //! A small WebSocket JSON chat: the reference IM server that sonde's IM scenario probes.
 //!
 //! ```text
-//! cargo run --example chat_server -- --listen 127.0.0.1:9300 [--secret S] [--noise-interval 1s]
+//! cargo run --example chat_server -- --listen 127.0.0.1:9300 [--listen-tcp 127.0.0.1:9301] [--secret S] [--noise-interval 1s]
 //! ```
 //!
 //! Protocol (every frame is JSON text, at `ws://HOST:PORT/chat`, subprotocol `chat.v1` echoed
@@ -22,6 +22,11 @@
 //!
 //! Any op before login gets `{"op":"error","reason":"not logged in"}`; bad JSON gets an error
 //! frame and the connection stays open.
+//!
+//! With `--listen-tcp ADDR` the same chat is also served over raw TCP: every frame is a 4-byte
+//! big-endian length and then a protobuf message (`examples/chat.proto`: `ClientFrame` in,
+//! `ServerFrame` out), with the same ops, semantics and noise; users on either side reach each
+//! other. A login with a bad token gets `login_failed` and the connection is closed.
 //!
 //! Tests use it in-process, without going through sonde's own library:
 //!
@@ -105,6 +110,7 @@ pub fn token_for(secret: &str, user: &str) -> String {
 /// A running server. Dropping it stops accepting and drops every connection.
 pub struct ChatHandle {
     addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     state: Arc<State>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -132,6 +138,19 @@ impl ChatHandle {
     /// Messages delivered to at least one recipient connection.
     pub fn delivered(&self) -> u64 {
         self.state.delivered.load(Ordering::SeqCst)
+    }
+
+    /// Also serve the chat over raw TCP with protobuf frames on `listener` (same users, same
+    /// registry: a TCP user and a WebSocket user reach each other).
+    pub fn serve_tcp(&mut self, listener: TcpListener) {
+        self.tcp_addr = listener.local_addr().ok();
+        self.tasks
+            .push(tokio::spawn(tcp_accept_loop(listener, self.state.clone())));
+    }
+
+    /// Where the raw TCP side listens, once [`ChatHandle::serve_tcp`] started it.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// Drop every connection at once, without close frames (a crash, as the client sees it).
@@ -164,7 +183,12 @@ pub fn start(listener: TcpListener, opts: ChatOptions) -> ChatHandle {
     if let Some(every) = opts.noise_interval.filter(|d| !d.is_zero()) {
         tasks.push(tokio::spawn(noise_loop(state.clone(), every)));
     }
-    ChatHandle { addr, state, tasks }
+    ChatHandle {
+        addr,
+        tcp_addr: None,
+        state,
+        tasks,
+    }
 }
 
 /// Who is connected. One lock: the operations are tiny, and a chat server on two cores does not
@@ -313,7 +337,11 @@ async fn connection(tcp: TcpStream, state: Arc<State>) {
         .insert(session.id, session.outbox.clone());
 
     let _ = serve(&mut ws, &state, &mut session).await;
+    forget(&state, &session);
+}
 
+/// Take an ended connection out of the registry.
+fn forget(state: &State, session: &Session) {
     let mut reg = state.lock();
     reg.anonymous.remove(&session.id);
     reg.by_id.remove(&session.id);
@@ -522,13 +550,284 @@ async fn noise_loop(state: Arc<State>, every: Duration) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The raw TCP side: length-prefixed protobuf frames (examples/chat.proto), translated to and
+// from the JSON frames `handle` speaks, so both sides share one implementation of the chat.
+
+/// `ClientFrame` of examples/chat.proto.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PbClientFrame {
+    #[prost(oneof = "pb::ClientOp", tags = "1, 2, 3")]
+    pub op: Option<pb::ClientOp>,
+}
+
+/// `ServerFrame` of examples/chat.proto.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PbServerFrame {
+    #[prost(oneof = "pb::ServerOp", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    pub op: Option<pb::ServerOp>,
+}
+
+/// The messages of examples/chat.proto, written by hand (no build script): a test compiles the
+/// `.proto` and checks both agree.
+pub mod pb {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum ClientOp {
+        #[prost(message, tag = "1")]
+        Login(Login),
+        #[prost(message, tag = "2")]
+        Send(Send),
+        #[prost(message, tag = "3")]
+        Ping(Empty),
+    }
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum ServerOp {
+        #[prost(message, tag = "1")]
+        LoginOk(LoginOk),
+        #[prost(message, tag = "2")]
+        LoginFailed(Reason),
+        #[prost(message, tag = "3")]
+        Ack(Ack),
+        #[prost(message, tag = "4")]
+        Typing(Typing),
+        #[prost(message, tag = "5")]
+        Message(Message),
+        #[prost(message, tag = "6")]
+        Error(Error),
+        #[prost(message, tag = "7")]
+        Pong(Empty),
+        #[prost(message, tag = "8")]
+        Presence(Presence),
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Empty {}
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Login {
+        #[prost(string, tag = "1")]
+        pub user: String,
+        #[prost(string, tag = "2")]
+        pub token: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Send {
+        #[prost(string, tag = "1")]
+        pub to: String,
+        #[prost(string, tag = "2")]
+        pub id: String,
+        #[prost(string, tag = "3")]
+        pub text: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LoginOk {
+        #[prost(string, tag = "1")]
+        pub user: String,
+        #[prost(string, tag = "2")]
+        pub session: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Reason {
+        #[prost(string, tag = "1")]
+        pub reason: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Ack {
+        #[prost(string, tag = "1")]
+        pub id: String,
+        #[prost(uint64, tag = "2")]
+        pub ts: u64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Typing {
+        #[prost(string, tag = "1")]
+        pub from: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Message {
+        #[prost(string, tag = "1")]
+        pub from: String,
+        #[prost(string, tag = "2")]
+        pub id: String,
+        #[prost(string, tag = "3")]
+        pub text: String,
+        #[prost(uint64, tag = "4")]
+        pub ts: u64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Error {
+        #[prost(string, tag = "1")]
+        pub id: String,
+        #[prost(string, tag = "2")]
+        pub reason: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Presence {
+        #[prost(string, tag = "1")]
+        pub user: String,
+        #[prost(string, tag = "2")]
+        pub status: String,
+    }
+}
+
+/// A client frame as the JSON text `handle` reads.
+fn client_json(frame: PbClientFrame) -> String {
+    match frame.op {
+        Some(pb::ClientOp::Login(l)) => json!({"op": "login", "user": l.user, "token": l.token}),
+        Some(pb::ClientOp::Send(s)) => {
+            json!({"op": "send", "to": s.to, "id": s.id, "text": s.text})
+        }
+        Some(pb::ClientOp::Ping(_)) => json!({"op": "ping"}),
+        None => json!({"op": "none"}),
+    }
+    .to_string()
+}
+
+/// A JSON server frame of `handle` (or the outbox) as a protobuf `ServerFrame`.
+fn server_frame(v: &serde_json::Value) -> PbServerFrame {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let ts = v["ts"].as_u64().unwrap_or_default();
+    let op = match v["op"].as_str().unwrap_or_default() {
+        "login_ok" => pb::ServerOp::LoginOk(pb::LoginOk {
+            user: s("user"),
+            session: s("session"),
+        }),
+        "login_failed" => pb::ServerOp::LoginFailed(pb::Reason {
+            reason: s("reason"),
+        }),
+        "ack" => pb::ServerOp::Ack(pb::Ack { id: s("id"), ts }),
+        "typing" => pb::ServerOp::Typing(pb::Typing { from: s("from") }),
+        "message" => pb::ServerOp::Message(pb::Message {
+            from: s("from"),
+            id: s("id"),
+            text: s("text"),
+            ts,
+        }),
+        "pong" => pb::ServerOp::Pong(pb::Empty {}),
+        "presence" => pb::ServerOp::Presence(pb::Presence {
+            user: s("user"),
+            status: s("status"),
+        }),
+        _ => pb::ServerOp::Error(pb::Error {
+            id: s("id"),
+            reason: s("reason"),
+        }),
+    };
+    PbServerFrame { op: Some(op) }
+}
+
+async fn tcp_accept_loop(listener: TcpListener, state: Arc<State>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                tokio::spawn(tcp_connection(tcp, state.clone()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn tcp_connection(mut tcp: TcpStream, state: Arc<State>) {
+    let _ = tcp.set_nodelay(true);
+    state.open.fetch_add(1, Ordering::SeqCst);
+    let _open = OpenGuard(&state.open);
+    let mut session = Session {
+        id: state.next_id.fetch_add(1, Ordering::Relaxed),
+        user: None,
+        outbox: Arc::new(Outbox::default()),
+    };
+    state
+        .lock()
+        .anonymous
+        .insert(session.id, session.outbox.clone());
+    let _ = serve_tcp(&mut tcp, &state, &mut session).await;
+    forget(&state, &session);
+}
+
+/// Write one `ServerFrame`, length-prefixed.
+async fn write_frame(
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    v: &serde_json::Value,
+) -> Result<(), End> {
+    use tokio::io::AsyncWriteExt;
+    let body = prost::Message::encode_to_vec(&server_frame(v));
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    w.write_all(&out).await.map_err(|_| End)
+}
+
+/// The next whole frame's body in `buf`, if any; `Err` for a length over [`MAX_FRAME`].
+fn next_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, End> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let n = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if n > MAX_FRAME {
+        return Err(End);
+    }
+    if buf.len() < 4 + n {
+        return Ok(None);
+    }
+    let body = buf[4..4 + n].to_vec();
+    buf.drain(..4 + n);
+    Ok(Some(body))
+}
+
+async fn serve_tcp(tcp: &mut TcpStream, state: &State, session: &mut Session) -> Result<(), End> {
+    use tokio::io::AsyncReadExt;
+    let outbox = session.outbox.clone();
+    let (mut rd, mut wr) = tcp.split();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        tokio::select! {
+            _ = outbox.wake.notified() => {
+                if outbox.kicked.load(Ordering::SeqCst) {
+                    return Err(End);
+                }
+                for frame in outbox.take() {
+                    let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap_or_default();
+                    write_frame(&mut wr, &v).await?;
+                }
+            }
+            n = rd.read(&mut chunk) => {
+                let n = n.map_err(|_| End)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(body) = next_frame(&mut buf)? {
+                    let text = match <PbClientFrame as prost::Message>::decode(body.as_slice()) {
+                        Ok(f) => client_json(f),
+                        Err(e) => {
+                            let v = json!({"op": "error", "reason": format!("bad frame: {e}")});
+                            write_frame(&mut wr, &v).await?;
+                            continue;
+                        }
+                    };
+                    for reply in handle(&text, state, session) {
+                        match reply {
+                            Reply::Frame(v) => write_frame(&mut wr, &v).await?,
+                            Reply::Close(..) => return Err(End),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The command line.
 
 /// `--listen ADDR`, `--secret S` (else env CHAT_SECRET, else the demo secret),
 /// `--noise-interval DURATION` (humantime, `0` = off).
 #[allow(dead_code)] // unused when the file is included in a test
-fn parse_args(args: impl Iterator<Item = String>) -> Result<(SocketAddr, ChatOptions), String> {
+fn parse_args(
+    args: impl Iterator<Item = String>,
+) -> Result<(SocketAddr, Option<SocketAddr>, ChatOptions), String> {
     let mut listen: SocketAddr = "127.0.0.1:9300".parse().unwrap();
+    let mut listen_tcp: Option<SocketAddr> = None;
     let mut opts = ChatOptions {
         secret: std::env::var("CHAT_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.into()),
         ..ChatOptions::default()
@@ -540,6 +839,10 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<(SocketAddr, ChatOpt
             "--listen" => {
                 let v = value()?;
                 listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
+            }
+            "--listen-tcp" => {
+                let v = value()?;
+                listen_tcp = Some(v.parse().map_err(|e| format!("--listen-tcp {v}: {e}"))?);
             }
             "--secret" => opts.secret = value()?,
             "--noise-interval" => {
@@ -553,14 +856,14 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<(SocketAddr, ChatOpt
                 opts.noise_interval = Some(d);
             }
             "-h" | "--help" => {
-                return Err("usage: chat_server [--listen 127.0.0.1:9300] [--secret S] \
-                            [--noise-interval 1s]"
+                return Err("usage: chat_server [--listen 127.0.0.1:9300] \
+                            [--listen-tcp 127.0.0.1:9301] [--secret S] [--noise-interval 1s]"
                     .into())
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    Ok((listen, opts))
+    Ok((listen, listen_tcp, opts))
 }
 
 /// Holding many connections needs many file descriptors: raise the limit as far as allowed.
@@ -591,7 +894,7 @@ fn raise_fd_limit() {
 #[allow(dead_code)]
 #[tokio::main]
 async fn main() {
-    let (listen, opts) = match parse_args(std::env::args()) {
+    let (listen, listen_tcp, opts) = match parse_args(std::env::args()) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
@@ -610,7 +913,23 @@ async fn main() {
         Some(d) => format!("presence noise every {}", humantime::format_duration(d)),
         None => "no presence noise".to_string(),
     };
-    let handle = start(listener, opts);
-    eprintln!("chat server on {} ({noise}); Ctrl-C stops it", handle.url());
+    let mut handle = start(listener, opts);
+    if let Some(at) = listen_tcp {
+        match TcpListener::bind(at).await {
+            Ok(l) => handle.serve_tcp(l),
+            Err(e) => {
+                eprintln!("cannot listen on {at}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let tcp = handle
+        .tcp_addr()
+        .map(|a| format!(" and tcp://{a} (protobuf frames)"))
+        .unwrap_or_default();
+    eprintln!(
+        "chat server on {}{tcp} ({noise}); Ctrl-C stops it",
+        handle.url()
+    );
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -20,6 +20,7 @@ fn sonde_run_scenarios_passes_with_only_sonde_serve_started() {
         ("SONDE_EXAMPLE_HTTPS", free_addr().to_string()),
         ("SONDE_EXAMPLE_DNS", free_addr().to_string()),
         ("SONDE_IM_URL", format!("ws://{chat}/chat")),
+        ("SONDE_IM_TCP", free_addr().to_string()),
     ];
     // An empty working folder: no ./sonde.yaml, so serve runs its built-in configuration.
     let cwd = tempfile::tempdir().unwrap();
@@ -72,6 +73,7 @@ fn the_scenarios_defaults_are_the_demo_targets() {
         ("SONDE_EXAMPLE_HTTPS", demo::DEFAULT_HTTPS),
         ("SONDE_EXAMPLE_DNS", demo::DEFAULT_DNS),
         ("SONDE_IM_URL", demo::DEFAULT_IM_URL),
+        ("SONDE_IM_TCP", demo::DEFAULT_IM_TCP),
         ("SONDE_EXAMPLE_CA_FILE", "demo-ca.pem"),
         ("CHAT_SECRET", "sonde-demo-secret"),
     ];
@@ -116,6 +118,7 @@ fn a_taken_demo_port_is_a_warning_not_a_failure() {
         .env("SONDE_EXAMPLE_HTTPS", free_addr().to_string())
         .env("SONDE_EXAMPLE_DNS", free_addr().to_string())
         .env("SONDE_IM_URL", format!("ws://{}/chat", free_addr()))
+        .env("SONDE_IM_TCP", free_addr().to_string())
         .start();
     let log = serve.log();
     assert!(

@@ -71,6 +71,11 @@ fn ws_match() {
 }
 
 #[test]
+fn frame_codec() {
+    check("frame_codec");
+}
+
+#[test]
 fn kts_cmsg() {
     check("kts_cmsg");
 }

@@ -14,6 +14,7 @@
 //! still reported.
 
 pub mod dns;
+pub mod framing;
 pub mod grpc;
 pub mod http;
 pub mod icmp;
@@ -21,6 +22,7 @@ pub mod kts;
 pub mod policy;
 pub mod resolve;
 pub mod tcp;
+pub mod tcp_conn;
 pub mod tls;
 pub mod ws;
 

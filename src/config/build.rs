@@ -30,6 +30,21 @@ pub struct Shared {
     /// Never asked: for IP-literal targets when the system resolver cannot be built.
     unused: Option<Resolver>,
     pub(super) tls: HashMap<(TlsOptions, Alpn), TlsClient>,
+    /// `.proto` files compiled for this load (`proto_file`), each once.
+    pub protos: super::probe_settings::protobuf::Cache,
+    /// `--config.file-root`: files a scenario names (`proto_file`) are confined below it, or
+    /// below the scenario file's own folder without it.
+    pub file_root: Option<PathBuf>,
+}
+
+impl Shared {
+    /// A load's shared state, files confined below `file_root` when given.
+    pub fn with_file_root(file_root: Option<PathBuf>) -> Self {
+        Shared {
+            file_root,
+            ..Shared::default()
+        }
+    }
 }
 
 /// Where a step compiler reports, and what it shares.

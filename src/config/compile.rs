@@ -92,7 +92,7 @@ impl Loader {
             templates: Arc::new(
                 Templates::new(opts.region.clone()).with_overrides(opts.vars.clone()),
             ),
-            shared: Mutex::new(Shared::default()),
+            shared: Mutex::new(Shared::with_file_root(opts.file_root.clone())),
             region: opts.region.clone(),
             names: HashMap::new(),
             trust: Default::default(),

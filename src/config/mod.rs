@@ -36,6 +36,8 @@ pub(crate) mod locate;
 pub mod matcher;
 pub(crate) mod model;
 pub(crate) mod probe_settings;
+/// Protobuf without codegen (`proto_file`), public for the fuzz targets.
+pub use probe_settings::protobuf;
 pub(crate) mod redact;
 pub mod scenario;
 pub(crate) mod step;

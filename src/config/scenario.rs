@@ -157,6 +157,8 @@ pub enum Action {
     Tls(Box<TlsRequest>),
     Sleep(Duration),
     Ws(WsAction),
+    /// The `tcp.*` steps of long-lived raw TCP/TLS connections.
+    TcpConn(crate::config::kinds::tcp_conn::TcpConnAction),
 }
 
 /// The `ws.*` steps, on a named connection of the run.

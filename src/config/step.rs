@@ -92,6 +92,9 @@ pub fn step(m: &StepModel, base: &str, opts: &StepOpts, mode: Mode, cx: &mut Cx)
     let before = cx.errors.len();
     out.retry = flow::retry(m.retry.as_ref(), &key_path(base, "retry"), cx);
     check_flow(out.timeout, &kinds, base, opts, cx);
+    if mode == Mode::FlowOnly && cx.errors.len() == before {
+        m.check_unrendered(base, cx);
+    }
     if mode != Mode::Full || cx.errors.len() > before {
         return out;
     }

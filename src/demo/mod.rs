@@ -8,6 +8,7 @@
 //! | HTTPS (h2 and HTTP/1.1), certificate for localhost/127.0.0.1 from the demo CA | 127.0.0.1:9443 | `SONDE_EXAMPLE_HTTPS` |
 //! | DNS (UDP and TCP), zone `sonde.test` | 127.0.0.1:9053 | `SONDE_EXAMPLE_DNS` |
 //! | the reference chat server (WebSocket, `examples/chat_server.rs`) | ws://127.0.0.1:9300/chat | `SONDE_IM_URL` |
+//! | the same chat over raw TCP, length-prefixed protobuf frames (`examples/chat.proto`) | 127.0.0.1:9301 | `SONDE_IM_TCP` |
 //!
 //! The scenarios read the same variables with these defaults (`{{ env.X | default(...) }}`),
 //! so setting one moves both sides; the interop suite sets them to its nginx and dnsmasq.
@@ -28,6 +29,7 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:9180";
 pub const DEFAULT_HTTPS: &str = "127.0.0.1:9443";
 pub const DEFAULT_DNS: &str = "127.0.0.1:9053";
 pub const DEFAULT_IM_URL: &str = "ws://127.0.0.1:9300/chat";
+pub const DEFAULT_IM_TCP: &str = "127.0.0.1:9301";
 
 /// The demo CA's certificate as shipped in `scenarios/demo-ca.pem`.
 pub const CA_PEM: &str = include_str!("../../scenarios/demo-ca.pem");
@@ -43,6 +45,7 @@ pub struct Addrs {
     pub https: SocketAddr,
     pub dns: SocketAddr,
     pub chat: SocketAddr,
+    pub chat_tcp: SocketAddr,
 }
 
 impl Addrs {
@@ -82,6 +85,7 @@ impl Addrs {
             https: addr("SONDE_EXAMPLE_HTTPS", DEFAULT_HTTPS)?,
             dns: addr("SONDE_EXAMPLE_DNS", DEFAULT_DNS)?,
             chat: loopback("SONDE_IM_URL", &chat, "127.0.0.1:9300")?,
+            chat_tcp: addr("SONDE_IM_TCP", DEFAULT_IM_TCP)?,
         })
     }
 }
@@ -119,6 +123,9 @@ pub async fn start(a: &Addrs) -> Result<Demo, String> {
     let chat = tokio::net::TcpListener::bind(a.chat)
         .await
         .map_err(|e| bind_err("chat server", a.chat, "SONDE_IM_URL", e))?;
+    let chat_tcp = tokio::net::TcpListener::bind(a.chat_tcp)
+        .await
+        .map_err(|e| bind_err("chat server (raw TCP)", a.chat_tcp, "SONDE_IM_TCP", e))?;
     let tls = web::tls_config()?;
     let tasks = vec![
         tokio::spawn(web::serve(http, None)),
@@ -128,7 +135,7 @@ pub async fn start(a: &Addrs) -> Result<Demo, String> {
     ];
     Ok(Demo {
         tasks,
-        _chat: chat::start(chat),
+        _chat: chat::start(chat, chat_tcp),
     })
 }
 
@@ -145,7 +152,7 @@ pub async fn beside_builtin(source: &crate::serve::ConfigSource) -> Option<Demo>
     match started {
         Ok((d, a)) => {
             tracing::info!(
-                http = %a.http, https = %a.https, dns = %a.dns, chat = %a.chat,
+                http = %a.http, https = %a.https, dns = %a.dns, chat = %a.chat, chat_tcp = %a.chat_tcp,
                 "demo targets for scenarios/ are up (`sonde run scenarios/` probes them)"
             );
             Some(d)
@@ -182,8 +189,8 @@ pub fn main(_args: DemoArgs) -> std::process::ExitCode {
             }
         };
         eprintln!(
-            "sonde demo: HTTP {} · HTTPS {} · DNS {} (zone sonde.test) · chat ws://{}/chat — Ctrl-C to stop",
-            addrs.http, addrs.https, addrs.dns, addrs.chat
+            "sonde demo: HTTP {} · HTTPS {} · DNS {} (zone sonde.test) · chat ws://{}/chat and tcp://{} (protobuf) — Ctrl-C to stop",
+            addrs.http, addrs.https, addrs.dns, addrs.chat, addrs.chat_tcp
         );
         let _ = tokio::signal::ctrl_c().await;
         std::process::ExitCode::SUCCESS

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod dns;
+pub mod framed;
 pub mod grpc;
 pub mod http;
 pub mod lines;

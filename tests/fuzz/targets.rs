@@ -59,6 +59,19 @@ pub const ALL: &[Target] = &[
         hang: SEC,
     },
     Target {
+        name: "frame_codec",
+        run: frame_codec,
+        dict: &[
+            "\n",
+            "\r\n",
+            "\0",
+            "\u{ff}\u{ff}\u{ff}\u{ff}",
+            "\0\0\0\u{4}",
+            "\u{a}\u{2}",
+        ],
+        hang: SEC,
+    },
+    Target {
         name: "kts_cmsg",
         run: kts_cmsg,
         dict: &["\0\0\0\0", "\u{1}", "#", "%", "\u{ff}\u{ff}\u{ff}\u{ff}"],
@@ -626,4 +639,107 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The tcp.* framings on hostile bytes, and decoded frames as protobuf: the first byte picks a
+/// framing and a limit. Whatever arrives, in whatever chunks: no frame is longer than the
+/// limit, the buffer stays bounded, bytes are only ever consumed; a body the codec encodes
+/// decodes back to itself; any frame decodes as a protobuf message or fails cleanly.
+fn frame_codec(input: &[u8]) {
+    use sonde_probes::framing::{Codec, Endian, Framing, LengthPrefix};
+    let Some((&sel, data)) = input.split_first() else {
+        return;
+    };
+    let max = 1 + (sel as usize >> 4) * 64;
+    let framing = match sel % 8 {
+        0 => Framing::Lines { crlf: false },
+        1 => Framing::Lines { crlf: true },
+        2 => Framing::Delimiter(b"\0\0".to_vec()),
+        3 => Framing::Fixed(1 + (sel as usize >> 3) % 16),
+        n => Framing::LengthPrefix(LengthPrefix {
+            width: [1, 2, 4, 8][(n - 4) as usize],
+            endian: if sel & 0x10 == 0 {
+                Endian::Big
+            } else {
+                Endian::Little
+            },
+            includes_header: sel & 0x20 != 0,
+            header: vec![0xca; (sel as usize >> 6) % 3],
+        }),
+    };
+    // As the loader does: a fixed size is within the limit.
+    let max = match framing {
+        Framing::Fixed(n) => max.max(n),
+        _ => max,
+    };
+    let mut codec = Codec::new(framing.clone(), max);
+    let mut buf = bytes::BytesMut::new();
+    let chunk = 1 + data.len() % 5;
+    'feed: for c in data.chunks(chunk) {
+        buf.extend_from_slice(c);
+        loop {
+            let before = buf.len();
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    assert!(
+                        frame.len() <= max,
+                        "{framing}: a {}-byte frame over {max}",
+                        frame.len()
+                    );
+                    assert!(
+                        buf.len() < before,
+                        "{framing}: a frame without consuming bytes"
+                    );
+                    let _ = sonde::config::protobuf::decode(chat_frame(), &frame);
+                }
+                Ok(None) => break,
+                Err(_) => break 'feed,
+            }
+        }
+        assert!(
+            buf.len() <= max + 64,
+            "{framing}: {} bytes buffered over {max}",
+            buf.len()
+        );
+    }
+    // Round trip: what the codec encodes, it decodes to the same body.
+    let body: Vec<u8> = data.iter().take(max).copied().collect();
+    if let Ok(wire) = codec.encode(&body) {
+        let mut fresh = Codec::new(framing.clone(), max.max(body.len() + 16));
+        let mut b = bytes::BytesMut::from(&wire[..]);
+        let back = fresh
+            .decode(&mut b)
+            .expect("decodes")
+            .expect("a whole frame");
+        let want: &[u8] = match &framing {
+            // A received line loses one trailing \r.
+            Framing::Lines { crlf: false } if body.last() == Some(&b'\r') => {
+                &body[..body.len() - 1]
+            }
+            _ => &body,
+        };
+        assert_eq!(&back[..], want, "{framing}");
+    }
+}
+
+/// The message type of a small chat protocol, compiled once.
+fn chat_frame() -> &'static prost_reflect::MessageDescriptor {
+    static DESC: std::sync::OnceLock<prost_reflect::MessageDescriptor> = std::sync::OnceLock::new();
+    DESC.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("f.proto"),
+            "syntax = \"proto3\";\npackage f;\nmessage Frame { oneof k { string text = 1; Frame inner = 2; } repeated uint64 n = 3; map<string, int32> m = 4; }\n",
+        )
+        .unwrap();
+        let mut cache = Default::default();
+        let pool = sonde::config::protobuf::compile(
+            &mut cache,
+            dir.path(),
+            dir.path(),
+            "f.proto",
+        )
+        .unwrap();
+        sonde::config::protobuf::message(&pool, "f.Frame").unwrap()
+    })
 }

@@ -866,7 +866,10 @@ fn shipped_examples_pass_against_real_servers() {
     let rt = tokio::runtime::Runtime::new().expect("a runtime for the chat server");
     let chat = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        chat_server::start(listener, chat_server::ChatOptions::default())
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut chat = chat_server::start(listener, chat_server::ChatOptions::default());
+        chat.serve_tcp(tcp);
+        chat
     });
     let s = Serve::command(SONDE)
         .config("scenarios")
@@ -878,6 +881,7 @@ fn shipped_examples_pass_against_real_servers() {
         .env("SONDE_EXAMPLE_HTTPS", &sv.https)
         .env("SONDE_EXAMPLE_DNS", &sv.dns)
         .env("SONDE_IM_URL", chat.url())
+        .env("SONDE_IM_TCP", chat.tcp_addr().unwrap().to_string())
         .start();
     // The examples use realistic intervals: each gets its interval (its first run lands at a
     // name-derived offset within it) plus slack.
@@ -940,9 +944,11 @@ fn shipped_examples_pass_against_real_servers() {
             "http",
             "icmp",
             "tcp",
+            // The IM examples' sessions were set up (ws.connect, tcp.connect) by an earlier
+            // run; their last runs hold the steps of each interval.
+            "tcp.expect",
+            "tcp.send",
             "tls",
-            // The IM example's session was set up (ws.connect) by an earlier run; its last run
-            // holds the steps of each interval.
             "ws.expect",
             "ws.send"
         ],
@@ -956,6 +962,7 @@ fn shipped_examples_pass_against_real_servers() {
         "tcp",
         "tls",
         "im-login-send-receive",
+        "im-tcp-protobuf",
     ]
     .iter()
     .map(|k| format!("scenarios/{k}.yaml"))

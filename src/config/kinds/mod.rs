@@ -13,6 +13,7 @@ pub mod http;
 pub mod icmp;
 pub mod sleep;
 pub mod tcp;
+pub mod tcp_conn;
 pub mod tls;
 pub mod ws;
 
@@ -69,6 +70,10 @@ pub trait StepKind {
     fn uses_connection(&self) -> Option<&str> {
         None
     }
+
+    /// What can be checked at load of a step built per run (its templates use captures or
+    /// per-run functions), before they are rendered: names rather than values.
+    fn check_unrendered(&self, _path: &str, _cx: &mut Cx) {}
 
     /// Check every value and build the step's action; `None` after reporting a problem.
     fn build(&self, at: &At<'_>, cx: &mut Cx) -> Option<Action>;
@@ -255,6 +260,13 @@ macro_rules! step_kinds {
                 None
             }
 
+            /// Check what a step built per run allows before its templates are rendered.
+            pub fn check_unrendered(&self, base: &str, cx: &mut Cx) {
+                $(if let Some(m) = &self.$field {
+                    return m.check_unrendered(&key_path(base, $key), cx);
+                })*
+            }
+
             /// Build the step's kind (the first one written) at `base`.
             pub fn build_kind(&self, base: &str, at: At<'_>, cx: &mut Cx) -> Option<Action> {
                 $(if let Some(m) = &self.$field {
@@ -277,5 +289,10 @@ step_kinds! {
     "ws.send" => ws_send: ws::WsSendModel;
     "ws.expect" => ws_expect: ws::WsExpectModel;
     "ws.close" => ws_close: ws::WsCloseModel;
+    "tcp.connect" => tcp_connect: tcp_conn::TcpConnectModel;
+    "tcp.send" => tcp_send: tcp_conn::TcpSendModel;
+    "tcp.expect" => tcp_expect: tcp_conn::TcpExpectModel;
+    "tcp.starttls" => tcp_starttls: tcp_conn::TcpStartTlsModel;
+    "tcp.close" => tcp_close: tcp_conn::TcpCloseModel;
     "sleep" => sleep: sleep::SleepModel;
 }

@@ -8,6 +8,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod protobuf;
 pub mod tls;
 
 /// Whose file a setting was written in. blackbox modules keep blackbox_exporter's strictness and

@@ -6,6 +6,7 @@ pub mod http;
 pub mod icmp;
 pub mod sleep;
 pub mod tcp;
+pub mod tcp_conn;
 pub mod tls;
 pub mod ws;
 
@@ -33,5 +34,6 @@ pub async fn exec(action: &Action, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepRep
         Action::Tls(r) => tls::exec(r, cx).await,
         Action::Sleep(d) => sleep::exec(*d, cx).await,
         Action::Ws(w) => ws::exec(w, cx, ctx).await,
+        Action::TcpConn(t) => tcp_conn::exec(t, cx, ctx).await,
     }
 }

@@ -248,7 +248,7 @@ async fn expect(
 
 /// What an expect's wait came to: the step's duration (send-to-match for a match) and its
 /// failure, if any; the matched frame goes into `facts`.
-fn judge(
+pub fn judge(
     e: &WsExpect,
     res: &ExpectResult,
     facts: &mut WsFacts,

@@ -1,0 +1,723 @@
+//! Raw TCP (or TLS) connections that stay open across steps, cut into frames by a [`Codec`].
+//!
+//! The shape follows [`crate::ws`]: [`connect`] returns an [`Outcome`] timed like every probe
+//! (`resolve`, `connect`, `tls`) *and* a [`TcpConn`] handle that later steps use by name. Each
+//! connection lives in one task that owns the socket: it reads frames into a bounded inbox (the
+//! oldest frame is dropped and counted when nobody reads them), sends a heartbeat payload when
+//! nothing was sent for a while, and writes, upgrades (STARTTLS) or closes when a handle asks.
+//!
+//! Bounds: one frame is at most `max_frame_size` (a bigger announced length or a missing
+//! delimiter fails the connection before anything that large is buffered), the inbox holds at
+//! most `inbox_limit` frames.
+//!
+//! STARTTLS refuses to upgrade while bytes received in clear are still unread (in the read
+//! buffer or the inbox): they would otherwise be taken as if they came over TLS (the STARTTLS
+//! command-injection class of bugs, CVE-2011-0411), as the one-shot `tcp` probe does.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use crate::framing::Codec;
+pub use crate::framing::{Endian, Framing, LengthPrefix};
+use crate::resolve::connect_tcp;
+use crate::tls::{TlsClient, TlsFacts};
+use crate::{
+    fmt_duration, with_deadline, Failure, FailureReason, Outcome, Recorder, ResolveOptions,
+    Resolver,
+};
+
+/// Room made in the read buffer before each read; an idle connection's buffer is given back.
+const READ_CHUNK: usize = 1024;
+/// Wait for a goodbye when the last handle is dropped.
+const DROP_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// What to connect to and how.
+#[derive(Clone, Debug)]
+pub struct TcpConnectRequest {
+    pub host: String,
+    pub port: u16,
+    pub resolver: Resolver,
+    pub ip: ResolveOptions,
+    /// Handshake TLS right after connecting.
+    pub tls: bool,
+    /// For `tls` and for a later STARTTLS.
+    pub tls_client: TlsClient,
+    pub framing: Framing,
+    /// A frame whose announced or accumulated size is larger fails the connection.
+    pub max_frame_size: usize,
+    /// Frames buffered between expects; beyond it the oldest is dropped and counted.
+    pub inbox_limit: usize,
+    /// Sent (framed) whenever nothing was sent for `every`.
+    pub heartbeat: Option<Heartbeat>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    pub every: Duration,
+    pub body: Bytes,
+}
+
+/// What the connect saw.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TcpConnectFacts {
+    pub tls: Option<TlsFacts>,
+}
+
+/// A frame received from the peer (its body, framing removed).
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub body: Bytes,
+    pub received_at: Instant,
+}
+
+/// Why a connection is no longer usable.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Closed {
+    /// The peer closed its side; `unread` bytes of an unfinished frame were left.
+    ByPeer { unread: usize },
+    /// Reset, a read or write error, a frame over the limit, bytes that cannot be framed.
+    Error(String),
+    /// We closed it.
+    ByUs,
+}
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Closed::ByPeer { unread: 0 } => f.write_str("the server closed the connection"),
+            Closed::ByPeer { unread } => write!(
+                f,
+                "the server closed the connection in the middle of a frame ({unread} bytes of it unread)"
+            ),
+            Closed::Error(e) => write!(f, "connection failed: {e}"),
+            Closed::ByUs => f.write_str("connection was closed by this scenario"),
+        }
+    }
+}
+
+/// Result of [`TcpConn::expect`].
+#[derive(Debug)]
+pub struct ExpectResult {
+    pub matched: Option<Frame>,
+    /// The first `max_recorded` frames that did not match.
+    pub skipped: Vec<Frame>,
+    pub skipped_count: usize,
+    /// `None` when matched: [`FailureReason::Timeout`] when nothing matched by the deadline,
+    /// [`FailureReason::Protocol`] when the connection ended while waiting.
+    pub failure: Option<Failure>,
+}
+
+/// Cheap clonable handle; dropping the last one closes the connection.
+#[derive(Clone)]
+pub struct TcpConn {
+    commands: mpsc::Sender<Box<Command>>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for TcpConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpConn")
+            .field("closed", &self.closed())
+            .finish()
+    }
+}
+
+struct Shared {
+    inbox: Mutex<Inbox>,
+    arrived: Notify,
+    closed: Mutex<Option<Closed>>,
+    ended: Notify,
+    connected_at: Instant,
+    /// Bytes read but not yet a whole frame.
+    partial: AtomicUsize,
+}
+
+struct Inbox {
+    frames: VecDeque<Frame>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl Shared {
+    fn push(&self, frame: Frame) {
+        {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            if inbox.frames.len() >= inbox.limit {
+                inbox.frames.pop_front();
+                inbox.dropped += 1;
+            }
+            inbox.frames.push_back(frame);
+        }
+        self.arrived.notify_waiters();
+    }
+
+    fn pop(&self) -> Option<Frame> {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        let frame = inbox.frames.pop_front();
+        if inbox.frames.is_empty() && inbox.frames.capacity() > 8 {
+            inbox.frames = VecDeque::new();
+        }
+        frame
+    }
+
+    fn queued(&self) -> usize {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .frames
+            .len()
+    }
+
+    fn closed(&self) -> Option<Closed> {
+        self.closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Record the end of the connection, once: the first reason wins.
+    fn finish(&self, why: Closed) {
+        {
+            let mut c = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+            if c.is_none() {
+                *c = Some(why);
+            }
+        }
+        self.ended.notify_waiters();
+        self.arrived.notify_waiters();
+    }
+}
+
+enum Command {
+    Send {
+        body: Bytes,
+        deadline: Instant,
+        done: oneshot::Sender<Result<Instant, Failure>>,
+    },
+    StartTls {
+        deadline: Instant,
+        done: oneshot::Sender<Outcome<TcpConnectFacts>>,
+    },
+    Close {
+        deadline: Instant,
+        done: oneshot::Sender<Result<(), Failure>>,
+    },
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Resolve, connect and (with `tls`) handshake under `deadline`. On success the handle is
+/// `Some` and the connection is running.
+pub async fn connect(
+    req: &TcpConnectRequest,
+    deadline: Instant,
+) -> (Outcome<TcpConnectFacts>, Option<TcpConn>) {
+    let mut rec = Recorder::new();
+    let mut facts = TcpConnectFacts::default();
+    let res = with_deadline(&mut rec, deadline, async |rec: &mut Recorder| {
+        let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
+        let tcp = connect_tcp(&addrs, req.port, rec).await?;
+        if req.tls {
+            let (s, f) = req.tls_client.handshake(tcp, &req.host, rec).await?;
+            facts.tls = Some(f);
+            Ok(Box::new(s) as Box<dyn Io>)
+        } else {
+            Ok(Box::new(tcp) as Box<dyn Io>)
+        }
+    })
+    .await;
+    match res {
+        Ok(io) => {
+            rec.event(format!("connected; framing: {}", req.framing));
+            (rec.finish(None, facts), Some(spawn(io, req)))
+        }
+        Err(f) => (rec.finish(Some(f), facts), None),
+    }
+}
+
+fn spawn(io: Box<dyn Io>, req: &TcpConnectRequest) -> TcpConn {
+    let shared = Arc::new(Shared {
+        inbox: Mutex::new(Inbox {
+            frames: VecDeque::new(),
+            limit: req.inbox_limit.max(1),
+            dropped: 0,
+        }),
+        arrived: Notify::new(),
+        closed: Mutex::new(None),
+        ended: Notify::new(),
+        connected_at: Instant::now(),
+        partial: AtomicUsize::new(0),
+    });
+    let (commands, rx) = mpsc::channel(4);
+    let task = Task {
+        codec: Codec::new(req.framing.clone(), req.max_frame_size),
+        buf: BytesMut::new(),
+        shared: shared.clone(),
+        heartbeat: req.heartbeat.clone().filter(|h| !h.every.is_zero()),
+        host: req.host.clone(),
+        tls_client: req.tls_client.clone(),
+        last_sent: Instant::now(),
+        is_tls: req.tls,
+    };
+    tokio::spawn(task.run(io, rx));
+    TcpConn { commands, shared }
+}
+
+/// What woke the connection's task.
+enum Event {
+    Command(Option<Box<Command>>),
+    Read(std::io::Result<usize>),
+    Tick,
+}
+
+/// The connection's own task: sole owner of the socket.
+struct Task {
+    codec: Codec,
+    buf: BytesMut,
+    shared: Arc<Shared>,
+    heartbeat: Option<Heartbeat>,
+    host: String,
+    tls_client: TlsClient,
+    last_sent: Instant,
+    /// Already TLS (`tls` at connect, or a STARTTLS done): another upgrade is refused.
+    is_tls: bool,
+}
+
+impl Task {
+    async fn run(mut self, mut io: Box<dyn Io>, mut commands: mpsc::Receiver<Box<Command>>) {
+        loop {
+            if self.drain_frames().is_break() {
+                return;
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let tick = self.heartbeat.as_ref().map(|h| self.last_sent + h.every);
+            let event = tokio::select! {
+                cmd = commands.recv() => Event::Command(cmd),
+                r = io.read_buf(&mut self.buf) => Event::Read(r),
+                _ = sleep_until_opt(tick) => Event::Tick,
+            };
+            let flow = match event {
+                Event::Command(Some(cmd)) => match *cmd {
+                    Command::StartTls { deadline, done } => {
+                        let (upgraded, outcome) = self.start_tls(io, deadline).await;
+                        let _ = done.send(outcome);
+                        match upgraded {
+                            Some(u) => io = u,
+                            None => return,
+                        }
+                        ControlFlow::Continue(())
+                    }
+                    other => self.on_command(&mut io, other).await,
+                },
+                Event::Command(None) => {
+                    // Every handle is gone: close our side, but do not linger.
+                    let _ = tokio::time::timeout(DROP_CLOSE_WAIT, io.shutdown()).await;
+                    self.shared.finish(Closed::ByUs);
+                    ControlFlow::Break(())
+                }
+                Event::Read(r) => self.on_read(r),
+                Event::Tick => self.on_tick(&mut io).await,
+            };
+            if flow.is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Queue every whole frame the buffer holds; bytes that cannot be framed end the connection.
+    fn drain_frames(&mut self) -> ControlFlow<()> {
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(body)) => self.shared.push(Frame {
+                    body,
+                    received_at: Instant::now(),
+                }),
+                Ok(None) => break,
+                Err(e) => {
+                    self.shared.finish(Closed::Error(e));
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        self.shared.partial.store(self.buf.len(), Ordering::Relaxed);
+        // A big frame grew the buffer; once it is consumed, give the room back.
+        if self.buf.is_empty() && self.buf.capacity() > 8 * READ_CHUNK {
+            self.buf = BytesMut::new();
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn on_read(&mut self, r: std::io::Result<usize>) -> ControlFlow<()> {
+        match r {
+            Ok(0) => {
+                self.shared.finish(Closed::ByPeer {
+                    unread: self.buf.len(),
+                });
+                ControlFlow::Break(())
+            }
+            Ok(_) => ControlFlow::Continue(()),
+            Err(e) => {
+                self.shared.finish(Closed::Error(describe_io(&e)));
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    async fn write(
+        &mut self,
+        io: &mut Box<dyn Io>,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Instant, Failure> {
+        let wire = self
+            .codec
+            .encode(body)
+            .map_err(|e| Failure::new(FailureReason::Protocol, format!("cannot send: {e}")))?;
+        let res = tokio::time::timeout_at(deadline, async {
+            io.write_all(&wire).await?;
+            io.flush().await
+        })
+        .await;
+        self.last_sent = Instant::now();
+        let why = match res {
+            Ok(Ok(())) => return Ok(self.last_sent),
+            Ok(Err(e)) => describe_io(&e),
+            Err(_) => {
+                "sending did not finish before the deadline (the server is not reading)".into()
+            }
+        };
+        // A half-written frame leaves the stream unusable.
+        self.shared.finish(Closed::Error(why.clone()));
+        Err(Failure::new(
+            FailureReason::Protocol,
+            format!("cannot send: {why}"),
+        ))
+    }
+
+    async fn on_command(&mut self, io: &mut Box<dyn Io>, cmd: Command) -> ControlFlow<()> {
+        match cmd {
+            Command::Send {
+                body,
+                deadline,
+                done,
+            } => {
+                let res = self.write(io, &body, deadline).await;
+                // Only a frame the framing refuses leaves the connection usable.
+                let broken = res.is_err() && self.shared.closed().is_some();
+                let _ = done.send(res);
+                if broken {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+            Command::Close { deadline, done } => {
+                let res = tokio::time::timeout_at(deadline, io.shutdown()).await;
+                self.shared.finish(Closed::ByUs);
+                let _ = done.send(match res {
+                    Err(_) => Err(Failure::new(
+                        FailureReason::Timeout,
+                        "closing did not finish before the deadline",
+                    )),
+                    // The peer may already be gone: closing what is closed is done.
+                    Ok(_) => Ok(()),
+                });
+                ControlFlow::Break(())
+            }
+            Command::StartTls { .. } => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Upgrade to TLS in place. `None` (with the failure in the outcome) leaves no connection.
+    async fn start_tls(
+        &mut self,
+        io: Box<dyn Io>,
+        deadline: Instant,
+    ) -> (Option<Box<dyn Io>>, Outcome<TcpConnectFacts>) {
+        let mut rec = Recorder::new();
+        if self.is_tls {
+            let f = Failure::new(
+                FailureReason::Protocol,
+                "refusing STARTTLS: the connection is already TLS",
+            );
+            return (Some(io), rec.finish(Some(f), TcpConnectFacts::default()));
+        }
+        let unread = self.buf.len() + self.shared.queued();
+        if unread > 0 {
+            let f = Failure::new(
+                FailureReason::Protocol,
+                format!(
+                    "refusing STARTTLS: {} bytes and {} frame(s) received in clear are unread — they would be taken as if they came over TLS (STARTTLS injection); expect them before upgrading",
+                    self.buf.len(),
+                    self.shared.queued()
+                ),
+            );
+            // The connection itself is still fine; hand the stream back.
+            return (Some(io), rec.finish(Some(f), TcpConnectFacts::default()));
+        }
+        let mut facts = TcpConnectFacts::default();
+        let (host, client) = (self.host.clone(), self.tls_client.clone());
+        let res = tokio::time::timeout_at(deadline, client.handshake(io, &host, &mut rec)).await;
+        match res {
+            Ok(Ok((s, f))) => {
+                facts.tls = Some(f);
+                self.last_sent = Instant::now();
+                self.is_tls = true;
+                (Some(Box::new(s)), rec.finish(None, facts))
+            }
+            Ok(Err(f)) => {
+                self.shared
+                    .finish(Closed::Error(format!("STARTTLS failed: {}", f.message)));
+                (None, rec.finish(Some(f), facts))
+            }
+            Err(_) => {
+                let f = rec.timeout_failure();
+                self.shared.finish(Closed::Error(
+                    "STARTTLS did not finish before the deadline".into(),
+                ));
+                (None, rec.finish(Some(f), facts))
+            }
+        }
+    }
+
+    async fn on_tick(&mut self, io: &mut Box<dyn Io>) -> ControlFlow<()> {
+        let Some(hb) = self.heartbeat.clone() else {
+            return ControlFlow::Continue(());
+        };
+        match self.write(io, &hb.body, Instant::now() + hb.every).await {
+            Ok(_) => ControlFlow::Continue(()),
+            Err(f) if self.shared.closed().is_none() => {
+                // The framing refuses the heartbeat: a configuration problem, said once.
+                self.shared
+                    .finish(Closed::Error(format!("heartbeat: {}", f.message)));
+                ControlFlow::Break(())
+            }
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset => "the connection was reset by the server".into(),
+        std::io::ErrorKind::BrokenPipe => "the server closed the connection (broken pipe)".into(),
+        std::io::ErrorKind::UnexpectedEof => "the server closed the connection".into(),
+        _ => format!("I/O error: {e}"),
+    }
+}
+
+impl TcpConn {
+    /// Send one frame (framed by the connection's codec). Returns when it was written, for
+    /// send-to-match latency.
+    pub async fn send(&self, body: Bytes, deadline: Instant) -> Result<Instant, Failure> {
+        if let Some(c) = self.closed() {
+            return Err(closed_failure(&c, "cannot send"));
+        }
+        let (done, answer) = oneshot::channel();
+        let cmd = Box::new(Command::Send {
+            body,
+            deadline,
+            done,
+        });
+        self.ask(cmd, answer, deadline, "cannot send").await?
+    }
+
+    /// Upgrade the connection to TLS (STARTTLS) with the connect's TLS client; the outcome has
+    /// the `tls` phase and the session's facts.
+    pub async fn start_tls(&self, deadline: Instant) -> Outcome<TcpConnectFacts> {
+        let rec = Recorder::new();
+        if let Some(c) = self.closed() {
+            return rec.finish(
+                Some(closed_failure(&c, "cannot start TLS")),
+                Default::default(),
+            );
+        }
+        let (done, answer) = oneshot::channel();
+        let cmd = Box::new(Command::StartTls { deadline, done });
+        match self
+            .ask(
+                cmd,
+                answer,
+                deadline + Duration::from_secs(1),
+                "cannot start TLS",
+            )
+            .await
+        {
+            Ok(o) => o,
+            Err(f) => rec.finish(Some(f), Default::default()),
+        }
+    }
+
+    /// Close our side. Closing a connection the peer already closed passes.
+    pub async fn close(&self, deadline: Instant) -> Result<(), Failure> {
+        if self.closed().is_some() {
+            return Ok(());
+        }
+        let (done, answer) = oneshot::channel();
+        let cmd = Box::new(Command::Close { deadline, done });
+        match self.ask(cmd, answer, deadline, "cannot close").await {
+            Ok(r) => r,
+            // The task ended meanwhile: the connection is closed either way.
+            Err(_) if self.closed().is_some() => Ok(()),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// Hand `cmd` to the task and wait for its answer until `deadline`.
+    async fn ask<T>(
+        &self,
+        cmd: Box<Command>,
+        answer: oneshot::Receiver<T>,
+        deadline: Instant,
+        doing: &str,
+    ) -> Result<T, Failure> {
+        let timeout = || {
+            Failure::new(
+                FailureReason::Timeout,
+                format!("{doing}: not done before the deadline"),
+            )
+        };
+        match tokio::time::timeout_at(deadline, self.commands.send(cmd)).await {
+            Err(_) => return Err(timeout()),
+            Ok(Err(_)) => return Err(self.gone_failure(doing).await),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(timeout()),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(self.gone_failure(doing).await),
+        }
+    }
+
+    /// Consume inbox frames (including those that arrived before this call) in arrival order
+    /// until `matches` returns true or `deadline`.
+    pub async fn expect(
+        &self,
+        matches: &mut (dyn FnMut(&Bytes) -> bool + Send),
+        deadline: Instant,
+        max_recorded: usize,
+    ) -> ExpectResult {
+        let started = Instant::now();
+        let mut result = ExpectResult {
+            matched: None,
+            skipped: Vec::new(),
+            skipped_count: 0,
+            failure: None,
+        };
+        loop {
+            let arrived = self.shared.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            while let Some(frame) = self.shared.pop() {
+                if matches(&frame.body) {
+                    result.matched = Some(frame);
+                    return result;
+                }
+                result.skipped_count += 1;
+                if result.skipped.len() < max_recorded {
+                    result.skipped.push(frame);
+                }
+            }
+            if let Some(c) = self.closed() {
+                result.failure = Some(closed_failure(
+                    &c,
+                    &format!("no matching frame{}", skipped_note(result.skipped_count)),
+                ));
+                return result;
+            }
+            tokio::select! {
+                _ = arrived => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let partial = self.partial_bytes();
+                    result.failure = Some(Failure::new(
+                        FailureReason::Timeout,
+                        format!(
+                            "no matching frame within {}{}{}",
+                            fmt_duration(started.elapsed()),
+                            skipped_note(result.skipped_count),
+                            if partial > 0 {
+                                format!("; {partial} bytes of an unfinished frame are waiting for the rest")
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    ));
+                    return result;
+                }
+            }
+        }
+    }
+
+    pub fn closed(&self) -> Option<Closed> {
+        self.shared.closed()
+    }
+
+    /// Resolves when the connection ends.
+    pub async fn wait_closed(&self) -> Closed {
+        loop {
+            let ended = self.shared.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if let Some(c) = self.shared.closed() {
+                return c;
+            }
+            ended.await;
+        }
+    }
+
+    pub fn connected_at(&self) -> Instant {
+        self.shared.connected_at
+    }
+
+    /// Frames dropped because the inbox was full (oldest first).
+    pub fn dropped_frames(&self) -> u64 {
+        self.shared
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dropped
+    }
+
+    /// Bytes received that do not make a whole frame yet.
+    pub fn partial_bytes(&self) -> usize {
+        self.shared.partial.load(Ordering::Relaxed)
+    }
+
+    async fn gone_failure(&self, doing: &str) -> Failure {
+        let c = tokio::time::timeout(Duration::from_millis(100), self.wait_closed())
+            .await
+            .unwrap_or_else(|_| Closed::Error("the connection task ended".into()));
+        closed_failure(&c, doing)
+    }
+}
+
+fn skipped_note(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        1 => " (1 other frame skipped)".into(),
+        n => format!(" ({n} other frames skipped)"),
+    }
+}
+
+fn closed_failure(c: &Closed, doing: &str) -> Failure {
+    Failure::new(FailureReason::Protocol, format!("{doing}: {c}"))
+}
