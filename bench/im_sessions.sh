@@ -8,6 +8,8 @@
 #   bash bench/im_sessions.sh                       # 10,000 sessions, 60 s window
 #   N=1000 WINDOW=30 bash bench/im_sessions.sh
 #   SONDE_BIN=/tmp/sonde-old CHAT_BIN=/tmp/chat_server N=9900 bash bench/im_sessions.sh
+#   PROTO=tcp bash bench/im_sessions.sh             # raw TCP, length-prefixed protobuf frames
+#                                                   # (scenarios/im-tcp-protobuf.yaml's shape)
 #
 # This machine's fd hard limit is 20,000 per process and cannot be raised: 9,900 sessions
 # (19,800 client connections + sonde's own fds) is the most one sonde process holds here.
@@ -19,6 +21,8 @@ WINDOW=${WINDOW:-60}
 INTERVAL=${INTERVAL:-10s}
 NOISE=${NOISE:-5s}          # presence frames every connection gets (skipped by the expects)
 CHAT_ADDR=127.0.0.1:29300
+CHAT_TCP_ADDR=127.0.0.1:29301
+PROTO=${PROTO:-ws}          # ws, or tcp (length-prefixed protobuf frames)
 SONDE_ADDR=127.0.0.1:29117
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/sonde-im-bench.XXXXXX)
@@ -46,13 +50,18 @@ else
   CHAT=$root/target/release/examples/chat_server
 fi
 
-python3 "$root/bench/lib/im_config.py" "$N" "ws://$CHAT_ADDR/chat" "$INTERVAL" >"$work/im.yaml"
+if [ "$PROTO" = tcp ]; then
+  cp "$root/examples/chat.proto" "$work/chat.proto"
+  python3 "$root/bench/lib/im_config.py" "$N" "$CHAT_TCP_ADDR" "$INTERVAL" tcp >"$work/im.yaml"
+else
+  python3 "$root/bench/lib/im_config.py" "$N" "ws://$CHAT_ADDR/chat" "$INTERVAL" >"$work/im.yaml"
+fi
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
-"$CHAT" --listen "$CHAT_ADDR" --noise-interval "$NOISE" 2>"$work/chat.log" &
+"$CHAT" --listen "$CHAT_ADDR" --listen-tcp "$CHAT_TCP_ADDR" --noise-interval "$NOISE" 2>"$work/chat.log" &
 pids+=($!)
 chat_pid=$!
 sleep 0.5
@@ -101,5 +110,5 @@ t0=$(python3 -c "print(($s0a+$s0b)/2)"); t1=$(python3 -c "print(($s1a+$s1b)/2)")
 rss_end=$(rss_kb $sonde_pid)
 
 T0=$t0 T1=$t1 C0=$c0 C1=$c1 K0=$k0 K1=$k1 HZ=$hz RSS_LOG=$work/rss.txt N=$N \
-  BASE_RSS=$base_rss RSS_END=$rss_end INTERVAL=$INTERVAL NOISE=$NOISE \
+  BASE_RSS=$base_rss RSS_END=$rss_end INTERVAL=$INTERVAL NOISE=$NOISE PROTO=$PROTO \
   python3 "$root/bench/lib/im_report.py" "$work/m0.txt" "$work/m1.txt"

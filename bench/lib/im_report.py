@@ -73,7 +73,8 @@ def main():
     # One baseline per sonde process (bench/im_tcp_sessions.sh splits sessions over SHARDS).
     shards = int(e.get("SHARDS", "1"))
     base = int(e["BASE_RSS"]) * shards
-    transport = e.get("TRANSPORT", "WebSocket")
+    # bench/im_sessions.sh PROTO=tcp (one process, up to 9,900) or bench/im_tcp_sessions.sh.
+    transport = e.get("TRANSPORT", "raw TCP, protobuf" if e.get("PROTO") == "tcp" else "WebSocket")
     print(f"sonde IM sessions benchmark: {n} persistent two-user sessions (2 {transport} connections "
           f"each, {shards} sonde process{'es' if shards > 1 else ''}), one message per session every {e['INTERVAL']}, presence noise every "
           f"{e['NOISE']}, chat server on loopback, {dt:.1f} s window")
