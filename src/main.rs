@@ -3,7 +3,10 @@
 /// mimalloc instead of glibc's malloc: with 10,000 scenarios it holds ~12% less memory in
 /// steady state, hands the memory of a /metrics scrape or a config reload back to the OS
 /// instead of keeping it, and spends ~15% less CPU (measured with bench/scheduler.sh; glibc's
-/// per-thread arenas keep freed memory and fragment).
+/// per-thread arenas keep freed memory and fragment). The bench-only feature `system-alloc`
+/// keeps glibc's malloc so heaptrack (which hooks malloc) can attribute every allocation:
+/// `cargo build --features system-alloc`, see bench/im-memory.md.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

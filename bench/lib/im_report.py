@@ -70,10 +70,13 @@ def main():
                if t0 <= float(t) <= t1]
     samples.sort()
     median = samples[len(samples) // 2] if samples else int(e["RSS_END"])
-    base = int(e["BASE_RSS"])
-    conns = "raw TCP connections, protobuf frames" if os.environ.get("PROTO") == "tcp" else "WebSocket connections"
-    print(f"sonde IM sessions benchmark: {n} persistent two-user sessions (2 {conns} "
-          f"each), one message per session every {e['INTERVAL']}, presence noise every "
+    # One baseline per sonde process (bench/im_tcp_sessions.sh splits sessions over SHARDS).
+    shards = int(e.get("SHARDS", "1"))
+    base = int(e["BASE_RSS"]) * shards
+    # bench/im_sessions.sh PROTO=tcp (one process, up to 9,900) or bench/im_tcp_sessions.sh.
+    transport = e.get("TRANSPORT", "raw TCP, protobuf" if e.get("PROTO") == "tcp" else "WebSocket")
+    print(f"sonde IM sessions benchmark: {n} persistent two-user sessions (2 {transport} connections "
+          f"each, {shards} sonde process{'es' if shards > 1 else ''}), one message per session every {e['INTERVAL']}, presence noise every "
           f"{e['NOISE']}, chat server on loopback, {dt:.1f} s window")
     print(f"  sessions connected  {connected} of {n}; reconnects in the window {reconnects:.0f}")
     print(f"  runs                planned {planned:.0f}, ran {ran:.0f}: success {done['success']:.0f}, "
@@ -90,7 +93,8 @@ def main():
     print(f"  delivery latency    p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms  "
           "(send-to-match, sonde_step_duration_seconds{step=\"deliver\"}, histogram_quantile)")
     print(f"  sonde RSS           median {median / 1024:.1f} MB over the window, max "
-          f"{max(samples or [0]) / 1024:.1f} MB; baseline (no sessions) {base / 1024:.1f} MB")
+          f"{max(samples or [0]) / 1024:.1f} MB; baseline (no sessions) {base / 1024:.1f} MB"
+          + (f" ({shards} x {base // shards / 1024:.1f} MB)" if shards > 1 else ""))
     print(f"  RSS per session     {(median - base) / n:.1f} KB above the baseline "
           f"({median / n:.1f} KB counting everything)")
     print(f"  CPU                 sonde {cpu / dt:.2f} cores, chat server {chat_cpu / dt:.2f} cores")

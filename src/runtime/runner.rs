@@ -171,9 +171,8 @@ async fn per_run_loop(task: &Task, watchers: &mut Watchers) {
         };
         let sc = task.scenario.clone();
         let round = async move { engine::run(&sc).await };
-        let report = task
-            .runner
-            .guarded(&task.scenario, clock.planned, round)
+        // Boxed: the run's state lives only while it runs, not in the idle task.
+        let report = Box::pin(task.runner.guarded(&task.scenario, clock.planned, round))
             .await
             .unwrap_or_else(|r| r);
         drop(permit);
@@ -206,7 +205,7 @@ async fn persistent_loop(task: &Task, watchers: &mut Watchers) {
                 continue;
             }
             Wake::Reconnect => {
-                if !reconnect(task, &mut session, watchers).await {
+                if !Box::pin(reconnect(task, &mut session, watchers)).await {
                     break;
                 }
                 continue;
@@ -216,7 +215,9 @@ async fn persistent_loop(task: &Task, watchers: &mut Watchers) {
         let Some(permit) = task.runner.acquire(&task.cancel).await else {
             break;
         };
-        let report = session_round(task, &mut session, clock.planned).await;
+        // Boxed, like the reconnect above: a round's state (the steps' futures) is large, and
+        // inline it would sit in every idle session's task between runs, 10,000 times over.
+        let report = Box::pin(session_round(task, &mut session, clock.planned)).await;
         drop(permit);
         task.session_events(&mut session, watchers);
         task.after_run(watchers, report, &mut clock);
