@@ -12,7 +12,7 @@ pub struct StorageFlags {
     /// Folder of the history store (history.db, SQLite in WAL mode). Default:
     /// $XDG_DATA_HOME/sonde, else ~/.local/share/sonde, else ./data. An empty value
     /// (--storage.path='') turns history off.
-    #[arg(long = "storage.path", value_name = "DIR")]
+    #[arg(long = "storage.path", value_name = "DIR", value_parser = parse_path)]
     pub path: Option<PathBuf>,
 
     /// Keep runs (and per-minute rollups) this long; hourly rollups are kept at least 31 days,
@@ -62,6 +62,11 @@ pub fn default_folder(
         return h.join(".local/share/sonde");
     }
     PathBuf::from("data")
+}
+
+/// Any path, the empty one included (history off).
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 fn parse_retention(s: &str) -> Result<Duration, String> {
