@@ -37,10 +37,13 @@ pub async fn dispatch(app: &Arc<App>, path: &str, query: Option<&str>) -> Option
     let (name, ask) = split(path)?;
     let params = Params::parse(query);
     let Some(history) = app.history.clone() else {
-        return Some(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "history is off (see --storage.path and sonde_history_up)".into(),
-        ));
+        return Some(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "history is off (see --storage.path and sonde_history_up)".into(),
+            )
+            .into_response(),
+        );
     };
     let name = name.to_string();
     let known = app.scheduler.state(&name).is_some();
@@ -71,8 +74,8 @@ pub async fn dispatch(app: &Arc<App>, path: &str, query: Option<&str>) -> Option
     .await;
     Some(match out {
         Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(r)) => r,
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(r)) => r.into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     })
 }
 
@@ -113,16 +116,25 @@ impl Params {
     }
 }
 
-fn error(code: StatusCode, msg: String) -> Response {
-    (code, Json(json!({ "error": msg }))).into_response()
+/// A refused question: its status and why, as `{"error": …}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
-fn bad(msg: String) -> Response {
+fn error(code: StatusCode, msg: String) -> ApiError {
+    ApiError(code, msg)
+}
+
+fn bad(msg: String) -> ApiError {
     error(StatusCode::BAD_REQUEST, msg)
 }
 
 /// A time: Unix milliseconds, RFC 3339, or a duration before now (`-1h`, `1h`).
-fn parse_time(name: &str, v: &str) -> Result<i64, Response> {
+fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }
@@ -137,7 +149,7 @@ fn parse_time(name: &str, v: &str) -> Result<i64, Response> {
     )))
 }
 
-fn parse_window(v: Option<&str>, default: &str) -> Result<Duration, Response> {
+fn parse_window(v: Option<&str>, default: &str) -> Result<Duration, ApiError> {
     let v = v.unwrap_or(default);
     match humantime::parse_duration(v) {
         Ok(d) if d >= Duration::from_secs(60) && d <= MAX_WINDOW => Ok(d),
@@ -157,7 +169,7 @@ fn run_json(r: &RunRow) -> Value {
     v
 }
 
-fn runs(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response> {
+fn runs(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, ApiError> {
     let limit = match p.get("limit") {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
@@ -207,7 +219,7 @@ fn runs(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response> 
     }))
 }
 
-fn run(h: &dyn HistoryRead, name: &str, id: i64) -> Result<Value, Response> {
+fn run(h: &dyn HistoryRead, name: &str, id: i64) -> Result<Value, ApiError> {
     match h.run(name, id) {
         Some((row, trace)) => Ok(json!({ "run": run_json(&row), "trace": trace })),
         None => Err(error(
@@ -217,7 +229,7 @@ fn run(h: &dyn HistoryRead, name: &str, id: i64) -> Result<Value, Response> {
     }
 }
 
-fn uptime(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response> {
+fn uptime(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, ApiError> {
     let window = parse_window(p.get("window"), "24h")?;
     let u = h.uptime(name, window);
     let mut v = serde_json::to_value(&u).unwrap_or(Value::Null);
@@ -226,7 +238,7 @@ fn uptime(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response
     Ok(v)
 }
 
-fn latency(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response> {
+fn latency(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, ApiError> {
     let now = crate::time::now_ms();
     let from = match p.get("from") {
         Some(v) => parse_time("from", v)?,
