@@ -81,7 +81,8 @@ fn main() {
                         ("transfer".into(), dur * 0.1),
                     ],
                 }],
-                trace: (!success).then(|| format!("{{\"scenario\":\"{name}\",\"generated\":true}}")),
+                trace: (!success)
+                    .then(|| format!("{{\"scenario\":\"{name}\",\"generated\":true}}")),
             });
             if batch.len() == 5000 {
                 clock_ms.store(t, Ordering::Relaxed);

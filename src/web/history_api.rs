@@ -29,6 +29,7 @@ enum Ask {
     Run(i64),
     Uptime,
     Latency,
+    Incidents,
 }
 
 /// The history's answer for `path` (the part after `/api/v1/scenarios/`), or `None` when the
@@ -69,6 +70,7 @@ pub async fn dispatch(app: &Arc<App>, path: &str, query: Option<&str>) -> Option
             Ask::Run(id) => run(&*history, &name, id),
             Ask::Uptime => uptime(&*history, &name, &params),
             Ask::Latency => latency(&*history, &name, &params),
+            Ask::Incidents => incidents(&*history, &name, &params),
         }
     })
     .await;
@@ -89,6 +91,9 @@ fn split(path: &str) -> Option<(&str, Ask)> {
     }
     if let Some(n) = path.strip_suffix("/latency") {
         return Some((n, Ask::Latency));
+    }
+    if let Some(n) = path.strip_suffix("/incidents") {
+        return Some((n, Ask::Incidents));
     }
     let (rest, id) = path.rsplit_once('/')?;
     let n = rest.strip_suffix("/runs")?;
@@ -264,6 +269,31 @@ fn latency(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, ApiErro
     }))
 }
 
+fn incidents(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, ApiError> {
+    let from = match p.get("from") {
+        Some(v) => parse_time("from", v)?,
+        None => crate::time::now_ms() - 30 * 86_400_000,
+    };
+    let limit = match p.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => return Err(bad(format!("limit={l:?}: expected 1 to {MAX_LIMIT}"))),
+        },
+    };
+    let list: Vec<Value> = h
+        .incidents(name, from, limit)
+        .into_iter()
+        .map(|i| {
+            let mut v = serde_json::to_value(&i).unwrap_or(Value::Null);
+            v["from"] = json!(rfc3339_ms(i.from_ms));
+            v["to"] = json!(i.to_ms.map(rfc3339_ms));
+            v
+        })
+        .collect();
+    Ok(json!({ "scenario": name, "incidents": list }))
+}
+
 /// `/badge/{name}/status.svg`, `/badge/{name}/uptime.svg?window=`,
 /// `/badge/{name}/latency.svg?window=`; `label=` replaces the left text.
 pub async fn badge(
@@ -373,6 +403,7 @@ mod tests {
         assert!(matches!(split("a/runs/42"), Some(("a", Ask::Run(42)))));
         assert!(matches!(split("a/uptime"), Some(("a", Ask::Uptime))));
         assert!(matches!(split("a/latency"), Some(("a", Ask::Latency))));
+        assert!(matches!(split("a/incidents"), Some(("a", Ask::Incidents))));
         assert!(split("a/runs/x").is_none() && split("a").is_none());
     }
 }
