@@ -67,6 +67,10 @@ pub struct App {
     ready: AtomicBool,
     /// `/probe`: the blackbox modules in use, blackbox's own counters, the safety options.
     pub blackbox: Blackbox,
+    /// The history of runs (`None`: history off).
+    pub history: Option<Arc<dyn crate::history::HistoryRead>>,
+    /// The history's writer, flushed at shutdown.
+    pub history_writer: Option<Arc<crate::history::HistoryObserver>>,
 }
 
 /// The outcome of a reload, for the endpoint and the log.
@@ -83,6 +87,8 @@ pub struct AppParts {
     pub source: ConfigSource,
     pub load_options: LoadOptions,
     pub blackbox: Blackbox,
+    pub history: Option<Arc<dyn crate::history::HistoryRead>>,
+    pub history_writer: Option<Arc<crate::history::HistoryObserver>>,
 }
 
 impl App {
@@ -95,6 +101,8 @@ impl App {
             source,
             load_options,
             blackbox,
+            history,
+            history_writer,
         } = parts;
         let app = Arc::new(App {
             metrics,
@@ -106,6 +114,8 @@ impl App {
             reloading: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             blackbox,
+            history,
+            history_writer,
         });
         app.install(initial);
         app.ready.store(true, Ordering::SeqCst);

@@ -79,6 +79,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub exporter: super::exporter_flags::ExporterFlags,
+
+    #[command(flatten)]
+    pub storage: crate::history::flags::StorageFlags,
 }
 
 impl ServeArgs {

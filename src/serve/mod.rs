@@ -27,7 +27,7 @@ use crate::default_config;
 use crate::exit::EXIT_USAGE;
 use crate::metrics::{Metrics, RunMetrics};
 use crate::runtime::log::RunLog;
-use crate::runtime::observer::Observers;
+use crate::runtime::observer::{Observer, Observers};
 use crate::runtime::scheduler::Scheduler;
 
 /// Which configuration `serve` runs; `listen` is the address actually bound.
@@ -209,11 +209,14 @@ fn build_app(
         external_url,
     );
     warn_on_unrouted_notifiers(&initial);
-    let observers: Observers = Arc::new([
+    let history = open_history(&args.storage, region.as_deref(), &metrics);
+    let mut observers: Vec<Arc<dyn Observer>> = vec![
         RunMetrics::with_replica(metrics.clone(), region.clone(), replica.clone()) as _,
         Arc::new(alerts.clone()) as _,
         Arc::new(RunLog) as _,
-    ]);
+    ];
+    observers.extend(history.as_ref().map(|h| h.observer.clone() as _));
+    let observers: Observers = observers.into();
     let scheduler = Scheduler::new(observers, region, args.max_concurrent_runs)
         .with_shard(shard)
         .with_replica(replica);
@@ -235,8 +238,35 @@ fn build_app(
         source,
         load_options: opts,
         blackbox,
+        history: history.as_ref().map(|h| h.reader.clone() as _),
+        history_writer: history.map(|h| h.observer),
     };
     App::new(parts, initial)
+}
+
+/// The history store, or `None` (history off: turned off, or it cannot open — said once).
+fn open_history(
+    flags: &crate::history::flags::StorageFlags,
+    region: Option<&str>,
+    metrics: &Metrics,
+) -> Option<crate::history::History> {
+    let folder = flags.folder()?;
+    match crate::history::open(
+        &folder,
+        flags.options(),
+        region.unwrap_or(""),
+        metrics.history.clone(),
+        crate::history::system_clock(),
+    ) {
+        Ok(h) => {
+            tracing::debug!(folder = %folder.display(), "history store open");
+            Some(h)
+        }
+        Err(e) => {
+            tracing::warn!("history off: {e}; probing goes on without it (sonde_history_up 0)");
+            None
+        }
+    }
 }
 
 fn warn_on_unrouted_notifiers(initial: &Loaded) {
@@ -293,6 +323,9 @@ async fn run_until_shutdown(
     tracing::info!("stopped scheduling; waiting for runs in flight to finish");
     app.scheduler.shutdown().await;
     app.alerts.finish(WEB_DRAIN_GRACE).await;
+    if let Some(h) = app.history_writer.clone() {
+        let _ = tokio::task::spawn_blocking(move || h.close(WEB_DRAIN_GRACE)).await;
+    }
     agent.finish().await;
     if let Some(r) = failed {
         let why = match r {
