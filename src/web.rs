@@ -1,5 +1,5 @@
 //! The HTTP endpoints of `sonde serve` (axum): metrics, health, reload, the loaded configuration
-//! and the scenarios' last runs.
+//! and the scenarios' last runs. The status page (`/`, `/scenario/…`) is [`crate::status`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -22,7 +22,6 @@ use crate::web_server::exposition::Exposition;
 pub fn router(app: Arc<App>) -> Router {
     let exposition = Arc::new(Exposition::default());
     Router::new()
-        .route("/", get(index))
         .route(
             "/metrics",
             get(move |State(app): State<Arc<App>>, headers: HeaderMap| {
@@ -314,53 +313,4 @@ async fn scenario(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
         .map(|r| r.to_json(&st.scenario))
         .unwrap_or(Value::Null);
     Json(v).into_response()
-}
-
-async fn index(State(app): State<Arc<App>>) -> Html<String> {
-    let mut rows = String::new();
-    for st in app.scheduler.states() {
-        let s = summary(&st);
-        let name = html_escape(s["name"].as_str().unwrap_or_default());
-        let failure = s["last_run"]["failure"]["message"]
-            .as_str()
-            .map(html_escape)
-            .unwrap_or_default();
-        rows.push_str(&format!(
-            "<tr><td><a href=\"/api/v1/scenarios/{url}\">{name}</a></td><td class=\"{st}\">{st}</td><td>{iv}</td><td>{runs}</td><td>{fail}</td><td>{failure}</td></tr>\n",
-            url = urlencode_path(s["name"].as_str().unwrap_or_default()),
-            st = s["status"].as_str().unwrap_or_default(),
-            iv = s["interval"].as_str().unwrap_or_default(),
-            runs = s["runs"],
-            fail = s["failures"],
-        ));
-    }
-    Html(format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"><title>sonde</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}.passing{{color:#070}}.failing{{color:#b00}}.pending{{color:#777}}</style></head>
-<body><h1>sonde</h1>
-<p>Version {version}. Configuration: {source}. Links: <a href="/metrics">metrics</a> · <a href="/config">configuration</a> · <a href="/api/v1/scenarios">scenarios (JSON)</a> · <a href="/-/healthy">healthy</a> · <a href="/-/ready">ready</a></p>
-<table><tr><th>scenario</th><th>status</th><th>interval</th><th>runs</th><th>failures</th><th>last failure</th></tr>
-{rows}</table></body></html>
-"#,
-        version = env!("CARGO_PKG_VERSION"),
-        source = html_escape(&crate::redact::text(&app.source.describe())),
-    ))
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn urlencode_path(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

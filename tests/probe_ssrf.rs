@@ -41,6 +41,7 @@ async fn sonde(allow: &[&str]) -> SocketAddr {
         source,
         load_options: LoadOptions::default(),
         blackbox: Blackbox::new(0.5, safety),
+        history: None,
     };
     let app = App::new(parts, loaded);
     let router = sonde::web::router(app);

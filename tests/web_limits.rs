@@ -44,6 +44,7 @@ async fn start(limits: WebFlags) -> Server {
         source,
         load_options: LoadOptions::default(),
         blackbox: Blackbox::new(0.5, Safety::off()),
+        history: None,
     };
     let app = App::new(parts, loaded);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

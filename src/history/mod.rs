@@ -7,6 +7,8 @@
 //!
 //! Times are Unix milliseconds (UTC); durations are seconds as `f64`, as in the metrics.
 
+pub mod recent;
+
 use std::time::Duration;
 
 use serde::Serialize;
@@ -115,4 +117,10 @@ pub trait HistoryRead: Send + Sync {
     ) -> Vec<LatencyPoint>;
     /// Failing intervals since `from_ms`, newest first.
     fn incidents(&self, scenario: &str, from_ms: i64, limit: usize) -> Vec<Incident>;
+
+    /// True for the in-memory history of the last runs ([`recent::Recent`]), which pages label
+    /// as such: its uptime covers only what is kept, and it keeps no traces.
+    fn memory_only(&self) -> bool {
+        false
+    }
 }

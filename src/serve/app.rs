@@ -67,6 +67,8 @@ pub struct App {
     ready: AtomicBool,
     /// `/probe`: the blackbox modules in use, blackbox's own counters, the safety options.
     pub blackbox: Blackbox,
+    /// The history of runs the status page and the API read (None = history off).
+    pub history: Option<Arc<dyn crate::history::HistoryRead>>,
 }
 
 /// The outcome of a reload, for the endpoint and the log.
@@ -83,6 +85,7 @@ pub struct AppParts {
     pub source: ConfigSource,
     pub load_options: LoadOptions,
     pub blackbox: Blackbox,
+    pub history: Option<Arc<dyn crate::history::HistoryRead>>,
 }
 
 impl App {
@@ -95,6 +98,7 @@ impl App {
             source,
             load_options,
             blackbox,
+            history,
         } = parts;
         let app = Arc::new(App {
             metrics,
@@ -106,6 +110,7 @@ impl App {
             reloading: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             blackbox,
+            history,
         });
         app.install(initial);
         app.ready.store(true, Ordering::SeqCst);

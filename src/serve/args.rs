@@ -69,6 +69,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub web: crate::web_server::WebFlags,
+
+    #[command(flatten)]
+    pub status: crate::status::StatusFlags,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {

@@ -96,6 +96,16 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let public_listener = match args.status.public_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("sonde: cannot listen on {addr} (--web.public-listen-address): {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let listen = listener.local_addr().unwrap_or(args.listen);
     let source = match crate::agent::url_source(
         &args.config,
@@ -126,7 +136,11 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         "sonde {} serving",
         env!("CARGO_PKG_VERSION")
     );
-    run_until_shutdown(app, listener, args.web.clone()).await
+    let listeners = Listeners {
+        admin: listener,
+        public: public_listener,
+    };
+    run_until_shutdown(app, listeners, args.web.clone(), args.status.clone()).await
 }
 
 /// The first load, off the async workers. An invalid configuration is reported and refused.
@@ -165,11 +179,19 @@ fn build_app(
         &format!("http://{listen}"),
     );
     warn_on_unrouted_notifiers(&initial);
-    let observers: Observers = Arc::new([
+    let mut observers: Vec<Arc<dyn crate::runtime::observer::Observer>> = vec![
         RunMetrics::new(metrics.clone(), region.clone()) as _,
         Arc::new(alerts.clone()) as _,
         Arc::new(RunLog) as _,
-    ]);
+    ];
+    // The status page's history: the last runs in memory.
+    let recent = (args.status.recent_runs > 0)
+        .then(|| crate::history::recent::Recent::new(args.status.recent_runs, region.clone()));
+    if let Some(r) = &recent {
+        observers.push(Arc::new(crate::history::recent::RecentObserver(r.clone())));
+    }
+    let history = recent.map(|r| r as Arc<dyn crate::history::HistoryRead>);
+    let observers: Observers = observers.into();
     let scheduler = Scheduler::new(observers, region, args.max_concurrent_runs).with_shard(shard);
     let blackbox = crate::blackbox::Blackbox::new(
         args.timeout_offset,
@@ -186,6 +208,7 @@ fn build_app(
         source,
         load_options: opts,
         blackbox,
+        history,
     };
     App::new(parts, initial)
 }
@@ -204,17 +227,35 @@ fn warn_on_unrouted_notifiers(initial: &Loaded) {
 /// Serve until a signal, then shut down in order. Scheduling stops at the signal, not once the
 /// web server has drained: a client holding a connection open must neither keep probes running
 /// nor keep sonde from exiting.
+/// The admin listener (every endpoint) and the public status page's, if any.
+struct Listeners {
+    admin: tokio::net::TcpListener,
+    public: Option<tokio::net::TcpListener>,
+}
+
 async fn run_until_shutdown(
     app: Arc<App>,
-    listener: tokio::net::TcpListener,
+    listeners: Listeners,
     web_flags: crate::web_server::WebFlags,
+    status: crate::status::StatusFlags,
 ) -> ExitCode {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(signals::handle_signals(app.clone(), shutdown.clone()));
     let agent = crate::agent::start(app.clone(), shutdown.clone());
+    if let Some(l) = listeners.public {
+        tracing::info!(listen = ?l.local_addr().ok(), "public status page serving");
+        // Same limits and counters as the admin listener; it ends with the shutdown signal.
+        tokio::spawn(crate::web_server::serve(
+            l,
+            crate::status::public_router(app.clone(), &status),
+            web_flags.clone(),
+            app.metrics.web.clone(),
+            shutdown.clone(),
+        ));
+    }
     let server = crate::web_server::serve(
-        listener,
-        crate::web::router(app.clone()),
+        listeners.admin,
+        crate::web::router(app.clone()).merge(crate::status::router(app.clone(), &status)),
         web_flags,
         app.metrics.web.clone(),
         shutdown.clone(),
