@@ -385,3 +385,89 @@ impl ScenarioObserver for Watch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::report::RunResult;
+
+    fn scenario() -> Arc<Scenario> {
+        let yaml =
+            "scenario: s\ninterval: 1s\nsteps:\n  - name: a\n    tcp: {target: \"127.0.0.1:1\"}\n";
+        let c = crate::config::load_str("<test>", yaml, &Default::default()).unwrap();
+        c.scenarios[0].clone()
+    }
+
+    fn report(ok: bool) -> RunReport {
+        let mut r = RunReport::new("s", std::time::SystemTime::now());
+        r.duration = Duration::from_millis(if ok { 10 } else { 30 });
+        if !ok {
+            r.result = RunResult::Failure;
+            r.internal_error = Some("boom <b>".into());
+        }
+        r
+    }
+
+    /// Runs ending at `t0 + i` seconds with the given results.
+    fn filled(results: &[bool], cap: usize) -> (Arc<Recent>, i64) {
+        let (sc, recent) = (scenario(), Recent::new(cap, Some("eu".into())));
+        let t0 = crate::time::now_ms() - results.len() as i64 * 1000;
+        for (i, ok) in results.iter().enumerate() {
+            recent.record(&sc, &report(*ok), t0 + i as i64 * 1000 + 500);
+        }
+        (recent, t0)
+    }
+
+    #[test]
+    fn the_strip_shows_results_oldest_first() {
+        let (r, _) = filled(&[true, false, true, true], 90);
+        let strip = r.strip("s", 4, Duration::from_secs(4));
+        let got: Vec<(u64, u64)> = strip.iter().map(|s| (s.runs, s.failures)).collect();
+        assert_eq!(got, [(1, 0), (1, 1), (1, 0), (1, 0)]);
+        assert_eq!(strip[1].last_reason.as_deref(), Some("internal"));
+    }
+
+    #[test]
+    fn only_the_last_runs_are_kept_and_filters_apply() {
+        let (r, _) = filled(&[false, true, true, false, true], 3);
+        let all = r.runs(
+            "s",
+            &RunFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        );
+        assert_eq!(all.len(), 3);
+        assert!(all[0].id > all[1].id, "newest first");
+        let failed = r.runs(
+            "s",
+            &RunFilter {
+                success: Some(false),
+                limit: 10,
+                ..Default::default()
+            },
+        );
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].error.as_deref(), Some("boom <b>"));
+        assert_eq!(failed[0].region, "eu");
+        let u = r.uptime("s", Duration::from_secs(3600));
+        assert_eq!((u.runs, u.failures), (3, 1));
+    }
+
+    #[test]
+    fn incidents_run_from_the_first_failure_to_the_next_pass() {
+        let (r, t0) = filled(&[true, false, false, true, false], 90);
+        let inc = r.incidents("s", 0, 10);
+        assert_eq!(inc.len(), 2);
+        assert_eq!(inc[0].to_ms, None, "the newest is still open");
+        assert_eq!(inc[1].failed_runs, 2);
+        assert_eq!(inc[1].to_ms.unwrap() - inc[1].from_ms, 2000 + 20);
+        assert!(inc[1].from_ms > t0);
+        let lat = r.latency("s", None, 0, Duration::from_secs(3600 * 24 * 365 * 100));
+        assert_eq!(lat.len(), 1);
+        assert_eq!(lat[0].count, 5);
+        assert!(r
+            .latency("s", Some("nope"), 0, Duration::from_secs(1))
+            .is_empty());
+    }
+}
