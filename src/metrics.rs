@@ -98,6 +98,7 @@ pub struct Metrics {
     pub remote_write: crate::remote_write::RemoteWriteMetrics,
     pub alerts: crate::alert::AlertMetrics,
     pub web: crate::web_server::WebMetrics,
+    pub history: crate::history::HistoryMetrics,
 }
 
 /// Register `metric` under `name` and keep a handle to it.
@@ -144,6 +145,7 @@ impl Metrics {
             },
             alerts: crate::alert::AlertMetrics::register(&mut r),
             web: crate::web_server::WebMetrics::register(&mut r),
+            history: crate::history::HistoryMetrics::register(&mut r),
             registry: r,
         };
         Arc::new(metrics)

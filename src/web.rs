@@ -18,6 +18,8 @@ use crate::serve::{App, Reload};
 use crate::time::fmt_long;
 use crate::web_server::exposition::Exposition;
 
+mod history_api;
+
 /// The router for `app`.
 pub fn router(app: Arc<App>) -> Router {
     let exposition = Arc::new(Exposition::default());
@@ -37,6 +39,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/config", get(config))
         .route("/api/v1/scenarios", get(scenarios))
         .route("/api/v1/scenarios/{*name}", get(scenario))
+        .route("/badge/{*path}", get(history_api::badge))
         .with_state(app)
 }
 
@@ -293,7 +296,16 @@ async fn scenarios(State(app): State<Arc<App>>) -> Json<Value> {
     }))
 }
 
-async fn scenario(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+async fn scenario(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if app.scheduler.state(&name).is_none() {
+        if let Some(r) = history_api::dispatch(&app, &name, query.as_deref()).await {
+            return r;
+        }
+    }
     let Some(st) = app.scheduler.state(&name) else {
         let why = app
             .scheduler

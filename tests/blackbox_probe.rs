@@ -43,6 +43,7 @@ async fn start(yaml: &str, safety: Safety) -> Probe {
         load_options: LoadOptions::default(),
         blackbox: Blackbox::new(0.5, safety),
         history: None,
+        history_writer: None,
     };
     let app = App::new(parts, loaded);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -42,6 +42,7 @@ async fn sonde(allow: &[&str]) -> SocketAddr {
         load_options: LoadOptions::default(),
         blackbox: Blackbox::new(0.5, safety),
         history: None,
+        history_writer: None,
     };
     let app = App::new(parts, loaded);
     let router = sonde::web::router(app);

@@ -150,6 +150,7 @@ fn start(yaml: &str, history: Option<Arc<dyn HistoryRead>>) -> Pages {
             load_options: LoadOptions::default(),
             blackbox: Blackbox::new(0.5, Safety::off()),
             history,
+            history_writer: None,
         };
         let app = App::new(parts, loaded);
         let flags = StatusFlags::default();

@@ -45,6 +45,7 @@ async fn start(limits: WebFlags) -> Server {
         load_options: LoadOptions::default(),
         blackbox: Blackbox::new(0.5, Safety::off()),
         history: None,
+        history_writer: None,
     };
     let app = App::new(parts, loaded);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

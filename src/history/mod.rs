@@ -7,11 +7,62 @@
 //!
 //! Times are Unix milliseconds (UTC); durations are seconds as `f64`, as in the metrics.
 
-pub mod recent;
-
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+
+pub mod badge;
+pub mod flags;
+pub mod metrics;
+pub mod reader;
+pub mod recent;
+pub mod record;
+pub mod schema;
+pub mod sketch;
+pub mod store;
+#[cfg(test)]
+mod tests;
+pub mod writer;
+
+pub use metrics::HistoryMetrics;
+pub use store::{open, History, HistoryObserver};
+
+/// Now, in Unix milliseconds: the wall clock in production, a fake one in tests.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(crate::time::now_ms)
+}
+
+/// How the store batches and keeps runs.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Runs and minute rollups older than this go (hour rollups: at least 31 days).
+    pub retention: Duration,
+    /// Bytes of data beyond which the oldest runs go; 0 = no limit.
+    pub max_size: u64,
+    /// A batch is written at most this long after its first run arrived: what `kill -9` can
+    /// lose.
+    pub flush_interval: Duration,
+    /// A batch is written as soon as it has this many runs.
+    pub max_batch: usize,
+    /// Runs waiting to be written; beyond, runs are dropped (and counted), never waited for.
+    pub queue: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            retention: Duration::from_secs(14 * 86_400),
+            max_size: 2 << 30,
+            flush_interval: Duration::from_secs(1),
+            max_batch: 5_000,
+            queue: 50_000,
+        }
+    }
+}
 
 /// One finished run, as the API and pages list it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

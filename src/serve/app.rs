@@ -67,8 +67,10 @@ pub struct App {
     ready: AtomicBool,
     /// `/probe`: the blackbox modules in use, blackbox's own counters, the safety options.
     pub blackbox: Blackbox,
-    /// The history of runs the status page and the API read (None = history off).
+    /// The history of runs (`None`: history off).
     pub history: Option<Arc<dyn crate::history::HistoryRead>>,
+    /// The history's writer, flushed at shutdown.
+    pub history_writer: Option<Arc<crate::history::HistoryObserver>>,
 }
 
 /// The outcome of a reload, for the endpoint and the log.
@@ -86,6 +88,7 @@ pub struct AppParts {
     pub load_options: LoadOptions,
     pub blackbox: Blackbox,
     pub history: Option<Arc<dyn crate::history::HistoryRead>>,
+    pub history_writer: Option<Arc<crate::history::HistoryObserver>>,
 }
 
 impl App {
@@ -99,6 +102,7 @@ impl App {
             load_options,
             blackbox,
             history,
+            history_writer,
         } = parts;
         let app = Arc::new(App {
             metrics,
@@ -111,6 +115,7 @@ impl App {
             ready: AtomicBool::new(false),
             blackbox,
             history,
+            history_writer,
         });
         app.install(initial);
         app.ready.store(true, Ordering::SeqCst);

@@ -71,6 +71,9 @@ pub struct ServeArgs {
     pub web: crate::web_server::WebFlags,
 
     #[command(flatten)]
+    pub storage: crate::history::flags::StorageFlags,
+
+    #[command(flatten)]
     pub status: crate::status::StatusFlags,
 }
 

@@ -26,7 +26,7 @@ use crate::default_config;
 use crate::exit::EXIT_USAGE;
 use crate::metrics::{Metrics, RunMetrics};
 use crate::runtime::log::RunLog;
-use crate::runtime::observer::Observers;
+use crate::runtime::observer::{Observer, Observers};
 use crate::runtime::scheduler::Scheduler;
 
 /// Which configuration `serve` runs; `listen` is the address actually bound.
@@ -179,18 +179,19 @@ fn build_app(
         &format!("http://{listen}"),
     );
     warn_on_unrouted_notifiers(&initial);
-    let mut observers: Vec<Arc<dyn crate::runtime::observer::Observer>> = vec![
+    let history = open_history(&args.storage, region.as_deref(), &metrics);
+    let mut observers: Vec<Arc<dyn Observer>> = vec![
         RunMetrics::new(metrics.clone(), region.clone()) as _,
         Arc::new(alerts.clone()) as _,
         Arc::new(RunLog) as _,
     ];
-    // The status page's history: the last runs in memory.
-    let recent = (args.status.recent_runs > 0)
+    observers.extend(history.as_ref().map(|h| h.observer.clone() as _));
+    // Without the store, the status page reads the last runs kept in memory.
+    let recent = (history.is_none() && args.status.recent_runs > 0)
         .then(|| crate::history::recent::Recent::new(args.status.recent_runs, region.clone()));
     if let Some(r) = &recent {
         observers.push(Arc::new(crate::history::recent::RecentObserver(r.clone())));
     }
-    let history = recent.map(|r| r as Arc<dyn crate::history::HistoryRead>);
     let observers: Observers = observers.into();
     let scheduler = Scheduler::new(observers, region, args.max_concurrent_runs).with_shard(shard);
     let blackbox = crate::blackbox::Blackbox::new(
@@ -208,9 +209,38 @@ fn build_app(
         source,
         load_options: opts,
         blackbox,
-        history,
+        history: match &history {
+            Some(h) => Some(h.reader.clone() as _),
+            None => recent.map(|r| r as Arc<dyn crate::history::HistoryRead>),
+        },
+        history_writer: history.map(|h| h.observer),
     };
     App::new(parts, initial)
+}
+
+/// The history store, or `None` (history off: turned off, or it cannot open — said once).
+fn open_history(
+    flags: &crate::history::flags::StorageFlags,
+    region: Option<&str>,
+    metrics: &Metrics,
+) -> Option<crate::history::History> {
+    let folder = flags.folder()?;
+    match crate::history::open(
+        &folder,
+        flags.options(),
+        region.unwrap_or(""),
+        metrics.history.clone(),
+        crate::history::system_clock(),
+    ) {
+        Ok(h) => {
+            tracing::debug!(folder = %folder.display(), "history store open");
+            Some(h)
+        }
+        Err(e) => {
+            tracing::warn!("history off: {e}; probing goes on without it (sonde_history_up 0)");
+            None
+        }
+    }
 }
 
 fn warn_on_unrouted_notifiers(initial: &Loaded) {
@@ -271,6 +301,9 @@ async fn run_until_shutdown(
     tracing::info!("stopped scheduling; waiting for runs in flight to finish");
     app.scheduler.shutdown().await;
     app.alerts.finish(WEB_DRAIN_GRACE).await;
+    if let Some(h) = app.history_writer.clone() {
+        let _ = tokio::task::spawn_blocking(move || h.close(WEB_DRAIN_GRACE)).await;
+    }
     agent.finish().await;
     if let Some(r) = failed {
         let why = match r {

@@ -111,9 +111,17 @@ impl ServeCommand {
         // One open file for both streams: they share its offset, so neither overwrites the other.
         let out = log.try_clone().expect("clone the log file handle");
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("serve")
-            .args(&self.args)
-            .arg("--listen")
+        cmd.arg("serve").args(&self.args);
+        // Each process keeps its history in its own folder (unless the test names one), not in
+        // the user's data folder shared by every test.
+        if !self
+            .args
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("--storage.path"))
+        {
+            cmd.arg("--storage.path").arg(self.dir.path().join("data"));
+        }
+        cmd.arg("--listen")
             .arg(listen.to_string())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

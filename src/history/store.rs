@@ -1,0 +1,281 @@
+//! The store as the runtime sees it: an [`Observer`] whose scenario watchers turn each finished
+//! run into a [`Record`] and hand it to a bounded queue — never waiting: a full queue drops the
+//! run and counts it — and one thread that drains the queue into the [`Writer`] in batches.
+//!
+//! Writes that fail (full disk, a folder turned read-only) turn the history off: the batch is
+//! dropped and counted, `sonde_history_up` goes to 0, one line is logged; the next batch tries
+//! again, and a success turns it back on (one more line). Probing never stops for the store.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::metrics::HistoryMetrics;
+use super::reader::Reader;
+use super::record::{Record, TracePolicy};
+use super::schema::{self, FolderLock, OpenError};
+use super::writer::Writer;
+use super::{Clock, StoreOptions};
+use crate::config::scenario::Scenario;
+use crate::engine::RunReport;
+use crate::runtime::observer::{Observer, ScenarioObserver};
+
+enum Msg {
+    Run(Box<Record>),
+    /// Write what is queued, then stop and say so.
+    Close(std::sync::mpsc::Sender<()>),
+}
+
+/// An open store: its reader (for the web) and its writing side (an observer of runs).
+pub struct History {
+    pub reader: Arc<Reader>,
+    pub observer: Arc<HistoryObserver>,
+}
+
+/// Open the store in `folder` and start its writer thread.
+pub fn open(
+    folder: &Path,
+    opts: StoreOptions,
+    region: &str,
+    metrics: HistoryMetrics,
+    clock: Clock,
+) -> Result<History, OpenError> {
+    let lock = schema::lock_folder(folder)?;
+    let conn = schema::open_writer(folder)?;
+    let reader = Reader::new(schema::open_reader(folder)?, clock.clone());
+    let (tx, rx) = sync_channel(opts.queue.max(1));
+    let writer = Writer::new(conn, clock, opts.clone());
+    if let Ok(b) = writer.used_bytes() {
+        metrics.size_bytes.set(b as i64);
+    }
+    metrics.up.set(1);
+    let m = metrics.clone();
+    let thread = std::thread::Builder::new()
+        .name("sonde-history".into())
+        .spawn(move || write_loop(writer, rx, opts, m, lock))
+        .map_err(|e| OpenError(format!("cannot start the history writer: {e}")))?;
+    Ok(History {
+        reader: Arc::new(reader),
+        observer: Arc::new(HistoryObserver {
+            tx,
+            region: Arc::from(region),
+            metrics,
+            overflowed: Arc::new(AtomicBool::new(false)),
+            thread: Mutex::new(Some(thread)),
+        }),
+    })
+}
+
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+fn write_loop(
+    mut writer: Writer,
+    rx: Receiver<Msg>,
+    opts: StoreOptions,
+    metrics: HistoryMetrics,
+    _lock: FolderLock,
+) {
+    let mut batch: Vec<Record> = Vec::with_capacity(opts.max_batch);
+    let mut deadline = Instant::now();
+    let mut last_prune: Option<Instant> = None;
+    let mut health = Health { up: true };
+    loop {
+        let wait = if batch.is_empty() {
+            PRUNE_EVERY
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        let closing = match rx.recv_timeout(wait) {
+            Ok(Msg::Run(r)) => {
+                metrics.queue_length.dec();
+                if batch.is_empty() {
+                    deadline = Instant::now() + opts.flush_interval;
+                }
+                batch.push(*r);
+                if batch.len() < opts.max_batch && Instant::now() < deadline {
+                    continue;
+                }
+                None
+            }
+            Ok(Msg::Close(ack)) => Some(Some(ack)),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(None),
+        };
+        if closing.is_some() {
+            // Whatever is still queued goes in the last batch.
+            while let Ok(Msg::Run(r)) = rx.try_recv() {
+                batch.push(*r);
+            }
+        }
+        flush(&mut writer, &mut batch, &metrics, &mut health);
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(Instant::now());
+            prune(&mut writer, &metrics, &mut health);
+        }
+        if let Some(ack) = closing {
+            if let Some(ack) = ack {
+                let _ = ack.send(());
+            }
+            return;
+        }
+    }
+}
+
+/// Whether the last write worked, to log changes only.
+struct Health {
+    up: bool,
+}
+
+impl Health {
+    fn failed(&mut self, metrics: &HistoryMetrics, what: &str, e: &rusqlite::Error) {
+        metrics.write_errors.inc();
+        metrics.up.set(0);
+        if self.up {
+            self.up = false;
+            tracing::warn!(
+                "history off: {what} failed ({e}); runs are still probed but not stored until a write succeeds (sonde_history_up)"
+            );
+        }
+    }
+
+    fn worked(&mut self, metrics: &HistoryMetrics) {
+        metrics.up.set(1);
+        if !self.up {
+            self.up = true;
+            tracing::info!("history back on: writes succeed again");
+        }
+    }
+}
+
+fn flush(writer: &mut Writer, batch: &mut Vec<Record>, metrics: &HistoryMetrics, h: &mut Health) {
+    if batch.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    match writer.write(batch) {
+        Ok(()) => {
+            metrics.runs_written.inc_by(batch.len() as u64);
+            h.worked(metrics);
+        }
+        Err(e) => {
+            metrics.dropped_runs.inc_by(batch.len() as u64);
+            h.failed(metrics, "writing runs", &e);
+        }
+    }
+    metrics
+        .flush_seconds
+        .observe(started.elapsed().as_secs_f64());
+    batch.clear();
+}
+
+fn prune(writer: &mut Writer, metrics: &HistoryMetrics, h: &mut Health) {
+    match writer.prune() {
+        Ok(p) => {
+            metrics.pruned_runs.inc_by(p.runs);
+        }
+        Err(e) => h.failed(metrics, "retention", &e),
+    }
+    if let Ok(b) = writer.used_bytes() {
+        metrics.size_bytes.set(b as i64);
+    }
+}
+
+/// The writing side, one observer among the runtime's.
+pub struct HistoryObserver {
+    tx: SyncSender<Msg>,
+    region: Arc<str>,
+    metrics: HistoryMetrics,
+    overflowed: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl HistoryObserver {
+    /// Write what is queued and stop the writer (at shutdown, after the last runs); gives up
+    /// after `grace`. Call from a blocking context.
+    pub fn close(&self, grace: Duration) {
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        let deadline = Instant::now() + grace;
+        let mut msg = Msg::Close(ack_tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return,
+            }
+        }
+        if ack_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {
+            let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl HistoryObserver {
+    /// Queue records as watchers do, without a scenario.
+    pub(super) fn sender_for_tests(&self) -> impl Fn(Record) {
+        let tx = self.tx.clone();
+        move |r| tx.send(Msg::Run(Box::new(r))).unwrap()
+    }
+}
+
+impl Observer for HistoryObserver {
+    fn watch(&self, scenario: &Arc<Scenario>) -> Box<dyn ScenarioObserver> {
+        Box::new(Watch {
+            scenario: scenario.clone(),
+            name: Arc::from(scenario.name.as_str()),
+            region: self.region.clone(),
+            tx: self.tx.clone(),
+            metrics: self.metrics.clone(),
+            overflowed: self.overflowed.clone(),
+            traces: TracePolicy::default(),
+        })
+    }
+}
+
+struct Watch {
+    scenario: Arc<Scenario>,
+    name: Arc<str>,
+    region: Arc<str>,
+    tx: SyncSender<Msg>,
+    metrics: HistoryMetrics,
+    overflowed: Arc<AtomicBool>,
+    traces: TracePolicy,
+}
+
+impl ScenarioObserver for Watch {
+    fn run(&mut self, report: &RunReport, _current: bool) {
+        let started_ms = super::record::started_ms(report);
+        let keep = self.traces.keep(report.success(), started_ms);
+        let rec = Record::from_report(
+            &self.scenario,
+            &self.name,
+            &self.region,
+            report,
+            started_ms,
+            keep,
+        );
+        match self.tx.try_send(Msg::Run(Box::new(rec))) {
+            Ok(()) => {
+                self.metrics.queue_length.inc();
+            }
+            Err(_) => {
+                self.metrics.dropped_runs.inc();
+                if !self.overflowed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("the history writer falls behind: runs are dropped from the history, not from probing (sonde_history_dropped_runs_total)");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The store's one writer: a batch of records becomes one transaction — the runs, the minute and
+//! hour rollup rows they touch, the incidents they open or close — so a crash loses the batch
+//! whole or not at all, and the rollups always agree with the runs. Retention runs here too.
+//!
+//! The rollup rows of open minutes and hours are cached in memory with their full state, so a
+//! batch rewrites each touched row once instead of reading it back; a failed commit drops the
+//! caches (they are reloaded from disk on next touch).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::record::{encode_steps, Record};
+use super::schema::{HOUR_MS, MINUTE_MS};
+use super::sketch::Sketch;
+use super::{Clock, StoreOptions};
+
+/// A rollup row's key: scenario, resolution, step (`""` = the whole run), start.
+type RollKey = (i64, i64, Arc<str>, i64);
+
+/// Hour rows are kept at least this long, so 30-day uptime stays answerable.
+pub const MIN_HOUR_RETENTION_MS: i64 = 31 * 86_400_000;
+
+/// A scenario's incident state: the open incident's id while failing.
+#[derive(Clone, Copy, Debug, Default)]
+struct IncidentState {
+    open: Option<i64>,
+}
+
+pub struct Writer {
+    conn: Connection,
+    clock: Clock,
+    opts: StoreOptions,
+    c: Caches,
+}
+
+/// What the writer keeps in memory between batches.
+#[derive(Default)]
+struct Caches {
+    scenario_ids: HashMap<Arc<str>, i64>,
+    rows: HashMap<RollKey, Sketch>,
+    dirty: HashSet<RollKey>,
+    incidents: HashMap<i64, IncidentState>,
+    empty_step: Arc<str>,
+}
+
+/// What a prune removed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Pruned {
+    pub runs: u64,
+    pub rollups: u64,
+}
+
+impl Writer {
+    pub fn new(conn: Connection, clock: Clock, opts: StoreOptions) -> Writer {
+        Writer {
+            conn,
+            clock,
+            opts,
+            c: Caches::default(),
+        }
+    }
+
+    /// Write `batch` in one transaction. On error nothing of it is kept.
+    pub fn write(&mut self, batch: &[Record]) -> rusqlite::Result<()> {
+        let res = self.write_inner(batch);
+        if res.is_err() {
+            self.forget();
+        }
+        res
+    }
+
+    /// Drop every cache: after a failed commit they may hold what is not on disk.
+    fn forget(&mut self) {
+        self.c = Caches::default();
+    }
+
+    fn write_inner(&mut self, batch: &[Record]) -> rusqlite::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        for r in batch {
+            let sid = scenario_id(&tx, &mut self.c.scenario_ids, &r.scenario)?;
+            tx.prepare_cached(
+                "INSERT INTO runs(scenario_id, region, started_ms, duration_s, success, \
+                 failed_step, reason, error, steps, trace) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+            )?
+            .execute(params![
+                sid,
+                &*r.region,
+                r.started_ms,
+                r.duration_s,
+                r.success,
+                r.failed_step,
+                r.reason,
+                r.error,
+                encode_steps(&r.steps),
+                r.trace,
+            ])?;
+            self.c.fold(&tx, sid, r)?;
+            self.c.incident(&tx, sid, r)?;
+        }
+        for key in self.c.dirty.drain() {
+            let Some(s) = self.c.rows.get(&key) else {
+                continue;
+            };
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO rollups(scenario_id, res, step, start_ms, count, failures, \
+                 sum_s, max_s, hist, last_reason) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+            )?
+            .execute(params![
+                key.0,
+                key.1,
+                &*key.2,
+                key.3,
+                s.count as i64,
+                s.failures as i64,
+                s.sum_s,
+                s.max_s,
+                s.hist_bytes(),
+                s.last_reason,
+            ])?;
+        }
+        tx.commit()?;
+        let now = (self.clock)();
+        self.c.evict_closed_rows(now);
+        Ok(())
+    }
+
+    /// Retention: by age (runs and minute rows older than the retention, hour rows older than
+    /// the longer of it and 31 days, closed incidents likewise), then by size (the oldest runs,
+    /// a tenth of their time span at a time, until the store fits).
+    pub fn prune(&mut self) -> rusqlite::Result<Pruned> {
+        let now = (self.clock)();
+        let keep_ms = self.opts.retention.as_millis() as i64;
+        let cutoff = now - keep_ms;
+        let long_cutoff = now - keep_ms.max(MIN_HOUR_RETENTION_MS);
+        let mut pruned = Pruned::default();
+        let tx = self.conn.unchecked_transaction()?;
+        for sid in scenario_ids(&tx)? {
+            pruned.runs += tx
+                .prepare_cached("DELETE FROM runs WHERE scenario_id=?1 AND started_ms<?2")?
+                .execute(params![sid, cutoff])? as u64;
+            pruned.rollups += tx
+                .prepare_cached(
+                    "DELETE FROM rollups WHERE scenario_id=?1 AND res=?2 AND start_ms<?3",
+                )?
+                .execute(params![sid, MINUTE_MS, cutoff])? as u64;
+            pruned.rollups += tx
+                .prepare_cached(
+                    "DELETE FROM rollups WHERE scenario_id=?1 AND res=?2 AND start_ms<?3",
+                )?
+                .execute(params![sid, HOUR_MS, long_cutoff])? as u64;
+        }
+        tx.execute(
+            "DELETE FROM incidents WHERE to_ms IS NOT NULL AND to_ms<?1",
+            [long_cutoff],
+        )?;
+        tx.commit()?;
+        self.c.rows.clear();
+        pruned.runs += self.prune_to_size()?;
+        Ok(pruned)
+    }
+
+    /// Bytes the store's data takes (pages in use, the WAL aside).
+    pub fn used_bytes(&self) -> rusqlite::Result<u64> {
+        let q = |p: &str| -> rusqlite::Result<i64> {
+            self.conn
+                .query_row(&format!("PRAGMA {p}"), [], |r| r.get(0))
+        };
+        let used = q("page_count")? - q("freelist_count")?;
+        Ok((used.max(0) * q("page_size")?) as u64)
+    }
+
+    /// Drop the oldest runs until the data fits in 90 % of the limit, assuming runs arrive at
+    /// an even rate (so a few rounds suffice); every delete goes through the per-scenario index.
+    fn prune_to_size(&mut self) -> rusqlite::Result<u64> {
+        let max = self.opts.max_size;
+        let mut removed = 0;
+        for _ in 0..10 {
+            let used = self.used_bytes()?;
+            if max == 0 || used <= max {
+                break;
+            }
+            let lo: Option<i64> = self.conn.query_row(
+                "SELECT MIN((SELECT MIN(started_ms) FROM runs WHERE scenario_id=s.id)) \
+                 FROM scenarios s",
+                [],
+                |r| r.get(0),
+            )?;
+            let Some(lo) = lo else {
+                break;
+            };
+            let hi = (self.clock)().max(lo + 1);
+            let frac = ((used as f64 - 0.9 * max as f64) / used as f64).clamp(0.02, 1.0);
+            let cut = lo + (((hi - lo) as f64 * frac) as i64).max(1);
+            let tx = self.conn.unchecked_transaction()?;
+            for sid in scenario_ids(&tx)? {
+                removed += tx
+                    .prepare_cached("DELETE FROM runs WHERE scenario_id=?1 AND started_ms<?2")?
+                    .execute(params![sid, cut])? as u64;
+            }
+            tx.commit()?;
+        }
+        self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        Ok(removed)
+    }
+}
+
+fn scenario_ids(c: &Connection) -> rusqlite::Result<Vec<i64>> {
+    let mut st = c.prepare_cached("SELECT id FROM scenarios")?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+impl Caches {
+    /// Add the run and each of its steps to their minute and hour rows.
+    fn fold(&mut self, tx: &Connection, sid: i64, r: &Record) -> rusqlite::Result<()> {
+        for res in [MINUTE_MS, HOUR_MS] {
+            let start = r.started_ms.div_euclid(res) * res;
+            let key = (sid, res, self.empty_step.clone(), start);
+            self.row(tx, key)?.add(r.duration_s, r.success, r.reason);
+            for s in &r.steps {
+                let reason = if s.success { None } else { r.reason };
+                let key = (sid, res, Arc::from(s.name.as_str()), start);
+                self.row(tx, key)?.add(s.duration_s, s.success, reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// The cached row for `key` (read from disk on first touch), marked dirty.
+    fn row(&mut self, tx: &Connection, key: RollKey) -> rusqlite::Result<&mut Sketch> {
+        if !self.rows.contains_key(&key) {
+            let s = load_row(tx, &key)?.unwrap_or_default();
+            self.rows.insert(key.clone(), s);
+        }
+        self.dirty.insert(key.clone());
+        Ok(self.rows.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Forget cached rows of buckets that ended more than one bucket ago: a late run reloads
+    /// its row from disk.
+    fn evict_closed_rows(&mut self, now: i64) {
+        self.rows.retain(|k, _| k.3 + 2 * k.1 > now);
+    }
+
+    /// Open an incident on a failure after a success (or the first run), count failures while
+    /// it is open, close it at the next success.
+    fn incident(&mut self, tx: &Connection, sid: i64, r: &Record) -> rusqlite::Result<()> {
+        let state = match self.incidents.get(&sid) {
+            Some(s) => *s,
+            None => IncidentState {
+                open: tx
+                    .prepare_cached(
+                        "SELECT id FROM incidents WHERE scenario_id=?1 AND to_ms IS NULL \
+                         ORDER BY from_ms DESC LIMIT 1",
+                    )?
+                    .query_row([sid], |row| row.get(0))
+                    .optional()?,
+            },
+        };
+        let next = match (state.open, r.success) {
+            (None, true) => state,
+            (Some(id), true) => {
+                tx.prepare_cached("UPDATE incidents SET to_ms=?2 WHERE id=?1")?
+                    .execute(params![id, r.started_ms])?;
+                IncidentState { open: None }
+            }
+            (Some(id), false) => {
+                tx.prepare_cached("UPDATE incidents SET failed_runs=failed_runs+1 WHERE id=?1")?
+                    .execute([id])?;
+                state
+            }
+            (None, false) => {
+                tx.prepare_cached(
+                    "INSERT INTO incidents(scenario_id, from_ms, failed_runs, first_reason) \
+                     VALUES (?1, ?2, 1, ?3)",
+                )?
+                .execute(params![sid, r.started_ms, r.reason])?;
+                IncidentState {
+                    open: Some(tx.last_insert_rowid()),
+                }
+            }
+        };
+        self.incidents.insert(sid, next);
+        Ok(())
+    }
+}
+
+/// The id of scenario `name`, added on first sight.
+fn scenario_id(
+    tx: &Connection,
+    cache: &mut HashMap<Arc<str>, i64>,
+    name: &Arc<str>,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = cache.get(name) {
+        return Ok(*id);
+    }
+    tx.prepare_cached("INSERT OR IGNORE INTO scenarios(name) VALUES (?1)")?
+        .execute([&**name])?;
+    let id: i64 = tx
+        .prepare_cached("SELECT id FROM scenarios WHERE name=?1")?
+        .query_row([&**name], |r| r.get(0))?;
+    cache.insert(name.clone(), id);
+    Ok(id)
+}
+
+fn load_row(tx: &Connection, key: &RollKey) -> rusqlite::Result<Option<Sketch>> {
+    tx.prepare_cached(
+        "SELECT count, failures, sum_s, max_s, hist, last_reason FROM rollups \
+         WHERE scenario_id=?1 AND res=?2 AND step=?3 AND start_ms=?4",
+    )?
+    .query_row(
+        params![key.0, key.1, &*key.2, key.3],
+        super::reader::sketch_of,
+    )
+    .optional()
+}
