@@ -90,9 +90,10 @@ pub fn sparkline(points: &[LatencyPoint], w: f64, h: f64) -> String {
     )
 }
 
-/// A p50/p95 chart over time with axes: one `circle` per point (with its own tooltip).
-pub fn latency_chart(points: &[LatencyPoint], title: &str) -> String {
-    let (w, h, left, bottom) = (640.0, 180.0, 56.0, 22.0);
+/// A p50/p95 chart of `[from_ms, to_ms]` with axes: one `circle` per point (with its own
+/// tooltip), placed on the whole period so a gap shows as a gap.
+pub fn latency_chart(points: &[LatencyPoint], title: &str, from_ms: i64, to_ms: i64) -> String {
+    let (w, h, left, bottom) = (480.0, 200.0, 58.0, 22.0);
     let mut out = String::new();
     let _ = write!(
         out,
@@ -104,10 +105,8 @@ pub fn latency_chart(points: &[LatencyPoint], title: &str) -> String {
         return out;
     }
     let max = points.iter().map(|p| p.p95_s).fold(0.0, f64::max).max(1e-6) * 1.1;
-    let (t0, t1) = (
-        points[0].t_ms,
-        points[points.len() - 1].t_ms.max(points[0].t_ms + 1),
-    );
+    let t0 = from_ms.min(points[0].t_ms);
+    let t1 = to_ms.max(points[points.len() - 1].t_ms).max(t0 + 1);
     let x = |t: i64| left + (t - t0) as f64 / (t1 - t0) as f64 * (w - left - 8.0);
     let y = |v: f64| 6.0 + (1.0 - v / max) * (h - bottom - 6.0);
     let _ = write!(
@@ -157,7 +156,7 @@ pub fn latency_chart(points: &[LatencyPoint], title: &str) -> String {
     for p in points {
         let _ = write!(
             out,
-            "<circle class=\"pt\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" data-tip=\"{}\"/>",
+            "<circle class=\"pt\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" data-tip=\"{}\"/>",
             x(p.t_ms),
             y(p.p50_s),
             esc(&format!(
@@ -250,7 +249,7 @@ mod tests {
                 p95_s: 0.2,
             })
             .collect();
-        let c = latency_chart(&pts, "step <x>");
+        let c = latency_chart(&pts, "step <x>", 0, 5000);
         assert_eq!(c.matches("<circle").count(), 5);
         assert!(c.contains("step &lt;x&gt;"));
     }

@@ -107,7 +107,7 @@ impl Page<'_> {
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <meta name=\"color-scheme\" content=\"light dark\">\
-<title>{title} · {site}</title>\
+<title>{title} · {site}</title><link rel=\"icon\" href=\"data:,\">\
 <link rel=\"stylesheet\" href=\"{base}/assets/status.css\">\
 <script src=\"{base}/assets/status.js\" defer></script></head>\
 <body><a class=\"skip\" href=\"#main\">Skip to content</a><header><a class=\"brand\" href=\"{base}/\">{site}</a><nav>",

@@ -33,12 +33,15 @@ pub const SPANS: [(&str, u64); 5] = [
     ("90d", 90 * 86_400),
 ];
 
-pub fn span_of(query_span: &str, interval: Duration) -> Duration {
+/// The span of a strip: the one asked for, else (`auto`) 90 intervals — about a run a slot —
+/// but at least 90 minutes from the store, whose finest rollup is a minute.
+pub fn span_of(query_span: &str, interval: Duration, memory_only: bool) -> Duration {
+    let floor = if memory_only { 90 } else { 90 * 60 };
     SPANS
         .iter()
         .find(|(k, _)| *k == query_span)
         .map(|(_, s)| Duration::from_secs(*s))
-        .unwrap_or_else(|| (interval * SLOTS as u32).max(Duration::from_secs(90)))
+        .unwrap_or_else(|| (interval * SLOTS as u32).max(Duration::from_secs(floor)))
 }
 
 /// What the history says about one listed scenario.
@@ -77,7 +80,7 @@ pub fn read_rows(h: &dyn HistoryRead, rows: &[Listed], span: &str) -> Vec<RowDat
     rows.iter()
         .map(|r| {
             let name = r.st.scenario.name.as_str();
-            let span = span_of(span, r.st.scenario.interval);
+            let span = span_of(span, r.st.scenario.interval, h.memory_only());
             RowData {
                 uptime: uptimes(h, name),
                 since_ms: h
@@ -332,7 +335,7 @@ pub async fn page(status: &Arc<Status>, raw: Option<&str>) -> String {
             body,
             "<option value=\"{v}\"{}>{}</option>",
             if sel { " selected" } else { "" },
-            if v == "auto" { "90 runs" } else { v }
+            if v == "auto" { "auto" } else { v }
         );
     }
     if let Some(g) = &query.group {

@@ -48,6 +48,9 @@ struct Data {
     strip: Vec<Slot>,
     /// (title, points): the whole run first, then each step.
     charts: Vec<(String, Vec<LatencyPoint>)>,
+    /// The period the charts cover.
+    from_ms: i64,
+    to_ms: i64,
     runs: Vec<RunRow>,
     incidents: Vec<Incident>,
     kept: Option<(RunRow, Option<serde_json::Value>)>,
@@ -57,7 +60,7 @@ fn read(h: &dyn HistoryRead, st: &ScenarioState, p: &Params, public: bool) -> Da
     let sc = &st.scenario;
     let name = sc.name.as_str();
     let now = crate::time::now_ms();
-    let span = span_of(&p.span, sc.interval);
+    let span = span_of(&p.span, sc.interval, h.memory_only());
     let from = now - span.as_millis() as i64;
     let bucket = (span / 60).max(Duration::from_secs(1));
     let mut charts = vec![("Whole run".to_string(), h.latency(name, None, from, bucket))];
@@ -69,6 +72,8 @@ fn read(h: &dyn HistoryRead, st: &ScenarioState, p: &Params, public: bool) -> Da
         uptime: super::overview::uptimes(h, name),
         strip: h.strip(name, SLOTS, span),
         charts,
+        from_ms: from,
+        to_ms: now,
         runs: h.runs(
             name,
             &RunFilter {
@@ -113,7 +118,7 @@ pub async fn page(status: &Arc<Status>, name: &str, raw: Option<&str>) -> Option
             spans(&mut body, status, name, &p.span);
             body.push_str("</section><section><h2>Latency</h2><div class=\"charts\">");
             for (title, points) in &d.charts {
-                body.push_str(&charts::latency_chart(points, title));
+                body.push_str(&charts::latency_chart(points, title, d.from_ms, d.to_ms));
             }
             body.push_str("</div></section>");
         }
@@ -209,7 +214,7 @@ fn head(out: &mut String, status: &Status, st: &ScenarioState, data: Option<&Dat
 fn spans(out: &mut String, status: &Status, name: &str, current: &str) {
     out.push_str("<p class=\"spans\">Span: ");
     let base = format!("{}/scenario/{}", esc(&status.base), esc(&url_path(name)));
-    let all = std::iter::once(("auto", "90 runs"))
+    let all = std::iter::once(("auto", "auto"))
         .chain(super::overview::SPANS.iter().map(|(k, _)| (*k, *k)));
     for (k, label) in all {
         let on = current == k || (k == "auto" && current.is_empty());
