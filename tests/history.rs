@@ -137,6 +137,16 @@ fn api_lists_runs_traces_uptime_latency_and_badges_without_secrets() {
         "{lat:#}"
     );
 
+    let inc = s.get("/api/v1/scenarios/team/down/incidents").json();
+    let open = &inc["incidents"][0];
+    assert!(open["to"].is_null(), "{inc:#}");
+    assert_eq!(open["first_reason"], "status");
+    assert!(open["failed_runs"].as_u64().unwrap() >= 3);
+    assert!(s.get("/api/v1/scenarios/ok/incidents").json()["incidents"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
     // Bad questions are 400s that say why; unknown scenarios 404.
     for q in [
         "/api/v1/scenarios/ok/runs?limit=0",

@@ -15,9 +15,11 @@ use super::schema::{HOUR_MS, MINUTE_MS};
 use super::sketch::Sketch;
 use super::{Clock, HistoryRead, Incident, LatencyPoint, RunFilter, RunRow, Slot, Uptime};
 
-/// Readers share one connection; SQLite answers each question in well under a millisecond.
+/// Readers share a few connections (WAL: each reads the last committed batch, none blocks the
+/// writer); a question takes the first free one.
 pub struct Reader {
-    conn: Mutex<Connection>,
+    conns: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
     clock: Clock,
 }
 
@@ -58,14 +60,27 @@ fn run_of(scenario: &str, r: &Row<'_>) -> rusqlite::Result<RunRow> {
 
 impl Reader {
     pub fn new(conn: Connection, clock: Clock) -> Reader {
+        Self::pool(vec![conn], clock)
+    }
+
+    /// A reader over several connections to the same store.
+    pub fn pool(conns: Vec<Connection>, clock: Clock) -> Reader {
+        assert!(!conns.is_empty(), "a reader needs a connection");
         Reader {
-            conn: Mutex::new(conn),
+            conns: conns.into_iter().map(Mutex::new).collect(),
+            next: Default::default(),
             clock,
         }
     }
 
     fn with<T: Default>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> T {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let free = self.conns.iter().find_map(|c| c.try_lock().ok());
+        let conn = free.unwrap_or_else(|| {
+            let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.conns[i % self.conns.len()]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        });
         match f(&conn) {
             Ok(v) => v,
             Err(e) => {

@@ -73,7 +73,9 @@ impl Record {
         started_ms: i64,
         keep_trace: bool,
     ) -> Record {
-        let red = |s: &str| report.redact_text(scenario, s);
+        // One merge of the secret lists per run, not one per string.
+        let secrets = crate::redact::merge(&[&scenario.secrets, &report.secrets]);
+        let red = |s: &str| crate::redact::with_secrets(s, &secrets).into_owned();
         let failure = report.failure();
         let error = match (failure, &report.internal_error) {
             (Some(f), _) => Some(red(&f.message)),

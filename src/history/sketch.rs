@@ -21,7 +21,7 @@ pub fn upper_bound(i: usize) -> f64 {
 
 /// The bucket of a duration in seconds.
 pub fn bucket_of(secs: f64) -> usize {
-    if !(secs > FIRST) {
+    if secs.is_nan() || secs <= FIRST {
         return 0;
     }
     let i = ((secs / FIRST).log2() * PER_DOUBLING).ceil() as usize;

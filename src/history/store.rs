@@ -44,7 +44,10 @@ pub fn open(
 ) -> Result<History, OpenError> {
     let lock = schema::lock_folder(folder)?;
     let conn = schema::open_writer(folder)?;
-    let reader = Reader::new(schema::open_reader(folder)?, clock.clone());
+    let conns = (0..READERS)
+        .map(|_| schema::open_reader(folder))
+        .collect::<Result<Vec<_>, _>>()?;
+    let reader = Reader::pool(conns, clock.clone());
     let (tx, rx) = sync_channel(opts.queue.max(1));
     let writer = Writer::new(conn, clock, opts.clone());
     if let Ok(b) = writer.used_bytes() {
@@ -67,6 +70,9 @@ pub fn open(
         }),
     })
 }
+
+/// Connections for readers: pages asked at once read in parallel.
+const READERS: usize = 4;
 
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);

@@ -29,6 +29,7 @@ enum Ask {
     Run(i64),
     Uptime,
     Latency,
+    Incidents,
 }
 
 /// The history's answer for `path` (the part after `/api/v1/scenarios/`), or `None` when the
@@ -37,10 +38,13 @@ pub async fn dispatch(app: &Arc<App>, path: &str, query: Option<&str>) -> Option
     let (name, ask) = split(path)?;
     let params = Params::parse(query);
     let Some(history) = app.history.clone() else {
-        return Some(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "history is off (see --storage.path and sonde_history_up)".into(),
-        ));
+        return Some(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "history is off (see --storage.path and sonde_history_up)".into(),
+            )
+            .into_response(),
+        );
     };
     let name = name.to_string();
     let known = app.scheduler.state(&name).is_some();
@@ -66,13 +70,14 @@ pub async fn dispatch(app: &Arc<App>, path: &str, query: Option<&str>) -> Option
             Ask::Run(id) => run(&*history, &name, id),
             Ask::Uptime => uptime(&*history, &name, &params),
             Ask::Latency => latency(&*history, &name, &params),
+            Ask::Incidents => incidents(&*history, &name, &params),
         }
     })
     .await;
     Some(match out {
         Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(r)) => r,
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(r)) => r.into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     })
 }
 
@@ -86,6 +91,9 @@ fn split(path: &str) -> Option<(&str, Ask)> {
     }
     if let Some(n) = path.strip_suffix("/latency") {
         return Some((n, Ask::Latency));
+    }
+    if let Some(n) = path.strip_suffix("/incidents") {
+        return Some((n, Ask::Incidents));
     }
     let (rest, id) = path.rsplit_once('/')?;
     let n = rest.strip_suffix("/runs")?;
@@ -113,16 +121,25 @@ impl Params {
     }
 }
 
-fn error(code: StatusCode, msg: String) -> Response {
-    (code, Json(json!({ "error": msg }))).into_response()
+/// A refused question: its status and why, as `{"error": …}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
-fn bad(msg: String) -> Response {
+fn error(code: StatusCode, msg: String) -> ApiError {
+    ApiError(code, msg)
+}
+
+fn bad(msg: String) -> ApiError {
     error(StatusCode::BAD_REQUEST, msg)
 }
 
 /// A time: Unix milliseconds, RFC 3339, or a duration before now (`-1h`, `1h`).
-fn parse_time(name: &str, v: &str) -> Result<i64, Response> {
+fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }
@@ -137,7 +154,7 @@ fn parse_time(name: &str, v: &str) -> Result<i64, Response> {
     )))
 }
 
-fn parse_window(v: Option<&str>, default: &str) -> Result<Duration, Response> {
+fn parse_window(v: Option<&str>, default: &str) -> Result<Duration, ApiError> {
     let v = v.unwrap_or(default);
     match humantime::parse_duration(v) {
         Ok(d) if d >= Duration::from_secs(60) && d <= MAX_WINDOW => Ok(d),
@@ -157,7 +174,7 @@ fn run_json(r: &RunRow) -> Value {
     v
 }
 
-fn runs(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response> {
+fn runs(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, ApiError> {
     let limit = match p.get("limit") {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
@@ -207,7 +224,7 @@ fn runs(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response> 
     }))
 }
 
-fn run(h: &dyn HistoryRead, name: &str, id: i64) -> Result<Value, Response> {
+fn run(h: &dyn HistoryRead, name: &str, id: i64) -> Result<Value, ApiError> {
     match h.run(name, id) {
         Some((row, trace)) => Ok(json!({ "run": run_json(&row), "trace": trace })),
         None => Err(error(
@@ -217,7 +234,7 @@ fn run(h: &dyn HistoryRead, name: &str, id: i64) -> Result<Value, Response> {
     }
 }
 
-fn uptime(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response> {
+fn uptime(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, ApiError> {
     let window = parse_window(p.get("window"), "24h")?;
     let u = h.uptime(name, window);
     let mut v = serde_json::to_value(&u).unwrap_or(Value::Null);
@@ -226,7 +243,7 @@ fn uptime(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response
     Ok(v)
 }
 
-fn latency(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Response> {
+fn latency(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, ApiError> {
     let now = crate::time::now_ms();
     let from = match p.get("from") {
         Some(v) => parse_time("from", v)?,
@@ -250,6 +267,31 @@ fn latency(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, Respons
         "bucket": crate::time::fmt_long(bucket),
         "points": points,
     }))
+}
+
+fn incidents(h: &dyn HistoryRead, name: &str, p: &Params) -> Result<Value, ApiError> {
+    let from = match p.get("from") {
+        Some(v) => parse_time("from", v)?,
+        None => crate::time::now_ms() - 30 * 86_400_000,
+    };
+    let limit = match p.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => return Err(bad(format!("limit={l:?}: expected 1 to {MAX_LIMIT}"))),
+        },
+    };
+    let list: Vec<Value> = h
+        .incidents(name, from, limit)
+        .into_iter()
+        .map(|i| {
+            let mut v = serde_json::to_value(&i).unwrap_or(Value::Null);
+            v["from"] = json!(rfc3339_ms(i.from_ms));
+            v["to"] = json!(i.to_ms.map(rfc3339_ms));
+            v
+        })
+        .collect();
+    Ok(json!({ "scenario": name, "incidents": list }))
 }
 
 /// `/badge/{name}/status.svg`, `/badge/{name}/uptime.svg?window=`,
@@ -361,6 +403,7 @@ mod tests {
         assert!(matches!(split("a/runs/42"), Some(("a", Ask::Run(42)))));
         assert!(matches!(split("a/uptime"), Some(("a", Ask::Uptime))));
         assert!(matches!(split("a/latency"), Some(("a", Ask::Latency))));
+        assert!(matches!(split("a/incidents"), Some(("a", Ask::Incidents))));
         assert!(split("a/runs/x").is_none() && split("a").is_none());
     }
 }
