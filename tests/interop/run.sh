@@ -8,8 +8,9 @@
 #   1. install nginx, dnsmasq-base, prometheus (promtool), prometheus-blackbox-exporter, openssl,
 #      curl if any is missing, without letting the packages start system services;
 #   2. start the servers (servers.sh) in a fresh temporary folder, stopped again on any exit;
-#      then regions.sh, alerting.sh, grafana.sh (dashboards), kubernetes.sh (manifests) and
-#      package.sh (the .deb), each of which installs what else it needs;
+#      then regions.sh, alerting.sh, grafana.sh (dashboards), kubernetes.sh (manifests),
+#      package.sh (the .deb) and status_page.sh (the status page in headless Chromium, screenshots
+#      in tests/interop/screenshots/), each of which installs what else it needs;
 #   3. cargo test --test interop -- --ignored  (the tests read SONDE_INTEROP_* from servers.sh).
 # Exit code: cargo's.
 set -euo pipefail
@@ -83,6 +84,7 @@ bash tests/interop/email.sh "$work" # e-mail alerts to aiosmtpd: STARTTLS, AUTH,
 bash tests/interop/grafana.sh  # every Grafana dashboard query against a real Prometheus scraping sonde
 bash tests/interop/kubernetes.sh # deploy/kubernetes/ against the Kubernetes and Prometheus Operator schemas
 bash tests/interop/package.sh  # the .deb: dpkg -i, the unit's command line, /-/ready, reload, purge
+bash tests/interop/status_page.sh # the status page in headless Chromium; the region grid against Prometheus
 # --- 3. tests ---------------------------------------------------------------------------------
 # --nocapture so that SKIPPED: lines (e.g. ICMP without permission) are seen, not swallowed.
 set +e
