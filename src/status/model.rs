@@ -221,3 +221,29 @@ pub fn select(
         .collect();
     (page, n, counts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_reads_back_what_it_writes_and_ignores_nonsense() {
+        let q = Query::parse(Some(
+            "q=%3Cx%3E&state=failing&group=a%26b&by=tag&page=3&span=7d&x=1",
+        ));
+        assert_eq!(q.q, "<x>");
+        assert_eq!(q.state, Some(State::Failing));
+        assert_eq!(q.group.as_deref(), Some("a&b"));
+        assert_eq!(q.by(), GroupBy::Tag);
+        assert_eq!(q.page, 2);
+        let again = Query::parse(Some(&q.to_query(3)));
+        assert_eq!((again.q, again.group, again.page), (q.q, q.group, 2));
+        let junk = Query::parse(Some("state=on&page=-1&by=%00&page=99999999999999999999999"));
+        assert_eq!(
+            (junk.state, junk.by(), junk.page),
+            (None, GroupBy::Group, 0)
+        );
+        let long = Query::parse(Some(&format!("q={}", "a".repeat(10_000))));
+        assert_eq!(long.q.len(), 200);
+    }
+}

@@ -209,6 +209,14 @@ fn head(out: &mut String, status: &Status, st: &ScenarioState, data: Option<&Dat
         }
     }
     out.push_str("</dl>");
+    if !status.public {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">As JSON: <a href=\"{b}/api/v1/scenarios/{n}\">state and last run</a> · <a href=\"{b}/api/v1/scenarios/{n}/runs\">runs</a> · <a href=\"{b}/config\">configuration</a></p>",
+            b = esc(&status.base),
+            n = esc(&url_path(&sc.name))
+        );
+    }
 }
 
 fn spans(out: &mut String, status: &Status, name: &str, current: &str) {
