@@ -50,8 +50,20 @@ pub struct StatusFlags {
 
     /// A Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics) the
     /// status page reads its region × scenario grid from, e.g. http://prometheus:9090.
-    #[arg(long = "status.prometheus-url", value_name = "URL")]
-    pub prometheus_url: Option<url::Url>,
+    /// (Kept as text, checked when parsed: a `Url` would make `serve`'s arguments the one large
+    /// variant of the command enum.)
+    #[arg(long = "status.prometheus-url", value_name = "URL", value_parser = parse_query_api)]
+    pub prometheus_url: Option<String>,
+}
+
+fn parse_query_api(s: &str) -> Result<String, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.cannot_be_a_base() {
+        return Err(format!(
+            "{s:?}: expected an http(s) URL like http://prometheus:9090"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 impl Default for StatusFlags {
@@ -119,7 +131,11 @@ pub fn router(app: Arc<App>, flags: &StatusFlags) -> Router {
         site: flags.title.clone(),
         public: false,
         base: String::new(),
-        prometheus: flags.prometheus_url.clone().map(regions::Prometheus::new),
+        prometheus: flags
+            .prometheus_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(regions::Prometheus::new),
     });
     pages(status, true)
 }
