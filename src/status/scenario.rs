@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::report::StepFacts;
 use crate::engine::RunReport;
 use crate::history::{HistoryRead, Incident, LatencyPoint, RunFilter, RunRow, Slot, Uptime};
 use crate::runtime::scheduler::ScenarioState;
@@ -242,7 +243,7 @@ fn bars(r: &RunReport) -> Vec<Bar> {
     for s in &r.steps {
         let len = s.duration.as_secs_f64();
         out.push(Bar {
-            label: format!("{} ({})", s.name, s.kind),
+            label: format!("{} ({}){}", s.name, s.kind, frames(&s.facts)),
             start_s: at,
             len_s: len,
             class: if s.success { "step" } else { "step fail" },
@@ -261,6 +262,22 @@ fn bars(r: &RunReport) -> Vec<Bar> {
         at += len;
     }
     out
+}
+
+/// What a WebSocket step did with frames, in words (counts only: frame texts stay in the trace).
+fn frames(facts: &StepFacts) -> String {
+    let StepFacts::Ws(f) = facts else {
+        return String::new();
+    };
+    match (&f.sent, &f.matched) {
+        (Some(_), _) => " · frame sent".into(),
+        (_, Some(_)) if f.skipped_count > 0 => {
+            format!(" · frame matched after {} skipped", f.skipped_count)
+        }
+        (_, Some(_)) => " · frame matched".into(),
+        _ if f.handshake.is_some() => " · handshake".into(),
+        _ => String::new(),
+    }
 }
 
 fn runs(out: &mut String, status: &Status, name: &str, rows: &[RunRow], span: &str) {
