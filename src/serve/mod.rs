@@ -209,13 +209,14 @@ fn build_app(
         source,
         load_options: opts,
         blackbox,
-        history: match &history {
-            Some(h) => Some(h.reader.clone() as _),
-            None => recent.map(|r| r as Arc<dyn crate::history::HistoryRead>),
-        },
+        history: history.as_ref().map(|h| h.reader.clone() as _),
         history_writer: history.map(|h| h.observer),
     };
-    App::new(parts, initial)
+    let app = App::new(parts, initial);
+    if let Some(r) = recent {
+        app.set_recent(r);
+    }
+    app
 }
 
 /// The history store, or `None` (history off: turned off, or it cannot open — said once).

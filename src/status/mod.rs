@@ -89,12 +89,12 @@ pub struct Status {
 
 impl Status {
     pub fn history(&self) -> Option<Arc<dyn HistoryRead>> {
-        self.app.history.clone()
+        self.app.page_history()
     }
 
     /// A note after the summary on where the history comes from.
     pub fn history_note(&self) -> &'static str {
-        match self.app.history.as_deref() {
+        match self.app.page_history().as_deref() {
             None => " · history off",
             Some(h) if h.memory_only() => " · history: last runs in memory",
             Some(_) => "",

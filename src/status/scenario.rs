@@ -296,8 +296,9 @@ fn runs(out: &mut String, status: &Status, name: &str, rows: &[RunRow], span: &s
     for r in rows {
         let _ = write!(
             out,
-            "<tr class=\"{}\"><td title=\"{}\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td>",
+            "<tr class=\"{}\" data-ms=\"{}\"><td title=\"{}\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td>",
             if r.success { "ok" } else { "ko" },
+            r.started_ms,
             esc(&time(r.started_ms)),
             esc(&ago(r.started_ms, now)),
             if r.success { "passed" } else { "failed" },

@@ -63,9 +63,6 @@ fi
 cargo build -q --bin sonde
 sonde=$PWD/target/debug/sonde
 closed=$(free_port)
-flap=$(free_port)
-python3 tests/interop/status_page/flap.py "$flap" > "$work/flap.log" 2>&1 &
-pids+=($!)
 
 ports=()
 for _ in 1 2 3 4; do ports+=("$(free_port)"); done
@@ -74,6 +71,10 @@ r1=127.0.0.1:${ports[0]}; r2=127.0.0.1:${ports[1]}; pub=127.0.0.1:${ports[2]}; p
 # expectation (and so a failure message) with a script.
 for region in r1 r2; do
   self=$([[ $region == r1 ]] && echo "$r1" || echo "$r2")
+  # A flapping target per agent: flap.py counts requests, and its pattern is the test's truth.
+  flap=$(free_port)
+  python3 tests/interop/status_page/flap.py "$flap" > "$work/flap-$region.log" 2>&1 &
+  pids+=($!)
   cat > "$work/$region.yaml" <<YAML
 scenarios:
   - scenario: api-health
