@@ -301,6 +301,10 @@ fn public_page_shows_public_scenarios_only_and_no_trace_error_or_config() {
         "error text on the public page"
     );
     assert!(!over.body.contains("/config"), "links to the configuration");
+    assert!(
+        !over.body.contains("s.yaml"),
+        "the configuration's source on the public page"
+    );
     // Slot tooltips without reasons.
     assert!(
         over.body.contains("data-s=\"2,2,0.0500,\""),
@@ -332,8 +336,9 @@ fn public_page_shows_public_scenarios_only_and_no_trace_error_or_config() {
             "{path} on the public listener"
         );
     }
-    // The admin listener has them.
+    // The admin listener has them, and says where its configuration comes from.
     assert_eq!(page(p.admin, "/config").status, 200);
+    assert!(page(p.admin, "/").body.contains("s.yaml"));
 }
 
 #[test]

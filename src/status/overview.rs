@@ -352,5 +352,14 @@ pub async fn page(status: &Arc<Status>, raw: Option<&str>) -> String {
         "<button type=\"submit\">Apply</button></form><div id=\"list\" data-refresh=\"{base}/status/list\" aria-live=\"polite\">{list}</div><div id=\"tip\" role=\"tooltip\" hidden></div>",
         base = esc(&status.base)
     );
+    if !status.public {
+        // What runs here, for the operator (the source's credentials redacted).
+        let _ = write!(
+            body,
+            "<footer class=\"muted\">sonde {} · configuration: {}</footer>",
+            env!("CARGO_PKG_VERSION"),
+            esc(&crate::redact::text(&status.app.source.describe()))
+        );
+    }
     status.page(&status.site, &body)
 }
