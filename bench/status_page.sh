@@ -6,20 +6,24 @@
 # Two stores are filled without waiting (examples/history_fill.rs writes through the store's
 # own writer: same tables, rollups, incidents):
 #   wide: N scenarios (10,000) with DAYS_WIDE days (2) of runs every 600 s;
-#   deep: 100 scenarios with 14 days of runs every 60 s (20,160 runs each, 2 million in all).
+#   deep: DEEP_N (100) scenarios with DEEP_DAYS (14) days of runs every 60 s (20,160 runs each,
+#         2 million in all).
 # Then `sonde serve` on each (scenarios of that name, 1 h interval to a closed loopback port, so
 # few runs happen during the measure) and REQUESTS timed GETs per page over one kept-alive
 # connection (Python http.client): the first overview page, a page deep in the list, the list
 # fragment the script refreshes, a search; the scenario page at the default span, 7d and 30d.
 #
 #   bash bench/status_page.sh
-#   N=2000 REQUESTS=50 SONDE_BIN=target/debug/sonde FILL_BIN=target/debug/examples/history_fill bash bench/status_page.sh
+#   N=2000 DEEP_N=3 REQUESTS=50 SONDE_BIN=target/debug/sonde \
+#     FILL_BIN=target/debug/examples/history_fill bash bench/status_page.sh   # a quick debug run
 #
 # Traffic stays on 127.0.0.1.
 set -euo pipefail
 N=${N:-10000}
 DAYS_WIDE=${DAYS_WIDE:-2}
 REQUESTS=${REQUESTS:-200}
+DEEP_N=${DEEP_N:-100}
+DEEP_DAYS=${DEEP_DAYS:-14}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/sonde-status-bench.XXXXXX)
 pids=()
@@ -88,17 +92,18 @@ serve() { # store dir, scenario file → address
   echo "127.0.0.1:$port"
 }
 
-echo "filling: $N scenarios × $DAYS_WIDE days every 600 s; 100 scenarios × 14 days every 60 s" >&2
+echo "filling: $N scenarios × $DAYS_WIDE days every 600 s; $DEEP_N scenarios × $DEEP_DAYS days every 60 s" >&2
 "$FILL" "$work/wide" "$N" "$DAYS_WIDE" 600
-"$FILL" "$work/deep" 100 14 60
+"$FILL" "$work/deep" "$DEEP_N" "$DEEP_DAYS" 60
 scenarios "$N" > "$work/wide.yaml"
-scenarios 100 > "$work/deep.yaml"
+scenarios "$DEEP_N" > "$work/deep.yaml"
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $REQUESTS requests per page" >&2
 
 wide=$(serve "$work/wide" "$work/wide.yaml")
 measure overview "http://$wide" "/" "/?page=150" "/status/list" "/?q=bench-0999" "/?by=tag&state=failing"
 kill "${pids[-1]}"
 deep=$(serve "$work/deep" "$work/deep.yaml")
-measure scenario "http://$deep" "/scenario/bench-00042" "/scenario/bench-00042?span=7d" \
-  "/scenario/bench-00042?span=30d" "/scenario/bench-00001?span=24h" "/"
+# bench-00002: a scenario of 14 days; bench-00001: the same, down for the last two hours.
+measure scenario "http://$deep" "/scenario/bench-00002" "/scenario/bench-00002?span=7d" \
+  "/scenario/bench-00002?span=30d" "/scenario/bench-00001?span=24h" "/"
 echo "store sizes: wide $(du -sh "$work/wide" | cut -f1), deep $(du -sh "$work/deep" | cut -f1)"

@@ -319,6 +319,10 @@ fn public_page_shows_public_scenarios_only_and_no_trace_error_or_config() {
     );
     assert!(!sc.body.contains("Trace of the last run"));
     assert!(!sc.body.contains("body was"));
+    assert!(
+        !sc.body.contains("step&lt;script"),
+        "the failing step on the public page"
+    );
     assert!(sc.body.contains("Step cart (http)"), "charts stay");
     assert_eq!(page(p.public, "/scenario/internal/db").status, 404);
     for path in [

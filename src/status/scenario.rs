@@ -287,23 +287,22 @@ fn runs(out: &mut String, status: &Status, name: &str, rows: &[RunRow], span: &s
         out.push_str("<p class=\"muted\">No run kept yet.</p></section>");
         return;
     }
-    out.push_str("<div class=\"scroll\"><table class=\"runs\"><thead><tr><th scope=\"col\">started</th><th scope=\"col\">result</th><th scope=\"col\">duration</th><th scope=\"col\">failed step</th><th scope=\"col\">reason</th>");
+    out.push_str("<div class=\"scroll\"><table class=\"runs\"><thead><tr><th scope=\"col\">started</th><th scope=\"col\">result</th><th scope=\"col\">duration</th><th scope=\"col\">reason</th>");
     if !status.public {
-        out.push_str("<th scope=\"col\">error</th><th scope=\"col\">trace</th>");
+        out.push_str("<th scope=\"col\">failed step</th><th scope=\"col\">error</th><th scope=\"col\">trace</th>");
     }
     out.push_str("</tr></thead><tbody>");
     let base = format!("{}/scenario/{}", esc(&status.base), esc(&url_path(name)));
     for r in rows {
         let _ = write!(
             out,
-            "<tr class=\"{}\" data-ms=\"{}\"><td title=\"{}\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td>",
+            "<tr class=\"{}\" data-ms=\"{}\"><td title=\"{}\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td>",
             if r.success { "ok" } else { "ko" },
             r.started_ms,
             esc(&time(r.started_ms)),
             esc(&ago(r.started_ms, now)),
             if r.success { "passed" } else { "failed" },
             secs(r.duration_s),
-            esc(r.failed_step.as_deref().unwrap_or("")),
             esc(r.reason.as_deref().unwrap_or("")),
         );
         if !status.public {
@@ -313,7 +312,12 @@ fn runs(out: &mut String, status: &Status, name: &str, rows: &[RunRow], span: &s
                 "<span class=\"muted\">not kept</span>".into()
             };
             let err: String = r.error.as_deref().unwrap_or("").chars().take(200).collect();
-            let _ = write!(out, "<td class=\"err\">{}</td><td>{link}</td>", esc(&err));
+            let _ = write!(
+                out,
+                "<td>{}</td><td class=\"err\">{}</td><td>{link}</td>",
+                esc(r.failed_step.as_deref().unwrap_or("")),
+                esc(&err)
+            );
         }
         out.push_str("</tr>");
     }
