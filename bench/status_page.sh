@@ -80,7 +80,8 @@ for path in sys.argv[4:]:
 PY
 }
 
-serve() { # store dir, scenario file → address
+addr=""
+serve() { # store dir, scenario file; sets $addr (not in a subshell: its pid must reach cleanup)
   local port; port=$(free_port)
   "$SONDE" serve -c "$2" --listen "127.0.0.1:$port" --storage.path "$1" --storage.retention 15d \
     > "$work/serve-$port.log" 2>&1 &
@@ -89,7 +90,7 @@ serve() { # store dir, scenario file → address
     curl -sf "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1 && break
     sleep 0.2
   done
-  echo "127.0.0.1:$port"
+  addr="127.0.0.1:$port"
 }
 
 echo "filling: $N scenarios × $DAYS_WIDE days every 600 s; $DEEP_N scenarios × $DEEP_DAYS days every 60 s" >&2
@@ -99,10 +100,12 @@ scenarios "$N" > "$work/wide.yaml"
 scenarios "$DEEP_N" > "$work/deep.yaml"
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $REQUESTS requests per page" >&2
 
-wide=$(serve "$work/wide" "$work/wide.yaml")
-measure overview "http://$wide" "/" "/?page=150" "/status/list" "/?q=bench-0999" "/?by=tag&state=failing"
+serve "$work/wide" "$work/wide.yaml"
+deep_page=$((N / 50 * 3 / 4 + 1))
+measure overview "http://$addr" "/" "/?page=$deep_page" "/status/list" "/?q=bench-0019" "/?by=tag&state=failing"
 kill "${pids[-1]}"
-deep=$(serve "$work/deep" "$work/deep.yaml")
+serve "$work/deep" "$work/deep.yaml"
+deep=$addr
 # bench-00002: a scenario of 14 days; bench-00001: the same, down for the last two hours.
 measure scenario "http://$deep" "/scenario/bench-00002" "/scenario/bench-00002?span=7d" \
   "/scenario/bench-00002?span=30d" "/scenario/bench-00001?span=24h" "/"
