@@ -81,25 +81,29 @@ pub fn read_rows(h: &dyn HistoryRead, rows: &[Listed], span: &str) -> Vec<RowDat
         .map(|r| {
             let name = r.st.scenario.name.as_str();
             let span = span_of(span, r.st.scenario.interval, h.memory_only());
+            // The last failure is looked for within the newest incident only: a scan of a
+            // healthy scenario's 14 days of runs for a failure that is not there would cost
+            // every row of the page.
+            let incident = h
+                .incidents(name, now - 30 * 86_400_000, 1)
+                .into_iter()
+                .next();
+            let last_failure = incident.as_ref().and_then(|i| {
+                let filter = RunFilter {
+                    from_ms: Some(i.from_ms),
+                    to_ms: i.to_ms,
+                    success: Some(false),
+                    limit: 1,
+                    ..RunFilter::default()
+                };
+                h.runs(name, &filter).into_iter().next()
+            });
             RowData {
                 uptime: uptimes(h, name),
-                since_ms: h
-                    .incidents(name, now - 30 * 86_400_000, 1)
-                    .first()
-                    .map(|i| i.from_ms),
+                since_ms: incident.map(|i| i.from_ms),
                 strip: h.strip(name, SLOTS, span),
                 spark: h.latency(name, None, now - span.as_millis() as i64, span / 30),
-                last_failure: h
-                    .runs(
-                        name,
-                        &RunFilter {
-                            success: Some(false),
-                            limit: 1,
-                            ..RunFilter::default()
-                        },
-                    )
-                    .into_iter()
-                    .next(),
+                last_failure,
             }
         })
         .collect()
