@@ -109,6 +109,36 @@ pub fn read_rows(h: &dyn HistoryRead, rows: &[Listed], span: &str) -> Vec<RowDat
         .collect()
 }
 
+/// [`read_rows`] in up to [`READERS`] blocking tasks at once (the store reads with a pool of
+/// connections; WAL readers do not wait for each other), in the rows' order.
+async fn read_parallel(h: Arc<dyn HistoryRead>, rows: Vec<Listed>, span: String) -> Vec<RowData> {
+    let per = rows.len().div_ceil(READERS).max(1);
+    let mut tasks = Vec::new();
+    let mut rows = rows.into_iter();
+    loop {
+        let chunk: Vec<Listed> = rows.by_ref().take(per).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let (h, span) = (h.clone(), span.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            read_rows(h.as_ref(), &chunk, &span)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(part) => out.extend(part),
+            // A reader that panicked: the rows after it show without history, not the page.
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Blocking readers one overview request uses at most.
+const READERS: usize = 4;
+
 /// The list part of the overview (what `/status/list` answers).
 pub async fn list(status: &Arc<Status>, raw: Option<&str>) -> String {
     let query = Query::parse(raw);
@@ -125,9 +155,7 @@ pub async fn list(status: &Arc<Status>, raw: Option<&str>) -> String {
                     state: r.state,
                 })
                 .collect();
-            tokio::task::spawn_blocking(move || read_rows(h.as_ref(), &names, &span))
-                .await
-                .unwrap_or_default()
+            read_parallel(h, names, span).await
         }
         None => Vec::new(),
     };
