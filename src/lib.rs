@@ -41,6 +41,7 @@ pub mod serve;
 pub mod shard;
 pub mod shard_auto;
 pub mod source;
+pub mod status;
 pub mod time;
 pub mod web;
 pub mod web_server;

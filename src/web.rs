@@ -1,5 +1,5 @@
 //! The HTTP endpoints of `sonde serve` (axum): metrics, health, reload, the loaded configuration
-//! and the scenarios' last runs.
+//! and the scenarios' last runs. The status page (`/`, `/scenario/…`) is [`crate::status`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -24,7 +24,6 @@ mod history_api;
 pub fn router(app: Arc<App>) -> Router {
     let exposition = Arc::new(Exposition::default());
     Router::new()
-        .route("/", get(index))
         .route(
             "/metrics",
             get(move |State(app): State<Arc<App>>, headers: HeaderMap| {
@@ -39,6 +38,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/reload", post(reload).put(reload))
         .route("/config", get(config))
         .route("/logs", get(logs))
+        .route("/probes", get(probes_page))
         .route("/api/v1/scenarios", get(scenarios))
         .route("/api/v1/scenarios/{*name}", get(scenario))
         .route("/badge/{*path}", get(history_api::badge))
@@ -441,41 +441,21 @@ fn recent_probes(app: &App) -> String {
     format!("<h2>Recent probes</h2>\n<table><tr><th>module</th><th>target</th><th>result</th><th>debug</th></tr>\n{rows}</table>\n")
 }
 
-async fn index(
-    State(app): State<Arc<App>>,
-    prefix: Option<axum::Extension<crate::web_server::front::RoutePrefix>>,
-) -> Html<String> {
-    let prefix = prefix.map_or_else(|| "/".to_string(), |p| p.0 .0.clone());
-    let mut rows = String::new();
-    for st in app.scheduler.states() {
-        let s = summary(&st);
-        let name = html_escape(s["name"].as_str().unwrap_or_default());
-        let failure = s["last_run"]["failure"]["message"]
-            .as_str()
-            .map(html_escape)
-            .unwrap_or_default();
-        rows.push_str(&format!(
-            "<tr><td><a href=\"{prefix}api/v1/scenarios/{url}\">{name}</a></td><td class=\"{st}\">{st}</td><td>{iv}</td><td>{runs}</td><td>{fail}</td><td>{failure}</td></tr>\n",
-            url = urlencode_path(s["name"].as_str().unwrap_or_default()),
-            st = s["status"].as_str().unwrap_or_default(),
-            iv = s["interval"].as_str().unwrap_or_default(),
-            runs = s["runs"],
-            fail = s["failures"],
-        ));
-    }
-    Html(format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"><title>sonde</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}.passing{{color:#070}}.failing{{color:#b00}}.pending{{color:#777}}</style></head>
-<body><h1>sonde</h1>
-<p>Version {version}. Configuration: {source}. Links: <a href="{prefix}metrics">metrics</a> · <a href="{prefix}config">configuration</a> · <a href="{prefix}api/v1/scenarios">scenarios (JSON)</a> · <a href="{prefix}-/healthy">healthy</a> · <a href="{prefix}-/ready">ready</a></p>
-<table><tr><th>scenario</th><th>status</th><th>interval</th><th>runs</th><th>failures</th><th>last failure</th></tr>
-{rows}</table>
-{recent}</body></html>
-"#,
-        prefix = html_escape(&prefix),
-        recent = recent_probes(&app),
-        version = env!("CARGO_PKG_VERSION"),
-        source = html_escape(&crate::redact::text(&app.source.describe())),
+/// `/probes`: the recent `/probe`s (`--history.limit`), as blackbox's landing page lists them;
+/// each links its debug output at `/logs?id=`.
+async fn probes_page(State(app): State<Arc<App>>) -> axum::response::Html<String> {
+    let table = recent_probes(&app);
+    let body = if table.is_empty() {
+        "<p>No probe is kept: <code>--history.limit 0</code>.</p>".to_string()
+    } else {
+        table
+    };
+    axum::response::Html(format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>sonde: recent probes</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style></head>
+<body><h1>Recent probes</h1><p><a href="./">status page</a></p>
+{body}</body></html>
+"#
     ))
 }
 
@@ -484,15 +464,4 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-fn urlencode_path(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

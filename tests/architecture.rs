@@ -45,6 +45,7 @@ const ROOMS: &[(&str, &[&str])] = &[
             "cli_docs",
             "serve",
             "web",
+            "status",
             "agent",
             "source",
             "default_config",

@@ -247,10 +247,13 @@ fn serve_probes_and_exposes_metrics_api_and_redacted_config() {
 
     assert_eq!(s.get("/-/healthy").status, 200);
     let index = s.get("/");
+    assert!(index.body.contains("/scenario/web"), "{}", index.body);
+    assert!(!index.body.contains("hunter2"), "secret on the status page");
+    let page = s.get("/scenario/web");
+    assert!(page.body.contains("/api/v1/scenarios/web"), "{}", page.body);
     assert!(
-        index.body.contains("/api/v1/scenarios/web"),
-        "{}",
-        index.body
+        !page.body.contains("hunter2"),
+        "secret on the scenario page"
     );
 }
 
@@ -459,11 +462,16 @@ fn scenario_names_with_a_slash_have_an_api_page_and_a_working_link() {
     let doc = s.wait_runs("team/checkout", 0);
     assert_eq!(doc["name"], "team/checkout");
     assert_eq!(doc["status"], "passing");
-    // The index links to the same page.
+    // The status page links to the scenario's page, which links to the same JSON.
     let index = s.get("/").body;
     assert!(
-        index.contains("href=\"/api/v1/scenarios/team/checkout\""),
+        index.contains("href=\"/scenario/team/checkout\""),
         "{index}"
+    );
+    let page = s.get("/scenario/team/checkout").body;
+    assert!(
+        page.contains("href=\"/api/v1/scenarios/team/checkout\""),
+        "{page}"
     );
 }
 

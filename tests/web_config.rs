@@ -483,12 +483,18 @@ fn route_prefix_history_and_logs_as_blackbox() {
         "{}",
         index.body
     );
+    // blackbox's recent probes, each linking its debug output.
+    let probes = get("/sonde/probes");
     assert!(
-        index.body.contains("<h2>Recent probes</h2>"),
+        probes.body.contains("<h2>Recent probes</h2>"),
         "{}",
-        index.body
+        probes.body
     );
-    assert!(index.body.contains("href=\"logs?id=0\""), "{}", index.body);
+    assert!(
+        probes.body.contains("href=\"logs?id=0\""),
+        "{}",
+        probes.body
+    );
     let logs = get("/sonde/logs?id=0");
     assert_eq!(logs.status, 200);
     assert!(

@@ -80,6 +80,8 @@ struct Header {
     timeout: Duration,
     regions: Vec<String>,
     tags: Vec<String>,
+    group: Option<String>,
+    public: bool,
     labels: Vec<(String, String)>,
     alert: Option<AlertSpec>,
     persistent: bool,
@@ -296,6 +298,8 @@ impl Loader {
             timeout: head.timeout,
             regions: head.regions,
             tags: head.tags,
+            group: head.group,
+            public: head.public,
             labels: head.labels,
             setup,
             steps,
@@ -346,6 +350,8 @@ impl Loader {
             timeout,
             regions,
             tags: m.tags.iter().flatten().map(|t| t.0.clone()).collect(),
+            group: group(m, here, errors),
+            public: m.public.unwrap_or(false),
             labels,
             alert,
             persistent: m.session == Some(SessionWord::Persistent),
@@ -613,6 +619,30 @@ fn regions(m: &ScenarioModel, here: &Here, errors: &mut FileErrors) -> Vec<Strin
 }
 
 /// Extra metric labels, sorted; names checked against Prometheus's rules and sonde's own.
+/// `group:`: a heading on the status page, so short, printable and not blank.
+fn group(m: &ScenarioModel, here: &Here, errors: &mut FileErrors) -> Option<String> {
+    let g = m.group.as_ref()?.0.trim().to_string();
+    let bad = if g.is_empty() {
+        Some("an empty group".to_string())
+    } else if g.chars().count() > 64 {
+        Some(format!("a group of {} characters", g.chars().count()))
+    } else if g.chars().any(char::is_control) {
+        Some("a group with control characters".to_string())
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => {
+            errors.push(
+                here.index.value(&here.p("group")),
+                format!("{why} — expected 1 to 64 printable characters"),
+            );
+            None
+        }
+        None => Some(g),
+    }
+}
+
 fn labels(m: &ScenarioModel, here: &Here, errors: &mut FileErrors) -> Vec<(String, String)> {
     let mut labels = Vec::new();
     let Some(ls) = &m.labels else {

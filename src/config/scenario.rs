@@ -42,6 +42,11 @@ pub struct Scenario {
     /// Region selectors as written (`eu-west`, `!ap-east`); empty means everywhere.
     pub regions: Vec<String>,
     pub tags: Vec<String>,
+    /// `group:`: where the status page lists the scenario (else its first tag, else its region
+    /// selector, else "other").
+    pub group: Option<String>,
+    /// `public: true`: shown on the public status page.
+    pub public: bool,
     /// Extra metric labels, sorted by name, names checked against the reserved ones.
     pub labels: Vec<(String, String)>,
     /// Run before `steps`: every run, or once per connection life when `persistent`.

@@ -16,6 +16,7 @@ pub mod badge;
 pub mod flags;
 pub mod metrics;
 pub mod reader;
+pub mod recent;
 pub mod record;
 pub mod schema;
 pub mod sketch;
@@ -167,4 +168,10 @@ pub trait HistoryRead: Send + Sync {
     ) -> Vec<LatencyPoint>;
     /// Failing intervals since `from_ms`, newest first.
     fn incidents(&self, scenario: &str, from_ms: i64, limit: usize) -> Vec<Incident>;
+
+    /// True for the in-memory history of the last runs ([`recent::Recent`]), which pages label
+    /// as such: its uptime covers only what is kept, and it keeps no traces.
+    fn memory_only(&self) -> bool {
+        false
+    }
 }

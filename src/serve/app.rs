@@ -71,6 +71,9 @@ pub struct App {
     pub history: Option<Arc<dyn crate::history::HistoryRead>>,
     /// The history's writer, flushed at shutdown.
     pub history_writer: Option<Arc<crate::history::HistoryObserver>>,
+    /// The last runs kept in memory, which the status page reads when `history` is off (the
+    /// API does not: for it, history is off).
+    recent: std::sync::OnceLock<Arc<dyn crate::history::HistoryRead>>,
 }
 
 /// The outcome of a reload, for the endpoint and the log.
@@ -116,6 +119,7 @@ impl App {
             blackbox,
             history,
             history_writer,
+            recent: std::sync::OnceLock::new(),
         });
         app.install(initial);
         app.ready.store(true, Ordering::SeqCst);
@@ -135,6 +139,16 @@ impl App {
                 .unwrap_or_default()
                 .as_secs_f64(),
         );
+    }
+
+    /// Give the status page the in-memory last runs (once, at start).
+    pub fn set_recent(&self, recent: Arc<dyn crate::history::HistoryRead>) {
+        let _ = self.recent.set(recent);
+    }
+
+    /// What the status page reads: the store, else the last runs in memory.
+    pub fn page_history(&self) -> Option<Arc<dyn crate::history::HistoryRead>> {
+        self.history.clone().or_else(|| self.recent.get().cloned())
     }
 
     pub fn config(&self) -> Arc<Config> {

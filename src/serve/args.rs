@@ -82,6 +82,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub storage: crate::history::flags::StorageFlags,
+
+    #[command(flatten)]
+    pub status: crate::status::StatusFlags,
 }
 
 impl ServeArgs {

@@ -126,6 +126,16 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         }
     }
     let listen = bound.first().copied().unwrap_or(args.primary_listen());
+    let public_listener = match args.status.public_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("sonde: cannot listen on {addr} (--web.public-listen-address): {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let source = match crate::agent::url_source(
         &args.config,
         &args.agent,
@@ -165,7 +175,11 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         "sonde {} serving",
         env!("CARGO_PKG_VERSION")
     );
-    run_until_shutdown(app, listeners, args.web.clone(), front).await
+    let listeners = Listeners {
+        admin: listeners,
+        public: public_listener,
+    };
+    run_until_shutdown(app, listeners, args.web.clone(), front, args.status.clone()).await
 }
 
 /// The first load, off the async workers. An invalid configuration is reported and refused.
@@ -216,6 +230,12 @@ fn build_app(
         Arc::new(RunLog) as _,
     ];
     observers.extend(history.as_ref().map(|h| h.observer.clone() as _));
+    // Without the store, the status page reads the last runs kept in memory.
+    let recent = (history.is_none() && args.status.recent_runs > 0)
+        .then(|| crate::history::recent::Recent::new(args.status.recent_runs, region.clone()));
+    if let Some(r) = &recent {
+        observers.push(Arc::new(crate::history::recent::RecentObserver(r.clone())));
+    }
     let observers: Observers = observers.into();
     let scheduler = Scheduler::new(observers, region, args.max_concurrent_runs)
         .with_shard(shard)
@@ -241,7 +261,11 @@ fn build_app(
         history: history.as_ref().map(|h| h.reader.clone() as _),
         history_writer: history.map(|h| h.observer),
     };
-    App::new(parts, initial)
+    let app = App::new(parts, initial);
+    if let Some(r) = recent {
+        app.set_recent(r);
+    }
+    app
 }
 
 /// The history store, or `None` (history off: turned off, or it cannot open — said once).
@@ -283,18 +307,44 @@ fn warn_on_unrouted_notifiers(initial: &Loaded) {
 /// Serve until a signal, then shut down in order. Scheduling stops at the signal, not once the
 /// web server has drained: a client holding a connection open must neither keep probes running
 /// nor keep sonde from exiting.
+/// The listeners: every listen address (every endpoint, behind the web configuration) and the
+/// public status page's, if any (read-only, its own listener).
+struct Listeners {
+    admin: Vec<tokio::net::TcpListener>,
+    public: Option<tokio::net::TcpListener>,
+}
+
 async fn run_until_shutdown(
     app: Arc<App>,
-    listeners: Vec<tokio::net::TcpListener>,
+    listeners: Listeners,
     web_flags: crate::web_server::WebFlags,
     front: crate::web_server::front::Front,
+    status: crate::status::StatusFlags,
 ) -> ExitCode {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(signals::handle_signals(app.clone(), shutdown.clone()));
     let agent = crate::agent::start(app.clone(), shutdown.clone());
-    let (router, front) = (crate::web::router(app.clone()), Arc::new(front));
+    if let Some(l) = listeners.public {
+        tracing::info!(listen = ?l.local_addr().ok(), "public status page serving");
+        // Same limits and counters as the admin listeners; it ends with the shutdown signal. It
+        // faces the internet read-only: the web configuration's TLS and users stay on the others.
+        tokio::spawn(crate::web_server::serve(
+            l,
+            crate::status::public_router(app.clone(), &status),
+            web_flags.clone(),
+            app.metrics.web.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let router = crate::web::router(app.clone()).merge(crate::status::router_under(
+        app.clone(),
+        &status,
+        &front.prefix,
+    ));
+    let front = Arc::new(front);
     // One server per listen address, all behind the same front; each has its own connection cap.
     let servers: Vec<_> = listeners
+        .admin
         .into_iter()
         .map(|l| {
             tokio::spawn(crate::web_server::serve_behind(

@@ -10,8 +10,10 @@
 #   1. install nginx, dnsmasq-base, prometheus (promtool), prometheus-blackbox-exporter, mosquitto,
 #      openssl, curl if any is missing, without letting the packages start system services;
 #   2. start the servers (servers.sh) in a fresh temporary folder, stopped again on any exit;
-#      then regions.sh, alerting.sh, ejabberd.sh (XMPP over raw TCP), ha.sh (HA pairs), grafana.sh (dashboards), kubernetes.sh (manifests) and
-#      package.sh (the .deb), each of which installs what else it needs;
+#      then regions.sh, alerting.sh, ejabberd.sh (XMPP over raw TCP), ha.sh (HA pairs), grafana.sh
+#      (dashboards), kubernetes.sh (manifests), package.sh (the .deb) and status_page.sh (the status
+#      page in headless Chromium, screenshots in tests/interop/screenshots/), each of which installs
+#      what else it needs;
 #   3. cargo test --test interop -- --ignored  (the tests read SONDE_INTEROP_* from servers.sh).
 # Exit code: cargo's.
 set -euo pipefail
@@ -89,6 +91,7 @@ bash tests/interop/grafana.sh  # every Grafana dashboard query against a real Pr
 bash tests/interop/kubernetes.sh # deploy/kubernetes/ against the Kubernetes and Prometheus Operator schemas
 bash tests/interop/package.sh  # the .deb: dpkg -i, the unit's command line, /-/ready, reload, purge
 bash tests/interop/http3.sh "$work" # HTTP/3 against caddy: blackbox module and scenario step, phases, 10-day expiry
+bash tests/interop/status_page.sh # the status page in headless Chromium; the region grid against Prometheus
 # --- 3. tests ---------------------------------------------------------------------------------
 # --nocapture so that SKIPPED: lines (e.g. ICMP without permission) are seen, not swallowed.
 set +e

@@ -154,6 +154,10 @@ macro_rules! step_kinds {
             pub timeout: Option<Dur>,
             pub regions: Option<Vec<String>>,
             pub tags: Option<Vec<Text>>,
+            /// The status page's group (default: the first tag, else the region selector).
+            pub group: Option<Text>,
+            /// Shown on the public status page (default false).
+            pub public: Option<bool>,
             pub labels: Option<Ordered<Text>>,
             pub vars: Option<Ordered<VarValue>>,
             #[schemars(with = "Option<Vec<super::groups::StepItem>>")]
