@@ -613,3 +613,73 @@ fn every_listen_address_serves_every_endpoint_behind_the_web_configuration() {
         "{line}"
     );
 }
+
+/// A plain request to `addr` with basic-auth credentials when given; the status code.
+fn plain_status(addr: SocketAddr, path: &str, user: Option<(&str, &str)>) -> u16 {
+    use base64::Engine as _;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    let auth = user.map_or(String::new(), |(u, p)| {
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        format!("Authorization: Basic {b}\r\n")
+    });
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_public_page_has_its_own_web_configuration_never_the_admin_users() {
+    let h = hardened();
+    let dir = tempfile::tempdir().unwrap();
+    let public_yml = write(
+        dir.path(),
+        "public-web.yml",
+        &format!("basic_auth_users:\n  viewer: {}\n", hash("look")),
+    );
+    let public = free_addr();
+    let (_s, admin) = serve_hardened(
+        &h,
+        &[
+            "--web.public-listen-address",
+            &public.to_string(),
+            "--web.public-config.file",
+            &public_yml,
+        ],
+    );
+    // The public listener: its own users, plain HTTP (its file has no TLS).
+    assert_eq!(plain_status(public, "/", None), 401);
+    assert_eq!(
+        plain_status(public, "/", Some(("prometheus", PASSWORD))),
+        401
+    );
+    assert_eq!(plain_status(public, "/", Some(("viewer", "look"))), 200);
+    // The admin listener keeps its own: the public user is nobody there.
+    let viewer = https(
+        admin,
+        &h.ca,
+        "/metrics",
+        Some(&h.client),
+        Some(("viewer", "look")),
+    );
+    assert_eq!(viewer.unwrap().status, 401);
+    // A broken public file refuses to start, as a broken --web.config.file does.
+    let bad = write(dir.path(), "bad.yml", "basic_auth_users: [nope]\n");
+    let (code, _, err) = sonde(&[
+        "serve",
+        "--web.public-listen-address",
+        &free_addr().to_string(),
+        "--web.public-config.file",
+        &bad,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("bad.yml"), "{err}");
+}

@@ -126,10 +126,24 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         }
     }
     let listen = bound.first().copied().unwrap_or(args.primary_listen());
+    let public_security = match args
+        .status
+        .public_config_file
+        .clone()
+        .map(crate::web_server::secure::WebSecurity::load)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(errors) => {
+            config::error::eprint_report(&errors);
+            eprintln!("sonde: refusing to start with an invalid public web configuration");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let public_listener = match args.status.public_listen {
         None => None,
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => Some(l),
+            Ok(l) => Some((l, public_security)),
             Err(e) => {
                 eprintln!("sonde: cannot listen on {addr} (--web.public-listen-address): {e}");
                 return ExitCode::FAILURE;
@@ -311,7 +325,11 @@ fn warn_on_unrouted_notifiers(initial: &Loaded) {
 /// public status page's, if any (read-only, its own listener).
 struct Listeners {
     admin: Vec<tokio::net::TcpListener>,
-    public: Option<tokio::net::TcpListener>,
+    /// With its own web configuration (`--web.public-config.file`), if any.
+    public: Option<(
+        tokio::net::TcpListener,
+        Option<Arc<crate::web_server::secure::WebSecurity>>,
+    )>,
 }
 
 async fn run_until_shutdown(
@@ -324,16 +342,23 @@ async fn run_until_shutdown(
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(signals::handle_signals(app.clone(), shutdown.clone()));
     let agent = crate::agent::start(app.clone(), shutdown.clone());
-    if let Some(l) = listeners.public {
-        tracing::info!(listen = ?l.local_addr().ok(), "public status page serving");
+    if let Some((l, security)) = listeners.public {
+        tracing::info!(listen = ?l.local_addr().ok(), tls = security.as_ref().is_some_and(|s| s.current().tls.is_some()), "public status page serving");
         // Same limits and counters as the admin listeners; it ends with the shutdown signal. It
-        // faces the internet read-only: the web configuration's TLS and users stay on the others.
-        tokio::spawn(crate::web_server::serve(
+        // faces the internet read-only, behind its own web configuration (if any), never the
+        // admin listeners' users.
+        let public_front = crate::web_server::front::Front {
+            external_url: front.external_url.clone(),
+            prefix: "/".into(),
+            security,
+        };
+        tokio::spawn(crate::web_server::serve_behind(
             l,
             crate::status::public_router(app.clone(), &status),
             web_flags.clone(),
             app.metrics.web.clone(),
             shutdown.clone(),
+            Arc::new(public_front),
         ));
     }
     let router = crate::web::router(app.clone()).merge(crate::status::router_under(

@@ -39,6 +39,16 @@ pub struct StatusFlags {
     #[arg(long = "web.public-listen-address", value_name = "ADDR")]
     pub public_listen: Option<SocketAddr>,
 
+    /// The public listener's own web configuration (exporter-toolkit's format, as
+    /// --web.config.file): TLS, headers, users if it should not be open to all. Default: plain
+    /// HTTP, open — the admin listeners' --web.config.file does not apply to it.
+    #[arg(
+        long = "web.public-config.file",
+        value_name = "FILE",
+        requires = "public_listen"
+    )]
+    pub public_config_file: Option<std::path::PathBuf>,
+
     /// The status page's title (and the public page's).
     #[arg(long = "status.title", default_value = "sonde", value_name = "TEXT")]
     pub title: String,
@@ -70,6 +80,7 @@ impl Default for StatusFlags {
     fn default() -> Self {
         StatusFlags {
             public_listen: None,
+            public_config_file: None,
             title: "sonde".into(),
             recent_runs: 90,
             prometheus_url: None,
