@@ -18,6 +18,7 @@ pub mod framing;
 pub mod grpc;
 pub mod http;
 pub mod icmp;
+mod inbox;
 pub mod kts;
 pub mod mqtt;
 pub mod policy;

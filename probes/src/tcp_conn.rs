@@ -14,7 +14,6 @@
 //! buffer or the inbox): they would otherwise be taken as if they came over TLS (the STARTTLS
 //! command-injection class of bugs, CVE-2011-0411), as the one-shot `tcp` probe does.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -132,7 +131,7 @@ impl fmt::Debug for TcpConn {
 }
 
 struct Shared {
-    inbox: Mutex<Inbox>,
+    inbox: crate::inbox::Inbox<Frame>,
     arrived: Notify,
     closed: Mutex<Option<Closed>>,
     ended: Notify,
@@ -141,40 +140,18 @@ struct Shared {
     partial: AtomicUsize,
 }
 
-struct Inbox {
-    frames: VecDeque<Frame>,
-    limit: usize,
-    dropped: u64,
-}
-
 impl Shared {
     fn push(&self, frame: Frame) {
-        {
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            if inbox.frames.len() >= inbox.limit {
-                inbox.frames.pop_front();
-                inbox.dropped += 1;
-            }
-            inbox.frames.push_back(frame);
-        }
+        self.inbox.push(frame);
         self.arrived.notify_waiters();
     }
 
     fn pop(&self) -> Option<Frame> {
-        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-        let frame = inbox.frames.pop_front();
-        if inbox.frames.is_empty() && inbox.frames.capacity() > 8 {
-            inbox.frames = VecDeque::new();
-        }
-        frame
+        self.inbox.pop()
     }
 
     fn queued(&self) -> usize {
-        self.inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .frames
-            .len()
+        self.inbox.len()
     }
 
     fn closed(&self) -> Option<Closed> {
@@ -253,11 +230,7 @@ pub async fn connect(
 
 fn spawn(io: Box<dyn Io>, req: &TcpConnectRequest) -> TcpConn {
     let shared = Arc::new(Shared {
-        inbox: Mutex::new(Inbox {
-            frames: VecDeque::new(),
-            limit: req.inbox_limit.max(1),
-            dropped: 0,
-        }),
+        inbox: crate::inbox::Inbox::new(req.inbox_limit),
         arrived: Notify::new(),
         closed: Mutex::new(None),
         ended: Notify::new(),
@@ -719,11 +692,7 @@ impl TcpConn {
 
     /// Frames dropped because the inbox was full (oldest first).
     pub fn dropped_frames(&self) -> u64 {
-        self.shared
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .dropped
+        self.shared.inbox.dropped()
     }
 
     /// Bytes received that do not make a whole frame yet.

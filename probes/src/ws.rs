@@ -21,7 +21,6 @@
 //! Memory matters: the IM benchmark holds 20,000 of these. tungstenite's default buffers are
 //! 128 KiB each way; we use [`READ_BUFFER_SIZE`] and write each frame out at once.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
@@ -230,7 +229,7 @@ impl fmt::Debug for WsConn {
 
 /// State the connection task and the handles share.
 struct Shared {
-    inbox: Mutex<Inbox>,
+    inbox: crate::inbox::Inbox<Frame>,
     /// Woken on every new frame and when the connection ends.
     arrived: Notify,
     /// Why the connection ended, once it has. A mutex and a [`Notify`] rather than a `watch`
@@ -241,34 +240,14 @@ struct Shared {
     connected_at: Instant,
 }
 
-struct Inbox {
-    frames: VecDeque<Frame>,
-    limit: usize,
-    dropped: u64,
-}
-
 impl Shared {
     fn push(&self, frame: Frame) {
-        {
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            if inbox.frames.len() >= inbox.limit {
-                inbox.frames.pop_front();
-                inbox.dropped += 1;
-            }
-            inbox.frames.push_back(frame);
-        }
+        self.inbox.push(frame);
         self.arrived.notify_waiters();
     }
 
     fn pop(&self) -> Option<Frame> {
-        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-        let frame = inbox.frames.pop_front();
-        // A burst of noise grew the queue; once drained, give its slots back (an idle
-        // connection's inbox should cost nothing).
-        if inbox.frames.is_empty() && inbox.frames.capacity() > 8 {
-            inbox.frames = VecDeque::new();
-        }
-        frame
+        self.inbox.pop()
     }
 
     fn closed(&self) -> Option<Closed> {
@@ -542,11 +521,7 @@ fn describe_error(e: &WsError, max_frame_size: usize) -> String {
 
 fn spawn(socket: Socket, marks: crate::kts::Marks, req: &WsConnectRequest) -> WsConn {
     let shared = Arc::new(Shared {
-        inbox: Mutex::new(Inbox {
-            frames: VecDeque::new(),
-            limit: req.inbox_limit.max(1),
-            dropped: 0,
-        }),
+        inbox: crate::inbox::Inbox::new(req.inbox_limit),
         arrived: Notify::new(),
         closed: Mutex::new(None),
         ended: Notify::new(),
@@ -974,11 +949,7 @@ impl WsConn {
 
     /// Frames dropped because the inbox was full (oldest first).
     pub fn dropped_frames(&self) -> u64 {
-        self.shared
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .dropped
+        self.shared.inbox.dropped()
     }
 
     /// The task has ended (its receiver is gone); its reason is set or about to be.
@@ -1044,11 +1015,7 @@ mod tests {
     #[test]
     fn inbox_drops_oldest_and_counts() {
         let s = Shared {
-            inbox: Mutex::new(Inbox {
-                frames: VecDeque::new(),
-                limit: 2,
-                dropped: 0,
-            }),
+            inbox: crate::inbox::Inbox::new(2),
             arrived: Notify::new(),
             closed: Mutex::new(None),
             ended: Notify::new(),
@@ -1061,7 +1028,7 @@ mod tests {
                 kernel_rx: None,
             });
         }
-        assert_eq!(s.inbox.lock().unwrap().dropped, 3);
+        assert_eq!(s.inbox.dropped(), 3);
         assert_eq!(s.pop().unwrap().payload, Payload::Text("3".into()));
         assert_eq!(s.pop().unwrap().payload, Payload::Text("4".into()));
         assert!(s.pop().is_none());

@@ -3,7 +3,7 @@
 //! it through a small command channel — the same shape as [`crate::ws::WsConn`], for the same
 //! reasons (reading must go on while nobody waits, one owner needs no lock).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
@@ -92,7 +92,7 @@ impl fmt::Debug for MqttConn {
 }
 
 struct Shared {
-    inbox: Mutex<Inbox>,
+    inbox: crate::inbox::Inbox<Message>,
     arrived: Notify,
     closed: Mutex<Option<Closed>>,
     ended: Notify,
@@ -100,32 +100,14 @@ struct Shared {
     version: Version,
 }
 
-struct Inbox {
-    messages: VecDeque<Message>,
-    limit: usize,
-    dropped: u64,
-}
-
 impl Shared {
     fn push(&self, m: Message) {
-        {
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            if inbox.messages.len() >= inbox.limit {
-                inbox.messages.pop_front();
-                inbox.dropped += 1;
-            }
-            inbox.messages.push_back(m);
-        }
+        self.inbox.push(m);
         self.arrived.notify_waiters();
     }
 
     fn pop(&self) -> Option<Message> {
-        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-        let m = inbox.messages.pop_front();
-        if inbox.messages.is_empty() && inbox.messages.capacity() > 8 {
-            inbox.messages = VecDeque::new();
-        }
-        m
+        self.inbox.pop()
     }
 
     fn closed(&self) -> Option<Closed> {
@@ -193,11 +175,7 @@ struct State {
 
 pub(super) fn spawn(task: Task, inbox_limit: usize) -> MqttConn {
     let shared = Arc::new(Shared {
-        inbox: Mutex::new(Inbox {
-            messages: VecDeque::new(),
-            limit: inbox_limit.max(1),
-            dropped: 0,
-        }),
+        inbox: crate::inbox::Inbox::new(inbox_limit),
         arrived: Notify::new(),
         closed: Mutex::new(None),
         ended: Notify::new(),
@@ -650,11 +628,7 @@ impl MqttConn {
 
     /// Messages dropped because the inbox was full (oldest first).
     pub fn dropped_messages(&self) -> u64 {
-        self.shared
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .dropped
+        self.shared.inbox.dropped()
     }
 
     async fn gone_failure(&self, doing: &str) -> Failure {
