@@ -433,8 +433,8 @@ fn recent_probes(app: &App) -> String {
         };
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{result}</td><td><a href=\"logs?id={}\">Logs</a></td></tr>\n",
-            html_escape(&p.module),
-            html_escape(&p.target),
+            crate::status::html::esc(&p.module),
+            crate::status::html::esc(&p.target),
             p.id
         ));
     }
@@ -457,11 +457,4 @@ async fn probes_page(State(app): State<Arc<App>>) -> axum::response::Html<String
 {body}</body></html>
 "#
     ))
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
