@@ -145,8 +145,11 @@ echo "alerting: target down → alert active in Alertmanager: $(alerts | jq -c '
 start_target
 wait_until "the alert to resolve" 30 no_alert
 echo "alerting: target back → alert resolved"
-curl -sf "http://$AGENT/metrics" | grep -q '^sonde_alert_deliveries_total{notifier="alertmanager-1"} [1-9]' \
-  || { echo "alerting: deliveries not counted" >&2; exit 1; }
+# Read the whole page first: `curl | grep -q` fails under pipefail when grep quits before curl
+# has written everything (SIGPIPE), which a loaded CI machine hits.
+agent_metrics=$(curl -sf "http://$AGENT/metrics")
+grep -q '^sonde_alert_deliveries_total{notifier="alertmanager-1"} [1-9]' <<<"$agent_metrics" \
+  || { echo "alerting: deliveries not counted: $(grep '^sonde_alert_' <<<"$agent_metrics")" >&2; exit 1; }
 
 # --- 2. generated rules -------------------------------------------------------------------------
 "$sonde" rules scenarios/ examples/sonde.yaml > "$work/rules.yml"

@@ -164,10 +164,10 @@ assert "scenario: interop-mail" in m["data"], m["data"]
 print("email: the alert mail arrived over STARTTLS from alice")
 PY
 badpw_failed() {
-  curl -sf "http://$AGENT/metrics" | grep -q '^sonde_alert_delivery_failures_total{notifier="badpw"} 1'
+  grep -q '^sonde_alert_delivery_failures_total{notifier="badpw"} 1' <<<"$(curl -sf "http://$AGENT/metrics")"
 }
 wait_until "the wrong password to be refused" 30 badpw_failed
-if curl -sf "http://$AGENT/metrics" | grep -q '^sonde_alert_delivery_retries_total{notifier="badpw"}'; then
+if grep -q '^sonde_alert_delivery_retries_total{notifier="badpw"}' <<<"$(curl -sf "http://$AGENT/metrics")"; then
   echo "email: a 535 was retried" >&2
   exit 1
 fi

@@ -165,7 +165,8 @@ one_alert() {
   ours | jq -e 'length == 1 and .[0].labels == {"alertname": "SondeScenarioFailing",
     "scenario": "ha-target", "region": "eu", "severity": "page", "team": "ha"}'
 }
-delivered() { curl -sf "http://$1/metrics" | grep -q '^sonde_alert_deliveries_total{notifier="alertmanager-1"} [1-9]'; }
+# Whole page first: `curl | grep -q` can fail under pipefail by SIGPIPE.
+delivered() { grep -q '^sonde_alert_deliveries_total{notifier="alertmanager-1"} [1-9]' <<<"$(curl -sf "http://$1/metrics")"; }
 no_alert() { ours | jq -e 'length == 0'; }
 
 no_alert >/dev/null || { echo "ha: an alert exists while the target is up: $(ours)" >&2; exit 1; }

@@ -178,7 +178,7 @@ fi
 echo "package: /-/ready ok; sonde-self-http and sonde-self-icmp pass as user sonde with CAP_NET_RAW only"
 
 # The history store lives in the StateDirectory, written by the service's user.
-stored() { curl -fsS "$base/api/v1/scenarios/sonde-self-http/runs?limit=1" 2>/dev/null | grep -q '"success":true'; }
+stored() { grep -q '"success":true' <<<"$(curl -fsS "$base/api/v1/scenarios/sonde-self-http/runs?limit=1" 2>/dev/null)"; }
 wait_until "a run in the history (--storage.path $state)" 20 stored
 [[ $(stat -c %U "$state/history.db") == sonde ]] || fail "$state/history.db is not the user sonde's"
 echo "package: the history store is $state/history.db, owned by sonde"

@@ -142,7 +142,7 @@ plain=$(curl --silent --show-error "http://127.0.0.1:$port/metrics" -w '\n%{http
 [[ $plain == *"Client sent an HTTP request to an HTTPS server."*400 ]] || fail "plain HTTP: $plain"
 ok "plain HTTP: 400 with Go's message"
 
-if curl --help all 2>/dev/null | grep -q -- '--http2'; then
+if grep -q -- '--http2' <<<"$(curl --help all 2>/dev/null)"; then
   v=$(curl "${good[@]}" -u "prometheus:$password" --http2 -o /dev/null -w '%{http_version}' "$base/metrics")
   [[ $v == 2 ]] || fail "HTTP/2 over TLS not negotiated (http_version $v)"
   ok "HTTP/2 over TLS (ALPN h2)"
