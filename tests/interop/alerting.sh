@@ -98,7 +98,7 @@ wait_until "Alertmanager ready" 30 curl -sf "http://$AM/-/ready"
 
 start_target() {
   # No -c and no ./sonde.yaml in $work: the built-in configuration.
-  (cd "$work" && exec "$sonde" serve --listen "$TARGET") >> "$work/target.log" 2>&1 &
+  (cd "$work" && exec "$sonde" serve --storage.path '' --listen "$TARGET") >> "$work/target.log" 2>&1 &
   target_pid=$!
   wait_until "the target sonde" 30 curl -sf "http://$TARGET/-/healthy"
 }
@@ -119,7 +119,7 @@ labels: {team: interop}
 http: {url: "http://$TARGET/-/healthy"}
 alert: {after: 2, resolve_after: 2, severity: page, summary: "{{ scenario }} down in {{ region }}"}
 YAML
-"$sonde" serve -c "$work/agent.yaml" -c "$work/scenario.yaml" --listen "$AGENT" > "$work/agent.log" 2>&1 &
+"$sonde" serve --storage.path '' -c "$work/agent.yaml" -c "$work/scenario.yaml" --listen "$AGENT" > "$work/agent.log" 2>&1 &
 agent_pid=$!
 wait_until "the agent" 30 curl -sf "http://$AGENT/-/ready"
 

@@ -149,7 +149,7 @@ interval: 1s
 tcp: {target: "127.0.0.1:$closed"}
 alert: {after: 1, notify: [mail, badpw], summary: "{{ scenario }} down in {{ region }}"}
 YAML
-"$sonde" serve -c "$work/agent.yaml" -c "$work/scenario.yaml" --listen "$AGENT" > "$work/agent.log" 2>&1 &
+"$sonde" serve --storage.path '' -c "$work/agent.yaml" -c "$work/scenario.yaml" --listen "$AGENT" > "$work/agent.log" 2>&1 &
 agent_pid=$!
 wait_until "the agent" 30 curl -sf "http://$AGENT/-/ready"
 wait_until "the alert mail" 30 test -s "$work/mail/1.json"

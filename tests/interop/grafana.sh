@@ -97,7 +97,7 @@ YAML
 agent_ports=()
 for region in r1 r2; do
   port=$(free_port)
-  "$sonde" serve -c "$work/scenarios.yaml" -c "$work/modules.yaml" --listen "127.0.0.1:$port" \
+  "$sonde" serve --storage.path '' -c "$work/scenarios.yaml" -c "$work/modules.yaml" --listen "127.0.0.1:$port" \
     --region "$region" > "$work/sonde-$region.log" 2>&1 &
   pids+=($!)
   agent_ports+=("$port")

@@ -107,7 +107,7 @@ am_pid=$!
 wait_until "Alertmanager ready" 30 curl -sf "http://$AM/-/ready"
 
 start_target() {
-  (cd "$work" && exec "$sonde" serve --listen "$TARGET") >> "$work/target.log" 2>&1 &
+  (cd "$work" && exec "$sonde" serve --storage.path '' --listen "$TARGET") >> "$work/target.log" 2>&1 &
   target_pid=$!
   wait_until "the target sonde" 30 curl -sf "http://$TARGET/-/healthy"
 }
@@ -128,9 +128,9 @@ labels: {team: ha}
 http: {url: "http://$TARGET/-/healthy"}
 alert: {after: 2, resolve_after: 2, severity: page, summary: "{{ scenario }} down in {{ region }}"}
 YAML
-"$sonde" serve -c "$work/agent.yaml" -c "$work/scenario.yaml" --replica a --listen "$A" > "$work/agent-a.log" 2>&1 &
+"$sonde" serve --storage.path '' -c "$work/agent.yaml" -c "$work/scenario.yaml" --replica a --listen "$A" > "$work/agent-a.log" 2>&1 &
 a_pid=$!
-"$sonde" serve -c "$work/agent.yaml" -c "$work/scenario.yaml" --replica b --listen "$B" > "$work/agent-b.log" 2>&1 &
+"$sonde" serve --storage.path '' -c "$work/agent.yaml" -c "$work/scenario.yaml" --replica b --listen "$B" > "$work/agent-b.log" 2>&1 &
 b_pid=$!
 wait_until "agent a" 30 curl -sf "http://$A/-/ready"
 wait_until "agent b" 30 curl -sf "http://$B/-/ready"

@@ -161,7 +161,7 @@ scenarios:
     expect: {status: 200, body: {contains: '"ok"'}}
 YAML
 for i in 1 2 3; do
-  ip netns exec "${R[$i]}" "$sonde" serve -c "$work/scenarios.yaml" --region "r$i" \
+  ip netns exec "${R[$i]}" "$sonde" serve --storage.path '' -c "$work/scenarios.yaml" --region "r$i" \
     --listen "10.232.0.1$i:9115" > "$work/agent-r$i.log" 2>&1 &
   pids+=($!)
 done
@@ -178,7 +178,7 @@ agent:
     external_labels: {agent: push-$name}
 YAML
   port=$([[ $name == big ]] && echo 9116 || echo 9117)
-  ip netns exec "${R[1]}" "$sonde" serve -c "$work/agent-$name.yaml" -c "$work/scenarios.yaml" \
+  ip netns exec "${R[1]}" "$sonde" serve --storage.path '' -c "$work/agent-$name.yaml" -c "$work/scenarios.yaml" \
     --listen "10.232.0.11:$port" > "$work/agent-push-$name.log" 2>&1 &
   pids+=($!)
 done

@@ -107,7 +107,7 @@ YAML
 
 port=$(free_port)
 base=https://127.0.0.1:$port
-"$sonde" serve -c "$work/blackbox.yml" --listen "127.0.0.1:$port" \
+"$sonde" serve --storage.path '' -c "$work/blackbox.yml" --listen "127.0.0.1:$port" \
   --web.config.file "$work/web.yml" --log.format=logfmt > "$work/sonde.log" 2>&1 &
 pids+=($!)
 
