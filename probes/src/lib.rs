@@ -19,6 +19,8 @@ pub mod grpc;
 pub mod http;
 pub mod icmp;
 mod inbox;
+mod lazy_read;
+mod mailbox;
 pub mod kts;
 pub mod mqtt;
 pub mod policy;
@@ -27,6 +29,7 @@ pub mod tcp;
 pub mod tcp_conn;
 pub mod tls;
 pub mod ws;
+mod ws_upgrade;
 
 use std::fmt;
 use std::net::SocketAddr;

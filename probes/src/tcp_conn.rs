@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::framing::Codec;
@@ -34,8 +34,6 @@ use crate::{
     Resolver,
 };
 
-/// Room made in the read buffer before each read; an idle connection's buffer is given back.
-const READ_CHUNK: usize = 1024;
 /// Wait for a goodbye when the last handle is dropped.
 const DROP_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -118,7 +116,7 @@ pub struct ExpectResult {
 /// Cheap clonable handle; dropping the last one closes the connection.
 #[derive(Clone)]
 pub struct TcpConn {
-    commands: mpsc::Sender<Box<Command>>,
+    commands: crate::mailbox::Sender<Box<Command>>,
     shared: Arc<Shared>,
 }
 
@@ -237,7 +235,7 @@ fn spawn(io: Box<dyn Io>, req: &TcpConnectRequest) -> TcpConn {
         connected_at: Instant::now(),
         partial: AtomicUsize::new(0),
     });
-    let (commands, rx) = mpsc::channel(4);
+    let (commands, rx) = crate::mailbox::mailbox();
     let task = Task {
         codec: Codec::new(req.framing.clone(), req.max_frame_size),
         buf: BytesMut::new(),
@@ -273,18 +271,19 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut io: Box<dyn Io>, mut commands: mpsc::Receiver<Box<Command>>) {
+    async fn run(
+        mut self,
+        mut io: Box<dyn Io>,
+        mut commands: crate::mailbox::Receiver<Box<Command>>,
+    ) {
         loop {
             if self.drain_frames().is_break() {
                 return;
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
             let tick = self.heartbeat.as_ref().map(|h| self.last_sent + h.every);
             let event = tokio::select! {
                 cmd = commands.recv() => Event::Command(cmd),
-                r = io.read_buf(&mut self.buf) => Event::Read(r),
+                r = crate::lazy_read::read_into(&mut io, &mut self.buf) => Event::Read(r),
                 _ = sleep_until_opt(tick) => Event::Tick,
             };
             let flow = match event {
@@ -319,8 +318,10 @@ impl Task {
     fn drain_frames(&mut self) -> ControlFlow<()> {
         loop {
             match self.codec.decode(&mut self.buf) {
+                // A copy of its own: the decoded body shares the read buffer's allocation, which
+                // a frame left in the inbox for hours would otherwise keep alive.
                 Ok(Some(body)) => self.shared.push(Frame {
-                    body,
+                    body: Bytes::copy_from_slice(&body),
                     received_at: Instant::now(),
                 }),
                 Ok(None) => break,
@@ -331,8 +332,9 @@ impl Task {
             }
         }
         self.shared.partial.store(self.buf.len(), Ordering::Relaxed);
-        // A big frame grew the buffer; once it is consumed, give the room back.
-        if self.buf.is_empty() && self.buf.capacity() > 8 * READ_CHUNK {
+        // Nothing left unframed: give the room back, so an idle connection holds no read buffer
+        // (and a big frame's room is not kept either). Reads append to it again on demand.
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
         }
         ControlFlow::Continue(())
@@ -598,10 +600,8 @@ impl TcpConn {
                 format!("{doing}: not done before the deadline"),
             )
         };
-        match tokio::time::timeout_at(deadline, self.commands.send(cmd)).await {
-            Err(_) => return Err(timeout()),
-            Ok(Err(_)) => return Err(self.gone_failure(doing).await),
-            Ok(Ok(())) => {}
+        if self.commands.send(cmd).is_err() {
+            return Err(self.gone_failure(doing).await);
         }
         match tokio::time::timeout_at(deadline, answer).await {
             Err(_) => Err(timeout()),

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError, SubProtocolError};
@@ -212,7 +212,7 @@ pub struct ExpectResult {
 /// for the peer's answer).
 #[derive(Clone)]
 pub struct WsConn {
-    commands: mpsc::Sender<Box<Command>>,
+    commands: crate::mailbox::Sender<Box<Command>>,
     shared: Arc<Shared>,
     /// The kernel's timestamps of the connection's bytes.
     marks: crate::kts::Marks,
@@ -270,8 +270,7 @@ impl Shared {
     }
 }
 
-/// What a handle asks the connection task to do. Boxed so the channel's preallocated slots stay
-/// pointer-sized (the channel is per connection, and there are many connections).
+/// What a handle asks the connection task to do (boxed: the mailbox's slots stay pointer-sized).
 enum Command {
     Send {
         message: Message,
@@ -353,7 +352,7 @@ async fn dial_and_upgrade(
     rec.doing("waiting for the WebSocket upgrade response");
     let started = Instant::now();
     marks.arm();
-    let res = tokio_tungstenite::client_async_with_config(request, stream, Some(config(req))).await;
+    let res = crate::ws_upgrade::client_upgrade(request, stream, config(req)).await;
     let user = started.elapsed();
     let kernel = marks.take();
     rec.timings
@@ -527,7 +526,7 @@ fn spawn(socket: Socket, marks: crate::kts::Marks, req: &WsConnectRequest) -> Ws
         ended: Notify::new(),
         connected_at: Instant::now(),
     });
-    let (commands, rx) = mpsc::channel(4);
+    let (commands, rx) = crate::mailbox::mailbox();
     let task = Task {
         socket,
         shared: shared.clone(),
@@ -568,7 +567,7 @@ struct TaskState {
 }
 
 impl Task {
-    async fn run(mut self, mut commands: mpsc::Receiver<Box<Command>>) {
+    async fn run(mut self, mut commands: crate::mailbox::Receiver<Box<Command>>) {
         let mut st = TaskState {
             last_activity: Instant::now(),
             ping_unanswered: false,
@@ -672,8 +671,10 @@ impl Task {
                 received_at,
                 kernel_rx,
             }),
+            // A copy of its own: tungstenite's payload shares its read buffer's allocation,
+            // which a frame left in the inbox for hours would otherwise keep alive.
             Some(Ok(Message::Binary(b))) => self.shared.push(Frame {
-                payload: Payload::Binary(b),
+                payload: Payload::Binary(Bytes::copy_from_slice(&b)),
                 received_at,
                 kernel_rx,
             }),
@@ -795,10 +796,8 @@ impl WsConn {
                 "sending the frame did not finish before the deadline",
             )
         };
-        match tokio::time::timeout_at(deadline, self.commands.send(cmd)).await {
-            Err(_) => return Err(timeout()),
-            Ok(Err(_)) => return Err(self.gone_failure("cannot send").await),
-            Ok(Ok(())) => {}
+        if self.commands.send(cmd).is_err() {
+            return Err(self.gone_failure("cannot send").await);
         }
         match tokio::time::timeout_at(deadline, answer).await {
             Err(_) => Err(timeout()),
@@ -921,15 +920,8 @@ impl WsConn {
             deadline,
             done,
         });
-        match tokio::time::timeout_at(deadline, self.commands.send(cmd)).await {
-            Err(_) => {
-                return Err(Failure::new(
-                    FailureReason::Timeout,
-                    "closing did not start before the deadline",
-                ))
-            }
-            Ok(Err(_)) => return Err(self.gone_failure("cannot close").await),
-            Ok(Ok(())) => {}
+        if self.commands.send(cmd).is_err() {
+            return Err(self.gone_failure("cannot close").await);
         }
         // The task itself answers by the deadline (so "no answer" is told apart from "dropped"
         // deterministically); the extra second is only a guard against a stuck task.
