@@ -141,12 +141,19 @@ mod tests {
         tx2.send(2).unwrap();
         assert_eq!(rx.recv().await, Some(1));
         assert_eq!(rx.recv().await, Some(2));
-        assert!(rx.recv().now_or_never().is_none(), "waits while a sender lives");
+        assert!(
+            rx.recv().now_or_never().is_none(),
+            "waits while a sender lives"
+        );
         drop(tx);
         assert!(rx.recv().now_or_never().is_none(), "one sender is left");
         tx2.send(3).unwrap();
         drop(tx2);
-        assert_eq!(rx.recv().await, Some(3), "what was queued is still delivered");
+        assert_eq!(
+            rx.recv().await,
+            Some(3),
+            "what was queued is still delivered"
+        );
         assert_eq!(rx.recv().await, None);
     }
 

@@ -257,7 +257,10 @@ enum Event {
     Tick,
 }
 
-/// The connection's own task: sole owner of the socket.
+/// The connection's own task: sole owner of the socket. Its future lives as long as the
+/// connection and is as large as its largest await, so the rare, large ones (STARTTLS's
+/// handshake, a send, the heartbeat, the goodbye) are boxed while they run: 2.4 KB → 1 KB
+/// per connection in a debug build.
 struct Task {
     codec: Codec,
     buf: BytesMut,
@@ -289,7 +292,7 @@ impl Task {
             let flow = match event {
                 Event::Command(Some(cmd)) => match *cmd {
                     Command::StartTls { deadline, done } => {
-                        let (upgraded, outcome) = self.start_tls(io, deadline).await;
+                        let (upgraded, outcome) = Box::pin(self.start_tls(io, deadline)).await;
                         let _ = done.send(outcome);
                         match upgraded {
                             Some(u) => io = u,
@@ -297,16 +300,16 @@ impl Task {
                         }
                         ControlFlow::Continue(())
                     }
-                    other => self.on_command(&mut io, other).await,
+                    other => Box::pin(self.on_command(&mut io, other)).await,
                 },
                 Event::Command(None) => {
                     // Every handle is gone: close our side, but do not linger.
-                    let _ = tokio::time::timeout(DROP_CLOSE_WAIT, io.shutdown()).await;
+                    let _ = Box::pin(tokio::time::timeout(DROP_CLOSE_WAIT, io.shutdown())).await;
                     self.shared.finish(Closed::ByUs);
                     ControlFlow::Break(())
                 }
                 Event::Read(r) => self.on_read(r),
-                Event::Tick => self.on_tick(&mut io).await,
+                Event::Tick => Box::pin(self.on_tick(&mut io)).await,
             };
             if flow.is_break() {
                 return;

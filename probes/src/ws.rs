@@ -6,20 +6,23 @@
 //! probe: `resolve`, `connect`, `tls`, and `processing` for the HTTP upgrade) *and* a [`WsConn`]
 //! handle.
 //!
-//! We dial ourselves (the shared [`Resolver`], [`connect_tcp`], [`TlsClient`]) and hand the
-//! stream to tokio-tungstenite only for the upgrade and the framing, so the phases are measured
-//! exactly as for HTTP probes and the same resolver overrides and TLS options apply.
+//! We dial ourselves (the shared [`Resolver`], [`connect_tcp`], [`TlsClient`]) and upgrade
+//! ourselves too (`ws_upgrade`, with tungstenite's request writer and response parser), handing
+//! the stream to tokio-tungstenite only for the framing, so the phases are measured exactly as
+//! for HTTP probes and the same resolver overrides and TLS options apply.
 //!
 //! Each connection lives in one task of its own that owns the socket: it reads frames into a
 //! bounded inbox (the oldest frame is dropped and counted when a slow reader lets it overflow),
 //! answers pings (tungstenite queues the pong, the task's next read or write flushes it), sends
 //! heartbeat pings when the connection has been idle, and writes what the handles ask it to via
-//! a small command channel. Why one task and not a lock around the socket: reading must go on
+//! a small command mailbox. Why one task and not a lock around the socket: reading must go on
 //! while nobody is waiting in `expect` (to answer pings and notice a close at once), and a single
 //! owner needs no lock on the hot path.
 //!
 //! Memory matters: the IM benchmark holds 20,000 of these. tungstenite's default buffers are
-//! 128 KiB each way; we use [`READ_BUFFER_SIZE`] and write each frame out at once.
+//! 128 KiB each way; we use [`READ_BUFFER_SIZE`] and write each frame out at once. The task's
+//! future lives as long as the connection and is as large as its largest await, so the rare,
+//! large ones (a command, the heartbeat, the goodbye) are boxed while they run.
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -580,9 +583,9 @@ impl Task {
                 (None, None) => None,
             };
             let flow = tokio::select! {
-                cmd = commands.recv(), if st.closing.is_none() => self.on_command(cmd, &mut st).await,
+                cmd = commands.recv(), if st.closing.is_none() => Box::pin(self.on_command(cmd, &mut st)).await,
                 msg = self.socket.next() => self.on_message(msg, &mut st).await,
-                _ = sleep_until_opt(tick) => self.on_tick(&mut st).await,
+                _ = sleep_until_opt(tick) => Box::pin(self.on_tick(&mut st)).await,
             };
             if flow.is_break() {
                 return;
@@ -697,7 +700,7 @@ impl Task {
                     }
                 }
                 // tungstenite answers the close; let it flush (briefly).
-                let _ = tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.flush()).await;
+                let _ = Box::pin(tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.flush())).await;
                 return ControlFlow::Break(());
             }
             Some(Err(e)) => {

@@ -111,7 +111,10 @@ fn verify(
     if !is("Connection", "Upgrade") {
         return Err(WsError::Protocol(P::MissingConnectionUpgradeHeader));
     }
-    if headers.get("Sec-WebSocket-Accept").is_none_or(|h| h != accept_key) {
+    if headers
+        .get("Sec-WebSocket-Accept")
+        .is_none_or(|h| h != accept_key)
+    {
         return Err(WsError::Protocol(P::SecWebSocketAcceptKeyMismatch));
     }
     let sub = |e| Err(WsError::Protocol(P::SecWebSocketSubProtocolError(e)));
@@ -194,9 +197,7 @@ mod tests {
             .await
             .err()
             .unwrap();
-        let WsError::Http(r) = e else {
-            panic!("{e:?}")
-        };
+        let WsError::Http(r) = e else { panic!("{e:?}") };
         assert_eq!(r.status(), 403);
         assert_eq!(r.body().as_deref(), Some(&b"no token"[..]));
     }
@@ -204,7 +205,10 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_accept_key_or_subprotocol_fails() {
         let bad = OK.replace("{accept}", "AAAA");
-        let e = against(&format!("{bad}\r\n"), b"", None).await.err().unwrap();
+        let e = against(&format!("{bad}\r\n"), b"", None)
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(
             e,
             WsError::Protocol(ProtocolError::SecWebSocketAcceptKeyMismatch)
