@@ -20,6 +20,8 @@ pub mod http;
 pub mod icmp;
 mod inbox;
 pub mod kts;
+mod lazy_read;
+mod mailbox;
 pub mod mqtt;
 pub mod policy;
 pub mod resolve;
@@ -27,6 +29,7 @@ pub mod tcp;
 pub mod tcp_conn;
 pub mod tls;
 pub mod ws;
+mod ws_upgrade;
 
 use std::fmt;
 use std::net::SocketAddr;

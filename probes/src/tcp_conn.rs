@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::framing::Codec;
@@ -34,8 +34,6 @@ use crate::{
     Resolver,
 };
 
-/// Room made in the read buffer before each read; an idle connection's buffer is given back.
-const READ_CHUNK: usize = 1024;
 /// Wait for a goodbye when the last handle is dropped.
 const DROP_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -118,7 +116,7 @@ pub struct ExpectResult {
 /// Cheap clonable handle; dropping the last one closes the connection.
 #[derive(Clone)]
 pub struct TcpConn {
-    commands: mpsc::Sender<Box<Command>>,
+    commands: crate::mailbox::Sender<Box<Command>>,
     shared: Arc<Shared>,
 }
 
@@ -237,7 +235,7 @@ fn spawn(io: Box<dyn Io>, req: &TcpConnectRequest) -> TcpConn {
         connected_at: Instant::now(),
         partial: AtomicUsize::new(0),
     });
-    let (commands, rx) = mpsc::channel(4);
+    let (commands, rx) = crate::mailbox::mailbox();
     let task = Task {
         codec: Codec::new(req.framing.clone(), req.max_frame_size),
         buf: BytesMut::new(),
@@ -259,7 +257,10 @@ enum Event {
     Tick,
 }
 
-/// The connection's own task: sole owner of the socket.
+/// The connection's own task: sole owner of the socket. Its future lives as long as the
+/// connection and is as large as its largest await, so the rare, large ones (STARTTLS's
+/// handshake, a send, the heartbeat, the goodbye) are boxed while they run: 2.4 KB → 1 KB
+/// per connection in a debug build.
 struct Task {
     codec: Codec,
     buf: BytesMut,
@@ -273,24 +274,25 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut io: Box<dyn Io>, mut commands: mpsc::Receiver<Box<Command>>) {
+    async fn run(
+        mut self,
+        mut io: Box<dyn Io>,
+        mut commands: crate::mailbox::Receiver<Box<Command>>,
+    ) {
         loop {
             if self.drain_frames().is_break() {
                 return;
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
             let tick = self.heartbeat.as_ref().map(|h| self.last_sent + h.every);
             let event = tokio::select! {
                 cmd = commands.recv() => Event::Command(cmd),
-                r = io.read_buf(&mut self.buf) => Event::Read(r),
+                r = crate::lazy_read::read_into(&mut io, &mut self.buf) => Event::Read(r),
                 _ = sleep_until_opt(tick) => Event::Tick,
             };
             let flow = match event {
                 Event::Command(Some(cmd)) => match *cmd {
                     Command::StartTls { deadline, done } => {
-                        let (upgraded, outcome) = self.start_tls(io, deadline).await;
+                        let (upgraded, outcome) = Box::pin(self.start_tls(io, deadline)).await;
                         let _ = done.send(outcome);
                         match upgraded {
                             Some(u) => io = u,
@@ -298,16 +300,16 @@ impl Task {
                         }
                         ControlFlow::Continue(())
                     }
-                    other => self.on_command(&mut io, other).await,
+                    other => Box::pin(self.on_command(&mut io, other)).await,
                 },
                 Event::Command(None) => {
                     // Every handle is gone: close our side, but do not linger.
-                    let _ = tokio::time::timeout(DROP_CLOSE_WAIT, io.shutdown()).await;
+                    let _ = Box::pin(tokio::time::timeout(DROP_CLOSE_WAIT, io.shutdown())).await;
                     self.shared.finish(Closed::ByUs);
                     ControlFlow::Break(())
                 }
                 Event::Read(r) => self.on_read(r),
-                Event::Tick => self.on_tick(&mut io).await,
+                Event::Tick => Box::pin(self.on_tick(&mut io)).await,
             };
             if flow.is_break() {
                 return;
@@ -319,8 +321,10 @@ impl Task {
     fn drain_frames(&mut self) -> ControlFlow<()> {
         loop {
             match self.codec.decode(&mut self.buf) {
+                // A copy of its own: the decoded body shares the read buffer's allocation, which
+                // a frame left in the inbox for hours would otherwise keep alive.
                 Ok(Some(body)) => self.shared.push(Frame {
-                    body,
+                    body: Bytes::copy_from_slice(&body),
                     received_at: Instant::now(),
                 }),
                 Ok(None) => break,
@@ -331,8 +335,9 @@ impl Task {
             }
         }
         self.shared.partial.store(self.buf.len(), Ordering::Relaxed);
-        // A big frame grew the buffer; once it is consumed, give the room back.
-        if self.buf.is_empty() && self.buf.capacity() > 8 * READ_CHUNK {
+        // Nothing left unframed: give the room back, so an idle connection holds no read buffer
+        // (and a big frame's room is not kept either). Reads append to it again on demand.
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
         }
         ControlFlow::Continue(())
@@ -598,10 +603,8 @@ impl TcpConn {
                 format!("{doing}: not done before the deadline"),
             )
         };
-        match tokio::time::timeout_at(deadline, self.commands.send(cmd)).await {
-            Err(_) => return Err(timeout()),
-            Ok(Err(_)) => return Err(self.gone_failure(doing).await),
-            Ok(Ok(())) => {}
+        if self.commands.send(cmd).is_err() {
+            return Err(self.gone_failure(doing).await);
         }
         match tokio::time::timeout_at(deadline, answer).await {
             Err(_) => Err(timeout()),

@@ -6,20 +6,23 @@
 //! probe: `resolve`, `connect`, `tls`, and `processing` for the HTTP upgrade) *and* a [`WsConn`]
 //! handle.
 //!
-//! We dial ourselves (the shared [`Resolver`], [`connect_tcp`], [`TlsClient`]) and hand the
-//! stream to tokio-tungstenite only for the upgrade and the framing, so the phases are measured
-//! exactly as for HTTP probes and the same resolver overrides and TLS options apply.
+//! We dial ourselves (the shared [`Resolver`], [`connect_tcp`], [`TlsClient`]) and upgrade
+//! ourselves too (`ws_upgrade`, with tungstenite's request writer and response parser), handing
+//! the stream to tokio-tungstenite only for the framing, so the phases are measured exactly as
+//! for HTTP probes and the same resolver overrides and TLS options apply.
 //!
 //! Each connection lives in one task of its own that owns the socket: it reads frames into a
 //! bounded inbox (the oldest frame is dropped and counted when a slow reader lets it overflow),
 //! answers pings (tungstenite queues the pong, the task's next read or write flushes it), sends
 //! heartbeat pings when the connection has been idle, and writes what the handles ask it to via
-//! a small command channel. Why one task and not a lock around the socket: reading must go on
+//! a small command mailbox. Why one task and not a lock around the socket: reading must go on
 //! while nobody is waiting in `expect` (to answer pings and notice a close at once), and a single
 //! owner needs no lock on the hot path.
 //!
 //! Memory matters: the IM benchmark holds 20,000 of these. tungstenite's default buffers are
-//! 128 KiB each way; we use [`READ_BUFFER_SIZE`] and write each frame out at once.
+//! 128 KiB each way; we use [`READ_BUFFER_SIZE`] and write each frame out at once. The task's
+//! future lives as long as the connection and is as large as its largest await, so the rare,
+//! large ones (a command, the heartbeat, the goodbye) are boxed while they run.
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -29,7 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError, SubProtocolError};
@@ -212,7 +215,7 @@ pub struct ExpectResult {
 /// for the peer's answer).
 #[derive(Clone)]
 pub struct WsConn {
-    commands: mpsc::Sender<Box<Command>>,
+    commands: crate::mailbox::Sender<Box<Command>>,
     shared: Arc<Shared>,
     /// The kernel's timestamps of the connection's bytes.
     marks: crate::kts::Marks,
@@ -270,8 +273,7 @@ impl Shared {
     }
 }
 
-/// What a handle asks the connection task to do. Boxed so the channel's preallocated slots stay
-/// pointer-sized (the channel is per connection, and there are many connections).
+/// What a handle asks the connection task to do (boxed: the mailbox's slots stay pointer-sized).
 enum Command {
     Send {
         message: Message,
@@ -353,7 +355,7 @@ async fn dial_and_upgrade(
     rec.doing("waiting for the WebSocket upgrade response");
     let started = Instant::now();
     marks.arm();
-    let res = tokio_tungstenite::client_async_with_config(request, stream, Some(config(req))).await;
+    let res = crate::ws_upgrade::client_upgrade(request, stream, config(req)).await;
     let user = started.elapsed();
     let kernel = marks.take();
     rec.timings
@@ -527,7 +529,7 @@ fn spawn(socket: Socket, marks: crate::kts::Marks, req: &WsConnectRequest) -> Ws
         ended: Notify::new(),
         connected_at: Instant::now(),
     });
-    let (commands, rx) = mpsc::channel(4);
+    let (commands, rx) = crate::mailbox::mailbox();
     let task = Task {
         socket,
         shared: shared.clone(),
@@ -568,7 +570,7 @@ struct TaskState {
 }
 
 impl Task {
-    async fn run(mut self, mut commands: mpsc::Receiver<Box<Command>>) {
+    async fn run(mut self, mut commands: crate::mailbox::Receiver<Box<Command>>) {
         let mut st = TaskState {
             last_activity: Instant::now(),
             ping_unanswered: false,
@@ -581,9 +583,9 @@ impl Task {
                 (None, None) => None,
             };
             let flow = tokio::select! {
-                cmd = commands.recv(), if st.closing.is_none() => self.on_command(cmd, &mut st).await,
+                cmd = commands.recv(), if st.closing.is_none() => Box::pin(self.on_command(cmd, &mut st)).await,
                 msg = self.socket.next() => self.on_message(msg, &mut st).await,
-                _ = sleep_until_opt(tick) => self.on_tick(&mut st).await,
+                _ = sleep_until_opt(tick) => Box::pin(self.on_tick(&mut st)).await,
             };
             if flow.is_break() {
                 return;
@@ -672,8 +674,10 @@ impl Task {
                 received_at,
                 kernel_rx,
             }),
+            // A copy of its own: tungstenite's payload shares its read buffer's allocation,
+            // which a frame left in the inbox for hours would otherwise keep alive.
             Some(Ok(Message::Binary(b))) => self.shared.push(Frame {
-                payload: Payload::Binary(b),
+                payload: Payload::Binary(Bytes::copy_from_slice(&b)),
                 received_at,
                 kernel_rx,
             }),
@@ -696,7 +700,7 @@ impl Task {
                     }
                 }
                 // tungstenite answers the close; let it flush (briefly).
-                let _ = tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.flush()).await;
+                let _ = Box::pin(tokio::time::timeout(DROP_CLOSE_WAIT, self.socket.flush())).await;
                 return ControlFlow::Break(());
             }
             Some(Err(e)) => {
@@ -795,10 +799,8 @@ impl WsConn {
                 "sending the frame did not finish before the deadline",
             )
         };
-        match tokio::time::timeout_at(deadline, self.commands.send(cmd)).await {
-            Err(_) => return Err(timeout()),
-            Ok(Err(_)) => return Err(self.gone_failure("cannot send").await),
-            Ok(Ok(())) => {}
+        if self.commands.send(cmd).is_err() {
+            return Err(self.gone_failure("cannot send").await);
         }
         match tokio::time::timeout_at(deadline, answer).await {
             Err(_) => Err(timeout()),
@@ -921,15 +923,8 @@ impl WsConn {
             deadline,
             done,
         });
-        match tokio::time::timeout_at(deadline, self.commands.send(cmd)).await {
-            Err(_) => {
-                return Err(Failure::new(
-                    FailureReason::Timeout,
-                    "closing did not start before the deadline",
-                ))
-            }
-            Ok(Err(_)) => return Err(self.gone_failure("cannot close").await),
-            Ok(Ok(())) => {}
+        if self.commands.send(cmd).is_err() {
+            return Err(self.gone_failure("cannot close").await);
         }
         // The task itself answers by the deadline (so "no answer" is told apart from "dropped"
         // deterministically); the extra second is only a guard against a stuck task.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use super::codec::{self, In, Out, Properties, Publish, Version};
@@ -79,7 +79,7 @@ pub struct ExpectResult {
 /// Cheap clonable handle. Dropping the last one disconnects.
 #[derive(Clone)]
 pub struct MqttConn {
-    commands: mpsc::Sender<Box<Command>>,
+    commands: crate::mailbox::Sender<Box<Command>>,
     shared: Arc<Shared>,
 }
 
@@ -182,13 +182,17 @@ pub(super) fn spawn(task: Task, inbox_limit: usize) -> MqttConn {
         connected_at: Instant::now(),
         version: task.version,
     });
-    let (commands, rx) = mpsc::channel(4);
+    let (commands, rx) = crate::mailbox::mailbox();
     tokio::spawn(task.run(rx, shared.clone()));
     MqttConn { commands, shared }
 }
 
 impl Task {
-    async fn run(mut self, mut commands: mpsc::Receiver<Box<Command>>, shared: Arc<Shared>) {
+    async fn run(
+        mut self,
+        mut commands: crate::mailbox::Receiver<Box<Command>>,
+        shared: Arc<Shared>,
+    ) {
         let mut st = State {
             next_pkid: 0,
             pending: HashMap::new(),
@@ -321,8 +325,9 @@ impl Task {
             let packet = codec::decode(self.version, &mut self.buf, self.max_packet_size)
                 .map_err(|e| Closed::Error(e.0))?;
             let Some(packet) = packet else {
-                // Give back a burst's memory once it is consumed.
-                if self.buf.is_empty() && self.buf.capacity() > 16 * 1024 {
+                // Nothing left undecoded: give the room back, so an idle connection holds no
+                // read buffer (reads append to it again on demand).
+                if self.buf.is_empty() && self.buf.capacity() > 0 {
                     self.buf = BytesMut::new();
                 }
                 return Ok(());
@@ -357,7 +362,9 @@ impl Task {
                 if deliver {
                     shared.push(Message {
                         topic: p.topic,
-                        payload: p.payload,
+                        // A copy of its own: the decoded payload shares the read buffer's
+                        // allocation, which a message left in the inbox would keep alive.
+                        payload: Bytes::copy_from_slice(&p.payload),
                         qos: p.qos,
                         retain: p.retain,
                         properties: p.properties,
@@ -494,10 +501,8 @@ impl MqttConn {
                 format!("{doing}: no acknowledgement before the deadline"),
             )
         };
-        match tokio::time::timeout_at(deadline, self.commands.send(Box::new(cmd))).await {
-            Err(_) => return Err(timeout()),
-            Ok(Err(_)) => return Err(self.gone_failure(doing).await),
-            Ok(Ok(())) => {}
+        if self.commands.send(Box::new(cmd)).is_err() {
+            return Err(self.gone_failure(doing).await);
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(timeout()),
@@ -594,10 +599,7 @@ impl MqttConn {
         }
         let (done, rx) = oneshot::channel();
         let cmd = Box::new(Command::Disconnect { done });
-        if tokio::time::timeout_at(deadline, self.commands.send(cmd))
-            .await
-            .is_ok_and(|r| r.is_ok())
-        {
+        if self.commands.send(cmd).is_ok() {
             let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), rx).await;
         }
         match self.closed() {

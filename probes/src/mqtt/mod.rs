@@ -292,7 +292,7 @@ async fn upgrade(
         .max_message_size(Some(max_packet_size.max(1)));
     rec.doing("waiting for the WebSocket upgrade response");
     let started = Instant::now();
-    let res = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await;
+    let res = crate::ws_upgrade::client_upgrade(request, stream, config).await;
     rec.timings.add_since(Phase::Processing, started);
     match res {
         Ok((ws, response)) => {

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -17,19 +17,15 @@ pub enum Transport {
     Ws(Box<WebSocketStream<Box<dyn Io>>>),
 }
 
-/// Bytes read at most per call on a stream: small, since an idle connection's buffer is its
-/// steady-state cost; a large packet just takes more reads.
-const READ_CHUNK: usize = 2048;
-
 impl Transport {
     /// Append what arrives to `buf`; `Ok(0)` when the peer ended the connection. Cancel-safe
     /// (the connection task races it against its commands and timers).
     pub async fn read(&mut self, buf: &mut BytesMut) -> Result<usize, String> {
         match self {
-            Transport::Stream(s) => {
-                buf.reserve(READ_CHUNK);
-                s.read_buf(buf).await.map_err(|e| io_words(&e))
-            }
+            // No room is kept while waiting: an idle connection holds no read buffer.
+            Transport::Stream(s) => crate::lazy_read::read_into(s, buf)
+                .await
+                .map_err(|e| io_words(&e)),
             Transport::Ws(ws) => loop {
                 match ws.next().await {
                     Some(Ok(Message::Binary(b))) => {
