@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::blackbox::recent::Debug;
 use crate::metrics::Format;
 use crate::runtime::scheduler::ScenarioState;
 use crate::serve::{App, Reload};
@@ -178,18 +179,19 @@ async fn probe(
     let metrics = report.registry.render();
     app.blackbox
         .log_probe(name, &crate::redact::text(target), &report.log);
-    if debug || recent.enabled() {
+    // The target as the history shows it: redacted like everything else it holds.
+    let keep = |d| recent.add(name, &crate::redact::text(target), report.success, d);
+    if debug {
         let text = crate::blackbox::debug::render(&report.log, &metrics, &module.shown);
-        // The target as the history shows it: redacted like everything else it holds.
-        recent.add(
-            name,
-            &crate::redact::text(target),
-            report.success,
-            text.clone(),
-        );
-        if debug {
-            return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
-        }
+        keep(Debug::Rendered(text.clone()));
+        return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
+    }
+    if recent.enabled() {
+        keep(Debug::Parts {
+            log: report.log,
+            metrics: metrics.clone(),
+            module: module.clone(),
+        });
     }
     (
         [(
@@ -414,7 +416,7 @@ async fn logs(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respons
             .ok_or("Probe target not found"),
     };
     match found {
-        Ok(p) => ([(header::CONTENT_TYPE, "text/plain")], p.debug).into_response(),
+        Ok(p) => ([(header::CONTENT_TYPE, "text/plain")], p.debug_text()).into_response(),
         Err(msg) => text(StatusCode::NOT_FOUND, msg),
     }
 }

@@ -6,18 +6,60 @@
 //! does not push out the failure someone is looking for; each list holds at most the limit.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::config::blackbox::module::Module;
 
 /// A debug output longer than this is cut (a body in the log could be large).
 const MAX_DEBUG_BYTES: usize = 64 * 1024;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Probe {
     pub id: u64,
     pub module: String,
     pub target: String,
     pub success: bool,
-    pub debug: String,
+    debug: Arc<Debug>,
+}
+
+/// A probe's debug output as it is kept. Rendering it (redacting every line, the module as YAML)
+/// cost more CPU than a fast probe itself, and `/logs` reads one in thousands: a scrape keeps
+/// the parts and `/logs` renders them.
+pub enum Debug {
+    /// Already rendered, for a `debug=true` answer.
+    Rendered(String),
+    Parts {
+        log: Vec<String>,
+        metrics: String,
+        module: Arc<Module>,
+    },
+}
+
+impl Probe {
+    /// The text `/logs` shows, cut at [`MAX_DEBUG_BYTES`].
+    pub fn debug_text(&self) -> String {
+        let text = match &*self.debug {
+            Debug::Rendered(text) => text.clone(),
+            Debug::Parts {
+                log,
+                metrics,
+                module,
+            } => super::debug::render(log, metrics, &module.shown),
+        };
+        cut(text)
+    }
+}
+
+fn cut(mut debug: String) -> String {
+    if debug.len() > MAX_DEBUG_BYTES {
+        let mut cut = MAX_DEBUG_BYTES;
+        while !debug.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        debug.truncate(cut);
+        debug.push_str("\n… (cut)\n");
+    }
+    debug
 }
 
 #[derive(Default)]
@@ -44,18 +86,14 @@ impl Recent {
         self.limit > 0
     }
 
-    pub fn add(&self, module: &str, target: &str, success: bool, mut debug: String) {
+    pub fn add(&self, module: &str, target: &str, success: bool, debug: Debug) {
         if self.limit == 0 {
             return;
         }
-        if debug.len() > MAX_DEBUG_BYTES {
-            let mut cut = MAX_DEBUG_BYTES;
-            while !debug.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            debug.truncate(cut);
-            debug.push_str("\n… (cut)\n");
-        }
+        let debug = Arc::new(match debug {
+            Debug::Rendered(text) => Debug::Rendered(cut(text)),
+            parts => parts,
+        });
         let mut l = self.lists.lock().unwrap_or_else(|e| e.into_inner());
         let p = Probe {
             id: l.next_id,
@@ -105,12 +143,16 @@ impl Recent {
 mod tests {
     use super::*;
 
+    fn text(s: &str) -> Debug {
+        Debug::Rendered(s.to_string())
+    }
+
     #[test]
     fn failures_outlive_a_burst_of_successes() {
         let r = Recent::new(2);
-        r.add("m", "down", false, "f".into());
+        r.add("m", "down", false, text("f"));
         for i in 0..5 {
-            r.add("m", &format!("up{i}"), true, "ok".into());
+            r.add("m", &format!("up{i}"), true, text("ok"));
         }
         let ids: Vec<u64> = r.list().iter().map(|p| p.id).collect();
         assert_eq!(ids, vec![0, 4, 5]);
@@ -122,14 +164,14 @@ mod tests {
     #[test]
     fn a_limit_of_zero_keeps_nothing() {
         let r = Recent::new(0);
-        r.add("m", "t", false, "x".into());
+        r.add("m", "t", false, text("x"));
         assert!(r.list().is_empty());
     }
 
     #[test]
     fn long_debug_output_is_cut_on_a_char_boundary() {
         let r = Recent::new(1);
-        r.add("m", "t", true, "é".repeat(MAX_DEBUG_BYTES));
-        assert!(r.by_id(0).unwrap().debug.ends_with("(cut)\n"));
+        r.add("m", "t", true, text(&"é".repeat(MAX_DEBUG_BYTES)));
+        assert!(r.by_id(0).unwrap().debug_text().ends_with("(cut)\n"));
     }
 }
