@@ -67,10 +67,15 @@ for port in "$NGINX_PORT" "$NGINX_TLS_PORT" "${DELAY_ADDR##*:}" "${DELAY_TLS_ADD
   fi
 done
 
-echo "building sonde and delay_server (release)…" >&2
-(cd "$root" && cargo build --release -q --bin sonde && cargo build --release -q -p sonde-testkit --bin delay_server)
+# SONDE_BIN: a given sonde build (no compile; delay_server must already be built in the target dir).
 target=${CARGO_TARGET_DIR:-$root/target}
-SONDE=$target/release/sonde
+if [ -n "${SONDE_BIN:-}" ]; then
+  SONDE=$SONDE_BIN
+else
+  echo "building sonde and delay_server (release)…" >&2
+  (cd "$root" && cargo build --release -q --bin sonde && cargo build --release -q -p sonde-testkit --bin delay_server)
+  SONDE=$target/release/sonde
+fi
 DELAY=$target/release/delay_server
 wait_http() { for _ in $(seq 1 200); do curl -kfsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
