@@ -13,7 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn switched_off_nothing_is_timestamped_and_the_reason_is_given() {
     kts::set_enabled(false);
     assert!(!kts::enabled());
-    assert!(!kts::warm_up(), "no socket is kept open to hold timestamps on");
+    assert!(
+        !kts::warm_up(),
+        "no socket is kept open to hold timestamps on"
+    );
     assert!(!kts::keep_on());
 
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
