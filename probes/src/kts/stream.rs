@@ -27,9 +27,15 @@
 //!   sessions: adopting it is wrapping the socket with [`timestamped`] before any other layer,
 //!   `sent_key()` after each flush and `last_rx()` when a message is taken).
 //!
-//! The receive timestamp is that of the last segment the deciding read consumed: under TLS that
-//! is the segment that completed the record; when several segments were already queued it is the
-//! last one's (the figure errs long, never short).
+//! The receive timestamp is that of the last segment the deciding read consumed. Under TLS, reads
+//! end where a record's header ends, so a record's figure is that of the read that brought its
+//! first byte; plain bytes are read as they come. Segments queued unread are merged by the
+//! kernel, which keeps the latest one's stamp: when the prober reads late and more of the answer
+//! has arrived, the figure errs long, never short.
+//!
+//! Each system call is CPU every probe pays, so the error queue is read only for a send stamp a
+//! read needs (until it comes), or every few writes on the kernel's signal; reads in a handshake
+//! take whole flights.
 
 use std::io;
 use std::os::fd::AsRawFd;
