@@ -189,13 +189,13 @@ struct Records {
 }
 
 impl Records {
-    /// Bytes to read at most so that a read ends where a record's header ends: the current
-    /// record's body and the next header, or the rest of the current header. The read that
-    /// brings a record's first byte is then known (a later segment's bytes are never read
-    /// with it), at one read per record.
-    fn cap(&self) -> usize {
+    /// Bytes to read at most so that a read ends at the current record's end, or with
+    /// `next_header`, where the next record's header ends (the current body and the next
+    /// header, at one read per record): either way the read that brings a record's first byte
+    /// is known; only record ends tell which read completed a record.
+    fn cap(&self, next_header: bool) -> usize {
         if self.body_left > 0 {
-            self.body_left + 5
+            self.body_left + if next_header { 5 } else { 0 }
         } else {
             5 - self.have
         }
@@ -279,13 +279,15 @@ impl MarkState {
 
     /// How much a noted read may take. In a handshake, anything: a round ends at the last
     /// segment of the peer's answer, the one a read of everything queued is stamped with.
-    /// Under TLS otherwise, up to a record's header ([`Records::cap`]), so that each record
-    /// knows the read that brought its first byte. Plain bytes: anything, the read's stamp
+    /// Under TLS otherwise, up to a record's edge ([`Records::cap`]). Plain bytes: anything, the read's stamp
     /// being that of the last segment it took (segments queued unread are merged by the
     /// kernel, which keeps the latest stamp, so a smaller read would not be earlier).
     fn read_cap(&self) -> usize {
         match &self.records {
-            Some(r) if self.rounds.is_none() => r.cap(),
+            // One exchange: the response's record counts from its first byte.
+            Some(r) if self.rounds.is_none() && !self.long => r.cap(true),
+            // A long connection: a message counts from the read that completed it.
+            Some(r) if self.rounds.is_none() => r.cap(false),
             _ => usize::MAX,
         }
     }
@@ -965,18 +967,19 @@ mod tests {
     #[test]
     fn tls_records_are_followed_and_reads_end_at_their_edges() {
         let mut r = Records::default();
-        assert_eq!(r.cap(), 5);
+        assert_eq!(r.cap(true), 5);
         let mut bytes = vec![23, 3, 3, 0, 4, 1, 2, 3, 4]; // a 4-byte record
         bytes.extend([23, 3, 3, 0, 2, 9, 9]); // a 2-byte record
         r.feed(&bytes[..3], Some(t(10)));
-        assert_eq!(r.cap(), 2);
+        assert_eq!(r.cap(true), 2);
         r.feed(&bytes[3..6], Some(t(20)));
-        // The body's 3 bytes left and the next header.
-        assert_eq!(r.cap(), 3 + 5);
+        // The body's 3 bytes left, and the next header for an exchange's reads.
+        assert_eq!(r.cap(true), 3 + 5);
+        assert_eq!(r.cap(false), 3);
         assert_eq!(r.last_start_rx, None);
         r.feed(&bytes[6..9], Some(t(30)));
         assert_eq!(r.last_start_rx, Some(Some(t(10))));
-        assert_eq!(r.cap(), 5);
+        assert_eq!(r.cap(true), 5);
         r.feed(&bytes[9..], Some(t(40)));
         assert_eq!(r.last_start_rx, Some(Some(t(40))));
     }
