@@ -67,10 +67,15 @@ for port in "$NGINX_PORT" "$NGINX_TLS_PORT" "${DELAY_ADDR##*:}" "${DELAY_TLS_ADD
   fi
 done
 
-echo "building sonde and delay_server (release)…" >&2
-(cd "$root" && cargo build --release -q --bin sonde && cargo build --release -q -p sonde-testkit --bin delay_server)
+# SONDE_BIN: a given sonde build (no compile; delay_server must already be built in the target dir).
 target=${CARGO_TARGET_DIR:-$root/target}
-SONDE=$target/release/sonde
+if [ -n "${SONDE_BIN:-}" ]; then
+  SONDE=$SONDE_BIN
+else
+  echo "building sonde and delay_server (release)…" >&2
+  (cd "$root" && cargo build --release -q --bin sonde && cargo build --release -q -p sonde-testkit --bin delay_server)
+  SONDE=$target/release/sonde
+fi
 DELAY=$target/release/delay_server
 wait_http() { for _ in $(seq 1 200); do curl -kfsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
@@ -100,9 +105,11 @@ http {
         ssl_certificate $work/nginx/cert.pem;
         ssl_certificate_key $work/nginx/key.pem;
         ssl_protocols TLSv1.3;
-        # No session tickets (see the top of this file).
+        # No session tickets (see the top of this file). OpenSSL still sends two TLS 1.3
+        # tickets with the cache and tickets off; only NumTickets 0 stops them.
         ssl_session_tickets off;
         ssl_session_cache off;
+        ssl_conf_command NumTickets 0;
         location / { return 200 "ok\n"; }
     }
 }

@@ -40,6 +40,25 @@ pub struct Cli {
 
     #[command(flatten)]
     pub log: crate::logging::LogFlags,
+
+    /// Kernel timestamps for the phases that have them (README, "Latency you can trust"): on,
+    /// or off to time every phase in user space (a kernel whose timestamps misbehave; or to
+    /// measure what they cost).
+    #[arg(
+        long = "probe.kernel-timestamps",
+        global = true,
+        env = "SONDE_KERNEL_TIMESTAMPS",
+        default_value = "on",
+        value_name = "on|off"
+    )]
+    pub kernel_timestamps: OnOff,
+}
+
+/// A switch on the command line.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,6 +144,8 @@ pub fn main() -> ExitCode {
     crate::closed_pipe::exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
     cli.log.init();
+    // Before any runtime or probe: sockets keep what they were opened with.
+    sonde_probes::kts::set_enabled(cli.kernel_timestamps == OnOff::On);
     match cli.command {
         Command::Serve(args) => crate::serve::main(*args),
         Command::Check(args) => check(args),

@@ -248,3 +248,36 @@ fn serve_takes_blackbox_flags_serves_probe_beside_scenarios_and_reloads_modules(
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `--probe.kernel-timestamps=off` (every command takes it, as does `SONDE_KERNEL_TIMESTAMPS`):
+/// the probe's connect is timed in user space and says why; on, it is not switched off.
+#[test]
+fn kernel_timestamps_switch_off_by_flag_or_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("blackbox.yml");
+    std::fs::write(&f, CONFIG).unwrap();
+    let f = f.to_str().unwrap();
+    let (_l, port) = listening();
+    let target = format!("127.0.0.1:{port}");
+    const OFF: &str = "kernel timestamps are switched off";
+    let args = ["probe", "-c", f, "-m", "tcp_connect", "--debug", &target];
+
+    let (code, out, err) = sonde(&[&args[..], &["--probe.kernel-timestamps=off"]].concat());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(OFF), "{out}");
+
+    let env = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(args)
+        .env("SONDE_KERNEL_TIMESTAMPS", "off")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&env.stdout);
+    assert!(out.contains(OFF), "{out}");
+
+    let (code, out, err) = sonde(&args);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(!out.contains(OFF), "{out}");
+
+    let (code, _, err) = sonde(&[&args[..], &["--probe.kernel-timestamps=maybe"]].concat());
+    assert_eq!(code, Some(2), "{err}");
+}

@@ -17,6 +17,9 @@ Wire phases, from the capture (timestamps the kernel took at the loopback device
               trace says "over N round trip(s)" has N handshake rounds; otherwise 1 (TLS 1.3)
   processing  the round after the handshake: its client flight's last segment (the request's)
               -> the server's first data segment after it
+  A data segment that brings no new bytes (a retransmission, e.g. a tail loss probe when the
+  peer was slow to acknowledge) is not a flight's segment: the bytes left with their first
+  copy, which the peer had (its D-SACK says so). They are counted and printed per run.
   rtt         echo request -> echo reply (per ICMP id+seq)
 
 sonde's answers name the local port / ICMP id+seq and give the kernel and user-space figures of
@@ -65,10 +68,10 @@ def packets(path):
         total = struct.unpack("!H", ip[2:4])[0]
         l4 = ip[ihl:]
         if ip[9] == 6 and len(l4) >= 20:
-            sport, dport = struct.unpack("!HH", l4[0:4])
+            sport, dport, seq = struct.unpack("!HHI", l4[0:8])
             flags = l4[13]
             doff = (l4[12] >> 4) * 4
-            yield t, "tcp", (sport, dport, flags, total - ihl - doff)
+            yield t, "tcp", (sport, dport, flags, total - ihl - doff, seq)
         elif ip[9] == 1 and len(l4) >= 8:
             ident, seq = struct.unpack("!HH", l4[4:8])
             yield t, "icmp", (l4[0], ident, seq)
@@ -88,7 +91,7 @@ def wire(pcap, port):
             elif typ == 0:
                 echo[(ident, seq)].setdefault("rep", t)
             continue
-        sport, dport, flags, plen = f
+        sport, dport, flags, plen, seq = f
         syn, ack = flags & 0x02, flags & 0x10
         if dport == port:  # client -> server
             if syn and not ack:
@@ -96,7 +99,7 @@ def wire(pcap, port):
                     conns[sport].append({"segs": []})  # a new connection (a retransmitted SYN is not)
                 conns[sport][-1].setdefault("syn", t)
                 continue
-            if conns[sport] and plen > 0:
+            if conns[sport] and plen > 0 and new_bytes(conns[sport][-1], "c", seq, plen):
                 conns[sport][-1]["segs"].append((t, True))
         elif sport == port:
             if not conns[dport]:
@@ -104,7 +107,7 @@ def wire(pcap, port):
             c = conns[dport][-1]
             if syn and ack:
                 c.setdefault("synack", t)
-            elif plen > 0:
+            elif plen > 0 and new_bytes(c, "s", seq, plen):
                 c["segs"].append((t, False))
     out = {}
     for p, cs in conns.items():
@@ -116,6 +119,21 @@ def wire(pcap, port):
         if "req" in c and "rep" in c:
             out[k] = [(c["req"], {"rtt": c["rep"] - c["req"]})]
     return out
+
+
+RESENT = [0]
+
+
+def new_bytes(conn, side, seq, plen):
+    """Whether a data segment brings bytes past the highest sent so far on that side (32-bit
+    sequence arithmetic); a retransmission does not, and is counted in RESENT."""
+    end = (seq + plen) & 0xFFFFFFFF
+    hi = conn.get(side)
+    if hi is not None and not 0 < ((end - hi) & 0xFFFFFFFF) < 1 << 31:
+        RESENT[0] += 1
+        return False
+    conn[side] = end
+    return True
 
 
 def rounds(segs):
@@ -268,13 +286,15 @@ def qdiff_row(label, reported, wired):
 def main():
     for line in open(sys.argv[1]):
         name, exporter, port, pcap, recs = line.split()
+        RESENT[0] = 0
         w = wire(pcap, int(port))
         rs = records(recs, exporter)
         tls = "https" in name
         default_hs = 1 if tls else 0
         names = ["rtt"] if port == "0" else (["connect", "tls", "processing"] if tls else ["connect", "processing"])
         on_wire = sum(len(cs) for cs in w.values())
-        print(f"{name} [{exporter}]: {len(rs)} probes answered, {on_wire} probes on the wire")
+        print(f"{name} [{exporter}]: {len(rs)} probes answered, {on_wire} probes on the wire, "
+              f"{RESENT[0]} data segments sent again (not counted as flights)")
         for ph in names:
             wired = [v[ph] for cs in w.values() for _, c in cs
                      for v in [phases(c, default_hs)] if ph in v]

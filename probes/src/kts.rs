@@ -76,6 +76,25 @@ pub mod stream {
     }
 }
 
+/// Whether sonde asks the kernel for timestamps at all (on unless the operator switched them off).
+static SWITCHED_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The reason given while kernel timestamps are switched off.
+pub const OFF: &str = "kernel timestamps are switched off (--probe.kernel-timestamps=off)";
+
+/// Switch kernel timestamps on or off for the whole process; call before probing (a connection
+/// keeps what it was opened with). Off, no socket option is set, no timestamp is read, no
+/// socket is kept open for them, and every phase is timed in user space with the reason
+/// [`OFF`]: for a kernel whose timestamps misbehave, and to measure what they cost.
+pub fn set_enabled(on: bool) {
+    SWITCHED_OFF.store(!on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether kernel timestamps are switched on ([`set_enabled`]); says nothing of the platform.
+pub fn enabled() -> bool {
+    !SWITCHED_OFF.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A connected TCP stream as sonde's probes use it: timestamped by the kernel where it can be.
 #[cfg(target_os = "linux")]
 pub type Stream = stream::TimestampedStream;
@@ -121,6 +140,9 @@ pub const NOT_LINUX: &str = "kernel timestamps are only used on Linux";
 #[cfg(target_os = "linux")]
 pub fn keep_on() -> bool {
     use std::os::fd::AsRawFd;
+    if !enabled() {
+        return false;
+    }
     static KEEPER: std::sync::OnceLock<Option<std::net::UdpSocket>> = std::sync::OnceLock::new();
     KEEPER
         .get_or_init(|| {
@@ -142,6 +164,9 @@ pub fn keep_on() -> bool {
 #[cfg(target_os = "linux")]
 pub fn warm_up() -> bool {
     static WARM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !enabled() {
+        return false;
+    }
     *WARM.get_or_init(|| keep_on() && stamps_flow().unwrap_or(false))
 }
 
@@ -224,6 +249,9 @@ impl RealTime {
 /// come as control messages of `recvmsg` ([`rx_timestamp`]). The error says why not.
 #[cfg(target_os = "linux")]
 pub fn enable_rx_timestamps(fd: std::os::fd::RawFd) -> Result<(), String> {
+    if !enabled() {
+        return Err(OFF.into());
+    }
     let on: libc::c_int = 1;
     // SAFETY: `fd` is a descriptor the caller keeps open for the call; the option value is a
     // live c_int whose exact size is passed along.

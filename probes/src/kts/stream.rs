@@ -27,9 +27,15 @@
 //!   sessions: adopting it is wrapping the socket with [`timestamped`] before any other layer,
 //!   `sent_key()` after each flush and `last_rx()` when a message is taken).
 //!
-//! The receive timestamp is that of the last segment the deciding read consumed: under TLS that
-//! is the segment that completed the record; when several segments were already queued it is the
-//! last one's (the figure errs long, never short).
+//! The receive timestamp is that of the last segment the deciding read consumed. Under TLS, reads
+//! end where a record's header ends, so a record's figure is that of the read that brought its
+//! first byte; plain bytes are read as they come. Segments queued unread are merged by the
+//! kernel, which keeps the latest one's stamp: when the prober reads late and more of the answer
+//! has arrived, the figure errs long, never short.
+//!
+//! Each system call is CPU every probe pays, so the error queue is read only for a send stamp a
+//! read needs (until it comes), or every few writes on the kernel's signal; reads in a handshake
+//! take whole flights.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -57,7 +63,15 @@ pub struct TxStamps {
 }
 
 impl TxStamps {
+    /// A segment the kernel sent again (a tail loss probe or a retransmission: the peer was slow
+    /// to acknowledge) is stamped again under the same key; the first send is kept, as the
+    /// peer may well have answered it (the wire harness found exactly that: a duplicate the
+    /// server reported with a D-SACK).
     pub fn record(&mut self, key: u32, at: RealTime) {
+        if let Some((_, first)) = self.stamps.iter_mut().flatten().find(|(k, _)| *k == key) {
+            *first = (*first).min(at);
+            return;
+        }
         self.stamps[self.next % TX_KEEP] = Some((key, at));
         self.next = self.next.wrapping_add(1);
     }
@@ -175,10 +189,13 @@ struct Records {
 }
 
 impl Records {
-    /// Bytes to read at most so that a read ends at the current record's end (or header's).
-    fn cap(&self) -> usize {
+    /// Bytes to read at most so that a read ends at the current record's end, or with
+    /// `next_header`, where the next record's header ends (the current body and the next
+    /// header, at one read per record): either way the read that brings a record's first byte
+    /// is known; only record ends tell which read completed a record.
+    fn cap(&self, next_header: bool) -> usize {
         if self.body_left > 0 {
-            self.body_left
+            self.body_left + if next_header { 5 } else { 0 }
         } else {
             5 - self.have
         }
@@ -236,6 +253,8 @@ struct MarkState {
     rounds: Option<Rounds>,
     /// TLS records from here on (set when a handshake starts).
     records: Option<Records>,
+    /// Writes since the error queue was last drained.
+    undrained: usize,
 }
 
 impl MarkState {
@@ -258,15 +277,26 @@ impl MarkState {
         }
     }
 
-    /// How much a noted read may take: up to a TLS record's end; 1 byte for the first read of
-    /// a plain exchange's response (its timestamp is then the first segment's, not that of the
-    /// last one queued behind it).
+    /// How much a noted read may take. In a handshake, anything: a round ends at the last
+    /// segment of the peer's answer, the one a read of everything queued is stamped with.
+    /// Under TLS otherwise, up to a record's edge ([`Records::cap`]). Plain bytes: anything, the read's stamp
+    /// being that of the last segment it took (segments queued unread are merged by the
+    /// kernel, which keeps the latest stamp, so a smaller read would not be earlier).
     fn read_cap(&self) -> usize {
         match &self.records {
-            Some(r) => r.cap(),
-            None if self.armed && self.first_rx.is_none() => 1,
-            None => usize::MAX,
+            // One exchange: the response's record counts from its first byte.
+            Some(r) if self.rounds.is_none() && !self.long => r.cap(true),
+            // A long connection: a message counts from the read that completed it.
+            Some(r) if self.rounds.is_none() => r.cap(false),
+            _ => usize::MAX,
         }
+    }
+
+    /// The key of the last byte written when its send timestamp is not drained yet: a read
+    /// that may answer it must fetch it first.
+    fn missing_key(&self) -> Option<u32> {
+        let key = (self.written.checked_sub(1)?) as u32;
+        self.tx.find(key).is_none().then_some(key)
     }
 
     fn read(&mut self, bytes: &[u8], rx: Option<RealTime>) {
@@ -452,8 +482,12 @@ impl TimestampedStream {
     /// Turn timestamping on for `inner` (connected, nothing written yet). A kernel that refuses
     /// leaves a plain stream whose [`Marks`] say why.
     pub fn new(inner: TcpStream) -> Self {
-        super::keep_on();
-        let refused = enable(&inner).err().map(Arc::from);
+        let refused = if super::enabled() {
+            super::keep_on();
+            enable(&inner).err().map(Arc::from)
+        } else {
+            Some(Arc::from(super::OFF))
+        };
         TimestampedStream {
             inner,
             marks: Marks {
@@ -467,19 +501,54 @@ impl TimestampedStream {
         self.marks.clone()
     }
 
-    /// Move the send timestamps queued on the error queue into the marks. Done on every write
-    /// and noted read: the queue is charged to the socket's receive memory, so it must not
-    /// grow on a connection that lives long.
-    fn drain_error_queue(&self) {
-        if self.marks.refused.is_some() {
-            return;
-        }
+    /// Move send timestamps from the error queue into the marks, with as few system calls as
+    /// possible (each one is CPU every probe pays):
+    /// - `until`: the key a noted read needs (the last byte written, [`MarkState::missing_key`]):
+    ///   entries are read until it comes, not until the queue is empty (the send was stamped
+    ///   before its answer could arrive, so it is queued);
+    /// - `None`: only entries the kernel signalled (EPOLLERR, seen by the runtime as ERROR
+    ///   readiness): no call when there are none. Done every [`DRAIN_EVERY`] writes, as the
+    ///   queue is charged to the socket's receive memory and must not grow on a connection
+    ///   that writes much and reads little.
+    fn drain_error_queue(&self, until: Option<u32>) {
+        let fd = self.inner.as_raw_fd();
         let mut s = self.marks.lock();
-        while let Ok(Some((key, at))) = recv_tx_stamp(self.inner.as_raw_fd()) {
-            s.tx.record(key, at);
+        s.undrained = 0;
+        loop {
+            let entry = match until {
+                Some(_) => recv_tx_stamp(fd),
+                None => self.inner.try_io(Interest::ERROR, || recv_tx_stamp(fd)),
+            };
+            match entry {
+                Ok(Some((key, at))) => {
+                    s.tx.record(key, at);
+                    if Some(key) == until {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// After `n` bytes were written: note them, and drain the error queue every few writes.
+    fn wrote(&self, n: usize) {
+        let drain = {
+            let mut s = self.marks.lock();
+            s.wrote(n);
+            s.undrained += 1;
+            s.undrained >= DRAIN_EVERY
+        };
+        if drain {
+            self.drain_error_queue(None);
         }
     }
 }
+
+/// Writes between two drains of the error queue when no read needed one: fewer than the
+/// [`TxStamps`] kept, so a drain never pushes out a stamp still wanted.
+const DRAIN_EVERY: usize = TX_KEEP / 2;
 
 fn enable(s: &TcpStream) -> Result<(), String> {
     let flags: libc::c_uint = libc::SOF_TIMESTAMPING_TX_SOFTWARE
@@ -586,6 +655,9 @@ impl AsyncRead for TimestampedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.marks.refused.is_some() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         let cap = {
             let s = this.marks.lock();
             s.listening().then(|| s.read_cap())
@@ -614,9 +686,11 @@ impl AsyncRead for TimestampedStream {
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     if n > 0 {
-                        // The request's send timestamps are queued by now: its bytes left
-                        // before the response to them could arrive.
-                        this.drain_error_queue();
+                        // What was written last was stamped before this could answer it.
+                        let missing = this.marks.lock().missing_key();
+                        if missing.is_some() {
+                            this.drain_error_queue(missing);
+                        }
                         let got = &buf.filled()[buf.filled().len() - n..];
                         this.marks.lock().read(got, rx);
                     }
@@ -636,10 +710,11 @@ impl AsyncWrite for TimestampedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // Completions of earlier writes must not crowd out this one's, nor pile up.
-        this.drain_error_queue();
+        if this.marks.refused.is_some() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.marks.lock().wrote(n);
+        this.wrote(n);
         Poll::Ready(Ok(n))
     }
 
@@ -649,9 +724,11 @@ impl AsyncWrite for TimestampedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.drain_error_queue();
+        if this.marks.refused.is_some() {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
         let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        this.marks.lock().wrote(n);
+        this.wrote(n);
         Poll::Ready(Ok(n))
     }
 
@@ -697,6 +774,50 @@ mod tests {
         }
         assert_eq!(s.find(99), None);
         assert_eq!(s.find(1000 + TX_KEEP as u32 - 1), Some(t(1015)));
+    }
+
+    /// The request's segment sent again (a tail loss probe: the server was slow to acknowledge
+    /// the client's Finished, CCS and request, sent as three small segments), stamped again
+    /// under the request's key, drained before or after the first: the first send is the
+    /// figure's start, as on the wire (the server's D-SACK showed it had the first copy).
+    #[test]
+    fn a_resent_segment_keeps_the_first_send() {
+        for resent_first in [false, true] {
+            let m = marks(None);
+            m.layered();
+            m.lock().wrote(300); // the handshake
+            m.arm();
+            m.lock().wrote(140); // the request: key 439
+            {
+                let mut s = m.lock();
+                let (a, b) = ((439, t(1_000)), (439, t(6_000)));
+                let order = if resent_first { [b, a] } else { [a, b] };
+                for (k, at) in order {
+                    s.tx.record(k, at);
+                }
+                s.tx.record(299, t(500));
+            }
+            m.lock().read(&[0], Some(t(21_000)));
+            m.seen();
+            assert_eq!(
+                m.take(),
+                Ok(Duration::from_micros(20_000)),
+                "{resent_first}"
+            );
+        }
+    }
+
+    /// A noted read fetches the last write's send timestamp only while it is missing.
+    #[test]
+    fn only_a_missing_send_timestamp_is_fetched() {
+        let m = marks(None);
+        assert_eq!(m.lock().missing_key(), None);
+        m.lock().wrote(10);
+        assert_eq!(m.lock().missing_key(), Some(9));
+        m.lock().tx.record(9, t(1));
+        assert_eq!(m.lock().missing_key(), None);
+        m.lock().wrote(5);
+        assert_eq!(m.lock().missing_key(), Some(14));
     }
 
     fn marks(refused: Option<&str>) -> Marks {
@@ -842,21 +963,23 @@ mod tests {
     }
 
     /// Records are followed across any cut; each knows the read that brought its first byte,
-    /// and reads are capped at a record's end (header first, then the body).
+    /// and reads are capped where a header ends (a header, then a body and the next header).
     #[test]
     fn tls_records_are_followed_and_reads_end_at_their_edges() {
         let mut r = Records::default();
-        assert_eq!(r.cap(), 5);
+        assert_eq!(r.cap(true), 5);
         let mut bytes = vec![23, 3, 3, 0, 4, 1, 2, 3, 4]; // a 4-byte record
         bytes.extend([23, 3, 3, 0, 2, 9, 9]); // a 2-byte record
         r.feed(&bytes[..3], Some(t(10)));
-        assert_eq!(r.cap(), 2);
+        assert_eq!(r.cap(true), 2);
         r.feed(&bytes[3..6], Some(t(20)));
-        assert_eq!(r.cap(), 3);
+        // The body's 3 bytes left, and the next header for an exchange's reads.
+        assert_eq!(r.cap(true), 3 + 5);
+        assert_eq!(r.cap(false), 3);
         assert_eq!(r.last_start_rx, None);
         r.feed(&bytes[6..9], Some(t(30)));
         assert_eq!(r.last_start_rx, Some(Some(t(10))));
-        assert_eq!(r.cap(), 5);
+        assert_eq!(r.cap(true), 5);
         r.feed(&bytes[9..], Some(t(40)));
         assert_eq!(r.last_start_rx, Some(Some(t(40))));
     }

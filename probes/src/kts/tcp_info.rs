@@ -9,6 +9,9 @@ use std::time::Duration;
 /// the sample would then leave out the retransmission timeout the connect really took — or when
 /// the kernel took no sample.
 pub fn handshake_rtt(sock: &impl AsRawFd) -> Result<Duration, String> {
+    if !super::enabled() {
+        return Err(super::OFF.into());
+    }
     // SAFETY: a zeroed tcp_info is a valid value of that plain C struct.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
