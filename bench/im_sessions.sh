@@ -118,3 +118,5 @@ T0=$t0 T1=$t1 C0=$c0 C1=$c1 K0=$k0 K1=$k1 HZ=$hz RSS_LOG=$work/rss.txt N=$N \
   BASE_RSS=$base_rss RSS_END=$rss_end INTERVAL=$INTERVAL NOISE=$NOISE PROTO=$PROTO \
   python3 "$root/bench/lib/im_report.py" "$work/m0.txt" "$work/m1.txt"
 echo "  load average        $(cut -d" " -f1-3 /proc/loadavg) at the end (2 cores); history $HISTORY"
+# VmRSS counts file pages mapped in (the history database's mmap) beside the heap: the split.
+echo "  rss split           $(awk '/RssAnon|RssFile/{printf "%s %d MB  ", $1, $2/1024}' "/proc/$sonde_pid/status")"

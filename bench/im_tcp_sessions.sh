@@ -133,6 +133,9 @@ T0=$t0 T1=$t1 C0=$c0 C1=$c1 K0=$k0 K1=$k1 HZ=$hz RSS_LOG=$work/rss.txt N=$N \
   python3 "$root/bench/lib/im_report.py" "$work/m0.txt" "$work/m1.txt"
 echo "  load average        $load0 at the window's start, $(cut -d' ' -f1-3 /proc/loadavg) at its end (2 cores)"
 echo "  history             $HISTORY"
+# VmRSS counts file pages mapped in (the history database's mmap) beside the heap: the split.
+split() { awk '/RssAnon|RssFile/{printf "%s %d MB  ", $1, $2/1024}' "/proc/$1/status"; }
+for p in "${sonde_pids[@]}"; do echo "  rss split (pid $p)  $(split "$p")"; done
 for s in $(seq 0 $((SHARDS - 1))); do
   if grep -q . "$work/sonde-$s.log"; then
     echo "  sonde $s log: $(wc -l <"$work/sonde-$s.log") lines, first: $(head -c 300 "$work/sonde-$s.log")"
