@@ -20,10 +20,12 @@ N=${N:-10000}
 WINDOW=${WINDOW:-60}
 INTERVAL=${INTERVAL:-10s}
 NOISE=${NOISE:-5s}          # presence frames every connection gets (skipped by the expects)
-CHAT_ADDR=127.0.0.1:29300
-CHAT_TCP_ADDR=127.0.0.1:29301
+PORT=${PORT:-29300}         # the chat server's WebSocket port (TCP: +1; sonde: -183)
+CHAT_ADDR=127.0.0.1:$PORT
+CHAT_TCP_ADDR=127.0.0.1:$((PORT + 1))
 PROTO=${PROTO:-ws}          # ws, or tcp (length-prefixed protobuf frames)
-SONDE_ADDR=127.0.0.1:29117
+SONDE_ADDR=127.0.0.1:$((PORT - 183))
+HISTORY=${HISTORY:-on}      # on: sonde keeps history in a folder of its own here; off: none
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/sonde-im-bench.XXXXXX)
 pids=()
@@ -67,7 +69,10 @@ chat_pid=$!
 sleep 0.5
 
 # Baseline: sonde with the built-in configuration (no sessions), for the per-session share.
-"$SONDE" serve --listen "$SONDE_ADDR" --log-level warn 2>/dev/null &
+# History (on by default in sonde serve): a folder per process, never the user's default one,
+# which every run of this script (and the baseline) would otherwise share and fight over.
+storage() { if [ "$HISTORY" = off ]; then echo ""; else echo "$work/history-$1"; fi; }
+"$SONDE" serve --listen "$SONDE_ADDR" --log-level warn --storage.path "$(storage base)" 2>/dev/null &
 base_pid=$!
 for _ in $(seq 1 100); do curl -fsS "http://$SONDE_ADDR/-/ready" >/dev/null 2>&1 && break; sleep 0.1; done
 sleep 1
@@ -75,7 +80,7 @@ base_rss=$(rss_kb $base_pid)
 kill $base_pid; wait $base_pid 2>/dev/null || true
 
 "$SONDE" serve -c "$work/im.yaml" --listen "$SONDE_ADDR" --log-level warn \
-  --max-concurrent-runs 4096 2>"$work/sonde.log" &
+  --max-concurrent-runs 4096 --storage.path "$(storage run)" 2>"$work/sonde.log" &
 pids+=($!)
 sonde_pid=$!
 for _ in $(seq 1 600); do curl -fsS "http://$SONDE_ADDR/-/ready" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -112,3 +117,6 @@ rss_end=$(rss_kb $sonde_pid)
 T0=$t0 T1=$t1 C0=$c0 C1=$c1 K0=$k0 K1=$k1 HZ=$hz RSS_LOG=$work/rss.txt N=$N \
   BASE_RSS=$base_rss RSS_END=$rss_end INTERVAL=$INTERVAL NOISE=$NOISE PROTO=$PROTO \
   python3 "$root/bench/lib/im_report.py" "$work/m0.txt" "$work/m1.txt"
+echo "  load average        $(cut -d" " -f1-3 /proc/loadavg) at the end (2 cores); history $HISTORY"
+# VmRSS counts file pages mapped in (the history database's mmap) beside the heap: the split.
+echo "  rss split           $(awk '/RssAnon|RssFile/{printf "%s %d MB  ", $1, $2/1024}' "/proc/$sonde_pid/status")"

@@ -23,6 +23,9 @@ N=${N:-10000}
 WINDOW=${WINDOW:-60}
 INTERVAL=${INTERVAL:-10s}
 NOISE=${NOISE:-5s}          # presence frames every connection gets (skipped by the expects)
+HISTORY=${HISTORY:-on}      # on: each sonde keeps history in a folder of its own here; off: none
+SONDE_PORT=${SONDE_PORT:-29217}   # first sonde's port (one more per shard)
+CHAT_PORT=${CHAT_PORT:-29400}     # first chat server's WebSocket port (TCP: +1; two per shard)
 PER_PROCESS=9900
 SHARDS=${SHARDS:-$(( (N + PER_PROCESS - 1) / PER_PROCESS ))}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,9 +55,12 @@ fi
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
-sonde_addr() { echo "127.0.0.1:$((29217 + $1))"; }
-chat_tcp() { echo "127.0.0.1:$((29401 + 2 * $1))"; }
-chat_ws() { echo "127.0.0.1:$((29400 + 2 * $1))"; }
+sonde_addr() { echo "127.0.0.1:$((SONDE_PORT + $1))"; }
+chat_tcp() { echo "127.0.0.1:$((CHAT_PORT + 1 + 2 * $1))"; }
+chat_ws() { echo "127.0.0.1:$((CHAT_PORT + 2 * $1))"; }
+# History (on by default in sonde serve): a folder per process, never the user's default one,
+# which every run of this script (and the baseline) would otherwise share and fight over.
+storage() { if [ "$HISTORY" = off ]; then echo ""; else echo "$work/history-$1"; fi; }
 wait_ready() {
   for _ in $(seq 1 "$2"); do curl -fsS "http://$1/-/ready" >/dev/null 2>&1 && return; sleep 0.1; done
 }
@@ -72,7 +78,7 @@ done
 sleep 0.5
 
 # Baseline: sonde with the built-in configuration (no sessions), once per sonde process.
-"$SONDE" serve --listen "$(sonde_addr 0)" --log-level warn 2>/dev/null &
+"$SONDE" serve --listen "$(sonde_addr 0)" --log-level warn --storage.path "$(storage base)" 2>/dev/null &
 base_pid=$!
 wait_ready "$(sonde_addr 0)" 100
 sleep 1
@@ -81,7 +87,7 @@ kill $base_pid; wait $base_pid 2>/dev/null || true
 
 for s in $(seq 0 $((SHARDS - 1))); do
   "$SONDE" serve -c "$work/im-$s.yaml" --listen "$(sonde_addr "$s")" --log-level warn \
-    --max-concurrent-runs 4096 2>"$work/sonde-$s.log" &
+    --max-concurrent-runs 4096 --storage.path "$(storage "$s")" 2>"$work/sonde-$s.log" &
   pids+=($!); sonde_pids+=($!)
 done
 for s in $(seq 0 $((SHARDS - 1))); do wait_ready "$(sonde_addr "$s")" 600; done
@@ -126,6 +132,10 @@ T0=$t0 T1=$t1 C0=$c0 C1=$c1 K0=$k0 K1=$k1 HZ=$hz RSS_LOG=$work/rss.txt N=$N \
   TRANSPORT="raw TCP, length-prefixed protobuf" \
   python3 "$root/bench/lib/im_report.py" "$work/m0.txt" "$work/m1.txt"
 echo "  load average        $load0 at the window's start, $(cut -d' ' -f1-3 /proc/loadavg) at its end (2 cores)"
+echo "  history             $HISTORY"
+# VmRSS counts file pages mapped in (the history database's mmap) beside the heap: the split.
+split() { awk '/RssAnon|RssFile/{printf "%s %d MB  ", $1, $2/1024}' "/proc/$1/status"; }
+for p in "${sonde_pids[@]}"; do echo "  rss split (pid $p)  $(split "$p")"; done
 for s in $(seq 0 $((SHARDS - 1))); do
   if grep -q . "$work/sonde-$s.log"; then
     echo "  sonde $s log: $(wc -l <"$work/sonde-$s.log") lines, first: $(head -c 300 "$work/sonde-$s.log")"

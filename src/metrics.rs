@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -21,6 +21,9 @@ use sonde_probes::{FailureReason, Phase};
 use crate::config::scenario::Scenario;
 use crate::engine::{RunReport, RunResult};
 use crate::runtime::observer::{Observer, Observers, ScenarioObserver, SessionEvent};
+
+mod histogram;
+use histogram::LatencyHistogram;
 
 /// Latency buckets for probes and runs: loopback answers in well under a millisecond, a slow
 /// service across a continent in seconds, and timeouts go up to a minute.
@@ -40,32 +43,43 @@ pub const WAKEUP_BUCKETS: [f64; 12] = [
 
 /// The label set of one series: the scenario's base labels (scenario, region, declared labels),
 /// shared by all its series, plus the family's own (step, phase, reason, result).
+///
+/// Three thin pointers (24 bytes): every series is a key in its family's map, ~35 per
+/// persistent session, so the key's size is paid 350,000 times over by 10,000 sessions (fat
+/// pointers and an inline label pair made it 72 bytes).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SeriesLabels {
-    base: Arc<[(String, String)]>,
-    step: Option<Arc<str>>,
-    extra: Option<(&'static str, &'static str)>,
+    base: Arc<Vec<(String, String)>>,
+    step: Option<Arc<String>>,
+    extra: Option<Extra>,
+}
+
+/// A family's own label and its value (`result="success"`, `phase="connect"`…), interned.
+type Extra = &'static (&'static str, &'static str);
+
+/// The one `&'static` copy of the label pair (`name`, `value`). The pairs are the few fixed
+/// values of results, phases and reasons, so the interned set stays a few dozen entries.
+fn pair(name: &'static str, value: &'static str) -> Extra {
+    static PAIRS: std::sync::Mutex<Vec<Extra>> = std::sync::Mutex::new(Vec::new());
+    let mut pairs = PAIRS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = pairs.iter().find(|p| p.0 == name && p.1 == value) {
+        return p;
+    }
+    let p: Extra = Box::leak(Box::new((name, value)));
+    pairs.push(p);
+    p
 }
 
 impl EncodeLabelSet for SeriesLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        self.base.as_ref().encode(encoder)?;
+        self.base.as_slice().encode(encoder)?;
         if let Some(step) = &self.step {
-            [("step", step.as_ref())].encode(encoder)?;
+            [("step", step.as_str())].encode(encoder)?;
         }
         if let Some(kv) = self.extra {
-            [kv].encode(encoder)?;
+            [*kv].encode(encoder)?;
         }
         Ok(())
-    }
-}
-
-#[derive(Clone)]
-struct Buckets(&'static [f64]);
-
-impl MetricConstructor<Histogram> for Buckets {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(self.0.iter().copied())
     }
 }
 
@@ -76,9 +90,9 @@ pub struct Metrics {
     registry: Registry,
     scenario_success: Family<SeriesLabels, Gauge>,
     scenario_runs: Family<SeriesLabels, Counter>,
-    scenario_duration: Family<SeriesLabels, Histogram, Buckets>,
+    scenario_duration: Family<SeriesLabels, LatencyHistogram>,
     step_success: Family<SeriesLabels, Gauge>,
-    step_duration: Family<SeriesLabels, Histogram, Buckets>,
+    step_duration: Family<SeriesLabels, LatencyHistogram>,
     step_phase: Family<SeriesLabels, F64Gauge>,
     step_failures: Family<SeriesLabels, Counter>,
     tls_not_after: Family<SeriesLabels, Gauge>,
@@ -125,7 +139,6 @@ impl Metrics {
 
     fn build(process: bool) -> Arc<Metrics> {
         let mut r = Registry::default();
-        let latency = || Family::new_with_constructor(Buckets(&LATENCY_BUCKETS));
         let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
         build_info
             .get_or_create(&vec![
@@ -137,9 +150,9 @@ impl Metrics {
         let metrics = Metrics {
             scenario_success: reg(&mut r, "sonde_scenario_success", "1 if the scenario's last run passed, 0 if it failed", Family::default()),
             scenario_runs: reg(&mut r, "sonde_scenario_runs", "Scenario runs by result (success, failure, timeout, skipped: a due run that never started because the previous one was still running)", Family::default()),
-            scenario_duration: reg(&mut r, "sonde_scenario_duration_seconds", "Duration of whole scenario runs", latency()),
+            scenario_duration: reg(&mut r, "sonde_scenario_duration_seconds", "Duration of whole scenario runs", Family::default()),
             step_success: reg(&mut r, "sonde_step_success", "1 if the step passed in the scenario's last run, 0 if it failed or did not run", Family::default()),
-            step_duration: reg(&mut r, "sonde_step_duration_seconds", "Duration of steps", latency()),
+            step_duration: reg(&mut r, "sonde_step_duration_seconds", "Duration of steps", Family::default()),
             step_phase: reg(&mut r, "sonde_step_phase_seconds", "Duration of each protocol phase of the step in the last run (resolve, connect, tls, processing, transfer, request, setup, rtt; mqtt: connack, suback, puback, pubrec, pubcomp)", Family::default()),
             step_failures: reg(&mut r, "sonde_step_failures", "Step failures by reason (dns, connect, tls, timeout, status, body, assertion, protocol)", Family::default()),
             tls_not_after: reg(&mut r, "sonde_tls_cert_not_after_seconds", "Earliest notAfter over the certificate chain the step was presented, as Unix seconds", Family::default()),
@@ -303,7 +316,7 @@ const RESULTS: [&str; 4] = [
 
 /// One step's series.
 struct StepSeries {
-    step: Arc<str>,
+    step: Arc<String>,
     /// A step of `steps:` (not setup or teardown): when a run does not reach it, its success
     /// reads 0. Setup and teardown steps of a persistent session run only now and then: their
     /// series keep the last time they ran.
@@ -312,7 +325,7 @@ struct StepSeries {
     pseudo: bool,
     /// Created by the first run, like the scenario's.
     success: Option<Gauge>,
-    duration: Histogram,
+    duration: LatencyHistogram,
     phases: Vec<(Phase, F64Gauge)>,
     failures: Vec<(FailureReason, Counter)>,
     tls_not_after: Option<Gauge>,
@@ -321,11 +334,11 @@ struct StepSeries {
 /// Handles to one scenario's series.
 pub struct ScenarioMetrics {
     metrics: Arc<Metrics>,
-    base: Arc<[(String, String)]>,
+    base: Arc<Vec<(String, String)>>,
     /// Created by the first run: before it, "did the last run pass" has no answer, and a 0
     /// would read as a failure (and fire alerts) after every start or reload.
     success: Option<Gauge>,
-    duration: Histogram,
+    duration: LatencyHistogram,
     runs: [Counter; 4],
     steps: Vec<StepSeries>,
     /// Persistent sessions only: connected, reconnects, connection age.
@@ -346,8 +359,8 @@ impl ScenarioMetrics {
         let mut base = vec![("scenario".to_string(), scenario.name.clone())];
         base.extend(agent.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         base.extend(scenario.labels.iter().cloned());
-        let base: Arc<[(String, String)]> = base.into();
-        let l = |step: Option<&Arc<str>>, extra| SeriesLabels {
+        let base = Arc::new(base);
+        let l = |step: Option<&Arc<String>>, extra| SeriesLabels {
             base: base.clone(),
             step: step.cloned(),
             extra,
@@ -358,13 +371,13 @@ impl ScenarioMetrics {
         let runs = RESULTS.map(|r| {
             metrics
                 .scenario_runs
-                .get_or_create_owned(&l(None, Some(("result", r))))
+                .get_or_create_owned(&l(None, Some(pair("result", r))))
         });
         let main: Vec<&str> = scenario.steps.iter().map(|s| s.name.as_str()).collect();
         let steps = scenario
             .all_steps()
             .map(|s| {
-                let step: Arc<str> = s.name.as_str().into();
+                let step = Arc::new(s.name.clone());
                 StepSeries {
                     main: main.contains(&s.name.as_str()),
                     pseudo: false,
@@ -401,7 +414,7 @@ impl ScenarioMetrics {
         }
     }
 
-    fn labels(&self, step: &Arc<str>, extra: Option<(&'static str, &'static str)>) -> SeriesLabels {
+    fn labels(&self, step: &Arc<String>, extra: Option<Extra>) -> SeriesLabels {
         SeriesLabels {
             base: self.base.clone(),
             step: Some(step.clone()),
@@ -464,7 +477,7 @@ impl ScenarioMetrics {
                     Some(p) => &self.steps[i].phases[p].1,
                     None => {
                         let g = self.metrics.step_phase.get_or_create_owned(
-                            &self.labels(&step_name, Some(("phase", phase.as_str()))),
+                            &self.labels(&step_name, Some(pair("phase", phase.as_str()))),
                         );
                         self.steps[i].phases.push((phase, g));
                         &self.steps[i].phases.last().expect("just pushed").1
@@ -495,7 +508,7 @@ impl ScenarioMetrics {
         let labels = SeriesLabels {
             base: self.base.clone(),
             step: Some(s.step.clone()),
-            extra: Some(("reason", reason.as_str())),
+            extra: Some(pair("reason", reason.as_str())),
         };
         let c = self.metrics.step_failures.get_or_create_owned(&labels);
         c.inc();
@@ -516,11 +529,11 @@ impl ScenarioMetrics {
                         main: false,
                         pseudo: true,
                         success: None,
-                        duration: Histogram::new(std::iter::empty()),
+                        duration: LatencyHistogram::default(),
                         phases: Vec::new(),
                         failures: Vec::new(),
                         tls_not_after: None,
-                        step: sr.name.as_str().into(),
+                        step: Arc::new(sr.name.clone()),
                     });
                     self.steps.len() - 1
                 }
@@ -568,7 +581,7 @@ impl ScenarioMetrics {
         m.session_age.remove(&scen(None));
         m.scenario_duration.remove(&scen(None));
         for r in RESULTS {
-            m.scenario_runs.remove(&scen(Some(("result", r))));
+            m.scenario_runs.remove(&scen(Some(pair("result", r))));
         }
         for s in &self.steps {
             if !s.pseudo {
@@ -578,11 +591,11 @@ impl ScenarioMetrics {
             m.tls_not_after.remove(&self.labels(&s.step, None));
             for (p, _) in &s.phases {
                 m.step_phase
-                    .remove(&self.labels(&s.step, Some(("phase", p.as_str()))));
+                    .remove(&self.labels(&s.step, Some(pair("phase", p.as_str()))));
             }
             for (r, _) in &s.failures {
                 m.step_failures
-                    .remove(&self.labels(&s.step, Some(("reason", r.as_str()))));
+                    .remove(&self.labels(&s.step, Some(pair("reason", r.as_str()))));
             }
         }
     }

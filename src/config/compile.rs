@@ -271,7 +271,7 @@ impl Loader {
             opts,
             file: errors.file.clone(),
         });
-        let [setup, mut steps, teardown] = name_steps(outs, &rt, here.index, errors);
+        let [mut setup, mut steps, mut teardown] = name_steps(outs, &rt, here.index, errors);
 
         secrets.extend(
             sink.take()
@@ -289,8 +289,11 @@ impl Loader {
             .flat_map(|l| l.iter())
             .filter(|s| s.kind == "http")
             .count();
-        // Exact capacity: 10,000 one-step scenarios would otherwise carry room for 40,000 steps.
-        steps.shrink_to_fit();
+        // Exact capacity: 10,000 one-step scenarios would otherwise carry room for 40,000 steps
+        // (and a six-step setup room for eight, 600 bytes a scenario).
+        for list in [&mut setup, &mut steps, &mut teardown] {
+            list.shrink_to_fit();
+        }
         Some(Scenario {
             name: head.name,
             defined_at: head.defined_at,
@@ -312,7 +315,7 @@ impl Loader {
             reuse_connections: m.reuse_connections.unwrap_or(true) && http_steps > 1,
             fingerprint: hash.finish(),
             alert: head.alert,
-            redacted_json: redacted.to_string().into_boxed_str(),
+            redacted_json: super::scenario::Packed::new(&redacted.to_string()),
             secrets,
         })
     }

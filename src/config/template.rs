@@ -98,6 +98,10 @@ pub struct Templates {
     region: Option<String>,
     /// `process_vars` with every value replaced by its stand-ins ([`taint`]).
     shadow_env: [JValue; taint::SHADOWS],
+    /// `process_vars` as templates see `env` in a local document, built once and shared by
+    /// every scenario's scope (a `JValue` clone is a reference count): one map per scenario
+    /// was ~4 KB each, 40 MB for 10,000 scenarios.
+    local_env: JValue,
 }
 
 /// The variables a template of one scenario sees.
@@ -333,8 +337,10 @@ impl Templates {
                     .collect::<Vec<_>>(),
             )
         });
+        let local_env = JValue::from_pairs(vars.clone());
         Templates {
             env,
+            local_env,
             process_vars: vars,
             trust: std::sync::Mutex::new(Trust::default()),
             doc_budget: Budget::new(DOC_FUEL, "this document"),
@@ -364,13 +370,17 @@ impl Templates {
     /// `file()` may read follow the document's [`Trust`].
     pub fn scope(&self, scenario: &str, dir: &std::path::Path, sink: JValue) -> Scope {
         let trust = self.trust.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let env = JValue::from_pairs(
-            self.process_vars
-                .iter()
-                .filter(|(k, _)| trust.allows_env(k))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        let env = match &trust {
+            // A local document sees the whole environment: the shared map.
+            Trust::Local { .. } => self.local_env.clone(),
+            Trust::Remote { .. } => JValue::from_pairs(
+                self.process_vars
+                    .iter()
+                    .filter(|(k, _)| trust.allows_env(k))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ),
+        };
         let mut pairs = vec![
             ("env".to_string(), env),
             ("scenario".to_string(), JValue::from(scenario)),

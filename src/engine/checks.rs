@@ -188,7 +188,7 @@ mod tests {
             events: vec![],
             captures: vec![],
             checks: vec![],
-            facts: StepFacts::Tls(TlsProbeFacts { session: tls }),
+            facts: StepFacts::Tls(Box::new(TlsProbeFacts { session: tls })),
         }
     }
 

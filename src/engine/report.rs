@@ -290,14 +290,18 @@ impl StepReport {
 }
 
 /// The protocol facts of a step, as the probe reported them.
+///
+/// Every variant boxed: inline, the largest (360 bytes) set the size of every step report, and
+/// each scenario keeps its last run's reports (a persistent session's WebSocket or TCP steps
+/// have small facts of their own).
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum StepFacts {
-    Http(HttpFacts),
-    Tcp(TcpFacts),
-    Dns(DnsFacts),
-    Icmp(IcmpFacts),
-    Tls(TlsProbeFacts),
+    Http(Box<HttpFacts>),
+    Tcp(Box<TcpFacts>),
+    Dns(Box<DnsFacts>),
+    Icmp(Box<IcmpFacts>),
+    Tls(Box<TlsProbeFacts>),
     Ws(Box<WsFacts>),
     Mqtt(Box<crate::engine::steps::mqtt::MqttFacts>),
     None {},

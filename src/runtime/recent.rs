@@ -14,7 +14,7 @@ use super::observer::SessionEvent;
 use crate::config::scenario::Scenario;
 use crate::engine::{RunReport, RunResult};
 
-/// Runs kept in brief per scenario (about 60 bytes each when passing).
+/// Runs kept in brief per scenario (48 bytes each when passing).
 pub const RECENT_RUNS: usize = 20;
 /// Session events kept per scenario.
 pub const SESSION_EVENTS: usize = 32;
@@ -41,11 +41,35 @@ pub struct RunBrief {
 /// A run in brief as kept: a few dozen bytes for a passing run (10,000 scenarios keep 20
 /// each), the failure's details boxed.
 struct Kept {
-    started_at: Box<str>,
+    started_at: Stamp,
     duration: f32,
     result: RunResult,
     attempt: bool,
     failure: Option<Box<Failed>>,
+}
+
+/// A run's start as RFC 3339 text: with milliseconds it is 24 bytes (until the year 9999), kept
+/// inline so that keeping a run allocates nothing.
+enum Stamp {
+    Inline([u8; 24]),
+    Boxed(Box<str>),
+}
+
+impl Stamp {
+    fn of(text: &str) -> Stamp {
+        match <[u8; 24]>::try_from(text.as_bytes()) {
+            Ok(b) => Stamp::Inline(b),
+            Err(_) => Stamp::Boxed(text.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `&str` whole: valid UTF-8.
+            Stamp::Inline(b) => std::str::from_utf8(b).unwrap_or_default(),
+            Stamp::Boxed(s) => s,
+        }
+    }
 }
 
 /// A failed run's step, reason and message.
@@ -59,7 +83,7 @@ impl Kept {
             .or(r.internal_error.as_deref())
             .map(|m| clip(&r.redact_text(scenario, m)));
         Kept {
-            started_at: r.started_at.as_str().into(),
+            started_at: Stamp::of(&r.started_at),
             duration: r.duration.as_secs_f32(),
             result: r.result,
             attempt,
@@ -76,7 +100,7 @@ impl Kept {
     fn brief(&self) -> RunBrief {
         let (failed_step, reason, message) = self.failure.as_deref().cloned().unwrap_or_default();
         RunBrief {
-            started_at: self.started_at.to_string(),
+            started_at: self.started_at.as_str().to_string(),
             duration: f64::from(self.duration),
             result: self.result,
             kind: if self.attempt {
@@ -112,12 +136,23 @@ pub struct Break {
 }
 
 /// A scenario's recent past.
-#[derive(Default)]
 pub struct Recent {
     runs: VecDeque<Kept>,
     last_failure: Option<Arc<RunReport>>,
     last_break: Option<Break>,
     events: VecDeque<EventRecord>,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            // Exactly what is kept: growing by doubling would leave room for 32 runs.
+            runs: VecDeque::with_capacity(RECENT_RUNS),
+            last_failure: None,
+            last_break: None,
+            events: VecDeque::new(),
+        }
+    }
 }
 
 impl Recent {
@@ -244,5 +279,22 @@ mod tests {
             Some(&*format!("attempt {}", n - 1))
         );
         assert_eq!(r.runs()[0].kind, "reconnect_attempt");
+    }
+
+    #[test]
+    fn a_kept_run_is_small_and_gives_back_its_start_as_written() {
+        assert!(
+            std::mem::size_of::<Kept>() <= 48,
+            "{}",
+            std::mem::size_of::<Kept>()
+        );
+        for text in ["2026-12-06T08:17:00.123Z", "+10000-01-01T00:00:00.000Z", ""] {
+            assert_eq!(Stamp::of(text).as_str(), text);
+        }
+        let sc = scenario();
+        let mut r = Recent::default();
+        let run = failed(&sc, "x");
+        r.run(&sc, &run, false);
+        assert_eq!(r.runs()[0].started_at, run.started_at);
     }
 }

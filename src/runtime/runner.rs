@@ -150,7 +150,7 @@ impl Task {
     fn after_run(&self, watchers: &mut Watchers, report: RunReport, clock: &mut Clock) {
         // A version that a reload replaced or removed no longer speaks for the scenario.
         watchers.run(&report, !self.cancel.is_cancelled());
-        self.state.record(Arc::new(report));
+        self.state.record(Arc::new(kept(report)));
         let skipped = clock.advance();
         if skipped > 0 {
             watchers.skipped(skipped);
@@ -258,8 +258,16 @@ async fn reconnect(task: &Task, session: &mut Session, watchers: &mut Watchers) 
     task.session_events(session, watchers);
     // Measured (setup steps, failures by reason) but not counted as a scheduled run.
     watchers.attempt(&report);
-    task.state.record_attempt(Arc::new(report));
+    task.state.record_attempt(Arc::new(kept(report)));
     true
+}
+
+/// A report as the scenario's state keeps it until the next one: its step list trimmed to the
+/// steps that ran. A `Vec` of reports this size starts with room for four, so a persistent
+/// session's two-step round kept twice the memory it needed, in every session.
+fn kept(mut report: RunReport) -> RunReport {
+    report.steps.shrink_to_fit();
+    report
 }
 
 /// One scheduled run of a persistent scenario. The run is its own task (a panic fails the run

@@ -34,5 +34,5 @@ pub async fn exec(r: &HttpRequest, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepRep
     if cx.share.cookies {
         ctx.store_cookies(&r.url, &o.facts);
     }
-    StepReport::from_outcome(cx.step, cx.stage, o, StepFacts::Http)
+    StepReport::from_outcome(cx.step, cx.stage, o, |f| StepFacts::Http(Box::new(f)))
 }

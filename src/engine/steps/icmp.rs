@@ -7,5 +7,5 @@ use crate::engine::report::{StepFacts, StepReport};
 
 pub async fn exec(r: &IcmpRequest, cx: &StepCx<'_>) -> StepReport {
     let o = probe(r, cx.deadline).await;
-    StepReport::from_outcome(cx.step, cx.stage, o, StepFacts::Icmp)
+    StepReport::from_outcome(cx.step, cx.stage, o, |f| StepFacts::Icmp(Box::new(f)))
 }

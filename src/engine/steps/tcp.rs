@@ -7,5 +7,5 @@ use crate::engine::report::{StepFacts, StepReport};
 
 pub async fn exec(r: &TcpRequest, cx: &StepCx<'_>) -> StepReport {
     let o = probe(r, cx.deadline).await;
-    StepReport::from_outcome(cx.step, cx.stage, o, StepFacts::Tcp)
+    StepReport::from_outcome(cx.step, cx.stage, o, |f| StepFacts::Tcp(Box::new(f)))
 }
