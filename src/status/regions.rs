@@ -4,7 +4,9 @@
 //!
 //! Per (scenario, region): the state now (`sonde_scenario_success`), the uptime over the window
 //! (`avg_over_time` of the same series: the share of scrapes that saw the scenario passing) and
-//! the p95 of whole runs (`sonde_scenario_duration_seconds`).
+//! the p95 of whole runs (`sonde_scenario_duration_seconds`), and in the cell's tooltip the p95 of
+//! each step (`sonde_step_duration_seconds`), which says which step a slow region spends its
+//! time in.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -42,6 +44,17 @@ pub fn queries(window: &str) -> [(&'static str, String); 3] {
     ]
 }
 
+/// The per-step p95 the grid's tooltips show, for a window like `24h`.
+pub fn step_query(window: &str) -> String {
+    format!("histogram_quantile(0.95, sum by (le, scenario, region, step) (rate(sonde_step_duration_seconds_bucket[{window}])))")
+}
+
+/// Per (scenario, region): one query's value.
+type CellMap = BTreeMap<(String, String), f64>;
+
+/// Per (scenario, region): each step's p95, in step order by name.
+type StepMap = BTreeMap<(String, String), Vec<(String, f64)>>;
+
 impl Prometheus {
     pub fn new(base: url::Url) -> Prometheus {
         let client = reqwest::Client::builder()
@@ -53,11 +66,31 @@ impl Prometheus {
 
     /// An instant vector as (scenario, region) → value.
     /// `at`: Unix seconds to evaluate at (default: now).
-    pub async fn query(
+    pub async fn query(&self, promql: &str, at: Option<f64>) -> Result<CellMap, String> {
+        let rows = self.vector(promql, at).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(label, v)| ((label("scenario"), label("region")), v))
+            .collect())
+    }
+
+    /// An instant vector by (scenario, region), then by `step`.
+    pub async fn query_steps(&self, promql: &str, at: Option<f64>) -> Result<StepMap, String> {
+        let mut out = StepMap::new();
+        for (label, v) in self.vector(promql, at).await? {
+            out.entry((label("scenario"), label("region")))
+                .or_default()
+                .push((label("step"), v));
+        }
+        Ok(out)
+    }
+
+    /// The samples of an instant query, each with a lookup of its labels.
+    async fn vector(
         &self,
         promql: &str,
         at: Option<f64>,
-    ) -> Result<BTreeMap<(String, String), f64>, String> {
+    ) -> Result<Vec<(impl Fn(&str) -> String, f64)>, String> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|_| "the Prometheus URL cannot be a base".to_string())?
@@ -79,7 +112,7 @@ impl Prometheus {
             .bytes()
             .await
             .map_err(|e| format!("reading the answer ({code}): {e}"))?;
-        let body: Value = serde_json::from_slice(&bytes)
+        let mut body: Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("answer is not JSON ({code}): {e}"))?;
         if body["status"] != "success" {
             return Err(format!(
@@ -87,15 +120,17 @@ impl Prometheus {
                 body["error"].as_str().unwrap_or("no error text")
             ));
         }
-        let mut out = BTreeMap::new();
-        for r in body["data"]["result"].as_array().into_iter().flatten() {
-            let label = |k: &str| r["metric"][k].as_str().unwrap_or("").to_string();
-            let v = r["value"][1].as_str().and_then(|v| v.parse::<f64>().ok());
-            if let Some(v) = v {
-                out.insert((label("scenario"), label("region")), v);
-            }
-        }
-        Ok(out)
+        let Value::Array(results) = body["data"]["result"].take() else {
+            return Ok(Vec::new());
+        };
+        Ok(results
+            .into_iter()
+            .filter_map(|r| {
+                let v = r["value"][1].as_str()?.parse::<f64>().ok()?;
+                let label = move |k: &str| r["metric"][k].as_str().unwrap_or("").to_string();
+                Some((label, v))
+            })
+            .collect())
     }
 }
 
@@ -119,7 +154,12 @@ pub async fn page(status: &Status, raw: Option<&str>) -> String {
         }
     }
     let qs = queries(&window);
-    let results = futures_util::future::join_all(qs.iter().map(|(_, p)| prom.query(p, at))).await;
+    let steps_promql = step_query(&window);
+    let (results, steps) = futures_util::future::join(
+        futures_util::future::join_all(qs.iter().map(|(_, p)| prom.query(p, at))),
+        prom.query_steps(&steps_promql, at),
+    )
+    .await;
     let mut out = String::new();
     let _ = write!(
         out,
@@ -149,11 +189,21 @@ pub async fn page(status: &Status, raw: Option<&str>) -> String {
             }
         }
     }
-    grid(&mut out, status, &maps, &q, page, &window);
+    let steps = steps.unwrap_or_else(|e| {
+        let _ = write!(
+            out,
+            "<p class=\"lastfail now\">step p95: <code>{}</code>: {}</p>",
+            esc(&steps_promql),
+            esc(&e)
+        );
+        StepMap::new()
+    });
+    grid(&mut out, status, (&maps, &steps), &q, page, &window);
     let _ = write!(out, "<details><summary>PromQL</summary><pre>");
     for (what, promql) in &qs {
         let _ = writeln!(out, "{what}: {}", esc(promql));
     }
+    let _ = writeln!(out, "step p95: {}", esc(&steps_promql));
     out.push_str("</pre></details>");
     out
 }
@@ -161,7 +211,7 @@ pub async fn page(status: &Status, raw: Option<&str>) -> String {
 fn grid(
     out: &mut String,
     status: &Status,
-    maps: &[BTreeMap<(String, String), f64>],
+    (maps, steps): (&[CellMap], &StepMap),
     q: &str,
     page: usize,
     window: &str,
@@ -218,13 +268,16 @@ fn grid(
                 Some(_) => "d",
             };
             let attr = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+            let (data_steps, title) = step_attrs(steps.get(&(s.to_string(), r.to_string())));
             let _ = write!(
                 out,
-                "<td class=\"cell {class}\" data-scenario=\"{}\" data-region=\"{}\" data-uptime=\"{}\" data-p95=\"{}\"><span>{}</span><small>{}</small></td>",
+                "<td class=\"cell {class}\" data-scenario=\"{}\" data-region=\"{}\" data-uptime=\"{}\" data-p95=\"{}\" data-steps=\"{}\" title=\"{}\"><span>{}</span><small>{}</small></td>",
                 esc(s),
                 esc(r),
                 attr(uptime),
                 attr(p95.filter(|v| v.is_finite())),
+                esc(&data_steps),
+                esc(&title),
                 percent(uptime),
                 p95.filter(|v| v.is_finite()).map(secs).unwrap_or_else(|| "–".into())
             );
@@ -250,5 +303,54 @@ fn grid(
             let _ = write!(out, "<a href=\"{}\">next →</a>", link(page + 2));
         }
         out.push_str("</nav>");
+    }
+}
+
+/// A cell's per-step p95s: as data (JSON, for scripts and the browser test) and as a tooltip.
+fn step_attrs(steps: Option<&Vec<(String, f64)>>) -> (String, String) {
+    let finite: Vec<&(String, f64)> = steps
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    if finite.is_empty() {
+        return (String::new(), String::new());
+    }
+    let data = serde_json::Value::Object(
+        finite
+            .iter()
+            .map(|(step, v)| (step.clone(), serde_json::json!(v)))
+            .collect(),
+    )
+    .to_string();
+    let tip: Vec<String> = finite
+        .iter()
+        .map(|(step, v)| format!("{step} {}", secs(*v)))
+        .collect();
+    (data, format!("p95 per step: {}", tip.join(" · ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_p95s_become_data_and_a_tooltip_without_nan() {
+        let steps = vec![
+            ("login".to_string(), 0.012),
+            ("send".to_string(), f64::NAN),
+            ("<b>x</b>".to_string(), 0.5),
+        ];
+        let (data, title) = step_attrs(Some(&steps));
+        let parsed: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(parsed["login"], 0.012);
+        assert_eq!(parsed["<b>x</b>"], 0.5);
+        assert!(parsed.get("send").is_none(), "{data}");
+        assert!(title.starts_with("p95 per step: "), "{title}");
+        assert!(
+            title.contains("login") && !title.contains("send"),
+            "{title}"
+        );
+        assert_eq!(step_attrs(None), (String::new(), String::new()));
     }
 }

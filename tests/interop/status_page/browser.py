@@ -250,15 +250,16 @@ try:
     console_errors(d, "the region grid")
     cells = d.find_elements(By.CSS_SELECTOR, "td.cell")
     shown = {(c.get_attribute("data-scenario"), c.get_attribute("data-region")):
-             (c.get_attribute("data-uptime"), c.get_attribute("data-p95")) for c in cells}
+             (c.get_attribute("data-uptime"), c.get_attribute("data-p95"), c.get_attribute("data-steps"),
+              c.get_attribute("title")) for c in cells}
     regions = sorted({r for _, r in shown})
     check(regions == ["r1", "r2"], f"the grid has both regions: {regions}")
-    def promql(q):
+    def promql(q, by=("scenario", "region")):
         url = prom + "/api/v1/query?" + urllib.parse.urlencode({"query": q, "time": f"{at:.3f}"})
         _, body = fetch(url)
         out = {}
         for r in json.loads(body)["data"]["result"]:
-            out[(r["metric"].get("scenario", ""), r["metric"].get("region", ""))] = float(r["value"][1])
+            out[tuple(r["metric"].get(k, "") for k in by)] = float(r["value"][1])
         return out
     up = promql("avg by (scenario, region) (avg_over_time(sonde_scenario_success[1h]))")
     p95 = promql("histogram_quantile(0.95, sum by (le, scenario, region) (rate(sonde_scenario_duration_seconds_bucket[1h])))")
@@ -271,6 +272,16 @@ try:
             continue
         got = shown.get(key, ("", ""))[1]
         check(got != "" and math.isclose(float(got), v, rel_tol=1e-12), f"grid p95 {key} = PromQL ({got} vs {v})")
+    step_p95 = promql("histogram_quantile(0.95, sum by (le, scenario, region, step) (rate(sonde_step_duration_seconds_bucket[1h])))",
+                      by=("scenario", "region", "step"))
+    finite = {k: v for k, v in step_p95.items() if not math.isnan(v)}
+    check(len(finite) >= 1, f"PromQL has a per-step p95 ({len(finite)})")
+    for (scenario, region, step), v in finite.items():
+        cell = shown.get((scenario, region), ("", "", "", ""))
+        got = json.loads(cell[2] or "{}").get(step)
+        check(got is not None and math.isclose(got, v, rel_tol=1e-12),
+              f"grid step p95 {(scenario, region, step)} = PromQL ({got} vs {v})")
+        check(step in (cell[3] or ""), f"the tooltip of {(scenario, region)} names step {step}: {cell[3]!r}")
     shot(d, "regions")
 finally:
     d.quit()
