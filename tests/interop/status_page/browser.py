@@ -248,6 +248,7 @@ try:
     at = time.time() - 1
     d.get(f"{admin}/regions?window=1h&at={at:.3f}")
     console_errors(d, "the region grid")
+    no_injection(d, "the region grid")
     cells = d.find_elements(By.CSS_SELECTOR, "td.cell")
     shown = {(c.get_attribute("data-scenario"), c.get_attribute("data-region")):
              (c.get_attribute("data-uptime"), c.get_attribute("data-p95"), c.get_attribute("data-steps"),
