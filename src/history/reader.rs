@@ -102,7 +102,7 @@ fn sid(c: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
 }
 
 /// Rollup rows of one resolution starting in `[from, to)`.
-fn rows(
+pub(super) fn rows(
     c: &Connection,
     sid: i64,
     res: i64,
@@ -126,7 +126,9 @@ fn rows(
 }
 
 /// The rollup rows covering `[from, to)`: hour rows for whole hours inside it when `hours`,
-/// minute rows for the rest; by start.
+/// minute rows for the rest; by start. The last whole hour before `to`'s is read from minute
+/// rows too: the writer writes an hour's row only after the hour ends (at its next batch), so
+/// for the hour just ended the minute rows are the ones surely on disk.
 pub(super) fn covering(
     c: &Connection,
     sid: i64,
@@ -137,7 +139,7 @@ pub(super) fn covering(
 ) -> rusqlite::Result<Vec<(i64, Sketch)>> {
     let mut out = Vec::new();
     let h0 = from.div_euclid(HOUR_MS) * HOUR_MS + if from % HOUR_MS == 0 { 0 } else { HOUR_MS };
-    let h1 = to.div_euclid(HOUR_MS) * HOUR_MS;
+    let h1 = to.div_euclid(HOUR_MS) * HOUR_MS - HOUR_MS;
     if hours && h1 > h0 {
         rows(c, sid, MINUTE_MS, step, from, h0, &mut out)?;
         rows(c, sid, HOUR_MS, step, h0, h1, &mut out)?;

@@ -5,6 +5,16 @@
 //! The rollup rows of open minutes and hours are cached in memory with their full state, so a
 //! batch rewrites each touched row once instead of reading it back; a failed commit drops the
 //! caches (they are reloaded from disk on next touch).
+//!
+//! Minute rows are written by every batch that touches them (readers see the open minute).
+//! Hour rows are not: readers take an hour's row only once the hour is over and the next one
+//! too (the open hour and the one before are read from their minute rows, see
+//! `reader::covering`), so an hour row is written once, by the first batch after its hour
+//! ends (or the minute's retention pass, when no run comes) — instead of by every batch, which
+//! halves the rows a batch writes. Until then the row is listed in `open_hours`; a writer that
+//! starts (after a crash or `kill -9`) or loses its caches rebuilds every listed row from its
+//! minute rows — sketches merge exactly, so the rebuilt row is the one that would have been
+//! written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -36,13 +46,38 @@ pub struct Writer {
 }
 
 /// What the writer keeps in memory between batches.
-#[derive(Default)]
 struct Caches {
     scenario_ids: HashMap<Arc<str>, i64>,
     rows: HashMap<RollKey, Sketch>,
+    /// Rows changed since they were last written: minute rows until the batch ends, hour rows
+    /// until they are due ([`due`]).
     dirty: HashSet<RollKey>,
     incidents: HashMap<i64, IncidentState>,
     empty_step: Arc<str>,
+    /// The newest moment of the batch being written (see [`due`]).
+    horizon: i64,
+    /// `open_hours` may list rows that are not in `rows`: read them back before the next batch.
+    repair: bool,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches {
+            scenario_ids: HashMap::new(),
+            rows: HashMap::new(),
+            dirty: HashSet::new(),
+            incidents: HashMap::new(),
+            empty_step: Arc::from(""),
+            horizon: i64::MIN,
+            repair: true,
+        }
+    }
+}
+
+/// Whether a dirty row is written by a batch whose newest moment is `horizon`: minute rows
+/// always, hour rows once their hour is over.
+fn due(key: &RollKey, horizon: i64) -> bool {
+    key.1 != HOUR_MS || key.3 + HOUR_MS <= horizon
 }
 
 /// What a prune removed.
@@ -78,58 +113,59 @@ impl Writer {
 
     fn write_inner(&mut self, batch: &[Record]) -> rusqlite::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
-        for r in batch {
-            let sid = scenario_id(&tx, &mut self.c.scenario_ids, &r.scenario)?;
-            tx.prepare_cached(
+        if self.c.repair {
+            self.c.reload_open_hours(&tx)?;
+        }
+        // The batch's newest moment: the clock, or a run that started later (a fake clock, or
+        // runs written in bulk, as `history_fill` does).
+        let now = (self.clock)();
+        let horizon = batch.iter().map(|r| r.started_ms).fold(now, i64::max);
+        self.c.horizon = horizon;
+        {
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO runs(scenario_id, region, started_ms, duration_s, success, \
                  failed_step, reason, error, steps, trace) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-            )?
-            .execute(params![
-                sid,
-                &*r.region,
-                r.started_ms,
-                r.duration_s,
-                r.success,
-                r.failed_step,
-                r.reason,
-                r.error,
-                encode_steps(&r.steps),
-                r.trace,
-            ])?;
-            self.c.fold(&tx, sid, r)?;
-            self.c.incident(&tx, sid, r)?;
+            )?;
+            for r in batch {
+                let sid = scenario_id(&tx, &mut self.c.scenario_ids, &r.scenario)?;
+                insert.execute(params![
+                    sid,
+                    &*r.region,
+                    r.started_ms,
+                    r.duration_s,
+                    r.success,
+                    r.failed_step,
+                    r.reason,
+                    r.error,
+                    encode_steps(&r.steps),
+                    r.trace,
+                ])?;
+                self.c.fold(&tx, sid, r)?;
+                self.c.incident(&tx, sid, r)?;
+            }
         }
-        for key in self.c.dirty.drain() {
-            let Some(s) = self.c.rows.get(&key) else {
-                continue;
-            };
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO rollups(scenario_id, res, step, start_ms, count, failures, \
-                 sum_s, max_s, hist, last_reason) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-            )?
-            .execute(params![
-                key.0,
-                key.1,
-                &*key.2,
-                key.3,
-                s.count as i64,
-                s.failures as i64,
-                s.sum_s,
-                s.max_s,
-                s.hist_bytes(),
-                s.last_reason,
-            ])?;
-        }
+        let written = self.c.write_due(&tx, horizon)?;
         tx.commit()?;
-        let now = (self.clock)();
+        for key in &written {
+            self.c.dirty.remove(key);
+        }
         self.c.evict_closed_rows(now);
         Ok(())
     }
 
-    /// Retention: by age (runs and minute rows older than the retention, hour rows older than
+    /// Whether rows wait in memory to be written (an idle writer still writes them when due).
+    pub fn pending(&self) -> bool {
+        !self.c.dirty.is_empty() || self.c.repair
+    }
+
+    /// Retention (after writing the rows that fell due): by age (runs and minute rows older than the retention, hour rows older than
     /// the longer of it and 31 days, closed incidents likewise), then by size (the oldest runs,
     /// a tenth of their time span at a time, until the store fits).
     pub fn prune(&mut self) -> rusqlite::Result<Pruned> {
+        // Hour rows whose hour ended since the last batch (no run came since) are written now.
+        if self.pending() {
+            self.write(&[])?;
+        }
         let now = (self.clock)();
         let keep_ms = self.opts.retention.as_millis() as i64;
         let cutoff = now - keep_ms;
@@ -156,7 +192,9 @@ impl Writer {
             [long_cutoff],
         )?;
         tx.commit()?;
-        self.c.rows.clear();
+        // Rows not yet written stay: they are the only copy of what they hold.
+        let dirty = &self.c.dirty;
+        self.c.rows.retain(|k, _| dirty.contains(k));
         pruned.runs += self.prune_to_size()?;
         Ok(pruned)
     }
@@ -228,20 +266,101 @@ impl Caches {
         Ok(())
     }
 
-    /// The cached row for `key` (read from disk on first touch), marked dirty.
+    /// The cached row for `key` (read from disk on first touch), marked dirty. An hour row
+    /// that is not due yet is listed in `open_hours` (in this batch's transaction) when it
+    /// enters the cache, so a crash before it is written leaves a note to rebuild it.
     fn row(&mut self, tx: &Connection, key: RollKey) -> rusqlite::Result<&mut Sketch> {
         if !self.rows.contains_key(&key) {
-            let s = load_row(tx, &key)?.unwrap_or_default();
+            let s = if key.1 == HOUR_MS {
+                let s = load_row(tx, &key)?;
+                let s = match s {
+                    Some(s) => s,
+                    None => hour_from_minutes(tx, &key)?,
+                };
+                if !due(&key, self.horizon) {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO open_hours(scenario_id, step, start_ms) \
+                         VALUES (?1,?2,?3)",
+                    )?
+                    .execute(params![key.0, &*key.2, key.3])?;
+                }
+                s
+            } else {
+                load_row(tx, &key)?.unwrap_or_default()
+            };
             self.rows.insert(key.clone(), s);
         }
         self.dirty.insert(key.clone());
         Ok(self.rows.get_mut(&key).expect("inserted above"))
     }
 
-    /// Forget cached rows of buckets that ended more than one bucket ago: a late run reloads
-    /// its row from disk.
+    /// Write the dirty rows that are due; hour rows written leave `open_hours`. Returns the
+    /// keys written, to be marked clean once the transaction commits.
+    fn write_due(&self, tx: &Connection, horizon: i64) -> rusqlite::Result<Vec<RollKey>> {
+        let mut upsert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO rollups(scenario_id, res, step, start_ms, count, failures, \
+             sum_s, max_s, hist, last_reason) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+        )?;
+        let mut unlist = tx.prepare_cached(
+            "DELETE FROM open_hours WHERE scenario_id=?1 AND step=?2 AND start_ms=?3",
+        )?;
+        let mut written = Vec::new();
+        for key in self.dirty.iter().filter(|k| due(k, horizon)) {
+            let Some(s) = self.rows.get(key).filter(|s| s.count > 0) else {
+                // Nothing to write (an open hour whose minute rows are gone): only unlisted.
+                if key.1 == HOUR_MS {
+                    unlist.execute(params![key.0, &*key.2, key.3])?;
+                }
+                written.push(key.clone());
+                continue;
+            };
+            upsert.execute(params![
+                key.0,
+                key.1,
+                &*key.2,
+                key.3,
+                s.count as i64,
+                s.failures as i64,
+                s.sum_s,
+                s.max_s,
+                s.hist_bytes(),
+                s.last_reason,
+            ])?;
+            if key.1 == HOUR_MS {
+                unlist.execute(params![key.0, &*key.2, key.3])?;
+            }
+            written.push(key.clone());
+        }
+        Ok(written)
+    }
+
+    /// Read back the rows `open_hours` lists that the cache lacks (after a start or a failed
+    /// commit), rebuilt from their minute rows, as dirty rows to be written when due.
+    fn reload_open_hours(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        let listed: Vec<(i64, String, i64)> = {
+            let mut st = tx.prepare_cached("SELECT scenario_id, step, start_ms FROM open_hours")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (sid, step, start) in listed {
+            let key: RollKey = (sid, HOUR_MS, Arc::from(step.as_str()), start);
+            if self.rows.contains_key(&key) {
+                continue;
+            }
+            let s = hour_from_minutes(tx, &key)?;
+            self.rows.insert(key.clone(), s);
+            self.dirty.insert(key);
+        }
+        self.repair = false;
+        Ok(())
+    }
+
+    /// Forget cached rows of buckets that ended more than one bucket ago (a late run reloads
+    /// its row from disk), except rows not written yet.
     fn evict_closed_rows(&mut self, now: i64) {
-        self.rows.retain(|k, _| k.3 + 2 * k.1 > now);
+        let dirty = &self.dirty;
+        self.rows
+            .retain(|k, _| k.3 + 2 * k.1 > now || dirty.contains(k));
     }
 
     /// Open an incident on a failure after a success (or the first run), count failures while
@@ -315,4 +434,23 @@ fn load_row(tx: &Connection, key: &RollKey) -> rusqlite::Result<Option<Sketch>> 
         super::reader::sketch_of,
     )
     .optional()
+}
+
+/// An hour row as the sum of its minute rows on disk (an hour row not written yet).
+fn hour_from_minutes(tx: &Connection, key: &RollKey) -> rusqlite::Result<Sketch> {
+    let mut total = Sketch::default();
+    let mut minutes = Vec::new();
+    super::reader::rows(
+        tx,
+        key.0,
+        MINUTE_MS,
+        &key.2,
+        key.3,
+        key.3 + HOUR_MS,
+        &mut minutes,
+    )?;
+    for (_, s) in &minutes {
+        total.merge(s);
+    }
+    Ok(total)
 }
