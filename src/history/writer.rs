@@ -16,6 +16,7 @@
 //! minute rows — sketches merge exactly, so the rebuilt row is the one that would have been
 //! written.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -54,6 +55,7 @@ struct Caches {
     dirty: HashSet<RollKey>,
     incidents: HashMap<i64, IncidentState>,
     empty_step: Arc<str>,
+    step_names: HashSet<Arc<str>>,
     /// The newest moment of the batch being written (see [`due`]).
     horizon: i64,
     /// `open_hours` may list rows that are not in `rows`: read them back before the next batch.
@@ -68,6 +70,7 @@ impl Default for Caches {
             dirty: HashSet::new(),
             incidents: HashMap::new(),
             empty_step: Arc::from(""),
+            step_names: HashSet::new(),
             horizon: i64::MIN,
             repair: true,
         }
@@ -259,39 +262,52 @@ impl Caches {
             self.row(tx, key)?.add(r.duration_s, r.success, r.reason);
             for s in &r.steps {
                 let reason = if s.success { None } else { r.reason };
-                let key = (sid, res, Arc::from(s.name.as_str()), start);
+                let key = (sid, res, self.step_name(&s.name), start);
                 self.row(tx, key)?.add(s.duration_s, s.success, reason);
             }
         }
         Ok(())
     }
 
+    /// The shared copy of a step name: keys are made for every step of every run, without an
+    /// allocation each.
+    fn step_name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.step_names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.step_names.insert(n.clone());
+        n
+    }
+
     /// The cached row for `key` (read from disk on first touch), marked dirty. An hour row
     /// that is not due yet is listed in `open_hours` (in this batch's transaction) when it
     /// enters the cache, so a crash before it is written leaves a note to rebuild it.
     fn row(&mut self, tx: &Connection, key: RollKey) -> rusqlite::Result<&mut Sketch> {
-        if !self.rows.contains_key(&key) {
-            let s = if key.1 == HOUR_MS {
-                let s = load_row(tx, &key)?;
-                let s = match s {
-                    Some(s) => s,
-                    None => hour_from_minutes(tx, &key)?,
-                };
-                if !due(&key, self.horizon) {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO open_hours(scenario_id, step, start_ms) \
-                         VALUES (?1,?2,?3)",
-                    )?
-                    .execute(params![key.0, &*key.2, key.3])?;
-                }
-                s
-            } else {
-                load_row(tx, &key)?.unwrap_or_default()
-            };
-            self.rows.insert(key.clone(), s);
-        }
         self.dirty.insert(key.clone());
-        Ok(self.rows.get_mut(&key).expect("inserted above"))
+        let open = !due(&key, self.horizon);
+        let slot = match self.rows.entry(key) {
+            Entry::Occupied(e) => return Ok(e.into_mut()),
+            Entry::Vacant(e) => e,
+        };
+        let key = slot.key();
+        let s = if key.1 == HOUR_MS {
+            let s = match load_row(tx, key)? {
+                Some(s) => s,
+                None => hour_from_minutes(tx, key)?,
+            };
+            if open {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO open_hours(scenario_id, step, start_ms) \
+                     VALUES (?1,?2,?3)",
+                )?
+                .execute(params![key.0, &*key.2, key.3])?;
+            }
+            s
+        } else {
+            load_row(tx, key)?.unwrap_or_default()
+        };
+        Ok(slot.insert(s))
     }
 
     /// Write the dirty rows that are due; hour rows written leave `open_hours`. Returns the
