@@ -87,6 +87,17 @@ for i in range(n):
 PY
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# CPU ticks of the store's writer thread (0 when history is off): the store's own share.
+writer_ticks() {
+  local t
+  for t in /proc/$1/task/*; do
+    if [ "$(cat "$t/comm" 2>/dev/null)" = sonde-history ]; then
+      awk '{print $14+$15}' "$t/stat"
+      return
+    fi
+  done
+  echo 0
+}
 hz=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -101,16 +112,16 @@ measure() {
   for _ in $(seq 1 600); do curl -fsS "http://$SONDE_ADDR/-/ready" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "history $mode, round $round: warming up ${WARMUP}s, then a ${WINDOW}s window…" >&2
   sleep "$WARMUP"
-  local t0 t1 c0 c1
+  local t0 t1 c0 c1 w0 w1
   t0=$(date +%s.%N); curl -fsS "http://$SONDE_ADDR/metrics" >"$work/m0-$mode-$round.txt"
-  c0=$(cpu_ticks $pid)
+  c0=$(cpu_ticks $pid); w0=$(writer_ticks $pid)
   sleep "$WINDOW"
-  c1=$(cpu_ticks $pid)
+  c1=$(cpu_ticks $pid); w1=$(writer_ticks $pid)
   t1=$(date +%s.%N); curl -fsS "http://$SONDE_ADDR/metrics" >"$work/m1-$mode-$round.txt"
   kill -TERM $pid; wait $pid 2>/dev/null || true
   local disk=""
   [ "$mode" != off ] && disk=$dir/history.db
-  echo "$mode $round $t0 $t1 $c0 $c1 $disk" >>"$work/results.txt"
+  echo "$mode $round $t0 $t1 $c0 $c1 $((w1 - w0)) $disk" >>"$work/results.txt"
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -68,12 +68,13 @@ def main():
             "p50": quantile(0.5, lag0, lag1), "p99": quantile(0.99, lag0, lag1),
         }
         if mode.startswith("on"):
+            r["writer_1k"] = float(f[6]) / hz / ran * 1000 if ran else float("nan")
             r["written"] = total(m1, "sonde_history_runs_written_total") - total(m0, "sonde_history_runs_written_total")
             r["dropped"] = total(m1, "sonde_history_dropped_runs_total") - total(m0, "sonde_history_dropped_runs_total")
             r["errors"] = total(m1, "sonde_history_write_errors_total")
             f0, f1 = buckets(m0, "sonde_history_flush_seconds"), buckets(m1, "sonde_history_flush_seconds")
             r["flush_p99"] = quantile(0.99, f0, f1)
-            size, runs, rollups, traces = store_file(f[6])
+            size, runs, rollups, traces = store_file(f[7])
             r["bytes_run"] = size / runs if runs else float("nan")
             r["per_day_gb"] = r["bytes_run"] * r["runs_s"] * 86400 / 1e9
             r["store"] = (size, runs, rollups, traces)
@@ -88,6 +89,8 @@ def main():
             print(line)
             if mode.startswith("on"):
                 size, runs, rollups, traces = r["store"]
+                print(f"      writer thread: {r['writer_1k']:.3f} CPU-s per 1k runs "
+                      f"({r['writer_1k'] / r['cpu_1k'] * 100:.1f} % of the process)")
                 print(f"      store: {r['written']:.0f} runs written in the window, "
                       f"{r['dropped']:.0f} dropped, {r['errors']:.0f} write errors, "
                       f"batch write p99 {r['flush_p99'] * 1000:.1f} ms; file: {size / 1e6:.1f} MB for "
