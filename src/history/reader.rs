@@ -126,9 +126,8 @@ pub(super) fn rows(
 }
 
 /// The rollup rows covering `[from, to)`: hour rows for whole hours inside it when `hours`,
-/// minute rows for the rest; by start. The last whole hour before `to`'s is read from minute
-/// rows too: the writer writes an hour's row only after the hour ends (at its next batch), so
-/// for the hour just ended the minute rows are the ones surely on disk.
+/// minute rows for the rest; by start. The writer writes an hour's row at its first batch after
+/// the hour ends, so the hour just ended may have none yet: then its minute rows answer.
 pub(super) fn covering(
     c: &Connection,
     sid: i64,
@@ -139,10 +138,14 @@ pub(super) fn covering(
 ) -> rusqlite::Result<Vec<(i64, Sketch)>> {
     let mut out = Vec::new();
     let h0 = from.div_euclid(HOUR_MS) * HOUR_MS + if from % HOUR_MS == 0 { 0 } else { HOUR_MS };
-    let h1 = to.div_euclid(HOUR_MS) * HOUR_MS - HOUR_MS;
+    let h1 = to.div_euclid(HOUR_MS) * HOUR_MS;
     if hours && h1 > h0 {
         rows(c, sid, MINUTE_MS, step, from, h0, &mut out)?;
         rows(c, sid, HOUR_MS, step, h0, h1, &mut out)?;
+        let last = h1 - HOUR_MS;
+        if out.last().map(|(start, _)| *start) != Some(last) {
+            rows(c, sid, MINUTE_MS, step, last, h1, &mut out)?;
+        }
         rows(c, sid, MINUTE_MS, step, h1, to, &mut out)?;
     } else {
         rows(c, sid, MINUTE_MS, step, from, to, &mut out)?;

@@ -209,6 +209,11 @@ fn hour_rows_are_written_when_their_hour_ends_and_rebuilt_after_a_crash() {
     f.set(T0 + 3 * HOUR_MS + 10 * MINUTE_MS);
     w.write(&third).unwrap();
     drop(w);
+    // Meanwhile readers take the hour just ended, which has no row yet, from its minute rows.
+    f.set(T0 + 4 * HOUR_MS + MINUTE_MS);
+    assert_eq!(rollup_rows(&f, HOUR_MS), (2, 2));
+    let up = r.uptime("a", Duration::from_secs(2 * 3600));
+    assert_eq!((up.runs, up.failures), (10, 1));
     f.set(T0 + 5 * HOUR_MS);
     let mut w = f.writer(StoreOptions::default());
     assert!(w.pending());

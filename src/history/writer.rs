@@ -7,9 +7,9 @@
 //! caches (they are reloaded from disk on next touch).
 //!
 //! Minute rows are written by every batch that touches them (readers see the open minute).
-//! Hour rows are not: readers take an hour's row only once the hour is over and the next one
-//! too (the open hour and the one before are read from their minute rows, see
-//! `reader::covering`), so an hour row is written once, by the first batch after its hour
+//! Hour rows are not: readers take an hour's row only once the hour is over (the open hour,
+//! and the one just ended while its row is not written yet, are read from their minute rows,
+//! see `reader::covering`), so an hour row is written once, by the first batch after its hour
 //! ends (or the minute's retention pass, when no run comes) — instead of by every batch, which
 //! halves the rows a batch writes. Until then the row is listed in `open_hours`; a writer that
 //! starts (after a crash or `kill -9`) or loses its caches rebuilds every listed row from its
