@@ -10,6 +10,8 @@
 #   bash bench/history.sh                     # 10,000 scenarios, 60 s windows, 1 round
 #   N=2000 WINDOW=30 ROUNDS=2 bash bench/history.sh
 #   SONDE_BIN=target/release/sonde bash bench/history.sh
+#   SONDE_BIN_BEFORE=/path/to/older/sonde …   # adds an "on-before" run of that binary to each
+#                                             # round (off, on-before, on), for before/after
 #
 # For the status page at 14 days of history (i13-page's part of the benchmark), fill a store
 # without waiting 14 days:  cargo run --release --example history_fill -- DIR 100 14 60
@@ -85,34 +87,48 @@ for i in range(n):
 PY
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# CPU ticks of the store's writer thread (0 when history is off): the store's own share.
+writer_ticks() {
+  local t
+  for t in /proc/$1/task/*; do
+    if [ "$(cat "$t/comm" 2>/dev/null)" = sonde-history ]; then
+      awk '{print $14+$15}' "$t/stat"
+      return
+    fi
+  done
+  echo 0
+}
 hz=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # measure MODE ROUND: one sonde, warm-up, a window between two scrapes; appends to results.txt.
 measure() {
-  local mode=$1 round=$2 store=() dir=$work/store-$2
-  if [ "$mode" = on ]; then rm -rf "$dir"; store=(--storage.path "$dir"); else store=(--storage.path=); fi
-  "$SONDE" serve -c "$work/bench.yaml" --listen "$SONDE_ADDR" --log-level warn "${store[@]}" \
+  local mode=$1 round=$2 bin=${3:-$SONDE} store=() dir=$work/store-$1-$2
+  if [ "$mode" != off ]; then rm -rf "$dir"; store=(--storage.path "$dir"); else store=(--storage.path=); fi
+  "$bin" serve -c "$work/bench.yaml" --listen "$SONDE_ADDR" --log-level warn "${store[@]}" \
     2>"$work/sonde-$mode-$round.log" &
   local pid=$!
   pids+=($pid)
   for _ in $(seq 1 600); do curl -fsS "http://$SONDE_ADDR/-/ready" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "history $mode, round $round: warming up ${WARMUP}s, then a ${WINDOW}s window…" >&2
   sleep "$WARMUP"
-  local t0 t1 c0 c1
+  local t0 t1 c0 c1 w0 w1
   t0=$(date +%s.%N); curl -fsS "http://$SONDE_ADDR/metrics" >"$work/m0-$mode-$round.txt"
-  c0=$(cpu_ticks $pid)
+  c0=$(cpu_ticks $pid); w0=$(writer_ticks $pid)
   sleep "$WINDOW"
-  c1=$(cpu_ticks $pid)
+  c1=$(cpu_ticks $pid); w1=$(writer_ticks $pid)
   t1=$(date +%s.%N); curl -fsS "http://$SONDE_ADDR/metrics" >"$work/m1-$mode-$round.txt"
   kill -TERM $pid; wait $pid 2>/dev/null || true
   local disk=""
-  [ "$mode" = on ] && disk=$dir/history.db
-  echo "$mode $round $t0 $t1 $c0 $c1 $disk" >>"$work/results.txt"
+  [ "$mode" != off ] && disk=$dir/history.db
+  echo "$mode $round $t0 $t1 $c0 $c1 $((w1 - w0)) $disk" >>"$work/results.txt"
 }
 
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$ROUNDS"); do
   measure off "$r"
+  [ -n "${SONDE_BIN_BEFORE:-}" ] && measure on-before "$r" "$SONDE_BIN_BEFORE"
   measure on "$r"
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 HZ=$hz N=$N python3 "$root/bench/lib/history_report.py" "$work"

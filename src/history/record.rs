@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{RunRow, StepRow};
 use crate::config::scenario::Scenario;
@@ -116,16 +116,22 @@ impl Record {
     }
 }
 
-/// Steps as stored: `[[name, kind, ok, seconds, [[phase, seconds]…]]…]`, compact JSON.
+/// Steps as stored: `[[name, kind, ok, seconds, [[phase, seconds]…]]…]`, compact JSON, written
+/// straight from the rows (tuples serialize as arrays) without building a JSON tree per run.
 pub fn encode_steps(steps: &[StepRow]) -> String {
-    let v: Vec<Value> = steps
+    let rows: Vec<_> = steps
         .iter()
         .map(|s| {
-            let phases: Vec<Value> = s.phases.iter().map(|(p, d)| json!([p, d])).collect();
-            json!([s.name, s.kind, u8::from(s.success), s.duration_s, phases])
+            (
+                &s.name,
+                &s.kind,
+                u8::from(s.success),
+                s.duration_s,
+                &s.phases,
+            )
         })
         .collect();
-    Value::Array(v).to_string()
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_string())
 }
 
 /// Steps read back; what does not parse is left out.
@@ -174,6 +180,26 @@ impl From<&Record> for RunRow {
     }
 }
 
+/// Each step's name, result and duration as stored, the duration parsed from its exact text
+/// (serde_json's default float parsing may be a unit in the last place off; the rollups the
+/// writer folds from the original values must be rebuilt bit for bit). What does not parse is
+/// left out, as in [`decode_steps`].
+pub fn step_timings(text: &str) -> Vec<(String, bool, f64)> {
+    type Row<'a> = (
+        String,
+        serde::de::IgnoredAny,
+        u8,
+        &'a serde_json::value::RawValue,
+        serde::de::IgnoredAny,
+    );
+    let Ok(rows) = serde_json::from_str::<Vec<Row<'_>>>(text) else {
+        return Vec::new();
+    };
+    rows.into_iter()
+        .filter_map(|(name, _, ok, secs, _)| Some((name, ok == 1, secs.get().parse().ok()?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +213,13 @@ mod tests {
             duration_s: 0.25,
             phases: vec![("connect".into(), 0.001), ("tls".into(), 0.01)],
         }];
-        assert_eq!(decode_steps(&encode_steps(&steps)), steps);
+        let text = encode_steps(&steps);
+        // The stored form is unchanged (stores written before read the same).
+        assert_eq!(
+            text,
+            r#"[["get \"x\"","http",0,0.25,[["connect",0.001],["tls",0.01]]]]"#
+        );
+        assert_eq!(decode_steps(&text), steps);
         assert!(decode_steps("not json").is_empty());
     }
 

@@ -5,6 +5,11 @@
 //! mid-write (`kill -9`) leaves the last committed batch intact — the half-written one is rolled
 //! back when the file is next opened. `synchronous=NORMAL` syncs at checkpoints only: a power
 //! cut may lose the last batches, never the file.
+//!
+//! `open_hours` lists the hour rollup rows the writer holds in memory and has not written yet
+//! (an hour row is written once its hour is over, see `writer`): after a crash they are rebuilt
+//! from their minute rows and the runs after `meta.minutes_through` (the first minute whose
+//! rows are not written yet).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -54,6 +59,12 @@ CREATE TABLE IF NOT EXISTS incidents(
     first_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS incidents_by_scenario ON incidents(scenario_id, from_ms);
+CREATE TABLE IF NOT EXISTS open_hours(
+    scenario_id INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    PRIMARY KEY(scenario_id, step, start_ms)
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '1');
 ";
 

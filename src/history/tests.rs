@@ -149,6 +149,184 @@ fn hour_rows_answer_long_windows_like_minute_rows() {
     assert_eq!(strip.iter().map(|s| s.runs).sum::<u64>(), 288);
 }
 
+/// Rows of `res` on disk, and the hour rows listed as not written yet.
+fn rollup_rows(f: &Fake, res: i64) -> (i64, i64) {
+    let c = rusqlite::Connection::open(schema::db_path(f.dir.path())).unwrap();
+    let n = |sql: &str, p: &[i64]| -> i64 {
+        c.query_row(sql, rusqlite::params_from_iter(p), |r| r.get(0))
+            .unwrap()
+    };
+    (
+        n("SELECT COUNT(*) FROM rollups WHERE res=?1", &[res]),
+        n("SELECT COUNT(*) FROM open_hours", &[]),
+    )
+}
+
+#[test]
+fn hour_rows_are_written_when_their_hour_ends_and_rebuilt_after_a_crash() {
+    let f = Fake::new();
+    let mut w = f.writer(StoreOptions::default());
+    // Half an hour, one run a minute, every third failing.
+    let first: Vec<Record> = (0..30)
+        .map(|m| rec("a", T0 + m * MINUTE_MS, 0.1, m % 3 != 0))
+        .collect();
+    f.set(T0 + 30 * MINUTE_MS);
+    w.write(&first).unwrap();
+    // The open hour's rows (run and step) are in memory and listed, not written.
+    assert_eq!(rollup_rows(&f, HOUR_MS), (0, 2));
+    // The open hour is read from its minute rows meanwhile.
+    let up = f.reader().uptime("a", Duration::from_secs(3600));
+    assert_eq!((up.runs, up.failures), (30, 10));
+    // kill -9: the writer's memory is gone. A new writer rebuilds the listed rows from the
+    // minute rows and goes on adding to them.
+    drop(w);
+    let mut w = f.writer(StoreOptions::default());
+    let second: Vec<Record> = (30..60)
+        .map(|m| rec("a", T0 + m * MINUTE_MS, 0.1, m % 3 != 0))
+        .collect();
+    f.set(T0 + 45 * MINUTE_MS);
+    w.write(&second[..15]).unwrap();
+    f.set(T0 + 59 * MINUTE_MS + 1);
+    w.write(&second[15..]).unwrap();
+    assert_eq!(rollup_rows(&f, HOUR_MS), (0, 2));
+    // The first batch after the hour writes its rows (and unlists them).
+    f.set(T0 + HOUR_MS);
+    w.write(&[]).unwrap();
+    assert_eq!(rollup_rows(&f, HOUR_MS), (2, 0));
+    f.set(T0 + 3 * HOUR_MS);
+    let r = f.reader();
+    let up = r.uptime("a", Duration::from_secs(3 * 3600));
+    assert_eq!((up.runs, up.failures), (60, 20));
+    let pts = r.latency("a", Some("get"), T0, Duration::from_secs(3600));
+    assert_eq!(pts.len(), 1);
+    assert_eq!(pts[0].count, 60);
+
+    // A crash after the hour ended, before any batch wrote its row: the next writer writes it
+    // even when no run of that hour comes again (here: an idle batch).
+    let third: Vec<Record> = (0..10)
+        .map(|m| rec("a", T0 + 3 * HOUR_MS + m * MINUTE_MS, 0.2, m != 4))
+        .collect();
+    f.set(T0 + 3 * HOUR_MS + 10 * MINUTE_MS);
+    w.write(&third).unwrap();
+    drop(w);
+    // Meanwhile readers take the hour just ended, which has no row yet, from its minute rows.
+    f.set(T0 + 4 * HOUR_MS + MINUTE_MS);
+    assert_eq!(rollup_rows(&f, HOUR_MS), (2, 2));
+    let up = r.uptime("a", Duration::from_secs(2 * 3600));
+    assert_eq!((up.runs, up.failures), (10, 1));
+    f.set(T0 + 5 * HOUR_MS);
+    let mut w = f.writer(StoreOptions::default());
+    assert!(w.pending());
+    w.write(&[]).unwrap();
+    assert_eq!(rollup_rows(&f, HOUR_MS), (4, 0));
+    let up = r.uptime("a", Duration::from_secs(2 * 3600));
+    assert_eq!((up.runs, up.failures), (10, 1));
+    let strip = r.strip("a", 5, Duration::from_secs(5 * 3600));
+    assert_eq!(
+        strip.iter().map(|s| s.runs).collect::<Vec<_>>(),
+        [60, 0, 0, 10, 0]
+    );
+}
+
+/// Everything a reader answers about scenario "a" over the last two hours, minute by minute.
+fn answers(r: &Reader) -> String {
+    let day = Duration::from_secs(2 * 3600);
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}",
+        r.uptime("a", day),
+        r.strip("a", 120, day),
+        r.latency("a", None, T0, Duration::from_secs(60)),
+        r.latency("a", Some("get"), T0, Duration::from_secs(60)),
+    )
+}
+
+#[test]
+fn minute_rows_are_written_when_their_minute_ends_and_rebuilt_after_a_crash() {
+    let f = Fake::new();
+    let mut w = f.writer(StoreOptions::default());
+    // Durations whose shortest decimal form has 17 digits: the rows rebuilt from the runs
+    // table must add the same bits the writer added.
+    let secs = |i: i64| (i as f64 + 0.1) / 3.0;
+    let runs: Vec<Record> = (0..90)
+        .map(|i| rec("a", T0 + i * 1000, secs(i), i % 4 != 1))
+        .collect();
+    // Two batches inside the first minute: its rows (run and step) stay in memory.
+    f.set(T0 + 20_000);
+    w.write(&runs[..20]).unwrap();
+    f.set(T0 + 40_000);
+    w.write(&runs[20..40]).unwrap();
+    assert_eq!(
+        rollup_rows(&f, MINUTE_MS).0,
+        0,
+        "the open minute is not written"
+    );
+    let r = f.reader();
+    let up = r.uptime("a", Duration::from_secs(600));
+    assert_eq!(
+        (up.runs, up.failures),
+        (40, 10),
+        "read from the runs meanwhile"
+    );
+    // The first batch after the minute writes its rows; the next minute's stay in memory.
+    f.set(T0 + 62_000);
+    w.write(&runs[40..62]).unwrap();
+    assert_eq!(rollup_rows(&f, MINUTE_MS).0, 2);
+    let before_crash = answers(&r);
+    // kill -9: the open minute's rows are gone with the writer; readers still count its runs
+    // and a new writer rebuilds the rows from them.
+    drop(w);
+    assert!(answers(&r) == before_crash, "a crash changes no answer");
+    let mut w = f.writer(StoreOptions::default());
+    f.set(T0 + 90_000);
+    w.write(&runs[62..]).unwrap();
+    assert_eq!(rollup_rows(&f, MINUTE_MS).0, 2);
+    f.set(T0 + 2 * MINUTE_MS);
+    let open = answers(&r);
+    w.write(&[]).unwrap();
+    assert_eq!(rollup_rows(&f, MINUTE_MS).0, 4);
+    assert!(
+        answers(&r) == open,
+        "the written rows are the ones read from the runs"
+    );
+    let up = r.uptime("a", Duration::from_secs(600));
+    assert_eq!(
+        (up.runs, up.failures),
+        (90, (0..90).filter(|i| i % 4 == 1).count() as u64)
+    );
+    // The same runs written by one writer with no crash give the same rows, bit for bit.
+    let g = Fake::new();
+    let mut w = g.writer(StoreOptions::default());
+    g.set(T0 + 90_000);
+    w.write(&runs).unwrap();
+    g.set(T0 + 2 * MINUTE_MS);
+    w.write(&[]).unwrap();
+    type Row = (i64, String, i64, i64, f64, f64, Vec<u8>);
+    let dump = |f: &Fake| -> Vec<Row> {
+        let c = rusqlite::Connection::open(schema::db_path(f.dir.path())).unwrap();
+        let mut st = c
+            .prepare(
+                "SELECT start_ms, step, count, failures, sum_s, max_s, hist FROM rollups \
+                 WHERE res=?1 ORDER BY start_ms, step",
+            )
+            .unwrap();
+        let rows = st
+            .query_map([MINUTE_MS], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    assert_eq!(dump(&f), dump(&g));
+}
+
 #[test]
 fn runs_page_newest_first_and_filter() {
     let f = Fake::new();

@@ -5,7 +5,26 @@
 //! The rollup rows of open minutes and hours are cached in memory with their full state, so a
 //! batch rewrites each touched row once instead of reading it back; a failed commit drops the
 //! caches (they are reloaded from disk on next touch).
+//!
+//! Rollup rows are written once, when their period is over, instead of by every batch that
+//! touches them (at one run a second per scenario a 2 s batch rewrote each scenario's minute
+//! rows: most of the writer's work besides inserting the runs):
+//!
+//! - A minute row is written by the first batch whose newest moment (the `horizon`, which never
+//!   goes back) is past its minute. The batch also stores that minute boundary in `meta`
+//!   (`minutes_through`): every minute row before it is on disk, none at or after it is.
+//!   Readers take the minutes from `minutes_through` on from the runs table
+//!   (`reader::minutes`), and a writer that starts (after a crash or `kill -9`) or loses its
+//!   caches rebuilds those rows from the same runs — the runs table is the record, so nothing
+//!   committed is lost.
+//! - An hour row is written by the first batch after its hour ends (or the minute's retention
+//!   pass, when no run comes); readers take the open hour, and the one just ended while its row
+//!   is not written yet, from its minute rows (`reader::covering`). Until then the row is listed
+//!   in `open_hours`; a restarting writer rebuilds every listed row from its minute rows and the
+//!   runs after `minutes_through` — sketches merge exactly, so the rebuilt row is the one that
+//!   would have been written.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -36,13 +55,61 @@ pub struct Writer {
 }
 
 /// What the writer keeps in memory between batches.
-#[derive(Default)]
 struct Caches {
     scenario_ids: HashMap<Arc<str>, i64>,
     rows: HashMap<RollKey, Sketch>,
+    /// Rows changed since they were last written: minute rows until the batch ends, hour rows
+    /// until they are due ([`due`]).
     dirty: HashSet<RollKey>,
     incidents: HashMap<i64, IncidentState>,
     empty_step: Arc<str>,
+    step_names: HashSet<Arc<str>>,
+    /// The newest moment of any batch written (see [`due`]); it never goes back, so a minute
+    /// once due stays due.
+    horizon: i64,
+    /// `minutes_through` as on disk: minute rows before it are written, none from it on.
+    minutes_through: Option<i64>,
+    /// While rebuilding after a restart: minute rows from here on start empty (their runs are
+    /// folded again) instead of being read from disk.
+    fresh_from: i64,
+    /// `open_hours` may list rows that are not in `rows`: read them back before the next batch.
+    repair: bool,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches {
+            scenario_ids: HashMap::new(),
+            rows: HashMap::new(),
+            dirty: HashSet::new(),
+            incidents: HashMap::new(),
+            empty_step: Arc::from(""),
+            step_names: HashSet::new(),
+            horizon: i64::MIN,
+            minutes_through: None,
+            fresh_from: i64::MAX,
+            repair: true,
+        }
+    }
+}
+
+/// Whether a dirty row is written by a batch whose newest moment is `horizon`: once its minute
+/// or hour is over.
+fn due(key: &RollKey, horizon: i64) -> bool {
+    key.3 + key.1 <= horizon
+}
+
+/// The key in `meta` of the first minute whose rollup rows are not written yet.
+pub const MINUTES_THROUGH: &str = "minutes_through";
+
+/// `minutes_through` as committed; `None` for a store written before minute rows waited for
+/// their minute to end (all its minute rows are on disk).
+pub(super) fn minutes_through(c: &Connection) -> rusqlite::Result<Option<i64>> {
+    let v: Option<String> = c
+        .prepare_cached("SELECT value FROM meta WHERE key=?1")?
+        .query_row([MINUTES_THROUGH], |r| r.get(0))
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()))
 }
 
 /// What a prune removed.
@@ -78,58 +145,73 @@ impl Writer {
 
     fn write_inner(&mut self, batch: &[Record]) -> rusqlite::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
-        for r in batch {
-            let sid = scenario_id(&tx, &mut self.c.scenario_ids, &r.scenario)?;
-            tx.prepare_cached(
+        // The batch's newest moment: the clock, or a run that started later (a fake clock, or
+        // runs written in bulk, as `history_fill` does).
+        let now = (self.clock)();
+        let newest = batch.iter().map(|r| r.started_ms).fold(now, i64::max);
+        if self.c.repair {
+            self.c.minutes_through = minutes_through(&tx)?;
+            self.c.horizon = self
+                .c
+                .horizon
+                .max(self.c.minutes_through.unwrap_or(i64::MIN));
+            self.c.horizon = self.c.horizon.max(newest);
+            self.c.reload_open_hours(&tx)?;
+            self.c.replay_unwritten_minutes(&tx)?;
+        }
+        self.c.horizon = self.c.horizon.max(newest);
+        let horizon = self.c.horizon;
+        {
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO runs(scenario_id, region, started_ms, duration_s, success, \
                  failed_step, reason, error, steps, trace) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-            )?
-            .execute(params![
-                sid,
-                &*r.region,
-                r.started_ms,
-                r.duration_s,
-                r.success,
-                r.failed_step,
-                r.reason,
-                r.error,
-                encode_steps(&r.steps),
-                r.trace,
-            ])?;
-            self.c.fold(&tx, sid, r)?;
-            self.c.incident(&tx, sid, r)?;
+            )?;
+            for r in batch {
+                let sid = scenario_id(&tx, &mut self.c.scenario_ids, &r.scenario)?;
+                insert.execute(params![
+                    sid,
+                    &*r.region,
+                    r.started_ms,
+                    r.duration_s,
+                    r.success,
+                    r.failed_step,
+                    r.reason,
+                    r.error,
+                    encode_steps(&r.steps),
+                    r.trace,
+                ])?;
+                self.c.fold(&tx, sid, r)?;
+                self.c.incident(&tx, sid, r)?;
+            }
         }
-        for key in self.c.dirty.drain() {
-            let Some(s) = self.c.rows.get(&key) else {
-                continue;
-            };
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO rollups(scenario_id, res, step, start_ms, count, failures, \
-                 sum_s, max_s, hist, last_reason) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-            )?
-            .execute(params![
-                key.0,
-                key.1,
-                &*key.2,
-                key.3,
-                s.count as i64,
-                s.failures as i64,
-                s.sum_s,
-                s.max_s,
-                s.hist_bytes(),
-                s.last_reason,
-            ])?;
+        let written = self.c.write_due(&tx, horizon)?;
+        let through = horizon.div_euclid(MINUTE_MS) * MINUTE_MS;
+        if self.c.minutes_through != Some(through) {
+            tx.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?
+                .execute(params![MINUTES_THROUGH, through.to_string()])?;
         }
         tx.commit()?;
-        let now = (self.clock)();
+        self.c.minutes_through = Some(through);
+        for key in &written {
+            self.c.dirty.remove(key);
+        }
         self.c.evict_closed_rows(now);
         Ok(())
     }
 
-    /// Retention: by age (runs and minute rows older than the retention, hour rows older than
+    /// Whether rows wait in memory to be written (an idle writer still writes them when due).
+    pub fn pending(&self) -> bool {
+        !self.c.dirty.is_empty() || self.c.repair
+    }
+
+    /// Retention (after writing the rows that fell due): by age (runs and minute rows older than the retention, hour rows older than
     /// the longer of it and 31 days, closed incidents likewise), then by size (the oldest runs,
     /// a tenth of their time span at a time, until the store fits).
     pub fn prune(&mut self) -> rusqlite::Result<Pruned> {
+        // Hour rows whose hour ended since the last batch (no run came since) are written now.
+        if self.pending() {
+            self.write(&[])?;
+        }
         let now = (self.clock)();
         let keep_ms = self.opts.retention.as_millis() as i64;
         let cutoff = now - keep_ms;
@@ -156,7 +238,9 @@ impl Writer {
             [long_cutoff],
         )?;
         tx.commit()?;
-        self.c.rows.clear();
+        // Rows not yet written stay: they are the only copy of what they hold.
+        let dirty = &self.c.dirty;
+        self.c.rows.retain(|k, _| dirty.contains(k));
         pruned.runs += self.prune_to_size()?;
         Ok(pruned)
     }
@@ -215,33 +299,177 @@ fn scenario_ids(c: &Connection) -> rusqlite::Result<Vec<i64>> {
 impl Caches {
     /// Add the run and each of its steps to their minute and hour rows.
     fn fold(&mut self, tx: &Connection, sid: i64, r: &Record) -> rusqlite::Result<()> {
+        let steps = r.steps.iter().map(|s| (&*s.name, s.success, s.duration_s));
+        self.fold_run(
+            tx,
+            sid,
+            (r.started_ms, r.duration_s, r.success, r.reason),
+            steps,
+        )
+    }
+
+    /// [`fold`](Self::fold) of a run's parts: a run being written, or one read back from the
+    /// runs table by [`replay_unwritten_minutes`](Self::replay_unwritten_minutes).
+    fn fold_run<'s>(
+        &mut self,
+        tx: &Connection,
+        sid: i64,
+        (started_ms, duration_s, success, run_reason): (i64, f64, bool, Option<&str>),
+        steps: impl Iterator<Item = (&'s str, bool, f64)> + Clone,
+    ) -> rusqlite::Result<()> {
         for res in [MINUTE_MS, HOUR_MS] {
-            let start = r.started_ms.div_euclid(res) * res;
+            let start = started_ms.div_euclid(res) * res;
             let key = (sid, res, self.empty_step.clone(), start);
-            self.row(tx, key)?.add(r.duration_s, r.success, r.reason);
-            for s in &r.steps {
-                let reason = if s.success { None } else { r.reason };
-                let key = (sid, res, Arc::from(s.name.as_str()), start);
-                self.row(tx, key)?.add(s.duration_s, s.success, reason);
+            self.row(tx, key)?.add(duration_s, success, run_reason);
+            for (name, ok, secs) in steps.clone() {
+                let reason = if ok { None } else { run_reason };
+                let key = (sid, res, self.step_name(name), start);
+                self.row(tx, key)?.add(secs, ok, reason);
             }
         }
         Ok(())
     }
 
-    /// The cached row for `key` (read from disk on first touch), marked dirty.
-    fn row(&mut self, tx: &Connection, key: RollKey) -> rusqlite::Result<&mut Sketch> {
-        if !self.rows.contains_key(&key) {
-            let s = load_row(tx, &key)?.unwrap_or_default();
-            self.rows.insert(key.clone(), s);
+    /// After a start or a failed commit: fold again the runs whose minute rows were not
+    /// written (from `minutes_through` on), in the order they were written, so the cached
+    /// minute and hour rows are the ones the lost writer held. Per scenario, through the
+    /// `(scenario_id, started_ms)` index.
+    fn replay_unwritten_minutes(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        let Some(from) = self.minutes_through else {
+            return Ok(());
+        };
+        self.fresh_from = from;
+        for sid in scenario_ids(tx)? {
+            let runs: Vec<(i64, f64, bool, Option<String>, String)> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT started_ms, duration_s, success, reason, steps FROM runs \
+                     WHERE scenario_id=?1 AND started_ms>=?2 ORDER BY id",
+                )?;
+                let rows = st.query_map(params![sid, from], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (started, secs, ok, reason, steps) in runs {
+                let steps = super::record::step_timings(&steps);
+                let steps = steps.iter().map(|(n, ok, s)| (n.as_str(), *ok, *s));
+                self.fold_run(tx, sid, (started, secs, ok, reason.as_deref()), steps)?;
+            }
         }
-        self.dirty.insert(key.clone());
-        Ok(self.rows.get_mut(&key).expect("inserted above"))
+        self.fresh_from = i64::MAX;
+        Ok(())
     }
 
-    /// Forget cached rows of buckets that ended more than one bucket ago: a late run reloads
-    /// its row from disk.
+    /// The shared copy of a step name: keys are made for every step of every run, without an
+    /// allocation each.
+    fn step_name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.step_names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.step_names.insert(n.clone());
+        n
+    }
+
+    /// The cached row for `key` (read from disk on first touch), marked dirty. An hour row
+    /// that is not due yet is listed in `open_hours` (in this batch's transaction) when it
+    /// enters the cache, so a crash before it is written leaves a note to rebuild it.
+    fn row(&mut self, tx: &Connection, key: RollKey) -> rusqlite::Result<&mut Sketch> {
+        self.dirty.insert(key.clone());
+        let open = !due(&key, self.horizon);
+        let slot = match self.rows.entry(key) {
+            Entry::Occupied(e) => return Ok(e.into_mut()),
+            Entry::Vacant(e) => e,
+        };
+        let key = slot.key();
+        let s = if key.1 == HOUR_MS {
+            let s = match load_row(tx, key)? {
+                Some(s) => s,
+                None => hour_from_minutes(tx, key, self.minutes_through)?,
+            };
+            if open {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO open_hours(scenario_id, step, start_ms) \
+                     VALUES (?1,?2,?3)",
+                )?
+                .execute(params![key.0, &*key.2, key.3])?;
+            }
+            s
+        } else if key.3 >= self.fresh_from {
+            Sketch::default()
+        } else {
+            load_row(tx, key)?.unwrap_or_default()
+        };
+        Ok(slot.insert(s))
+    }
+
+    /// Write the dirty rows that are due; hour rows written leave `open_hours`. Returns the
+    /// keys written, to be marked clean once the transaction commits.
+    fn write_due(&self, tx: &Connection, horizon: i64) -> rusqlite::Result<Vec<RollKey>> {
+        let mut upsert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO rollups(scenario_id, res, step, start_ms, count, failures, \
+             sum_s, max_s, hist, last_reason) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+        )?;
+        let mut unlist = tx.prepare_cached(
+            "DELETE FROM open_hours WHERE scenario_id=?1 AND step=?2 AND start_ms=?3",
+        )?;
+        let mut written = Vec::new();
+        for key in self.dirty.iter().filter(|k| due(k, horizon)) {
+            let Some(s) = self.rows.get(key).filter(|s| s.count > 0) else {
+                // Nothing to write (an open hour whose minute rows are gone): only unlisted.
+                if key.1 == HOUR_MS {
+                    unlist.execute(params![key.0, &*key.2, key.3])?;
+                }
+                written.push(key.clone());
+                continue;
+            };
+            upsert.execute(params![
+                key.0,
+                key.1,
+                &*key.2,
+                key.3,
+                s.count as i64,
+                s.failures as i64,
+                s.sum_s,
+                s.max_s,
+                s.hist_bytes(),
+                s.last_reason,
+            ])?;
+            if key.1 == HOUR_MS {
+                unlist.execute(params![key.0, &*key.2, key.3])?;
+            }
+            written.push(key.clone());
+        }
+        Ok(written)
+    }
+
+    /// Read back the rows `open_hours` lists that the cache lacks (after a start or a failed
+    /// commit), rebuilt from their minute rows, as dirty rows to be written when due.
+    fn reload_open_hours(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        let listed: Vec<(i64, String, i64)> = {
+            let mut st = tx.prepare_cached("SELECT scenario_id, step, start_ms FROM open_hours")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (sid, step, start) in listed {
+            let key: RollKey = (sid, HOUR_MS, Arc::from(step.as_str()), start);
+            if self.rows.contains_key(&key) {
+                continue;
+            }
+            let s = hour_from_minutes(tx, &key, self.minutes_through)?;
+            self.rows.insert(key.clone(), s);
+            self.dirty.insert(key);
+        }
+        self.repair = false;
+        Ok(())
+    }
+
+    /// Forget cached rows of buckets that ended more than one bucket ago (a late run reloads
+    /// its row from disk), except rows not written yet.
     fn evict_closed_rows(&mut self, now: i64) {
-        self.rows.retain(|k, _| k.3 + 2 * k.1 > now);
+        let dirty = &self.dirty;
+        self.rows
+            .retain(|k, _| k.3 + 2 * k.1 > now || dirty.contains(k));
     }
 
     /// Open an incident on a failure after a success (or the first run), count failures while
@@ -315,4 +543,21 @@ fn load_row(tx: &Connection, key: &RollKey) -> rusqlite::Result<Option<Sketch>> 
         super::reader::sketch_of,
     )
     .optional()
+}
+
+/// An hour row as the sum of its minute rows written before `minutes_through` (an hour row not
+/// written yet; the minutes after are folded in from their runs).
+fn hour_from_minutes(
+    tx: &Connection,
+    key: &RollKey,
+    minutes_through: Option<i64>,
+) -> rusqlite::Result<Sketch> {
+    let mut total = Sketch::default();
+    let mut minutes = Vec::new();
+    let end = (key.3 + HOUR_MS).min(minutes_through.unwrap_or(i64::MAX));
+    super::reader::rows(tx, key.0, MINUTE_MS, &key.2, key.3, end, &mut minutes)?;
+    for (_, s) in &minutes {
+        total.merge(s);
+    }
+    Ok(total)
 }
