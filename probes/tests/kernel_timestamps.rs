@@ -6,8 +6,8 @@
 //! request (ICMP) or started its connect before the blocking task runs; the reply can only be
 //! read after the block ends. Phases covered: icmp rtt, tcp connect, http and https processing
 //! (HTTP/1.1; HTTP/2 and session tickets checked against a 20 ms server), the TLS handshake's
-//! rounds, a tcp dialogue's send → matching line (over TLS) and a WebSocket send → matching
-//! frame.
+//! rounds, a tcp dialogue's send → matching line (over TLS), a WebSocket send → matching frame
+//! and a `tcp.*` long connection's send → matching frame.
 
 #![cfg(target_os = "linux")]
 
@@ -525,6 +525,72 @@ fn ws_frame_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
         (sent, frame, kernel)
     });
     server.join().unwrap();
+    let user = frame.received_at.duration_since(sent.at);
+    let kernel = kernel.expect("a kernel figure");
+    assert!(
+        user >= BLOCK,
+        "user-space send → match {user:?} should include the block"
+    );
+    assert!(kernel < BLOCK, "kernel send → match {kernel:?} should not");
+    assert!(
+        kernel >= Duration::from_millis(10),
+        "kernel send → match {kernel:?} cannot be shorter than the server's wait"
+    );
+}
+
+/// A line echo on another thread answers 10 ms after each line of a `tcp.*` long connection,
+/// while the probe's runtime is blocked right after its send: the frame's user-space send →
+/// match includes the block, the kernel's does not.
+#[test]
+fn tcp_frame_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use sonde_probes::tcp_conn::{connect, Framing, TcpConnectRequest};
+    use sonde_probes::tls::{TlsClient, TlsOptions};
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut out = tcp.try_clone().unwrap();
+        for line in BufReader::new(tcp).lines() {
+            let Ok(line) = line else { return };
+            std::thread::sleep(Duration::from_millis(10));
+            if out.write_all(format!("{line}\n").as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let req = TcpConnectRequest {
+        host: "127.0.0.1".into(),
+        port,
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        tls: false,
+        tls_client: TlsClient::new(&TlsOptions::default(), &[]).unwrap(),
+        framing: Framing::Lines { crlf: false },
+        max_frame_size: 64 * 1024,
+        inbox_limit: 16,
+        heartbeat: None,
+    };
+    let (sent, frame, kernel) = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (out, conn) = connect(&req, deadline).await;
+        assert!(out.success(), "{:?}", out.failure);
+        let conn = conn.unwrap();
+        let sent = conn
+            .send_timed("hello".into(), false, deadline)
+            .await
+            .unwrap();
+        // The echo comes back while this thread is held.
+        std::thread::sleep(BLOCK);
+        let mut any = |_: &bytes::Bytes| true;
+        let res = conn.expect(&mut any, deadline, 4).await;
+        let frame = res.matched.expect("the echo");
+        let kernel = conn.kernel_latency(&sent, &frame);
+        drop(conn);
+        (sent, frame, kernel)
+    });
+    server.join().unwrap();
+    assert_eq!(&frame.body[..], b"hello");
     let user = frame.received_at.duration_since(sent.at);
     let kernel = kernel.expect("a kernel figure");
     assert!(

@@ -23,7 +23,8 @@ pub struct RunCtx {
     pub conns: Conns,
     /// When the last `ws.send` of this run was written: `ws.expect` measures from it.
     pub last_send: Option<Instant>,
-    /// That send's connection and what the kernel needs to time its answer.
+    /// The last `ws.send` or `tcp.send`: its connection and what the kernel needs to time its
+    /// answer.
     pub last_ws_send: Option<(String, sonde_probes::ws::Sent)>,
     /// Secrets met so far (see [`crate::engine::RunReport::secrets`]).
     pub secrets: Vec<String>,

@@ -234,7 +234,9 @@ async fn expect(
     let mut r = report(cx, start, facts);
     r.duration = duration;
     if let (Some(m), false) = (&res.matched, e.negate) {
-        answered(&mut r, &conn, ctx, &e.on, m, duration);
+        answered(&mut r, ctx, &e.on, m, duration, |sent| {
+            conn.kernel_latency(sent, m)
+        });
     }
     if skipped_count > 0 {
         r.event(format!("skipped {skipped_count} non-matching frame(s)"));
@@ -255,23 +257,24 @@ async fn expect(
 
 /// A matched frame that answers the run's last send on the same connection: send-to-match is
 /// the `processing` phase, the kernel's figure where the socket is timestamped (the step's
-/// duration too), and the trace gives both.
-fn answered(
+/// duration too), and the trace gives both. `kernel_latency` is the connection's figure from a
+/// send to this frame (ws and tcp connections share this).
+pub(super) fn answered(
     r: &mut StepReport,
-    conn: &WsConn,
     ctx: &RunCtx,
     on: &str,
     m: &ws::Frame,
     user: std::time::Duration,
+    kernel_latency: impl FnOnce(&ws::Sent) -> Result<std::time::Duration, String>,
 ) {
-    let Some((_, sent)) = ctx
-        .last_ws_send
-        .as_ref()
-        .filter(|(name, sent)| name == on && sent.at <= m.received_at)
-    else {
+    // The user-space figure runs from the run's last send of any kind: the kernel's must start
+    // at that same send, on this connection.
+    let Some((_, sent)) = ctx.last_ws_send.as_ref().filter(|(name, sent)| {
+        name == on && sent.at <= m.received_at && ctx.last_send == Some(sent.at)
+    }) else {
         return;
     };
-    let kernel = conn.kernel_latency(sent, m);
+    let kernel = kernel_latency(sent);
     r.timings
         .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
     if let Ok(k) = &kernel {
