@@ -393,8 +393,17 @@ steps:
     let r = engine::run(&sc).await;
     assert!(r.success(), "{:#}", r.to_json(&sc));
     assert_eq!(server.tls_handshakes(), 1);
-    // Over TLS after the upgrade, frames are still timed by the kernel.
+    // Over TLS after the upgrade, frames are still timed by the kernel, and so is the upgrade's
+    // handshake.
     assert_send_to_match(&r, &sc, "echo");
+    if cfg!(target_os = "linux") {
+        let up = r.steps.iter().find(|s| s.name == "upgrade").unwrap();
+        assert!(
+            up.timings.kernel(sonde_probes::Phase::Tls).is_some(),
+            "{:#}",
+            r.to_json(&sc)
+        );
+    }
     // A second upgrade of a TLS connection is refused (reason protocol).
     let twice = load_one(&yaml(server.port()).replace(
         "  - tcp.send: {on: m, text: ECHO over tls}",

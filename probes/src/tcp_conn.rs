@@ -493,7 +493,8 @@ impl Task {
         let (host, client) = (self.host.clone(), self.tls_client.clone());
         let res = tokio::time::timeout_at(
             deadline,
-            client.handshake(io, &host, &mut rec, &starttls_marks()),
+            // On the connection's own timestamped socket: the rounds get the kernel's figure.
+            client.handshake(io, &host, &mut rec, &self.marks),
         )
         .await;
         match res {
@@ -767,10 +768,4 @@ fn skipped_note(n: usize) -> String {
 
 fn closed_failure(c: &Closed, doing: &str) -> Failure {
     Failure::new(FailureReason::Protocol, format!("{doing}: {c}"))
-}
-
-/// STARTTLS runs on the connection's boxed stream, whose timestamp marks are not kept: its
-/// handshake is timed in user space, and the trace says so.
-fn starttls_marks() -> crate::kts::Marks {
-    crate::kts::Marks::none("STARTTLS on a tcp.* connection is timed in user space")
 }
