@@ -26,6 +26,9 @@ pub struct RunCtx {
     /// The last `ws.send` or `tcp.send`: its connection and what the kernel needs to time its
     /// answer.
     pub last_ws_send: Option<(String, sonde_probes::ws::Sent)>,
+    /// The last `mqtt.publish`: when it was written (as `last_send`) and the kernel's send
+    /// timestamp of its last byte, where a receiver's kernel figure starts.
+    pub last_publish: Option<(Instant, Result<sonde_probes::kts::RealTime, String>)>,
     /// Secrets met so far (see [`crate::engine::RunReport::secrets`]).
     pub secrets: Vec<String>,
     /// Kept-alive HTTP connections (`reuse_connections`).

@@ -245,6 +245,8 @@ struct MarkState {
     tx_by_layer: bool,
     /// Reads are noted for the life of the connection ([`Marks::listen`]).
     long: bool,
+    /// The send timestamp of each flushed message is fetched at once ([`Marks::eager`]).
+    eager: bool,
     armed: bool,
     /// `OPT_ID` key of the request's last byte.
     last_tx_key: Option<u32>,
@@ -446,6 +448,27 @@ impl Marks {
         }
         let s = self.lock();
         (s.written > 0).then(|| (s.written - 1) as u32)
+    }
+
+    /// Fetch the send timestamp of the last byte written on every flush, for a connection whose
+    /// sends are answered on *another* connection (an MQTT publish, received by a subscriber):
+    /// no read of this one may come to fetch it. One system call per flushed message.
+    pub fn eager(&self) {
+        self.lock().eager = true;
+    }
+
+    /// The kernel's send timestamp of the byte `key` (from [`Marks::sent_key`]), to compare
+    /// with a receive timestamp on another connection ([`RealTime::since`]); or why there is
+    /// none. With [`Marks::eager`] it is known once the send was flushed.
+    pub fn sent_at(&self, key: Option<u32>) -> Result<RealTime, String> {
+        if let Some(why) = &self.refused {
+            return Err(why.to_string());
+        }
+        let key = key.ok_or("no send was timestamped")?;
+        self.lock()
+            .tx
+            .find(key)
+            .ok_or_else(|| "the kernel gave the send no timestamp".into())
     }
 
     /// The receive timestamp of the last read: call when a message was just taken from the
@@ -737,7 +760,18 @@ impl AsyncWrite for TimestampedStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        if this.marks.refused.is_none() {
+            let missing = {
+                let s = this.marks.lock();
+                s.eager.then(|| s.missing_key()).flatten()
+            };
+            if missing.is_some() {
+                this.drain_error_queue(missing);
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

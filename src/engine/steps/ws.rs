@@ -274,14 +274,25 @@ pub(super) fn answered(
     }) else {
         return;
     };
-    let kernel = kernel_latency(sent);
+    send_to_match(r, "send to match", user, kernel_latency(sent));
+}
+
+/// Record an answer's send-to-match (or publish-to-receive) figure: the `processing` phase with
+/// the kernel's figure where there is one (then also the step's duration), the trace line with
+/// both, and the overloaded flag when sonde's own delay was large.
+pub(super) fn send_to_match(
+    r: &mut StepReport,
+    what: &str,
+    user: std::time::Duration,
+    kernel: Result<std::time::Duration, String>,
+) {
     r.timings
         .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
     if let Ok(k) = &kernel {
         r.duration = (*k).min(user);
     }
     r.event(format!(
-        "send to match: {}",
+        "{what}: {}",
         sonde_probes::kts::describe(user, &kernel)
     ));
     if let Some(d) = r
@@ -291,7 +302,7 @@ pub(super) fn answered(
     {
         r.event(format!(
             "{}: sonde's own delay was {} in this step (over {}): its tasks ran that much after \
-             the kernel saw the frame; the kernel-timestamped figure excludes it",
+             the kernel saw the answer; the kernel-timestamped figure excludes it",
             sonde_probes::OVERLOADED,
             fmt_duration(d),
             fmt_duration(sonde_probes::OWN_DELAY_FLAG)
