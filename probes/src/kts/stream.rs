@@ -23,9 +23,11 @@
 //!   rounds is not in it);
 //! - **long connections** ([`Marks::listen`], then [`Marks::sent_key`] after a send and
 //!   [`Marks::last_rx`] when a message matched, and [`Marks::between`]): any number of
-//!   exchanges on a connection that lives across steps (ws, tcp dialogue, and MQTT or raw TCP
+//!   exchanges on a connection that lives across steps (ws, tcp dialogue, `tcp.*` and MQTT
 //!   sessions: adopting it is wrapping the socket with [`timestamped`] before any other layer,
-//!   `sent_key()` after each flush and `last_rx()` when a message is taken).
+//!   `sent_key()` after each flush and `last_rx()` when a message is taken); and, when the
+//!   answer comes on another connection (an MQTT publish and its subscriber), [`Marks::eager`]
+//!   on the sender, whose [`Marks::sent_at`] is then compared with the receiver's `last_rx()`.
 //!
 //! The receive timestamp is that of the last segment the deciding read consumed. Under TLS, reads
 //! end where a record's header ends, so a record's figure is that of the read that brought its
