@@ -141,6 +141,22 @@ steps:
         assert_eq!(step(&j, "e1")["facts"]["qos"], 1);
         assert_eq!(step(&j, "e2")["facts"]["qos"], 2);
         assert_eq!(step(&j, "e2")["facts"]["matched"], "binary: 2 bytes");
+        // Publish → receive is the expect's processing phase, timed by the kernel on Linux (the
+        // step's duration is then that figure); the trace gives both.
+        for name in ["e0", "e1", "e2"] {
+            let s = r.steps.iter().find(|s| s.name == name).unwrap();
+            let processing = sonde_probes::Phase::Processing;
+            let events = serde_json::to_string(&step(&j, name)["events"]).unwrap();
+            if cfg!(target_os = "linux") {
+                let kernel = s.timings.kernel(processing);
+                assert_eq!(kernel, Some(s.duration), "{url} {protocol} {name}: {j:#}");
+                assert!(
+                    events.contains("publish to receive: kernel"),
+                    "{url} {protocol} {name}: {events}"
+                );
+            }
+            assert!(s.timings.user_space(processing) >= s.duration);
+        }
     }
 }
 

@@ -141,6 +141,48 @@ async fn every_framing_mode_round_trips_and_skips_noise() {
     }
 }
 
+/// Send → matching frame is the expect's processing phase, timed by the kernel on Linux (the
+/// step's duration is then that figure) and by user space elsewhere; the trace gives both.
+fn assert_send_to_match(r: &RunReport, sc: &Scenario, step: &str) {
+    let trace = r.to_json(sc).to_string();
+    let s = r.steps.iter().find(|s| s.name == step).unwrap();
+    let processing = sonde_probes::Phase::Processing;
+    if cfg!(target_os = "linux") {
+        let kernel = s.timings.kernel(processing);
+        assert!(kernel.is_some(), "{step}: {trace}");
+        assert_eq!(Some(s.duration), kernel, "{step}: {trace}");
+        assert!(trace.contains("send to match: kernel"), "{step}: {trace}");
+    } else {
+        assert!(trace.contains("send to match:"), "{step}: {trace}");
+    }
+    assert!(s.timings.user_space(processing) >= s.duration, "{trace}");
+}
+
+#[tokio::test]
+async fn send_to_match_is_timed_by_the_kernel() {
+    let server = FramedServer::echo(WireFraming::Lines { crlf: false }).await;
+    let sc = load_one(&format!(
+        r#"scenario: echo
+steps:
+  - tcp.connect: {{as: c, target: "{}", framing: {{lines: lf}}}}
+  - tcp.send: {{on: c, text: hello}}
+  - name: back
+    tcp.expect: {{on: c, match: {{equals: hello}}, within: 2s}}
+  - tcp.send: {{on: c, text: again, raw: true}}
+  - tcp.send: {{on: c, text: "\n", raw: true}}
+  - name: again
+    tcp.expect: {{on: c, match: {{equals: again}}, within: 2s}}
+  - tcp.close: {{on: c}}
+"#,
+        server.target()
+    ));
+    let r = engine::run(&sc).await;
+    assert!(r.success(), "{:#}", r.to_json(&sc));
+    assert_send_to_match(&r, &sc, "back");
+    // Sent outside the framing in two writes: timed from the last one, which completed it.
+    assert_send_to_match(&r, &sc, "again");
+}
+
 const CHAT_PROTO: &str = r#"syntax = "proto3";
 package chat;
 message Frame {
@@ -351,6 +393,17 @@ steps:
     let r = engine::run(&sc).await;
     assert!(r.success(), "{:#}", r.to_json(&sc));
     assert_eq!(server.tls_handshakes(), 1);
+    // Over TLS after the upgrade, frames are still timed by the kernel, and so is the upgrade's
+    // handshake.
+    assert_send_to_match(&r, &sc, "echo");
+    if cfg!(target_os = "linux") {
+        let up = r.steps.iter().find(|s| s.name == "upgrade").unwrap();
+        assert!(
+            up.timings.kernel(sonde_probes::Phase::Tls).is_some(),
+            "{:#}",
+            r.to_json(&sc)
+        );
+    }
     // A second upgrade of a TLS connection is refused (reason protocol).
     let twice = load_one(&yaml(server.port()).replace(
         "  - tcp.send: {on: m, text: ECHO over tls}",

@@ -73,6 +73,10 @@ pub mod stream {
         pub fn between(&self, _: Option<u32>, _: Option<RealTime>) -> Result<Duration, String> {
             Err(self.0.to_string())
         }
+        pub fn eager(&self) {}
+        pub fn sent_at(&self, _: Option<u32>) -> Result<RealTime, String> {
+            Err(self.0.to_string())
+        }
     }
 }
 

@@ -10,6 +10,11 @@
 //! delimiter fails the connection before anything that large is buffered), the inbox holds at
 //! most `inbox_limit` frames.
 //!
+//! Frame delivery is timed by the kernel where it can be ([`crate::kts`]): the socket is
+//! timestamped from the connect, every read is noted, a frame carries the receive timestamp of
+//! the read that completed it and a send the key of its last byte, so a send → matching frame
+//! figure ([`TcpConn::kernel_latency`]) leaves out the time sonde's tasks took to wake up.
+//!
 //! STARTTLS refuses to upgrade while bytes received in clear are still unread (in the read
 //! buffer or the inbox): they would otherwise be taken as if they came over TLS (the STARTTLS
 //! command-injection class of bugs, CVE-2011-0411), as the one-shot `tcp` probe does.
@@ -74,7 +79,14 @@ pub struct TcpConnectFacts {
 pub struct Frame {
     pub body: Bytes,
     pub received_at: Instant,
+    /// The kernel's receive timestamp of the segment that completed it (Linux; see
+    /// [`TcpConn::kernel_latency`]).
+    pub kernel_rx: Option<crate::kts::RealTime>,
 }
+
+/// A frame handed to the socket: when (user space), and the key of its last byte for the
+/// kernel's send timestamp (the same as a WebSocket send's).
+pub use crate::ws::Sent;
 
 /// Why a connection is no longer usable.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,6 +130,8 @@ pub struct ExpectResult {
 pub struct TcpConn {
     commands: crate::mailbox::Sender<Box<Command>>,
     shared: Arc<Shared>,
+    /// The kernel's timestamps of the connection's bytes.
+    marks: crate::kts::Marks,
 }
 
 impl fmt::Debug for TcpConn {
@@ -178,7 +192,7 @@ enum Command {
         /// Written as is, without the framing (streaming protocols such as XMPP).
         raw: bool,
         deadline: Instant,
-        done: oneshot::Sender<Result<Instant, Failure>>,
+        done: oneshot::Sender<Result<Sent, Failure>>,
     },
     StartTls {
         deadline: Instant,
@@ -205,28 +219,31 @@ pub async fn connect(
         let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
         // Kernel timestamps under TLS: the handshake's rounds get the kernel's figure.
         let (tcp, marks) = crate::kts::timestamped(connect_tcp(&addrs, req.port, rec).await?);
-        if req.tls {
+        let io = if req.tls {
             let (s, f) = req
                 .tls_client
                 .handshake(tcp, &req.host, rec, &marks)
                 .await?;
             facts.tls = Some(f);
-            Ok(Box::new(s) as Box<dyn Io>)
+            Box::new(s) as Box<dyn Io>
         } else {
-            Ok(Box::new(tcp) as Box<dyn Io>)
-        }
+            Box::new(tcp) as Box<dyn Io>
+        };
+        // From here on every read is noted: frames carry the kernel's receive timestamp.
+        marks.listen();
+        Ok((io, marks))
     })
     .await;
     match res {
-        Ok(io) => {
+        Ok((io, marks)) => {
             rec.event(format!("connected; framing: {}", req.framing));
-            (rec.finish(None, facts), Some(spawn(io, req)))
+            (rec.finish(None, facts), Some(spawn(io, marks, req)))
         }
         Err(f) => (rec.finish(Some(f), facts), None),
     }
 }
 
-fn spawn(io: Box<dyn Io>, req: &TcpConnectRequest) -> TcpConn {
+fn spawn(io: Box<dyn Io>, marks: crate::kts::Marks, req: &TcpConnectRequest) -> TcpConn {
     let shared = Arc::new(Shared {
         inbox: crate::inbox::Inbox::new(req.inbox_limit),
         arrived: Notify::new(),
@@ -245,9 +262,14 @@ fn spawn(io: Box<dyn Io>, req: &TcpConnectRequest) -> TcpConn {
         tls_client: req.tls_client.clone(),
         last_sent: Instant::now(),
         is_tls: req.tls,
+        marks: marks.clone(),
     };
     tokio::spawn(task.run(io, rx));
-    TcpConn { commands, shared }
+    TcpConn {
+        commands,
+        shared,
+        marks,
+    }
 }
 
 /// What woke the connection's task.
@@ -271,6 +293,7 @@ struct Task {
     last_sent: Instant,
     /// Already TLS (`tls` at connect, or a STARTTLS done): another upgrade is refused.
     is_tls: bool,
+    marks: crate::kts::Marks,
 }
 
 impl Task {
@@ -319,6 +342,9 @@ impl Task {
 
     /// Queue every whole frame the buffer holds; bytes that cannot be framed end the connection.
     fn drain_frames(&mut self) -> ControlFlow<()> {
+        // Frames are completed only by reads, and the buffer is drained after each one: the
+        // socket's last read completed every frame decoded here.
+        let kernel_rx = self.marks.last_rx();
         loop {
             match self.codec.decode(&mut self.buf) {
                 // A copy of its own: the decoded body shares the read buffer's allocation, which
@@ -326,6 +352,7 @@ impl Task {
                 Ok(Some(body)) => self.shared.push(Frame {
                     body: Bytes::copy_from_slice(&body),
                     received_at: Instant::now(),
+                    kernel_rx,
                 }),
                 Ok(None) => break,
                 Err(e) => {
@@ -365,7 +392,7 @@ impl Task {
         body: &[u8],
         raw: bool,
         deadline: Instant,
-    ) -> Result<Instant, Failure> {
+    ) -> Result<Sent, Failure> {
         let wire = if raw {
             Bytes::copy_from_slice(body)
         } else {
@@ -380,7 +407,13 @@ impl Task {
         .await;
         self.last_sent = Instant::now();
         let why = match res {
-            Ok(Ok(())) => return Ok(self.last_sent),
+            // Flushed: the frame's last byte is the last one written.
+            Ok(Ok(())) => {
+                return Ok(Sent {
+                    at: self.last_sent,
+                    kernel_key: self.marks.sent_key(),
+                })
+            }
             Ok(Err(e)) => describe_io(&e),
             Err(_) => {
                 "sending did not finish before the deadline (the server is not reading)".into()
@@ -460,7 +493,8 @@ impl Task {
         let (host, client) = (self.host.clone(), self.tls_client.clone());
         let res = tokio::time::timeout_at(
             deadline,
-            client.handshake(io, &host, &mut rec, &starttls_marks()),
+            // On the connection's own timestamped socket: the rounds get the kernel's figure.
+            client.handshake(io, &host, &mut rec, &self.marks),
         )
         .await;
         match res {
@@ -525,16 +559,29 @@ impl TcpConn {
     /// Send one frame (framed by the connection's codec). Returns when it was written, for
     /// send-to-match latency.
     pub async fn send(&self, body: Bytes, deadline: Instant) -> Result<Instant, Failure> {
-        self.send_as(body, false, deadline).await
+        self.send_timed(body, false, deadline).await.map(|s| s.at)
     }
 
     /// Write `body` as is, outside the framing: for streaming protocols (XMPP's XML stream)
     /// whose frames are cut for reading only.
     pub async fn send_unframed(&self, body: Bytes, deadline: Instant) -> Result<Instant, Failure> {
-        self.send_as(body, true, deadline).await
+        self.send_timed(body, true, deadline).await.map(|s| s.at)
     }
 
-    async fn send_as(&self, body: Bytes, raw: bool, deadline: Instant) -> Result<Instant, Failure> {
+    /// The send-to-match latency by the kernel's timestamps: the send timestamp of `sent`'s last
+    /// byte → the receive timestamp of the segment that completed `frame`; or why there is none.
+    pub fn kernel_latency(&self, sent: &Sent, frame: &Frame) -> Result<Duration, String> {
+        self.marks.between(sent.kernel_key, frame.kernel_rx)
+    }
+
+    /// [`TcpConn::send`] (or, `raw`, [`TcpConn::send_unframed`]), with what the kernel needs to
+    /// time the answer ([`TcpConn::kernel_latency`]).
+    pub async fn send_timed(
+        &self,
+        body: Bytes,
+        raw: bool,
+        deadline: Instant,
+    ) -> Result<Sent, Failure> {
         if let Some(c) = self.closed() {
             return Err(closed_failure(&c, "cannot send"));
         }
@@ -721,10 +768,4 @@ fn skipped_note(n: usize) -> String {
 
 fn closed_failure(c: &Closed, doing: &str) -> Failure {
     Failure::new(FailureReason::Protocol, format!("{doing}: {c}"))
-}
-
-/// STARTTLS runs on the connection's boxed stream, whose timestamp marks are not kept: its
-/// handshake is timed in user space, and the trace says so.
-fn starttls_marks() -> crate::kts::Marks {
-    crate::kts::Marks::none("STARTTLS on a tcp.* connection is timed in user space")
 }

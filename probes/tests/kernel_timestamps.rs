@@ -6,8 +6,9 @@
 //! request (ICMP) or started its connect before the blocking task runs; the reply can only be
 //! read after the block ends. Phases covered: icmp rtt, tcp connect, http and https processing
 //! (HTTP/1.1; HTTP/2 and session tickets checked against a 20 ms server), the TLS handshake's
-//! rounds, a tcp dialogue's send → matching line (over TLS) and a WebSocket send → matching
-//! frame.
+//! rounds, a tcp dialogue's send → matching line (over TLS), a WebSocket send → matching frame
+//! a `tcp.*` long connection's send → matching frame, and an MQTT publish → its delivery on
+//! another connection.
 
 #![cfg(target_os = "linux")]
 
@@ -535,5 +536,160 @@ fn ws_frame_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
     assert!(
         kernel >= Duration::from_millis(10),
         "kernel send → match {kernel:?} cannot be shorter than the server's wait"
+    );
+}
+
+/// A line echo on another thread answers 10 ms after each line of a `tcp.*` long connection,
+/// while the probe's runtime is blocked right after its send: the frame's user-space send →
+/// match includes the block, the kernel's does not.
+#[test]
+fn tcp_frame_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use sonde_probes::tcp_conn::{connect, Framing, TcpConnectRequest};
+    use sonde_probes::tls::{TlsClient, TlsOptions};
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut out = tcp.try_clone().unwrap();
+        for line in BufReader::new(tcp).lines() {
+            let Ok(line) = line else { return };
+            std::thread::sleep(Duration::from_millis(10));
+            if out.write_all(format!("{line}\n").as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let req = TcpConnectRequest {
+        host: "127.0.0.1".into(),
+        port,
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        tls: false,
+        tls_client: TlsClient::new(&TlsOptions::default(), &[]).unwrap(),
+        framing: Framing::Lines { crlf: false },
+        max_frame_size: 64 * 1024,
+        inbox_limit: 16,
+        heartbeat: None,
+    };
+    let (sent, frame, kernel) = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (out, conn) = connect(&req, deadline).await;
+        assert!(out.success(), "{:?}", out.failure);
+        let conn = conn.unwrap();
+        let sent = conn
+            .send_timed("hello".into(), false, deadline)
+            .await
+            .unwrap();
+        // The echo comes back while this thread is held.
+        std::thread::sleep(BLOCK);
+        let mut any = |_: &bytes::Bytes| true;
+        let res = conn.expect(&mut any, deadline, 4).await;
+        let frame = res.matched.expect("the echo");
+        let kernel = conn.kernel_latency(&sent, &frame);
+        drop(conn);
+        (sent, frame, kernel)
+    });
+    server.join().unwrap();
+    assert_eq!(&frame.body[..], b"hello");
+    let user = frame.received_at.duration_since(sent.at);
+    let kernel = kernel.expect("a kernel figure");
+    assert!(
+        user >= BLOCK,
+        "user-space send → match {user:?} should include the block"
+    );
+    assert!(kernel < BLOCK, "kernel send → match {kernel:?} should not");
+    assert!(
+        kernel >= Duration::from_millis(10),
+        "kernel send → match {kernel:?} cannot be shorter than the server's wait"
+    );
+}
+
+/// An MQTT broker on another thread forwards a QoS 0 publish from one connection to a subscriber
+/// on another, while the probe's runtime is blocked right after the publish: publish → receive
+/// in user space includes the block; by the kernel (the publisher's send timestamp → the
+/// subscriber's receive timestamp, both `CLOCK_REALTIME`) it does not.
+#[test]
+fn mqtt_publish_to_receive_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
+    use sonde_probes::mqtt::{self, ConnectOpts, Message, MqttConnectRequest, Properties};
+    use sonde_probes::mqtt::{Publish, Version};
+    use sonde_probes::tls::{TlsClient, TlsOptions};
+    use sonde_testkit::mqtt::{MqttBroker, MqttOptions};
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let broker = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let b = MqttBroker::start(MqttOptions::default()).await;
+            url_tx.send(b.url()).unwrap();
+            let _ = stop_rx.await;
+        });
+    });
+    let url = url_rx.recv().unwrap();
+    let request = |client_id: &str| MqttConnectRequest {
+        url: url.clone(),
+        version: Version::V5,
+        connect: ConnectOpts {
+            client_id: client_id.into(),
+            clean_start: true,
+            keep_alive: 30,
+            ..Default::default()
+        },
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        tls_client: TlsClient::new(&TlsOptions::default(), &[]).unwrap(),
+        inbox_limit: 16,
+        max_packet_size: 64 * 1024,
+    };
+    let (acked, message) = current_thread().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (out, sub) = mqtt::connect(&request("sub"), deadline).await;
+        assert!(out.success(), "{:?}", out.failure);
+        let sub = sub.unwrap();
+        sub.subscribe(vec![("kts/#".into(), 0)], deadline)
+            .await
+            .unwrap();
+        let (out, publisher) = mqtt::connect(&request("pub"), deadline).await;
+        assert!(out.success(), "{:?}", out.failure);
+        let publisher = publisher.unwrap();
+        let acked = publisher
+            .publish(
+                Publish {
+                    topic: "kts/t".into(),
+                    payload: bytes::Bytes::from_static(b"hello"),
+                    qos: 0,
+                    retain: false,
+                    dup: false,
+                    pkid: 0,
+                    properties: Properties::default(),
+                },
+                deadline,
+            )
+            .await
+            .unwrap();
+        // The broker forwards it while this thread is held.
+        std::thread::sleep(BLOCK);
+        let mut any = |_: &Message| true;
+        let res = sub.expect(&mut any, deadline, 4).await;
+        (acked, res.matched.expect("the message"))
+    });
+    let _ = stop_tx.send(());
+    broker.join().unwrap();
+    let user = message
+        .received_at
+        .duration_since(acked.sent_at.expect("a publish's send time"));
+    let tx = acked.kernel_sent.expect("the publish's send timestamp");
+    let rx = message.kernel_rx.expect("the message's receive timestamp");
+    let kernel = rx.since(tx).expect("receive after send");
+    assert!(
+        user >= BLOCK,
+        "user-space publish → receive {user:?} should include the block"
+    );
+    assert!(
+        kernel < BLOCK,
+        "kernel publish → receive {kernel:?} should not"
     );
 }

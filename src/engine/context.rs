@@ -23,8 +23,12 @@ pub struct RunCtx {
     pub conns: Conns,
     /// When the last `ws.send` of this run was written: `ws.expect` measures from it.
     pub last_send: Option<Instant>,
-    /// That send's connection and what the kernel needs to time its answer.
+    /// The last `ws.send` or `tcp.send`: its connection and what the kernel needs to time its
+    /// answer.
     pub last_ws_send: Option<(String, sonde_probes::ws::Sent)>,
+    /// The last `mqtt.publish`: when it was written (as `last_send`) and the kernel's send
+    /// timestamp of its last byte, where a receiver's kernel figure starts.
+    pub last_publish: Option<(Instant, Result<sonde_probes::kts::RealTime, String>)>,
     /// Secrets met so far (see [`crate::engine::RunReport::secrets`]).
     pub secrets: Vec<String>,
     /// Kept-alive HTTP connections (`reuse_connections`).

@@ -53,6 +53,7 @@ pub async fn run_stages(
     let deadline = start + scenario.timeout;
     ctx.last_send = None;
     ctx.last_ws_send = None;
+    ctx.last_publish = None;
     let mut report = RunReport::new(&scenario.name, SystemTime::now());
     report.steps.reserve_exact(scenario.steps.len());
     let stages = [

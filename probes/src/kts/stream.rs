@@ -23,9 +23,11 @@
 //!   rounds is not in it);
 //! - **long connections** ([`Marks::listen`], then [`Marks::sent_key`] after a send and
 //!   [`Marks::last_rx`] when a message matched, and [`Marks::between`]): any number of
-//!   exchanges on a connection that lives across steps (ws, tcp dialogue, and MQTT or raw TCP
+//!   exchanges on a connection that lives across steps (ws, tcp dialogue, `tcp.*` and MQTT
 //!   sessions: adopting it is wrapping the socket with [`timestamped`] before any other layer,
-//!   `sent_key()` after each flush and `last_rx()` when a message is taken).
+//!   `sent_key()` after each flush and `last_rx()` when a message is taken); and, when the
+//!   answer comes on another connection (an MQTT publish and its subscriber), [`Marks::eager`]
+//!   on the sender, whose [`Marks::sent_at`] is then compared with the receiver's `last_rx()`.
 //!
 //! The receive timestamp is that of the last segment the deciding read consumed. Under TLS, reads
 //! end where a record's header ends, so a record's figure is that of the read that brought its
@@ -245,6 +247,8 @@ struct MarkState {
     tx_by_layer: bool,
     /// Reads are noted for the life of the connection ([`Marks::listen`]).
     long: bool,
+    /// The send timestamp of each flushed message is fetched at once ([`Marks::eager`]).
+    eager: bool,
     armed: bool,
     /// `OPT_ID` key of the request's last byte.
     last_tx_key: Option<u32>,
@@ -446,6 +450,27 @@ impl Marks {
         }
         let s = self.lock();
         (s.written > 0).then(|| (s.written - 1) as u32)
+    }
+
+    /// Fetch the send timestamp of the last byte written on every flush, for a connection whose
+    /// sends are answered on *another* connection (an MQTT publish, received by a subscriber):
+    /// no read of this one may come to fetch it. One system call per flushed message.
+    pub fn eager(&self) {
+        self.lock().eager = true;
+    }
+
+    /// The kernel's send timestamp of the byte `key` (from [`Marks::sent_key`]), to compare
+    /// with a receive timestamp on another connection ([`RealTime::since`]); or why there is
+    /// none. With [`Marks::eager`] it is known once the send was flushed.
+    pub fn sent_at(&self, key: Option<u32>) -> Result<RealTime, String> {
+        if let Some(why) = &self.refused {
+            return Err(why.to_string());
+        }
+        let key = key.ok_or("no send was timestamped")?;
+        self.lock()
+            .tx
+            .find(key)
+            .ok_or_else(|| "the kernel gave the send no timestamp".into())
     }
 
     /// The receive timestamp of the last read: call when a message was just taken from the
@@ -737,7 +762,18 @@ impl AsyncWrite for TimestampedStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        if this.marks.refused.is_none() {
+            let missing = {
+                let s = this.marks.lock();
+                s.eager.then(|| s.missing_key()).flatten()
+            };
+            if missing.is_some() {
+                this.drain_error_queue(missing);
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -30,6 +30,9 @@ pub struct Message {
     pub retain: bool,
     pub properties: Properties,
     pub received_at: Instant,
+    /// The kernel's receive timestamp of the segment that completed it (Linux): compared with a
+    /// publish's [`Acked::kernel_sent`], on this connection or another.
+    pub kernel_rx: Option<crate::kts::RealTime>,
 }
 
 /// Why a connection is no longer usable.
@@ -54,16 +57,31 @@ impl fmt::Display for Closed {
 }
 
 /// An acknowledged SUBSCRIBE or PUBLISH.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Acked {
     /// When the packet was written (a publish's receivers measure from here).
     pub sent_at: Option<Instant>,
+    /// A PUBLISH: the kernel's send timestamp of its last byte (a receiver's kernel figure
+    /// starts here), or why there is none.
+    pub kernel_sent: Result<crate::kts::RealTime, String>,
     /// The acknowledgement phases, in order: `suback`; `puback`; `pubrec`, `pubcomp`.
     pub phases: Vec<(Phase, Duration)>,
     /// SUBACK: per filter, the granted QoS or the broker's refusal.
     pub granted: Vec<Result<u8, String>>,
     /// A success with a remark (MQTT 5 "no matching subscribers").
     pub note: Option<String>,
+}
+
+impl Default for Acked {
+    fn default() -> Self {
+        Acked {
+            sent_at: None,
+            kernel_sent: Err("not a PUBLISH".into()),
+            phases: Vec::new(),
+            granted: Vec::new(),
+            note: None,
+        }
+    }
 }
 
 /// Result of [`MqttConn::expect`].
@@ -160,6 +178,8 @@ pub(super) struct Task {
     pub version: Version,
     pub keep_alive: Option<Duration>,
     pub max_packet_size: usize,
+    /// The kernel's timestamps of the connection's bytes (listening, eager: see `connect`).
+    pub marks: crate::kts::Marks,
 }
 
 /// What the task carries from one event to the next.
@@ -300,13 +320,19 @@ impl Task {
                     publish.pkid = Self::pkid(st);
                 }
                 let sent_at = self.send(Out::Publish(&publish), st).await?;
+                // Flushed, and the stamp fetched on the flush (eager marks): its last byte is
+                // the last one written.
+                let kernel_sent = self.marks.sent_at(self.marks.sent_key());
                 if publish.qos == 0 {
                     let _ = done.send(Ok(Acked {
                         sent_at: Some(sent_at),
+                        kernel_sent,
                         ..Acked::default()
                     }));
                 } else {
-                    st.pending.insert(publish.pkid, pending(done, sent_at));
+                    let mut p = pending(done, sent_at);
+                    p.acked.kernel_sent = kernel_sent;
+                    st.pending.insert(publish.pkid, p);
                 }
             }
             Command::Disconnect { done } => {
@@ -338,6 +364,8 @@ impl Task {
 
     async fn on_packet(&mut self, p: In, st: &mut State, shared: &Shared) -> Result<(), Closed> {
         let now = Instant::now();
+        // Packets are completed only by reads, decoded after each: the last read completed it.
+        let kernel_rx = self.marks.last_rx();
         match p {
             In::Publish(p) => {
                 let deliver = match p.qos {
@@ -369,6 +397,7 @@ impl Task {
                         retain: p.retain,
                         properties: p.properties,
                         received_at: now,
+                        kernel_rx,
                     });
                 }
             }

@@ -121,18 +121,23 @@ pub async fn connect(
         ..Default::default()
     };
     let res = with_deadline(&mut rec, deadline, async |rec: &mut Recorder| {
-        let (transport, buf, ka) = dial_and_connect(req, rec, &mut facts).await?;
-        Ok((transport, buf, ka))
+        dial_and_connect(req, rec, &mut facts).await
     })
     .await;
     match res {
-        Ok((transport, buf, keep_alive)) => {
+        Ok((transport, buf, keep_alive, marks)) => {
+            // From here on every read is noted (messages carry the kernel's receive timestamp)
+            // and each publish's send timestamp is fetched when it is flushed: its receiver may
+            // be another connection, whose reads cannot fetch it.
+            marks.listen();
+            marks.eager();
             let task = conn::Task {
                 transport,
                 buf,
                 version: req.version,
                 keep_alive,
                 max_packet_size: req.max_packet_size,
+                marks,
             };
             let conn = conn::spawn(task, req.inbox_limit);
             (rec.finish(None, facts), Some(conn))
@@ -141,7 +146,7 @@ pub async fn connect(
     }
 }
 
-type Connected = (Transport, BytesMut, Option<Duration>);
+type Connected = (Transport, BytesMut, Option<Duration>, crate::kts::Marks);
 
 async fn dial_and_connect(
     req: &MqttConnectRequest,
@@ -218,7 +223,7 @@ async fn dial_and_connect(
     ));
     let ka = server_keep_alive.unwrap_or(req.connect.keep_alive);
     let keep_alive = (ka > 0).then(|| Duration::from_secs(ka.into()));
-    Ok((transport, buf, keep_alive))
+    Ok((transport, buf, keep_alive, marks))
 }
 
 /// Read until the first packet, which must be CONNACK.

@@ -13,7 +13,7 @@ use sonde_probes::ws::Payload;
 use sonde_probes::{fmt_duration, Failure, FailureReason};
 use tokio::time::Instant;
 
-use super::ws::{describe, matches as payload_matches, summary};
+use super::ws::{describe, matches as payload_matches, send_to_match, summary};
 use super::StepCx;
 use crate::config::kinds::mqtt::{
     MqttAction, MqttClose, MqttConnect, MqttExpect, MqttPublish, MqttSubscribe,
@@ -236,6 +236,7 @@ async fn publish(
     match conn.publish(publish, cx.deadline).await {
         Ok(acked) => {
             ctx.last_send = acked.sent_at;
+            ctx.last_publish = acked.sent_at.map(|at| (at, acked.kernel_sent.clone()));
             for (ph, d) in &acked.phases {
                 r.timings.add(*ph, *d);
             }
@@ -410,6 +411,9 @@ async fn expect(
     };
     let mut r = report(cx, start, facts);
     r.duration = duration;
+    if let (Some(m), false) = (&res.matched, e.negate) {
+        received(&mut r, ctx, m, duration);
+    }
     if res.skipped_count > 0 {
         r.event(format!(
             "skipped {} non-matching message(s)",
@@ -422,9 +426,34 @@ async fn expect(
             "no matching message within {}",
             fmt_duration(start.elapsed())
         )),
-        None => r.event(format!("matched after {}", fmt_duration(duration))),
+        None => {
+            let d = r.duration;
+            r.event(format!("matched after {}", fmt_duration(d)))
+        }
     }
     Ok(r)
+}
+
+/// A matched message that came after the run's last send, that send being an `mqtt.publish`
+/// (on any connection): publish-to-receive is the `processing` phase, the kernel's figure where
+/// both sockets are timestamped (the publish's last byte leaving → the segment that completed
+/// the message; both are `CLOCK_REALTIME`, so two connections compare), and the trace gives both.
+fn received(r: &mut StepReport, ctx: &RunCtx, m: &Message, user: std::time::Duration) {
+    let Some((_, tx)) = ctx
+        .last_publish
+        .as_ref()
+        .filter(|(at, _)| ctx.last_send == Some(*at) && *at <= m.received_at)
+    else {
+        return;
+    };
+    let kernel = tx.clone().and_then(|tx| {
+        let rx = m
+            .kernel_rx
+            .ok_or("the kernel gave the message no receive timestamp")?;
+        rx.since(tx)
+            .ok_or_else(|| "the clock was stepped back between publish and receive".to_string())
+    });
+    send_to_match(r, "publish to receive", user, kernel);
 }
 
 async fn close(

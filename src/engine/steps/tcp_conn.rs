@@ -17,7 +17,7 @@ use sonde_probes::ws::{ExpectResult, Frame, Payload, WsConnectFacts};
 use sonde_probes::{fmt_duration, Failure, FailureReason, Outcome};
 use tokio::time::Instant;
 
-use super::ws::{judge, matches, summary, WsFacts, MAX_RECORDED};
+use super::ws::{answered, judge, matches, summary, WsFacts, MAX_RECORDED};
 use super::StepCx;
 use crate::config::kinds::tcp_conn::{Decode, TcpConnAction, TcpConnect, TcpSend};
 use crate::config::probe_settings::protobuf;
@@ -168,11 +168,7 @@ async fn send(
 ) -> Result<StepReport, Box<StepReport>> {
     let start = Instant::now();
     let conn = open_conn(cx, ctx, &s.on)?.conn.clone();
-    let sent = if s.raw {
-        conn.send_unframed(s.body.clone(), cx.deadline).await
-    } else {
-        conn.send(s.body.clone(), cx.deadline).await
-    };
+    let sent = conn.send_timed(s.body.clone(), s.raw, cx.deadline).await;
     let f = WsFacts {
         sent: Some(s.shown.clone()),
         payload: Some(s.frame.clone()),
@@ -180,8 +176,9 @@ async fn send(
     };
     let mut r = report(cx, start, f);
     match sent {
-        Ok(at) => {
-            ctx.last_send = Some(at);
+        Ok(sent) => {
+            ctx.last_send = Some(sent.at);
+            ctx.last_ws_send = Some((s.on.clone(), sent));
             r.event(format!("sent {} bytes on `{}`", s.body.len(), s.on));
         }
         Err(f) => r.fail(f),
@@ -203,12 +200,12 @@ async fn expect(
     let frame = &e.frame;
     let mut f = |b: &Bytes| decoded(&decode, b).is_ok_and(|p| matches(frame, &p));
     let res = conn.expect(&mut f, until, MAX_RECORDED).await;
+    let matched = res.matched.clone();
     // As ws frames, decoded: the matchers, captures and trace read them the same way.
     let as_ws = |fr: tcp_conn::Frame| Frame {
         payload: shown(&decode, &fr.body),
         received_at: fr.received_at,
-        // tcp.* connections do not keep kernel timestamps of their frames (yet): user space.
-        kernel_rx: None,
+        kernel_rx: fr.kernel_rx,
     };
     let res = ExpectResult {
         matched: res.matched.map(as_ws),
@@ -225,6 +222,11 @@ async fn expect(
     let (duration, failure) = judge(e, &res, &mut facts, ctx.last_send, start, until);
     let mut r = report(cx, start, facts);
     r.duration = duration;
+    if let (Some(m), Some(tm), false) = (&res.matched, &matched, e.negate) {
+        answered(&mut r, ctx, &e.on, m, duration, |sent| {
+            conn.kernel_latency(sent, tm)
+        });
+    }
     if res.skipped_count > 0 {
         r.event(format!(
             "skipped {} non-matching frame(s)",
@@ -237,7 +239,10 @@ async fn expect(
             "no matching frame within {}",
             fmt_duration(start.elapsed())
         )),
-        None => r.event(format!("matched after {}", fmt_duration(duration))),
+        None => {
+            let d = r.duration;
+            r.event(format!("matched after {}", fmt_duration(d)))
+        }
     }
     Ok(r)
 }

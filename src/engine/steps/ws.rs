@@ -234,7 +234,9 @@ async fn expect(
     let mut r = report(cx, start, facts);
     r.duration = duration;
     if let (Some(m), false) = (&res.matched, e.negate) {
-        answered(&mut r, &conn, ctx, &e.on, m, duration);
+        answered(&mut r, ctx, &e.on, m, duration, |sent| {
+            conn.kernel_latency(sent, m)
+        });
     }
     if skipped_count > 0 {
         r.event(format!("skipped {skipped_count} non-matching frame(s)"));
@@ -255,30 +257,42 @@ async fn expect(
 
 /// A matched frame that answers the run's last send on the same connection: send-to-match is
 /// the `processing` phase, the kernel's figure where the socket is timestamped (the step's
-/// duration too), and the trace gives both.
-fn answered(
+/// duration too), and the trace gives both. `kernel_latency` is the connection's figure from a
+/// send to this frame (ws and tcp connections share this).
+pub(super) fn answered(
     r: &mut StepReport,
-    conn: &WsConn,
     ctx: &RunCtx,
     on: &str,
     m: &ws::Frame,
     user: std::time::Duration,
+    kernel_latency: impl FnOnce(&ws::Sent) -> Result<std::time::Duration, String>,
 ) {
-    let Some((_, sent)) = ctx
-        .last_ws_send
-        .as_ref()
-        .filter(|(name, sent)| name == on && sent.at <= m.received_at)
-    else {
+    // The user-space figure runs from the run's last send of any kind: the kernel's must start
+    // at that same send, on this connection.
+    let Some((_, sent)) = ctx.last_ws_send.as_ref().filter(|(name, sent)| {
+        name == on && sent.at <= m.received_at && ctx.last_send == Some(sent.at)
+    }) else {
         return;
     };
-    let kernel = conn.kernel_latency(sent, m);
+    send_to_match(r, "send to match", user, kernel_latency(sent));
+}
+
+/// Record an answer's send-to-match (or publish-to-receive) figure: the `processing` phase with
+/// the kernel's figure where there is one (then also the step's duration), the trace line with
+/// both, and the overloaded flag when sonde's own delay was large.
+pub(super) fn send_to_match(
+    r: &mut StepReport,
+    what: &str,
+    user: std::time::Duration,
+    kernel: Result<std::time::Duration, String>,
+) {
     r.timings
         .add_measured(Phase::Processing, user, kernel.as_ref().ok().copied());
     if let Ok(k) = &kernel {
         r.duration = (*k).min(user);
     }
     r.event(format!(
-        "send to match: {}",
+        "{what}: {}",
         sonde_probes::kts::describe(user, &kernel)
     ));
     if let Some(d) = r
@@ -288,7 +302,7 @@ fn answered(
     {
         r.event(format!(
             "{}: sonde's own delay was {} in this step (over {}): its tasks ran that much after \
-             the kernel saw the frame; the kernel-timestamped figure excludes it",
+             the kernel saw the answer; the kernel-timestamped figure excludes it",
             sonde_probes::OVERLOADED,
             fmt_duration(d),
             fmt_duration(sonde_probes::OWN_DELAY_FLAG)
