@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::record::{decode_steps, step_timings};
+use super::record::decode_steps;
 use super::schema::{HOUR_MS, MINUTE_MS};
 use super::sketch::Sketch;
 use super::{Clock, HistoryRead, Incident, LatencyPoint, RunFilter, RunRow, Slot, Uptime};
@@ -125,67 +125,9 @@ pub(super) fn rows(
     Ok(())
 }
 
-/// `t` rounded up to a whole minute.
-fn minute_ceil(t: i64) -> i64 {
-    t.div_euclid(MINUTE_MS) * MINUTE_MS
-        + if t.rem_euclid(MINUTE_MS) == 0 {
-            0
-        } else {
-            MINUTE_MS
-        }
-}
-
-/// The minute rollups starting in `[from, to)`: rows on disk before `through` (the writer's
-/// `minutes_through`), and from it on — minutes whose rows the writer holds in memory until
-/// they end — summed from the runs table the same way the writer sums them (runs in the order
-/// they were written), so the answer is the row the writer will write.
-fn minutes(
-    c: &Connection,
-    sid: i64,
-    step: &str,
-    (from, to): (i64, i64),
-    through: i64,
-    out: &mut Vec<(i64, Sketch)>,
-) -> rusqlite::Result<()> {
-    rows(c, sid, MINUTE_MS, step, from, to.min(through), out)?;
-    // Runs whose minute starts in [lo, to).
-    let lo = minute_ceil(from.max(through));
-    let hi = minute_ceil(to);
-    if lo >= hi {
-        return Ok(());
-    }
-    let mut st = c.prepare_cached(
-        "SELECT started_ms, duration_s, success, reason, steps FROM runs \
-         WHERE scenario_id=?1 AND started_ms>=?2 AND started_ms<?3 ORDER BY id",
-    )?;
-    let mut it = st.query(params![sid, lo, hi])?;
-    let mut acc: std::collections::BTreeMap<i64, Sketch> = Default::default();
-    while let Some(r) = it.next()? {
-        let start = r.get::<_, i64>(0)?.div_euclid(MINUTE_MS) * MINUTE_MS;
-        let (secs, ok, reason): (f64, bool, Option<String>) = (r.get(1)?, r.get(2)?, r.get(3)?);
-        if step.is_empty() {
-            acc.entry(start)
-                .or_default()
-                .add(secs, ok, reason.as_deref());
-            continue;
-        }
-        for (name, step_ok, step_secs) in step_timings(&r.get::<_, String>(4)?) {
-            if name == step {
-                let reason = if step_ok { None } else { reason.as_deref() };
-                acc.entry(start)
-                    .or_default()
-                    .add(step_secs, step_ok, reason);
-            }
-        }
-    }
-    out.extend(acc);
-    Ok(())
-}
-
 /// The rollup rows covering `[from, to)`: hour rows for whole hours inside it when `hours`,
 /// minute rows for the rest; by start. The writer writes an hour's row at its first batch after
-/// the hour ends, so the hour just ended may have none yet: then its minute rows answer. Minute
-/// rows not written yet are summed from their runs ([`minutes`]).
+/// the hour ends, so the hour just ended may have none yet: then its minute rows answer.
 pub(super) fn covering(
     c: &Connection,
     sid: i64,
@@ -194,20 +136,19 @@ pub(super) fn covering(
     to: i64,
     hours: bool,
 ) -> rusqlite::Result<Vec<(i64, Sketch)>> {
-    let through = super::writer::minutes_through(c)?.unwrap_or(i64::MAX);
     let mut out = Vec::new();
     let h0 = from.div_euclid(HOUR_MS) * HOUR_MS + if from % HOUR_MS == 0 { 0 } else { HOUR_MS };
     let h1 = to.div_euclid(HOUR_MS) * HOUR_MS;
     if hours && h1 > h0 {
-        minutes(c, sid, step, (from, h0), through, &mut out)?;
+        rows(c, sid, MINUTE_MS, step, from, h0, &mut out)?;
         rows(c, sid, HOUR_MS, step, h0, h1, &mut out)?;
         let last = h1 - HOUR_MS;
         if out.last().map(|(start, _)| *start) != Some(last) {
-            minutes(c, sid, step, (last, h1), through, &mut out)?;
+            rows(c, sid, MINUTE_MS, step, last, h1, &mut out)?;
         }
-        minutes(c, sid, step, (h1, to), through, &mut out)?;
+        rows(c, sid, MINUTE_MS, step, h1, to, &mut out)?;
     } else {
-        minutes(c, sid, step, (from, to), through, &mut out)?;
+        rows(c, sid, MINUTE_MS, step, from, to, &mut out)?;
     }
     Ok(out)
 }

@@ -180,26 +180,6 @@ impl From<&Record> for RunRow {
     }
 }
 
-/// Each step's name, result and duration as stored, the duration parsed from its exact text
-/// (serde_json's default float parsing may be a unit in the last place off; the rollups the
-/// writer folds from the original values must be rebuilt bit for bit). What does not parse is
-/// left out, as in [`decode_steps`].
-pub fn step_timings(text: &str) -> Vec<(String, bool, f64)> {
-    type Row<'a> = (
-        String,
-        serde::de::IgnoredAny,
-        u8,
-        &'a serde_json::value::RawValue,
-        serde::de::IgnoredAny,
-    );
-    let Ok(rows) = serde_json::from_str::<Vec<Row<'_>>>(text) else {
-        return Vec::new();
-    };
-    rows.into_iter()
-        .filter_map(|(name, _, ok, secs, _)| Some((name, ok == 1, secs.get().parse().ok()?)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,23 +6,15 @@
 //! batch rewrites each touched row once instead of reading it back; a failed commit drops the
 //! caches (they are reloaded from disk on next touch).
 //!
-//! Rollup rows are written once, when their period is over, instead of by every batch that
-//! touches them (at one run a second per scenario a 2 s batch rewrote each scenario's minute
-//! rows: most of the writer's work besides inserting the runs):
-//!
-//! - A minute row is written by the first batch whose newest moment (the `horizon`, which never
-//!   goes back) is past its minute. The batch also stores that minute boundary in `meta`
-//!   (`minutes_through`): every minute row before it is on disk, none at or after it is.
-//!   Readers take the minutes from `minutes_through` on from the runs table
-//!   (`reader::minutes`), and a writer that starts (after a crash or `kill -9`) or loses its
-//!   caches rebuilds those rows from the same runs — the runs table is the record, so nothing
-//!   committed is lost.
-//! - An hour row is written by the first batch after its hour ends (or the minute's retention
-//!   pass, when no run comes); readers take the open hour, and the one just ended while its row
-//!   is not written yet, from its minute rows (`reader::covering`). Until then the row is listed
-//!   in `open_hours`; a restarting writer rebuilds every listed row from its minute rows and the
-//!   runs after `minutes_through` — sketches merge exactly, so the rebuilt row is the one that
-//!   would have been written.
+//! Minute rows are written by every batch that touches them (readers see the open minute).
+//! Hour rows are not: readers take an hour's row only once the hour is over (the open hour,
+//! and the one just ended while its row is not written yet, are read from their minute rows,
+//! see `reader::covering`), so an hour row is written once, by the first batch after its hour
+//! ends (or the minute's retention pass, when no run comes) — instead of by every batch, which
+//! halves the rows a batch writes. Until then the row is listed in `open_hours`; a writer that
+//! starts (after a crash or `kill -9`) or loses its caches rebuilds every listed row from its
+//! minute rows — sketches merge exactly, so the rebuilt row is the one that would have been
+//! written.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -64,14 +56,8 @@ struct Caches {
     incidents: HashMap<i64, IncidentState>,
     empty_step: Arc<str>,
     step_names: HashSet<Arc<str>>,
-    /// The newest moment of any batch written (see [`due`]); it never goes back, so a minute
-    /// once due stays due.
+    /// The newest moment of the batch being written (see [`due`]).
     horizon: i64,
-    /// `minutes_through` as on disk: minute rows before it are written, none from it on.
-    minutes_through: Option<i64>,
-    /// While rebuilding after a restart: minute rows from here on start empty (their runs are
-    /// folded again) instead of being read from disk.
-    fresh_from: i64,
     /// `open_hours` may list rows that are not in `rows`: read them back before the next batch.
     repair: bool,
 }
@@ -86,30 +72,15 @@ impl Default for Caches {
             empty_step: Arc::from(""),
             step_names: HashSet::new(),
             horizon: i64::MIN,
-            minutes_through: None,
-            fresh_from: i64::MAX,
             repair: true,
         }
     }
 }
 
-/// Whether a dirty row is written by a batch whose newest moment is `horizon`: once its minute
-/// or hour is over.
+/// Whether a dirty row is written by a batch whose newest moment is `horizon`: minute rows
+/// always, hour rows once their hour is over.
 fn due(key: &RollKey, horizon: i64) -> bool {
-    key.3 + key.1 <= horizon
-}
-
-/// The key in `meta` of the first minute whose rollup rows are not written yet.
-pub const MINUTES_THROUGH: &str = "minutes_through";
-
-/// `minutes_through` as committed; `None` for a store written before minute rows waited for
-/// their minute to end (all its minute rows are on disk).
-pub(super) fn minutes_through(c: &Connection) -> rusqlite::Result<Option<i64>> {
-    let v: Option<String> = c
-        .prepare_cached("SELECT value FROM meta WHERE key=?1")?
-        .query_row([MINUTES_THROUGH], |r| r.get(0))
-        .optional()?;
-    Ok(v.and_then(|v| v.parse().ok()))
+    key.1 != HOUR_MS || key.3 + HOUR_MS <= horizon
 }
 
 /// What a prune removed.
@@ -145,22 +116,14 @@ impl Writer {
 
     fn write_inner(&mut self, batch: &[Record]) -> rusqlite::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
+        if self.c.repair {
+            self.c.reload_open_hours(&tx)?;
+        }
         // The batch's newest moment: the clock, or a run that started later (a fake clock, or
         // runs written in bulk, as `history_fill` does).
         let now = (self.clock)();
-        let newest = batch.iter().map(|r| r.started_ms).fold(now, i64::max);
-        if self.c.repair {
-            self.c.minutes_through = minutes_through(&tx)?;
-            self.c.horizon = self
-                .c
-                .horizon
-                .max(self.c.minutes_through.unwrap_or(i64::MIN));
-            self.c.horizon = self.c.horizon.max(newest);
-            self.c.reload_open_hours(&tx)?;
-            self.c.replay_unwritten_minutes(&tx)?;
-        }
-        self.c.horizon = self.c.horizon.max(newest);
-        let horizon = self.c.horizon;
+        let horizon = batch.iter().map(|r| r.started_ms).fold(now, i64::max);
+        self.c.horizon = horizon;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO runs(scenario_id, region, started_ms, duration_s, success, \
@@ -185,13 +148,7 @@ impl Writer {
             }
         }
         let written = self.c.write_due(&tx, horizon)?;
-        let through = horizon.div_euclid(MINUTE_MS) * MINUTE_MS;
-        if self.c.minutes_through != Some(through) {
-            tx.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?
-                .execute(params![MINUTES_THROUGH, through.to_string()])?;
-        }
         tx.commit()?;
-        self.c.minutes_through = Some(through);
         for key in &written {
             self.c.dirty.remove(key);
         }
@@ -299,64 +256,16 @@ fn scenario_ids(c: &Connection) -> rusqlite::Result<Vec<i64>> {
 impl Caches {
     /// Add the run and each of its steps to their minute and hour rows.
     fn fold(&mut self, tx: &Connection, sid: i64, r: &Record) -> rusqlite::Result<()> {
-        let steps = r.steps.iter().map(|s| (&*s.name, s.success, s.duration_s));
-        self.fold_run(
-            tx,
-            sid,
-            (r.started_ms, r.duration_s, r.success, r.reason),
-            steps,
-        )
-    }
-
-    /// [`fold`](Self::fold) of a run's parts: a run being written, or one read back from the
-    /// runs table by [`replay_unwritten_minutes`](Self::replay_unwritten_minutes).
-    fn fold_run<'s>(
-        &mut self,
-        tx: &Connection,
-        sid: i64,
-        (started_ms, duration_s, success, run_reason): (i64, f64, bool, Option<&str>),
-        steps: impl Iterator<Item = (&'s str, bool, f64)> + Clone,
-    ) -> rusqlite::Result<()> {
         for res in [MINUTE_MS, HOUR_MS] {
-            let start = started_ms.div_euclid(res) * res;
+            let start = r.started_ms.div_euclid(res) * res;
             let key = (sid, res, self.empty_step.clone(), start);
-            self.row(tx, key)?.add(duration_s, success, run_reason);
-            for (name, ok, secs) in steps.clone() {
-                let reason = if ok { None } else { run_reason };
-                let key = (sid, res, self.step_name(name), start);
-                self.row(tx, key)?.add(secs, ok, reason);
+            self.row(tx, key)?.add(r.duration_s, r.success, r.reason);
+            for s in &r.steps {
+                let reason = if s.success { None } else { r.reason };
+                let key = (sid, res, self.step_name(&s.name), start);
+                self.row(tx, key)?.add(s.duration_s, s.success, reason);
             }
         }
-        Ok(())
-    }
-
-    /// After a start or a failed commit: fold again the runs whose minute rows were not
-    /// written (from `minutes_through` on), in the order they were written, so the cached
-    /// minute and hour rows are the ones the lost writer held. Per scenario, through the
-    /// `(scenario_id, started_ms)` index.
-    fn replay_unwritten_minutes(&mut self, tx: &Connection) -> rusqlite::Result<()> {
-        let Some(from) = self.minutes_through else {
-            return Ok(());
-        };
-        self.fresh_from = from;
-        for sid in scenario_ids(tx)? {
-            let runs: Vec<(i64, f64, bool, Option<String>, String)> = {
-                let mut st = tx.prepare_cached(
-                    "SELECT started_ms, duration_s, success, reason, steps FROM runs \
-                     WHERE scenario_id=?1 AND started_ms>=?2 ORDER BY id",
-                )?;
-                let rows = st.query_map(params![sid, from], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            for (started, secs, ok, reason, steps) in runs {
-                let steps = super::record::step_timings(&steps);
-                let steps = steps.iter().map(|(n, ok, s)| (n.as_str(), *ok, *s));
-                self.fold_run(tx, sid, (started, secs, ok, reason.as_deref()), steps)?;
-            }
-        }
-        self.fresh_from = i64::MAX;
         Ok(())
     }
 
@@ -385,7 +294,7 @@ impl Caches {
         let s = if key.1 == HOUR_MS {
             let s = match load_row(tx, key)? {
                 Some(s) => s,
-                None => hour_from_minutes(tx, key, self.minutes_through)?,
+                None => hour_from_minutes(tx, key)?,
             };
             if open {
                 tx.prepare_cached(
@@ -395,8 +304,6 @@ impl Caches {
                 .execute(params![key.0, &*key.2, key.3])?;
             }
             s
-        } else if key.3 >= self.fresh_from {
-            Sketch::default()
         } else {
             load_row(tx, key)?.unwrap_or_default()
         };
@@ -456,7 +363,7 @@ impl Caches {
             if self.rows.contains_key(&key) {
                 continue;
             }
-            let s = hour_from_minutes(tx, &key, self.minutes_through)?;
+            let s = hour_from_minutes(tx, &key)?;
             self.rows.insert(key.clone(), s);
             self.dirty.insert(key);
         }
@@ -545,17 +452,19 @@ fn load_row(tx: &Connection, key: &RollKey) -> rusqlite::Result<Option<Sketch>> 
     .optional()
 }
 
-/// An hour row as the sum of its minute rows written before `minutes_through` (an hour row not
-/// written yet; the minutes after are folded in from their runs).
-fn hour_from_minutes(
-    tx: &Connection,
-    key: &RollKey,
-    minutes_through: Option<i64>,
-) -> rusqlite::Result<Sketch> {
+/// An hour row as the sum of its minute rows on disk (an hour row not written yet).
+fn hour_from_minutes(tx: &Connection, key: &RollKey) -> rusqlite::Result<Sketch> {
     let mut total = Sketch::default();
     let mut minutes = Vec::new();
-    let end = (key.3 + HOUR_MS).min(minutes_through.unwrap_or(i64::MAX));
-    super::reader::rows(tx, key.0, MINUTE_MS, &key.2, key.3, end, &mut minutes)?;
+    super::reader::rows(
+        tx,
+        key.0,
+        MINUTE_MS,
+        &key.2,
+        key.3,
+        key.3 + HOUR_MS,
+        &mut minutes,
+    )?;
     for (_, s) in &minutes {
         total.merge(s);
     }
