@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Readers' cost of the minute not yet written (issue 13): since minute rollup rows are written
-# once their minute ends, uptime, strips and latency sum the open minute from the runs table.
-# This times the pages and API answers that read it while N scenarios run every second (so the
+# Readers' cost of a busy open minute (issue 13). Written to measure a tried change (minute
+# rollup rows written once their minute ends, readers summing the open minute from the runs
+# table; reverted for what this showed). It times the pages and API answers that read it while N scenarios run every second (so the
 # open minute holds up to ~60 runs per scenario), for SONDE_BIN and SONDE_BIN_BEFORE alternately
 # (ROUNDS each), each timed late in a minute (second >= 45) after a warm-up.
 #

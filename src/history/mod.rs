@@ -44,12 +44,12 @@ pub struct StoreOptions {
     /// Bytes of data beyond which the oldest runs go; 0 = no limit.
     pub max_size: u64,
     /// A batch is written at most this long after its first run arrived: what `kill -9` can
-    /// lose. 2 s rather than 1 s was chosen when each batch rewrote the minute rows of every
-    /// scenario it touched; minute rows are now written once, when their minute ends (see
-    /// `writer`), so the batch length matters less (not re-measured).
+    /// lose. 2 s rather than 1 s: each batch rewrites the minute rows of every scenario it
+    /// touches, so at one run a second per scenario a 2 s batch writes half as many.
     pub flush_interval: Duration,
-    /// A batch is written as soon as it has this many runs: a second's runs at 10,000
-    /// scenarios every second, so a batch is one commit for all of them.
+    /// A batch is written as soon as it has this many runs. Large enough that a batch holds a
+    /// second's runs at 10,000 scenarios every second: each batch rewrites the minute rows of
+    /// every scenario it touches, so a batch cut at half a second writes them twice as often.
     pub max_batch: usize,
     /// Runs waiting to be written; beyond, runs are dropped (and counted), never waited for.
     pub queue: usize,

@@ -7,9 +7,8 @@
 //! cut may lose the last batches, never the file.
 //!
 //! `open_hours` lists the hour rollup rows the writer holds in memory and has not written yet
-//! (an hour row is written once its hour is over, see `writer`): after a crash they are rebuilt
-//! from their minute rows and the runs after `meta.minutes_through` (the first minute whose
-//! rows are not written yet).
+//! (an hour row is written from its hour's last minute on, see `writer`): after a crash they
+//! are rebuilt from their minute rows, which every batch writes.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
