@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::blackbox::recent::Debug;
+use crate::blackbox::recent::DebugOutput;
 use crate::metrics::Format;
 use crate::runtime::scheduler::ScenarioState;
 use crate::serve::{App, Reload};
@@ -183,11 +183,11 @@ async fn probe(
     let keep = |d| recent.add(name, &crate::redact::text(target), report.success, d);
     if debug {
         let text = crate::blackbox::debug::render(&report.log, &metrics, &module.shown);
-        keep(Debug::Rendered(text.clone()));
+        keep(DebugOutput::Rendered(text.clone()));
         return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
     }
     if recent.enabled() {
-        keep(Debug::Parts {
+        keep(DebugOutput::Parts {
             log: report.log,
             metrics: metrics.clone(),
             module: module.clone(),

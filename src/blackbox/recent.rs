@@ -19,13 +19,13 @@ pub struct Probe {
     pub module: String,
     pub target: String,
     pub success: bool,
-    debug: Arc<Debug>,
+    debug: Arc<DebugOutput>,
 }
 
 /// A probe's debug output as it is kept. Rendering it (redacting every line, the module as YAML)
 /// cost more CPU than a fast probe itself, and `/logs` reads one in thousands: a scrape keeps
 /// the parts and `/logs` renders them.
-pub enum Debug {
+pub enum DebugOutput {
     /// Already rendered, for a `debug=true` answer.
     Rendered(String),
     Parts {
@@ -38,15 +38,15 @@ pub enum Debug {
 impl Probe {
     /// The text `/logs` shows, cut at [`MAX_DEBUG_BYTES`].
     pub fn debug_text(&self) -> String {
-        let text = match &*self.debug {
-            Debug::Rendered(text) => text.clone(),
-            Debug::Parts {
+        match &*self.debug {
+            // Cut when it was kept.
+            DebugOutput::Rendered(text) => text.clone(),
+            DebugOutput::Parts {
                 log,
                 metrics,
                 module,
-            } => super::debug::render(log, metrics, &module.shown),
-        };
-        cut(text)
+            } => cut(super::debug::render(log, metrics, &module.shown)),
+        }
     }
 }
 
@@ -86,12 +86,12 @@ impl Recent {
         self.limit > 0
     }
 
-    pub fn add(&self, module: &str, target: &str, success: bool, debug: Debug) {
+    pub fn add(&self, module: &str, target: &str, success: bool, debug: DebugOutput) {
         if self.limit == 0 {
             return;
         }
         let debug = Arc::new(match debug {
-            Debug::Rendered(text) => Debug::Rendered(cut(text)),
+            DebugOutput::Rendered(text) => DebugOutput::Rendered(cut(text)),
             parts => parts,
         });
         let mut l = self.lists.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,8 +143,8 @@ impl Recent {
 mod tests {
     use super::*;
 
-    fn text(s: &str) -> Debug {
-        Debug::Rendered(s.to_string())
+    fn text(s: &str) -> DebugOutput {
+        DebugOutput::Rendered(s.to_string())
     }
 
     #[test]
