@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use crate::shard::Shard;
+use crate::shard_auto::ShardSpec;
 
 /// What an agent settings document says; everything optional.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,7 +30,7 @@ pub struct AgentSettings {
     pub region: Option<String>,
     /// One of an HA pair (or more) in the region: the `replica` label of every series.
     pub replica: Option<String>,
-    pub shard: Option<Shard>,
+    pub shard: Option<ShardSpec>,
     pub remote_write: Option<RemoteWrite>,
     /// `alerting:`: where alerts go, and defaults for `alert:` blocks ([`super::alert`]).
     pub alerting: Option<std::sync::Arc<super::alert::AlertingSettings>>,
@@ -367,7 +367,10 @@ mod tests {
     fn a_full_document_parses_with_defaults() {
         let a = p("agent:\n  region: eu-west\n  shard: 2/3\n  remote_write:\n    url: http://127.0.0.1:9090/api/v1/write\n    external_labels: {agent: a1}\n    queue_capacity: 50\n").unwrap();
         assert_eq!(a.region.as_deref(), Some("eu-west"));
-        assert_eq!(a.shard, Some(Shard { index: 2, count: 3 }));
+        assert_eq!(
+            a.shard,
+            Some(ShardSpec::Fixed(crate::shard::Shard { index: 2, count: 3 }))
+        );
         let rw = a.remote_write.unwrap();
         assert_eq!(rw.queue_capacity, 50);
         assert_eq!(rw.send_interval, DEFAULT_SEND_INTERVAL);

@@ -62,7 +62,8 @@ pub struct Scheduler {
     /// `--replica`: reported by the API; the metrics carry it as a label.
     replica: Option<String>,
     /// `--shard I/N`: the share of the region's scenarios this agent runs (see [`crate::shard`]).
-    shard: Option<crate::shard::Shard>,
+    /// Changes only when a StatefulSet is scaled (`--shard auto`), then the config is applied again.
+    shard: Mutex<Option<crate::shard::Shard>>,
 }
 
 impl Scheduler {
@@ -77,18 +78,23 @@ impl Scheduler {
             tasks: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(BTreeMap::new()),
             not_owned: Mutex::new(Vec::new()),
-            shard: None,
+            shard: Mutex::new(None),
         }
     }
 
     /// Run only the scenarios of `shard` (set before the first [`Scheduler::apply`]).
-    pub fn with_shard(mut self, shard: Option<crate::shard::Shard>) -> Self {
-        self.shard = shard;
+    pub fn with_shard(self, shard: Option<crate::shard::Shard>) -> Self {
+        self.set_shard(shard);
         self
     }
 
+    /// A new share of the work; it takes effect at the next [`Scheduler::apply`].
+    pub fn set_shard(&self, shard: Option<crate::shard::Shard>) {
+        *self.shard.lock().unwrap_or_else(|e| e.into_inner()) = shard;
+    }
+
     pub fn shard(&self) -> Option<crate::shard::Shard> {
-        self.shard
+        *self.shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn with_replica(mut self, replica: Option<String>) -> Self {
@@ -111,9 +117,10 @@ impl Scheduler {
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
         retired.retain(|_, h| !h.is_finished());
         let mut not_owned = Vec::new();
+        let shard = self.shard();
         for sc in &config.scenarios {
             let owned = selected(sc, self.region.as_deref())
-                .and_then(|()| crate::shard::owns(self.shard, &sc.name));
+                .and_then(|()| crate::shard::owns(shard, &sc.name));
             if let Err(reason) = owned {
                 not_owned.push(NotOwned {
                     scenario: sc.name.clone(),

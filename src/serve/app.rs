@@ -168,6 +168,14 @@ impl App {
         self.ready.load(Ordering::SeqCst)
     }
 
+    /// Run another share of the region's scenarios (a scaled StatefulSet): scenarios this agent
+    /// keeps go on undisturbed, the others stop, the new ones start — as a reload would.
+    pub async fn reshard(&self, shard: crate::shard::Shard) {
+        let _one_at_a_time = self.reloading.lock().await;
+        self.scheduler.set_shard(Some(shard));
+        self.scheduler.apply(&self.config());
+    }
+
     /// Load the configuration again and swap it in atomically. An invalid configuration changes
     /// nothing that runs: the old one keeps going and the failure is visible in
     /// `sonde_config_last_reload_successful`.

@@ -170,6 +170,15 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    let (region, shard) =
+        crate::agent::effective(args.region.clone(), &args.agent, &initial.config);
+    let shard = match crate::agent::start_shard(shard, &args.agent).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let _demo = crate::demo::beside_builtin(&source).await;
     let tls = security.as_ref().is_some_and(|s| s.current().tls.is_some());
     let front = crate::web_server::front::Front {
@@ -177,7 +186,19 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         prefix: args.exporter.route_prefix(),
         security,
     };
-    let app = build_app(&args, &bound, &front.external_url, source, opts, initial);
+    let agent = AgentParts {
+        region,
+        shard: shard.shard,
+    };
+    let app = build_app(
+        &args,
+        agent,
+        &bound,
+        &front.external_url,
+        source,
+        opts,
+        initial,
+    );
     let also: Vec<String> = bound.iter().skip(1).map(|a| a.to_string()).collect();
     tracing::info!(
         listen = %listen,
@@ -193,7 +214,12 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         admin: listeners,
         public: public_listener,
     };
-    run_until_shutdown(app, listeners, args.web.clone(), front, args.status.clone()).await
+    let web = WebParts {
+        flags: args.web.clone(),
+        front,
+        status: args.status.clone(),
+    };
+    run_until_shutdown(app, listeners, web, shard.follow).await
 }
 
 /// The first load, off the async workers. An invalid configuration is reported and refused.
@@ -213,17 +239,23 @@ async fn initial_load(source: &ConfigSource, opts: &LoadOptions) -> Result<Loade
     }
 }
 
+/// This agent's place among many: region and its share of the region's scenarios.
+struct AgentParts {
+    region: Option<String>,
+    shard: Option<crate::shard::Shard>,
+}
+
 /// The outputs, the scheduler that feeds them, and the state the endpoints share.
 fn build_app(
     args: &ServeArgs,
+    agent: AgentParts,
     listen: &[SocketAddr],
     external_url: &str,
     source: ConfigSource,
     mut opts: LoadOptions,
     initial: Loaded,
 ) -> Arc<App> {
-    let (region, shard) =
-        crate::agent::effective(args.region.clone(), &args.agent, &initial.config);
+    let AgentParts { region, shard } = agent;
     opts.region = region.clone();
     let replica = args
         .replica
@@ -332,16 +364,27 @@ struct Listeners {
     )>,
 }
 
+/// How the endpoints are served: limits, the front (TLS, users, prefix), the status pages.
+struct WebParts {
+    flags: crate::web_server::WebFlags,
+    front: crate::web_server::front::Front,
+    status: crate::status::StatusFlags,
+}
+
 async fn run_until_shutdown(
     app: Arc<App>,
     listeners: Listeners,
-    web_flags: crate::web_server::WebFlags,
-    front: crate::web_server::front::Front,
-    status: crate::status::StatusFlags,
+    web: WebParts,
+    follow: Option<crate::agent::ShardFollow>,
 ) -> ExitCode {
+    let WebParts {
+        flags: web_flags,
+        front,
+        status,
+    } = web;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(signals::handle_signals(app.clone(), shutdown.clone()));
-    let agent = crate::agent::start(app.clone(), shutdown.clone());
+    let agent = crate::agent::start(app.clone(), shutdown.clone(), follow);
     if let Some((l, security)) = listeners.public {
         tracing::info!(listen = ?l.local_addr().ok(), tls = security.as_ref().is_some_and(|s| s.current().tls.is_some()), "public status page serving");
         // Same limits and counters as the admin listeners; it ends with the shutdown signal. It

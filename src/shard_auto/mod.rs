@@ -4,17 +4,56 @@
 //! - the ordinal comes from `SONDE_SHARD_ORDINAL` when set (a manifest can fill it from the pod
 //!   label `apps.kubernetes.io/pod-index`), else from the hostname, which Kubernetes sets to the
 //!   pod name `<statefulset>-<ordinal>`;
-//! - the count comes from `auto/N`, else from `SONDE_SHARD_COUNT` (the pod cannot read its
-//!   StatefulSet's `replicas`; the manifest keeps the two side by side).
+//! - the count comes from `auto/N`, else from `SONDE_SHARD_COUNT`, else — in a Kubernetes pod —
+//!   from the StatefulSet's own `replicas`, read from the API with the pod's service account
+//!   ([`statefulset`]) and followed, so `kubectl scale` or an autoscaler reshards without anyone
+//!   editing the pod template.
 //!
 //! Ordinal `k` (0-based, as Kubernetes counts) is shard `k+1` of N (1-based, as sonde counts).
 
+pub mod statefulset;
+
 use crate::shard::Shard;
+
+/// What `--shard` (or `agent: {shard:}`) asks for, once the environment is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardSpec {
+    /// `I/N`, or `auto` whose count was given: known now and for good.
+    Fixed(Shard),
+    /// `auto` without a count, in a Kubernetes pod: shard `ordinal + 1` of whatever the
+    /// StatefulSet `name`'s `replicas` is, read at start and followed while running.
+    StatefulSet { ordinal: u32, name: String },
+}
+
+impl ShardSpec {
+    /// The shard, when it does not depend on the Kubernetes API.
+    pub fn fixed(&self) -> Option<Shard> {
+        match self {
+            ShardSpec::Fixed(s) => Some(*s),
+            ShardSpec::StatefulSet { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ShardSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardSpec::Fixed(s) => s.fmt(f),
+            ShardSpec::StatefulSet { ordinal, name } => {
+                write!(f, "{} of StatefulSet {name}'s replicas", ordinal + 1)
+            }
+        }
+    }
+}
 
 /// Environment variable with the pod's ordinal; overrides the hostname.
 pub const ORDINAL_ENV: &str = "SONDE_SHARD_ORDINAL";
 /// Environment variable with the number of shards, for a plain `auto`.
 pub const COUNT_ENV: &str = "SONDE_SHARD_COUNT";
+/// Environment variable naming the StatefulSet, when the pod name does not (`<name>-<ordinal>`).
+pub const STATEFULSET_ENV: &str = "SONDE_STATEFULSET";
+/// Set in every Kubernetes pod; its presence is what "in a pod" means here.
+pub const KUBERNETES_HOST_ENV: &str = "KUBERNETES_SERVICE_HOST";
 
 /// What `auto` resolves against; read from the process by [`Inputs::from_env`].
 #[derive(Debug, Default, Clone)]
@@ -22,6 +61,9 @@ pub struct Inputs {
     pub hostname: Option<String>,
     pub ordinal: Option<String>,
     pub count: Option<String>,
+    pub statefulset: Option<String>,
+    /// Running in a Kubernetes pod (its API is reachable with the service account).
+    pub in_cluster: bool,
 }
 
 impl Inputs {
@@ -32,23 +74,27 @@ impl Inputs {
             hostname: var("HOSTNAME").or_else(system_hostname),
             ordinal: var(ORDINAL_ENV),
             count: var(COUNT_ENV),
+            statefulset: var(STATEFULSET_ENV),
+            in_cluster: var(KUBERNETES_HOST_ENV).is_some(),
         }
     }
 }
 
 /// Parse a `--shard` value or `agent: {shard:}`: `I/N`, `auto` or `auto/N`.
-pub fn parse(s: &str) -> Result<Shard, String> {
+pub fn parse(s: &str) -> Result<ShardSpec, String> {
     resolve(s, &Inputs::from_env())
 }
 
 /// [`parse`] with the environment given, for tests.
-pub fn resolve(s: &str, env: &Inputs) -> Result<Shard, String> {
+pub fn resolve(s: &str, env: &Inputs) -> Result<ShardSpec, String> {
     let s = s.trim();
     let count = match s.strip_prefix("auto") {
-        None => return s.parse(),
-        Some("") => env.count.clone().ok_or_else(|| {
-            format!("shard auto: the number of shards is unknown — set {COUNT_ENV} to the StatefulSet's replicas, or write auto/N")
-        })?,
+        None => return s.parse().map(ShardSpec::Fixed),
+        Some("") => match env.count.clone() {
+            Some(c) => c,
+            None if env.in_cluster => return from_statefulset(env),
+            None => return Err(format!("shard auto: the number of shards is unknown — set {COUNT_ENV} to the StatefulSet's replicas, write auto/N, or run in a Kubernetes pod whose service account may read its StatefulSet")),
+        },
         Some(rest) => match rest.strip_prefix('/') {
             Some(n) => n.to_string(),
             None => return Err(format!("{s:?} is not a shard — expected I/N, auto or auto/N")),
@@ -64,7 +110,36 @@ pub fn resolve(s: &str, env: &Inputs) -> Result<Shard, String> {
             count - 1
         ));
     }
-    format!("{}/{count}", ordinal + 1).parse()
+    format!("{}/{count}", ordinal + 1)
+        .parse()
+        .map(ShardSpec::Fixed)
+}
+
+/// `auto` in a pod with no count given: the StatefulSet is `SONDE_STATEFULSET`, else the pod
+/// name without its ordinal.
+fn from_statefulset(env: &Inputs) -> Result<ShardSpec, String> {
+    let ordinal = ordinal(env)?;
+    let name = match &env.statefulset {
+        Some(n) => n.clone(),
+        None => pod_name(env)
+            .and_then(|pod| pod.rsplit_once('-'))
+            .map(|(name, _)| name.to_string())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                format!("shard auto: cannot tell the StatefulSet from the hostname {:?} — set {STATEFULSET_ENV}", env.hostname.as_deref().unwrap_or(""))
+            })?,
+    };
+    if !statefulset::is_object_name(&name) {
+        return Err(format!(
+            "shard auto: {name:?} is not a StatefulSet name — expected lowercase letters, digits, '-' and '.'"
+        ));
+    }
+    Ok(ShardSpec::StatefulSet { ordinal, name })
+}
+
+/// The pod name: the hostname's first label (a FQDN such as web-0.web.ns.svc counts by it).
+fn pod_name(env: &Inputs) -> Option<&str> {
+    env.hostname.as_deref()?.split('.').next()
 }
 
 /// The pod's 0-based ordinal: `SONDE_SHARD_ORDINAL`, else the hostname's `-N` suffix.
@@ -77,8 +152,7 @@ fn ordinal(env: &Inputs) -> Result<u32, String> {
         });
     }
     let host = env.hostname.as_deref().unwrap_or("");
-    // A FQDN (web-0.web.ns.svc) counts by its first label, the pod name.
-    let pod = host.split('.').next().unwrap_or("");
+    let pod = pod_name(env).unwrap_or("");
     pod.rsplit_once('-')
         .and_then(|(name, n)| parse_number(n).filter(|_| !name.is_empty()))
         .ok_or_else(|| {
@@ -110,11 +184,12 @@ mod tests {
             hostname: Some(hostname.into()),
             ordinal: ordinal.map(Into::into),
             count: count.map(Into::into),
+            ..Inputs::default()
         }
     }
 
-    fn shard(index: u32, count: u32) -> Shard {
-        Shard { index, count }
+    fn shard(index: u32, count: u32) -> ShardSpec {
+        ShardSpec::Fixed(Shard { index, count })
     }
 
     #[test]
@@ -208,5 +283,48 @@ mod tests {
             let err = resolve(value, &env(host, ord, count)).unwrap_err();
             assert!(err.contains(want), "{value} on {host}: {err}");
         }
+    }
+
+    #[test]
+    fn in_a_pod_without_a_count_the_statefulset_gives_it() {
+        let pod = |host: &str, sts: Option<&str>, count: Option<&str>| Inputs {
+            in_cluster: true,
+            statefulset: sts.map(Into::into),
+            ..env(host, None, count)
+        };
+        let want = |ordinal, name: &str| {
+            Ok(ShardSpec::StatefulSet {
+                ordinal,
+                name: name.into(),
+            })
+        };
+        assert_eq!(
+            resolve("auto", &pod("sonde-ap-east-2", None, None)),
+            want(2, "sonde-ap-east")
+        );
+        assert_eq!(
+            resolve("auto", &pod("sonde-1.sonde.probes.svc", None, None)),
+            want(1, "sonde")
+        );
+        assert_eq!(
+            resolve("auto", &pod("web-0", Some("probers"), None)),
+            want(0, "probers")
+        );
+        // A count given still wins: the API is not asked.
+        assert_eq!(
+            resolve("auto", &pod("sonde-1", None, Some("3"))),
+            Ok(shard(2, 3))
+        );
+        assert_eq!(
+            resolve("auto/4", &pod("sonde-1", None, None)),
+            Ok(shard(2, 4))
+        );
+        let err = resolve("auto", &pod("sonde-0", Some("Bad/Name"), None)).unwrap_err();
+        assert!(err.contains("not a StatefulSet name"), "{err}");
+        let err = resolve("auto", &pod("laptop", None, None)).unwrap_err();
+        assert!(err.contains("not a StatefulSet pod name"), "{err}");
+        // Outside a pod the message says every way out.
+        let err = resolve("auto", &env("sonde-0", None, None)).unwrap_err();
+        assert!(err.contains("Kubernetes pod"), "{err}");
     }
 }
