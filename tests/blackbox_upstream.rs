@@ -611,6 +611,15 @@ async fn http3_module_reports_version_phases_and_expiry() {
         value(&body, "probe_tls_version_info{version=\"TLS 1.3\"}"),
         Some(1.0)
     );
+    // The suite rustls and the fixture agree on by default, named as Go names it.
+    assert_eq!(
+        value(
+            &body,
+            "probe_tls_cipher_info{cipher=\"TLS_AES_256_GCM_SHA384\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
     assert!(value(&body, "probe_http_duration_seconds{phase=\"tls\"}").unwrap() > 0.0);
     assert_eq!(
         value(&body, "probe_http_duration_seconds{phase=\"connect\"}"),

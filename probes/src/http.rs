@@ -16,6 +16,7 @@ mod body;
 mod checks;
 mod conn;
 mod h3;
+mod h3_suite;
 mod prepare;
 
 use bytes::Bytes;

@@ -442,8 +442,8 @@ impl TlsFacts {
         }
     }
 
-    /// The facts of a QUIC connection's TLS: always TLS 1.3; quinn does not tell the cipher
-    /// suite, so it is left empty ("unknown").
+    /// The facts of a QUIC connection's TLS: always TLS 1.3. quinn does not tell the cipher
+    /// suite; the HTTP/3 prober fills it in from what the handshake showed (empty: unknown).
     pub fn from_quic(
         chain_der: Vec<Vec<u8>>,
         alpn: Option<String>,

@@ -136,6 +136,56 @@ async fn get_over_http3_has_quic_phases_version_and_tls_facts() {
     assert!(events(&o).contains("QUIC handshake with"), "{}", events(&o));
 }
 
+/// A server that picks `suites[0]` whatever the client prefers (QUIC's Initial packets need
+/// AES-128-GCM in the provider too, so it stays listed after the one wanted).
+fn server_choosing(
+    leaf: &pki::Leaf,
+    suites: &[rustls::SupportedCipherSuite],
+) -> std::sync::Arc<rustls::ServerConfig> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = suites.to_vec();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain.clone(), leaf.key())
+        .unwrap();
+    cfg.ignore_client_order = true;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    std::sync::Arc::new(cfg)
+}
+
+/// The cipher suite is a TLS fact over HTTP/3 as over HTTPS (`probe_tls_cipher_info`), though
+/// quinn does not expose it: each of the three TLS 1.3 suites, chosen by the server, is named.
+#[tokio::test]
+async fn the_negotiated_cipher_suite_is_reported_for_each_tls13_suite() {
+    use rustls::crypto::ring::cipher_suite::*;
+    let ca = Ca::new("sonde h3 suites");
+    let leaf = ca.leaf(&["127.0.0.1"], time::Duration::days(10), &[]);
+    let cases = [
+        (
+            vec![TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_128_GCM_SHA256],
+            "TLS13_CHACHA20_POLY1305_SHA256",
+        ),
+        (vec![TLS13_AES_128_GCM_SHA256], "TLS13_AES_128_GCM_SHA256"),
+        (
+            vec![TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256],
+            "TLS13_AES_256_GCM_SHA384",
+        ),
+    ];
+    for (suites, want) in cases {
+        let server = H3Server::start(
+            Routes::new().at("/", Reply::text(200, "ok")),
+            server_choosing(&leaf, &suites),
+        )
+        .await;
+        let o = run(&request(&server.url("/"), trusting(&ca))).await;
+        assert_ok(&o);
+        let tls = o.facts.tls.as_ref().unwrap();
+        assert_eq!(tls.cipher, want, "server offering {suites:?}");
+    }
+}
+
 #[tokio::test]
 async fn post_body_and_headers_reach_the_server() {
     let f = h3_server(

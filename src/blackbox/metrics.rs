@@ -472,7 +472,7 @@ fn http_response_families(
     }
     if let (Some(t), true) = (tls, got_response) {
         tls_families(r, t);
-        // HTTP only, as in blackbox; absent over HTTP/3, where quinn does not tell the suite.
+        // HTTP only, as in blackbox; absent when the suite is unknown.
         if t.cipher.is_empty() {
             return;
         }

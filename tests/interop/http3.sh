@@ -60,6 +60,9 @@ m=$dir/probe.txt
 [[ $(metric "$m" probe_http_ssl) == 1 ]] || fail "probe_http_ssl"
 [[ $(metric "$m" 'probe_tls_version_info{version="TLS 1.3"}') == 1 ]] || fail "TLS 1.3"
 [[ $(metric "$m" 'probe_http_duration_seconds{phase="connect"}') == 0 ]] || fail "a connect phase over QUIC"
+# The suite caddy (Go's crypto/tls) chose, which quinn does not expose: one of TLS 1.3's three.
+cipher=$(grep -o 'probe_tls_cipher_info{cipher="[A-Z0-9_]*"} 1' "$m" || true)
+[[ $cipher =~ TLS_(AES_128_GCM_SHA256|AES_256_GCM_SHA384|CHACHA20_POLY1305_SHA256) ]] || fail "no TLS 1.3 probe_tls_cipher_info: ${cipher:-none}"
 for phase in tls processing transfer; do
   v=$(metric "$m" "probe_http_duration_seconds{phase=\"$phase\"}")
   awk -v v="$v" 'BEGIN { exit !(v > 0) }' || fail "phase $phase is $v, expected > 0"
@@ -67,7 +70,7 @@ done
 expiry=$(metric "$m" probe_ssl_earliest_cert_expiry)
 awk -v e="$expiry" -v want="$SONDE_INTEROP_H3_NOT_AFTER" 'BEGIN { exit !(e == want) }' \
   || fail "probe_ssl_earliest_cert_expiry $expiry, expected $SONDE_INTEROP_H3_NOT_AFTER"
-echo "http3.sh: blackbox module over HTTP/3 to caddy ok (tls phase $(metric "$m" 'probe_http_duration_seconds{phase="tls"}') s)"
+echo "http3.sh: blackbox module over HTTP/3 to caddy ok (${cipher% 1}; tls phase $(metric "$m" 'probe_http_duration_seconds{phase="tls"}') s)"
 
 # --- 2. http:// is turned into https:// -------------------------------------------------------
 "$sonde" probe -c "$dir/blackbox.yml" -m http3 "http://$SONDE_INTEROP_H3/" > "$dir/probe-http.txt" \

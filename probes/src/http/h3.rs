@@ -8,8 +8,8 @@
 //! The resolved addresses are tried in the order `preferred_ip_protocol` gives, Happy-Eyeballs
 //! style as for TCP: the next attempt starts when the previous one has not finished its
 //! handshake within [`CONNECTION_ATTEMPT_DELAY`] (a UDP port nobody serves does not refuse, it
-//! stays silent), and the first handshake done wins. The TLS facts are those of any https hop,
-//! except the cipher suite, which quinn does not expose (reported empty: "unknown").
+//! stays silent), and the first handshake done wins. The TLS facts are those of any https hop;
+//! the cipher suite, which quinn does not expose, is read off the handshake ([`super::h3_suite`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use http::{Request, Response};
 use url::Url;
 
 use super::conn::{AbortOnDrop, Target};
+use super::h3_suite::{SecretLength, SuiteSeen, Watched};
 use super::{HttpRequest, InFlight};
 use crate::policy;
 use crate::resolve::CONNECTION_ATTEMPT_DELAY;
@@ -92,7 +93,7 @@ pub(super) async fn dial(
         ));
     }
     let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-    let config = client_config(req)?;
+    let (config, suite) = client_config(req)?;
     let started = in_flight.begin(Phase::Tls);
     rec.doing("in the QUIC handshake");
     rec.remote_addr = targets.first().copied();
@@ -101,7 +102,7 @@ pub(super) async fn dial(
     let (endpoint, quic) = res?;
     let addr = quic.remote_address();
     rec.remote_addr = Some(addr);
-    let facts = facts(&quic, tls_name, !req.tls.is_insecure());
+    let facts = facts(&quic, &suite, tls_name, !req.tls.is_insecure());
     rec.event(format!(
         "QUIC handshake with {addr} done in {}: {}, ALPN {}, {} certificate(s), earliest expiry \
          {}, rtt {}",
@@ -133,15 +134,20 @@ pub(super) async fn dial(
     Ok((H3Sender { send, quic }, driver, facts))
 }
 
-/// The probe's TLS client, made QUIC's: TLS 1.3 only (QUIC has no other), ALPN `h3`.
-fn client_config(req: &HttpRequest) -> Result<quinn::ClientConfig, Failure> {
-    let tls = req
-        .tls
-        .quic_config(&[ALPN_H3])
-        .map_err(|e| Failure::new(FailureReason::Tls, format!("cannot speak HTTP/3: {e}")))?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| Failure::new(FailureReason::Tls, format!("cannot speak HTTP/3: {e}")))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+/// The probe's TLS client, made QUIC's: TLS 1.3 only (QUIC has no other), ALPN `h3`; and what
+/// its handshake shows of the cipher suite (one config per dial, so per connection).
+fn client_config(req: &HttpRequest) -> Result<(quinn::ClientConfig, Arc<SuiteSeen>), Failure> {
+    let cannot = |e: String| Failure::new(FailureReason::Tls, format!("cannot speak HTTP/3: {e}"));
+    let mut tls = Arc::unwrap_or_clone(req.tls.quic_config(&[ALPN_H3]).map_err(cannot)?);
+    let seen = Arc::new(SuiteSeen::default());
+    tls.key_log = Arc::new(SecretLength(seen.clone()));
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
+        .map_err(|e| cannot(e.to_string()))?;
+    let watched = Watched {
+        inner: Arc::new(crypto),
+        seen: seen.clone(),
+    };
+    let mut config = quinn::ClientConfig::new(Arc::new(watched));
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(
         IDLE_TIMEOUT
@@ -149,7 +155,7 @@ fn client_config(req: &HttpRequest) -> Result<quinn::ClientConfig, Failure> {
             .expect("30 s is a valid idle timeout"),
     ));
     config.transport_config(Arc::new(transport));
-    Ok(config)
+    Ok((config, seen))
 }
 
 /// Handshake with the first of `targets` that completes, starting the next attempt when the
@@ -254,7 +260,12 @@ fn handshake_failure(addr: SocketAddr, e: &quinn::ConnectionError) -> Failure {
 }
 
 /// TLS facts of a QUIC connection: always TLS 1.3; the chain as presented, leaf first.
-fn facts(quic: &quinn::Connection, server_name: &str, verified: bool) -> TlsFacts {
+fn facts(
+    quic: &quinn::Connection,
+    suite: &SuiteSeen,
+    server_name: &str,
+    verified: bool,
+) -> TlsFacts {
     let chain = quic
         .peer_identity()
         .and_then(|id| {
@@ -268,7 +279,10 @@ fn facts(quic: &quinn::Connection, server_name: &str, verified: bool) -> TlsFact
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol)
         .map(|p| String::from_utf8_lossy(&p).into_owned());
-    TlsFacts::from_quic(chain, alpn, server_name.trim_matches(['[', ']']), verified)
+    let mut facts =
+        TlsFacts::from_quic(chain, alpn, server_name.trim_matches(['[', ']']), verified);
+    facts.cipher = suite.suite().map(|s| format!("{s:?}")).unwrap_or_default();
+    facts
 }
 
 impl H3Sender {
