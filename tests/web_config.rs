@@ -435,14 +435,80 @@ fn web_config_errors_are_located_and_never_show_a_secret() {
     assert!(stdout.contains("and the web configuration"), "{stdout}");
 }
 
+/// `--web.systemd-socket` as systemd runs it: a listening socket at descriptor 3, LISTEN_PID
+/// the process's own id (a shell that `exec`s sonde keeps its pid), LISTEN_FDS=1. sonde serves
+/// on that socket and binds nothing itself.
 #[test]
-fn systemd_socket_activation_is_refused_by_name() {
-    let (code, _, stderr) = sonde(&["serve", "--web.systemd-socket"]);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("--web.systemd-socket is not supported"),
-        "{stderr}"
+fn systemd_socket_activation_serves_on_the_passed_socket() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "s.yaml",
+        "scenario: t\ninterval: 1h\ntcp: {target: \"127.0.0.1:1\"}\n",
     );
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" serve --web.systemd-socket -c "$1" --storage.path ''"#)
+        .arg(SONDE)
+        .arg(&cfg)
+        .stderr(log.try_clone().unwrap())
+        .stdout(log);
+    // SAFETY: dup2/fcntl are async-signal-safe; descriptor 3 is the child's from here.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(listener);
+    let guard = Instant::now() + HANG_GUARD;
+    let ready = loop {
+        let r = client::get(addr, "/-/ready").map(|r| r.status).unwrap_or(0);
+        if r == 200 || Instant::now() > guard {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let metrics = client::get(addr, "/metrics")
+        .map(|r| r.body)
+        .unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert_eq!(ready, 200, "{log}");
+    assert!(metrics.contains("sonde_build_info"), "{log}");
+    assert!(
+        log.contains(&addr.to_string()),
+        "the log names where it serves: {log}"
+    );
+}
+
+/// Without sockets passed (or passed to another process), `--web.systemd-socket` says so.
+#[test]
+fn systemd_socket_activation_without_sockets_says_why() {
+    let (code, _, stderr) = sonde(&["serve", "--web.systemd-socket"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("LISTEN_PID is not set"), "{stderr}");
+    let out = Command::new(SONDE)
+        .args(["serve", "--web.systemd-socket"])
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("passed to another process"), "{stderr}");
 }
 
 #[test]

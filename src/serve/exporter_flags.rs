@@ -46,8 +46,9 @@ pub struct ExporterFlags {
     )]
     pub auto_reload_interval: Option<String>,
 
-    /// Refused: systemd socket activation is not supported yet (use --web.listen-address).
-    #[arg(long = "web.systemd-socket", hide = true)]
+    /// Serve on the sockets systemd passed (socket activation, a .socket unit's ListenStream=)
+    /// instead of binding --web.listen-address (Linux).
+    #[arg(long = "web.systemd-socket")]
     pub systemd_socket: bool,
 }
 
@@ -74,13 +75,6 @@ fn parse_prober_level(s: &str) -> Result<tracing::Level, String> {
 }
 
 impl ExporterFlags {
-    /// Why sonde cannot start with these flags, if it cannot.
-    pub fn refused(&self) -> Option<&'static str> {
-        self.systemd_socket.then_some(
-            "--web.systemd-socket is not supported: sonde binds --web.listen-address itself (systemd socket activation is not implemented yet)",
-        )
-    }
-
     /// `/` or `/x/`: --web.route-prefix, else the path of --web.external-url.
     pub fn route_prefix(&self) -> String {
         let p = match (&self.route_prefix, &self.external_url) {

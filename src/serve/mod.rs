@@ -12,6 +12,7 @@ mod app;
 mod args;
 pub mod exporter_flags;
 mod signals;
+mod socket_activation;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -52,10 +53,6 @@ fn config_source(args: &ServeArgs, listen: SocketAddr) -> ConfigSource {
 /// `sonde serve`: until SIGTERM/SIGINT (exit 0), or a failure to start (exit 1, or 2 for an
 /// invalid configuration).
 pub fn main(args: ServeArgs) -> ExitCode {
-    if let Some(why) = args.exporter.refused() {
-        eprintln!("sonde: {why}");
-        return ExitCode::from(EXIT_USAGE);
-    }
     if args.config_check {
         return config_check(&args);
     }
@@ -111,20 +108,13 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let mut listeners = Vec::new();
-    let mut bound = Vec::new();
-    for addr in &args.listen {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => {
-                bound.push(l.local_addr().unwrap_or(*addr));
-                listeners.push(l);
-            }
-            Err(e) => {
-                eprintln!("sonde: cannot listen on {addr}: {e}");
-                return ExitCode::FAILURE;
-            }
+    let (listeners, bound) = match listen(&args).await {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("sonde: {why}");
+            return ExitCode::FAILURE;
         }
-    }
+    };
     let listen = bound.first().copied().unwrap_or(args.primary_listen());
     let public_security = match args
         .status
@@ -220,6 +210,31 @@ async fn serve_async(args: ServeArgs) -> ExitCode {
         status: args.status.clone(),
     };
     run_until_shutdown(app, listeners, web, shard.follow).await
+}
+
+/// The admin listeners and their addresses: every `--listen` bound, or with
+/// `--web.systemd-socket` the sockets systemd passed.
+async fn listen(
+    args: &ServeArgs,
+) -> Result<(Vec<tokio::net::TcpListener>, Vec<SocketAddr>), String> {
+    let mut listeners = Vec::new();
+    if args.exporter.systemd_socket {
+        for l in socket_activation::listeners()? {
+            listeners.push(tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?);
+        }
+    } else {
+        for addr in &args.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            listeners.push(l);
+        }
+    }
+    let bound = listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    Ok((listeners, bound))
 }
 
 /// The first load, off the async workers. An invalid configuration is reported and refused.

@@ -8,7 +8,8 @@
 #   - promtool check metrics on the /metrics fetched over HTTPS (the process_* family included);
 #   - a real Prometheus scraping sonde over HTTPS with basic auth and a client certificate
 #     (up 1, process_* and sonde_build_info arrive, and a blackbox-style /probe job works), while
-#     its jobs with a wrong password, without a client certificate and over plain HTTP are down.
+#     its jobs with a wrong password, without a client certificate and over plain HTTP are down;
+#   - --web.systemd-socket under systemd-socket-activate: both passed sockets served.
 #
 # Called by run.sh; by hand: bash tests/interop/web_config.sh (as root if packages are missing).
 set -euo pipefail
@@ -224,3 +225,22 @@ ok "Prometheus: up 1 with credentials and certificate; wrong password, no certif
 # The password and its hash appear nowhere in sonde's log.
 if grep -qF -e "$password" -e "$hash" "$work/sonde.log"; then fail "a secret is in sonde's log"; fi
 ok "no secret in sonde's log"
+
+# --web.systemd-socket under systemd's own socket activator (systemd-socket-activate, from the
+# systemd package): two listening sockets passed as descriptors 3 and 4, sonde started on the
+# first connection, every endpoint served on both, behind the same web configuration.
+if command -v systemd-socket-activate >/dev/null; then
+  sa1=$(free_port); sa2=$(free_port)
+  systemd-socket-activate -l "127.0.0.1:$sa1" -l "127.0.0.1:$sa2" \
+    "$sonde" serve --web.systemd-socket --storage.path '' -c "$work/blackbox.yml" \
+    --web.config.file "$work/web.yml" > "$work/socket-activate.log" 2>&1 &
+  pids+=($!)
+  for p in "$sa1" "$sa2"; do
+    code=$(status "${good[@]}" -m 20 -u "prometheus:$password" "https://127.0.0.1:$p/-/ready")
+    [[ $code == 200 ]] || { cat "$work/socket-activate.log"; fail "socket activation: /-/ready on :$p answered ${code:-nothing}"; }
+  done
+  grep -q "Execing" "$work/socket-activate.log" || fail "systemd-socket-activate did not start sonde"
+  ok "--web.systemd-socket: sonde serves both sockets systemd-socket-activate passed, behind the web configuration"
+else
+  echo "web_config: SKIPPED socket activation: systemd-socket-activate is not installed (package systemd)"
+fi
