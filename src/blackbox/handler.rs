@@ -2,13 +2,13 @@
 //! each prober (in [`super::probers`]) reads its target, probes, and writes its own metrics.
 //! Shared by `/probe` and `sonde probe`.
 
-use std::time::{Duration, Instant as StdInstant, SystemTime};
+use std::time::{Duration, Instant as StdInstant};
 
 use sonde_probes::{fmt_duration, Event, Outcome};
 use tokio::time::Instant;
 
-use super::debug::logfmt;
 use super::metrics::{self, Registry};
+use super::probe_log::ProbeLog;
 use super::probers;
 use crate::config::blackbox::module::{Module, Spec};
 
@@ -54,8 +54,8 @@ pub fn duration_from_secs(s: f64) -> Duration {
 pub struct Report {
     pub success: bool,
     pub registry: Registry,
-    /// logfmt lines for the debug output.
-    pub log: Vec<String>,
+    /// The debug output's log, rendered when read.
+    pub log: ProbeLog,
 }
 
 /// A `/probe` request that blackbox refuses before probing (HTTP 400).
@@ -64,39 +64,37 @@ pub struct BadRequest(pub String);
 
 /// The debug log of one probe, in blackbox's words.
 pub struct Log {
-    lines: Vec<String>,
-    module: String,
-    target: String,
-    /// Only a debug answer shows the log; a plain scrape does not pay for formatting it.
+    lines: ProbeLog,
+    /// Only a probe whose log someone may read keeps it; a plain scrape does not pay for it.
     keep: bool,
 }
 
 impl Log {
-    pub(crate) fn line(&mut self, level: &str, msg: &str, extra: &[(&str, &str)]) {
-        if !self.keep {
-            return;
+    /// Whether lines are kept: a prober need not build what would be dropped.
+    pub(crate) fn keeps(&self) -> bool {
+        self.keep
+    }
+
+    pub(crate) fn line(&mut self, level: &'static str, msg: &str, extra: &[(&'static str, &str)]) {
+        if self.keep {
+            self.lines.push(level, msg, extra);
         }
-        let ts = crate::time::rfc3339(SystemTime::now());
-        let mut pairs: Vec<(&str, &str)> = vec![
-            ("ts", &ts),
-            ("module", &self.module),
-            ("target", &self.target),
-            ("level", level),
-            ("msg", msg),
-        ];
-        pairs.extend_from_slice(extra);
-        self.lines.push(logfmt(&pairs));
     }
 
     pub(crate) fn events(&mut self, events: &[Event]) {
         for e in events {
+            if !self.keep {
+                return;
+            }
             let at = format!("{:.6}", e.at.as_secs_f64());
-            let msg = e.message.clone();
-            self.line("info", &msg, &[("at_seconds", &at)]);
+            self.line("info", &e.message, &[("at_seconds", &at)]);
         }
     }
 
     pub(crate) fn outcome<F>(&mut self, o: &Outcome<F>) {
+        if !self.keep {
+            return;
+        }
         if let Some(a) = o.remote_addr {
             let ip = a.ip().to_string();
             self.line("info", "Resolved target address", &[("ip", &ip)]);
@@ -153,9 +151,7 @@ pub async fn run_guarded(
     guard: Option<Guarded>,
 ) -> Result<Report, BadRequest> {
     let mut log = Log {
-        lines: Vec::new(),
-        module: module.name.clone(),
-        target: target.to_string(),
+        lines: ProbeLog::new(&module.name, target),
         keep: keep_log,
     };
     let timeout_text = format!("{}", timeout.as_secs_f64());

@@ -165,6 +165,9 @@ fn as_go_counts_redirects(req: &HttpRequest, o: &mut HttpOutcome) {
 
 impl Log {
     fn outcome_http(&mut self, o: &HttpOutcome) {
+        if !self.keeps() {
+            return;
+        }
         if let Some(a) = o.remote_addr {
             let ip = a.ip().to_string();
             self.line("info", "Resolved target address", &[("ip", &ip)]);
