@@ -81,13 +81,24 @@ impl Log {
         }
     }
 
+    /// A line with one field written in place, e.g. `format_args!("{name}: {value}")`.
+    pub(crate) fn line_fmt(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        key: &'static str,
+        value: std::fmt::Arguments<'_>,
+    ) {
+        if self.keep {
+            self.lines.push_fmt(level, msg, key, value);
+        }
+    }
+
     pub(crate) fn events(&mut self, events: &[Event]) {
-        for e in events {
-            if !self.keep {
-                return;
+        if self.keep {
+            for e in events {
+                self.lines.push_event(&e.message, e.at);
             }
-            let at = format!("{:.6}", e.at.as_secs_f64());
-            self.line("info", &e.message, &[("at_seconds", &at)]);
         }
     }
 
@@ -100,14 +111,9 @@ impl Log {
             self.line("info", "Resolved target address", &[("ip", &ip)]);
         }
         self.events(&o.events);
-        let phases: Vec<String> = o
-            .timings
-            .iter()
-            .map(|(p, d)| format!("{}={}", p.as_str(), fmt_duration(d)))
-            .collect();
-        if !phases.is_empty() {
-            let p = phases.join(" ");
-            self.line("info", "Phases", &[("durations", &p)]);
+        if o.timings.iter().next().is_some() {
+            let phases = Phases(&o.timings);
+            self.line_fmt("info", "Phases", "durations", format_args!("{phases}"));
         }
         if let Some(f) = &o.failure {
             let reason = f.reason.as_str();
@@ -117,6 +123,19 @@ impl Log {
                 &[("reason", reason), ("err", &f.message)],
             );
         }
+    }
+}
+
+/// `resolve=0µs connect=15µs …`: each phase and its duration.
+struct Phases<'a>(&'a sonde_probes::Timings);
+
+impl std::fmt::Display for Phases<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (p, d)) in self.0.iter().enumerate() {
+            let sep = if i > 0 { " " } else { "" };
+            write!(f, "{sep}{}={}", p.as_str(), fmt_duration(d))?;
+        }
+        Ok(())
     }
 }
 

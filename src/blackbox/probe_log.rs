@@ -4,23 +4,30 @@
 //! every line of every probe (a timestamp in RFC 3339, quoting) cost more CPU than a fast probe
 //! itself, and with `--history.limit` every `/probe` keeps its log.
 
-use std::time::SystemTime;
+use std::fmt::Write as _;
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
 
 use super::debug::logfmt;
 
-/// One line, unrendered.
+/// One line, unrendered: its texts are ranges of [`ProbeLog::text`], its fields a range of
+/// [`ProbeLog::fields`].
 struct Line {
     at: SystemTime,
     level: &'static str,
-    msg: String,
-    fields: Box<[(&'static str, String)]>,
+    msg: Range<u32>,
+    fields: Range<u32>,
 }
 
-/// The lines of one probe, with the module and target every line names.
+/// The lines of one probe, with the module and target every line names. Every text sits in one
+/// buffer: a probe keeps ~20 lines, and kept probes outlive many others, so a few allocations
+/// per probe rather than three per line is what makes keeping them cheap.
 pub struct ProbeLog {
     module: String,
     target: String,
     lines: Vec<Line>,
+    fields: Vec<(&'static str, Range<u32>)>,
+    text: String,
 }
 
 impl ProbeLog {
@@ -29,36 +36,92 @@ impl ProbeLog {
             module: module.to_string(),
             target: target.to_string(),
             lines: Vec::new(),
+            fields: Vec::new(),
+            text: String::new(),
         }
+    }
+
+    /// Room for a typical probe's log, so that it grows once or not at all.
+    fn reserve(&mut self) {
+        if self.lines.capacity() == 0 {
+            self.lines.reserve(24);
+            self.fields.reserve(24);
+            self.text.reserve(1024);
+        }
+    }
+
+    fn add_text(&mut self, s: &str) -> Range<u32> {
+        let start = self.text.len() as u32;
+        self.text.push_str(s);
+        start..self.text.len() as u32
+    }
+
+    fn add_line(&mut self, level: &'static str, msg: Range<u32>, fields_from: usize) {
+        self.lines.push(Line {
+            at: SystemTime::now(),
+            level,
+            msg,
+            fields: fields_from as u32..self.fields.len() as u32,
+        });
     }
 
     /// Keep a line stamped now.
     pub fn push(&mut self, level: &'static str, msg: &str, fields: &[(&'static str, &str)]) {
-        self.lines.push(Line {
-            at: SystemTime::now(),
-            level,
-            msg: msg.to_string(),
-            fields: fields.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        });
+        self.reserve();
+        let msg = self.add_text(msg);
+        let from = self.fields.len();
+        for (k, v) in fields {
+            let v = self.add_text(v);
+            self.fields.push((k, v));
+        }
+        self.add_line(level, msg, from);
+    }
+
+    /// Keep a line with one field, written straight into the log (no text of its own).
+    pub fn push_fmt(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        key: &'static str,
+        value: std::fmt::Arguments<'_>,
+    ) {
+        self.reserve();
+        let msg = self.add_text(msg);
+        let start = self.text.len() as u32;
+        let _ = self.text.write_fmt(value);
+        let from = self.fields.len();
+        self.fields.push((key, start..self.text.len() as u32));
+        self.add_line(level, msg, from);
+    }
+
+    /// Keep a probe's event: its message and `at_seconds`, when it happened in the probe.
+    pub fn push_event(&mut self, msg: &str, at: Duration) {
+        let at = at.as_secs_f64();
+        self.push_fmt("info", msg, "at_seconds", format_args!("{at:.6}"));
     }
 
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
 
+    fn get(&self, r: &Range<u32>) -> &str {
+        &self.text[r.start as usize..r.end as usize]
+    }
+
     /// Each line in logfmt, as blackbox writes it.
     pub fn rendered(&self) -> impl Iterator<Item = String> + '_ {
         self.lines.iter().map(|l| {
             let ts = crate::time::rfc3339(l.at);
-            let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(5 + l.fields.len());
+            let fields = &self.fields[l.fields.start as usize..l.fields.end as usize];
+            let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(5 + fields.len());
             pairs.extend_from_slice(&[
                 ("ts", &ts),
                 ("module", &self.module),
                 ("target", &self.target),
                 ("level", l.level),
-                ("msg", &l.msg),
+                ("msg", self.get(&l.msg)),
             ]);
-            pairs.extend(l.fields.iter().map(|(k, v)| (*k, v.as_str())));
+            pairs.extend(fields.iter().map(|(k, v)| (*k, self.get(v))));
             logfmt(&pairs)
         })
     }
@@ -73,8 +136,9 @@ mod tests {
         let mut log = ProbeLog::new("http_2xx", "http://example.com/");
         log.push("info", "Beginning probe", &[("probe", "http"), ("x", "")]);
         log.push("error", "Failure", &[("err", "said \"no\"")]);
+        log.push_event("connected", Duration::from_micros(1500));
         let lines: Vec<String> = log.rendered().collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
         let (ts, rest) = lines[0].split_once(' ').unwrap();
         assert!(
             ts.starts_with("ts=") && ts.ends_with('Z') && ts.len() == 27,
@@ -85,5 +149,6 @@ mod tests {
             "module=http_2xx target=http://example.com/ level=info msg=\"Beginning probe\" probe=http x=\"\""
         );
         assert!(lines[1].ends_with(" level=error msg=Failure err=\"said \\\"no\\\"\""));
+        assert!(lines[2].ends_with(" level=info msg=connected at_seconds=0.001500"));
     }
 }

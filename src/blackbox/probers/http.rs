@@ -174,12 +174,15 @@ impl Log {
         }
         self.events(&o.events);
         for (n, v) in &o.facts.request_headers {
-            let h = format!("{n}: {v}");
-            self.line("info", "Request header", &[("header", &h)]);
+            self.line_fmt("info", "Request header", "header", format_args!("{n}: {v}"));
         }
         for (n, v) in &o.facts.headers {
-            let h = format!("{n}: {v}");
-            self.line("info", "Response header", &[("header", &h)]);
+            self.line_fmt(
+                "info",
+                "Response header",
+                "header",
+                format_args!("{n}: {v}"),
+            );
         }
         let inner = Outcome {
             failure: o.failure.clone(),
