@@ -106,16 +106,46 @@ impl Log {
         if !self.keep {
             return;
         }
-        if let Some(a) = o.remote_addr {
-            let ip = a.ip().to_string();
-            self.line("info", "Resolved target address", &[("ip", &ip)]);
-        }
+        self.lines.hold_time();
+        self.resolved(o.remote_addr);
         self.events(&o.events);
-        if o.timings.iter().next().is_some() {
-            let phases = Phases(&o.timings);
+        self.phases_and_failure(&o.timings, o.failure.as_ref());
+        self.lines.release_time();
+    }
+
+    /// Stamp the lines logged until [`Self::release_time`] with one time (see
+    /// [`ProbeLog::hold_time`]).
+    pub(crate) fn hold_time(&mut self) {
+        self.lines.hold_time();
+    }
+
+    pub(crate) fn release_time(&mut self) {
+        self.lines.release_time();
+    }
+
+    pub(crate) fn resolved(&mut self, addr: Option<std::net::SocketAddr>) {
+        if let Some(a) = addr.filter(|_| self.keep) {
+            let ip = a.ip();
+            self.line_fmt(
+                "info",
+                "Resolved target address",
+                "ip",
+                format_args!("{ip}"),
+            );
+        }
+    }
+
+    /// The `Phases` line and, for a failed probe, the `Failure` line.
+    pub(crate) fn phases_and_failure(
+        &mut self,
+        timings: &sonde_probes::Timings,
+        failure: Option<&sonde_probes::Failure>,
+    ) {
+        if timings.iter().next().is_some() {
+            let phases = Phases(timings);
             self.line_fmt("info", "Phases", "durations", format_args!("{phases}"));
         }
-        if let Some(f) = &o.failure {
+        if let Some(f) = failure {
             let reason = f.reason.as_str();
             self.line(
                 "error",
@@ -173,15 +203,17 @@ pub async fn run_guarded(
         lines: ProbeLog::new(&module.name, target),
         keep: keep_log,
     };
-    let timeout_text = format!("{}", timeout.as_secs_f64());
-    log.line(
-        "info",
-        "Beginning probe",
-        &[
-            ("probe", module.prober.as_str()),
-            ("timeout_seconds", &timeout_text),
-        ],
-    );
+    if log.keeps() {
+        let timeout_text = format!("{}", timeout.as_secs_f64());
+        log.line(
+            "info",
+            "Beginning probe",
+            &[
+                ("probe", module.prober.as_str()),
+                ("timeout_seconds", &timeout_text),
+            ],
+        );
+    }
     let started = StdInstant::now();
     let deadline = Instant::now() + timeout;
     let mut r = Registry::default();
@@ -203,11 +235,12 @@ pub async fn run_guarded(
     };
     let duration = started.elapsed().as_secs_f64();
     metrics::common(&mut r, success, duration);
-    let d = duration.to_string();
     if success {
-        log.line("info", "Probe succeeded", &[("duration_seconds", &d)]);
+        let d = format_args!("{duration}");
+        log.line_fmt("info", "Probe succeeded", "duration_seconds", d);
     } else {
-        log.line("error", "Probe failed", &[("duration_seconds", &d)]);
+        let d = format_args!("{duration}");
+        log.line_fmt("error", "Probe failed", "duration_seconds", d);
     }
     Ok(Report {
         success,

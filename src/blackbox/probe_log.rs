@@ -10,7 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use super::debug::logfmt;
 
-/// One line, unrendered: its texts are ranges of [`ProbeLog::text`], its fields a range of
+/// A field's value: text in [`ProbeLog::text`], or a probe's event time in seconds, written
+/// `{:.6}` when rendered.
+enum Value {
+    Text(Range<u32>),
+    Seconds(Duration),
+}
+
+/// One line, unrendered: its message is a range of [`ProbeLog::text`], its fields a range of
 /// [`ProbeLog::fields`].
 struct Line {
     at: SystemTime,
@@ -26,8 +33,10 @@ pub struct ProbeLog {
     module: String,
     target: String,
     lines: Vec<Line>,
-    fields: Vec<(&'static str, Range<u32>)>,
+    fields: Vec<(&'static str, Value)>,
     text: String,
+    /// Set while a batch of lines is logged at one moment (a probe's outcome): one clock read.
+    held: Option<SystemTime>,
 }
 
 impl ProbeLog {
@@ -38,7 +47,18 @@ impl ProbeLog {
             lines: Vec::new(),
             fields: Vec::new(),
             text: String::new(),
+            held: None,
         }
+    }
+
+    /// Stamp the lines pushed until [`Self::release_time`] with the time now: they are
+    /// logged together (a probe's outcome, after it ended), microseconds apart.
+    pub fn hold_time(&mut self) {
+        self.held = Some(SystemTime::now());
+    }
+
+    pub fn release_time(&mut self) {
+        self.held = None;
     }
 
     /// Room for a typical probe's log, so that it grows once or not at all.
@@ -58,7 +78,7 @@ impl ProbeLog {
 
     fn add_line(&mut self, level: &'static str, msg: Range<u32>, fields_from: usize) {
         self.lines.push(Line {
-            at: SystemTime::now(),
+            at: self.held.unwrap_or_else(SystemTime::now),
             level,
             msg,
             fields: fields_from as u32..self.fields.len() as u32,
@@ -72,7 +92,7 @@ impl ProbeLog {
         let from = self.fields.len();
         for (k, v) in fields {
             let v = self.add_text(v);
-            self.fields.push((k, v));
+            self.fields.push((k, Value::Text(v)));
         }
         self.add_line(level, msg, from);
     }
@@ -90,14 +110,18 @@ impl ProbeLog {
         let start = self.text.len() as u32;
         let _ = self.text.write_fmt(value);
         let from = self.fields.len();
-        self.fields.push((key, start..self.text.len() as u32));
+        self.fields
+            .push((key, Value::Text(start..self.text.len() as u32)));
         self.add_line(level, msg, from);
     }
 
     /// Keep a probe's event: its message and `at_seconds`, when it happened in the probe.
     pub fn push_event(&mut self, msg: &str, at: Duration) {
-        let at = at.as_secs_f64();
-        self.push_fmt("info", msg, "at_seconds", format_args!("{at:.6}"));
+        self.reserve();
+        let msg = self.add_text(msg);
+        let from = self.fields.len();
+        self.fields.push(("at_seconds", Value::Seconds(at)));
+        self.add_line("info", msg, from);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -113,6 +137,14 @@ impl ProbeLog {
         self.lines.iter().map(|l| {
             let ts = crate::time::rfc3339(l.at);
             let fields = &self.fields[l.fields.start as usize..l.fields.end as usize];
+            let seconds: Vec<String> = fields
+                .iter()
+                .filter_map(|(_, v)| match v {
+                    Value::Seconds(d) => Some(format!("{:.6}", d.as_secs_f64())),
+                    Value::Text(_) => None,
+                })
+                .collect();
+            let mut seconds = seconds.iter();
             let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(5 + fields.len());
             pairs.extend_from_slice(&[
                 ("ts", &ts),
@@ -121,7 +153,10 @@ impl ProbeLog {
                 ("level", l.level),
                 ("msg", self.get(&l.msg)),
             ]);
-            pairs.extend(fields.iter().map(|(k, v)| (*k, self.get(v))));
+            pairs.extend(fields.iter().map(|(k, v)| match v {
+                Value::Text(r) => (*k, self.get(r)),
+                Value::Seconds(_) => (*k, seconds.next().map_or("", String::as_str)),
+            }));
             logfmt(&pairs)
         })
     }

@@ -3,7 +3,6 @@
 
 use http::header::{HeaderValue, HOST};
 use sonde_probes::http::{Auth, HttpOutcome, HttpRequest};
-use sonde_probes::Outcome;
 use tokio::time::Instant;
 
 use super::{family_refused, resolved_then_failed, unresolved, Probe};
@@ -168,10 +167,8 @@ impl Log {
         if !self.keeps() {
             return;
         }
-        if let Some(a) = o.remote_addr {
-            let ip = a.ip().to_string();
-            self.line("info", "Resolved target address", &[("ip", &ip)]);
-        }
+        self.hold_time();
+        self.resolved(o.remote_addr);
         self.events(&o.events);
         for (n, v) in &o.facts.request_headers {
             self.line_fmt("info", "Request header", "header", format_args!("{n}: {v}"));
@@ -184,14 +181,7 @@ impl Log {
                 format_args!("{n}: {v}"),
             );
         }
-        let inner = Outcome {
-            failure: o.failure.clone(),
-            duration: o.duration,
-            timings: o.timings.clone(),
-            remote_addr: None,
-            events: vec![],
-            facts: (),
-        };
-        self.outcome(&inner);
+        self.phases_and_failure(&o.timings, o.failure.as_ref());
+        self.release_time();
     }
 }
