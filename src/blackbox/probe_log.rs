@@ -186,4 +186,18 @@ mod tests {
         assert!(lines[1].ends_with(" level=error msg=Failure err=\"said \\\"no\\\"\""));
         assert!(lines[2].ends_with(" level=info msg=connected at_seconds=0.001500"));
     }
+
+    #[test]
+    fn a_held_time_stamps_the_whole_batch() {
+        let mut log = ProbeLog::new("m", "t");
+        log.hold_time();
+        let held = log.held.unwrap();
+        log.push("info", "a", &[]);
+        std::thread::sleep(Duration::from_millis(3));
+        log.push_event("b", Duration::ZERO);
+        log.release_time();
+        assert!(log.lines.iter().all(|l| l.at == held));
+        log.push("info", "c", &[]);
+        assert!(log.lines[2].at > held);
+    }
 }
