@@ -177,15 +177,17 @@ async fn probe(
         Err(handler::BadRequest(msg)) => return text_error(StatusCode::BAD_REQUEST, msg),
     };
     let metrics = report.registry.render();
-    app.blackbox
-        .log_probe(name, &crate::redact::text(target), &report.log);
-    // The target as the history shows it: redacted like everything else it holds.
-    let keep = |d| recent.add(name, &crate::redact::text(target), report.success, d);
+    // The target as the log and the history show it: redacted like everything else they hold.
+    let shown_target = crate::redact::text(target);
+    app.blackbox.log_probe(name, &shown_target, &report.log);
+    let keep = |d| recent.add(name, &shown_target, report.success, d);
     if debug {
         let text = crate::blackbox::debug::render(&report.log, &metrics, &module.shown);
         keep(DebugOutput::Rendered(text.clone()));
         return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
     }
+    // Shared by the answer and the kept probe, not copied.
+    let metrics = bytes::Bytes::from(metrics);
     if recent.enabled() {
         keep(DebugOutput::Parts {
             log: report.log,

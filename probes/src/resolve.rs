@@ -312,6 +312,19 @@ pub async fn connect_tcp(
     let started = Instant::now();
     rec.doing("connecting");
     let targets: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    // One address (a literal, or a name with one address of the family): no race to run, so no
+    // task to spawn and join — on this path of every probe that was a cost of its own.
+    if let [t] = targets[..] {
+        return match TcpStream::connect(t).await {
+            Ok(stream) => Ok(connected(stream, t, started, true, rec)),
+            Err(e) => Err(none_connected(
+                &targets,
+                &[format!("{t}: {e}")],
+                started,
+                rec,
+            )),
+        };
+    }
     let mut attempts = tokio::task::JoinSet::new();
     let mut next = 0usize;
     let mut errors: Vec<String> = Vec::new();
@@ -333,48 +346,68 @@ pub async fn connect_tcp(
         match res {
             Some(Ok((addr, Ok(stream)))) => {
                 attempts.abort_all();
-                let user = started.elapsed();
-                let _ = stream.set_nodelay(true);
-                // The kernel's handshake sample covers this connection only: with earlier
-                // attempts in the phase it would leave their time out.
-                let kernel = if next == 1 {
-                    crate::kts::handshake_rtt(&stream)
-                } else {
-                    Err("more than one address was tried".into())
-                };
-                rec.timings
-                    .add_measured(Phase::Connect, user, kernel.as_ref().ok().copied());
-                rec.remote_addr = Some(addr);
-                // The local port ties this probe to its packets in a capture (bench/truth.sh).
-                let local = stream
-                    .local_addr()
-                    .map(|a| format!(" from port {}", a.port()))
-                    .unwrap_or_default();
-                rec.event(format!(
-                    "connected to {addr}{local} in {}: {}",
-                    fmt_duration(kernel.as_ref().map_or(user, |k| *k.min(&user))),
-                    crate::kts::describe(user, &kernel)
-                ));
-                return Ok(stream);
+                return Ok(connected(stream, addr, started, next == 1, rec));
             }
             Some(Ok((addr, Err(e)))) => errors.push(format!("{addr}: {e}")),
             Some(Err(e)) => errors.push(format!("connect task failed: {e}")),
-            None => {
-                rec.timings.add_since(Phase::Connect, started);
-                if let Some(t) = targets.last() {
-                    rec.remote_addr = Some(*t);
-                }
-                return Err(Failure::new(
-                    FailureReason::Connect,
-                    if errors.is_empty() {
-                        "no address to connect to".to_string()
-                    } else {
-                        format!("cannot connect: {}", errors.join("; "))
-                    },
-                ));
-            }
+            None => return Err(none_connected(&targets, &errors, started, rec)),
         }
     }
+}
+
+/// The connection made: the `connect` phase (the kernel's figure beside the user-space one when
+/// this was the `only_attempt`), the address, and the event that names both ends.
+fn connected(
+    stream: TcpStream,
+    addr: SocketAddr,
+    started: Instant,
+    only_attempt: bool,
+    rec: &mut Recorder,
+) -> TcpStream {
+    let user = started.elapsed();
+    let _ = stream.set_nodelay(true);
+    // The kernel's handshake sample covers this connection only: with earlier
+    // attempts in the phase it would leave their time out.
+    let kernel = if only_attempt {
+        crate::kts::handshake_rtt(&stream)
+    } else {
+        Err("more than one address was tried".into())
+    };
+    rec.timings
+        .add_measured(Phase::Connect, user, kernel.as_ref().ok().copied());
+    rec.remote_addr = Some(addr);
+    // The local port ties this probe to its packets in a capture (bench/truth.sh).
+    let local = stream
+        .local_addr()
+        .map(|a| format!(" from port {}", a.port()))
+        .unwrap_or_default();
+    rec.event(format!(
+        "connected to {addr}{local} in {}: {}",
+        fmt_duration(kernel.as_ref().map_or(user, |k| *k.min(&user))),
+        crate::kts::describe(user, &kernel)
+    ));
+    stream
+}
+
+/// Every attempt failed (or there was none): the `connect` phase, the last address tried.
+fn none_connected(
+    targets: &[SocketAddr],
+    errors: &[String],
+    started: Instant,
+    rec: &mut Recorder,
+) -> Failure {
+    rec.timings.add_since(Phase::Connect, started);
+    if let Some(t) = targets.last() {
+        rec.remote_addr = Some(*t);
+    }
+    Failure::new(
+        FailureReason::Connect,
+        if errors.is_empty() {
+            "no address to connect to".to_string()
+        } else {
+            format!("cannot connect: {}", errors.join("; "))
+        },
+    )
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value as J;
 
+use super::probe_log::ProbeLog;
+
 /// One log line in go-kit's logfmt, as blackbox writes them: `key=value`, values quoted when
 /// they need it.
 pub fn logfmt(pairs: &[(&str, &str)]) -> String {
@@ -33,10 +35,10 @@ pub fn logfmt(pairs: &[(&str, &str)]) -> String {
 
 /// The whole debug text; URL userinfo and credential parameters (in the target, a redirect's
 /// `Location`, an error) are redacted ([`crate::redact::text`]).
-pub fn render(log: &[String], metrics: &str, module: &J) -> String {
+pub fn render(log: &ProbeLog, metrics: &str, module: &J) -> String {
     let mut out = String::from("Logs for the probe:\n");
-    for l in log {
-        out.push_str(&crate::redact::text(l));
+    for l in log.rendered() {
+        out.push_str(&crate::redact::text(&l));
         out.push('\n');
     }
     out.push_str("\n\n\nMetrics that would have been returned:\n");

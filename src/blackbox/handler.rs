@@ -2,13 +2,13 @@
 //! each prober (in [`super::probers`]) reads its target, probes, and writes its own metrics.
 //! Shared by `/probe` and `sonde probe`.
 
-use std::time::{Duration, Instant as StdInstant, SystemTime};
+use std::time::{Duration, Instant as StdInstant};
 
 use sonde_probes::{fmt_duration, Event, Outcome};
 use tokio::time::Instant;
 
-use super::debug::logfmt;
 use super::metrics::{self, Registry};
+use super::probe_log::ProbeLog;
 use super::probers;
 use crate::config::blackbox::module::{Module, Spec};
 
@@ -54,8 +54,8 @@ pub fn duration_from_secs(s: f64) -> Duration {
 pub struct Report {
     pub success: bool,
     pub registry: Registry,
-    /// logfmt lines for the debug output.
-    pub log: Vec<String>,
+    /// The debug output's log, rendered when read.
+    pub log: ProbeLog,
 }
 
 /// A `/probe` request that blackbox refuses before probing (HTTP 400).
@@ -64,54 +64,88 @@ pub struct BadRequest(pub String);
 
 /// The debug log of one probe, in blackbox's words.
 pub struct Log {
-    lines: Vec<String>,
-    module: String,
-    target: String,
-    /// Only a debug answer shows the log; a plain scrape does not pay for formatting it.
+    lines: ProbeLog,
+    /// Only a probe whose log someone may read keeps it; a plain scrape does not pay for it.
     keep: bool,
 }
 
 impl Log {
-    pub(crate) fn line(&mut self, level: &str, msg: &str, extra: &[(&str, &str)]) {
-        if !self.keep {
-            return;
+    /// Whether lines are kept: a prober need not build what would be dropped.
+    pub(crate) fn keeps(&self) -> bool {
+        self.keep
+    }
+
+    pub(crate) fn line(&mut self, level: &'static str, msg: &str, extra: &[(&'static str, &str)]) {
+        if self.keep {
+            self.lines.push(level, msg, extra);
         }
-        let ts = crate::time::rfc3339(SystemTime::now());
-        let mut pairs: Vec<(&str, &str)> = vec![
-            ("ts", &ts),
-            ("module", &self.module),
-            ("target", &self.target),
-            ("level", level),
-            ("msg", msg),
-        ];
-        pairs.extend_from_slice(extra);
-        self.lines.push(logfmt(&pairs));
+    }
+
+    /// A line with one field written in place, e.g. `format_args!("{name}: {value}")`.
+    pub(crate) fn line_fmt(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        key: &'static str,
+        value: std::fmt::Arguments<'_>,
+    ) {
+        if self.keep {
+            self.lines.push_fmt(level, msg, key, value);
+        }
     }
 
     pub(crate) fn events(&mut self, events: &[Event]) {
-        for e in events {
-            let at = format!("{:.6}", e.at.as_secs_f64());
-            let msg = e.message.clone();
-            self.line("info", &msg, &[("at_seconds", &at)]);
+        if self.keep {
+            for e in events {
+                self.lines.push_event(&e.message, e.at);
+            }
         }
     }
 
     pub(crate) fn outcome<F>(&mut self, o: &Outcome<F>) {
-        if let Some(a) = o.remote_addr {
-            let ip = a.ip().to_string();
-            self.line("info", "Resolved target address", &[("ip", &ip)]);
+        if !self.keep {
+            return;
         }
+        self.lines.hold_time();
+        self.resolved(o.remote_addr);
         self.events(&o.events);
-        let phases: Vec<String> = o
-            .timings
-            .iter()
-            .map(|(p, d)| format!("{}={}", p.as_str(), fmt_duration(d)))
-            .collect();
-        if !phases.is_empty() {
-            let p = phases.join(" ");
-            self.line("info", "Phases", &[("durations", &p)]);
+        self.phases_and_failure(&o.timings, o.failure.as_ref());
+        self.lines.release_time();
+    }
+
+    /// Stamp the lines logged until [`Self::release_time`] with one time (see
+    /// [`ProbeLog::hold_time`]).
+    pub(crate) fn hold_time(&mut self) {
+        self.lines.hold_time();
+    }
+
+    pub(crate) fn release_time(&mut self) {
+        self.lines.release_time();
+    }
+
+    pub(crate) fn resolved(&mut self, addr: Option<std::net::SocketAddr>) {
+        if let Some(a) = addr.filter(|_| self.keep) {
+            let ip = a.ip();
+            self.line_fmt(
+                "info",
+                "Resolved target address",
+                "ip",
+                format_args!("{ip}"),
+            );
         }
-        if let Some(f) = &o.failure {
+    }
+
+    /// The `Phases` line and, for a failed probe, the `Failure` line.
+    pub(crate) fn phases_and_failure(
+        &mut self,
+        timings: &sonde_probes::Timings,
+        failure: Option<&sonde_probes::Failure>,
+    ) {
+        if timings.iter().next().is_some() {
+            let phases = Phases(timings);
+            self.line_fmt("info", "Phases", "durations", format_args!("{phases}"));
+        }
+        if let Some(f) = failure {
             let reason = f.reason.as_str();
             self.line(
                 "error",
@@ -119,6 +153,19 @@ impl Log {
                 &[("reason", reason), ("err", &f.message)],
             );
         }
+    }
+}
+
+/// `resolve=0µs connect=15µs …`: each phase and its duration.
+struct Phases<'a>(&'a sonde_probes::Timings);
+
+impl std::fmt::Display for Phases<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (p, d)) in self.0.iter().enumerate() {
+            let sep = if i > 0 { " " } else { "" };
+            write!(f, "{sep}{}={}", p.as_str(), fmt_duration(d))?;
+        }
+        Ok(())
     }
 }
 
@@ -153,20 +200,20 @@ pub async fn run_guarded(
     guard: Option<Guarded>,
 ) -> Result<Report, BadRequest> {
     let mut log = Log {
-        lines: Vec::new(),
-        module: module.name.clone(),
-        target: target.to_string(),
+        lines: ProbeLog::new(&module.name, target),
         keep: keep_log,
     };
-    let timeout_text = format!("{}", timeout.as_secs_f64());
-    log.line(
-        "info",
-        "Beginning probe",
-        &[
-            ("probe", module.prober.as_str()),
-            ("timeout_seconds", &timeout_text),
-        ],
-    );
+    if log.keeps() {
+        let timeout_text = format!("{}", timeout.as_secs_f64());
+        log.line(
+            "info",
+            "Beginning probe",
+            &[
+                ("probe", module.prober.as_str()),
+                ("timeout_seconds", &timeout_text),
+            ],
+        );
+    }
     let started = StdInstant::now();
     let deadline = Instant::now() + timeout;
     let mut r = Registry::default();
@@ -188,11 +235,12 @@ pub async fn run_guarded(
     };
     let duration = started.elapsed().as_secs_f64();
     metrics::common(&mut r, success, duration);
-    let d = duration.to_string();
     if success {
-        log.line("info", "Probe succeeded", &[("duration_seconds", &d)]);
+        let d = format_args!("{duration}");
+        log.line_fmt("info", "Probe succeeded", "duration_seconds", d);
     } else {
-        log.line("error", "Probe failed", &[("duration_seconds", &d)]);
+        let d = format_args!("{duration}");
+        log.line_fmt("error", "Probe failed", "duration_seconds", d);
     }
     Ok(Report {
         success,

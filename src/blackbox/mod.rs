@@ -16,6 +16,7 @@ pub mod debug;
 pub mod guard;
 pub mod handler;
 pub mod metrics;
+pub mod probe_log;
 pub mod probers;
 pub mod recent;
 pub mod safety;
@@ -80,12 +81,12 @@ impl Blackbox {
 
     /// A probe's log lines into sonde's log at `--log.prober`'s level (redacted by the
     /// log writer).
-    pub fn log_probe(&self, module: &str, target: &str, lines: &[String]) {
+    pub fn log_probe(&self, module: &str, target: &str, log: &probe_log::ProbeLog) {
         use tracing::Level;
-        if !self.logs_probes() {
+        if log.is_empty() || !self.logs_probes() {
             return;
         }
-        for line in lines {
+        for line in log.rendered() {
             match self.prober_log_level {
                 Level::ERROR => tracing::error!(module, target, "{line}"),
                 Level::WARN => tracing::warn!(module, target, "{line}"),

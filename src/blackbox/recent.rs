@@ -29,8 +29,9 @@ pub enum DebugOutput {
     /// Already rendered, for a `debug=true` answer.
     Rendered(String),
     Parts {
-        log: Vec<String>,
-        metrics: String,
+        log: super::probe_log::ProbeLog,
+        /// The `/probe` answer's own bytes (UTF-8: a rendered registry).
+        metrics: bytes::Bytes,
         module: Arc<Module>,
     },
 }
@@ -45,7 +46,11 @@ impl Probe {
                 log,
                 metrics,
                 module,
-            } => cut(super::debug::render(log, metrics, &module.shown)),
+            } => cut(super::debug::render(
+                log,
+                &String::from_utf8_lossy(metrics),
+                &module.shown,
+            )),
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use http::header::{HeaderValue, HOST};
 use sonde_probes::http::{Auth, HttpOutcome, HttpRequest};
-use sonde_probes::Outcome;
 use tokio::time::Instant;
 
 use super::{family_refused, resolved_then_failed, unresolved, Probe};
@@ -165,27 +164,24 @@ fn as_go_counts_redirects(req: &HttpRequest, o: &mut HttpOutcome) {
 
 impl Log {
     fn outcome_http(&mut self, o: &HttpOutcome) {
-        if let Some(a) = o.remote_addr {
-            let ip = a.ip().to_string();
-            self.line("info", "Resolved target address", &[("ip", &ip)]);
+        if !self.keeps() {
+            return;
         }
+        self.hold_time();
+        self.resolved(o.remote_addr);
         self.events(&o.events);
         for (n, v) in &o.facts.request_headers {
-            let h = format!("{n}: {v}");
-            self.line("info", "Request header", &[("header", &h)]);
+            self.line_fmt("info", "Request header", "header", format_args!("{n}: {v}"));
         }
         for (n, v) in &o.facts.headers {
-            let h = format!("{n}: {v}");
-            self.line("info", "Response header", &[("header", &h)]);
+            self.line_fmt(
+                "info",
+                "Response header",
+                "header",
+                format_args!("{n}: {v}"),
+            );
         }
-        let inner = Outcome {
-            failure: o.failure.clone(),
-            duration: o.duration,
-            timings: o.timings.clone(),
-            remote_addr: None,
-            events: vec![],
-            facts: (),
-        };
-        self.outcome(&inner);
+        self.phases_and_failure(&o.timings, o.failure.as_ref());
+        self.release_time();
     }
 }
