@@ -143,7 +143,7 @@ impl fmt::Debug for TcpConn {
 }
 
 struct Shared {
-    inbox: crate::inbox::Inbox<Frame>,
+    inbox: crate::inbox::Inbox<Queued>,
     arrived: Notify,
     closed: Mutex<Option<Closed>>,
     ended: Notify,
@@ -152,14 +152,35 @@ struct Shared {
     partial: AtomicUsize,
 }
 
+/// A [`Frame`] as the inbox keeps it: 40 bytes instead of 64. A connection no step reads (a
+/// sender's, whose peer sends presence noise) keeps a full inbox for its whole life, so the
+/// slot's size is paid `INBOX_LIMIT` times per connection.
+struct Queued {
+    body: Box<[u8]>,
+    /// Nanoseconds after `Shared::connected_at` (an `Instant` is 16 bytes).
+    received: u64,
+    kernel_rx: Option<crate::kts::RealTime>,
+}
+
 impl Shared {
-    fn push(&self, frame: Frame) {
-        self.inbox.push(frame);
+    /// Queue a received frame; `body` is a copy of its own (an exactly sized allocation).
+    fn push(&self, body: Box<[u8]>, kernel_rx: Option<crate::kts::RealTime>) {
+        let received = Instant::now().saturating_duration_since(self.connected_at);
+        self.inbox.push(Queued {
+            body,
+            received: u64::try_from(received.as_nanos()).unwrap_or(u64::MAX),
+            kernel_rx,
+        });
         self.arrived.notify_waiters();
     }
 
     fn pop(&self) -> Option<Frame> {
-        self.inbox.pop()
+        let q = self.inbox.pop()?;
+        Some(Frame {
+            body: Bytes::from(q.body),
+            received_at: self.connected_at + Duration::from_nanos(q.received),
+            kernel_rx: q.kernel_rx,
+        })
     }
 
     fn queued(&self) -> usize {
@@ -349,11 +370,7 @@ impl Task {
             match self.codec.decode(&mut self.buf) {
                 // A copy of its own: the decoded body shares the read buffer's allocation, which
                 // a frame left in the inbox for hours would otherwise keep alive.
-                Ok(Some(body)) => self.shared.push(Frame {
-                    body: Bytes::copy_from_slice(&body),
-                    received_at: Instant::now(),
-                    kernel_rx,
-                }),
+                Ok(Some(body)) => self.shared.push(Box::from(&body[..]), kernel_rx),
                 Ok(None) => break,
                 Err(e) => {
                     self.shared.finish(Closed::Error(e));
