@@ -786,3 +786,29 @@ fn skipped_note(n: usize) -> String {
 fn closed_failure(c: &Closed, doing: &str) -> Failure {
     Failure::new(FailureReason::Protocol, format!("{doing}: {c}"))
 }
+
+#[cfg(test)]
+mod inbox_tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_frame_comes_back_as_it_arrived() {
+        let s = Shared {
+            inbox: crate::inbox::Inbox::new(4),
+            arrived: Notify::new(),
+            closed: Mutex::new(None),
+            ended: Notify::new(),
+            connected_at: Instant::now(),
+            partial: AtomicUsize::new(0),
+        };
+        let rx = crate::kts::RealTime::from_timespec(1_700_000_000, 5);
+        let before = Instant::now();
+        s.push(Box::from(&b"\x00\x01"[..]), rx);
+        let after = Instant::now();
+        let f = s.pop().unwrap();
+        assert_eq!(f.body, Bytes::from_static(b"\x00\x01"));
+        assert!(before <= f.received_at && f.received_at <= after);
+        assert_eq!(f.kernel_rx, rx);
+        assert!(s.pop().is_none());
+    }
+}

@@ -1050,15 +1050,33 @@ mod tests {
             connected_at: Instant::now(),
         };
         for i in 0..5 {
-            s.push(Frame {
-                payload: Payload::Text(i.to_string()),
-                received_at: Instant::now(),
-                kernel_rx: None,
-            });
+            s.push(
+                QueuedPayload::Text(i.to_string().into()),
+                Instant::now(),
+                None,
+            );
         }
         assert_eq!(s.inbox.dropped(), 3);
         assert_eq!(s.pop().unwrap().payload, Payload::Text("3".into()));
         assert_eq!(s.pop().unwrap().payload, Payload::Text("4".into()));
         assert!(s.pop().is_none());
+    }
+
+    #[test]
+    fn a_queued_frame_comes_back_as_it_arrived() {
+        let s = Shared {
+            inbox: crate::inbox::Inbox::new(4),
+            arrived: Notify::new(),
+            closed: Mutex::new(None),
+            ended: Notify::new(),
+            connected_at: Instant::now(),
+        };
+        let at = Instant::now() + Duration::from_nanos(1_234_567);
+        let rx = crate::kts::RealTime::from_timespec(1_700_000_000, 5);
+        s.push(QueuedPayload::Binary(Box::from(&b"\x00\x01"[..])), at, rx);
+        let f = s.pop().unwrap();
+        assert_eq!(f.payload, Payload::Binary(Bytes::from_static(b"\x00\x01")));
+        assert_eq!(f.received_at, at);
+        assert_eq!(f.kernel_rx, rx);
     }
 }
