@@ -77,11 +77,6 @@ impl Default for Caches {
     }
 }
 
-/// How long a bucket's cached row outlives its bucket: runs are stored when they end (at most
-/// their timeout later) and batched (up to `flush_interval` more), so the last runs of a minute
-/// arrive seconds after it; a run later than this still lands right, by reading its row back.
-const LATE_GRACE_MS: i64 = 30_000;
-
 /// Whether a dirty row is written by a batch whose newest moment is `horizon`: minute rows
 /// always, hour rows once their hour is over.
 fn due(key: &RollKey, horizon: i64) -> bool {
@@ -376,23 +371,12 @@ impl Caches {
         Ok(())
     }
 
-    /// Forget cached rows of buckets that ended more than [`LATE_GRACE_MS`] ago (a later run
-    /// reloads its row from disk), except rows not written yet; and give the map's room back
-    /// when it is mostly empty. Rows are ~120 bytes each, several per scenario: at 5,000
-    /// scenarios, keeping each closed bucket for a whole bucket more (an hour, for hour rows)
-    /// held ~5 KB per scenario.
+    /// Forget cached rows of buckets that ended more than one bucket ago (a late run reloads
+    /// its row from disk), except rows not written yet.
     fn evict_closed_rows(&mut self, now: i64) {
         let dirty = &self.dirty;
         self.rows
-            .retain(|k, _| k.3 + k.1 + LATE_GRACE_MS > now || dirty.contains(k));
-        // A hash table keeps its largest size; after a burst (a minute or hour boundary, when
-        // two buckets' rows are cached at once) give back what is four times more than needed.
-        if self.rows.capacity() > 64 && self.rows.len() * 4 < self.rows.capacity() {
-            self.rows.shrink_to(self.rows.len() * 2);
-        }
-        if self.dirty.capacity() > 64 && self.dirty.len() * 4 < self.dirty.capacity() {
-            self.dirty.shrink_to(self.dirty.len() * 2);
-        }
+            .retain(|k, _| k.3 + 2 * k.1 > now || dirty.contains(k));
     }
 
     /// Open an incident on a failure after a success (or the first run), count failures while
