@@ -225,13 +225,17 @@ pub async fn run_guarded(
         registry: &mut r,
         guard,
     };
+    // Each prober's future is boxed: inline, this future would be as large as the largest of
+    // them (HTTP/3's and gRPC's are tens of KiB), and every layer above — the web handler,
+    // the middleware, hyper's connection task — would copy that much per request, whatever
+    // the module. One allocation of the prober actually used is far cheaper.
     let success = match &module.spec {
-        Spec::Http(spec) => probers::http::probe(spec, p).await?,
-        Spec::Tcp(spec) => probers::tcp::probe(spec, p).await?,
-        Spec::Icmp(spec) => probers::icmp::probe(spec, p).await,
-        Spec::Dns(spec) => probers::dns::probe(spec, p).await,
-        Spec::Grpc(spec) => probers::grpc::probe(spec, p).await,
-        Spec::Unix(spec) => probers::unix::probe(spec, p).await?,
+        Spec::Http(spec) => Box::pin(probers::http::probe(spec, p)).await?,
+        Spec::Tcp(spec) => Box::pin(probers::tcp::probe(spec, p)).await?,
+        Spec::Icmp(spec) => Box::pin(probers::icmp::probe(spec, p)).await,
+        Spec::Dns(spec) => Box::pin(probers::dns::probe(spec, p)).await,
+        Spec::Grpc(spec) => Box::pin(probers::grpc::probe(spec, p)).await,
+        Spec::Unix(spec) => Box::pin(probers::unix::probe(spec, p)).await?,
     };
     let duration = started.elapsed().as_secs_f64();
     metrics::common(&mut r, success, duration);
