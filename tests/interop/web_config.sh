@@ -235,9 +235,10 @@ if command -v systemd-socket-activate >/dev/null; then
     "$sonde" serve --web.systemd-socket --storage.path '' -c "$work/blackbox.yml" \
     --web.config.file "$work/web.yml" > "$work/socket-activate.log" 2>&1 &
   pids+=($!)
+  # The activator listens a moment after it starts: until then a connection is refused.
+  activated() { [[ $(status "${good[@]}" -m 20 -u "prometheus:$password" "https://127.0.0.1:$1/-/ready") == 200 ]]; }
   for p in "$sa1" "$sa2"; do
-    code=$(status "${good[@]}" -m 20 -u "prometheus:$password" "https://127.0.0.1:$p/-/ready")
-    [[ $code == 200 ]] || { cat "$work/socket-activate.log"; fail "socket activation: /-/ready on :$p answered ${code:-nothing}"; }
+    wait_until "/-/ready on :$p through systemd-socket-activate" 30 activated "$p"
   done
   grep -q "Execing" "$work/socket-activate.log" || fail "systemd-socket-activate did not start sonde"
   ok "--web.systemd-socket: sonde serves both sockets systemd-socket-activate passed, behind the web configuration"
