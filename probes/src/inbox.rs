@@ -5,6 +5,26 @@
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// When a queued item arrived, as nanoseconds after its connection opened: 8 bytes where an
+/// `Instant` takes 16. A connection no step reads keeps a full inbox for its whole life, so
+/// every byte of a slot is paid `limit` times per connection.
+#[derive(Clone, Copy)]
+pub(crate) struct Arrival(u64);
+
+impl Arrival {
+    pub(crate) fn new(opened: Instant, at: Instant) -> Self {
+        let after = at.saturating_duration_since(opened);
+        Arrival(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn instant(self, opened: Instant) -> Instant {
+        opened + Duration::from_nanos(self.0)
+    }
+}
 
 pub(crate) struct Inbox<T>(Mutex<Queue<T>>);
 

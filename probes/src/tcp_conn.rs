@@ -157,18 +157,16 @@ struct Shared {
 /// slot's size is paid `INBOX_LIMIT` times per connection.
 struct Queued {
     body: Box<[u8]>,
-    /// Nanoseconds after `Shared::connected_at` (an `Instant` is 16 bytes).
-    received: u64,
+    received: crate::inbox::Arrival,
     kernel_rx: Option<crate::kts::RealTime>,
 }
 
 impl Shared {
     /// Queue a received frame; `body` is a copy of its own (an exactly sized allocation).
     fn push(&self, body: Box<[u8]>, kernel_rx: Option<crate::kts::RealTime>) {
-        let received = Instant::now().saturating_duration_since(self.connected_at);
         self.inbox.push(Queued {
             body,
-            received: u64::try_from(received.as_nanos()).unwrap_or(u64::MAX),
+            received: crate::inbox::Arrival::new(self.connected_at, Instant::now()),
             kernel_rx,
         });
         self.arrived.notify_waiters();
@@ -178,7 +176,7 @@ impl Shared {
         let q = self.inbox.pop()?;
         Some(Frame {
             body: Bytes::from(q.body),
-            received_at: self.connected_at + Duration::from_nanos(q.received),
+            received_at: q.received.instant(self.connected_at),
             kernel_rx: q.kernel_rx,
         })
     }

@@ -248,8 +248,7 @@ struct Shared {
 /// slot's size is paid `inbox_limit` times per connection.
 struct Queued {
     payload: QueuedPayload,
-    /// Nanoseconds after `Shared::connected_at` (an `Instant` is 16 bytes).
-    received: u64,
+    received: crate::inbox::Arrival,
     kernel_rx: Option<crate::kts::RealTime>,
 }
 
@@ -266,10 +265,9 @@ impl Shared {
         received_at: Instant,
         kernel_rx: Option<crate::kts::RealTime>,
     ) {
-        let received = received_at.saturating_duration_since(self.connected_at);
         self.inbox.push(Queued {
             payload,
-            received: u64::try_from(received.as_nanos()).unwrap_or(u64::MAX),
+            received: crate::inbox::Arrival::new(self.connected_at, received_at),
             kernel_rx,
         });
         self.arrived.notify_waiters();
@@ -282,7 +280,7 @@ impl Shared {
                 QueuedPayload::Text(t) => Payload::Text(t.into()),
                 QueuedPayload::Binary(b) => Payload::Binary(Bytes::from(b)),
             },
-            received_at: self.connected_at + Duration::from_nanos(q.received),
+            received_at: q.received.instant(self.connected_at),
             kernel_rx: q.kernel_rx,
         })
     }
