@@ -161,7 +161,7 @@ async fn follow_statefulset(
                     tracing::warn!(
                         statefulset = f.api.describe(),
                         "shard: cannot read the StatefulSet's replicas, keeping shard {}: {e}",
-                        display_shard(&app)
+                        display_shard_of(app.scheduler.shard())
                     );
                 }
                 failing = true;
@@ -195,10 +195,6 @@ async fn follow_statefulset(
             Err(_) => {}
         }
     }
-}
-
-fn display_shard(app: &App) -> String {
-    display_shard_of(app.scheduler.shard())
 }
 
 fn display_shard_of(s: Option<Shard>) -> String {

@@ -239,13 +239,11 @@ pub async fn run_guarded(
     };
     let duration = started.elapsed().as_secs_f64();
     metrics::common(&mut r, success, duration);
-    if success {
-        let d = format_args!("{duration}");
-        log.line_fmt("info", "Probe succeeded", "duration_seconds", d);
-    } else {
-        let d = format_args!("{duration}");
-        log.line_fmt("error", "Probe failed", "duration_seconds", d);
-    }
+    let (level, msg) = match success {
+        true => ("info", "Probe succeeded"),
+        false => ("error", "Probe failed"),
+    };
+    log.line_fmt(level, msg, "duration_seconds", format_args!("{duration}"));
     Ok(Report {
         success,
         registry: r,
