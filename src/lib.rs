@@ -29,6 +29,7 @@ pub mod exit;
 pub mod hash;
 pub mod history;
 pub mod logging;
+pub mod memory_hint;
 pub mod metrics;
 pub mod names;
 pub mod process_metrics;

@@ -14,15 +14,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     #[cfg(not(feature = "system-alloc"))]
-    purge_freed_memory_at_once();
+    sonde::memory_hint::on_persistent_sessions(purge_freed_memory_at_once);
     sonde::cli::main()
 }
 
 /// mimalloc gives freed pages back to the OS a second after they empty (its `purge_delay`);
 /// with thousands of sessions each run frees a little everywhere, and a second's worth of
 /// freed pages stayed in RSS: at 10,000 TCP sessions, 0 instead of 1,000 ms measured ~3.5 KB
-/// less RSS per session at the same CPU (bench/im-results.md). `MIMALLOC_PURGE_DELAY` in the
-/// environment still wins.
+/// less RSS per session (bench/im-results.md). It costs /probe a page fault a probe, so it is
+/// set only once a configuration holds persistent sessions (`sonde::memory_hint`), while
+/// threads run: mimalloc reads the option, an aligned word, at each purge, and initialises its
+/// options lazily from any thread itself. `MIMALLOC_PURGE_DELAY` in the environment still wins.
 #[cfg(not(feature = "system-alloc"))]
 fn purge_freed_memory_at_once() {
     /// `mi_option_purge_delay` in the `mi_option_t` of the mimalloc 3 that libmimalloc-sys 0.1.49
@@ -32,7 +34,7 @@ fn purge_freed_memory_at_once() {
         fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
     }
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's options (an integer) before any other thread runs.
+        // SAFETY: sets one of mimalloc's options, an integer mimalloc reads at each purge.
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
 }
