@@ -14,27 +14,56 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     #[cfg(not(feature = "system-alloc"))]
-    sonde::memory_hint::on_persistent_sessions(purge_freed_memory_at_once);
+    purge::start();
     sonde::cli::main()
 }
 
 /// mimalloc gives freed pages back to the OS a second after they empty (its `purge_delay`);
 /// with thousands of sessions each run frees a little everywhere, and a second's worth of
 /// freed pages stayed in RSS: at 10,000 TCP sessions, 0 instead of 1,000 ms measured ~3.5 KB
-/// less RSS per session (bench/im-results.md). It costs /probe a page fault a probe, so it is
-/// set only once a configuration holds persistent sessions (`sonde::memory_hint`), while
-/// threads run: mimalloc reads the option, an aligned word, at each purge, and initialises its
-/// options lazily from any thread itself. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// less RSS per session (bench/im-results.md). On a /probe-only exporter it costs a page fault
+/// a probe (~5 % CPU), so the delay is 0 from the start (loading frees much) and while the
+/// running configuration holds persistent sessions, and mimalloc's own otherwise
+/// (`sonde::memory_hint`). `MIMALLOC_PURGE_DELAY` in the environment still wins.
 #[cfg(not(feature = "system-alloc"))]
-fn purge_freed_memory_at_once() {
+mod purge {
+    use std::ffi::{c_int, c_long};
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     /// `mi_option_purge_delay` in the `mi_option_t` of the mimalloc 3 that libmimalloc-sys 0.1.49
     /// builds (c_src/mimalloc/v3/include/mimalloc.h); check it when that crate is updated.
-    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+    const MI_OPTION_PURGE_DELAY: c_int = 15;
     extern "C" {
-        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+        fn mi_option_get(option: c_int) -> c_long;
+        fn mi_option_set(option: c_int, value: c_long);
     }
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's options, an integer mimalloc reads at each purge.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    /// mimalloc's own delay, read before the first change.
+    static DEFAULT: AtomicI64 = AtomicI64::new(1000);
+
+    pub fn start() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads and sets one of mimalloc's options, an integer; here before any other
+        // thread runs, later (`sessions_held`) while they do: mimalloc reads the option, an
+        // aligned word, at each purge, and itself initialises options lazily from any thread.
+        unsafe {
+            DEFAULT.store(
+                mi_option_get(MI_OPTION_PURGE_DELAY) as i64,
+                Ordering::Relaxed,
+            );
+            mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        }
+        sonde::memory_hint::on_sessions_held(sessions_held);
+    }
+
+    fn sessions_held(held: bool) {
+        let delay = if held {
+            0
+        } else {
+            DEFAULT.load(Ordering::Relaxed)
+        };
+        // SAFETY: as in `start`.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, delay as c_long) };
     }
 }

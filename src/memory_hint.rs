@@ -5,35 +5,39 @@
 //! Why it depends on the workload: returning freed pages to the OS at once (mimalloc's
 //! `purge_delay` 0) saves ~3.5 KB of RSS per persistent session at 10,000 sessions, where each
 //! run frees a little everywhere. But on a /probe-only exporter the same pages empty and refill
-//! with every probe, and each refill is a page fault: ~1.2 faults and ~6 % more CPU per
-//! `/probe` (bench/kts-results.md). So pages go back at once only where sessions are held.
+//! with every probe, and each refill is a page fault: ~1 fault and ~5 % more CPU per `/probe`
+//! (bench/kts-results.md). So pages go back at once only while sessions are held.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use crate::config::scenario::Config;
 
-static ON_PERSISTENT_SESSIONS: OnceLock<fn()> = OnceLock::new();
-static APPLIED: std::sync::Once = std::sync::Once::new();
+static HINT: OnceLock<fn(bool)> = OnceLock::new();
+/// What the hint was last told: 0 nothing yet, 1 no sessions, 2 sessions held.
+static TOLD: AtomicU8 = AtomicU8::new(0);
 
-/// Register what to do (once) when a configuration first holds persistent sessions.
-pub fn on_persistent_sessions(hint: fn()) {
-    let _ = ON_PERSISTENT_SESSIONS.set(hint);
+/// Register what to do when the running configuration starts or stops holding persistent
+/// sessions (`true`: it holds some).
+pub fn on_sessions_held(hint: fn(bool)) {
+    let _ = HINT.set(hint);
 }
 
-/// Called with every configuration that becomes the running one (start, reload, reshard): the
-/// first that holds a persistent session runs the registered hint. Never undone: a reload
-/// that drops the sessions leaves the setting as it is.
+/// Called with every configuration that becomes the running one (start, reload): the hint
+/// hears whether it holds persistent sessions the first time and whenever that changes.
 pub fn running(config: &Config) -> bool {
-    if !config.scenarios.iter().any(|s| s.persistent) {
-        return false;
+    let held = config.scenarios.iter().any(|s| s.persistent);
+    let now = if held { 2 } else { 1 };
+    if TOLD.swap(now, Ordering::SeqCst) != now {
+        if let Some(hint) = HINT.get() {
+            tracing::debug!(
+                held,
+                "persistent sessions: freed memory back to the OS at once: {held}"
+            );
+            hint(held);
+        }
     }
-    if let Some(hint) = ON_PERSISTENT_SESSIONS.get() {
-        APPLIED.call_once(|| {
-            tracing::debug!("persistent sessions held: freed memory goes back to the OS at once");
-            hint();
-        });
-    }
-    true
+    held
 }
 
 #[cfg(test)]
@@ -41,30 +45,35 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    static HINTS: AtomicUsize = AtomicUsize::new(0);
+    static TOLD_HELD: AtomicUsize = AtomicUsize::new(0);
+    static TOLD_NOT: AtomicUsize = AtomicUsize::new(0);
 
-    fn count() {
-        HINTS.fetch_add(1, Ordering::SeqCst);
+    fn count(held: bool) {
+        if held { &TOLD_HELD } else { &TOLD_NOT }.fetch_add(1, Ordering::SeqCst);
     }
 
     fn load(text: &str) -> Config {
         crate::config::load_str("t.yaml", text, &Default::default()).expect("valid")
     }
 
-    /// A /probe-only or per-run configuration leaves the allocator alone; the first with a
-    /// persistent session gives the hint, and only once however often it is re-applied.
+    /// The hint hears of each change (a /probe-only or per-run configuration, then one with a
+    /// persistent session, then without again), not of every re-applied configuration.
     #[test]
-    fn the_hint_is_given_once_and_only_for_persistent_sessions() {
-        on_persistent_sessions(count);
+    fn the_hint_hears_each_change_of_whether_sessions_are_held() {
+        on_sessions_held(count);
         let per_run = load("scenario: p\nsteps:\n  - http: {url: \"http://127.0.0.1:1/\"}\n");
         assert!(!running(&per_run));
-        assert_eq!(HINTS.load(Ordering::SeqCst), 0);
+        assert!(!running(&per_run));
+        assert_eq!(TOLD_NOT.load(Ordering::SeqCst), 1);
+        assert_eq!(TOLD_HELD.load(Ordering::SeqCst), 0);
         let sessions = load(
             "scenario: s\nsession: persistent\nsetup:\n  - ws.connect: {url: \"ws://127.0.0.1:1/\", as: c}\nsteps:\n  - ws.send: {on: c, text: hi}\n",
         );
         assert!(running(&sessions));
         assert!(running(&sessions));
+        assert_eq!(TOLD_HELD.load(Ordering::SeqCst), 1);
         assert!(!running(&per_run));
-        assert_eq!(HINTS.load(Ordering::SeqCst), 1);
+        assert_eq!(TOLD_NOT.load(Ordering::SeqCst), 2);
+        assert_eq!(TOLD_HELD.load(Ordering::SeqCst), 1);
     }
 }
