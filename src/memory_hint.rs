@@ -30,10 +30,11 @@ pub fn running(config: &Config) -> bool {
     let now = if held { 2 } else { 1 };
     if TOLD.swap(now, Ordering::SeqCst) != now {
         if let Some(hint) = HINT.get() {
-            tracing::debug!(
-                held,
-                "persistent sessions: freed memory back to the OS at once: {held}"
-            );
+            let when = match held {
+                true => "at once (persistent sessions are held)",
+                false => "after the allocator's delay",
+            };
+            tracing::debug!("freed memory goes back to the OS {when}");
             hint(held);
         }
     }
