@@ -44,8 +44,14 @@ pub const REDACTED: &str = "<redacted>";
 /// token, key, secret, password, session, signature or credential (`X-Api-Key`,
 /// `X-Auth-Token`…). `WWW-Authenticate`-style challenges stay visible: they help explain a 401.
 pub fn is_secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    if n.contains("authenticate") {
+    // Every response header of every probe passes here: compared in place, not lowercased
+    // into a new string first.
+    let has = |word: &str| {
+        name.as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    if has("authenticate") {
         return false;
     }
     [
@@ -61,7 +67,7 @@ pub fn is_secret_header(name: &str) -> bool {
         "credential",
     ]
     .iter()
-    .any(|w| n.contains(w))
+    .any(|w| has(w))
 }
 
 /// The ALPN list to build an HTTP [`TlsClient`] with: HTTP/2 when the server offers it.

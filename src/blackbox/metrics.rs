@@ -75,10 +75,17 @@ impl Registry {
     pub fn render(&self) -> String {
         let mut fams: Vec<&Family> = self.families.iter().collect();
         fams.sort_by_key(|f| f.name);
-        let mut out = String::new();
+        // Every /probe renders one: written in place (escaping and numbers included) into a
+        // buffer the size an http probe's answer needs, not built from a string per part.
+        let mut out = String::with_capacity(4096);
         for f in fams {
-            let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
-            let _ = writeln!(out, "# TYPE {} gauge", f.name);
+            out.push_str("# HELP ");
+            out.push_str(f.name);
+            out.push(' ');
+            push_escaped(&mut out, f.help, false);
+            out.push_str("\n# TYPE ");
+            out.push_str(f.name);
+            out.push_str(" gauge\n");
             let mut samples: Vec<_> = f.samples.iter().collect();
             samples.sort_by(|a, b| {
                 a.0.iter()
@@ -93,12 +100,15 @@ impl Registry {
                         if i > 0 {
                             out.push(',');
                         }
-                        let _ = write!(out, "{k}=\"{}\"", escape_label(val));
+                        out.push_str(k);
+                        out.push_str("=\"");
+                        push_escaped(&mut out, val, true);
+                        out.push('"');
                     }
                     out.push('}');
                 }
                 out.push(' ');
-                out.push_str(&go_float(*v));
+                push_go_float(&mut out, *v);
                 out.push('\n');
             }
         }
@@ -106,14 +116,30 @@ impl Registry {
     }
 }
 
-fn escape_help(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
+/// The text format's escapes: backslash and newline, and in label values the double quote.
+fn push_escaped(out: &mut String, s: &str, quote: bool) {
+    if !s.contains(['\\', '\n', '"']) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
 }
 
-pub fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// [`go_float`] appended to `out`; whole numbers below 10^6 (success, status codes, versions,
+/// counts: most of a probe's samples) are written without the general path's strings.
+fn push_go_float(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 1e6 && v != 0.0 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        out.push_str(&go_float(v));
+    }
 }
 
 /// A float as client_golang writes it in the text format: `strconv.FormatFloat(f, 'g', -1, 64)`
@@ -751,6 +777,53 @@ mod tests {
         assert_eq!(go_float(3_456_789_012.0), "3.456789012e+09");
         assert_eq!(go_float(-62_135_596_800.0), "-6.21355968e+10");
         assert_eq!(go_float(f64::NAN), "NaN");
+    }
+
+    /// The in-place writer agrees with `go_float` around every boundary of its fast path.
+    #[test]
+    fn floats_written_in_place_read_as_go_float() {
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.0,
+            200.0,
+            1.1,
+            0.5,
+            999_999.0,
+            1e6,
+            -1e6,
+            123_456.0,
+            1_000_001.0,
+            0.001234,
+            1e-7,
+            4.2e9,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            let mut out = String::new();
+            push_go_float(&mut out, v);
+            assert_eq!(out, go_float(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn help_and_label_values_are_escaped_as_the_text_format_says() {
+        let mut r = Registry::default();
+        r.gauge("probe_x", "a \\ help\nline with \"quotes\"", 1.0);
+        r.labelled("probe_y", "y", vec![("k", "a\"b\\c\nd".to_string())], 2.5);
+        let out = r.render();
+        assert!(
+            out.contains("# HELP probe_x a \\\\ help\\nline with \"quotes\"\n"),
+            "{out}"
+        );
+        assert!(out.contains("\nprobe_x 1\n"), "{out}");
+        assert!(
+            out.contains("\nprobe_y{k=\"a\\\"b\\\\c\\nd\"} 2.5\n"),
+            "{out}"
+        );
     }
 
     #[test]

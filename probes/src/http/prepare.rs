@@ -374,6 +374,8 @@ mod tests {
             "x-amz-security-token",
             "X-Session-Id",
             "X-Hub-Signature-256",
+            "X-SECRET-THING",
+            "x-PassWord",
         ] {
             assert!(is_secret_header(secret), "{secret} should be secret");
         }
@@ -381,6 +383,7 @@ mod tests {
             "Accept",
             "Content-Type",
             "WWW-Authenticate",
+            "PROXY-AUTHENTICATE",
             "Location",
             "Keep-Alive",
         ] {
