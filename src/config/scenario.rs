@@ -396,6 +396,27 @@ mod tests {
         assert_eq!((*p.duration(), *p.cert_expires_in()), (none, none));
     }
 
+    /// A built `ws.expect` keeps its JSON checks at exact capacity (they live as long as the
+    /// scenario).
+    #[test]
+    fn built_checks_keep_no_spare_room() {
+        let yaml = r#"
+scenarios:
+  - scenario: caps
+    interval: 10s
+    steps:
+      - {name: c, ws.connect: {as: a, url: "ws://127.0.0.1:1/x"}}
+      - {name: e, ws.expect: {on: a, match: {json: {"$.op": ok}}, within: 1s}}
+"#;
+        let cfg = crate::config::load_str("t.yaml", yaml, &Default::default()).unwrap();
+        let step = &cfg.scenarios[0].steps[1];
+        let Some(super::Action::Ws(super::WsAction::Expect(e))) = step.built().map(|b| &b.action)
+        else {
+            panic!("not a built ws.expect: {step:?}");
+        };
+        assert_eq!((e.frame.json.len(), e.frame.json.capacity()), (1, 1));
+    }
+
     #[test]
     fn redaction_reaches_object_keys_and_values() {
         let secrets = ["hunter22"];
