@@ -273,7 +273,8 @@ pub struct FrameMatch {
 #[derive(Clone, Debug)]
 pub struct JsonCheck {
     pub path_text: String,
-    pub path: serde_json_path::JsonPath,
+    /// Shared by every check and capture of the same path ([`crate::config::flow::json_path`]).
+    pub path: Arc<serde_json_path::JsonPath>,
     pub matcher: Matcher,
 }
 
@@ -287,7 +288,7 @@ pub struct Capture {
 #[derive(Clone, Debug)]
 pub enum Source {
     /// JSONPath over the body (http) or frame (ws).
-    Json(String, serde_json_path::JsonPath),
+    Json(String, Arc<serde_json_path::JsonPath>),
     /// A regex over the body or frame; the group to take.
     Regex(regex::Regex, Group),
     Header(String),
@@ -372,6 +373,7 @@ impl PostChecks {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::{Bounds, PostChecks, Step};
@@ -396,25 +398,49 @@ mod tests {
         assert_eq!((*p.duration(), *p.cert_expires_in()), (none, none));
     }
 
-    /// A built `ws.expect` keeps its JSON checks at exact capacity (they live as long as the
-    /// scenario).
-    #[test]
-    fn built_checks_keep_no_spare_room() {
-        let yaml = r#"
+    /// Of the built `ws.expect` (step 1) of each scenario of `yaml`: its JSON checks' length
+    /// and capacity, and the first one's path.
+    fn expects(yaml: &str) -> Vec<(usize, usize, Arc<serde_json_path::JsonPath>)> {
+        let cfg = crate::config::load_str("t.yaml", yaml, &Default::default()).unwrap();
+        cfg.scenarios
+            .iter()
+            .map(|sc| match sc.steps[1].built().map(|b| &b.action) {
+                Some(super::Action::Ws(super::WsAction::Expect(e))) => {
+                    let j = &e.frame.json;
+                    (j.len(), j.capacity(), j[0].path.clone())
+                }
+                _ => panic!("not a built ws.expect: {:?}", sc.steps[1]),
+            })
+            .collect()
+    }
+
+    const TWO: &str = r#"
 scenarios:
-  - scenario: caps
+  - scenario: one
+    interval: 10s
+    steps:
+      - {name: c, ws.connect: {as: a, url: "ws://127.0.0.1:1/x"}}
+      - {name: e, ws.expect: {on: a, match: {json: {"$.op": ok}}, within: 1s}}
+  - scenario: two
     interval: 10s
     steps:
       - {name: c, ws.connect: {as: a, url: "ws://127.0.0.1:1/x"}}
       - {name: e, ws.expect: {on: a, match: {json: {"$.op": ok}}, within: 1s}}
 "#;
-        let cfg = crate::config::load_str("t.yaml", yaml, &Default::default()).unwrap();
-        let step = &cfg.scenarios[0].steps[1];
-        let Some(super::Action::Ws(super::WsAction::Expect(e))) = step.built().map(|b| &b.action)
-        else {
-            panic!("not a built ws.expect: {step:?}");
-        };
-        assert_eq!((e.frame.json.len(), e.frame.json.capacity()), (1, 1));
+
+    /// A built `ws.expect` keeps its JSON checks at exact capacity (they live as long as the
+    /// scenario).
+    #[test]
+    fn built_checks_keep_no_spare_room() {
+        let e = expects(TWO);
+        assert_eq!((e[0].0, e[0].1), (1, 1));
+    }
+
+    /// Scenarios checking the same JSONPath share its compiled form.
+    #[test]
+    fn a_json_path_is_compiled_once() {
+        let e = expects(TWO);
+        assert!(Arc::ptr_eq(&e[0].2, &e[1].2));
     }
 
     #[test]
