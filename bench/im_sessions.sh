@@ -67,6 +67,9 @@ hz=$(getconf CLK_TCK)
 pids+=($!)
 chat_pid=$!
 sleep 0.5
+# A chat server that could not listen (its port taken) has exited: stop here, or the sessions
+# would connect to whatever holds the port.
+kill -0 "$chat_pid" 2>/dev/null || { echo "chat server is not running: $(cat "$work/chat.log")" >&2; exit 1; }
 
 # Baseline: sonde with the built-in configuration (no sessions), for the per-session share.
 # History (on by default in sonde serve): a folder per process, never the user's default one,

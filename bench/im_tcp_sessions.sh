@@ -76,6 +76,11 @@ for s in $(seq 0 $((SHARDS - 1))); do
   pids+=($!); chat_pids+=($!)
 done
 sleep 0.5
+# A chat server that could not listen (its port taken) has exited: stop here, or the sessions
+# would connect to whatever holds the port.
+for s in $(seq 0 $((SHARDS - 1))); do
+  kill -0 "${chat_pids[$s]}" 2>/dev/null || { echo "chat server $s is not running: $(cat "$work/chat-$s.log")" >&2; exit 1; }
+done
 
 # Baseline: sonde with the built-in configuration (no sessions), once per sonde process.
 "$SONDE" serve --listen "$(sonde_addr 0)" --log-level warn --storage.path "$(storage base)" 2>/dev/null &

@@ -28,6 +28,7 @@ pub mod error_chain;
 pub mod exit;
 pub mod hash;
 pub mod history;
+pub mod intern;
 pub mod logging;
 pub mod memory_hint;
 pub mod metrics;

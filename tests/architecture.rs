@@ -11,6 +11,7 @@ const ROOMS: &[(&str, &[&str])] = &[
         &[
             "time",
             "hash",
+            "intern",
             "names",
             "exit",
             "error_chain",

@@ -53,8 +53,8 @@ fn shorthand_gets_every_default() {
     assert_eq!(step.name, "http");
     assert_eq!(step.timeout, None);
     assert!(
-        step.built().unwrap().expect.duration.is_empty()
-            && step.built().unwrap().expect.cert_expires_in.is_empty()
+        step.built().unwrap().expect.duration().is_empty()
+            && step.built().unwrap().expect.cert_expires_in().is_empty()
     );
     let Action::Http(h) = &step.built().unwrap().action else {
         panic!("expected an http step, got {}", step.kind)
@@ -101,7 +101,7 @@ fn multi_scenario_file_compiles_every_kind() {
     let login = &s.steps[0];
     assert_eq!(login.timeout, Some(Duration::from_secs(5)));
     assert_eq!(
-        login.built().unwrap().expect.duration.lt,
+        login.built().unwrap().expect.duration().lt,
         Some(Duration::from_millis(500))
     );
     let Action::Http(h) = &login.built().unwrap().action else {
@@ -182,7 +182,7 @@ fn multi_scenario_file_compiles_every_kind() {
     assert_eq!(smtp.interval, Duration::from_secs(10));
     assert_eq!(smtp.timeout, Duration::from_secs(10), "min(10s, interval)");
     assert_eq!(
-        smtp.steps[0].built().unwrap().expect.cert_expires_in.gt,
+        smtp.steps[0].built().unwrap().expect.cert_expires_in().gt,
         Some(Duration::from_secs(14 * 86400))
     );
     let Action::Tcp(t) = &smtp.steps[0].built().unwrap().action else {

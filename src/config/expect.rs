@@ -59,15 +59,15 @@ pub fn post_checks(e: Option<&ExpectModel>, path: &str, cx: &mut Cx) -> PostChec
     let Some(e) = e else {
         return PostChecks::default();
     };
-    PostChecks {
-        duration: bounds(e.duration.as_ref(), &key_path(path, "duration"), cx),
-        cert_expires_in: bounds(
+    PostChecks::new(
+        bounds(e.duration.as_ref(), &key_path(path, "duration"), cx),
+        bounds(
             e.cert_expires_in.as_ref(),
             &key_path(path, "cert_expires_in"),
             cx,
         ),
-        json: super::flow::json_checks(e.json.as_ref(), &key_path(path, "json"), cx),
-    }
+        super::flow::json_checks(e.json.as_ref(), &key_path(path, "json"), cx),
+    )
 }
 
 fn literal(s: &str) -> String {

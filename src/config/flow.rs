@@ -1,6 +1,7 @@
 //! Builders for the keys every step kind may have: `capture` (from the sources its kind
 //! offers), `retry`, and JSONPath expectations.
 
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use serde_json_path::JsonPath;
@@ -11,14 +12,23 @@ use super::model::{CaptureModel, RetryModel};
 use super::units::{Ordered, VarValue};
 use crate::config::matcher::Matcher;
 use crate::config::scenario::{Capture, Group, JsonCheck, Retry, Source};
+use crate::intern::Interner;
 
 /// Default pause between `retry` attempts.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Shortest pause between attempts.
 pub const MIN_RETRY_EVERY: Duration = Duration::from_millis(10);
 
-pub fn json_path(text: &str, path: &str, cx: &mut Cx) -> Option<JsonPath> {
-    match JsonPath::parse(text) {
+/// The compiled JSONPath `text`, shared: scenarios of one shape check and capture the same
+/// paths (`$.login_ok.user` in every IM session), each compiled path a few hundred bytes held
+/// for the scenario's life; a step built per run finds its path compiled already.
+pub fn json_path(text: &str, path: &str, cx: &mut Cx) -> Option<Arc<JsonPath>> {
+    static PATHS: LazyLock<Mutex<Interner<JsonPath>>> = LazyLock::new(Default::default);
+    let parsed = PATHS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_try(text, || JsonPath::parse(text));
+    match parsed {
         Ok(p) => Some(p),
         Err(e) => {
             cx.err_value(
@@ -55,6 +65,8 @@ pub fn captures(
             });
         }
     }
+    // Exact capacity, as for `json_checks`.
+    out.shrink_to_fit();
     out
 }
 
@@ -266,5 +278,8 @@ pub fn json_checks(
             Err(e) => cx.err_value(&at, format!("matcher for `{p}`: {e}")),
         }
     }
+    // Exact capacity: a built step keeps its checks as long as the scenario lives, and a
+    // vector grown by one push has room for four (an 80-byte check: 240 bytes unused).
+    out.shrink_to_fit();
     out
 }

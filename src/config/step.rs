@@ -247,7 +247,7 @@ pub fn name_steps(
             name,
             kind: o.kind,
             timeout: o.timeout,
-            retry: o.retry,
+            retry: o.retry.map(Box::new),
             body,
         });
     }

@@ -14,7 +14,7 @@ use crate::time::fmt_long;
 
 /// The `expect:` checks the engine owns. Returns the first that fails.
 pub fn post_checks(expect: &PostChecks, report: &StepReport, now: SystemTime) -> Option<Failure> {
-    if let Some(why) = check_bounds(&expect.duration, report.duration) {
+    if let Some(why) = check_bounds(expect.duration(), report.duration) {
         return Some(Failure::new(
             FailureReason::Assertion,
             format!(
@@ -23,7 +23,7 @@ pub fn post_checks(expect: &PostChecks, report: &StepReport, now: SystemTime) ->
             ),
         ));
     }
-    if !expect.cert_expires_in.is_empty() {
+    if !expect.cert_expires_in().is_empty() {
         let Some(not_after) = report.cert_not_after() else {
             return Some(Failure::new(
                 FailureReason::Assertion,
@@ -36,11 +36,11 @@ pub fn post_checks(expect: &PostChecks, report: &StepReport, now: SystemTime) ->
         let within = if left < 0 {
             None
         } else {
-            check_bounds(&expect.cert_expires_in, left_d)
+            check_bounds(expect.cert_expires_in(), left_d)
         };
         if left < 0 || within.is_some() {
             let expected = within
-                .unwrap_or_else(|| describe_bounds(&expect.cert_expires_in).unwrap_or_default());
+                .unwrap_or_else(|| describe_bounds(expect.cert_expires_in()).unwrap_or_default());
             let state = if left < 0 {
                 format!(
                     "expired {} ago",
@@ -195,13 +195,14 @@ mod tests {
     #[test]
     fn cert_expiry_bound() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let expect = PostChecks {
-            cert_expires_in: Bounds {
+        let expect = PostChecks::new(
+            Bounds::default(),
+            Bounds {
                 gt: Some(Duration::from_secs(14 * 86_400)),
                 ..Default::default()
             },
-            ..Default::default()
-        };
+            Vec::new(),
+        );
         // 20 days left: fine.
         let ok = report_with_cert(Some(1_000_000 + 20 * 86_400));
         assert_eq!(post_checks(&expect, &ok, now), None);
@@ -231,10 +232,7 @@ mod tests {
 
     #[test]
     fn duration_bound_fails_with_both_values() {
-        let expect = PostChecks {
-            duration: bounds(Some(1), None),
-            ..Default::default()
-        };
+        let expect = PostChecks::new(bounds(Some(1), None), Bounds::default(), Vec::new());
         let r = report_with_cert(None);
         let f = post_checks(&expect, &r, SystemTime::now()).unwrap();
         assert_eq!(f.message, "duration 3ms — expected < 1ms");

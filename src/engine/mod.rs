@@ -128,7 +128,7 @@ pub async fn run_step(
         deadline,
         share,
     };
-    let Some(retry) = step.retry else {
+    let Some(&retry) = step.retry.as_deref() else {
         return attempt(&cx, ctx).await;
     };
     cx.deadline = retry.within.map_or(deadline, |w| (start + w).min(deadline));

@@ -533,3 +533,58 @@ fn store_thread_writes_batches_and_counts() {
         100
     );
 }
+
+/// A run whose steps `login` (0.1 s) and `send` (0.3 s, only in odd minutes) both pass.
+fn two_steps(started_ms: i64) -> Record {
+    let step = |name: &str, duration_s| StepRow {
+        name: name.into(),
+        kind: "tcp.send".into(),
+        success: true,
+        duration_s,
+        phases: Vec::new(),
+    };
+    let mut r = rec("a", started_ms, 0.5, true);
+    r.steps = vec![step("login", 0.1)];
+    if (started_ms / MINUTE_MS) % 2 == 1 {
+        r.steps.push(step("send", 0.3));
+    }
+    r
+}
+
+/// The writer keys its cached rows by a step number of its own: each step's minute and hour
+/// rows stay its own, also after a restart, where the new writer numbers the step names in
+/// the order it reads them back from `open_hours`.
+#[test]
+fn each_step_keeps_its_rows_across_a_restart() {
+    let f = Fake::new();
+    let mut w = f.writer(StoreOptions::default());
+    f.set(T0 + 20 * MINUTE_MS);
+    let runs: Vec<Record> = (0..20).map(|m| two_steps(T0 + m * MINUTE_MS)).collect();
+    w.write(&runs).unwrap();
+    drop(w);
+    let mut w = f.writer(StoreOptions::default());
+    // This writer meets `send` first (an odd minute).
+    let runs: Vec<Record> = (21..61).map(|m| two_steps(T0 + m * MINUTE_MS)).collect();
+    f.set(T0 + 61 * MINUTE_MS);
+    w.write(&runs).unwrap();
+    let r = f.reader();
+    let count_p50 = |step, bucket: u64| {
+        r.latency("a", step, T0, Duration::from_secs(bucket))
+            .first()
+            .map(|p| (p.count, p.p50_s))
+    };
+    // Hour rows (the first hour's, written by the batch after it ended).
+    assert_eq!(count_p50(Some("login"), 3600), Some((59, 0.1)));
+    assert_eq!(count_p50(Some("send"), 3600), Some((30, 0.3)));
+    assert_eq!(count_p50(None, 3600), Some((59, 0.5)));
+    // Minute rows.
+    assert_eq!(count_p50(Some("send"), 60), Some((1, 0.3)));
+    assert_eq!(count_p50(Some("login"), 60), Some((1, 0.1)));
+    // Only the second hour's rows wait (its one run, at minute 60), until that hour ends.
+    assert!(w.pending());
+    f.set(T0 + 2 * HOUR_MS);
+    w.write(&[]).unwrap();
+    assert!(!w.pending());
+    // The first hour: run, login, send; the second: run, login.
+    assert_eq!(rollup_rows(&f, HOUR_MS), (5, 0));
+}

@@ -17,7 +17,7 @@
 //! written.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -27,8 +27,30 @@ use super::schema::{HOUR_MS, MINUTE_MS};
 use super::sketch::Sketch;
 use super::{Clock, StoreOptions};
 
-/// A rollup row's key: scenario, resolution, step (`""` = the whole run), start.
-type RollKey = (i64, i64, Arc<str>, i64);
+/// A rollup row's key: scenario, start, step (an index into [`Caches::names`]; 0 is `""`, the
+/// whole run) and resolution.
+///
+/// 24 bytes, copied without touching a reference count: the cache holds ~15 rows per scenario
+/// (the open hour's rows of every step the session ever ran, setup included, and two minutes'
+/// run and step rows), 75,000 for 5,000 persistent sessions, in a table of twice as many
+/// buckets. As a tuple with the step's name (`(i64, i64, Arc<str>, i64)`) it was 40 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RollKey {
+    sid: i64,
+    start: i64,
+    step: u32,
+    hour: bool,
+}
+
+impl RollKey {
+    fn res(&self) -> i64 {
+        if self.hour {
+            HOUR_MS
+        } else {
+            MINUTE_MS
+        }
+    }
+}
 
 /// Hour rows are kept at least this long, so 30-day uptime stays answerable.
 pub const MIN_HOUR_RETENTION_MS: i64 = 31 * 86_400_000;
@@ -49,13 +71,13 @@ pub struct Writer {
 /// What the writer keeps in memory between batches.
 struct Caches {
     scenario_ids: HashMap<Arc<str>, i64>,
-    rows: HashMap<RollKey, Sketch>,
-    /// Rows changed since they were last written: minute rows until the batch ends, hour rows
-    /// until they are due ([`due`]).
-    dirty: HashSet<RollKey>,
+    rows: HashMap<RollKey, Cached>,
+    /// How many rows are dirty.
+    dirty: usize,
     incidents: HashMap<i64, IncidentState>,
-    empty_step: Arc<str>,
-    step_names: HashSet<Arc<str>>,
+    /// Step names by the index keys carry (`""` first), and the index of each.
+    names: Vec<Arc<str>>,
+    name_ids: HashMap<Arc<str>, u32>,
     /// The newest moment of the batch being written (see [`due`]).
     horizon: i64,
     /// `open_hours` may list rows that are not in `rows`: read them back before the next batch.
@@ -67,20 +89,33 @@ impl Default for Caches {
         Caches {
             scenario_ids: HashMap::new(),
             rows: HashMap::new(),
-            dirty: HashSet::new(),
+            dirty: 0,
             incidents: HashMap::new(),
-            empty_step: Arc::from(""),
-            step_names: HashSet::new(),
+            names: vec![Arc::from("")],
+            name_ids: HashMap::from([(Arc::from(""), 0)]),
             horizon: i64::MIN,
             repair: true,
         }
     }
 }
 
+/// A cached row.
+///
+/// The sketch is boxed: it is 80 bytes, and the table keeps about as many empty buckets as
+/// full ones, so inline sketches cost twice their size. The dirty mark is here rather than in
+/// a set of keys beside the table, which held every open hour row's key a second time (most
+/// rows are open hour rows, dirty until their hour ends).
+struct Cached {
+    sketch: Box<Sketch>,
+    /// Changed since last written: minute rows until the batch ends, hour rows until they are
+    /// due ([`due`]).
+    dirty: bool,
+}
+
 /// Whether a dirty row is written by a batch whose newest moment is `horizon`: minute rows
 /// always, hour rows once their hour is over.
 fn due(key: &RollKey, horizon: i64) -> bool {
-    key.1 != HOUR_MS || key.3 + HOUR_MS <= horizon
+    !key.hour || key.start + HOUR_MS <= horizon
 }
 
 /// What a prune removed.
@@ -150,7 +185,7 @@ impl Writer {
         let written = self.c.write_due(&tx, horizon)?;
         tx.commit()?;
         for key in &written {
-            self.c.dirty.remove(key);
+            self.c.clean(key);
         }
         self.c.evict_closed_rows(now);
         Ok(())
@@ -158,7 +193,7 @@ impl Writer {
 
     /// Whether rows wait in memory to be written (an idle writer still writes them when due).
     pub fn pending(&self) -> bool {
-        !self.c.dirty.is_empty() || self.c.repair
+        self.c.dirty > 0 || self.c.repair
     }
 
     /// Retention (after writing the rows that fell due): by age (runs and minute rows older than the retention, hour rows older than
@@ -196,8 +231,7 @@ impl Writer {
         )?;
         tx.commit()?;
         // Rows not yet written stay: they are the only copy of what they hold.
-        let dirty = &self.c.dirty;
-        self.c.rows.retain(|k, _| dirty.contains(k));
+        self.c.rows.retain(|_, c| c.dirty);
         pruned.runs += self.prune_to_size()?;
         Ok(pruned)
     }
@@ -256,58 +290,84 @@ fn scenario_ids(c: &Connection) -> rusqlite::Result<Vec<i64>> {
 impl Caches {
     /// Add the run and each of its steps to their minute and hour rows.
     fn fold(&mut self, tx: &Connection, sid: i64, r: &Record) -> rusqlite::Result<()> {
-        for res in [MINUTE_MS, HOUR_MS] {
+        for (hour, res) in [(false, MINUTE_MS), (true, HOUR_MS)] {
             let start = r.started_ms.div_euclid(res) * res;
-            let key = (sid, res, self.empty_step.clone(), start);
-            self.row(tx, key)?.add(r.duration_s, r.success, r.reason);
+            let at = |step| RollKey {
+                sid,
+                start,
+                step,
+                hour,
+            };
+            self.row(tx, at(0))?.add(r.duration_s, r.success, r.reason);
             for s in &r.steps {
                 let reason = if s.success { None } else { r.reason };
-                let key = (sid, res, self.step_name(&s.name), start);
+                let key = at(self.step_id(&s.name));
                 self.row(tx, key)?.add(s.duration_s, s.success, reason);
             }
         }
         Ok(())
     }
 
-    /// The shared copy of a step name: keys are made for every step of every run, without an
-    /// allocation each.
-    fn step_name(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.step_names.get(name) {
-            return n.clone();
+    /// The index of a step name in `names` (added on first sight): keys are made for every
+    /// step of every run, without an allocation each.
+    fn step_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.name_ids.get(name) {
+            return id;
         }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 step names");
         let n: Arc<str> = Arc::from(name);
-        self.step_names.insert(n.clone());
-        n
+        self.names.push(n.clone());
+        self.name_ids.insert(n, id);
+        id
     }
 
     /// The cached row for `key` (read from disk on first touch), marked dirty. An hour row
     /// that is not due yet is listed in `open_hours` (in this batch's transaction) when it
     /// enters the cache, so a crash before it is written leaves a note to rebuild it.
     fn row(&mut self, tx: &Connection, key: RollKey) -> rusqlite::Result<&mut Sketch> {
-        self.dirty.insert(key.clone());
         let open = !due(&key, self.horizon);
         let slot = match self.rows.entry(key) {
-            Entry::Occupied(e) => return Ok(e.into_mut()),
+            Entry::Occupied(e) => {
+                let c = e.into_mut();
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty += 1;
+                }
+                return Ok(&mut c.sketch);
+            }
             Entry::Vacant(e) => e,
         };
-        let key = slot.key();
-        let s = if key.1 == HOUR_MS {
-            let s = match load_row(tx, key)? {
+        let name = &self.names[key.step as usize];
+        let s = if key.hour {
+            let s = match load_row(tx, &key, name)? {
                 Some(s) => s,
-                None => hour_from_minutes(tx, key)?,
+                None => hour_from_minutes(tx, &key, name)?,
             };
             if open {
                 tx.prepare_cached(
                     "INSERT OR IGNORE INTO open_hours(scenario_id, step, start_ms) \
                      VALUES (?1,?2,?3)",
                 )?
-                .execute(params![key.0, &*key.2, key.3])?;
+                .execute(params![key.sid, &**name, key.start])?;
             }
             s
         } else {
-            load_row(tx, key)?.unwrap_or_default()
+            load_row(tx, &key, name)?.unwrap_or_default()
         };
-        Ok(slot.insert(s))
+        self.dirty += 1;
+        let c = slot.insert(Cached {
+            sketch: Box::new(s),
+            dirty: true,
+        });
+        Ok(&mut c.sketch)
+    }
+
+    /// Mark the row of `key` written.
+    fn clean(&mut self, key: &RollKey) {
+        if let Some(c) = self.rows.get_mut(key).filter(|c| c.dirty) {
+            c.dirty = false;
+            self.dirty -= 1;
+        }
     }
 
     /// Write the dirty rows that are due; hour rows written leave `open_hours`. Returns the
@@ -321,20 +381,23 @@ impl Caches {
             "DELETE FROM open_hours WHERE scenario_id=?1 AND step=?2 AND start_ms=?3",
         )?;
         let mut written = Vec::new();
-        for key in self.dirty.iter().filter(|k| due(k, horizon)) {
-            let Some(s) = self.rows.get(key).filter(|s| s.count > 0) else {
+        let due_rows = self.rows.iter().filter(|(k, c)| c.dirty && due(k, horizon));
+        for (key, c) in due_rows {
+            let name = &*self.names[key.step as usize];
+            let s = &c.sketch;
+            if s.count == 0 {
                 // Nothing to write (an open hour whose minute rows are gone): only unlisted.
-                if key.1 == HOUR_MS {
-                    unlist.execute(params![key.0, &*key.2, key.3])?;
+                if key.hour {
+                    unlist.execute(params![key.sid, name, key.start])?;
                 }
-                written.push(key.clone());
+                written.push(*key);
                 continue;
-            };
+            }
             upsert.execute(params![
-                key.0,
-                key.1,
-                &*key.2,
-                key.3,
+                key.sid,
+                key.res(),
+                name,
+                key.start,
                 s.count as i64,
                 s.failures as i64,
                 s.sum_s,
@@ -342,10 +405,10 @@ impl Caches {
                 s.hist_bytes(),
                 s.last_reason,
             ])?;
-            if key.1 == HOUR_MS {
-                unlist.execute(params![key.0, &*key.2, key.3])?;
+            if key.hour {
+                unlist.execute(params![key.sid, name, key.start])?;
             }
-            written.push(key.clone());
+            written.push(*key);
         }
         Ok(written)
     }
@@ -359,13 +422,24 @@ impl Caches {
             rows.collect::<rusqlite::Result<_>>()?
         };
         for (sid, step, start) in listed {
-            let key: RollKey = (sid, HOUR_MS, Arc::from(step.as_str()), start);
+            let key = RollKey {
+                sid,
+                start,
+                step: self.step_id(&step),
+                hour: true,
+            };
             if self.rows.contains_key(&key) {
                 continue;
             }
-            let s = hour_from_minutes(tx, &key)?;
-            self.rows.insert(key.clone(), s);
-            self.dirty.insert(key);
+            let s = hour_from_minutes(tx, &key, &step)?;
+            self.rows.insert(
+                key,
+                Cached {
+                    sketch: Box::new(s),
+                    dirty: true,
+                },
+            );
+            self.dirty += 1;
         }
         self.repair = false;
         Ok(())
@@ -374,9 +448,8 @@ impl Caches {
     /// Forget cached rows of buckets that ended more than one bucket ago (a late run reloads
     /// its row from disk), except rows not written yet.
     fn evict_closed_rows(&mut self, now: i64) {
-        let dirty = &self.dirty;
         self.rows
-            .retain(|k, _| k.3 + 2 * k.1 > now || dirty.contains(k));
+            .retain(|k, c| k.start + 2 * k.res() > now || c.dirty);
     }
 
     /// Open an incident on a failure after a success (or the first run), count failures while
@@ -440,29 +513,30 @@ fn scenario_id(
     Ok(id)
 }
 
-fn load_row(tx: &Connection, key: &RollKey) -> rusqlite::Result<Option<Sketch>> {
+/// The row of `key` (whose step is named `step`) on disk.
+fn load_row(tx: &Connection, key: &RollKey, step: &str) -> rusqlite::Result<Option<Sketch>> {
     tx.prepare_cached(
         "SELECT count, failures, sum_s, max_s, hist, last_reason FROM rollups \
          WHERE scenario_id=?1 AND res=?2 AND step=?3 AND start_ms=?4",
     )?
     .query_row(
-        params![key.0, key.1, &*key.2, key.3],
+        params![key.sid, key.res(), step, key.start],
         super::reader::sketch_of,
     )
     .optional()
 }
 
 /// An hour row as the sum of its minute rows on disk (an hour row not written yet).
-fn hour_from_minutes(tx: &Connection, key: &RollKey) -> rusqlite::Result<Sketch> {
+fn hour_from_minutes(tx: &Connection, key: &RollKey, step: &str) -> rusqlite::Result<Sketch> {
     let mut total = Sketch::default();
     let mut minutes = Vec::new();
     super::reader::rows(
         tx,
-        key.0,
+        key.sid,
         MINUTE_MS,
-        &key.2,
-        key.3,
-        key.3 + HOUR_MS,
+        step,
+        key.start,
+        key.start + HOUR_MS,
         &mut minutes,
     )?;
     for (_, s) in &minutes {

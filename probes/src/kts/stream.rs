@@ -58,10 +58,28 @@ const SCM_TSTAMP_SND: u32 = 0;
 const TX_KEEP: usize = 16;
 
 /// Send timestamps by key, in whatever order the kernel completed them; the oldest are dropped.
+///
+/// Every timestamped connection holds one for its life: 16 bytes a stamp (the first
+/// `min(next, TX_KEEP)` set) instead of an `Option<(u32, RealTime)>`'s 24.
 #[derive(Debug, Default)]
 pub struct TxStamps {
-    stamps: [Option<(u32, RealTime)>; TX_KEEP],
+    stamps: [TxStamp; TX_KEEP],
     next: usize,
+}
+
+/// One send timestamp: the key of the send's last byte, and the time as seconds and
+/// nanoseconds (a [`RealTime`] taken apart, so that the key packs beside the nanoseconds).
+#[derive(Clone, Copy, Debug, Default)]
+struct TxStamp {
+    secs: u64,
+    nanos: u32,
+    key: u32,
+}
+
+impl TxStamp {
+    fn at(&self) -> RealTime {
+        RealTime(Duration::new(self.secs, self.nanos))
+    }
 }
 
 impl TxStamps {
@@ -70,21 +88,33 @@ impl TxStamps {
     /// peer may well have answered it (the wire harness found exactly that: a duplicate the
     /// server reported with a D-SACK).
     pub fn record(&mut self, key: u32, at: RealTime) {
-        if let Some((_, first)) = self.stamps.iter_mut().flatten().find(|(k, _)| *k == key) {
-            *first = (*first).min(at);
+        let n = self.next.min(TX_KEEP);
+        let stamp = |key| TxStamp {
+            secs: at.0.as_secs(),
+            nanos: at.0.subsec_nanos(),
+            key,
+        };
+        if let Some(first) = self.stamps[..n].iter_mut().find(|s| s.key == key) {
+            if at < first.at() {
+                *first = stamp(key);
+            }
             return;
         }
-        self.stamps[self.next % TX_KEEP] = Some((key, at));
-        self.next = self.next.wrapping_add(1);
+        self.stamps[self.next % TX_KEEP] = stamp(key);
+        // Kept below 2 * TX_KEEP (the same slot modulo TX_KEEP): `min(next, TX_KEEP)` stays
+        // the count of stamps set, however long the connection lives.
+        self.next += 1;
+        if self.next >= 2 * TX_KEEP {
+            self.next -= TX_KEEP;
+        }
     }
 
     /// The timestamp of the send whose last byte is `key`.
     pub fn find(&self, key: u32) -> Option<RealTime> {
-        self.stamps
+        self.stamps[..self.next.min(TX_KEEP)]
             .iter()
-            .flatten()
-            .find(|(k, _)| *k == key)
-            .map(|(_, t)| *t)
+            .find(|s| s.key == key)
+            .map(TxStamp::at)
     }
 }
 
@@ -254,9 +284,10 @@ struct MarkState {
     last_tx_key: Option<u32>,
     /// The receive timestamp of the read that carried the first awaited bytes, once seen.
     first_rx: Option<Option<RealTime>>,
-    rounds: Option<Rounds>,
+    /// Boxed, as `records`: only a TLS handshake has them, and every connection has the state.
+    rounds: Option<Box<Rounds>>,
     /// TLS records from here on (set when a handshake starts).
-    records: Option<Records>,
+    records: Option<Box<Records>>,
     /// Writes since the error queue was last drained.
     undrained: usize,
 }
@@ -421,8 +452,8 @@ impl Marks {
     /// read are TLS records.
     pub fn start_rounds(&self) {
         let mut s = self.lock();
-        s.rounds = Some(Rounds::default());
-        s.records = Some(Records::default());
+        s.rounds = Some(Box::default());
+        s.records = Some(Box::default());
     }
 
     /// The handshake's rounds (each: our flight's last byte sent → the last segment of the
@@ -810,6 +841,27 @@ mod tests {
         }
         assert_eq!(s.find(99), None);
         assert_eq!(s.find(1000 + TX_KEEP as u32 - 1), Some(t(1015)));
+    }
+
+    /// A long-lived connection: after any number of sends exactly the last `TX_KEEP` are
+    /// found (a stamp that was never set, key 0 included, is not); a stamp is 16 bytes.
+    #[test]
+    fn tx_stamps_keep_the_last_sends_for_a_connection_s_life() {
+        let mut s = TxStamps::default();
+        assert_eq!(s.find(0), None);
+        s.record(0, t(0));
+        assert_eq!(s.find(0), Some(t(0)));
+        for k in 1..=10 * TX_KEEP as u32 + 3 {
+            s.record(k, t(u64::from(k) * 10));
+            let n = (k as usize + 1).min(TX_KEEP) as u32;
+            let oldest = k + 1 - n;
+            assert_eq!(s.find(oldest), Some(t(u64::from(oldest) * 10)), "send {k}");
+            if oldest > 0 {
+                assert_eq!(s.find(oldest - 1), None, "send {k}");
+            }
+        }
+        assert!(s.next < 2 * TX_KEEP);
+        assert!(std::mem::size_of::<TxStamps>() <= 16 * TX_KEEP + 8);
     }
 
     /// The request's segment sent again (a tail loss probe: the server was slow to acknowledge
