@@ -1,6 +1,7 @@
 //! The HTTP endpoints of `sonde serve` (axum): metrics, health, reload, the loaded configuration
 //! and the scenarios' last runs. The status page (`/`, `/scenario/…`) is [`crate::status`].
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -78,6 +79,25 @@ async fn metrics(app: Arc<App>, headers: HeaderMap, exposition: &Exposition) -> 
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
+/// A query's parameters, borrowed where nothing was percent-encoded: a copy only for what had
+/// to be decoded (every `/probe` parses one).
+struct QueryParams<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'a> QueryParams<'a> {
+    fn parse(query: &'a str) -> Self {
+        QueryParams(url::form_urlencoded::parse(query.as_bytes()).collect())
+    }
+
+    /// The first value of `key`, as Go's `Query().Get`; an empty one is none.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == key)
+            .map(|(_, v)| v.as_ref())
+            .filter(|v| !v.is_empty())
+    }
+}
+
 /// blackbox_exporter's `/probe`: `module` (default `http_2xx`), `target`, `hostname`,
 /// `debug=true`. Errors answer as blackbox's do (Go's `http.Error`: text/plain, message and a
 /// newline): an unknown module or a missing target is 400, a scrape-timeout header that is not
@@ -90,17 +110,9 @@ async fn probe(
     headers: HeaderMap,
 ) -> Response {
     use crate::blackbox::handler;
-    let params: Vec<(String, String)> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
+    let query = query.unwrap_or_default();
+    let params = QueryParams::parse(&query);
+    let get = |k: &str| params.get(k);
     let text_error = |code: StatusCode, msg: String| {
         (
             code,
@@ -377,17 +389,9 @@ fn recent_json(st: &ScenarioState, v: &mut Value) {
 /// blackbox_exporter's `/logs?id=N` or `/logs?target=T`: a recent probe's debug output, with
 /// blackbox's answers (400 for neither or both, 404 for one that is not kept).
 async fn logs(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
-    let params: Vec<(String, String)> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
+    let query = query.unwrap_or_default();
+    let params = QueryParams::parse(&query);
+    let get = |k: &str| params.get(k);
     let id = get("id").and_then(|v| v.parse::<u64>().ok());
     let target = get("target");
     let text = |code: StatusCode, msg: &str| {
