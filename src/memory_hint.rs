@@ -11,8 +11,6 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
-use crate::config::scenario::Config;
-
 static HINT: OnceLock<fn(bool)> = OnceLock::new();
 /// What the hint was last told: 0 nothing yet, 1 no sessions, 2 sessions held.
 static TOLD: AtomicU8 = AtomicU8::new(0);
@@ -23,10 +21,9 @@ pub fn on_sessions_held(hint: fn(bool)) {
     let _ = HINT.set(hint);
 }
 
-/// Called with every configuration that becomes the running one (start, reload): the hint
-/// hears whether it holds persistent sessions the first time and whenever that changes.
-pub fn running(config: &Config) -> bool {
-    let held = config.scenarios.iter().any(|s| s.persistent);
+/// Called for every configuration that becomes the running one (start, reload), with whether
+/// it holds persistent sessions: the hint hears it the first time and whenever it changes.
+pub fn running(held: bool) {
     let now = if held { 2 } else { 1 };
     if TOLD.swap(now, Ordering::SeqCst) != now {
         if let Some(hint) = HINT.get() {
@@ -38,13 +35,12 @@ pub fn running(config: &Config) -> bool {
             hint(held);
         }
     }
-    held
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     static TOLD_HELD: AtomicUsize = AtomicUsize::new(0);
     static TOLD_NOT: AtomicUsize = AtomicUsize::new(0);
@@ -53,27 +49,19 @@ mod tests {
         if held { &TOLD_HELD } else { &TOLD_NOT }.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn load(text: &str) -> Config {
-        crate::config::load_str("t.yaml", text, &Default::default()).expect("valid")
-    }
-
-    /// The hint hears of each change (a /probe-only or per-run configuration, then one with a
-    /// persistent session, then without again), not of every re-applied configuration.
+    /// The hint hears of each change (a /probe-only or per-run configuration, then one with
+    /// persistent sessions, then without again), not of every re-applied configuration.
     #[test]
     fn the_hint_hears_each_change_of_whether_sessions_are_held() {
         on_sessions_held(count);
-        let per_run = load("scenario: p\nsteps:\n  - http: {url: \"http://127.0.0.1:1/\"}\n");
-        assert!(!running(&per_run));
-        assert!(!running(&per_run));
+        running(false);
+        running(false);
         assert_eq!(TOLD_NOT.load(Ordering::SeqCst), 1);
         assert_eq!(TOLD_HELD.load(Ordering::SeqCst), 0);
-        let sessions = load(
-            "scenario: s\nsession: persistent\nsetup:\n  - ws.connect: {url: \"ws://127.0.0.1:1/\", as: c}\nsteps:\n  - ws.send: {on: c, text: hi}\n",
-        );
-        assert!(running(&sessions));
-        assert!(running(&sessions));
+        running(true);
+        running(true);
         assert_eq!(TOLD_HELD.load(Ordering::SeqCst), 1);
-        assert!(!running(&per_run));
+        running(false);
         assert_eq!(TOLD_NOT.load(Ordering::SeqCst), 2);
         assert_eq!(TOLD_HELD.load(Ordering::SeqCst), 1);
     }

@@ -12,6 +12,7 @@ const ROOMS: &[(&str, &[&str])] = &[
             "time",
             "hash",
             "intern",
+            "memory_hint",
             "names",
             "exit",
             "error_chain",

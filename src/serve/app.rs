@@ -131,7 +131,7 @@ impl App {
         self.blackbox.install(loaded.modules);
         self.alerts.reconfigure(config.agent.alerting.clone());
         self.scheduler.apply(&config);
-        crate::memory_hint::running(&config);
+        crate::memory_hint::running(config.scenarios.iter().any(|s| s.persistent));
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         self.metrics.config_last_reload_successful.set(1);
         self.metrics.config_last_reload_success_timestamp.set(
