@@ -147,6 +147,9 @@ async fn a_dropped_connection_fails_a_run_then_reconnects_and_counts_it() {
 
 #[tokio::test]
 async fn xmpp_login_needs_a_subprotocol_a_base64_credential_and_several_rounds() {
+    // As `sonde` does at start-up (exit::runtime): the kernel stamps packets before the first
+    // probe, so the first message's receive is stamped even when the switch is slow to flip.
+    sonde_probes::kts::warm_up();
     let xmpp = XmppServer::start(XmppOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("password"), "s3cret\n").unwrap();

@@ -160,6 +160,9 @@ fn assert_send_to_match(r: &RunReport, sc: &Scenario, step: &str) {
 
 #[tokio::test]
 async fn send_to_match_is_timed_by_the_kernel() {
+    // As `sonde` does at start-up (exit::runtime): the kernel stamps packets before the first
+    // probe, so the first message's receive is stamped even when the switch is slow to flip.
+    sonde_probes::kts::warm_up();
     let server = FramedServer::echo(WireFraming::Lines { crlf: false }).await;
     let sc = load_one(&format!(
         r#"scenario: echo
@@ -365,6 +368,9 @@ fn framing_mistakes_are_load_errors() {
 
 #[tokio::test]
 async fn starttls_upgrades_mid_session_and_refuses_injected_plaintext() {
+    // As `sonde` does at start-up (exit::runtime): the kernel stamps packets before the first
+    // probe, so the first message's receive is stamped even when the switch is slow to flip.
+    sonde_probes::kts::warm_up();
     let ca = pki::Ca::new("tcp test CA");
     let leaf = ca.leaf(&["localhost"], time::Duration::days(30), &[]);
     let yaml = |port: u16| {
