@@ -52,39 +52,9 @@ hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 wait_http() { for _ in $(seq 1 200); do curl -kfsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
-mkdir -p "$work/nginx"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-  -keyout "$work/nginx/key.pem" -out "$work/nginx/cert.pem" 2>/dev/null
-cat >"$work/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log error;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/body;
-    proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi;
-    uwsgi_temp_path $work/nginx/uwsgi;
-    scgi_temp_path $work/nginx/scgi;
-    server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
-        location / { return 200 "ok\n"; }
-    }
-    server {
-        listen 127.0.0.1:$NGINX_TLS_PORT ssl backlog=4096;
-        ssl_certificate $work/nginx/cert.pem;
-        ssl_certificate_key $work/nginx/key.pem;
-        ssl_protocols TLSv1.3;
-        location / { return 200 "ok\n"; }
-    }
-}
-EOF
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log" &
-pids+=($!)
-wait_http "http://127.0.0.1:$NGINX_PORT/"
+source "$root/bench/lib/nginx.sh"
+bench_nginx_start "$work/nginx" "$NGINX_PORT" "$NGINX_TLS_PORT"
+pids+=("$BENCH_NGINX_PID")
 
 cat >"$work/blackbox.yml" <<EOF
 modules:
