@@ -45,13 +45,7 @@ fn metric(s: &Serve, series: &str) -> Option<f64> {
 }
 
 fn owned(s: &Serve) -> (BTreeSet<String>, Vec<(String, String)>) {
-    let v = s.get("/api/v1/scenarios").json();
-    let names = v["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect();
+    let (v, names) = s.scenario_list();
     let skipped = v["not_owned"]
         .as_array()
         .unwrap()

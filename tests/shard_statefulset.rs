@@ -110,13 +110,7 @@ fn pod(api: &FakeApi, sa: &Path, ordinal: u32, yaml: &str) -> sonde_testkit::pro
 }
 
 fn shard_and_owned(s: &Serve) -> (String, BTreeSet<String>) {
-    let v = s.get("/api/v1/scenarios").json();
-    let names = v["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect();
+    let (v, names) = s.scenario_list();
     (v["shard"].as_str().unwrap_or("").to_string(), names)
 }
 

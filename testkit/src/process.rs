@@ -12,7 +12,7 @@
 //! `--log-level debug` run would fill it and block sonde mid-write. The file is read whole when
 //! a test asks for [`Serve::log`] or a wait fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -216,6 +216,19 @@ impl Serve {
     /// `GET path`; panics if there is no HTTP answer at all (any status is returned).
     pub fn get(&self, path: &str) -> client::Response {
         client::get(self.addr(), path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `/api/v1/scenarios` as one answer: the document, and the names of the scheduled
+    /// scenarios in it (read from the same answer, so they agree with its other fields).
+    pub fn scenario_list(&self) -> (Value, BTreeSet<String>) {
+        let v = self.get("/api/v1/scenarios").json();
+        let names = v["scenarios"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no scenario list in {v}"))
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect();
+        (v, names)
     }
 
     /// `/api/v1/scenarios/{name}`, which must exist.
