@@ -25,21 +25,9 @@ PORT_ON=29380
 PORT_OFF=29381
 PORT_BEFORE=29382
 root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /tmp/sonde-kts-cost.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-need=()
-for c in nginx wrk; do command -v "$c" >/dev/null || need+=("$c"); done
-if ((${#need[@]})); then
-  [[ $(id -u) -eq 0 ]] || { echo "kts_cost: missing ${need[*]}; run as root to install" >&2; exit 2; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+source "$root/bench/lib/common.sh"
+bench_workdir kts-cost
+bench_need kts_cost nginx wrk
 if [ -n "${SONDE_BIN:-}" ]; then
   SONDE=$SONDE_BIN
 else

@@ -24,21 +24,9 @@ PORT0=${PORT0:-31400}
 NGINX_PORT=${NGINX_PORT:-31380}
 : "${VARIANTS:?VARIANTS=\"name=binary[:flag] ...\"}"
 root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /tmp/sonde-probe-ab.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-need=()
-for c in nginx wrk; do command -v "$c" >/dev/null || need+=("$c"); done
-if ((${#need[@]})); then
-  [[ $(id -u) -eq 0 ]] || { echo "probe_ab: missing ${need[*]}; run as root to install" >&2; exit 2; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+source "$root/bench/lib/common.sh"
+bench_workdir probe-ab
+bench_need probe_ab nginx wrk
 port_free() { ! ss -ltn | grep -q ":$1 "; }
 wait_port() { for _ in $(seq 1 100); do port_free "$1" || return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; return 1; }
 
