@@ -79,6 +79,11 @@ async fn metrics(app: Arc<App>, headers: HeaderMap, exposition: &Exposition) -> 
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
+/// Plain text with its charset said: a probe's log holds sonde's own words (`6µs`), which a
+/// browser shown bare `text/plain` decodes as Latin-1 and garbles. blackbox sends bare
+/// `text/plain`; the media type is the same.
+const TEXT_UTF8: &str = "text/plain; charset=utf-8";
+
 /// A query's parameters, borrowed where nothing was percent-encoded: a copy only for what had
 /// to be decoded (every `/probe` parses one).
 struct QueryParams<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
@@ -117,7 +122,7 @@ async fn probe(
         (
             code,
             [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CONTENT_TYPE, TEXT_UTF8),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ],
             format!("{msg}\n"),
@@ -196,7 +201,7 @@ async fn probe(
     if debug {
         let text = crate::blackbox::debug::render(&report.log, &metrics, &module.shown);
         keep(DebugOutput::Rendered(text.clone()));
-        return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
+        return ([(header::CONTENT_TYPE, TEXT_UTF8)], text).into_response();
     }
     // Shared by the answer and the kept probe, not copied.
     let metrics = bytes::Bytes::from(metrics);
@@ -397,7 +402,7 @@ async fn logs(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respons
     let text = |code: StatusCode, msg: &str| {
         (
             code,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [(header::CONTENT_TYPE, TEXT_UTF8)],
             format!("{msg}\n"),
         )
             .into_response()
@@ -422,7 +427,7 @@ async fn logs(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respons
             .ok_or("Probe target not found"),
     };
     match found {
-        Ok(p) => ([(header::CONTENT_TYPE, "text/plain")], p.debug_text()).into_response(),
+        Ok(p) => ([(header::CONTENT_TYPE, TEXT_UTF8)], p.debug_text()).into_response(),
         Err(msg) => text(StatusCode::NOT_FOUND, msg),
     }
 }

@@ -601,7 +601,7 @@ async fn debug_shows_log_metrics_and_module_with_secrets_hidden() {
     )
     .await;
     assert_eq!(a.status, 200);
-    assert_eq!(a.content_type, "text/plain");
+    assert_eq!(a.content_type, "text/plain; charset=utf-8");
     let logs = a.body.find("Logs for the probe:\n").unwrap();
     let metrics = a
         .body

@@ -563,6 +563,11 @@ fn route_prefix_history_and_logs_as_blackbox() {
     );
     let logs = get("/sonde/logs?id=0");
     assert_eq!(logs.status, 200);
+    // The log holds non-ASCII (`µs`): a browser must be told it is UTF-8.
+    assert_eq!(
+        logs.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
     assert!(
         logs.body.starts_with("Logs for the probe:"),
         "{}",
