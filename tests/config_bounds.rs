@@ -31,13 +31,7 @@ fn one_err(text: &str) -> ConfigError {
     e.remove(0)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use sonde_testkit::runtime;
 
 // ---- item 4: the loader ----------------------------------------------------------------------
 

@@ -14,13 +14,7 @@ const SONDE: &str = env!("CARGO_BIN_EXE_sonde");
 const ENV_SECRET: &str = "hist-s3cret-4471";
 const CFG_PASS: &str = "hist-pass-9902";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use sonde_testkit::runtime;
 
 async fn target() -> HttpServer {
     HttpServer::start(

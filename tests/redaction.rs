@@ -27,13 +27,7 @@ const HOOK_PASS: &str = "hookpass-1190";
 const HOOK_TOK: &str = "hooktok-4471";
 const LINK_TOK: &str = "linktok-5058";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use sonde_testkit::runtime;
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()

@@ -14,13 +14,7 @@ use sonde_testkit::process::Serve;
 
 const SONDE: &str = env!("CARGO_BIN_EXE_sonde");
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use sonde_testkit::runtime;
 
 /// Hang guard for every wait below: turns a hang into a failure, bounds nothing else.
 const HANG_GUARD: Duration = Duration::from_secs(30);

@@ -11,13 +11,7 @@ use sonde_testkit::process::{free_addr, Serve};
 
 const SONDE: &str = env!("CARGO_BIN_EXE_sonde");
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use sonde_testkit::runtime;
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();

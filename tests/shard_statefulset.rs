@@ -17,13 +17,7 @@ const TOKEN: &str = "sa-token-0f9e8d7c6b5a";
 const STS_PATH: &str = "/apis/apps/v1/namespaces/probes/statefulsets/sonde-eu";
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use sonde_testkit::runtime;
 
 /// A Kubernetes API that serves one StatefulSet whose `replicas` the test sets; it answers 401
 /// to any other token and 403 while `forbidden` is set, as an API server without RBAC would.

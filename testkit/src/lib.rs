@@ -17,3 +17,13 @@ pub mod script;
 pub mod smtp;
 pub mod ws;
 pub mod xmpp;
+
+/// The runtime for fixtures of a test that drives a `sonde` process from its own (blocking)
+/// thread: one worker, so the fixtures answer while the test waits on the child.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
