@@ -44,30 +44,28 @@ pub const REDACTED: &str = "<redacted>";
 /// token, key, secret, password, session, signature or credential (`X-Api-Key`,
 /// `X-Auth-Token`…). `WWW-Authenticate`-style challenges stay visible: they help explain a 401.
 pub fn is_secret_header(name: &str) -> bool {
-    // Every response header of every probe passes here: compared in place, not lowercased
-    // into a new string first.
-    let has = |word: &str| {
-        name.as_bytes()
-            .windows(word.len())
-            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    // Every header of every probe passes here (twice for a response's): one pass over the name,
+    // looking for a word only where its first letter is, compared in place without case.
+    let b = name.as_bytes();
+    let at = |i: usize, word: &[u8]| {
+        b.get(i..i + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
     };
-    if has("authenticate") {
-        return false;
+    let mut secret = false;
+    for i in 0..b.len() {
+        let words: &[&[u8]] = match b[i].to_ascii_lowercase() {
+            b'a' if at(i, b"authenticate") => return false,
+            b'a' => &[b"auth"],
+            b'c' => &[b"cookie", b"credential"],
+            b't' => &[b"token"],
+            b'k' => &[b"key"],
+            b's' => &[b"secret", b"session", b"signature"],
+            b'p' => &[b"password", b"passwd"],
+            _ => continue,
+        };
+        secret |= words.iter().any(|w| at(i, w));
     }
-    [
-        "auth",
-        "cookie",
-        "token",
-        "key",
-        "secret",
-        "password",
-        "passwd",
-        "session",
-        "signature",
-        "credential",
-    ]
-    .iter()
-    .any(|w| has(w))
+    secret
 }
 
 /// The ALPN list to build an HTTP [`TlsClient`] with: HTTP/2 when the server offers it.

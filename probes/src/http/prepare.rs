@@ -391,6 +391,67 @@ mod tests {
         }
     }
 
+    /// The one-pass scan says what the plain reading says: lowercase, then look for each word.
+    #[test]
+    fn secret_header_scan_agrees_with_the_plain_reading() {
+        use super::super::is_secret_header;
+        let plain = |n: &str| {
+            let n = n.to_ascii_lowercase();
+            !n.contains("authenticate")
+                && [
+                    "auth",
+                    "cookie",
+                    "token",
+                    "key",
+                    "secret",
+                    "password",
+                    "passwd",
+                    "session",
+                    "signature",
+                    "credential",
+                ]
+                .iter()
+                .any(|w| n.contains(w))
+        };
+        let parts = [
+            "",
+            "x-",
+            "Auth",
+            "authenticate",
+            "AUTHENTICATE",
+            "cookie",
+            "Credential",
+            "tok",
+            "token",
+            "KEY",
+            "ke",
+            "secret",
+            "sess",
+            "Session",
+            "signature",
+            "passwd",
+            "PassWord",
+            "-",
+            "a",
+            "s",
+            "p",
+            "c",
+            "t",
+            "k",
+            "monkey",
+            "Keep-Alive",
+            "accept",
+        ];
+        for a in parts {
+            for b in parts {
+                for c in ["", "-id", "x", "k", "auth"] {
+                    let name = format!("{a}{b}{c}");
+                    assert_eq!(is_secret_header(&name), plain(&name), "{name:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn ports_are_stripped_from_host_values() {
         assert_eq!(strip_port("example.com:8443"), "example.com");
