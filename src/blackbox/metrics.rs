@@ -133,12 +133,12 @@ fn push_escaped(out: &mut String, s: &str, quote: bool) {
 }
 
 /// [`go_float`] appended to `out`; whole numbers below 10^6 (success, status codes, versions,
-/// counts: most of a probe's samples) are written without the general path's strings.
+/// counts: most of a probe's samples) are written without the general path's formatting.
 fn push_go_float(out: &mut String, v: f64) {
     if v.fract() == 0.0 && v.abs() < 1e6 && v != 0.0 {
         let _ = write!(out, "{}", v as i64);
     } else {
-        out.push_str(&go_float(v));
+        write_go_float(out, v);
     }
 }
 
@@ -146,47 +146,96 @@ fn push_go_float(out: &mut String, v: f64) {
 /// — shortest round-trip digits, exponent form when the decimal exponent is below -4 or at
 /// least 6 (Go's rule for the shortest `%g`), exponent with at least two digits.
 pub fn go_float(v: f64) -> String {
+    let mut out = String::new();
+    write_go_float(&mut out, v);
+    out
+}
+
+/// [`go_float`] into `out`. Every duration of every probe passes here, so the digits are taken
+/// from Rust's shortest `{:e}` in a stack buffer and placed directly, with no string between.
+fn write_go_float(out: &mut String, v: f64) {
     if v.is_nan() {
-        return "NaN".into();
+        return out.push_str("NaN");
     }
     if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
+        return out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     }
     if v == 0.0 {
-        return "0".into();
+        return out.push('0');
     }
-    // Shortest round-trip digits and decimal exponent from Rust's `{:e}`.
-    let e = format!("{v:e}");
-    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    // Shortest round-trip digits and decimal exponent: `{:e}` of a finite f64 is at most
+    // 17 digits, a point, a sign and `e-324`.
+    let mut sci = StackText::default();
+    let _ = write!(sci, "{:e}", v.abs());
+    let (mant, exp) = sci.as_str().split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
-    let nd = digits.len() as i32;
-    let sign = if v < 0.0 { "-" } else { "" };
+    let mut digits = [0u8; 24];
+    let mut nd = 0;
+    for b in mant.bytes().filter(u8::is_ascii_digit) {
+        digits[nd] = b;
+        nd += 1;
+    }
+    let digits = std::str::from_utf8(&digits[..nd]).unwrap_or("0");
+    if v < 0.0 {
+        out.push('-');
+    }
     if !(-4..6).contains(&exp) {
         let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
         let es = if exp < 0 { '-' } else { '+' };
-        return format!("{sign}{first}{frac}e{es}{:02}", exp.abs());
+        let _ = write!(out, "e{es}{:02}", exp.abs());
+        return;
     }
-    // Plain decimal.
-    let dp = exp + 1; // digits before the point
-    let s = if dp <= 0 {
-        format!("0.{}{}", "0".repeat((-dp) as usize), digits)
+    // Plain decimal; `dp` digits before the point.
+    let (dp, nd) = (exp + 1, nd as i32);
+    if dp <= 0 {
+        out.push_str("0.");
+        (0..-dp).for_each(|_| out.push('0'));
+        out.push_str(digits);
     } else if dp >= nd {
-        format!("{}{}", digits, "0".repeat((dp - nd) as usize))
+        out.push_str(digits);
+        (0..dp - nd).for_each(|_| out.push('0'));
     } else {
         let (a, b) = digits.split_at(dp as usize);
-        format!("{a}.{b}")
-    };
-    format!("{sign}{s}")
+        out.push_str(a);
+        out.push('.');
+        out.push_str(b);
+    }
+}
+
+/// A small text written with `write!` without allocating: [`write_go_float`]'s `{:e}`.
+struct StackText {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText {
+            buf: [0; 40],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 const HELP_SUCCESS: &str = "Displays whether or not the probe was a success";
@@ -777,6 +826,11 @@ mod tests {
         assert_eq!(go_float(3_456_789_012.0), "3.456789012e+09");
         assert_eq!(go_float(-62_135_596_800.0), "-6.21355968e+10");
         assert_eq!(go_float(f64::NAN), "NaN");
+        assert_eq!(go_float(5e-324), "5e-324");
+        assert_eq!(go_float(-0.0000123), "-1.23e-05");
+        assert_eq!(go_float(-0.25), "-0.25");
+        assert_eq!(go_float(f64::MAX), "1.7976931348623157e+308");
+        assert_eq!(go_float(0.1 + 0.2), "0.30000000000000004");
     }
 
     /// The in-place writer agrees with `go_float` around every boundary of its fast path.
