@@ -81,6 +81,20 @@ impl Log {
         }
     }
 
+    /// A line whose text fields end with one number (seconds), formatted only if read.
+    pub(crate) fn line_number(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        extra: &[(&'static str, &str)],
+        key: &'static str,
+        value: f64,
+    ) {
+        if self.keep {
+            self.lines.push_number(level, msg, extra, key, value);
+        }
+    }
+
     /// A line with one field written in place, e.g. `format_args!("{name}: {value}")`.
     pub(crate) fn line_fmt(
         &mut self,
@@ -203,17 +217,13 @@ pub async fn run_guarded(
         lines: ProbeLog::new(&module.name, target),
         keep: keep_log,
     };
-    if log.keeps() {
-        let timeout_text = format!("{}", timeout.as_secs_f64());
-        log.line(
-            "info",
-            "Beginning probe",
-            &[
-                ("probe", module.prober.as_str()),
-                ("timeout_seconds", &timeout_text),
-            ],
-        );
-    }
+    log.line_number(
+        "info",
+        "Beginning probe",
+        &[("probe", module.prober.as_str())],
+        "timeout_seconds",
+        timeout.as_secs_f64(),
+    );
     let started = StdInstant::now();
     let deadline = Instant::now() + timeout;
     let mut r = Registry::default();
@@ -243,7 +253,7 @@ pub async fn run_guarded(
         true => ("info", "Probe succeeded"),
         false => ("error", "Probe failed"),
     };
-    log.line_fmt(level, msg, "duration_seconds", format_args!("{duration}"));
+    log.line_number(level, msg, &[], "duration_seconds", duration);
     Ok(Report {
         success,
         registry: r,

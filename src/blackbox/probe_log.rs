@@ -10,11 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use super::debug::logfmt;
 
-/// A field's value: text in [`ProbeLog::text`], or a probe's event time in seconds, written
-/// `{:.6}` when rendered.
+/// A field's value: text in [`ProbeLog::text`], a probe's event time in seconds (written
+/// `{:.6}` when rendered), or a number written as Go's `%v` would (formatting a float costs
+/// more than keeping it, and most kept logs are never read).
 enum Value {
     Text(Range<u32>),
     Seconds(Duration),
+    Number(f64),
 }
 
 /// One line, unrendered: its message is a range of [`ProbeLog::text`], its fields a range of
@@ -115,6 +117,27 @@ impl ProbeLog {
         self.add_line(level, msg, from);
     }
 
+    /// Keep a line whose text fields are followed by one number field, written only when the
+    /// line is rendered.
+    pub fn push_number(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        fields: &[(&'static str, &str)],
+        key: &'static str,
+        value: f64,
+    ) {
+        self.reserve();
+        let msg = self.add_text(msg);
+        let from = self.fields.len();
+        for (k, v) in fields {
+            let v = self.add_text(v);
+            self.fields.push((k, Value::Text(v)));
+        }
+        self.fields.push((key, Value::Number(value)));
+        self.add_line(level, msg, from);
+    }
+
     /// Keep a probe's event: its message and `at_seconds`, when it happened in the probe.
     pub fn push_event(&mut self, msg: &str, at: Duration) {
         self.reserve();
@@ -137,14 +160,15 @@ impl ProbeLog {
         self.lines.iter().map(|l| {
             let ts = crate::time::rfc3339(l.at);
             let fields = &self.fields[l.fields.start as usize..l.fields.end as usize];
-            let seconds: Vec<String> = fields
+            let numbers: Vec<String> = fields
                 .iter()
                 .filter_map(|(_, v)| match v {
                     Value::Seconds(d) => Some(format!("{:.6}", d.as_secs_f64())),
+                    Value::Number(n) => Some(n.to_string()),
                     Value::Text(_) => None,
                 })
                 .collect();
-            let mut seconds = seconds.iter();
+            let mut numbers = numbers.iter();
             let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(5 + fields.len());
             pairs.extend_from_slice(&[
                 ("ts", &ts),
@@ -155,7 +179,9 @@ impl ProbeLog {
             ]);
             pairs.extend(fields.iter().map(|(k, v)| match v {
                 Value::Text(r) => (*k, self.get(r)),
-                Value::Seconds(_) => (*k, seconds.next().map_or("", String::as_str)),
+                Value::Seconds(_) | Value::Number(_) => {
+                    (*k, numbers.next().map_or("", String::as_str))
+                }
             }));
             logfmt(&pairs)
         })
@@ -172,8 +198,14 @@ mod tests {
         log.push("info", "Beginning probe", &[("probe", "http"), ("x", "")]);
         log.push("error", "Failure", &[("err", "said \"no\"")]);
         log.push_event("connected", Duration::from_micros(1500));
+        log.push_number("info", "Probe succeeded", &[], "duration_seconds", 0.0123);
+        log.push_number("info", "n", &[("probe", "http")], "timeout_seconds", 119.5);
+        log.push_number("info", "n", &[], "timeout_seconds", 5.0);
         let lines: Vec<String> = log.rendered().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 6);
+        assert!(lines[3].ends_with(" msg=\"Probe succeeded\" duration_seconds=0.0123"));
+        assert!(lines[4].ends_with(" msg=n probe=http timeout_seconds=119.5"));
+        assert!(lines[5].ends_with(" timeout_seconds=5"));
         let (ts, rest) = lines[0].split_once(' ').unwrap();
         assert!(
             ts.starts_with("ts=") && ts.ends_with('Z') && ts.len() == 27,
