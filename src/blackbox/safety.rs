@@ -155,29 +155,28 @@ impl Safety {
     /// `localhost`, with the port the prober would use): the 508 message. Names are caught when
     /// the probe resolves them (the dial policy refuses the address).
     pub fn self_target(&self, prober: Prober, target: &str) -> Option<String> {
+        // Every /probe passes here: the URL is parsed, the rest borrows from it.
+        let (url, tcp_host);
         let (host, port) = match prober {
             Prober::Http | Prober::Grpc => {
-                let url = http_url(target).ok()?;
-                let port = url.port_or_known_default()?;
-                (url.host_str()?.to_string(), port)
+                url = http_url(target).ok()?;
+                (url.host_str()?, url.port_or_known_default()?)
             }
             Prober::Tcp => {
                 let (h, p) = split_host_port(target).ok()?;
-                (h, p.parse().ok()?)
+                tcp_host = h;
+                (tcp_host.as_str(), p.parse().ok()?)
             }
             Prober::Dns | Prober::Icmp | Prober::Unix => return None,
         };
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let ips: Vec<IpAddr> = if bare.eq_ignore_ascii_case("localhost") {
-            vec![
-                IpAddr::from([127, 0, 0, 1]),
-                IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
-            ]
+        let own = |ip: IpAddr| self.guard.is_own(SocketAddr::new(ip, port));
+        let is_own = if bare.eq_ignore_ascii_case("localhost") {
+            own(IpAddr::from([127, 0, 0, 1])) || own(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))
         } else {
-            vec![bare.parse().ok()?]
+            own(bare.parse().ok()?)
         };
-        ips.into_iter()
-            .any(|ip| self.guard.is_own(SocketAddr::new(ip, port)))
+        is_own
             .then(|| format!("refusing to probe {target:?}: it is this sonde's own listen address"))
     }
 

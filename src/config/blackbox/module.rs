@@ -222,13 +222,12 @@ pub fn system_resolver() -> Resolver {
 /// The target of an http probe as blackbox reads it: `http://` is prepended when the target has
 /// no `http://` or `https://` prefix.
 pub fn http_url(target: &str) -> Result<Url, String> {
-    let full = if target.starts_with("http://") || target.starts_with("https://") {
-        target.to_string()
+    let parsed = if target.starts_with("http://") || target.starts_with("https://") {
+        Url::parse(target)
     } else {
-        format!("http://{target}")
+        Url::parse(&format!("http://{target}"))
     };
-    let url =
-        Url::parse(&full).map_err(|e| format!("could not parse target URL {target:?}: {e}"))?;
+    let url = parsed.map_err(|e| format!("could not parse target URL {target:?}: {e}"))?;
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("could not parse target URL {target:?}: no host"));
     }
