@@ -28,7 +28,7 @@ use url::Url;
 use crate::policy::Policy;
 use crate::resolve::{ResolveOptions, Resolver};
 use crate::tls::{TlsClient, TlsFacts};
-use crate::{fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
+use crate::{with_deadline, Dur, Failure, FailureReason, Outcome, Phase, Recorder};
 
 pub use body::REGEX_BODY_CAP;
 pub use h3::ALPN_H3;
@@ -52,8 +52,8 @@ pub fn is_secret_header(name: &str) -> bool {
             .is_some_and(|w| w.eq_ignore_ascii_case(word))
     };
     let mut secret = false;
-    for i in 0..b.len() {
-        let words: &[&[u8]] = match b[i].to_ascii_lowercase() {
+    for (i, c) in b.iter().enumerate() {
+        let words: &[&[u8]] = match c.to_ascii_lowercase() {
             b'a' if at(i, b"authenticate") => return false,
             b'a' => &[b"auth"],
             b'c' => &[b"cookie", b"credential"],
@@ -622,7 +622,7 @@ fn record_head<B>(
     rec.event(format!(
         "{} received ({version}) after {}",
         status_text(status),
-        fmt_duration(started.elapsed())
+        Dur(started.elapsed())
     ));
 }
 
@@ -694,7 +694,7 @@ async fn finish(
     rec.event(format!(
         "{} body byte(s) read in {}",
         facts.body_bytes,
-        fmt_duration(started.elapsed())
+        Dur(started.elapsed())
     ));
     match pool {
         Some(p) if read.is_ok() && req.proxy.is_none() && !conn.conn.is_closed() => {

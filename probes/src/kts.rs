@@ -122,7 +122,16 @@ pub fn timestamped(tcp: tokio::net::TcpStream) -> (Stream, Marks) {
 }
 
 #[cfg(target_os = "linux")]
-pub use tcp_info::handshake_rtt;
+pub use tcp_info::{connect, handshake_rtt};
+
+/// Elsewhere: tokio's connect, and no kernel figure.
+#[cfg(not(target_os = "linux"))]
+pub async fn connect(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(tokio::net::TcpStream, Result<Duration, String>)> {
+    let s = tokio::net::TcpStream::connect(addr).await?;
+    Ok((s, Err(NOT_LINUX.into())))
+}
 
 /// Elsewhere: no kernel handshake figure, with the reason.
 #[cfg(not(target_os = "linux"))]
@@ -440,27 +449,42 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
 
 /// "kernel 310µs, user space 1.200ms (sonde's own delay 890µs)", or the user-space figure and
 /// why there is no kernel one: how a phase reads in the trace.
-pub fn describe<E: AsRef<str>>(user: Duration, kernel: &Result<Duration, E>) -> String {
-    // Microseconds throughout: the two figures are compared, often within a millisecond.
-    let fmt_duration = |d: Duration| {
-        if d < Duration::from_millis(1) {
-            format!("{}µs", d.as_micros())
-        } else {
-            format!("{:.3}ms", d.as_secs_f64() * 1e3)
+pub fn describe<E: AsRef<str>>(user: Duration, kernel: &Result<Duration, E>) -> Described<'_, E> {
+    Described { user, kernel }
+}
+
+/// [`describe`]'s text, written where it is used (an event) rather than built first.
+pub struct Described<'a, E> {
+    user: Duration,
+    kernel: &'a Result<Duration, E>,
+}
+
+impl<E: AsRef<str>> std::fmt::Display for Described<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.user;
+        match self.kernel {
+            &Ok(k) => write!(
+                f,
+                "kernel {}, user space {} (sonde's own delay {})",
+                Micros(k.min(user)),
+                Micros(user),
+                Micros(user.saturating_sub(k))
+            ),
+            Err(why) => write!(f, "{} (user-space timing: {})", Micros(user), why.as_ref()),
         }
-    };
-    match kernel {
-        &Ok(k) => format!(
-            "kernel {}, user space {} (sonde's own delay {})",
-            fmt_duration(k.min(user)),
-            fmt_duration(user),
-            fmt_duration(user.saturating_sub(k))
-        ),
-        Err(why) => format!(
-            "{} (user-space timing: {})",
-            fmt_duration(user),
-            why.as_ref()
-        ),
+    }
+}
+
+/// Microseconds throughout: the two figures are compared, often within a millisecond.
+struct Micros(Duration);
+
+impl std::fmt::Display for Micros {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 < Duration::from_millis(1) {
+            write!(f, "{}µs", self.0.as_micros())
+        } else {
+            write!(f, "{:.3}ms", self.0.as_secs_f64() * 1e3)
+        }
     }
 }
 

@@ -27,6 +27,7 @@ pub mod policy;
 pub mod resolve;
 pub mod tcp;
 pub mod tcp_conn;
+pub mod text;
 pub mod tls;
 pub mod ws;
 mod ws_upgrade;
@@ -388,7 +389,7 @@ impl Recorder {
             FailureReason::Timeout,
             format!(
                 "timed out after {} while {}",
-                fmt_duration(self.start.elapsed()),
+                Dur(self.start.elapsed()),
                 self.doing
             ),
         )
@@ -401,12 +402,12 @@ impl Recorder {
             self.event(format!(
                 "{OVERLOADED}: sonde's own delay was {} in this run (over {}): its tasks ran that \
                  much after the kernel saw the packets; the kernel-timestamped phases exclude it",
-                fmt_duration(d),
-                fmt_duration(OWN_DELAY_FLAG)
+                Dur(d),
+                Dur(OWN_DELAY_FLAG)
             ));
         }
         match &failure {
-            None => self.event(format!("succeeded in {}", fmt_duration(duration))),
+            None => self.event(format!("succeeded in {}", Dur(duration))),
             Some(f) => self.event(format!("failed ({}): {}", f.reason, f.message)),
         }
         Outcome {
@@ -443,21 +444,37 @@ pub async fn with_deadline<T>(
 
 /// Durations for humans: "850µs", "12.3ms", "500ms", "1.204s", "2s".
 pub fn fmt_duration(d: Duration) -> String {
-    let us = d.as_micros();
-    if us < 1_000 {
-        format!("{us}µs")
-    } else if us < 1_000_000 {
-        trim_zeros(format!("{:.1}", us as f64 / 1_000.0)) + "ms"
-    } else {
-        trim_zeros(format!("{:.3}", d.as_secs_f64())) + "s"
-    }
+    Dur(d).to_string()
 }
 
-fn trim_zeros(s: String) -> String {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
+/// [`fmt_duration`] as a `Display`, for writing a duration into an event or a log line without
+/// a string of its own: `format!("… after {}", Dur(d))`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dur(pub Duration);
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let us = self.0.as_micros();
+        if us < 1_000 {
+            return write!(f, "{us}µs");
+        }
+        // At most 20 digits of seconds, a point and three decimals.
+        let mut t = text::StackText::<32>::default();
+        let unit = if us < 1_000_000 {
+            write!(t, "{:.1}", us as f64 / 1_000.0)?;
+            "ms"
+        } else {
+            write!(t, "{:.3}", self.0.as_secs_f64())?;
+            "s"
+        };
+        let s = t.as_str();
+        let s = match s.contains('.') {
+            true => s.trim_end_matches('0').trim_end_matches('.'),
+            false => s,
+        };
+        f.write_str(s)?;
+        f.write_str(unit)
     }
 }
 

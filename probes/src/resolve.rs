@@ -20,7 +20,7 @@ use hickory_resolver::TokioResolver;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::{fmt_duration, Failure, FailureReason, Phase, Recorder};
+use crate::{Dur, Failure, FailureReason, Phase, Recorder};
 
 /// Which IP family to use for a target that has both.
 #[derive(
@@ -222,7 +222,7 @@ impl Resolver {
                 .map(|ip| ip.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            fmt_duration(started.elapsed())
+            Dur(started.elapsed())
         ));
         Ok(chosen)
     }
@@ -315,8 +315,8 @@ pub async fn connect_tcp(
     // One address (a literal, or a name with one address of the family): no race to run, so no
     // task to spawn and join — on this path of every probe that was a cost of its own.
     if let [t] = targets[..] {
-        return match TcpStream::connect(t).await {
-            Ok(stream) => Ok(connected(stream, t, started, true, rec)),
+        return match crate::kts::connect(t).await {
+            Ok((stream, kernel)) => Ok(connected(stream, t, started, kernel, rec)),
             Err(e) => Err(none_connected(
                 &targets,
                 &[format!("{t}: {e}")],
@@ -332,7 +332,7 @@ pub async fn connect_tcp(
         if next < targets.len() {
             let t = targets[next];
             next += 1;
-            attempts.spawn(async move { (t, TcpStream::connect(t).await) });
+            attempts.spawn(async move { (t, crate::kts::connect(t).await) });
         }
         let more_to_start = next < targets.len();
         let res = if more_to_start {
@@ -344,9 +344,15 @@ pub async fn connect_tcp(
             attempts.join_next().await
         };
         match res {
-            Some(Ok((addr, Ok(stream)))) => {
+            Some(Ok((addr, Ok((stream, kernel))))) => {
                 attempts.abort_all();
-                return Ok(connected(stream, addr, started, next == 1, rec));
+                // The kernel's handshake sample covers this connection only: with earlier
+                // attempts in the phase it would leave their time out.
+                let kernel = match next {
+                    1 => kernel,
+                    _ => Err("more than one address was tried".into()),
+                };
+                return Ok(connected(stream, addr, started, kernel, rec));
             }
             Some(Ok((addr, Err(e)))) => errors.push(format!("{addr}: {e}")),
             Some(Err(e)) => errors.push(format!("connect task failed: {e}")),
@@ -355,24 +361,17 @@ pub async fn connect_tcp(
     }
 }
 
-/// The connection made: the `connect` phase (the kernel's figure beside the user-space one when
-/// this was the `only_attempt`), the address, and the event that names both ends.
+/// The connection made: the `connect` phase (the kernel's figure beside the user-space one, or
+/// why there is none), the address, and the event that names both ends.
 fn connected(
     stream: TcpStream,
     addr: SocketAddr,
     started: Instant,
-    only_attempt: bool,
+    kernel: Result<Duration, String>,
     rec: &mut Recorder,
 ) -> TcpStream {
     let user = started.elapsed();
     let _ = stream.set_nodelay(true);
-    // The kernel's handshake sample covers this connection only: with earlier
-    // attempts in the phase it would leave their time out.
-    let kernel = if only_attempt {
-        crate::kts::handshake_rtt(&stream)
-    } else {
-        Err("more than one address was tried".into())
-    };
     rec.timings
         .add_measured(Phase::Connect, user, kernel.as_ref().ok().copied());
     rec.remote_addr = Some(addr);
@@ -383,7 +382,7 @@ fn connected(
         .unwrap_or_default();
     rec.event(format!(
         "connected to {addr}{local} in {}: {}",
-        fmt_duration(kernel.as_ref().map_or(user, |k| *k.min(&user))),
+        Dur(kernel.as_ref().map_or(user, |k| *k.min(&user))),
         crate::kts::describe(user, &kernel)
     ));
     stream

@@ -22,7 +22,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::kts;
 use crate::resolve::{connect_tcp, ResolveOptions, Resolver};
-use crate::{fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder};
+use crate::{with_deadline, Dur, Failure, FailureReason, Outcome, Phase, Recorder};
 
 /// A TLS protocol version, named as blackbox_exporter's `min_version` names it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -241,7 +241,7 @@ impl TlsClient {
         let facts = TlsFacts::from_connection(tls.get_ref().1, bare, !self.insecure);
         rec.event(format!(
             "TLS handshake done in {}: {}, {}{}, {} certificate(s), earliest expiry {}",
-            fmt_duration(kernel_total.map_or(user, |k| k.min(user))),
+            Dur(kernel_total.map_or(user, |k| k.min(user))),
             facts.version,
             facts.cipher,
             facts

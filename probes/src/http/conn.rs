@@ -27,7 +27,7 @@ use crate::kts::Marks;
 use crate::policy;
 use crate::resolve::connect_tcp;
 use crate::tls::TlsFacts;
-use crate::{fmt_duration, Failure, FailureReason, Phase, Recorder};
+use crate::{Dur, Failure, FailureReason, Phase, Recorder};
 
 /// Any byte stream the probe can speak HTTP over: TCP, TLS over TCP, TLS inside a tunnel.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -147,7 +147,7 @@ pub(super) async fn dial(
         "tunnel to {} opened through proxy {} in {}",
         connect_authority(url),
         url_for_log(proxy),
-        fmt_duration(started.elapsed())
+        Dur(started.elapsed())
     ));
     finish_dial(req, tunnel, Marks::none(PROXIED), tls_name, rec, in_flight).await
 }

@@ -571,19 +571,21 @@ impl TimestampedStream {
         let mut s = self.marks.lock();
         s.undrained = 0;
         loop {
-            let entry = match until {
-                Some(_) => recv_tx_stamp(fd),
-                None => self.inner.try_io(Interest::ERROR, || recv_tx_stamp(fd)),
+            let entries = match until {
+                Some(_) => recv_tx_stamps(fd),
+                None => self.inner.try_io(Interest::ERROR, || recv_tx_stamps(fd)),
             };
-            match entry {
-                Ok(Some((key, at))) => {
-                    s.tx.record(key, at);
-                    if Some(key) == until {
-                        return;
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => return,
+            let Ok((stamps, n)) = entries else {
+                return;
+            };
+            let mut found = false;
+            for &(key, at) in stamps[..n].iter().flatten() {
+                s.tx.record(key, at);
+                found |= Some(key) == until;
+            }
+            // A short batch emptied the queue.
+            if found || n < TX_BATCH {
+                return;
             }
         }
     }
@@ -656,22 +658,46 @@ pub(super) fn recv_stream(fd: i32, buf: &mut [u8]) -> io::Result<(usize, Option<
     Ok((n as usize, super::rx_timestamp(control)))
 }
 
-/// One send timestamp from the error queue: `Ok(None)` for an entry that is not one, `Err` when
-/// the queue is empty.
-fn recv_tx_stamp(fd: i32) -> io::Result<Option<(u32, RealTime)>> {
-    let mut control = [0u64; CONTROL_LEN / 8];
-    // SAFETY: as in recv_stream; no data buffer (OPT_TSONLY: the entry carries no packet).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = CONTROL_LEN as _;
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+/// Error-queue entries fetched by one system call: a TLS handshake and its request leave
+/// three send timestamps, and each call is CPU every probe pays.
+const TX_BATCH: usize = 4;
+
+/// The send timestamps (key and time) of one [`recv_tx_stamps`].
+type TxBatch = [Option<(u32, RealTime)>; TX_BATCH];
+
+/// Up to [`TX_BATCH`] entries of the error queue (`recvmmsg`) and how many there were; an entry
+/// that is not a send timestamp is `None`. `Err` when the queue is empty.
+fn recv_tx_stamps(fd: i32) -> io::Result<(TxBatch, usize)> {
+    let mut control = [[0u64; CONTROL_LEN / 8]; TX_BATCH];
+    // SAFETY: zeroed mmsghdrs are valid; each one's control pointer is set to its own live
+    // buffer below, and no data buffer is given (OPT_TSONLY: an entry carries no packet).
+    let mut msgs: [libc::mmsghdr; TX_BATCH] = unsafe { std::mem::zeroed() };
+    for (m, c) in msgs.iter_mut().zip(control.iter_mut()) {
+        m.msg_hdr.msg_control = c.as_mut_ptr().cast();
+        m.msg_hdr.msg_controllen = CONTROL_LEN as _;
+    }
+    // SAFETY: `msgs` holds TX_BATCH headers whose pointers point at live buffers.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            TX_BATCH as _,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let clen = (msg.msg_controllen as usize).min(CONTROL_LEN);
-    // SAFETY: a prefix of the u64 array, viewed as bytes.
-    let control: &[u8] = unsafe { std::slice::from_raw_parts(control.as_ptr().cast(), clen) };
-    Ok(tx_stamp(control))
+    let n = (n as usize).min(TX_BATCH);
+    let mut stamps = [None; TX_BATCH];
+    for i in 0..n {
+        let clen = (msgs[i].msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
+        // SAFETY: a prefix of entry i's u64 array, viewed as bytes.
+        let c: &[u8] = unsafe { std::slice::from_raw_parts(control[i].as_ptr().cast(), clen) };
+        stamps[i] = tx_stamp(c);
+    }
+    Ok((stamps, n))
 }
 
 /// A send timestamp in the control messages of one error-queue entry: the software timestamp of

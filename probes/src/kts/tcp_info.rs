@@ -12,6 +12,15 @@ pub fn handshake_rtt(sock: &impl AsRawFd) -> Result<Duration, String> {
     if !super::enabled() {
         return Err(super::OFF.into());
     }
+    let (info, len) = read(sock)?;
+    judge(&info, len)
+}
+
+/// `tcpi_state` of an open connection (linux/tcp_states.h; libc does not name it).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// One `TCP_INFO` answer and its length.
+fn read(sock: &impl AsRawFd) -> Result<(libc::tcp_info, usize), String> {
     // SAFETY: a zeroed tcp_info is a valid value of that plain C struct.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -31,7 +40,44 @@ pub fn handshake_rtt(sock: &impl AsRawFd) -> Result<Duration, String> {
             std::io::Error::last_os_error()
         ));
     }
-    judge(&info, len as usize)
+    Ok((info, len as usize))
+}
+
+/// Connect to `addr` as `TcpStream::connect` does, with the kernel's handshake figure
+/// ([`handshake_rtt`]) beside the stream. tokio asks `SO_ERROR` once the socket is writable,
+/// and the figure would be one more call on every probe's connection: here the one `TCP_INFO`
+/// answer says both — an established connection has no error to fetch; any other state is
+/// judged by `SO_ERROR`, as tokio would.
+pub async fn connect(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(tokio::net::TcpStream, Result<Duration, String>)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if !super::enabled() {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        return Ok((s, Err(super::OFF.into())));
+    }
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = tokio::net::TcpStream::from_std(socket.into())?;
+    stream.writable().await?;
+    match read(&stream) {
+        Ok((info, len)) if info.tcpi_state == TCP_ESTABLISHED => Ok((stream, judge(&info, len))),
+        _ => match stream.take_error()? {
+            Some(e) => Err(e),
+            None => {
+                let rtt = handshake_rtt(&stream);
+                Ok((stream, rtt))
+            }
+        },
+    }
 }
 
 /// The handshake RTT in a `TCP_INFO` answer of `len` bytes, or why it is not usable.
@@ -85,6 +131,25 @@ mod tests {
             .unwrap();
         let rtt = handshake_rtt(&s).unwrap();
         assert!(rtt > Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn connect_gives_the_stream_and_the_figure_or_the_error() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (s, rtt) = connect(addr).await.unwrap();
+        assert!(rtt.unwrap() > Duration::ZERO);
+        let (mut server, _) = l.accept().await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = s;
+        s.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        server.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"x");
+        // Nothing listens there any more: refused, as tokio's connect says it.
+        drop((l, server, s));
+        let e = connect(addr).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     }
 
     #[test]

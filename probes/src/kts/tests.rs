@@ -172,11 +172,12 @@ fn phases_read_with_both_figures() {
         describe(
             Duration::from_micros(1200),
             &Ok::<_, &str>(Duration::from_micros(310))
-        ),
+        )
+        .to_string(),
         "kernel 310µs, user space 1.200ms (sonde's own delay 890µs)"
     );
     assert_eq!(
-        describe(Duration::from_micros(1200), &Err(NOT_LINUX)),
+        describe(Duration::from_micros(1200), &Err(NOT_LINUX)).to_string(),
         "1.200ms (user-space timing: kernel timestamps are only used on Linux)"
     );
 }
