@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant as StdInstant};
 
-use sonde_probes::{fmt_duration, Event, Outcome};
+use sonde_probes::{Dur, Event, Outcome};
 use tokio::time::Instant;
 
 use super::metrics::{self, Registry};
@@ -177,7 +177,7 @@ impl std::fmt::Display for Phases<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, (p, d)) in self.0.iter().enumerate() {
             let sep = if i > 0 { " " } else { "" };
-            write!(f, "{sep}{}={}", p.as_str(), fmt_duration(d))?;
+            write!(f, "{sep}{}={}", p.as_str(), Dur(d))?;
         }
         Ok(())
     }

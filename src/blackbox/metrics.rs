@@ -17,23 +17,52 @@ use sonde_probes::tcp::TcpOutcome;
 use sonde_probes::tls::TlsFacts;
 use sonde_probes::{Outcome, Phase, Timings};
 
-/// The families of one probe.
+/// The families of one probe. Every `/probe` builds one of ~15 families: their series sit in one
+/// list beside the families (not a list per family), and a label whose value is fixed text
+/// (a phase) is kept without a string of its own.
 #[derive(Default, Debug)]
 pub struct Registry {
     families: Vec<Family>,
+    samples: Vec<Sample>,
 }
 
 #[derive(Debug)]
 struct Family {
     name: &'static str,
     help: &'static str,
-    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+#[derive(Debug)]
+struct Sample {
+    /// Index in [`Registry::families`].
+    family: usize,
+    labels: Labels,
+    value: f64,
+}
+
+#[derive(Debug)]
+enum Labels {
+    /// One label with a fixed value (`phase="connect"`).
+    Fixed(&'static str, &'static str),
+    Owned(Vec<(&'static str, String)>),
+}
+
+impl Labels {
+    fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        let (fixed, owned) = match self {
+            Labels::Fixed(k, v) => (Some((*k, *v)), &[][..]),
+            Labels::Owned(l) => (None, &l[..]),
+        };
+        fixed
+            .into_iter()
+            .chain(owned.iter().map(|(k, v)| (*k, v.as_str())))
+    }
 }
 
 impl Registry {
     /// A gauge without labels.
     pub fn gauge(&mut self, name: &'static str, help: &'static str, value: f64) {
-        self.labelled(name, help, vec![], value);
+        self.set(name, help, Labels::Owned(Vec::new()), value);
     }
 
     /// One series of a gauge with labels (the family is created on first use).
@@ -44,25 +73,49 @@ impl Registry {
         labels: Vec<(&'static str, String)>,
         value: f64,
     ) {
-        match self.families.iter_mut().find(|f| f.name == name) {
-            Some(f) => match f.samples.iter_mut().find(|(l, _)| *l == labels) {
-                Some(s) => s.1 = value,
-                None => f.samples.push((labels, value)),
-            },
-            None => self.families.push(Family {
-                name,
-                help,
-                samples: vec![(labels, value)],
+        self.set(name, help, Labels::Owned(labels), value);
+    }
+
+    /// One series of a gauge with a single label of fixed text, e.g. `phase="connect"`.
+    pub fn fixed(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: (&'static str, &'static str),
+        value: f64,
+    ) {
+        self.set(name, help, Labels::Fixed(label.0, label.1), value);
+    }
+
+    fn set(&mut self, name: &'static str, help: &'static str, labels: Labels, value: f64) {
+        let family = match self.families.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                if self.families.capacity() == 0 {
+                    self.families.reserve(24);
+                    self.samples.reserve(32);
+                }
+                self.families.push(Family { name, help });
+                self.families.len() - 1
+            }
+        };
+        let same = |s: &&mut Sample| s.family == family && s.labels.pairs().eq(labels.pairs());
+        match self.samples.iter_mut().find(same) {
+            Some(s) => s.value = value,
+            None => self.samples.push(Sample {
+                family,
+                labels,
+                value,
             }),
         }
     }
 
     pub fn value(&self, name: &str) -> Option<f64> {
-        self.families
+        let family = self.families.iter().position(|f| f.name == name)?;
+        self.samples
             .iter()
-            .find(|f| f.name == name)
-            .and_then(|f| f.samples.first())
-            .map(|s| s.1)
+            .find(|s| s.family == family)
+            .map(|s| s.value)
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -73,12 +126,13 @@ impl Registry {
 
     /// Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
-        let mut fams: Vec<&Family> = self.families.iter().collect();
-        fams.sort_by_key(|f| f.name);
+        let mut fams: Vec<(usize, &Family)> = self.families.iter().enumerate().collect();
+        fams.sort_by_key(|(_, f)| f.name);
         // Every /probe renders one: written in place (escaping and numbers included) into a
         // buffer the size an http probe's answer needs, not built from a string per part.
         let mut out = String::with_capacity(4096);
-        for f in fams {
+        let mut samples: Vec<&Sample> = Vec::with_capacity(self.samples.len());
+        for (i, f) in fams {
             out.push_str("# HELP ");
             out.push_str(f.name);
             out.push(' ');
@@ -86,29 +140,28 @@ impl Registry {
             out.push_str("\n# TYPE ");
             out.push_str(f.name);
             out.push_str(" gauge\n");
-            let mut samples: Vec<_> = f.samples.iter().collect();
+            samples.clear();
+            samples.extend(self.samples.iter().filter(|s| s.family == i));
             samples.sort_by(|a, b| {
-                a.0.iter()
-                    .map(|(_, v)| v.as_str())
-                    .cmp(b.0.iter().map(|(_, v)| v.as_str()))
+                a.labels
+                    .pairs()
+                    .map(|(_, v)| v)
+                    .cmp(b.labels.pairs().map(|(_, v)| v))
             });
-            for (labels, v) in samples {
+            for s in &samples {
                 out.push_str(f.name);
-                if !labels.is_empty() {
-                    out.push('{');
-                    for (i, (k, val)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        out.push_str(k);
-                        out.push_str("=\"");
-                        push_escaped(&mut out, val, true);
-                        out.push('"');
-                    }
+                for (i, (k, val)) in s.labels.pairs().enumerate() {
+                    out.push(if i == 0 { '{' } else { ',' });
+                    out.push_str(k);
+                    out.push_str("=\"");
+                    push_escaped(&mut out, val, true);
+                    out.push('"');
+                }
+                if s.labels.pairs().next().is_some() {
                     out.push('}');
                 }
                 out.push(' ');
-                push_go_float(&mut out, *v);
+                push_go_float(&mut out, s.value);
                 out.push('\n');
             }
         }
@@ -165,7 +218,7 @@ fn write_go_float(out: &mut String, v: f64) {
     }
     // Shortest round-trip digits and decimal exponent: `{:e}` of a finite f64 is at most
     // 17 digits, a point, a sign and `e-324`.
-    let mut sci = StackText::default();
+    let mut sci = sonde_probes::text::StackText::<40>::default();
     let _ = write!(sci, "{:e}", v.abs());
     let (mant, exp) = sci.as_str().split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
@@ -204,37 +257,6 @@ fn write_go_float(out: &mut String, v: f64) {
         out.push_str(a);
         out.push('.');
         out.push_str(b);
-    }
-}
-
-/// A small text written with `write!` without allocating: [`write_go_float`]'s `{:e}`.
-struct StackText {
-    buf: [u8; 40],
-    len: usize,
-}
-
-impl Default for StackText {
-    fn default() -> Self {
-        StackText {
-            buf: [0; 40],
-            len: 0,
-        }
-    }
-}
-
-impl StackText {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl std::fmt::Write for StackText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
     }
 }
 
@@ -587,10 +609,10 @@ fn http_phases(r: &mut Registry, parsed: bool, o: Option<&HttpOutcome>) {
         .into_iter()
         .filter(|(p, _)| parsed && (resolved_ok || *p == "resolve"));
     for (phase, v) in phases {
-        r.labelled(
+        r.fixed(
             "probe_http_duration_seconds",
             PHASE_HELP,
-            vec![("phase", phase.to_string())],
+            ("phase", phase),
             v,
         );
     }
@@ -668,12 +690,7 @@ pub fn icmp(r: &mut Registry, o: Option<&IcmpOutcome>) {
         ("rtt", get(Phase::Rtt)),
         ("setup", get(Phase::Setup)),
     ] {
-        r.labelled(
-            "probe_icmp_duration_seconds",
-            HELP,
-            vec![("phase", phase.into())],
-            v,
-        );
+        r.fixed("probe_icmp_duration_seconds", HELP, ("phase", phase), v);
     }
     let Some(o) = o else { return };
     resolve_families(r, o);
@@ -694,12 +711,7 @@ pub fn dns(r: &mut Registry, soa_query: bool, o: Option<&DnsOutcome>) {
         ("request", get(Phase::Request)),
         ("resolve", get(Phase::Resolve)),
     ] {
-        r.labelled(
-            "probe_dns_duration_seconds",
-            HELP,
-            vec![("phase", phase.into())],
-            v,
-        );
+        r.fixed("probe_dns_duration_seconds", HELP, ("phase", phase), v);
     }
     let f = o.map(|o| &o.facts);
     let n = |s: Option<&Vec<String>>| s.map(|v| v.len() as f64).unwrap_or(0.0);
@@ -744,10 +756,10 @@ pub const SERVING_STATUSES: [&str; 4] = ["UNKNOWN", "SERVING", "NOT_SERVING", "S
 pub fn grpc(r: &mut Registry, o: Option<&GrpcOutcome>) {
     const HELP: &str = "Duration of gRPC request by phase";
     let get = |p: Phase| o.map(|o| secs(&o.timings, p)).unwrap_or(0.0);
-    r.labelled(
+    r.fixed(
         "probe_grpc_duration_seconds",
         HELP,
-        vec![("phase", "resolve".into())],
+        ("phase", "resolve"),
         get(Phase::Resolve),
     );
     if let Some(o) = o.filter(|o| o.facts.grpc_status.is_some()) {
@@ -757,10 +769,10 @@ pub fn grpc(r: &mut Registry, o: Option<&GrpcOutcome>) {
             .filter(|(p, _)| *p != Phase::Resolve)
             .map(|(_, d)| d.as_secs_f64())
             .sum();
-        r.labelled(
+        r.fixed(
             "probe_grpc_duration_seconds",
             HELP,
-            vec![("phase", "check".into())],
+            ("phase", "check"),
             check,
         );
     }
