@@ -36,14 +36,19 @@ pub struct Guard {
     own: Vec<SocketAddr>,
     /// This process's id in marker chains.
     instance: String,
+    /// The chain of a request that carries none: this instance alone (made once; nearly every
+    /// `/probe` comes from Prometheus, not through another sonde).
+    alone: HeaderValue,
 }
 
 impl Guard {
     pub fn new(allow: Vec<Allow>) -> Self {
+        let instance = format!("{:016x}", fastrand::u64(..));
         Guard {
             allow,
             own: Vec::new(),
-            instance: format!("{:016x}", fastrand::u64(..)),
+            alone: HeaderValue::from_str(&instance).expect("hex digits are a header value"),
+            instance,
         }
     }
 
@@ -65,6 +70,9 @@ impl Guard {
     /// Admit a `/probe` request by its marker chain: Ok is the chain its probe sends on
     /// (this instance appended); Err the 508 message.
     pub fn admit(&self, headers: &HeaderMap) -> Result<HeaderValue, String> {
+        if !headers.contains_key(MARKER) {
+            return Ok(self.alone.clone());
+        }
         let mut chain: Vec<String> = Vec::new();
         for v in headers.get_all(MARKER) {
             let text = String::from_utf8_lossy(v.as_bytes());

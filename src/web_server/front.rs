@@ -2,16 +2,12 @@
 //! ([`super::secure`]) and blackbox_exporter's `--web.route-prefix` / `--web.external-url`.
 //!
 //! With a prefix `/x/` (blackbox's rules): `/x/metrics` is the route `/metrics`, `/x` redirects
-//! to `/x/`, `/` redirects to the external URL, anything else is 404. Handlers that write
-//! links read the prefix from the request's [`RoutePrefix`] extension.
+//! to `/x/`, `/` redirects to the external URL, anything else is 404. Pages link relatively, so
+//! they need not know the prefix.
 
 use std::sync::Arc;
 
 use http::Uri;
-
-/// The route prefix a request came in under (`/` or `/x/`), for links.
-#[derive(Clone, Debug)]
-pub struct RoutePrefix(pub String);
 
 /// The front of a listener.
 #[derive(Clone, Debug)]
@@ -36,6 +32,8 @@ impl Default for Front {
 /// Where a request goes.
 #[derive(Debug, PartialEq)]
 pub enum Route {
+    /// To the routes, as it came (no prefix).
+    Same,
     /// To the routes, as this URI.
     Inner(Uri),
     Redirect(String),
@@ -55,7 +53,7 @@ pub fn normalise_prefix(p: &str) -> String {
 impl Front {
     pub fn route(&self, uri: &Uri) -> Route {
         if self.prefix == "/" {
-            return Route::Inner(uri.clone());
+            return Route::Same;
         }
         let path = uri.path();
         let bare = self.prefix.trim_end_matches('/');
@@ -107,6 +105,9 @@ mod tests {
         );
         assert_eq!(r("/metrics"), Route::NotFound);
         assert_eq!(r("/sondex/metrics"), Route::NotFound);
+        // Without a prefix every request goes to the routes untouched.
+        let root = Front::default();
+        assert_eq!(root.route(&"/probe?target=a".parse().unwrap()), Route::Same);
     }
 
     #[test]

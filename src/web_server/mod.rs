@@ -307,10 +307,9 @@ async fn routed(
 ) -> Answer {
     use axum::response::IntoResponse;
     match front.route(req.uri()) {
+        front::Route::Same => tower.call(req).await,
         front::Route::Inner(uri) => {
             *req.uri_mut() = uri;
-            req.extensions_mut()
-                .insert(front::RoutePrefix(front.prefix.clone()));
             tower.call(req).await
         }
         // 302, as Go's http.Redirect in blackbox.
