@@ -588,29 +588,21 @@ fn record_head<B>(
     let version = conn::version_str(response.version());
     facts.status = Some(status.as_u16());
     facts.version = Some(version.to_string());
-    facts.secret_headers = response
-        .headers()
-        .iter()
-        .filter(|(n, _)| is_secret_header(n.as_str()))
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    facts.headers = response
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            let value = if is_secret_header(n.as_str()) {
-                REDACTED.to_string()
-            } else {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            };
-            (n.as_str().to_string(), value)
-        })
-        .collect();
+    // One pass: each header is either kept apart (secret, its value redacted in the report) or
+    // reported as it came.
+    let mut secret = Vec::new();
+    let mut headers = Vec::with_capacity(response.headers().len());
+    for (n, v) in response.headers() {
+        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        if is_secret_header(n.as_str()) {
+            headers.push((n.as_str().to_string(), REDACTED.to_string()));
+            secret.push((n.as_str().to_string(), value));
+        } else {
+            headers.push((n.as_str().to_string(), value));
+        }
+    }
+    facts.secret_headers = secret;
+    facts.headers = headers;
     facts.content_length = response
         .headers()
         .get(http::header::CONTENT_LENGTH)

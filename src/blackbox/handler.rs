@@ -81,6 +81,19 @@ impl Log {
         }
     }
 
+    /// A line with one field made of `parts` joined, e.g. `["server", ": ", "nginx"]`.
+    pub(crate) fn line_joined(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        key: &'static str,
+        parts: &[&str],
+    ) {
+        if self.keep {
+            self.lines.push_joined(level, msg, key, parts);
+        }
+    }
+
     /// A line whose text fields end with one number (seconds), formatted only if read.
     pub(crate) fn line_number(
         &mut self,

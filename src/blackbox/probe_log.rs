@@ -117,6 +117,25 @@ impl ProbeLog {
         self.add_line(level, msg, from);
     }
 
+    /// Keep a line with one field whose value is `parts` joined (a header line's `name: value`),
+    /// copied in without formatting: a probe logs every header it sent and received.
+    pub fn push_joined(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        key: &'static str,
+        parts: &[&str],
+    ) {
+        self.reserve();
+        let msg = self.add_text(msg);
+        let start = self.text.len() as u32;
+        parts.iter().for_each(|p| self.text.push_str(p));
+        let from = self.fields.len();
+        self.fields
+            .push((key, Value::Text(start..self.text.len() as u32)));
+        self.add_line(level, msg, from);
+    }
+
     /// Keep a line whose text fields are followed by one number field, written only when the
     /// line is rendered.
     pub fn push_number(
@@ -198,14 +217,21 @@ mod tests {
         log.push("info", "Beginning probe", &[("probe", "http"), ("x", "")]);
         log.push("error", "Failure", &[("err", "said \"no\"")]);
         log.push_event("connected", Duration::from_micros(1500));
+        log.push_joined(
+            "info",
+            "Response header",
+            "header",
+            &["server", ": ", "nginx"],
+        );
         log.push_number("info", "Probe succeeded", &[], "duration_seconds", 0.0123);
         log.push_number("info", "n", &[("probe", "http")], "timeout_seconds", 119.5);
         log.push_number("info", "n", &[], "timeout_seconds", 5.0);
         let lines: Vec<String> = log.rendered().collect();
-        assert_eq!(lines.len(), 6);
-        assert!(lines[3].ends_with(" msg=\"Probe succeeded\" duration_seconds=0.0123"));
-        assert!(lines[4].ends_with(" msg=n probe=http timeout_seconds=119.5"));
-        assert!(lines[5].ends_with(" timeout_seconds=5"));
+        assert_eq!(lines.len(), 7);
+        assert!(lines[3].ends_with(" msg=\"Response header\" header=\"server: nginx\""));
+        assert!(lines[4].ends_with(" msg=\"Probe succeeded\" duration_seconds=0.0123"));
+        assert!(lines[5].ends_with(" msg=n probe=http timeout_seconds=119.5"));
+        assert!(lines[6].ends_with(" timeout_seconds=5"));
         let (ts, rest) = lines[0].split_once(' ').unwrap();
         assert!(
             ts.starts_with("ts=") && ts.ends_with('Z') && ts.len() == 27,

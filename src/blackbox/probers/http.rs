@@ -171,15 +171,10 @@ impl Log {
         self.resolved(o.remote_addr);
         self.events(&o.events);
         for (n, v) in &o.facts.request_headers {
-            self.line_fmt("info", "Request header", "header", format_args!("{n}: {v}"));
+            self.line_joined("info", "Request header", "header", &[n, ": ", v]);
         }
         for (n, v) in &o.facts.headers {
-            self.line_fmt(
-                "info",
-                "Response header",
-                "header",
-                format_args!("{n}: {v}"),
-            );
+            self.line_joined("info", "Response header", "header", &[n, ": ", v]);
         }
         self.phases_and_failure(&o.timings, o.failure.as_ref());
         self.release_time();
