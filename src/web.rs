@@ -168,7 +168,13 @@ async fn probe(
             "too many concurrent probes (--probe.max-concurrent); try again later".to_string(),
         );
     };
-    if let Some(e) = app.blackbox.safety.self_target(module.prober, target) {
+    use crate::config::blackbox::module as bb;
+    let url = match module.prober {
+        bb::Prober::Http | bb::Prober::Grpc => bb::http_url(target).ok(),
+        _ => None,
+    };
+    let safety = &app.blackbox.safety;
+    if let Some(e) = safety.self_target_parsed(module.prober, target, url.as_ref()) {
         return text_error(StatusCode::LOOP_DETECTED, e);
     }
     if let Err(e) = app.blackbox.safety.check(module.prober, target).await {
@@ -177,6 +183,7 @@ async fn probe(
     let guard = handler::Guarded {
         policy: app.blackbox.safety.guard.clone(),
         marker,
+        url,
     };
     let debug = get("debug") == Some("true");
     let recent = &app.blackbox.recent;

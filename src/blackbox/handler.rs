@@ -203,6 +203,9 @@ pub struct Guarded {
     pub policy: sonde_probes::policy::Policy,
     /// The `X-Sonde-Probe` chain to send.
     pub marker: http::HeaderValue,
+    /// An http target as `/probe` already parsed it for its own checks: the prober need not
+    /// parse it again.
+    pub url: Option<url::Url>,
 }
 
 /// Run `module` against `target` within `timeout`. `hostname` is `/probe`'s `hostname`

@@ -171,7 +171,8 @@ impl Registry {
 
 /// The text format's escapes: backslash and newline, and in label values the double quote.
 fn push_escaped(out: &mut String, s: &str, quote: bool) {
-    if !s.contains(['\\', '\n', '"']) {
+    // Bytes, not chars: every help text and label value of every probe is scanned.
+    if !s.bytes().any(|b| matches!(b, b'\\' | b'\n' | b'"')) {
         out.push_str(s);
         return;
     }

@@ -155,11 +155,25 @@ impl Safety {
     /// `localhost`, with the port the prober would use): the 508 message. Names are caught when
     /// the probe resolves them (the dial policy refuses the address).
     pub fn self_target(&self, prober: Prober, target: &str) -> Option<String> {
-        // Every /probe passes here: the URL is parsed, the rest borrows from it.
-        let (url, tcp_host);
+        let url = match prober {
+            Prober::Http | Prober::Grpc => http_url(target).ok(),
+            _ => None,
+        };
+        self.self_target_parsed(prober, target, url.as_ref())
+    }
+
+    /// [`Self::self_target`] with an http or grpc target already parsed (`/probe` parses it
+    /// once for this check and the probe).
+    pub fn self_target_parsed(
+        &self,
+        prober: Prober,
+        target: &str,
+        url: Option<&url::Url>,
+    ) -> Option<String> {
+        let tcp_host;
         let (host, port) = match prober {
             Prober::Http | Prober::Grpc => {
-                url = http_url(target).ok()?;
+                let url = url?;
                 (url.host_str()?, url.port_or_known_default()?)
             }
             Prober::Tcp => {

@@ -12,14 +12,16 @@ use crate::config::blackbox::module::{http_url, no_proxy_matches, HttpSpec};
 
 pub async fn probe(spec: &HttpSpec, run: Probe<'_>) -> Result<bool, BadRequest> {
     let mut req = spec.req.clone();
+    let mut parsed = None;
     if let Some(g) = run.guard {
         req.headers.insert(crate::blackbox::guard::MARKER, g.marker);
         req.policy = Some(g.policy);
+        parsed = g.url;
     }
     if let Some(h) = run.hostname.filter(|h| !h.is_empty()) {
         set_host(&mut req, h)?;
     }
-    let url = match http_url(run.target) {
+    let url = match parsed.map_or_else(|| http_url(run.target), Ok) {
         Ok(url) if req.http3 && url.scheme() == "http" => as_https(url, run.log),
         Ok(url) => url,
         Err(e) => {
