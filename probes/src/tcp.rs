@@ -144,9 +144,19 @@ async fn run(
         None => {
             let addrs = req.resolver.resolve(&req.host, req.ip, rec).await?;
             crate::policy::check(req.policy.as_ref(), &req.host, &addrs, req.port, rec)?;
-            let (tcp, marks) = kts::timestamped(connect_tcp(&addrs, req.port, rec).await?);
-            marks.listen();
-            (Box::new(tcp), marks)
+            let tcp = connect_tcp(&addrs, req.port, rec).await?;
+            if !req.tls && req.dialogue.is_empty() {
+                // A bare connect (blackbox's tcp_connect): nothing is sent or awaited, so there
+                // is nothing to timestamp and no socket option to set.
+                (
+                    Box::new(tcp),
+                    kts::Marks::none("nothing is exchanged after connecting"),
+                )
+            } else {
+                let (tcp, marks) = kts::timestamped(tcp);
+                marks.listen();
+                (Box::new(tcp), marks)
+            }
         }
     };
     let mut conn: Conn = if req.tls {
