@@ -89,51 +89,7 @@ impl ProbeLog {
 
     /// Keep a line stamped now.
     pub fn push(&mut self, level: &'static str, msg: &str, fields: &[(&'static str, &str)]) {
-        self.reserve();
-        let msg = self.add_text(msg);
-        let from = self.fields.len();
-        for (k, v) in fields {
-            let v = self.add_text(v);
-            self.fields.push((k, Value::Text(v)));
-        }
-        self.add_line(level, msg, from);
-    }
-
-    /// Keep a line with one field, written straight into the log (no text of its own).
-    pub fn push_fmt(
-        &mut self,
-        level: &'static str,
-        msg: &str,
-        key: &'static str,
-        value: std::fmt::Arguments<'_>,
-    ) {
-        self.reserve();
-        let msg = self.add_text(msg);
-        let start = self.text.len() as u32;
-        let _ = self.text.write_fmt(value);
-        let from = self.fields.len();
-        self.fields
-            .push((key, Value::Text(start..self.text.len() as u32)));
-        self.add_line(level, msg, from);
-    }
-
-    /// Keep a line with one field whose value is `parts` joined (a header line's `name: value`),
-    /// copied in without formatting: a probe logs every header it sent and received.
-    pub fn push_joined(
-        &mut self,
-        level: &'static str,
-        msg: &str,
-        key: &'static str,
-        parts: &[&str],
-    ) {
-        self.reserve();
-        let msg = self.add_text(msg);
-        let start = self.text.len() as u32;
-        parts.iter().for_each(|p| self.text.push_str(p));
-        let from = self.fields.len();
-        self.fields
-            .push((key, Value::Text(start..self.text.len() as u32)));
-        self.add_line(level, msg, from);
+        self.push_fields(level, msg, fields, None);
     }
 
     /// Keep a line whose text fields are followed by one number field, written only when the
@@ -146,6 +102,16 @@ impl ProbeLog {
         key: &'static str,
         value: f64,
     ) {
+        self.push_fields(level, msg, fields, Some((key, Value::Number(value))));
+    }
+
+    fn push_fields(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        fields: &[(&'static str, &str)],
+        last: Option<(&'static str, Value)>,
+    ) {
         self.reserve();
         let msg = self.add_text(msg);
         let from = self.fields.len();
@@ -153,7 +119,52 @@ impl ProbeLog {
             let v = self.add_text(v);
             self.fields.push((k, Value::Text(v)));
         }
-        self.fields.push((key, Value::Number(value)));
+        self.fields.extend(last);
+        self.add_line(level, msg, from);
+    }
+
+    /// Keep a line with one field, written straight into the log (no text of its own).
+    pub fn push_fmt(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        key: &'static str,
+        value: std::fmt::Arguments<'_>,
+    ) {
+        self.push_written(level, msg, key, |text| {
+            let _ = text.write_fmt(value);
+        });
+    }
+
+    /// Keep a line with one field whose value is `parts` joined (a header line's `name: value`),
+    /// copied in without formatting: a probe logs every header it sent and received.
+    pub fn push_joined(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        key: &'static str,
+        parts: &[&str],
+    ) {
+        self.push_written(level, msg, key, |text| {
+            parts.iter().for_each(|p| text.push_str(p))
+        });
+    }
+
+    /// A line with one field whose value `write` appends to the log's text.
+    fn push_written(
+        &mut self,
+        level: &'static str,
+        msg: &str,
+        key: &'static str,
+        write: impl FnOnce(&mut String),
+    ) {
+        self.reserve();
+        let msg = self.add_text(msg);
+        let start = self.text.len() as u32;
+        write(&mut self.text);
+        let from = self.fields.len();
+        self.fields
+            .push((key, Value::Text(start..self.text.len() as u32)));
         self.add_line(level, msg, from);
     }
 
