@@ -93,6 +93,16 @@ impl<'a> QueryParams<'a> {
         QueryParams(url::form_urlencoded::parse(query.as_bytes()).collect())
     }
 
+    /// The same parameters, owning their text (for work moved to another thread).
+    fn into_owned(self) -> QueryParams<'static> {
+        QueryParams(
+            self.0
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+        )
+    }
+
     /// The first value of `key`, as Go's `Query().Get`; an empty one is none.
     fn get(&self, key: &str) -> Option<&str> {
         self.0

@@ -36,7 +36,7 @@ enum Ask {
 /// path is no history question.
 pub async fn dispatch(app: &Arc<App>, path: &str, query: Option<&str>) -> Option<Response> {
     let (name, ask) = split(path)?;
-    let params = Params::parse(query);
+    let params = Params::parse(query.unwrap_or_default()).into_owned();
     let Some(history) = app.history.clone() else {
         return Some(
             error(
@@ -100,26 +100,8 @@ fn split(path: &str) -> Option<(&str, Ask)> {
     Some((n, Ask::Run(id.parse().ok()?)))
 }
 
-/// The query string, decoded.
-struct Params(Vec<(String, String)>);
-
-impl Params {
-    fn parse(q: Option<&str>) -> Params {
-        Params(
-            url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect(),
-        )
-    }
-
-    fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    }
-}
+/// The query string, decoded: `/probe`'s parser.
+type Params<'a> = super::QueryParams<'a>;
 
 /// A refused question: its status and why, as `{"error": …}`.
 struct ApiError(StatusCode, String);
@@ -301,7 +283,7 @@ pub async fn badge(
     Path(path): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let p = Params::parse(query.as_deref());
+    let p = Params::parse(query.as_deref().unwrap_or_default());
     let Some((name, kind)) = path.rsplit_once('/') else {
         return svg(
             StatusCode::NOT_FOUND,
