@@ -288,8 +288,12 @@ struct MarkState {
     rounds: Option<Box<Rounds>>,
     /// TLS records from here on (set when a handshake starts).
     records: Option<Box<Records>>,
-    /// Writes since the error queue was last drained.
+    /// Stamped writes since the error queue was last drained.
     undrained: usize,
+    /// `OPT_ID` key of the last byte of the last stamped write.
+    last_stamped: Option<u32>,
+    /// The kernel stamps every write (it refused a stamp asked per write).
+    stamp_all: bool,
 }
 
 impl MarkState {
@@ -297,19 +301,37 @@ impl MarkState {
         (self.armed && self.first_rx.is_none()) || self.rounds.is_some() || self.long
     }
 
-    fn wrote(&mut self, n: usize) {
+    /// Whether the next write needs its send timestamp: a handshake's flight, an exchange's
+    /// request, a long connection's message. Others (a TLS close_notify, a write after the
+    /// answer came) are not stamped: each stamp is kernel work and a wake-up of the runtime.
+    fn stamps_next_write(&self) -> bool {
+        self.stamp_all
+            || self.rounds.is_some()
+            || self.long
+            || self.eager
+            || (self.armed && self.first_rx.is_none())
+    }
+
+    /// After `n` bytes were written, stamped or not as [`Self::stamps_next_write`] said (no
+    /// state it reads changes between that and this); whether the write was stamped.
+    fn wrote(&mut self, n: usize) -> bool {
         if n == 0 {
-            return;
+            return false;
         }
+        let stamped = self.stamps_next_write();
         self.written += n as u64;
         // Keys are 32-bit and wrap, as the kernel's do.
         let key = (self.written - 1) as u32;
+        if stamped {
+            self.last_stamped = Some(key);
+        }
         if self.armed && self.first_rx.is_none() && !self.tx_by_layer {
             self.last_tx_key = Some(key);
         }
         if let Some(r) = &mut self.rounds {
             r.push(Io::Wrote(key));
         }
+        stamped
     }
 
     /// How much a noted read may take. In a handshake, anything: a round ends at the last
@@ -327,10 +349,10 @@ impl MarkState {
         }
     }
 
-    /// The key of the last byte written when its send timestamp is not drained yet: a read
+    /// The key of the last stamped write when its send timestamp is not drained yet: a read
     /// that may answer it must fetch it first.
     fn missing_key(&self) -> Option<u32> {
-        let key = (self.written.checked_sub(1)?) as u32;
+        let key = self.last_stamped?;
         self.tx.find(key).is_none().then_some(key)
     }
 
@@ -590,16 +612,66 @@ impl TimestampedStream {
         }
     }
 
-    /// After `n` bytes were written: note them, and drain the error queue every few writes.
+    /// After `n` bytes were written: note them, and drain the error queue every few stamped
+    /// writes.
     fn wrote(&self, n: usize) {
         let drain = {
             let mut s = self.marks.lock();
-            s.wrote(n);
-            s.undrained += 1;
+            let stamped = s.wrote(n);
+            s.undrained += usize::from(stamped);
             s.undrained >= DRAIN_EVERY
         };
         if drain {
             self.drain_error_queue(None);
+        }
+    }
+
+    /// Write `bufs`, asking for the send timestamp of the last byte when the marks need it.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let stamp = {
+            let s = self.marks.lock();
+            !s.stamp_all && s.stamps_next_write()
+        };
+        let n = if stamp {
+            ready!(self.poll_send_stamped(cx, bufs))?
+        } else {
+            ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?
+        };
+        self.wrote(n);
+        Poll::Ready(Ok(n))
+    }
+
+    /// `sendmsg` with a `SO_TIMESTAMPING` control message; a kernel that refuses one (before
+    /// Linux 4.13 TCP did not take it) gets the option on the socket: every write stamped.
+    fn poll_send_stamped(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let fd = self.inner.as_raw_fd();
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            match self
+                .inner
+                .try_io(Interest::WRITABLE, || send_stamped(fd, bufs))
+            {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    let all = enable_on(&self.inner, TX_FLAGS).is_ok();
+                    self.marks.lock().stamp_all = true;
+                    if !all {
+                        // Not stamped after all: the figure will say no send timestamp came.
+                        tracing::debug!("the kernel refused send timestamps on this socket");
+                    }
+                    return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
     }
 }
@@ -608,12 +680,22 @@ impl TimestampedStream {
 /// [`TxStamps`] kept, so a drain never pushes out a stamp still wanted.
 const DRAIN_EVERY: usize = TX_KEEP / 2;
 
+/// What the socket keeps on: receive stamps, the report of software stamps, send stamps keyed
+/// by byte (`OPT_ID`) and queued without the packet (`OPT_TSONLY`). Send stamps themselves are
+/// asked per write ([`send_stamped`]).
+const SOCKET_FLAGS: libc::c_uint = libc::SOF_TIMESTAMPING_RX_SOFTWARE
+    | libc::SOF_TIMESTAMPING_SOFTWARE
+    | libc::SOF_TIMESTAMPING_OPT_ID
+    | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+
+/// The socket's flags with every write stamped: for a kernel that takes no per-write request.
+const TX_FLAGS: libc::c_uint = SOCKET_FLAGS | libc::SOF_TIMESTAMPING_TX_SOFTWARE;
+
 fn enable(s: &TcpStream) -> Result<(), String> {
-    let flags: libc::c_uint = libc::SOF_TIMESTAMPING_TX_SOFTWARE
-        | libc::SOF_TIMESTAMPING_RX_SOFTWARE
-        | libc::SOF_TIMESTAMPING_SOFTWARE
-        | libc::SOF_TIMESTAMPING_OPT_ID
-        | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+    enable_on(s, SOCKET_FLAGS)
+}
+
+fn enable_on(s: &TcpStream, flags: libc::c_uint) -> Result<(), String> {
     // SAFETY: `s` is open for the call; the option is a live c_uint of the size passed.
     let rc = unsafe {
         libc::setsockopt(
@@ -656,6 +738,37 @@ pub(super) fn recv_stream(fd: i32, buf: &mut [u8]) -> io::Result<(usize, Option<
     // SAFETY: a prefix of the u64 array, viewed as bytes.
     let control: &[u8] = unsafe { std::slice::from_raw_parts(control.as_ptr().cast(), clen) };
     Ok((n as usize, super::rx_timestamp(control)))
+}
+
+/// One `sendmsg` of `bufs` with a control message asking for the send timestamp of its last
+/// byte (`SOF_TIMESTAMPING_TX_SOFTWARE`, keyed by the socket's `OPT_ID`).
+fn send_stamped(fd: i32, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    let mut control = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; its pointers are set to live buffers below. IoSlice is
+    // ABI-compatible with iovec on Unix (std's guarantee), and sendmsg only reads them.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len().min(1024) as _;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_* compute sizes and point inside `control`, which is 32 bytes: one header
+    // (16) and a u32, padded (CMSG_SPACE(4) = 24).
+    unsafe {
+        msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SO_TIMESTAMPING;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as _;
+        std::ptr::write_unaligned(
+            libc::CMSG_DATA(cmsg).cast::<u32>(),
+            libc::SOF_TIMESTAMPING_TX_SOFTWARE,
+        );
+    }
+    // SAFETY: every pointer in `msg` points at a live buffer of the stated size.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Error-queue entries fetched by one system call: a TLS handshake and its request leave
@@ -795,9 +908,7 @@ impl AsyncWrite for TimestampedStream {
         if this.marks.refused.is_some() {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
-        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.wrote(n);
-        Poll::Ready(Ok(n))
+        this.poll_send(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -809,9 +920,7 @@ impl AsyncWrite for TimestampedStream {
         if this.marks.refused.is_some() {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         }
-        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        this.wrote(n);
-        Poll::Ready(Ok(n))
+        this.poll_send(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -921,10 +1030,11 @@ mod tests {
         }
     }
 
-    /// A noted read fetches the last write's send timestamp only while it is missing.
+    /// A noted read fetches the last stamped write's send timestamp only while it is missing.
     #[test]
     fn only_a_missing_send_timestamp_is_fetched() {
         let m = marks(None);
+        m.listen();
         assert_eq!(m.lock().missing_key(), None);
         m.lock().wrote(10);
         assert_eq!(m.lock().missing_key(), Some(9));
@@ -932,6 +1042,32 @@ mod tests {
         assert_eq!(m.lock().missing_key(), None);
         m.lock().wrote(5);
         assert_eq!(m.lock().missing_key(), Some(14));
+    }
+
+    /// Only the writes a figure needs are stamped: a handshake's, an armed request's, a long
+    /// connection's; not one after the answer came (a TLS close_notify), nor one nobody awaits.
+    /// An unstamped write is never waited for, and keys still count its bytes.
+    #[test]
+    fn only_the_writes_a_figure_needs_are_stamped() {
+        let m = marks(None);
+        assert!(!m.lock().wrote(10), "nobody listens");
+        m.start_rounds();
+        assert!(m.lock().wrote(200), "a handshake's flight");
+        m.lock().tx.record(209, t(1));
+        m.take_rounds().ok();
+        assert!(
+            !m.lock().wrote(6),
+            "after the handshake, before the request"
+        );
+        assert_eq!(m.lock().missing_key(), None);
+        m.arm();
+        assert!(m.lock().wrote(100), "the request");
+        assert_eq!(m.lock().missing_key(), Some(315));
+        m.lock().first_rx = Some(Some(t(2)));
+        assert!(!m.lock().wrote(24), "after the response came");
+        assert_eq!(m.lock().missing_key(), Some(315));
+        m.lock().stamp_all = true;
+        assert!(m.lock().wrote(1), "a kernel that stamps every write");
     }
 
     fn marks(refused: Option<&str>) -> Marks {
