@@ -693,3 +693,52 @@ fn mqtt_publish_to_receive_from_the_kernel_is_not_delayed_by_a_blocked_runtime()
         "kernel publish → receive {kernel:?} should not"
     );
 }
+
+/// The handshake's rounds over each TLS version: TLS 1.2 has two (ClientHello → the server's
+/// flight, our Finished flight → the server's Finished), TLS 1.3 one (its client Finished is
+/// answered by nothing in the handshake, so it is sent without a send timestamp). Either way
+/// the kernel gives a figure.
+#[test]
+fn tls_handshake_rounds_are_counted_for_each_version() {
+    use sonde_probes::tls::{probe, TlsClient, TlsOptions, TlsRequest, TlsVersion};
+    use sonde_testkit::http::{HttpServer, Reply, Routes};
+    use sonde_testkit::pki::{server_config, Ca};
+    for (version, rounds) in [(TlsVersion::Tls12, 2), (TlsVersion::Tls13, 1)] {
+        let out = current_thread().block_on(async {
+            let ca = Ca::new("kts rounds CA");
+            let leaf = ca.leaf(&["localhost"], time::Duration::hours(1), &[]);
+            let server = HttpServer::start_tls(
+                Routes::new().at("/", Reply::text(200, "ok")),
+                server_config(&leaf, &[b"http/1.1"], None),
+            )
+            .await;
+            let opts = TlsOptions {
+                insecure_skip_verify: true,
+                server_name: Some("localhost".into()),
+                min_version: Some(version),
+                max_version: Some(version),
+                ..Default::default()
+            };
+            let req = TlsRequest {
+                host: "127.0.0.1".into(),
+                port: server.addr().port(),
+                resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+                ip: ResolveOptions::default(),
+                client: TlsClient::new(&opts, &[]).unwrap(),
+            };
+            probe(&req, Instant::now() + Duration::from_secs(5)).await
+        });
+        assert!(out.success(), "{:?} {:#?}", out.failure, out.events);
+        assert!(
+            out.timings.kernel(Phase::Tls).is_some(),
+            "{version:?}: no kernel tls; events: {:#?}",
+            out.events
+        );
+        let said = format!("over {rounds} round trip(s)");
+        assert!(
+            out.events.iter().any(|e| e.message.contains(&said)),
+            "{version:?}: {said:?} not in {:#?}",
+            out.events
+        );
+    }
+}

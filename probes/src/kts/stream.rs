@@ -2,10 +2,11 @@
 //! that are a request and its answer: HTTP processing (TTFB), the TLS handshake's rounds, a tcp
 //! dialogue's send → matching line, a WebSocket send → matching frame.
 //!
-//! With `SO_TIMESTAMPING` (TX software with `OPT_ID`, RX software) on the socket, the kernel
-//! queues on the socket's error queue, for every `send`, the time the segment carrying the send's
-//! last byte left the stack, keyed by that byte's offset since the option was set; and attaches to
-//! every `recvmsg` the time the (last) segment read arrived. [`TimestampedStream`] reads with
+//! With `SO_TIMESTAMPING` (RX software, `OPT_ID`) on the socket, the kernel attaches to every
+//! `recvmsg` the time the (last) segment read arrived; and for a `sendmsg` that asks (a TX
+//! software control message), queues on the socket's error queue the time the segment carrying
+//! the send's last byte left the stack, keyed by that byte's offset since the option was set.
+//! Only the writes a figure needs ask: each stamp is kernel work and a wake-up of the runtime. [`TimestampedStream`] reads with
 //! `recvmsg` while someone listens, and drains the error queue into a small ring matched by key
 //! ([`TxStamps`]: TX completions can come in any order).
 //!
@@ -29,11 +30,12 @@
 //!   answer comes on another connection (an MQTT publish and its subscriber), [`Marks::eager`]
 //!   on the sender, whose [`Marks::sent_at`] is then compared with the receiver's `last_rx()`.
 //!
-//! The receive timestamp is that of the last segment the deciding read consumed. Under TLS, reads
-//! end where a record's header ends, so a record's figure is that of the read that brought its
-//! first byte; plain bytes are read as they come. Segments queued unread are merged by the
-//! kernel, which keeps the latest one's stamp: when the prober reads late and more of the answer
-//! has arrived, the figure errs long, never short.
+//! The receive timestamp is that of the last segment the deciding read consumed: bytes are read
+//! as they come (under TLS, a record's figure is that of the read that brought its first
+//! byte; on a long connection a read ends at a record's edge). When the prober reads late and
+//! more of the answer has arrived, the figure errs long, never short, and by less than the
+//! prober's own delay; the kernel merges segments queued unread anyway, keeping the latest
+//! one's stamp.
 //!
 //! Each system call is CPU every probe pays, so the error queue is read only for a send stamp a
 //! read needs (until it comes), or every few writes on the kernel's signal; reads in a handshake
@@ -133,6 +135,8 @@ struct Rounds {
     /// (written: key of its last byte | read: its receive timestamp), in the task's order.
     io: Vec<Io>,
     overflow: bool,
+    /// Our last flight left (TLS 1.3's Finished): nothing after it is a round.
+    closed: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -143,6 +147,9 @@ enum Io {
 
 impl Rounds {
     fn push(&mut self, io: Io) {
+        if self.closed {
+            return;
+        }
         if self.io.len() < MAX_HANDSHAKE_IO {
             self.io.push(io);
         } else {
@@ -204,10 +211,8 @@ impl Rounds {
 }
 
 /// Follows TLS record boundaries (5-byte header: type, version, length) through the bytes read,
-/// so that reads can stop at a record's end and each record knows which read brought its first
-/// byte. A read returns the bytes of every segment queued and the timestamp of the last one: a
-/// delayed reader would otherwise stamp a whole burst (the response's first record and the
-/// records after it) with the last segment's arrival.
+/// so that each record knows which read brought its first byte, a long connection's reads can
+/// stop at a record's end, and a handshake knows when the server's flight was encrypted.
 #[derive(Debug, Default)]
 struct Records {
     header: [u8; 5],
@@ -218,16 +223,21 @@ struct Records {
     start_rx: Option<Option<RealTime>>,
     /// That of the last record completed.
     last_start_rx: Option<Option<RealTime>>,
+    /// An application_data record came: in a handshake, the server's encrypted TLS 1.3
+    /// flight, after which our next flight is the last and has no answer to time.
+    encrypted: bool,
 }
 
+/// A TLS record's content type for application data (and, in TLS 1.3, every encrypted record).
+const APPLICATION_DATA: u8 = 23;
+
 impl Records {
-    /// Bytes to read at most so that a read ends at the current record's end, or with
-    /// `next_header`, where the next record's header ends (the current body and the next
-    /// header, at one read per record): either way the read that brings a record's first byte
-    /// is known; only record ends tell which read completed a record.
-    fn cap(&self, next_header: bool) -> usize {
+    /// Bytes to read at most so that a read ends at the current record's end (or its header's):
+    /// a long connection's message counts from the read that completed it, which must not
+    /// also take the next record's first bytes.
+    fn cap(&self) -> usize {
         if self.body_left > 0 {
-            self.body_left + if next_header { 5 } else { 0 }
+            self.body_left
         } else {
             5 - self.have
         }
@@ -245,6 +255,7 @@ impl Records {
                 bytes = &bytes[k..];
                 if self.have == 5 {
                     self.have = 0;
+                    self.encrypted |= self.header[0] == APPLICATION_DATA;
                     self.body_left =
                         usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
                     if self.body_left == 0 {
@@ -306,7 +317,7 @@ impl MarkState {
     /// answer came) are not stamped: each stamp is kernel work and a wake-up of the runtime.
     fn stamps_next_write(&self) -> bool {
         self.stamp_all
-            || self.rounds.is_some()
+            || (self.rounds.as_ref().is_some_and(|r| !r.closed) && !self.last_flight())
             || self.long
             || self.eager
             || (self.armed && self.first_rx.is_none())
@@ -325,6 +336,9 @@ impl MarkState {
         if stamped {
             self.last_stamped = Some(key);
         }
+        if let (Some(r), false) = (&mut self.rounds, stamped) {
+            r.closed = true;
+        }
         if self.armed && self.first_rx.is_none() && !self.tx_by_layer {
             self.last_tx_key = Some(key);
         }
@@ -334,17 +348,26 @@ impl MarkState {
         stamped
     }
 
-    /// How much a noted read may take. In a handshake, anything: a round ends at the last
-    /// segment of the peer's answer, the one a read of everything queued is stamped with.
-    /// Under TLS otherwise, up to a record's edge ([`Records::cap`]). Plain bytes: anything, the read's stamp
-    /// being that of the last segment it took (segments queued unread are merged by the
-    /// kernel, which keeps the latest stamp, so a smaller read would not be earlier).
+    /// In a handshake, the server's encrypted TLS 1.3 flight came: our next flight (the
+    /// Finished) is the last, answered by nothing in the handshake.
+    fn last_flight(&self) -> bool {
+        self.records.as_ref().is_some_and(|r| r.encrypted)
+    }
+
+    /// How much a noted read may take: anything, the read's stamp being that of the last
+    /// segment it took, except on a long connection under TLS ([`Records::cap`]).
+    ///
+    /// - In a handshake, a round ends at the last segment of the peer's answer, the one a read
+    ///   of everything queued is stamped with.
+    /// - In one exchange (plain or TLS), the response counts from the read that brought its
+    ///   first byte. A read that finds later segments of the answer queued too is stamped with
+    ///   the last of them, unless the kernel merged them (it keeps the latest stamp): either
+    ///   way the figure errs long, by less than sonde's own delay, which the wake-up delay
+    ///   shows. Reading TLS one record at a time would avoid that only for unmerged segments,
+    ///   at a system call per record (a TLS 1.3 server's session tickets come first).
     fn read_cap(&self) -> usize {
         match &self.records {
-            // One exchange: the response's record counts from its first byte.
-            Some(r) if self.rounds.is_none() && !self.long => r.cap(true),
-            // A long connection: a message counts from the read that completed it.
-            Some(r) if self.rounds.is_none() => r.cap(false),
+            Some(r) if self.rounds.is_none() && self.long => r.cap(),
             _ => usize::MAX,
         }
     }
@@ -1213,25 +1236,48 @@ mod tests {
     }
 
     /// Records are followed across any cut; each knows the read that brought its first byte,
-    /// and reads are capped where a header ends (a header, then a body and the next header).
+    /// and a long connection's reads are capped at a record's (or its header's) end.
     #[test]
     fn tls_records_are_followed_and_reads_end_at_their_edges() {
         let mut r = Records::default();
-        assert_eq!(r.cap(true), 5);
-        let mut bytes = vec![23, 3, 3, 0, 4, 1, 2, 3, 4]; // a 4-byte record
-        bytes.extend([23, 3, 3, 0, 2, 9, 9]); // a 2-byte record
+        assert_eq!(r.cap(), 5);
+        let mut bytes = vec![22, 3, 3, 0, 4, 1, 2, 3, 4]; // a 4-byte handshake record
+        bytes.extend([23, 3, 3, 0, 2, 9, 9]); // a 2-byte application_data record
         r.feed(&bytes[..3], Some(t(10)));
-        assert_eq!(r.cap(true), 2);
+        assert_eq!(r.cap(), 2);
         r.feed(&bytes[3..6], Some(t(20)));
-        // The body's 3 bytes left, and the next header for an exchange's reads.
-        assert_eq!(r.cap(true), 3 + 5);
-        assert_eq!(r.cap(false), 3);
+        assert_eq!(r.cap(), 3);
         assert_eq!(r.last_start_rx, None);
         r.feed(&bytes[6..9], Some(t(30)));
         assert_eq!(r.last_start_rx, Some(Some(t(10))));
-        assert_eq!(r.cap(true), 5);
+        assert_eq!(r.cap(), 5);
+        assert!(!r.encrypted);
         r.feed(&bytes[9..], Some(t(40)));
         assert_eq!(r.last_start_rx, Some(Some(t(40))));
+        assert!(r.encrypted);
+    }
+
+    /// A TLS 1.3 handshake as rustls drives it when the server's flight comes in two reads: the
+    /// ChangeCipherSpec written between them is stamped (it may start a round), the Finished
+    /// written after the encrypted records is not (nothing in the handshake answers it) and
+    /// closes the count; the round is ClientHello → the flight's last segment.
+    #[test]
+    fn a_tls13_finished_is_not_stamped() {
+        let m = marks(None);
+        m.start_rounds();
+        {
+            let mut s = m.lock();
+            assert!(s.wrote(300)); // ClientHello: key 299
+            s.read(&[22, 3, 3, 0, 1, 0], Some(t(1_000))); // ServerHello
+            assert!(s.wrote(6)); // CCS: key 305
+            s.read(&[23, 3, 3, 0, 1, 0], Some(t(1_050))); // EncryptedExtensions … Finished
+            assert!(!s.wrote(80), "the Finished"); // key 385
+            s.read(&[23, 3, 3, 0, 1, 0], Some(t(2_000))); // a session ticket: no round
+            s.tx.record(299, t(500));
+            s.tx.record(305, t(1_100));
+            assert_eq!(s.missing_key(), None, "nothing awaits the Finished's stamp");
+        }
+        assert_eq!(m.take_rounds(), Ok((Duration::from_micros(550), 1)));
     }
 
     /// A delayed reader under TLS: the response's record came in one read, the records after it
