@@ -668,8 +668,8 @@ impl TimestampedStream {
         Poll::Ready(Ok(n))
     }
 
-    /// `sendmsg` with a `SO_TIMESTAMPING` control message; a kernel that refuses one (before
-    /// Linux 4.13 TCP did not take it) gets the option on the socket: every write stamped.
+    /// `sendmsg` with a `SO_TIMESTAMPING` control message; a kernel that refuses one (an old
+    /// kernel's TCP may not take it) gets the option on the socket: every write stamped.
     fn poll_send_stamped(
         &mut self,
         cx: &mut Context<'_>,
