@@ -33,6 +33,13 @@ wait_port() { for _ in $(seq 1 100); do port_free "$1" || return 0; sleep 0.1; d
 mkdir -p "$work/cfg"
 port_free "$NGINX_PORT" || { echo "port $NGINX_PORT is taken" >&2; exit 1; }
 source "$root/bench/lib/nginx.sh"
+# tcp_connect: each variant connects to an address of its own (127.0.0.2, .3, …). Towards one
+# address the variants' connects share the kernel's choice of local ports, and an A/A run
+# (one binary against itself) then scattered by ±15 % per round.
+n_variants=$(wc -w <<<"$VARIANTS")
+if [ "$MODULE" = tcp_connect ]; then
+  BENCH_NGINX_EXTRA_ADDRS=$(for ((i = 2; i <= n_variants + 1; i++)); do printf '127.0.0.%d ' "$i"; done)
+fi
 bench_nginx_start "$work/nginx" "$NGINX_PORT" "$((NGINX_PORT + 1))"
 pids+=("$BENCH_NGINX_PID")
 cat >"$work/cfg/blackbox.yml" <<EOF
@@ -48,7 +55,7 @@ case $MODULE in
   *) echo "MODULE: http_2xx, https_2xx or tcp_connect" >&2; exit 2 ;;
 esac
 
-declare -A pid_of port_of
+declare -A pid_of port_of target_of
 names=()
 port=$PORT0
 for v in $VARIANTS; do
@@ -63,6 +70,8 @@ for v in $VARIANTS; do
   pids+=($!)
   pid_of[$name]=$!
   port_of[$name]=$port
+  target_of[$name]=$target
+  [ "$MODULE" = tcp_connect ] && target_of[$name]=127.0.0.$((${#names[@]} + 2)):$NGINX_PORT
   names+=("$name")
   port=$((port + 1))
 done
@@ -77,7 +86,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   wrks=()
   for name in "${names[@]}"; do
     wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 10s -s "$root/bench/lib/probe.lua" \
-      "http://127.0.0.1:${port_of[$name]}/probe?module=$MODULE&target=$target" | grep '^RESULT' >"$work/$name.res" &
+      "http://127.0.0.1:${port_of[$name]}/probe?module=$MODULE&target=${target_of[$name]}" | grep '^RESULT' >"$work/$name.res" &
     wrks+=($!)
   done
   wait "${wrks[@]}"

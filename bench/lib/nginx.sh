@@ -1,5 +1,6 @@
 # Sourced by bench scripts: a loopback nginx that answers 200 "ok" on PORT and, with TLS_PORT,
-# also over TLS 1.3 (a fresh self-signed P-256 certificate), its files under DIR.
+# also over TLS 1.3 (a fresh self-signed P-256 certificate), its files under DIR. The plain
+# listener is on 127.0.0.1 and on each address in BENCH_NGINX_EXTRA_ADDRS (loopback ones).
 #
 #   source "$root/bench/lib/nginx.sh"
 #   bench_nginx_start "$work/nginx" "$PORT" "$TLS_PORT"   # pid in $BENCH_NGINX_PID
@@ -32,7 +33,7 @@ http {
     uwsgi_temp_path $dir/uwsgi;
     scgi_temp_path $dir/scgi;
     server {
-        listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$port backlog=4096;$(for a in ${BENCH_NGINX_EXTRA_ADDRS:-}; do printf '\n        listen %s:%s backlog=4096;' "$a" "$port"; done)
         location / { return 200 "ok\n"; }
     }
     $tls
