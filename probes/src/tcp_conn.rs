@@ -316,45 +316,51 @@ struct Task {
 }
 
 impl Task {
-    async fn run(
+    /// An `async fn` would keep `self` twice in its future (the argument and the body's copy
+    /// of it, rust-lang/rust#62958): 1008 bytes a connection instead of ~690.
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    fn run(
         mut self,
         mut io: Box<dyn Io>,
         mut commands: crate::mailbox::Receiver<Box<Command>>,
-    ) {
-        loop {
-            if self.drain_frames().is_break() {
-                return;
-            }
-            let tick = self.heartbeat.as_ref().map(|h| self.last_sent + h.every);
-            let event = tokio::select! {
-                cmd = commands.recv() => Event::Command(cmd),
-                r = crate::lazy_read::read_into(&mut io, &mut self.buf) => Event::Read(r),
-                _ = sleep_until_opt(tick) => Event::Tick,
-            };
-            let flow = match event {
-                Event::Command(Some(cmd)) => match *cmd {
-                    Command::StartTls { deadline, done } => {
-                        let (upgraded, outcome) = Box::pin(self.start_tls(io, deadline)).await;
-                        let _ = done.send(outcome);
-                        match upgraded {
-                            Some(u) => io = u,
-                            None => return,
-                        }
-                        ControlFlow::Continue(())
-                    }
-                    other => Box::pin(self.on_command(&mut io, other)).await,
-                },
-                Event::Command(None) => {
-                    // Every handle is gone: close our side, but do not linger.
-                    let _ = Box::pin(tokio::time::timeout(DROP_CLOSE_WAIT, io.shutdown())).await;
-                    self.shared.finish(Closed::ByUs);
-                    ControlFlow::Break(())
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            loop {
+                if self.drain_frames().is_break() {
+                    return;
                 }
-                Event::Read(r) => self.on_read(r),
-                Event::Tick => Box::pin(self.on_tick(&mut io)).await,
-            };
-            if flow.is_break() {
-                return;
+                let tick = self.heartbeat.as_ref().map(|h| self.last_sent + h.every);
+                let event = tokio::select! {
+                    cmd = commands.recv() => Event::Command(cmd),
+                    r = crate::lazy_read::read_into(&mut io, &mut self.buf) => Event::Read(r),
+                    _ = sleep_until_opt(tick) => Event::Tick,
+                };
+                let flow = match event {
+                    Event::Command(Some(cmd)) => match *cmd {
+                        Command::StartTls { deadline, done } => {
+                            let (upgraded, outcome) = Box::pin(self.start_tls(io, deadline)).await;
+                            let _ = done.send(outcome);
+                            match upgraded {
+                                Some(u) => io = u,
+                                None => return,
+                            }
+                            ControlFlow::Continue(())
+                        }
+                        other => Box::pin(self.on_command(&mut io, other)).await,
+                    },
+                    Event::Command(None) => {
+                        // Every handle is gone: close our side, but do not linger.
+                        let _ =
+                            Box::pin(tokio::time::timeout(DROP_CLOSE_WAIT, io.shutdown())).await;
+                        self.shared.finish(Closed::ByUs);
+                        ControlFlow::Break(())
+                    }
+                    Event::Read(r) => self.on_read(r),
+                    Event::Tick => Box::pin(self.on_tick(&mut io)).await,
+                };
+                if flow.is_break() {
+                    return;
+                }
             }
         }
     }

@@ -602,25 +602,33 @@ struct TaskState {
 }
 
 impl Task {
-    async fn run(mut self, mut commands: crate::mailbox::Receiver<Box<Command>>) {
-        let mut st = TaskState {
-            last_activity: Instant::now(),
-            ping_unanswered: false,
-            closing: None,
-        };
-        loop {
-            let tick = match (self.heartbeat, &st.closing) {
-                (_, Some((until, _))) => Some(*until),
-                (Some(hb), None) => Some(st.last_activity + hb),
-                (None, None) => None,
+    /// An `async fn` would keep `self` twice in its future (the argument and the body's copy
+    /// of it, rust-lang/rust#62958).
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    fn run(
+        mut self,
+        mut commands: crate::mailbox::Receiver<Box<Command>>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let mut st = TaskState {
+                last_activity: Instant::now(),
+                ping_unanswered: false,
+                closing: None,
             };
-            let flow = tokio::select! {
-                cmd = commands.recv(), if st.closing.is_none() => Box::pin(self.on_command(cmd, &mut st)).await,
-                msg = self.socket.next() => self.on_message(msg, &mut st).await,
-                _ = sleep_until_opt(tick) => Box::pin(self.on_tick(&mut st)).await,
-            };
-            if flow.is_break() {
-                return;
+            loop {
+                let tick = match (self.heartbeat, &st.closing) {
+                    (_, Some((until, _))) => Some(*until),
+                    (Some(hb), None) => Some(st.last_activity + hb),
+                    (None, None) => None,
+                };
+                let flow = tokio::select! {
+                    cmd = commands.recv(), if st.closing.is_none() => Box::pin(self.on_command(cmd, &mut st)).await,
+                    msg = self.socket.next() => self.on_message(msg, &mut st).await,
+                    _ = sleep_until_opt(tick) => Box::pin(self.on_tick(&mut st)).await,
+                };
+                if flow.is_break() {
+                    return;
+                }
             }
         }
     }

@@ -208,43 +208,48 @@ pub(super) fn spawn(task: Task, inbox_limit: usize) -> MqttConn {
 }
 
 impl Task {
-    async fn run(
+    /// An `async fn` would keep `self` twice in its future (the argument and the body's copy
+    /// of it, rust-lang/rust#62958).
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    fn run(
         mut self,
         mut commands: crate::mailbox::Receiver<Box<Command>>,
         shared: Arc<Shared>,
-    ) {
-        let mut st = State {
-            next_pkid: 0,
-            pending: HashMap::new(),
-            incoming_qos2: HashSet::new(),
-            last_sent: Instant::now(),
-            ping_sent: None,
-        };
-        // Packets that came in the CONNACK's read.
-        if let Err(why) = self.drain(&mut st, &shared).await {
-            self.end(&mut st, &shared, why).await;
-            return;
-        }
-        loop {
-            let tick = self.keep_alive.map(|ka| match st.ping_sent {
-                Some(at) => at + ka,
-                None => st.last_sent + ka,
-            });
-            let flow = tokio::select! {
-                cmd = commands.recv() => self.on_command(cmd, &mut st, &shared).await,
-                n = self.transport.read(&mut self.buf) => match n {
-                    Ok(0) => Err(Closed::ByBroker("the connection ended without DISCONNECT".into())),
-                    Ok(_) => self.drain(&mut st, &shared).await.map(|_| ControlFlow::Continue(())),
-                    Err(e) => Err(Closed::Error(e)),
-                },
-                _ = sleep_until_opt(tick) => self.on_tick(&mut st).await,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let mut st = State {
+                next_pkid: 0,
+                pending: HashMap::new(),
+                incoming_qos2: HashSet::new(),
+                last_sent: Instant::now(),
+                ping_sent: None,
             };
-            match flow {
-                Ok(ControlFlow::Continue(())) => {}
-                Ok(ControlFlow::Break(())) => return,
-                Err(why) => {
-                    self.end(&mut st, &shared, why).await;
-                    return;
+            // Packets that came in the CONNACK's read.
+            if let Err(why) = self.drain(&mut st, &shared).await {
+                self.end(&mut st, &shared, why).await;
+                return;
+            }
+            loop {
+                let tick = self.keep_alive.map(|ka| match st.ping_sent {
+                    Some(at) => at + ka,
+                    None => st.last_sent + ka,
+                });
+                let flow = tokio::select! {
+                    cmd = commands.recv() => self.on_command(cmd, &mut st, &shared).await,
+                    n = self.transport.read(&mut self.buf) => match n {
+                        Ok(0) => Err(Closed::ByBroker("the connection ended without DISCONNECT".into())),
+                        Ok(_) => self.drain(&mut st, &shared).await.map(|_| ControlFlow::Continue(())),
+                        Err(e) => Err(Closed::Error(e)),
+                    },
+                    _ = sleep_until_opt(tick) => self.on_tick(&mut st).await,
+                };
+                match flow {
+                    Ok(ControlFlow::Continue(())) => {}
+                    Ok(ControlFlow::Break(())) => return,
+                    Err(why) => {
+                        self.end(&mut st, &shared, why).await;
+                        return;
+                    }
                 }
             }
         }
