@@ -113,17 +113,26 @@ impl Clock {
 
 /// A scenario's task: wait for a changed scenario's old version (never overlap with it), then
 /// run the schedule until cancelled.
-pub async fn scenario_task(task: Task, prev: Option<JoinHandle<()>>) {
-    if let Some(prev) = prev {
-        let _ = prev.await;
+///
+/// Not an `async fn`, which would keep its arguments twice in the future every scenario's task
+/// holds for its life (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)] // the point: see above
+pub fn scenario_task(
+    task: Task,
+    prev: Option<JoinHandle<()>>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        if let Some(prev) = prev {
+            let _ = prev.await;
+        }
+        let mut watchers = Watchers::new(task.runner.observers(), &task.scenario);
+        if task.scenario.persistent {
+            persistent_loop(&task, &mut watchers).await;
+        } else {
+            per_run_loop(&task, &mut watchers).await;
+        }
+        watchers.end();
     }
-    let mut watchers = Watchers::new(task.runner.observers(), &task.scenario);
-    if task.scenario.persistent {
-        persistent_loop(&task, &mut watchers).await;
-    } else {
-        per_run_loop(&task, &mut watchers).await;
-    }
-    watchers.end();
 }
 
 impl Task {
@@ -225,16 +234,22 @@ async fn persistent_loop(task: &Task, watchers: &mut Watchers) {
     Box::pin(session.end(&task.scenario)).await;
 }
 
+/// What an idle session waits for. One timer for the tick and the reconnect, whichever comes
+/// first: this future is what every idle session's task holds, and a timer is 112 bytes.
 async fn wake(task: &Task, session: &Session, planned: Instant) -> Wake {
     let reconnect_at = session
         .reconnect_at
-        .filter(|_| !session.connected && session.ever_connected);
+        .filter(|r| !session.connected && session.ever_connected && *r < planned);
     tokio::select! {
         biased;
         _ = task.cancel.cancelled() => Wake::Cancelled,
-        _ = tokio::time::sleep_until(planned) => Wake::Tick,
+        // The tick first when both are due. A session waiting to reconnect is not connected, so
+        // it cannot break meanwhile.
+        _ = tokio::time::sleep_until(reconnect_at.unwrap_or(planned)) => match reconnect_at {
+            Some(_) if Instant::now() < planned => Wake::Reconnect,
+            _ => Wake::Tick,
+        },
         why = session.broken() => Wake::Broken(why),
-        _ = tokio::time::sleep_until(reconnect_at.unwrap_or(planned)), if reconnect_at.is_some_and(|r| r < planned) => Wake::Reconnect,
     }
 }
 
