@@ -742,3 +742,104 @@ fn tls_handshake_rounds_are_counted_for_each_version() {
         );
     }
 }
+
+/// A TLS 1.3 server whose flight comes in two parts, 20 ms apart: the ServerHello, its
+/// ChangeCipherSpec and the first encrypted bytes, then the rest (a flight larger than one
+/// read does this too). rustls answers the first part with its own ChangeCipherSpec before the
+/// rest comes; the handshake's kernel figure must still reach the flight's last segment.
+#[test]
+fn tls13_handshake_rounds_reach_the_end_of_a_split_flight() {
+    use sonde_probes::tls::{probe, TlsRequest};
+    use sonde_testkit::pki::{server_config, Ca};
+    use tokio::io::AsyncWrite;
+
+    /// Writes the first 200 bytes alone, then waits 20 ms before the rest.
+    struct SplitFlight {
+        inner: tokio::net::TcpStream,
+        written: usize,
+    }
+    impl tokio::io::AsyncRead for SplitFlight {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+    impl AsyncWrite for SplitFlight {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            const FIRST: usize = 200;
+            if self.written == FIRST {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let room = if self.written < FIRST {
+                FIRST - self.written
+            } else {
+                buf.len()
+            };
+            let n = std::task::ready!(
+                std::pin::Pin::new(&mut self.inner).poll_write(cx, &buf[..buf.len().min(room)])
+            )?;
+            self.written += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    let ca = Ca::new("kts split flight CA");
+    let leaf = ca.leaf(&["localhost"], time::Duration::hours(1), &[]);
+    let config = server_config(&leaf, &[b"http/1.1"], None);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let rt = current_thread();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = l.accept().await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let io = SplitFlight {
+                inner: tcp,
+                written: 0,
+            };
+            let _ = tokio_rustls::TlsAcceptor::from(config).accept(io).await;
+        });
+    });
+    let req = TlsRequest {
+        host: "127.0.0.1".into(),
+        port,
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        client: insecure_client(&[]),
+    };
+    let out = current_thread().block_on(probe(&req, Instant::now() + Duration::from_secs(5)));
+    server.join().unwrap();
+    assert!(out.success(), "{:?} {:#?}", out.failure, out.events);
+    let kernel = out
+        .timings
+        .kernel(Phase::Tls)
+        .unwrap_or_else(|| panic!("no kernel tls; events: {:#?}", out.events));
+    // The flight's last segment left at least 20 ms after its first (15: the client's own
+    // moment between the two parts is not in the figure).
+    assert!(
+        kernel >= Duration::from_millis(15),
+        "kernel tls {kernel:?} stops before the flight's end; events: {:#?}",
+        out.events
+    );
+}
