@@ -180,10 +180,13 @@ mod tls_server {
     use sonde_testkit::pki::{server_config, Ca};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-    /// Sets the flag on its first write: the server's handshake flight is about to leave.
+    /// Sets the flag on its first write: the server's handshake flight is about to leave. With
+    /// `split_at`, writes that many bytes alone, then waits 20 ms before the rest.
     pub struct FlagOnWrite<S> {
         pub inner: S,
         pub flag: Option<Arc<AtomicBool>>,
+        pub split_at: Option<usize>,
+        pub written: usize,
     }
 
     impl<S: AsyncRead + Unpin> AsyncRead for FlagOnWrite<S> {
@@ -207,7 +210,20 @@ mod tls_server {
                 // Let the client's blocker take the thread before the bytes land.
                 std::thread::sleep(Duration::from_millis(5));
             }
-            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+            let mut room = buf.len();
+            if let Some(at) = self.split_at {
+                if self.written == at {
+                    std::thread::sleep(SPLIT_WAIT);
+                }
+                if self.written < at {
+                    room = room.min(at - self.written);
+                }
+            }
+            let n = std::task::ready!(
+                std::pin::Pin::new(&mut self.inner).poll_write(cx, &buf[..room])
+            )?;
+            self.written += n;
+            std::task::Poll::Ready(Ok(n))
         }
         fn poll_flush(
             mut self: std::pin::Pin<&mut Self>,
@@ -228,7 +244,12 @@ mod tls_server {
         Handshake,
         /// When the HTTP/1.1 response is written (after the request head was read).
         Response,
+        /// Never; the handshake flight goes in two parts, [`SPLIT_WAIT`] apart: the ServerHello,
+        /// its ChangeCipherSpec and the first encrypted bytes (200 bytes), then the rest.
+        SplitFlight,
     }
+
+    pub const SPLIT_WAIT: Duration = Duration::from_millis(20);
 
     /// Serves one connection; returns its port and the flag.
     pub fn start(when: Flag) -> (u16, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
@@ -254,6 +275,8 @@ mod tls_server {
                 let io = FlagOnWrite {
                     inner: tcp,
                     flag: hs_flag,
+                    split_at: matches!(when, Flag::SplitFlight).then_some(200),
+                    written: 0,
                 };
                 let mut tls = acceptor.accept(io).await.unwrap();
                 let mut req = Vec::new();
@@ -750,77 +773,7 @@ fn tls_handshake_rounds_are_counted_for_each_version() {
 #[test]
 fn tls13_handshake_rounds_reach_the_end_of_a_split_flight() {
     use sonde_probes::tls::{probe, TlsRequest};
-    use sonde_testkit::pki::{server_config, Ca};
-    use tokio::io::AsyncWrite;
-
-    /// Writes the first 200 bytes alone, then waits 20 ms before the rest.
-    struct SplitFlight {
-        inner: tokio::net::TcpStream,
-        written: usize,
-    }
-    impl tokio::io::AsyncRead for SplitFlight {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-        }
-    }
-    impl AsyncWrite for SplitFlight {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            const FIRST: usize = 200;
-            if self.written == FIRST {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let room = if self.written < FIRST {
-                FIRST - self.written
-            } else {
-                buf.len()
-            };
-            let n = std::task::ready!(
-                std::pin::Pin::new(&mut self.inner).poll_write(cx, &buf[..buf.len().min(room)])
-            )?;
-            self.written += n;
-            std::task::Poll::Ready(Ok(n))
-        }
-        fn poll_flush(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-        }
-        fn poll_shutdown(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-        }
-    }
-
-    let ca = Ca::new("kts split flight CA");
-    let leaf = ca.leaf(&["localhost"], time::Duration::hours(1), &[]);
-    let config = server_config(&leaf, &[b"http/1.1"], None);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let rt = current_thread();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            let (tcp, _) = l.accept().await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let io = SplitFlight {
-                inner: tcp,
-                written: 0,
-            };
-            let _ = tokio_rustls::TlsAcceptor::from(config).accept(io).await;
-        });
-    });
+    let (port, _, server) = tls_server::start(tls_server::Flag::SplitFlight);
     let req = TlsRequest {
         host: "127.0.0.1".into(),
         port,
@@ -835,10 +788,10 @@ fn tls13_handshake_rounds_reach_the_end_of_a_split_flight() {
         .timings
         .kernel(Phase::Tls)
         .unwrap_or_else(|| panic!("no kernel tls; events: {:#?}", out.events));
-    // The flight's last segment left at least 20 ms after its first (15: the client's own
+    // The flight's last segment left SPLIT_WAIT after its first (less 5 ms: the client's own
     // moment between the two parts is not in the figure).
     assert!(
-        kernel >= Duration::from_millis(15),
+        kernel >= tls_server::SPLIT_WAIT - Duration::from_millis(5),
         "kernel tls {kernel:?} stops before the flight's end; events: {:#?}",
         out.events
     );
