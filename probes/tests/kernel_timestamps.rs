@@ -304,6 +304,17 @@ mod tls_server {
     }
 }
 
+/// A `tls` probe of 127.0.0.1:`port` (no DNS).
+fn tls_request(port: u16, client: sonde_probes::tls::TlsClient) -> sonde_probes::tls::TlsRequest {
+    sonde_probes::tls::TlsRequest {
+        host: "127.0.0.1".into(),
+        port,
+        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        ip: ResolveOptions::default(),
+        client,
+    }
+}
+
 fn insecure_client(alpn: &[&[u8]]) -> sonde_probes::tls::TlsClient {
     use sonde_probes::tls::{TlsClient, TlsOptions};
     let opts = TlsOptions {
@@ -326,15 +337,9 @@ async fn block_when(flag: &std::sync::atomic::AtomicBool) {
 /// user-space `tls` phase includes the block, the kernel's sum of rounds does not.
 #[test]
 fn tls_handshake_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
-    use sonde_probes::tls::{probe, TlsRequest};
+    use sonde_probes::tls::probe;
     let (port, flag, server) = tls_server::start(tls_server::Flag::Handshake);
-    let req = TlsRequest {
-        host: "127.0.0.1".into(),
-        port,
-        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
-        ip: ResolveOptions::default(),
-        client: insecure_client(&[]),
-    };
+    let req = tls_request(port, insecure_client(&[]));
     let out = current_thread().block_on(async {
         let deadline = Instant::now() + Duration::from_secs(5);
         tokio::join!(probe(&req, deadline), block_when(&flag)).0
@@ -723,7 +728,7 @@ fn mqtt_publish_to_receive_from_the_kernel_is_not_delayed_by_a_blocked_runtime()
 /// the kernel gives a figure.
 #[test]
 fn tls_handshake_rounds_are_counted_for_each_version() {
-    use sonde_probes::tls::{probe, TlsClient, TlsOptions, TlsRequest, TlsVersion};
+    use sonde_probes::tls::{probe, TlsClient, TlsOptions, TlsVersion};
     use sonde_testkit::http::{HttpServer, Reply, Routes};
     use sonde_testkit::pki::{server_config, Ca};
     for (version, rounds) in [(TlsVersion::Tls12, 2), (TlsVersion::Tls13, 1)] {
@@ -742,13 +747,7 @@ fn tls_handshake_rounds_are_counted_for_each_version() {
                 max_version: Some(version),
                 ..Default::default()
             };
-            let req = TlsRequest {
-                host: "127.0.0.1".into(),
-                port: server.addr().port(),
-                resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
-                ip: ResolveOptions::default(),
-                client: TlsClient::new(&opts, &[]).unwrap(),
-            };
+            let req = tls_request(server.addr().port(), TlsClient::new(&opts, &[]).unwrap());
             probe(&req, Instant::now() + Duration::from_secs(5)).await
         });
         assert!(out.success(), "{:?} {:#?}", out.failure, out.events);
@@ -772,15 +771,9 @@ fn tls_handshake_rounds_are_counted_for_each_version() {
 /// rest comes; the handshake's kernel figure must still reach the flight's last segment.
 #[test]
 fn tls13_handshake_rounds_reach_the_end_of_a_split_flight() {
-    use sonde_probes::tls::{probe, TlsRequest};
+    use sonde_probes::tls::probe;
     let (port, _, server) = tls_server::start(tls_server::Flag::SplitFlight);
-    let req = TlsRequest {
-        host: "127.0.0.1".into(),
-        port,
-        resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
-        ip: ResolveOptions::default(),
-        client: insecure_client(&[]),
-    };
+    let req = tls_request(port, insecure_client(&[]));
     let out = current_thread().block_on(probe(&req, Instant::now() + Duration::from_secs(5)));
     server.join().unwrap();
     assert!(out.success(), "{:?} {:#?}", out.failure, out.events);
