@@ -6,9 +6,9 @@
 //! `recvmsg` the time the (last) segment read arrived; and for a `sendmsg` that asks (a TX
 //! software control message), queues on the socket's error queue the time the segment carrying
 //! the send's last byte left the stack, keyed by that byte's offset since the option was set.
-//! Only the writes a figure needs ask: each stamp is kernel work and a wake-up of the runtime. [`TimestampedStream`] reads with
-//! `recvmsg` while someone listens, and drains the error queue into a small ring matched by key
-//! ([`TxStamps`]: TX completions can come in any order).
+//! Only the writes a figure needs ask: each stamp is kernel work and a wake-up of the runtime.
+//! [`TimestampedStream`] reads with `recvmsg` while someone listens, and drains the error queue
+//! into a small ring matched by key ([`TxStamps`]: TX completions can come in any order).
 //!
 //! The stream sits at the bottom, on the TCP socket, under rustls, hyper, tungstenite or a line
 //! reader. It sees bytes, not messages, so the layer that knows what the bytes mean says when the
@@ -908,8 +908,8 @@ fn send_stamped(fd: i32, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Error-queue entries fetched by one system call: a TLS handshake and its request leave
-/// three send timestamps, and each call is CPU every probe pays.
+/// Error-queue entries fetched by one system call: a TLS 1.2 handshake and its request leave
+/// three send timestamps (TLS 1.3 two), and each call is CPU every probe pays.
 const TX_BATCH: usize = 4;
 
 /// The send timestamps (key and time) of one [`recv_tx_stamps`].
