@@ -67,10 +67,31 @@ impl std::fmt::Debug for TlsClient {
     }
 }
 
+/// ring's provider with the cipher suites offered in Go's order (AES-128-GCM first, in TLS 1.3
+/// and 1.2), as blackbox_exporter and browsers offer them: a server that follows the client's
+/// order then negotiates the suite blackbox would, and `probe_tls_cipher_info` reads the same.
+/// rustls's own order puts AES-256-GCM first, whose SHA-384 key schedule costs several times
+/// the SHA-256 one where the CPU has SHA instructions (ring has none for SHA-512).
 fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
+    P.get_or_init(|| {
+        use rustls::crypto::ring::cipher_suite as s;
+        Arc::new(CryptoProvider {
+            cipher_suites: vec![
+                s::TLS13_AES_128_GCM_SHA256,
+                s::TLS13_AES_256_GCM_SHA384,
+                s::TLS13_CHACHA20_POLY1305_SHA256,
+                s::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                s::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                s::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                s::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                s::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                s::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ],
+            ..rustls::crypto::ring::default_provider()
+        })
+    })
+    .clone()
 }
 
 /// The system's root certificates, read once per process.
@@ -624,6 +645,23 @@ mod tests {
         assert_eq!(unwrap_debug_name("DnsName(\"a.example\")"), "a.example");
         assert_eq!(unwrap_debug_name("192.0.2.1"), "192.0.2.1");
         assert_eq!(unwrap_debug_name("x(\")"), "x(\")");
+    }
+
+    #[test]
+    fn suites_are_offered_in_go_s_order_and_none_is_dropped() {
+        let ours: Vec<_> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        let mut all: Vec<_> = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        let mut sorted = ours.clone();
+        sorted.sort_by_key(|s| u16::from(*s));
+        all.sort_by_key(|s| u16::from(*s));
+        assert_eq!(sorted, all);
+        use rustls::CipherSuite as C;
+        assert_eq!(ours[0], C::TLS13_AES_128_GCM_SHA256);
+        assert_eq!(ours[3], C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
     }
 
     #[test]
