@@ -17,6 +17,7 @@ mod checks;
 mod conn;
 mod h3;
 mod h3_suite;
+mod header_list;
 mod prepare;
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use crate::policy::Policy;
 use crate::resolve::{ResolveOptions, Resolver};
 use crate::tls::{TlsClient, TlsFacts};
 use crate::{with_deadline, Dur, Failure, FailureReason, Outcome, Phase, Recorder};
+pub use header_list::HeaderList;
 
 pub use body::REGEX_BODY_CAP;
 pub use h3::ALPN_H3;
@@ -196,13 +198,13 @@ pub struct HttpFacts {
     /// "HTTP/1.1", "HTTP/2.0".
     pub version: Option<String>,
     /// Request headers as sent on the last hop, credentials redacted.
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: HeaderList,
     /// Response headers of the last hop.
-    pub headers: Vec<(String, String)>,
+    pub headers: HeaderList,
     /// The real values of the response headers shown as redacted in `headers` (`Set-Cookie`,
     /// tokens…), for a scenario's cookie jar and captures; never serialized.
     #[serde(skip)]
-    pub secret_headers: Vec<(String, String)>,
+    pub secret_headers: HeaderList,
     /// The declared Content-Length of the last response, if any.
     pub content_length: Option<u64>,
     /// Body bytes received on the last hop.
@@ -590,15 +592,20 @@ fn record_head<B>(
     facts.version = Some(version.to_string());
     // One pass: each header is either kept apart (secret, its value redacted in the report) or
     // reported as it came.
-    let mut secret = Vec::new();
-    let mut headers = Vec::with_capacity(response.headers().len());
+    let mut secret = HeaderList::default();
+    let bytes = response
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    let mut headers = HeaderList::with_capacity(response.headers().len(), bytes);
     for (n, v) in response.headers() {
-        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        let value = String::from_utf8_lossy(v.as_bytes());
         if is_secret_header(n.as_str()) {
-            headers.push((n.as_str().to_string(), REDACTED.to_string()));
-            secret.push((n.as_str().to_string(), value));
+            headers.push(n.as_str(), REDACTED);
+            secret.push(n.as_str(), &value);
         } else {
-            headers.push((n.as_str().to_string(), value));
+            headers.push(n.as_str(), &value);
         }
     }
     facts.secret_headers = secret;

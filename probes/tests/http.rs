@@ -99,8 +99,8 @@ fn request_header<'a>(o: &'a HttpOutcome, name: &str) -> Option<&'a str> {
     o.facts
         .request_headers
         .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,7 +765,7 @@ async fn secret_headers_are_redacted_both_ways() {
         Some("api-key-secret")
     );
     assert_eq!(request_header(&o, "x-api-key"), Some("<redacted>"));
-    let response: std::collections::HashMap<_, _> = o.facts.headers.iter().cloned().collect();
+    let response: std::collections::HashMap<_, _> = o.facts.headers.iter().collect();
     assert_eq!(response["set-cookie"], "<redacted>");
     assert_eq!(response["x-trace"], "visible");
     let everything = format!(

@@ -109,22 +109,31 @@ pub fn take(c: &Capture, report: &StepReport) -> Result<J, String> {
         }
         .ok_or_else(|| format!("capture `{name}`: the step has no status")),
         Source::Header(h) => {
-            type Headers<'a> = &'a [(String, String)];
-            let (shown, secret): (Headers, Headers) = match &report.facts {
-                StepFacts::Http(f) => (&f.headers, &f.secret_headers),
+            type Pairs<'a> = Vec<(&'a str, &'a str)>;
+            let (shown, secret): (Pairs, Pairs) = match &report.facts {
+                StepFacts::Http(f) => (
+                    f.headers.iter().collect(),
+                    f.secret_headers.iter().collect(),
+                ),
                 StepFacts::Ws(w) => match &w.handshake {
-                    Some(hs) => (&hs.response_headers, &[]),
-                    None => (&[], &[]),
+                    Some(hs) => (
+                        hs.response_headers
+                            .iter()
+                            .map(|(n, v)| (n.as_str(), v.as_str()))
+                            .collect(),
+                        Vec::new(),
+                    ),
+                    None => Default::default(),
                 },
-                _ => (&[], &[]),
+                _ => Default::default(),
             };
             secret
                 .iter()
-                .chain(shown)
+                .chain(&shown)
                 .find(|(n, _)| n.eq_ignore_ascii_case(h))
-                .map(|(_, v)| J::String(v.clone()))
+                .map(|(_, v)| J::String(v.to_string()))
                 .ok_or_else(|| {
-                    let names: Vec<&str> = shown.iter().map(|(n, _)| n.as_str()).collect();
+                    let names: Vec<&str> = shown.iter().map(|(n, _)| *n).collect();
                     format!(
                         "capture `{name}`: no header `{h}` in the response (it has: {})",
                         if names.is_empty() {

@@ -63,7 +63,7 @@ impl RunCtx {
 
     /// Keep the cookies a response to `url` set (`Set-Cookie`, in the secret headers).
     pub fn store_cookies(&mut self, url: &Url, facts: &HttpFacts) {
-        for (n, v) in &facts.secret_headers {
+        for (n, v) in facts.secret_headers.iter() {
             if n.eq_ignore_ascii_case("set-cookie") {
                 self.store_cookie(v, url);
             }

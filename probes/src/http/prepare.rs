@@ -181,20 +181,26 @@ impl Prepared {
 
 /// The request's headers as reported: credentials replaced by `<redacted>`; for HTTP/2 the
 /// `:authority` pseudo-header stands where HTTP/1.1 has `Host`.
-pub(super) fn redacted<B>(request: &Request<B>) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(request.headers().len() + 1);
-    if request.version() == http::Version::HTTP_2 {
-        if let Some(a) = request.uri().authority() {
-            out.push((":authority".to_string(), a.to_string()));
-        }
+pub(super) fn redacted<B>(request: &Request<B>) -> super::HeaderList {
+    let authority = (request.version() == http::Version::HTTP_2)
+        .then(|| request.uri().authority())
+        .flatten();
+    let bytes = request
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum::<usize>()
+        + authority.map_or(0, |a| ":authority".len() + a.as_str().len());
+    let mut out = super::HeaderList::with_capacity(request.headers().len() + 1, bytes);
+    if let Some(a) = authority {
+        out.push(":authority", a.as_str());
     }
     for (n, v) in request.headers() {
-        let value = if super::is_secret_header(n.as_str()) {
-            REDACTED.to_string()
+        if super::is_secret_header(n.as_str()) {
+            out.push(n.as_str(), REDACTED);
         } else {
-            String::from_utf8_lossy(v.as_bytes()).into_owned()
-        };
-        out.push((n.as_str().to_string(), value));
+            out.push(n.as_str(), &String::from_utf8_lossy(v.as_bytes()));
+        }
     }
     out
 }

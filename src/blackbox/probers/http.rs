@@ -172,10 +172,10 @@ impl Log {
         self.hold_time();
         self.resolved(o.remote_addr);
         self.events(&o.events);
-        for (n, v) in &o.facts.request_headers {
+        for (n, v) in o.facts.request_headers.iter() {
             self.line_joined("info", "Request header", "header", &[n, ": ", v]);
         }
-        for (n, v) in &o.facts.headers {
+        for (n, v) in o.facts.headers.iter() {
             self.line_joined("info", "Response header", "header", &[n, ": ", v]);
         }
         self.phases_and_failure(&o.timings, o.failure.as_ref());
