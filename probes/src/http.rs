@@ -30,7 +30,7 @@ use crate::policy::Policy;
 use crate::resolve::{ResolveOptions, Resolver};
 use crate::tls::{TlsClient, TlsFacts};
 use crate::{with_deadline, Dur, Failure, FailureReason, Outcome, Phase, Recorder};
-pub use header_list::HeaderList;
+pub use header_list::{HeaderList, SecretHeaders};
 
 pub use body::REGEX_BODY_CAP;
 pub use h3::ALPN_H3;
@@ -204,7 +204,7 @@ pub struct HttpFacts {
     /// The real values of the response headers shown as redacted in `headers` (`Set-Cookie`,
     /// tokens…), for a scenario's cookie jar and captures; never serialized.
     #[serde(skip)]
-    pub secret_headers: HeaderList,
+    pub secret_headers: SecretHeaders,
     /// The declared Content-Length of the last response, if any.
     pub content_length: Option<u64>,
     /// Body bytes received on the last hop.
@@ -608,7 +608,7 @@ fn record_head<B>(
             headers.push(n.as_str(), &value);
         }
     }
-    facts.secret_headers = secret;
+    facts.secret_headers = SecretHeaders(secret);
     facts.headers = headers;
     facts.content_length = response
         .headers()

@@ -55,6 +55,34 @@ impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for HeaderList {
     }
 }
 
+/// The real values of the response headers a report shows redacted (`Set-Cookie`, tokens…).
+/// `Debug` names them with their values redacted, so a facts dump in a log line or a test's
+/// failure message never prints a session cookie.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretHeaders(pub HeaderList);
+
+impl std::ops::Deref for SecretHeaders {
+    type Target = HeaderList;
+
+    fn deref(&self) -> &HeaderList {
+        &self.0
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for SecretHeaders {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        SecretHeaders(pairs.into_iter().collect())
+    }
+}
+
+impl fmt::Debug for SecretHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, _)| (n, super::REDACTED)))
+            .finish()
+    }
+}
+
 impl fmt::Debug for HeaderList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
@@ -89,5 +117,17 @@ mod tests {
             serde_json::to_string(&old).unwrap()
         );
         assert_eq!(format!("{list:?}"), format!("{pairs:?}"));
+    }
+
+    #[test]
+    fn secret_values_stay_out_of_debug_output() {
+        let secret: SecretHeaders = [("set-cookie", "session=s3cr3t")].into_iter().collect();
+        assert_eq!(secret.iter().next(), Some(("set-cookie", "session=s3cr3t")));
+        assert_eq!(format!("{secret:?}"), r#"[("set-cookie", "<redacted>")]"#);
+        let facts = super::super::HttpFacts {
+            secret_headers: secret,
+            ..Default::default()
+        };
+        assert!(!format!("{facts:?}").contains("s3cr3t"));
     }
 }
