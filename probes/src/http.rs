@@ -593,12 +593,7 @@ fn record_head<B>(
     // One pass: each header is either kept apart (secret, its value redacted in the report) or
     // reported as it came.
     let mut secret = HeaderList::default();
-    let bytes = response
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len())
-        .sum();
-    let mut headers = HeaderList::with_capacity(response.headers().len(), bytes);
+    let mut headers = HeaderList::sized_for(response.headers(), 0);
     for (n, v) in response.headers() {
         let value = String::from_utf8_lossy(v.as_bytes());
         if is_secret_header(n.as_str()) {

@@ -13,11 +13,13 @@ pub struct HeaderList {
 }
 
 impl HeaderList {
-    /// Room for `headers` headers of `bytes` bytes of names and values in all.
-    pub fn with_capacity(headers: usize, bytes: usize) -> Self {
+    /// Room for the headers of `map` and `extra` more bytes: one allocation each for the text
+    /// and the offsets when the list is made from that map.
+    pub fn sized_for(map: &http::HeaderMap, extra: usize) -> Self {
+        let bytes: usize = map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
         HeaderList {
-            text: String::with_capacity(bytes),
-            ends: Vec::with_capacity(headers),
+            text: String::with_capacity(bytes + extra),
+            ends: Vec::with_capacity(map.len() + usize::from(extra > 0)),
         }
     }
 

@@ -185,13 +185,8 @@ pub(super) fn redacted<B>(request: &Request<B>) -> super::HeaderList {
     let authority = (request.version() == http::Version::HTTP_2)
         .then(|| request.uri().authority())
         .flatten();
-    let bytes = request
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len())
-        .sum::<usize>()
-        + authority.map_or(0, |a| ":authority".len() + a.as_str().len());
-    let mut out = super::HeaderList::with_capacity(request.headers().len() + 1, bytes);
+    let extra = authority.map_or(0, |a| ":authority".len() + a.as_str().len());
+    let mut out = super::HeaderList::sized_for(request.headers(), extra);
     if let Some(a) = authority {
         out.push(":authority", a.as_str());
     }
