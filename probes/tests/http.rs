@@ -1001,3 +1001,44 @@ async fn https_to_a_plain_http_server_fails_with_tls() {
     let o = run_for(&request(&url, None), HOSTILE_DEADLINE).await;
     assert_fails(&o, FailureReason::Tls, "TLS handshake");
 }
+
+/// A kept-alive connection the server closed while it sat in the pool: the next probe dials
+/// anew instead of failing (whether the close was seen while idle or only when it sent).
+#[tokio::test]
+async fn a_kept_connection_the_server_closed_is_dialed_anew() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let answer = |mut s: tokio::net::TcpStream| async move {
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            s
+        };
+        let first = answer(listener.accept().await.unwrap().0).await;
+        // Closed as an idle timeout would, once the answer sits in the client's pool.
+        let _ = close_rx.await;
+        drop(first);
+        let _ = closed_tx.send(());
+        drop(answer(listener.accept().await.unwrap().0).await);
+    });
+    let req = request(&format!("http://{addr}/"), None);
+    let mut pool = sonde_probes::http::ConnPool::default();
+    let first = sonde_probes::http::probe_pooled(&req, Instant::now() + DEADLINE, &mut pool).await;
+    assert_ok(&first);
+    assert_eq!(pool.len(), 1, "the first connection is kept");
+    close_tx.send(()).unwrap();
+    closed_rx.await.unwrap();
+    let second = sonde_probes::http::probe_pooled(&req, Instant::now() + DEADLINE, &mut pool).await;
+    assert_ok(&second);
+    assert_eq!(second.facts.status, Some(200));
+    tokio::time::timeout(HANG_GUARD, server)
+        .await
+        .expect("the server saw a second connection")
+        .unwrap();
+}
