@@ -688,15 +688,20 @@ impl TimestampedStream {
     /// - `None`: only entries the kernel signalled (EPOLLERR, seen by the runtime as ERROR
     ///   readiness): no call when there are none. Done every [`DRAIN_EVERY`] writes, as the
     ///   queue is charged to the socket's receive memory and must not grow on a connection
-    ///   that writes much and reads little.
+    ///   that writes much and reads little;
+    /// - as many entries per call as stamped writes are pending (at most [`TX_BATCH`]): asked
+    ///   for more than are queued, `recvmmsg` tries once more and finds the queue empty, work
+    ///   that the one pending stamp of a plain HTTP request would pay every probe.
     fn drain_error_queue(&self, until: Option<u32>) {
         let fd = self.inner.as_raw_fd();
         let mut s = self.marks.lock();
-        s.undrained = 0;
+        let mut want = std::mem::take(&mut s.undrained).clamp(1, TX_BATCH);
         loop {
             let entries = match until {
-                Some(_) => recv_tx_stamps(fd),
-                None => self.inner.try_io(Interest::ERROR, || recv_tx_stamps(fd)),
+                Some(_) => recv_tx_stamps(fd, want),
+                None => self
+                    .inner
+                    .try_io(Interest::ERROR, || recv_tx_stamps(fd, want)),
             };
             let Ok((stamps, n)) = entries else {
                 return;
@@ -707,9 +712,10 @@ impl TimestampedStream {
                 found |= Some(key) == until;
             }
             // A short batch emptied the queue.
-            if found || n < TX_BATCH {
+            if found || n < want {
                 return;
             }
+            want = TX_BATCH;
         }
     }
 
@@ -915,9 +921,10 @@ const TX_BATCH: usize = 4;
 /// The send timestamps (key and time) of one [`recv_tx_stamps`].
 type TxBatch = [Option<(u32, RealTime)>; TX_BATCH];
 
-/// Up to [`TX_BATCH`] entries of the error queue (`recvmmsg`) and how many there were; an entry
-/// that is not a send timestamp is `None`. `Err` when the queue is empty.
-fn recv_tx_stamps(fd: i32) -> io::Result<(TxBatch, usize)> {
+/// Up to `want` (at most [`TX_BATCH`]) entries of the error queue (`recvmmsg`) and how many
+/// there were; an entry that is not a send timestamp is `None`. `Err` when the queue is empty.
+fn recv_tx_stamps(fd: i32, want: usize) -> io::Result<(TxBatch, usize)> {
+    let want = want.clamp(1, TX_BATCH);
     let mut control = [[0u64; CONTROL_LEN / 8]; TX_BATCH];
     // SAFETY: zeroed mmsghdrs are valid; each one's control pointer is set to its own live
     // buffer below, and no data buffer is given (OPT_TSONLY: an entry carries no packet).
@@ -926,12 +933,12 @@ fn recv_tx_stamps(fd: i32) -> io::Result<(TxBatch, usize)> {
         m.msg_hdr.msg_control = c.as_mut_ptr().cast();
         m.msg_hdr.msg_controllen = CONTROL_LEN as _;
     }
-    // SAFETY: `msgs` holds TX_BATCH headers whose pointers point at live buffers.
+    // SAFETY: `msgs` holds TX_BATCH ≥ `want` headers whose pointers point at live buffers.
     let n = unsafe {
         libc::recvmmsg(
             fd,
             msgs.as_mut_ptr(),
-            TX_BATCH as _,
+            want as _,
             libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
         )
@@ -939,7 +946,7 @@ fn recv_tx_stamps(fd: i32) -> io::Result<(TxBatch, usize)> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let n = (n as usize).min(TX_BATCH);
+    let n = (n as usize).min(want);
     let mut stamps = [None; TX_BATCH];
     for i in 0..n {
         let clen = (msgs[i].msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
