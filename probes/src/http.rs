@@ -14,6 +14,7 @@
 
 mod body;
 mod checks;
+mod close_whole;
 mod conn;
 mod h3;
 mod h3_suite;

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use url::Url;
 
+use super::close_whole::CloseWhole;
 use super::h3::{H3Body, H3Sender};
 use super::prepare::{self, clip, connect_authority, url_for_log};
 use super::{HttpRequest, InFlight};
@@ -91,6 +92,7 @@ pub(super) async fn dial(
             .unwrap_or(if https { 443 } else { 80 });
         let tcp = connect(req, host, port, true, rec, in_flight).await?;
         let (tcp, kernel) = crate::kts::timestamped(tcp);
+        let tcp = CloseWhole(tcp);
         if !https {
             return Ok(Dialed {
                 io: Box::new(tcp),
