@@ -197,16 +197,20 @@ async fn probe(
     };
     let debug = get("debug") == Some("true");
     let recent = &app.blackbox.recent;
-    let report = match handler::run_guarded(
+    let probe = handler::run_guarded(
         &module,
         target,
         get("hostname"),
         handler::duration_from_secs(timeout),
         debug || recent.enabled() || app.blackbox.logs_probes(),
         Some(guard),
-    )
-    .await
-    {
+    );
+    // The local port matches a trace to a packet capture: named in the debug output asked for.
+    let report = match debug {
+        true => probe.await,
+        false => sonde_probes::resolve::without_local_ports(probe).await,
+    };
+    let report = match report {
         Ok(r) => r,
         Err(handler::BadRequest(msg)) => return text_error(StatusCode::BAD_REQUEST, msg),
     };

@@ -361,6 +361,24 @@ pub async fn connect_tcp(
     }
 }
 
+tokio::task_local! {
+    /// Whether a connection's event names its local port; unset, it does.
+    static LOCAL_PORTS: bool;
+}
+
+/// Run `probe` with no local port in its connection events. Naming it is a system call per
+/// connection (`getsockname`, about 1 % of an http `/probe`'s CPU) that only someone matching a
+/// trace to a packet capture needs: `/probe` names it only in the debug output it is asked for.
+/// The connect attempts read this in the task that runs the probe, so a scope around the
+/// probe's future covers all of them.
+pub async fn without_local_ports<F: std::future::Future>(probe: F) -> F::Output {
+    LOCAL_PORTS.scope(false, probe).await
+}
+
+fn local_ports_named() -> bool {
+    LOCAL_PORTS.try_with(|named| *named).unwrap_or(true)
+}
+
 /// The connection made: the `connect` phase (the kernel's figure beside the user-space one, or
 /// why there is none), the address, and the event that names both ends.
 fn connected(
@@ -376,10 +394,13 @@ fn connected(
         .add_measured(Phase::Connect, user, kernel.as_ref().ok().copied());
     rec.remote_addr = Some(addr);
     // The local port ties this probe to its packets in a capture (bench/truth.sh).
-    let local = stream
-        .local_addr()
-        .map(|a| format!(" from port {}", a.port()))
-        .unwrap_or_default();
+    let local = match local_ports_named() {
+        true => stream
+            .local_addr()
+            .map(|a| format!(" from port {}", a.port()))
+            .unwrap_or_default(),
+        false => String::new(),
+    };
     rec.event(format!(
         "connected to {addr}{local} in {}: {}",
         Dur(kernel.as_ref().map_or(user, |k| *k.min(&user))),
@@ -448,6 +469,30 @@ mod tests {
         let s = connect_tcp(&addrs, port, &mut rec).await.unwrap();
         assert_eq!(s.peer_addr().unwrap(), l.local_addr().unwrap());
         assert_eq!(rec.remote_addr, Some(l.local_addr().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn the_local_port_is_named_unless_the_probe_runs_without() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let addrs: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap()];
+        let mut named = Recorder::new();
+        let s = connect_tcp(&addrs, port, &mut named).await.unwrap();
+        let local = format!(" from port {} ", s.local_addr().unwrap().port());
+        assert!(
+            named.events[0].message.contains(&local),
+            "{:?}",
+            named.events
+        );
+        let mut plain = Recorder::new();
+        without_local_ports(connect_tcp(&addrs, port, &mut plain))
+            .await
+            .unwrap();
+        let msg = &plain.events[0].message;
+        assert!(
+            msg.starts_with("connected to 127.0.0.1:") && !msg.contains("from port"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
