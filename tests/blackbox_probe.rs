@@ -652,6 +652,35 @@ async fn debug_shows_log_metrics_and_module_with_secrets_hidden() {
     );
 }
 
+/// The connection's local port (a `getsockname` per probe) is named in the debug output asked
+/// for, where a packet capture is matched by it, and not in a plain scrape's kept log.
+#[tokio::test]
+async fn only_the_debug_output_names_the_local_port() {
+    let w = web().await;
+    let p = start(MODULES, Safety::off()).await;
+    let target = format!("http://{}/ok", w.addr());
+    let connected = |body: &str| {
+        body.lines()
+            .find(|l| l.contains("msg=\"connected to 127.0.0.1:"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no connect line: {body}"))
+    };
+    let plain = get(p.addr, &format!("/probe?target={target}"), &[]).await;
+    assert_eq!(plain.value("probe_success"), Some(1.0), "{}", plain.body);
+    let kept = get(p.addr, &format!("/logs?target={target}"), &[]).await;
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    let line = connected(&kept.body);
+    assert!(!line.contains("from port"), "{line}");
+    let debug = get(p.addr, &format!("/probe?target={target}&debug=true"), &[]).await;
+    let line = connected(&debug.body);
+    let port = line
+        .split(" from port ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse::<u16>().ok());
+    assert!(port.is_some_and(|p| p > 0), "{line}");
+}
+
 #[tokio::test]
 async fn dns_module_counts_records_and_reports_the_soa_serial() {
     let dns = DnsServer::start(Zone::example()).await;

@@ -346,6 +346,8 @@ pub async fn connect_tcp(
         match res {
             Some(Ok((addr, Ok((stream, kernel))))) => {
                 attempts.abort_all();
+                // `connected` runs here, in the probe's task, not in the attempt's: it reads
+                // the probe's scope (`without_local_ports`).
                 // The kernel's handshake sample covers this connection only: with earlier
                 // attempts in the phase it would leave their time out.
                 let kernel = match next {
@@ -369,8 +371,9 @@ tokio::task_local! {
 /// Run `probe` with no local port in its connection events. Naming it is a system call per
 /// connection (`getsockname`, about 1 % of an http `/probe`'s CPU) that only someone matching a
 /// trace to a packet capture needs: `/probe` names it only in the debug output it is asked for.
-/// The connect attempts read this in the task that runs the probe, so a scope around the
-/// probe's future covers all of them.
+/// [`connected`] reads this in the probe's own task, after any race of attempts (which run in
+/// tasks of their own) is joined, so a scope around the probe's future covers every
+/// connection it makes.
 pub async fn without_local_ports<F: std::future::Future>(probe: F) -> F::Output {
     LOCAL_PORTS.scope(false, probe).await
 }
@@ -471,28 +474,30 @@ mod tests {
         assert_eq!(rec.remote_addr, Some(l.local_addr().unwrap()));
     }
 
+    /// Both ways to connect: one address, and the race of several (127.0.0.2 refuses at once)
+    /// whose attempts run in tasks of their own while the event is written in the probe's.
     #[tokio::test]
     async fn the_local_port_is_named_unless_the_probe_runs_without() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
-        let addrs: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap()];
-        let mut named = Recorder::new();
-        let s = connect_tcp(&addrs, port, &mut named).await.unwrap();
-        let local = format!(" from port {} ", s.local_addr().unwrap().port());
-        assert!(
-            named.events[0].message.contains(&local),
-            "{:?}",
-            named.events
-        );
-        let mut plain = Recorder::new();
-        without_local_ports(connect_tcp(&addrs, port, &mut plain))
-            .await
-            .unwrap();
-        let msg = &plain.events[0].message;
-        assert!(
-            msg.starts_with("connected to 127.0.0.1:") && !msg.contains("from port"),
-            "{msg}"
-        );
+        let one: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap()];
+        let race: Vec<IpAddr> = vec!["127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        for addrs in [one, race] {
+            let mut named = Recorder::new();
+            let s = connect_tcp(&addrs, port, &mut named).await.unwrap();
+            let local = format!(" from port {} ", s.local_addr().unwrap().port());
+            let msg = &named.events.last().unwrap().message;
+            assert!(msg.contains(&local), "{msg}");
+            let mut plain = Recorder::new();
+            without_local_ports(connect_tcp(&addrs, port, &mut plain))
+                .await
+                .unwrap();
+            let msg = &plain.events.last().unwrap().message;
+            assert!(
+                msg.starts_with("connected to 127.0.0.1:") && !msg.contains("from port"),
+                "{msg}"
+            );
+        }
     }
 
     #[tokio::test]

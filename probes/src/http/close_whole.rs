@@ -1,10 +1,11 @@
-//! A stream whose `shutdown` does nothing: for an HTTP connection that is dropped, and so
-//! closed, right after hyper (and rustls, after its `close_notify`) asks to shut it down.
+//! A stream whose `shutdown` only flushes: for an HTTP connection that is dropped, and so
+//! closed, right after hyper (and rustls, after writing its `close_notify`) asks to shut it
+//! down.
 //!
-//! A `shutdown(SHUT_WR)` just before `close` changes nothing on the wire: `close` sends the same
-//! FIN, or the same reset when unread data is left. It is a system call every probe would pay
-//! (about 1 % of an http `/probe`'s CPU), and Go's client, which blackbox_exporter uses, does not
-//! make it either.
+//! A `shutdown(SHUT_WR)` just before `close` puts nothing on the wire that `close` would not:
+//! `close` sends the same FIN (with unread data left it sends a reset instead, which it would
+//! have sent after the FIN anyway). It is a system call every probe would pay (about 1 % of an
+//! http `/probe`'s CPU), and Go's client, which blackbox_exporter uses, does not make it either.
 
 use std::io;
 use std::pin::Pin;
@@ -12,6 +13,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// `T`, closed only by its drop. Every other call goes to `T`.
 pub(super) struct CloseWhole<T>(pub(super) T);
 
 impl<T: AsyncRead + Unpin> AsyncRead for CloseWhole<T> {
@@ -74,8 +76,8 @@ mod tests {
         let mut got = [0u8; 4];
         s.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"GET!");
-        let mut more = [0u8; 1];
         drop(c);
+        let mut more = [0u8; 1];
         assert_eq!(s.read(&mut more).await.unwrap(), 0, "the drop closes");
     }
 }

@@ -128,7 +128,7 @@ pub(super) async fn dial(
             url_for_log(proxy)
         ));
         return Ok(Dialed {
-            io: Box::new(tcp),
+            io: Box::new(CloseWhole(tcp)),
             tls: None,
             forward_proxy_auth: Some(proxy_auth),
             kernel: Marks::none(PROXIED),

@@ -688,10 +688,12 @@ impl TimestampedStream {
     /// - `None`: only entries the kernel signalled (EPOLLERR, seen by the runtime as ERROR
     ///   readiness): no call when there are none. Done every [`DRAIN_EVERY`] writes, as the
     ///   queue is charged to the socket's receive memory and must not grow on a connection
-    ///   that writes much and reads little;
-    /// - as many entries per call as stamped writes are pending (at most [`TX_BATCH`]): asked
-    ///   for more than are queued, `recvmmsg` tries once more and finds the queue empty, work
-    ///   that the one pending stamp of a plain HTTP request would pay every probe.
+    ///   that writes much and reads little.
+    ///
+    /// The first call asks for as many entries as stamped writes are pending (at most
+    /// [`TX_BATCH`]): asked for more than are queued, `recvmmsg` looks once more and finds the
+    /// queue empty, work that the one pending stamp of a plain HTTP request would pay every
+    /// probe. A full batch is followed by another, so late or resent stamps are not left behind.
     fn drain_error_queue(&self, until: Option<u32>) {
         let fd = self.inner.as_raw_fd();
         let mut s = self.marks.lock();
@@ -924,6 +926,7 @@ type TxBatch = [Option<(u32, RealTime)>; TX_BATCH];
 /// Up to `want` (at most [`TX_BATCH`]) entries of the error queue (`recvmmsg`) and how many
 /// there were; an entry that is not a send timestamp is `None`. `Err` when the queue is empty.
 fn recv_tx_stamps(fd: i32, want: usize) -> io::Result<(TxBatch, usize)> {
+    // The kernel fills `want` headers: never more than there are (memory safety, not logic).
     let want = want.clamp(1, TX_BATCH);
     let mut control = [[0u64; CONTROL_LEN / 8]; TX_BATCH];
     // SAFETY: zeroed mmsghdrs are valid; each one's control pointer is set to its own live
@@ -1612,6 +1615,45 @@ mod tests {
         // Truncated: nothing.
         let c = errqueue_entry(libc::SO_EE_ORIGIN_TIMESTAMPING, SCM_TSTAMP_SND, 79, (7, 5));
         assert_eq!(tx_stamp(&c[..c.len() - 8]), None);
+    }
+
+    /// A long connection that writes more messages than a drain takes at once (each flush's
+    /// last byte stamped, as a session's sends are): the read that needs the last send's stamp
+    /// finds it behind the others, and leaves nothing queued.
+    #[tokio::test]
+    async fn many_pending_send_stamps_are_all_taken() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        const SENDS: usize = 3 * TX_BATCH + 1;
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 4 * SENDS];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(b"pong").await.unwrap();
+            s
+        });
+        let mut c = TimestampedStream::new(TcpStream::connect(addr).await.unwrap());
+        let m = c.marks();
+        m.listen();
+        let mut key = None;
+        for _ in 0..SENDS {
+            c.write_all(b"ping").await.unwrap();
+            c.flush().await.unwrap();
+            key = m.sent_key();
+        }
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).await.unwrap();
+        let _server_side = server.await.unwrap();
+        assert_eq!(key, Some((4 * SENDS - 1) as u32));
+        m.between(key, m.last_rx()).expect("a kernel figure");
+        let left = recv_tx_stamps(c.inner.as_raw_fd(), TX_BATCH);
+        assert!(
+            left.as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock),
+            "left queued: {:?}",
+            left.map(|(_, n)| n)
+        );
     }
 
     /// Over real loopback TCP: a server that waits 20 ms before answering. The kernel's figure
