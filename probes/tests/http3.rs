@@ -339,6 +339,32 @@ async fn a_header_section_over_64_kib_is_refused() {
     assert_ok(&run(&request(&f.server.url("/fine"), trusting(&f.ca))).await);
 }
 
+/// A server that stops reading the request with H3_NO_ERROR and answers before its end came
+/// in (RFC 9114 §4.1.1; caddy does it): the answer is read and the probe passes. A body larger
+/// than QUIC lets the client send unread makes the stop certain to land while it is sending.
+#[tokio::test]
+async fn a_server_that_stops_reading_the_request_is_still_heard() {
+    let ca = Ca::new("sonde h3 test root");
+    let leaf = ca.leaf(&["127.0.0.1"], time::Duration::days(30), &[]);
+    let server = H3Server::start_answering_early(
+        Routes::new().at("/upload", Reply::text(201, "taken early")),
+        pki::server_config(&leaf, &[ALPN], None),
+    )
+    .await;
+    let mut req = request(&server.url("/upload"), trusting(&ca));
+    req.method = Method::POST;
+    req.body = Bytes::from(vec![b'x'; 16 << 20]);
+    req.keep_body = 64;
+    let o = run(&req).await;
+    assert_ok(&o);
+    assert_eq!(o.facts.status, Some(201));
+    assert_eq!(&o.facts.body[..], b"taken early");
+    // The same server for a request with no body: whether the stop lands before the request's
+    // end or after, the answer is read.
+    let o = run(&request(&server.url("/upload"), trusting(&ca))).await;
+    assert_ok(&o);
+}
+
 #[tokio::test]
 async fn body_limits_and_regexes_apply_over_http3() {
     let f = h3_server(

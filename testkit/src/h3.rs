@@ -36,10 +36,30 @@ impl H3Server {
         .expect("bind a loopback UDP port")
     }
 
+    /// A server that answers as soon as a request's head is in and stops reading the rest with
+    /// `H3_NO_ERROR`, before answering (RFC 9114 §4.1.1 allows it; caddy does it when it has
+    /// answered first). Its [`Seen`] requests have no body.
+    pub async fn start_answering_early(
+        routes: Routes,
+        config: Arc<rustls::ServerConfig>,
+    ) -> H3Server {
+        let addr = "127.0.0.1:0".parse().expect("static address");
+        H3Server::bind(addr, routes, config, true).expect("bind a loopback UDP port")
+    }
+
     pub fn start_on(
         addr: SocketAddr,
         routes: Routes,
         config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<H3Server> {
+        H3Server::bind(addr, routes, config, false)
+    }
+
+    fn bind(
+        addr: SocketAddr,
+        routes: Routes,
+        config: Arc<rustls::ServerConfig>,
+        early: bool,
     ) -> std::io::Result<H3Server> {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -53,7 +73,7 @@ impl H3Server {
             let mut conns = JoinSet::new();
             while let Some(incoming) = endpoint.accept().await {
                 a.fetch_add(1, Ordering::Relaxed);
-                conns.spawn(serve(incoming, routes.clone(), s.clone()));
+                conns.spawn(serve(incoming, routes.clone(), s.clone(), early));
                 while conns.try_join_next().is_some() {}
             }
         }));
@@ -84,8 +104,14 @@ impl H3Server {
     }
 }
 
-/// One QUIC connection: its requests, each in its own task.
-async fn serve(incoming: quinn::Incoming, routes: Routes, seen: Arc<Mutex<Vec<Seen>>>) {
+/// One QUIC connection: its requests, each in its own task. `early`: see
+/// [`H3Server::start_answering_early`].
+async fn serve(
+    incoming: quinn::Incoming,
+    routes: Routes,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    early: bool,
+) {
     let Ok(conn) = incoming.await else {
         return;
     };
@@ -101,14 +127,14 @@ async fn serve(incoming: quinn::Incoming, routes: Routes, seen: Arc<Mutex<Vec<Se
             let Ok((req, mut stream)) = resolver.resolve_request().await else {
                 return;
             };
-            let mut body = BytesMut::new();
-            while let Ok(Some(mut chunk)) = stream.recv_data().await {
-                let n = chunk
-                    .remaining()
-                    .min(MAX_REQUEST_BODY.saturating_sub(body.len()));
-                body.extend_from_slice(&chunk.copy_to_bytes(n));
-            }
-            let s = seen_of(&req, body.freeze(), peer);
+            let body = match early {
+                true => {
+                    stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+                    Bytes::new()
+                }
+                false => read_body(&mut stream).await,
+            };
+            let s = seen_of(&req, body, peer);
             remember(&seen, s.clone());
             let reply = routes.reply(&s);
             let response = reply.into_response(&s);
@@ -134,6 +160,20 @@ async fn serve(incoming: quinn::Incoming, routes: Routes, seen: Arc<Mutex<Vec<Se
     }
     // Let the last responses drain before the connection is dropped.
     while requests.join_next().await.is_some() {}
+}
+
+/// The request's body, up to [`MAX_REQUEST_BODY`] kept.
+async fn read_body<S: h3::quic::RecvStream>(
+    stream: &mut h3::server::RequestStream<S, Bytes>,
+) -> Bytes {
+    let mut body = BytesMut::new();
+    while let Ok(Some(mut chunk)) = stream.recv_data().await {
+        let n = chunk
+            .remaining()
+            .min(MAX_REQUEST_BODY.saturating_sub(body.len()));
+        body.extend_from_slice(&chunk.copy_to_bytes(n));
+    }
+    body.freeze()
 }
 
 fn seen_of(req: &http::Request<()>, body: Bytes, peer: SocketAddr) -> Seen {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use h3::error::{Code, StreamError};
 use http::{Request, Response};
 use url::Url;
 
@@ -132,6 +133,13 @@ pub(super) async fn dial(
         drop(endpoint);
     }));
     Ok((H3Sender { send, quic }, driver, facts))
+}
+
+/// RFC 9114 §4.1.1: a server whose answer needs no more of the request may stop reading it
+/// with `H3_NO_ERROR` and answer; the client must still read that answer. caddy does so when its
+/// answer is out before the request's end came in (a race on a loaded machine, even for a GET).
+fn stopped_with_no_error(e: &StreamError) -> bool {
+    matches!(e, StreamError::RemoteTerminate { code, .. } if *code == Code::H3_NO_ERROR)
 }
 
 /// The probe's TLS client, made QUIC's: TLS 1.3 only (QUIC has no other), ALPN `h3`; and what
@@ -309,16 +317,19 @@ impl H3Sender {
             .send_request(head)
             .await
             .map_err(|e| fail("request not sent", &e))?;
+        // Ok(true): the server stopped reading the request and answers anyway.
+        let sent = |r: Result<(), StreamError>, what: &str| match r {
+            Ok(()) => Ok(false),
+            Err(e) if stopped_with_no_error(&e) => Ok(true),
+            Err(e) => Err(fail(what, &e)),
+        };
+        let mut stopped = false;
         if !body.is_empty() {
-            stream
-                .send_data(body)
-                .await
-                .map_err(|e| fail("request body not sent", &e))?;
+            stopped = sent(stream.send_data(body).await, "request body not sent")?;
         }
-        stream
-            .finish()
-            .await
-            .map_err(|e| fail("request not finished", &e))?;
+        if !stopped {
+            sent(stream.finish().await, "request not finished")?;
+        }
         let response = stream
             .recv_response()
             .await
