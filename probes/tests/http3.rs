@@ -359,10 +359,15 @@ async fn a_server_that_stops_reading_the_request_is_still_heard() {
     assert_ok(&o);
     assert_eq!(o.facts.status, Some(201));
     assert_eq!(&o.facts.body[..], b"taken early");
-    // The same server for a request with no body: whether the stop lands before the request's
-    // end or after, the answer is read.
-    let o = run(&request(&server.url("/upload"), trusting(&ca))).await;
+    // A request with no body is answered too. Here the stop comes after the request's end,
+    // so this half passes on the old code as well: caddy's case, a stop landing while the
+    // request is finished, cannot be timed from here without racing.
+    let mut req = request(&server.url("/upload"), trusting(&ca));
+    req.keep_body = 64;
+    let o = run(&req).await;
     assert_ok(&o);
+    assert_eq!(o.facts.status, Some(201));
+    assert_eq!(&o.facts.body[..], b"taken early");
 }
 
 #[tokio::test]

@@ -328,7 +328,12 @@ impl H3Sender {
             stopped = sent(stream.send_data(body).await, "request body not sent")?;
         }
         if !stopped {
-            sent(stream.finish().await, "request not finished")?;
+            stopped = sent(stream.finish().await, "request not finished")?;
+        }
+        if stopped {
+            // RFC 9000 §3.5: a stopped sender resets its side with the code it was given, so
+            // quinn sends nothing more of what it holds while the answer is read.
+            stream.stop_stream(Code::H3_NO_ERROR);
         }
         let response = stream
             .recv_response()
