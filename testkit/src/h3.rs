@@ -38,7 +38,8 @@ impl H3Server {
 
     /// A server that answers as soon as a request's head is in and stops reading the rest with
     /// `H3_NO_ERROR`, before answering (RFC 9114 §4.1.1 allows it; caddy does so, after
-    /// answering, when its answer is out before the request's end came in). Its [`Seen`] requests have no body.
+    /// answering, when its answer is out before the request's end came in). Its [`Seen`]
+    /// requests have no body.
     pub async fn start_answering_early(
         routes: Routes,
         config: Arc<rustls::ServerConfig>,
