@@ -1,5 +1,5 @@
-//! The bounded queue a long-lived connection's task fills and its handles drain (WebSocket
-//! frames, raw TCP frames, MQTT messages): when full the oldest item is dropped and counted, so a
+//! The bounded queue a long-lived connection's task fills and its handles drain (MQTT messages;
+//! byte frames have their packed [`crate::frame_inbox`]): when full the oldest item is dropped and counted, so a
 //! noisy peer costs a fixed amount of memory, and once drained the queue gives its slots back so
 //! an idle connection costs nothing.
 
@@ -23,6 +23,14 @@ impl Arrival {
 
     pub(crate) fn instant(self, opened: Instant) -> Instant {
         opened + Duration::from_nanos(self.0)
+    }
+
+    pub(crate) fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    pub(crate) fn from_nanos(n: u64) -> Self {
+        Arrival(n)
     }
 }
 
@@ -68,10 +76,6 @@ impl<T> Inbox<T> {
         item
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.lock().items.len()
-    }
-
     /// Items dropped because the inbox was full.
     pub(crate) fn dropped(&self) -> u64 {
         self.lock().dropped
@@ -89,7 +93,6 @@ mod tests {
             inbox.push(i);
         }
         assert_eq!(inbox.dropped(), 3);
-        assert_eq!(inbox.len(), 2);
         assert_eq!(inbox.pop(), Some(3));
         assert_eq!(inbox.pop(), Some(4));
         assert_eq!(inbox.pop(), None);

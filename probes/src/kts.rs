@@ -252,6 +252,15 @@ impl RealTime {
         Some(RealTime(Duration::new(sec as u64, nsec as u32)))
     }
 
+    /// Nanoseconds since 1970, saturating (in 2554): an inbox keeps it in 8 bytes.
+    pub(crate) fn as_nanos(self) -> u64 {
+        u64::try_from(self.0.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn from_nanos(n: u64) -> Self {
+        RealTime(Duration::from_nanos(n))
+    }
+
     /// `self − earlier`; `None` when the clock was stepped back between the two readings.
     pub fn since(self, earlier: RealTime) -> Option<Duration> {
         self.0.checked_sub(earlier.0)

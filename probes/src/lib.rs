@@ -14,6 +14,7 @@
 //! still reported.
 
 pub mod dns;
+mod frame_inbox;
 pub mod framing;
 pub mod grpc;
 pub mod http;

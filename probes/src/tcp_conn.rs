@@ -143,7 +143,7 @@ impl fmt::Debug for TcpConn {
 }
 
 struct Shared {
-    inbox: crate::inbox::Inbox<Queued>,
+    inbox: crate::frame_inbox::FrameInbox,
     arrived: Notify,
     closed: Mutex<Option<Closed>>,
     ended: Notify,
@@ -152,20 +152,13 @@ struct Shared {
     partial: AtomicUsize,
 }
 
-/// A [`Frame`] as the inbox keeps it: 40 bytes instead of 64. A connection no step reads (a
-/// sender's, whose peer sends presence noise) keeps a full inbox for its whole life, so the
-/// slot's size is paid `INBOX_LIMIT` times per connection.
-struct Queued {
-    body: Box<[u8]>,
-    received: crate::inbox::Arrival,
-    kernel_rx: Option<crate::kts::RealTime>,
-}
-
 impl Shared {
-    /// Queue a received frame; `body` is a copy of its own (an exactly sized allocation).
-    fn push(&self, body: Box<[u8]>, kernel_rx: Option<crate::kts::RealTime>) {
-        self.inbox.push(Queued {
-            body,
+    /// Queue a received frame; `body` is a copy of its own (the decoded body shares the read
+    /// buffer's allocation).
+    fn push(&self, body: &[u8], kernel_rx: Option<crate::kts::RealTime>) {
+        self.inbox.push(crate::frame_inbox::Stored {
+            tag: 0,
+            body: body.to_vec(),
             received: crate::inbox::Arrival::new(self.connected_at, Instant::now()),
             kernel_rx,
         });
@@ -264,7 +257,7 @@ pub async fn connect(
 
 fn spawn(io: Box<dyn Io>, marks: crate::kts::Marks, req: &TcpConnectRequest) -> TcpConn {
     let shared = Arc::new(Shared {
-        inbox: crate::inbox::Inbox::new(req.inbox_limit),
+        inbox: crate::frame_inbox::FrameInbox::new(req.inbox_limit),
         arrived: Notify::new(),
         closed: Mutex::new(None),
         ended: Notify::new(),
@@ -372,9 +365,9 @@ impl Task {
         let kernel_rx = self.marks.last_rx();
         loop {
             match self.codec.decode(&mut self.buf) {
-                // A copy of its own: the decoded body shares the read buffer's allocation, which
-                // a frame left in the inbox for hours would otherwise keep alive.
-                Ok(Some(body)) => self.shared.push(Box::from(&body[..]), kernel_rx),
+                // Copied into the inbox: the decoded body shares the read buffer's allocation,
+                // which a frame left in the inbox for hours would otherwise keep alive.
+                Ok(Some(body)) => self.shared.push(&body, kernel_rx),
                 Ok(None) => break,
                 Err(e) => {
                     self.shared.finish(Closed::Error(e));
@@ -798,7 +791,7 @@ mod inbox_tests {
     #[test]
     fn a_queued_frame_comes_back_as_it_arrived() {
         let s = Shared {
-            inbox: crate::inbox::Inbox::new(4),
+            inbox: crate::frame_inbox::FrameInbox::new(4),
             arrived: Notify::new(),
             closed: Mutex::new(None),
             ended: Notify::new(),
@@ -807,7 +800,7 @@ mod inbox_tests {
         };
         let rx = crate::kts::RealTime::from_timespec(1_700_000_000, 5);
         let before = Instant::now();
-        s.push(Box::from(&b"\x00\x01"[..]), rx);
+        s.push(b"\x00\x01", rx);
         let after = Instant::now();
         let f = s.pop().unwrap();
         assert_eq!(f.body, Bytes::from_static(b"\x00\x01"));

@@ -232,7 +232,7 @@ impl fmt::Debug for WsConn {
 
 /// State the connection task and the handles share.
 struct Shared {
-    inbox: crate::inbox::Inbox<Queued>,
+    inbox: crate::frame_inbox::FrameInbox,
     /// Woken on every new frame and when the connection ends.
     arrived: Notify,
     /// Why the connection ended, once it has. A mutex and a [`Notify`] rather than a `watch`
@@ -243,30 +243,24 @@ struct Shared {
     connected_at: Instant,
 }
 
-/// A [`Frame`] as the inbox keeps it: 48 bytes instead of 64. A connection no step reads (a
-/// sender's, whose peer sends presence noise) keeps a full inbox for its whole life, so the
-/// slot's size is paid `inbox_limit` times per connection.
-struct Queued {
-    payload: QueuedPayload,
-    received: crate::inbox::Arrival,
-    kernel_rx: Option<crate::kts::RealTime>,
-}
-
-enum QueuedPayload {
-    Text(Box<str>),
-    Binary(Box<[u8]>),
-}
+/// How the inbox tags a message's kind.
+const TEXT: u8 = 1;
+const BINARY: u8 = 2;
 
 impl Shared {
-    /// Queue a received message (`payload` a copy of its own, exactly sized).
+    /// Queue a received message (copied into the inbox: tungstenite's payload shares its read
+    /// buffer's allocation, which a frame left in the inbox for hours would otherwise keep
+    /// alive).
     fn push(
         &self,
-        payload: QueuedPayload,
+        tag: u8,
+        payload: &[u8],
         received_at: Instant,
         kernel_rx: Option<crate::kts::RealTime>,
     ) {
-        self.inbox.push(Queued {
-            payload,
+        self.inbox.push(crate::frame_inbox::Stored {
+            tag,
+            body: payload.to_vec(),
             received: crate::inbox::Arrival::new(self.connected_at, received_at),
             kernel_rx,
         });
@@ -275,11 +269,16 @@ impl Shared {
 
     fn pop(&self) -> Option<Frame> {
         let q = self.inbox.pop()?;
+        let payload = match q.tag {
+            // Queued from a `&str`: always UTF-8, the lossy path never taken.
+            TEXT => Payload::Text(
+                String::from_utf8(q.body)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+            _ => Payload::Binary(Bytes::from(q.body)),
+        };
         Some(Frame {
-            payload: match q.payload {
-                QueuedPayload::Text(t) => Payload::Text(t.into()),
-                QueuedPayload::Binary(b) => Payload::Binary(Bytes::from(b)),
-            },
+            payload,
             received_at: q.received.instant(self.connected_at),
             kernel_rx: q.kernel_rx,
         })
@@ -555,7 +554,7 @@ fn describe_error(e: &WsError, max_frame_size: usize) -> String {
 
 fn spawn(socket: Socket, marks: crate::kts::Marks, req: &WsConnectRequest) -> WsConn {
     let shared = Arc::new(Shared {
-        inbox: crate::inbox::Inbox::new(req.inbox_limit),
+        inbox: crate::frame_inbox::FrameInbox::new(req.inbox_limit),
         arrived: Notify::new(),
         closed: Mutex::new(None),
         ended: Notify::new(),
@@ -710,16 +709,9 @@ impl Task {
         let kernel_rx = self.marks.last_rx();
         match msg {
             Some(Ok(Message::Text(t))) => {
-                let text = QueuedPayload::Text(Box::from(t.as_str()));
-                self.shared.push(text, received_at, kernel_rx)
+                self.shared.push(TEXT, t.as_bytes(), received_at, kernel_rx)
             }
-            // A copy of its own: tungstenite's payload shares its read buffer's allocation,
-            // which a frame left in the inbox for hours would otherwise keep alive.
-            Some(Ok(Message::Binary(b))) => self.shared.push(
-                QueuedPayload::Binary(Box::from(&b[..])),
-                received_at,
-                kernel_rx,
-            ),
+            Some(Ok(Message::Binary(b))) => self.shared.push(BINARY, &b, received_at, kernel_rx),
             // tungstenite has queued the pong; the next poll flushes it.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(frame))) => {
@@ -1049,18 +1041,14 @@ mod tests {
     #[test]
     fn inbox_drops_oldest_and_counts() {
         let s = Shared {
-            inbox: crate::inbox::Inbox::new(2),
+            inbox: crate::frame_inbox::FrameInbox::new(2),
             arrived: Notify::new(),
             closed: Mutex::new(None),
             ended: Notify::new(),
             connected_at: Instant::now(),
         };
         for i in 0..5 {
-            s.push(
-                QueuedPayload::Text(i.to_string().into()),
-                Instant::now(),
-                None,
-            );
+            s.push(TEXT, i.to_string().as_bytes(), Instant::now(), None);
         }
         assert_eq!(s.inbox.dropped(), 3);
         assert_eq!(s.pop().unwrap().payload, Payload::Text("3".into()));
@@ -1071,7 +1059,7 @@ mod tests {
     #[test]
     fn a_queued_frame_comes_back_as_it_arrived() {
         let s = Shared {
-            inbox: crate::inbox::Inbox::new(4),
+            inbox: crate::frame_inbox::FrameInbox::new(4),
             arrived: Notify::new(),
             closed: Mutex::new(None),
             ended: Notify::new(),
@@ -1079,7 +1067,7 @@ mod tests {
         };
         let at = Instant::now() + Duration::from_nanos(1_234_567);
         let rx = crate::kts::RealTime::from_timespec(1_700_000_000, 5);
-        s.push(QueuedPayload::Binary(Box::from(&b"\x00\x01"[..])), at, rx);
+        s.push(BINARY, b"\x00\x01", at, rx);
         let f = s.pop().unwrap();
         assert_eq!(f.payload, Payload::Binary(Bytes::from_static(b"\x00\x01")));
         assert_eq!(f.received_at, at);
