@@ -228,6 +228,40 @@ fn hour_rows_are_written_when_their_hour_ends_and_rebuilt_after_a_crash() {
     );
 }
 
+/// The open hour's rows of a scenario no run added to for over a minute are written and leave
+/// the writer's memory (a persistent session's setup steps run once per connection); a later
+/// run of the same hour reads them back and adds to them, and rows of minutes that ended are
+/// dropped once written.
+#[test]
+fn idle_hour_rows_are_written_early_and_read_back() {
+    let f = Fake::new();
+    let mut w = f.writer(StoreOptions::default());
+    f.set(T0 + MINUTE_MS + 1_000);
+    w.write(&[rec("a", T0 + MINUTE_MS, 0.1, true)]).unwrap();
+    // Run and step rows: minute and hour, all cached; the hour rows listed, not written.
+    assert_eq!((w.cached_rows(), rollup_rows(&f, HOUR_MS)), (4, (0, 2)));
+    f.set(T0 + 2 * MINUTE_MS + 30_000);
+    w.write(&[rec("b", T0 + 2 * MINUTE_MS, 0.1, true)]).unwrap();
+    // a's minute ended over ten seconds ago: its minute rows are written and gone.
+    assert_eq!((w.cached_rows(), rollup_rows(&f, HOUR_MS)), (6, (0, 4)));
+    f.set(T0 + 3 * MINUTE_MS + 30_000);
+    w.write(&[rec("b", T0 + 3 * MINUTE_MS, 0.1, true)]).unwrap();
+    // a is idle: its hour rows are written and unlisted; b's stay.
+    assert_eq!((w.cached_rows(), rollup_rows(&f, HOUR_MS)), (4, (2, 2)));
+    f.set(T0 + 10 * MINUTE_MS + 1_000);
+    w.write(&[rec("a", T0 + 10 * MINUTE_MS, 0.3, false)])
+        .unwrap();
+    f.set(T0 + HOUR_MS);
+    w.write(&[]).unwrap();
+    assert_eq!(rollup_rows(&f, HOUR_MS), (4, 0));
+    f.set(T0 + 3 * HOUR_MS);
+    let r = f.reader();
+    let pts = r.latency("a", None, T0, Duration::from_secs(3600));
+    assert_eq!((pts.len(), pts[0].count), (1, 2));
+    let up = r.uptime("a", Duration::from_secs(3 * 3600));
+    assert_eq!((up.runs, up.failures), (2, 1));
+}
+
 #[test]
 fn runs_page_newest_first_and_filter() {
     let f = Fake::new();

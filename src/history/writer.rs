@@ -80,6 +80,8 @@ struct Caches {
     name_ids: HashMap<Arc<str>, u32>,
     /// The newest moment of the batch being written (see [`due`]).
     horizon: i64,
+    /// The minute of `horizon`, as rows note when they were last touched.
+    minute: u32,
     /// `open_hours` may list rows that are not in `rows`: read them back before the next batch.
     repair: bool,
 }
@@ -94,6 +96,7 @@ impl Default for Caches {
             names: vec![Arc::from("")],
             name_ids: HashMap::from([(Arc::from(""), 0)]),
             horizon: i64::MIN,
+            minute: 0,
             repair: true,
         }
     }
@@ -104,13 +107,28 @@ impl Default for Caches {
 /// The sketch is boxed: it is 80 bytes, and the table keeps about as many empty buckets as
 /// full ones, so inline sketches cost twice their size. The dirty mark is here rather than in
 /// a set of keys beside the table, which held every open hour row's key a second time (most
-/// rows are open hour rows, dirty until their hour ends).
+/// rows are open hour rows, dirty until their hour ends). 16 bytes with `touched`.
 struct Cached {
     sketch: Box<Sketch>,
     /// Changed since last written: minute rows until the batch ends, hour rows until they are
-    /// due ([`due`]).
+    /// due ([`due`]) or idle ([`idle`]).
     dirty: bool,
+    /// The minute ([`Caches::minute`]) of the last batch that added to the row.
+    touched: u32,
 }
+
+/// A row no run added to for over a minute: the open hour's row of a step that runs only now
+/// and then (a persistent session's setup steps run once per connection) or of a scenario with
+/// a long interval. It is written and leaves the cache rather than wait there for its hour to
+/// end: memory held for every such row of every scenario, against one read if it is added to
+/// again.
+fn idle(c: &Cached, minute: u32) -> bool {
+    minute > c.touched.saturating_add(1)
+}
+
+/// How long a row stays cached after its bucket ended, for runs that started in it and are
+/// written late (a long run, a batch still filling): later ones read it back from disk.
+const LATE_MS: i64 = 10_000;
 
 /// Whether a dirty row is written by a batch whose newest moment is `horizon`: minute rows
 /// always, hour rows once their hour is over.
@@ -151,14 +169,15 @@ impl Writer {
 
     fn write_inner(&mut self, batch: &[Record]) -> rusqlite::Result<()> {
         let tx = self.conn.unchecked_transaction()?;
-        if self.c.repair {
-            self.c.reload_open_hours(&tx)?;
-        }
         // The batch's newest moment: the clock, or a run that started later (a fake clock, or
         // runs written in bulk, as `history_fill` does).
         let now = (self.clock)();
         let horizon = batch.iter().map(|r| r.started_ms).fold(now, i64::max);
         self.c.horizon = horizon;
+        self.c.minute = u32::try_from(horizon.div_euclid(MINUTE_MS)).unwrap_or(0);
+        if self.c.repair {
+            self.c.reload_open_hours(&tx)?;
+        }
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO runs(scenario_id, region, started_ms, duration_s, success, \
@@ -189,6 +208,12 @@ impl Writer {
         }
         self.c.evict_closed_rows(now);
         Ok(())
+    }
+
+    /// Rows in the cache (tests: what the writer holds).
+    #[cfg(test)]
+    pub fn cached_rows(&self) -> usize {
+        self.c.rows.len()
     }
 
     /// Whether rows wait in memory to be written (an idle writer still writes them when due).
@@ -329,6 +354,7 @@ impl Caches {
         let slot = match self.rows.entry(key) {
             Entry::Occupied(e) => {
                 let c = e.into_mut();
+                c.touched = self.minute;
                 if !c.dirty {
                     c.dirty = true;
                     self.dirty += 1;
@@ -358,6 +384,7 @@ impl Caches {
         let c = slot.insert(Cached {
             sketch: Box::new(s),
             dirty: true,
+            touched: self.minute,
         });
         Ok(&mut c.sketch)
     }
@@ -370,8 +397,8 @@ impl Caches {
         }
     }
 
-    /// Write the dirty rows that are due; hour rows written leave `open_hours`. Returns the
-    /// keys written, to be marked clean once the transaction commits.
+    /// Write the dirty rows that are due or idle; hour rows written leave `open_hours`. Returns
+    /// the keys written, to be marked clean once the transaction commits.
     fn write_due(&self, tx: &Connection, horizon: i64) -> rusqlite::Result<Vec<RollKey>> {
         let mut upsert = tx.prepare_cached(
             "INSERT OR REPLACE INTO rollups(scenario_id, res, step, start_ms, count, failures, \
@@ -381,7 +408,10 @@ impl Caches {
             "DELETE FROM open_hours WHERE scenario_id=?1 AND step=?2 AND start_ms=?3",
         )?;
         let mut written = Vec::new();
-        let due_rows = self.rows.iter().filter(|(k, c)| c.dirty && due(k, horizon));
+        let due_rows = self
+            .rows
+            .iter()
+            .filter(|(k, c)| c.dirty && (due(k, horizon) || idle(c, self.minute)));
         for (key, c) in due_rows {
             let name = &*self.names[key.step as usize];
             let s = &c.sketch;
@@ -437,6 +467,7 @@ impl Caches {
                 Cached {
                     sketch: Box::new(s),
                     dirty: true,
+                    touched: self.minute,
                 },
             );
             self.dirty += 1;
@@ -445,11 +476,12 @@ impl Caches {
         Ok(())
     }
 
-    /// Forget cached rows of buckets that ended more than one bucket ago (a late run reloads
-    /// its row from disk), except rows not written yet.
+    /// Forget cached rows that are written, once their bucket ended [`LATE_MS`] ago or they
+    /// are [`idle`] (a late run reads its row back from disk).
     fn evict_closed_rows(&mut self, now: i64) {
+        let minute = self.minute;
         self.rows
-            .retain(|k, c| k.start + 2 * k.res() > now || c.dirty);
+            .retain(|k, c| c.dirty || (k.start + k.res() + LATE_MS > now && !idle(c, minute)));
     }
 
     /// Open an incident on a failure after a success (or the first run), count failures while
