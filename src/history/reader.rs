@@ -127,7 +127,9 @@ pub(super) fn rows(
 
 /// The rollup rows covering `[from, to)`: hour rows for whole hours inside it when `hours`,
 /// minute rows for the rest; by start. The writer writes an hour's row at its first batch after
-/// the hour ends, so the hour just ended may have none yet: then its minute rows answer.
+/// the hour ends, so the hour just ended may have none yet: then its minute rows answer. It
+/// may also have one written early (the row was idle) and added to since, which `open_hours`
+/// still lists: its minute rows answer then too.
 pub(super) fn covering(
     c: &Connection,
     sid: i64,
@@ -143,6 +145,10 @@ pub(super) fn covering(
         rows(c, sid, MINUTE_MS, step, from, h0, &mut out)?;
         rows(c, sid, HOUR_MS, step, h0, h1, &mut out)?;
         let last = h1 - HOUR_MS;
+        let have_last = out.last().map(|(start, _)| *start) == Some(last);
+        if have_last && listed_open(c, sid, step, last)? {
+            out.pop();
+        }
         if out.last().map(|(start, _)| *start) != Some(last) {
             rows(c, sid, MINUTE_MS, step, last, h1, &mut out)?;
         }
@@ -151,6 +157,14 @@ pub(super) fn covering(
         rows(c, sid, MINUTE_MS, step, from, to, &mut out)?;
     }
     Ok(out)
+}
+
+/// Whether the writer holds the hour row at `start` in memory, not (wholly) written yet.
+fn listed_open(c: &Connection, sid: i64, step: &str, start: i64) -> rusqlite::Result<bool> {
+    c.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM open_hours WHERE scenario_id=?1 AND step=?2 AND start_ms=?3)",
+    )?
+    .query_row(params![sid, step, start], |r| r.get(0))
 }
 
 impl HistoryRead for Reader {

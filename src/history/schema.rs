@@ -6,9 +6,10 @@
 //! back when the file is next opened. `synchronous=NORMAL` syncs at checkpoints only: a power
 //! cut may lose the last batches, never the file.
 //!
-//! `open_hours` lists the hour rollup rows the writer holds in memory and has not written yet
-//! (an hour row is written from its hour's last minute on, see `writer`): after a crash they
-//! are rebuilt from their minute rows, which every batch writes.
+//! `open_hours` lists the hour rollup rows the writer holds in memory and has not wholly written
+//! (an hour row is written once its hour is over, or earlier while no run adds to it, see
+//! `writer`): after a crash they are rebuilt from their minute rows, which every batch writes,
+//! and readers take a listed hour from its minute rows.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
