@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod reader;
 pub mod recent;
 pub mod record;
+mod row_cache;
 pub mod schema;
 pub mod sketch;
 pub mod store;

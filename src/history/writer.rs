@@ -16,31 +16,16 @@
 //! minute rows — sketches merge exactly, so the rebuilt row is the one that would have been
 //! written.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::record::{encode_steps, Record};
+use super::row_cache::{RollKey, Row, RowCache};
 use super::schema::{HOUR_MS, MINUTE_MS};
 use super::sketch::Sketch;
 use super::{Clock, StoreOptions};
-
-/// A rollup row's key: scenario, start, step (an index into [`Caches::names`]; 0 is `""`, the
-/// whole run) and resolution.
-///
-/// 24 bytes, copied without touching a reference count: the cache holds ~15 rows per scenario
-/// (the open hour's rows of every step the session ever ran, setup included, and two minutes'
-/// run and step rows), 75,000 for 5,000 persistent sessions, in a table of twice as many
-/// buckets. As a tuple with the step's name (`(i64, i64, Arc<str>, i64)`) it was 40 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct RollKey {
-    sid: i64,
-    start: i64,
-    step: u32,
-    hour: bool,
-}
 
 impl RollKey {
     fn res(&self) -> i64 {
@@ -71,7 +56,7 @@ pub struct Writer {
 /// What the writer keeps in memory between batches.
 struct Caches {
     scenario_ids: HashMap<Arc<str>, i64>,
-    rows: HashMap<RollKey, Cached>,
+    rows: RowCache,
     /// How many rows are dirty.
     dirty: usize,
     incidents: HashMap<i64, IncidentState>,
@@ -90,7 +75,7 @@ impl Default for Caches {
     fn default() -> Self {
         Caches {
             scenario_ids: HashMap::new(),
-            rows: HashMap::new(),
+            rows: RowCache::default(),
             dirty: 0,
             incidents: HashMap::new(),
             names: vec![Arc::from("")],
@@ -102,27 +87,12 @@ impl Default for Caches {
     }
 }
 
-/// A cached row.
-///
-/// The sketch is boxed: it is 80 bytes, and the table keeps about as many empty buckets as
-/// full ones, so inline sketches cost twice their size. The dirty mark is here rather than in
-/// a set of keys beside the table, which held every open hour row's key a second time (most
-/// rows are open hour rows, dirty until their hour ends). 16 bytes with `touched`.
-struct Cached {
-    sketch: Box<Sketch>,
-    /// Changed since last written: minute rows until the batch ends, hour rows until they are
-    /// due ([`due`]) or idle ([`idle`]).
-    dirty: bool,
-    /// The minute ([`Caches::minute`]) of the last batch that added to the row.
-    touched: u32,
-}
-
 /// A row no run added to for over a minute: the open hour's row of a step that runs only now
 /// and then (a persistent session's setup steps run once per connection) or of a scenario with
 /// a long interval. It is written and leaves the cache rather than wait there for its hour to
 /// end: memory held for every such row of every scenario, against one read if it is added to
 /// again.
-fn idle(c: &Cached, minute: u32) -> bool {
+fn idle(c: &Row, minute: u32) -> bool {
     minute > c.touched.saturating_add(1)
 }
 
@@ -351,18 +321,17 @@ impl Caches {
     /// enters the cache, so a crash before it is written leaves a note to rebuild it.
     fn row(&mut self, tx: &Connection, key: RollKey) -> rusqlite::Result<&mut Sketch> {
         let open = !due(&key, self.horizon);
-        let slot = match self.rows.entry(key) {
-            Entry::Occupied(e) => {
-                let c = e.into_mut();
-                c.touched = self.minute;
-                if !c.dirty {
-                    c.dirty = true;
-                    self.dirty += 1;
-                }
-                return Ok(&mut c.sketch);
+        // Looked up twice on a hit: returning the first borrow from the match would keep
+        // `self.rows` borrowed for the miss as well.
+        if self.rows.contains(&key) {
+            let c = self.rows.get_mut(&key).expect("just found");
+            c.touched = self.minute;
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty += 1;
             }
-            Entry::Vacant(e) => e,
-        };
+            return Ok(&mut c.sketch);
+        }
         let name = &self.names[key.step as usize];
         let s = if key.hour {
             let s = match load_row(tx, &key, name)? {
@@ -381,11 +350,7 @@ impl Caches {
             load_row(tx, &key, name)?.unwrap_or_default()
         };
         self.dirty += 1;
-        let c = slot.insert(Cached {
-            sketch: Box::new(s),
-            dirty: true,
-            touched: self.minute,
-        });
+        let c = self.rows.insert(key.sid, Row::new(key, self.minute, s));
         Ok(&mut c.sketch)
     }
 
@@ -420,7 +385,7 @@ impl Caches {
                 if key.hour {
                     unlist.execute(params![key.sid, name, key.start])?;
                 }
-                written.push(*key);
+                written.push(key);
                 continue;
             }
             upsert.execute(params![
@@ -438,7 +403,7 @@ impl Caches {
             if key.hour {
                 unlist.execute(params![key.sid, name, key.start])?;
             }
-            written.push(*key);
+            written.push(key);
         }
         Ok(written)
     }
@@ -458,18 +423,11 @@ impl Caches {
                 step: self.step_id(&step),
                 hour: true,
             };
-            if self.rows.contains_key(&key) {
+            if self.rows.contains(&key) {
                 continue;
             }
             let s = hour_from_minutes(tx, &key, &step)?;
-            self.rows.insert(
-                key,
-                Cached {
-                    sketch: Box::new(s),
-                    dirty: true,
-                    touched: self.minute,
-                },
-            );
+            self.rows.insert(sid, Row::new(key, self.minute, s));
             self.dirty += 1;
         }
         self.repair = false;
