@@ -41,6 +41,9 @@ impl RunCtx {
             self.add_secret(capture::text(&value));
         }
         self.captures.retain(|(k, _)| k != name);
+        // One at a time: a persistent session keeps its captures between runs, and a first
+        // push would make room for four (a scenario has a capture or two).
+        self.captures.reserve_exact(1);
         self.captures.push((name.to_string(), value));
     }
 

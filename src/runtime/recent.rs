@@ -228,6 +228,9 @@ fn push_bounded<T>(q: &mut VecDeque<T>, v: T, max: usize) {
     if q.len() >= max {
         q.pop_front();
     }
+    // Room for one more, not for twice as many: most sessions log an event or two (connected)
+    // and keep the room for their life.
+    q.reserve_exact(1);
     q.push_back(v);
 }
 
