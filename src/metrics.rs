@@ -26,6 +26,9 @@ use crate::runtime::observer::{Observer, Observers, ScenarioObserver, SessionEve
 mod histogram;
 use histogram::LatencyHistogram;
 
+#[cfg(test)]
+mod golden;
+
 /// Latency buckets for probes and runs: loopback answers in well under a millisecond, a slow
 /// service across a continent in seconds, and timeouts go up to a minute.
 pub const LATENCY_BUCKETS: [f64; 15] = [
@@ -928,6 +931,37 @@ mod tests {
         series.remove();
         let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
         assert!(!text.contains(r#"scenario="two""#), "{text}");
+    }
+
+    /// A family no scenario has a series in is left out whole, its HELP and TYPE lines too (as
+    /// prometheus-client leaves out an empty `Family`): a scenario before its first run, or
+    /// without TLS or a session, adds no description without a value.
+    #[test]
+    fn families_without_series_are_left_out() {
+        let (m, _series) = loaded(1);
+        for format in [Format::PrometheusText, Format::OpenMetrics] {
+            let text = String::from_utf8(m.encode(format).concat()).unwrap();
+            assert!(
+                text.contains("# TYPE sonde_scenario_duration_seconds "),
+                "{text}"
+            );
+            for absent in [
+                "sonde_scenario_success",
+                "sonde_step_success",
+                "sonde_step_phase_seconds",
+                "sonde_step_failures",
+                "sonde_tls_cert_not_after_seconds",
+                "sonde_session_",
+            ] {
+                assert!(!text.contains(absent), "{absent} in {text}");
+            }
+        }
+        drop(_series);
+        let (m, series) = loaded(1);
+        series.into_iter().for_each(ScenarioMetrics::remove);
+        let text = String::from_utf8(m.encode(Format::OpenMetrics).concat()).unwrap();
+        assert!(!text.contains("sonde_scenario_"), "{text}");
+        assert!(!text.contains("sonde_step_"), "{text}");
     }
 
     /// `sonde_step_phase_seconds` is the last run's: a step the last run did not reach (an
