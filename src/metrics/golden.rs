@@ -11,7 +11,7 @@ use sonde_probes::{FailureReason, Phase, Timings};
 
 use super::*;
 use crate::config::{load_str, LoadOptions};
-use crate::engine::{Stage, StepFacts, StepReport};
+use crate::engine::{RunResult, Stage, StepFacts, StepReport};
 
 /// Families held per scenario: the lines the golden files keep.
 const OWN: [&str; 4] = [
