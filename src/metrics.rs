@@ -559,6 +559,57 @@ mod tests {
         m.encode_streaming(Format::PrometheusText, tx);
     }
 
+    /// Scrapes (one to a client that reads nothing until the end) while scenarios record runs
+    /// and come and go: recording never waits for them, nothing deadlocks, nothing is lost.
+    #[test]
+    fn scrapes_while_recording_neither_block_it_nor_deadlock() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        const RUNS: u64 = 300;
+        let (m, mut series) = loaded(40);
+        let (tx, mut stuck) = tokio::sync::mpsc::channel(1);
+        let m2 = m.clone();
+        let streaming = std::thread::spawn(move || m2.encode_streaming(Format::OpenMetrics, tx));
+        let (done, finished) = mpsc::channel();
+        let report = run(vec![tcp_step("tcp", Some(FailureReason::Connect))]);
+        for mut group in [series.split_off(20), series] {
+            let (done, report) = (done.clone(), report.clone());
+            std::thread::spawn(move || {
+                for _ in 0..RUNS {
+                    group.iter_mut().for_each(|s| s.record(&report));
+                }
+                done.send(group).unwrap();
+            });
+        }
+        let m2 = m.clone();
+        let churn = std::thread::spawn(move || {
+            for _ in 0..RUNS {
+                golden::record_web(&m2, golden::WEB).remove();
+            }
+        });
+        for i in 0..6 {
+            let format = [Format::OpenMetrics, Format::PrometheusText][i % 2];
+            assert!(m.encode(format).concat().ends_with(b"\n"));
+        }
+        let wait = Duration::from_secs(120);
+        let groups = [(); 2].map(|_| finished.recv_timeout(wait).expect("recording blocked"));
+        churn.join().unwrap();
+        let mut streamed = 0;
+        while let Some(chunk) = stuck.blocking_recv() {
+            streamed += chunk.len();
+        }
+        streaming.join().unwrap();
+        assert!(streamed > 0);
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        let runs = format!(r#"{{scenario="s7",region="eu",team="t\"7",result="failure"}} {RUNS}"#);
+        assert!(
+            text.contains(&format!("sonde_scenario_runs_total{runs}\n")),
+            "{text}"
+        );
+        assert!(!text.contains(r#"scenario="web""#), "{text}");
+        drop(groups);
+    }
+
     #[test]
     fn label_values_are_escaped_and_removal_removes_every_series() {
         let (m, mut series) = loaded(2);

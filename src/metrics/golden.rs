@@ -21,7 +21,7 @@ const OWN: [&str; 4] = [
     "sonde_session_",
 ];
 
-const WEB: &str = r#"scenario: web
+pub(super) const WEB: &str = r#"scenario: web
 labels: {team: "a\"b\\c\nd", tier: "1"}
 steps:
   - {name: login, tcp: {target: "127.0.0.1:1"}}
@@ -116,7 +116,7 @@ fn report(ms: f64, result: RunResult, steps: Vec<StepReport>) -> RunReport {
 }
 
 /// Runs of a per-run scenario: passes, fails halfway, times out, skips, retries.
-fn record_web(m: &Arc<Metrics>, yaml: &str) -> ScenarioMetrics {
+pub(super) fn record_web(m: &Arc<Metrics>, yaml: &str) -> ScenarioMetrics {
     use Phase::*;
     let mut s = ScenarioMetrics::new(m.clone(), &scenario(yaml), Some("eu"));
     let fetch = step("fetch", 31.0, None, &[(Connect, 3.0), (Tls, 4.25)]);
@@ -157,7 +157,7 @@ fn record_web(m: &Arc<Metrics>, yaml: &str) -> ScenarioMetrics {
 }
 
 /// A persistent session: setup, breaks (the pseudo step `session`), reconnects, teardown.
-fn record_im(m: &Arc<Metrics>) -> ScenarioMetrics {
+pub(super) fn record_im(m: &Arc<Metrics>) -> ScenarioMetrics {
     use Phase::*;
     let agent = [("region", "us"), ("replica", "b")];
     let mut s = ScenarioMetrics::for_agent(m.clone(), &scenario(IM), &agent);
@@ -254,4 +254,31 @@ fn prometheus_text_as_recorded_by_families() {
 fn openmetrics_as_recorded_by_families() {
     let expected = include_str!("testdata/scenario_series.openmetrics");
     check(Format::OpenMetrics, "scenario_series.openmetrics", expected);
+}
+
+/// Every series a scenario ever had goes with it: its phases, failures, certificate and
+/// session too, and with the last scenario the families' descriptions.
+#[test]
+fn removed_scenarios_leave_nothing() {
+    let m = Metrics::without_process();
+    let (web, im) = (record_web(&m, WEB), record_im(&m));
+    let idle = ScenarioMetrics::new(m.clone(), &scenario(IDLE), None);
+    let text = |m: &Metrics| String::from_utf8(m.encode(Format::OpenMetrics).concat()).unwrap();
+    for s in [web, im] {
+        s.remove();
+    }
+    let left = text(&m);
+    assert!(!left.contains(r#"scenario="web""#), "{left}");
+    assert!(!left.contains(r#"scenario="im""#), "{left}");
+    for family in [
+        "sonde_step_phase",
+        "sonde_step_failures",
+        "sonde_tls_",
+        "sonde_session_",
+    ] {
+        assert!(!left.contains(family), "{family} in {left}");
+    }
+    idle.remove();
+    let left = text(&m);
+    assert!(!OWN.iter().any(|f| left.contains(f)), "{left}");
 }
