@@ -1,30 +1,35 @@
 //! sonde's own metrics (`/metrics`), named in the contract.
 //!
-//! Each scenario task owns a [`ScenarioMetrics`] holding handles to its series, created once (when
-//! the task starts, or for the success gauges, phases and failure reasons, the first time there is
-//! something to say): recording a run is then a few atomic operations, with no label hashing on
-//! the hot path (10,000 runs a second must stay cheap). When a scenario is removed or changed by a
-//! reload, its task removes exactly the series it created, so stale scenarios vanish from
-//! `/metrics` instead of reporting their last value forever.
+//! Each scenario task owns a [`ScenarioMetrics`]: the scenario's values in one block under one
+//! lock (`series`), which a single collector writes as the scenario families at each scrape
+//! (`collector`). Label sets are fixed when the task starts: recording a run is one lock and
+//! a few additions, with no label hashing on the hot path (10,000 runs a second must stay
+//! cheap), and a scenario's series cost their values, not a hash-map entry and an allocation
+//! each (issue 12: 10,000 persistent sessions). When a scenario is removed or changed by a
+//! reload, its task removes its block, so stale scenarios vanish from `/metrics` instead of
+//! reporting their last value forever.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use sonde_probes::{FailureReason, Phase};
 
 use crate::config::scenario::Scenario;
-use crate::engine::{RunReport, RunResult};
+use crate::engine::RunReport;
 use crate::intern::Interner;
 use crate::runtime::observer::{Observer, Observers, ScenarioObserver, SessionEvent};
 
+mod collector;
 mod histogram;
-use histogram::LatencyHistogram;
+mod series;
+use collector::{ScenarioCells, ScenarioTable};
+use series::{ScenarioData, StepData};
+
+#[cfg(test)]
+mod golden;
 
 /// Latency buckets for probes and runs: loopback answers in well under a millisecond, a slow
 /// service across a continent in seconds, and timeouts go up to a minute.
@@ -42,40 +47,11 @@ pub const WAKEUP_BUCKETS: [f64; 12] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 ];
 
-/// The label set of one series: the scenario's base labels (scenario, region, declared labels),
-/// shared by all its series, plus the family's own (step, phase, reason, result).
-///
-/// Three thin pointers (24 bytes): every series is a key in its family's map, ~35 per
-/// persistent session, so the key's size is paid 350,000 times over by 10,000 sessions (fat
-/// pointers and an inline label pair made it 72 bytes).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SeriesLabels {
-    base: Arc<Vec<(String, String)>>,
-    step: Option<Arc<String>>,
-    extra: Option<Extra>,
-}
-
-/// A family's own label and its value (`result="success"`, `phase="connect"`…), interned.
-type Extra = &'static (&'static str, &'static str);
-
-/// The one `&'static` copy of the label pair (`name`, `value`). The pairs are the few fixed
-/// values of results, phases and reasons, so the interned set stays a few dozen entries.
-fn pair(name: &'static str, value: &'static str) -> Extra {
-    static PAIRS: std::sync::Mutex<Vec<Extra>> = std::sync::Mutex::new(Vec::new());
-    let mut pairs = PAIRS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pairs.iter().find(|p| p.0 == name && p.1 == value) {
-        return p;
-    }
-    let p: Extra = Box::leak(Box::new((name, value)));
-    pairs.push(p);
-    p
-}
-
 /// The shared copy of step name `name`, for the `step` label.
 ///
 /// Scenarios of one shape name their steps alike (`send`, `deliver`, `a-connect`…), and every
-/// series of a step holds its name: 10,000 sessions of eight steps held 80,000 copies (an
-/// `Arc<String>` and its text, ~60 bytes each).
+/// step of every scenario holds its name: 10,000 sessions of eight steps would hold 80,000
+/// copies (an `Arc<String>` and its text, ~60 bytes each).
 fn step_name(name: &str) -> Arc<String> {
     static NAMES: std::sync::LazyLock<std::sync::Mutex<Interner<String>>> =
         std::sync::LazyLock::new(Default::default);
@@ -84,35 +60,13 @@ fn step_name(name: &str) -> Arc<String> {
     made.unwrap_or_else(|e| match e {})
 }
 
-impl EncodeLabelSet for SeriesLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        self.base.as_slice().encode(encoder)?;
-        if let Some(step) = &self.step {
-            [("step", step.as_str())].encode(encoder)?;
-        }
-        if let Some(kv) = self.extra {
-            [*kv].encode(encoder)?;
-        }
-        Ok(())
-    }
-}
-
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 /// Every family sonde exports, registered once.
 pub struct Metrics {
     registry: Registry,
-    scenario_success: Family<SeriesLabels, Gauge>,
-    scenario_runs: Family<SeriesLabels, Counter>,
-    scenario_duration: Family<SeriesLabels, LatencyHistogram>,
-    step_success: Family<SeriesLabels, Gauge>,
-    step_duration: Family<SeriesLabels, LatencyHistogram>,
-    step_phase: Family<SeriesLabels, F64Gauge>,
-    step_failures: Family<SeriesLabels, Counter>,
-    tls_not_after: Family<SeriesLabels, Gauge>,
-    session_connected: Family<SeriesLabels, Gauge>,
-    session_reconnects: Family<SeriesLabels, Counter>,
-    session_age: Family<SeriesLabels, F64Gauge>,
+    /// Every scenario's series.
+    series: Arc<ScenarioTable>,
     /// Planned vs actual start of every run.
     pub scheduler_lag: Histogram,
     /// Per probe with kernel-timestamped phases: user-space minus kernel figures (sonde's own delay).
@@ -152,7 +106,13 @@ impl Metrics {
     }
 
     fn build(process: bool) -> Arc<Metrics> {
-        let mut r = Registry::default();
+        let mut root = Registry::default();
+        // Collectors come after the metrics of their registry: the scenario series alone in the
+        // root and everything else in a registry below it (no prefix, no labels) keeps the
+        // families in the order they had as `Family`s registered first.
+        let series = Arc::new(ScenarioTable::default());
+        root.register_collector(Box::new(series.clone()));
+        let r = root.sub_registry_with_labels(std::iter::empty());
         let build_info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
         build_info
             .get_or_create(&vec![
@@ -162,23 +122,12 @@ impl Metrics {
             ])
             .set(1);
         let metrics = Metrics {
-            scenario_success: reg(&mut r, "sonde_scenario_success", "1 if the scenario's last run passed, 0 if it failed", Family::default()),
-            scenario_runs: reg(&mut r, "sonde_scenario_runs", "Scenario runs by result (success, failure, timeout, skipped: a due run that never started because the previous one was still running)", Family::default()),
-            scenario_duration: reg(&mut r, "sonde_scenario_duration_seconds", "Duration of whole scenario runs", Family::default()),
-            step_success: reg(&mut r, "sonde_step_success", "1 if the step passed in the scenario's last run, 0 if it failed or did not run", Family::default()),
-            step_duration: reg(&mut r, "sonde_step_duration_seconds", "Duration of steps", Family::default()),
-            step_phase: reg(&mut r, "sonde_step_phase_seconds", "Duration of each protocol phase of the step in the last run (resolve, connect, tls, processing, transfer, request, setup, rtt; mqtt: connack, suback, puback, pubrec, pubcomp)", Family::default()),
-            step_failures: reg(&mut r, "sonde_step_failures", "Step failures by reason (dns, connect, tls, timeout, status, body, assertion, protocol)", Family::default()),
-            tls_not_after: reg(&mut r, "sonde_tls_cert_not_after_seconds", "Earliest notAfter over the certificate chain the step was presented, as Unix seconds", Family::default()),
-            session_connected: reg(&mut r, "sonde_session_connected", "Persistent sessions: 1 while the session's connections are up and set up, 0 while it is disconnected", Family::default()),
-            session_reconnects: reg(&mut r, "sonde_session_reconnects", "Persistent sessions: times setup ran again after the connections broke", Family::default()),
-            session_age: reg(&mut r, "sonde_session_connection_age_seconds", "Persistent sessions: age of the oldest open connection at the last run", Family::default()),
-            scheduler_lag: reg(&mut r, "sonde_scheduler_lag_seconds", "Delay between a run's planned and actual start", Histogram::new(LAG_BUCKETS.iter().copied())),
-            probe_wakeup_delay: reg(&mut r, "sonde_probe_wakeup_delay_seconds", "Per probe step with kernel-timestamped phases: how much later sonde's tasks saw its packets than the kernel did (user-space minus kernel figures); the phase metrics exclude it", Histogram::new(WAKEUP_BUCKETS.iter().copied())),
-            runs_in_flight: reg(&mut r, "sonde_scheduler_runs_in_flight", "Scenario runs executing now", Gauge::default()),
-            scenarios: reg(&mut r, "sonde_scheduler_scenarios", "Scenarios scheduled by this agent", Gauge::default()),
-            config_last_reload_successful: reg(&mut r, "sonde_config_last_reload_successful", "1 if the last configuration load succeeded, 0 if it failed (the previous configuration keeps running)", Gauge::default()),
-            config_last_reload_success_timestamp: reg(&mut r, "sonde_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully, as Unix seconds", F64Gauge::default()),
+            scheduler_lag: reg(r, "sonde_scheduler_lag_seconds", "Delay between a run's planned and actual start", Histogram::new(LAG_BUCKETS.iter().copied())),
+            probe_wakeup_delay: reg(r, "sonde_probe_wakeup_delay_seconds", "Per probe step with kernel-timestamped phases: how much later sonde's tasks saw its packets than the kernel did (user-space minus kernel figures); the phase metrics exclude it", Histogram::new(WAKEUP_BUCKETS.iter().copied())),
+            runs_in_flight: reg(r, "sonde_scheduler_runs_in_flight", "Scenario runs executing now", Gauge::default()),
+            scenarios: reg(r, "sonde_scheduler_scenarios", "Scenarios scheduled by this agent", Gauge::default()),
+            config_last_reload_successful: reg(r, "sonde_config_last_reload_successful", "1 if the last configuration load succeeded, 0 if it failed (the previous configuration keeps running)", Gauge::default()),
+            config_last_reload_success_timestamp: reg(r, "sonde_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully, as Unix seconds", F64Gauge::default()),
             // In this order: the exposition lists families as registered.
             remote_write: {
                 r.register(
@@ -189,12 +138,13 @@ impl Metrics {
                 if process {
                     r.register_collector(Box::new(crate::process_metrics::ProcessCollector));
                 }
-                crate::remote_write::RemoteWriteMetrics::register(&mut r)
+                crate::remote_write::RemoteWriteMetrics::register(r)
             },
-            alerts: crate::alert::AlertMetrics::register(&mut r),
-            web: crate::web_server::WebMetrics::register(&mut r),
-            history: crate::history::HistoryMetrics::register(&mut r),
-            registry: r,
+            alerts: crate::alert::AlertMetrics::register(r),
+            web: crate::web_server::WebMetrics::register(r),
+            history: crate::history::HistoryMetrics::register(r),
+            series,
+            registry: root,
         };
         Arc::new(metrics)
     }
@@ -214,10 +164,11 @@ impl Metrics {
     /// Encode into `tx` chunk by chunk, as the client reads: the memory a scrape costs stays a
     /// few chunks however many series there are (10,000 scenarios make ~35 MB of text).
     ///
-    /// The encoder holds each family's read lock while it encodes that family, so it must never
-    /// wait for the client then: a chunk the channel has no room for is kept in memory and sent
-    /// once the encoding is done. A fast reader (Prometheus) gets the stream at encoding speed; a
-    /// slow one costs memory, never a blocked scenario task. Returns early if the client left.
+    /// The encoder holds locks while it encodes (a scenario's while it writes that scenario's
+    /// series of a family, the other families' own), so it must never wait for the client
+    /// then: a chunk the channel has no room for is kept in memory and sent once the encoding
+    /// is done. A fast reader (Prometheus) gets the stream at encoding speed; a slow one costs
+    /// memory, never a blocked scenario task. Returns early if the client left.
     /// Call from a blocking thread.
     pub fn encode_streaming(&self, format: Format, tx: tokio::sync::mpsc::Sender<bytes::Bytes>) {
         use tokio::sync::mpsc::error::TrySendError;
@@ -320,43 +271,12 @@ impl<F: FnMut(bytes::Bytes) -> std::fmt::Result> ChunkWriter<F> {
     }
 }
 
-/// The `result` label values, in `RunResult` order plus `skipped`.
-const RESULTS: [&str; 4] = [
-    RunResult::Success.as_str(),
-    RunResult::Failure.as_str(),
-    RunResult::Timeout.as_str(),
-    "skipped",
-];
-
-/// One step's series.
-struct StepSeries {
-    step: Arc<String>,
-    /// A step of `steps:` (not setup or teardown): when a run does not reach it, its success
-    /// reads 0. Setup and teardown steps of a persistent session run only now and then: their
-    /// series keep the last time they ran.
-    main: bool,
-    /// Not a step of the scenario (a persistent session's `session`): failures only.
-    pseudo: bool,
-    /// Created by the first run, like the scenario's.
-    success: Option<Gauge>,
-    duration: LatencyHistogram,
-    phases: Vec<(Phase, F64Gauge)>,
-    failures: Vec<(FailureReason, Counter)>,
-    tls_not_after: Option<Gauge>,
-}
-
-/// Handles to one scenario's series.
+/// One scenario's series, for its task.
 pub struct ScenarioMetrics {
     metrics: Arc<Metrics>,
-    base: Arc<Vec<(String, String)>>,
-    /// Created by the first run: before it, "did the last run pass" has no answer, and a 0
-    /// would read as a failure (and fire alerts) after every start or reload.
-    success: Option<Gauge>,
-    duration: LatencyHistogram,
-    runs: [Counter; 4],
-    steps: Vec<StepSeries>,
-    /// Persistent sessions only: connected, reconnects, connection age.
-    session: Option<(Gauge, Counter, F64Gauge)>,
+    /// In the table of live scenarios.
+    id: u64,
+    cells: Arc<ScenarioCells>,
 }
 
 impl ScenarioMetrics {
@@ -370,248 +290,68 @@ impl ScenarioMetrics {
     /// Create the scenario's series with the agent's labels (`region`, `replica`) after
     /// `scenario`.
     pub fn for_agent(metrics: Arc<Metrics>, scenario: &Scenario, agent: &[(&str, &str)]) -> Self {
-        let mut base = vec![("scenario".to_string(), scenario.name.clone())];
+        let mut base = Vec::with_capacity(1 + agent.len() + scenario.labels.len());
+        base.push(("scenario".to_string(), scenario.name.clone()));
         base.extend(agent.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         base.extend(scenario.labels.iter().cloned());
-        let base = Arc::new(base);
-        let l = |step: Option<&Arc<String>>, extra| SeriesLabels {
-            base: base.clone(),
-            step: step.cloned(),
-            extra,
-        };
-        let duration = metrics
-            .scenario_duration
-            .get_or_create_owned(&l(None, None));
-        let runs = RESULTS.map(|r| {
-            metrics
-                .scenario_runs
-                .get_or_create_owned(&l(None, Some(pair("result", r))))
-        });
         let main: Vec<&str> = scenario.steps.iter().map(|s| s.name.as_str()).collect();
         let steps = scenario
             .all_steps()
-            .map(|s| {
-                let step = step_name(&s.name);
-                StepSeries {
-                    main: main.contains(&s.name.as_str()),
-                    pseudo: false,
-                    success: None,
-                    duration: metrics
-                        .step_duration
-                        .get_or_create_owned(&l(Some(&step), None)),
-                    phases: Vec::new(),
-                    failures: Vec::new(),
-                    tls_not_after: None,
-                    step,
-                }
-            })
+            .map(|s| StepData::new(step_name(&s.name), main.contains(&s.name.as_str())))
             .collect();
-        let session = scenario.persistent.then(|| {
-            (
-                metrics
-                    .session_connected
-                    .get_or_create_owned(&l(None, None)),
-                metrics
-                    .session_reconnects
-                    .get_or_create_owned(&l(None, None)),
-                metrics.session_age.get_or_create_owned(&l(None, None)),
-            )
-        });
-        ScenarioMetrics {
-            metrics,
-            base,
-            success: None,
-            duration,
-            runs,
-            steps,
-            session,
-        }
-    }
-
-    fn labels(&self, step: &Arc<String>, extra: Option<Extra>) -> SeriesLabels {
-        SeriesLabels {
-            base: self.base.clone(),
-            step: Some(step.clone()),
-            extra,
-        }
+        let data = ScenarioData::new(steps, scenario.persistent);
+        let cells = ScenarioCells::new(base, data);
+        let id = metrics.series.insert(cells.clone());
+        ScenarioMetrics { metrics, id, cells }
     }
 
     /// Record a finished run.
     pub fn record(&mut self, report: &RunReport) {
-        let labels = SeriesLabels {
-            base: self.base.clone(),
-            step: None,
-            extra: None,
-        };
-        self.success
-            .get_or_insert_with(|| self.metrics.scenario_success.get_or_create_owned(&labels))
-            .set(report.success() as i64);
-        self.duration.observe(report.duration.as_secs_f64());
-        let idx = match report.result {
-            RunResult::Success => 0,
-            RunResult::Failure => 1,
-            RunResult::Timeout => 2,
-        };
-        self.runs[idx].inc();
-        self.record_steps(report, true);
+        self.observe_wakeups(report);
+        self.cells.lock().record(report);
     }
 
     /// Record the steps of a run, or (`scheduled`: false) of a persistent session's reconnect
     /// attempt, whose steps are measured like any others but which is not a scheduled run.
     pub fn record_steps(&mut self, report: &RunReport, scheduled: bool) {
+        self.observe_wakeups(report);
+        self.cells.lock().record_steps(report, scheduled);
+    }
+
+    fn observe_wakeups(&self, report: &RunReport) {
         for d in report.steps.iter().filter_map(|s| s.timings.own_delay()) {
             self.metrics.probe_wakeup_delay.observe(d.as_secs_f64());
-        }
-        self.count_session_failures(report);
-        for i in 0..self.steps.len() {
-            let step_name = self.steps[i].step.clone();
-            let ran = report.steps.iter().any(|s| *s.name == *step_name);
-            if self.steps[i].pseudo || (!ran && (!self.steps[i].main || !scheduled)) {
-                continue;
-            }
-            // Phases: last run's values; a phase this run did not reach (or a step it did not
-            // reach) reads 0.
-            for (_, g) in &self.steps[i].phases {
-                g.set(0.0);
-            }
-            let labels = self.labels(&step_name, None);
-            let success = self.steps[i]
-                .success
-                .get_or_insert_with(|| self.metrics.step_success.get_or_create_owned(&labels));
-            let Some(sr) = report.steps.iter().find(|s| *s.name == *step_name) else {
-                // Did not run: an earlier step failed.
-                success.set(0);
-                continue;
-            };
-            success.set(sr.success as i64);
-            self.steps[i].duration.observe(sr.duration.as_secs_f64());
-            for (phase, d) in sr.timings.iter() {
-                let pos = self.steps[i].phases.iter().position(|(p, _)| *p == phase);
-                let g = match pos {
-                    Some(p) => &self.steps[i].phases[p].1,
-                    None => {
-                        let g = self.metrics.step_phase.get_or_create_owned(
-                            &self.labels(&step_name, Some(pair("phase", phase.as_str()))),
-                        );
-                        self.steps[i].phases.push((phase, g));
-                        &self.steps[i].phases.last().expect("just pushed").1
-                    }
-                };
-                g.set(d.as_secs_f64());
-            }
-            if let Some(f) = &sr.failure {
-                self.count_failure(i, f.reason);
-            }
-            if let Some(na) = sr.cert_not_after() {
-                let labels = self.labels(&step_name, None);
-                let g = self.steps[i]
-                    .tls_not_after
-                    .get_or_insert_with(|| self.metrics.tls_not_after.get_or_create_owned(&labels));
-                g.set(na);
-            }
-        }
-    }
-
-    /// `sonde_step_failures_total` of the step at `i`, by `reason`.
-    fn count_failure(&mut self, i: usize, reason: FailureReason) {
-        let s = &mut self.steps[i];
-        if let Some((_, c)) = s.failures.iter().find(|(r, _)| *r == reason) {
-            c.inc();
-            return;
-        }
-        let labels = SeriesLabels {
-            base: self.base.clone(),
-            step: Some(s.step.clone()),
-            extra: Some(pair("reason", reason.as_str())),
-        };
-        let c = self.metrics.step_failures.get_or_create_owned(&labels);
-        c.inc();
-        s.failures.push((reason, c));
-    }
-
-    /// Failures of what is not a step of the scenario — a persistent session itself (a break
-    /// between runs, a run due while reconnecting: step `session`) — are counted too, under
-    /// that name; such a series has failures only (no success gauge or duration to mislead).
-    fn count_session_failures(&mut self, report: &RunReport) {
-        for sr in &report.steps {
-            let Some(f) = &sr.failure else { continue };
-            let i = match self.steps.iter().position(|s| *s.step == *sr.name) {
-                Some(i) if self.steps[i].pseudo => i,
-                Some(_) => continue,
-                None => {
-                    self.steps.push(StepSeries {
-                        main: false,
-                        pseudo: true,
-                        success: None,
-                        duration: LatencyHistogram::default(),
-                        phases: Vec::new(),
-                        failures: Vec::new(),
-                        tls_not_after: None,
-                        step: step_name(&sr.name),
-                    });
-                    self.steps.len() - 1
-                }
-            };
-            self.count_failure(i, f.reason);
         }
     }
 
     pub fn session_connected(&self, up: bool) {
-        if let Some((g, _, _)) = &self.session {
-            g.set(up as i64);
+        if let Some(s) = self.cells.lock().session() {
+            s.connected = up;
         }
     }
 
     pub fn session_reconnected(&self) {
-        if let Some((_, c, _)) = &self.session {
-            c.inc();
+        if let Some(s) = self.cells.lock().session() {
+            s.reconnects += 1;
         }
     }
 
     pub fn session_age(&self, age: Option<std::time::Duration>) {
-        if let Some((_, _, g)) = &self.session {
-            g.set(age.map_or(0.0, |a| a.as_secs_f64()));
+        if let Some(s) = self.cells.lock().session() {
+            s.age = age.map_or(0.0, |a| a.as_secs_f64());
         }
     }
 
     /// Count due runs that were skipped because the previous run was still going.
     pub fn skipped(&self, n: u64) {
         if n > 0 {
-            self.runs[3].inc_by(n);
+            self.cells.lock().skipped(n);
         }
     }
 
-    /// Remove every series this scenario created.
+    /// Remove every series of this scenario.
     pub fn remove(self) {
-        let m = &self.metrics;
-        let scen = |extra| SeriesLabels {
-            base: self.base.clone(),
-            step: None,
-            extra,
-        };
-        m.scenario_success.remove(&scen(None));
-        m.session_connected.remove(&scen(None));
-        m.session_reconnects.remove(&scen(None));
-        m.session_age.remove(&scen(None));
-        m.scenario_duration.remove(&scen(None));
-        for r in RESULTS {
-            m.scenario_runs.remove(&scen(Some(pair("result", r))));
-        }
-        for s in &self.steps {
-            if !s.pseudo {
-                m.step_success.remove(&self.labels(&s.step, None));
-                m.step_duration.remove(&self.labels(&s.step, None));
-            }
-            m.tls_not_after.remove(&self.labels(&s.step, None));
-            for (p, _) in &s.phases {
-                m.step_phase
-                    .remove(&self.labels(&s.step, Some(pair("phase", p.as_str()))));
-            }
-            for (r, _) in &s.failures {
-                m.step_failures
-                    .remove(&self.labels(&s.step, Some(pair("reason", r.as_str()))));
-            }
-        }
+        self.metrics.series.remove(self.id);
     }
 }
 
@@ -715,14 +455,18 @@ impl ScenarioObserver for ScenarioMetrics {
 
 #[cfg(test)]
 mod tests {
+    use sonde_probes::{FailureReason, Phase};
+
     use super::*;
     use crate::config::{load_str, LoadOptions};
+    use crate::engine::RunResult;
 
     /// Scenarios whose steps have the same names share one copy of each name.
     #[test]
     fn step_names_are_shared() {
         let (_m, series) = loaded(2);
-        let (a, b) = (&series[0].steps[0].step, &series[1].steps[0].step);
+        let (a, b) = (series[0].cells.lock(), series[1].cells.lock());
+        let (a, b) = (&a.steps[0].name, &b.steps[0].name);
         assert_eq!(**a, "tcp");
         assert!(Arc::ptr_eq(a, b));
     }
@@ -813,6 +557,57 @@ mod tests {
         drop(rx);
         // Returns (rather than blocking forever on a closed channel).
         m.encode_streaming(Format::PrometheusText, tx);
+    }
+
+    /// Scrapes (one to a client that reads nothing until the end) while scenarios record runs
+    /// and come and go: recording never waits for them, nothing deadlocks, nothing is lost.
+    #[test]
+    fn scrapes_while_recording_neither_block_it_nor_deadlock() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        const RUNS: u64 = 300;
+        let (m, mut series) = loaded(40);
+        let (tx, mut stuck) = tokio::sync::mpsc::channel(1);
+        let m2 = m.clone();
+        let streaming = std::thread::spawn(move || m2.encode_streaming(Format::OpenMetrics, tx));
+        let (done, finished) = mpsc::channel();
+        let report = run(vec![tcp_step("tcp", Some(FailureReason::Connect))]);
+        for mut group in [series.split_off(20), series] {
+            let (done, report) = (done.clone(), report.clone());
+            std::thread::spawn(move || {
+                for _ in 0..RUNS {
+                    group.iter_mut().for_each(|s| s.record(&report));
+                }
+                done.send(group).unwrap();
+            });
+        }
+        let m2 = m.clone();
+        let churn = std::thread::spawn(move || {
+            for _ in 0..RUNS {
+                golden::record_web(&m2, golden::WEB).remove();
+            }
+        });
+        for i in 0..6 {
+            let format = [Format::OpenMetrics, Format::PrometheusText][i % 2];
+            assert!(m.encode(format).concat().ends_with(b"\n"));
+        }
+        let wait = Duration::from_secs(120);
+        let groups = [(); 2].map(|_| finished.recv_timeout(wait).expect("recording blocked"));
+        churn.join().unwrap();
+        let mut streamed = 0;
+        while let Some(chunk) = stuck.blocking_recv() {
+            streamed += chunk.len();
+        }
+        streaming.join().unwrap();
+        assert!(streamed > 0);
+        let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
+        let runs = format!(r#"{{scenario="s7",region="eu",team="t\"7",result="failure"}} {RUNS}"#);
+        assert!(
+            text.contains(&format!("sonde_scenario_runs_total{runs}\n")),
+            "{text}"
+        );
+        assert!(!text.contains(r#"scenario="web""#), "{text}");
+        drop(groups);
     }
 
     #[test]
@@ -928,6 +723,37 @@ mod tests {
         series.remove();
         let text = String::from_utf8(m.encode(Format::PrometheusText).concat()).unwrap();
         assert!(!text.contains(r#"scenario="two""#), "{text}");
+    }
+
+    /// A family no scenario has a series in is left out whole, its HELP and TYPE lines too (as
+    /// prometheus-client leaves out an empty `Family`): a scenario before its first run, or
+    /// without TLS or a session, adds no description without a value.
+    #[test]
+    fn families_without_series_are_left_out() {
+        let (m, _series) = loaded(1);
+        for format in [Format::PrometheusText, Format::OpenMetrics] {
+            let text = String::from_utf8(m.encode(format).concat()).unwrap();
+            assert!(
+                text.contains("# TYPE sonde_scenario_duration_seconds "),
+                "{text}"
+            );
+            for absent in [
+                "sonde_scenario_success",
+                "sonde_step_success",
+                "sonde_step_phase_seconds",
+                "sonde_step_failures",
+                "sonde_tls_cert_not_after_seconds",
+                "sonde_session_",
+            ] {
+                assert!(!text.contains(absent), "{absent} in {text}");
+            }
+        }
+        drop(_series);
+        let (m, series) = loaded(1);
+        series.into_iter().for_each(ScenarioMetrics::remove);
+        let text = String::from_utf8(m.encode(Format::OpenMetrics).concat()).unwrap();
+        assert!(!text.contains("sonde_scenario_"), "{text}");
+        assert!(!text.contains("sonde_step_"), "{text}");
     }
 
     /// `sonde_step_phase_seconds` is the last run's: a step the last run did not reach (an
