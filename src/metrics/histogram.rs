@@ -21,15 +21,52 @@ const N: usize = LATENCY_BUCKETS.len() + 1;
 #[derive(Debug, Default, Clone)]
 pub(super) struct Counts {
     sum: f64,
-    count: u64,
-    /// Per bucket, not cumulative (the encoder adds them up, as for prometheus-client's own).
-    buckets: [u64; N],
+    /// Per bucket, not cumulative (the encoder adds them up, as for prometheus-client's own);
+    /// the count is their sum, not kept beside them.
+    buckets: Buckets,
+}
+
+/// Bucket counts in 32 bits until one would pass `u32::MAX`, then in 64 (boxed): nine
+/// histograms of every persistent session held 1 KB of high halves that stay zero for
+/// decades at any sane interval, and a count that wraps would read as a counter reset.
+#[derive(Debug, Clone)]
+enum Buckets {
+    Narrow([u32; N]),
+    Wide(Box<[u64; N]>),
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets::Narrow([0; N])
+    }
+}
+
+impl Buckets {
+    fn add_one(&mut self, i: usize) {
+        match self {
+            Buckets::Narrow(b) => match b[i].checked_add(1) {
+                Some(n) => b[i] = n,
+                None => {
+                    let mut wide = Box::new(b.map(u64::from));
+                    wide[i] += 1;
+                    *self = Buckets::Wide(wide);
+                }
+            },
+            Buckets::Wide(b) => b[i] += 1,
+        }
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        match self {
+            Buckets::Narrow(b) => u64::from(b[i]),
+            Buckets::Wide(b) => b[i],
+        }
+    }
 }
 
 impl Counts {
     pub(super) fn observe(&mut self, v: f64) {
         self.sum += v;
-        self.count += 1;
         // As prometheus-client: the first bucket whose bound is >= v; NaN goes to +Inf.
         let i = if v.is_nan() {
             N - 1
@@ -39,7 +76,7 @@ impl Counts {
                 .position(|b| *b >= v)
                 .unwrap_or(N - 1)
         };
-        self.buckets[i] += 1;
+        self.buckets.add_one(i);
     }
 }
 
@@ -53,10 +90,11 @@ impl EncodeMetric for Counts {
         for (i, slot) in b.iter_mut().enumerate() {
             *slot = (
                 LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
-                self.buckets[i],
+                self.buckets.get(i),
             );
         }
-        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &b, None)
+        let count = b.iter().map(|(_, n)| n).sum();
+        encoder.encode_histogram::<NoLabelSet>(self.sum, count, &b, None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -131,9 +169,27 @@ mod tests {
     #[test]
     fn counts_stay_small() {
         assert!(
-            std::mem::size_of::<Counts>() <= 160,
+            std::mem::size_of::<Counts>() <= 80,
             "{}",
             std::mem::size_of::<Counts>()
         );
+    }
+
+    /// A bucket at `u32::MAX` goes on counting in 64 bits, the other buckets kept.
+    #[test]
+    fn a_full_bucket_widens_instead_of_wrapping() {
+        let mut c = Counts::default();
+        c.observe(0.0003);
+        c.observe(20.0);
+        if let Buckets::Narrow(b) = &mut c.buckets {
+            b[0] = u32::MAX;
+        }
+        c.observe(0.0001);
+        c.observe(0.0002);
+        assert!(matches!(c.buckets, Buckets::Wide(_)));
+        assert_eq!(c.buckets.get(0), u64::from(u32::MAX) + 2);
+        assert_eq!(c.buckets.get(N - 2), 1);
+        let count: u64 = (0..N).map(|i| c.buckets.get(i)).sum();
+        assert_eq!(count, u64::from(u32::MAX) + 3);
     }
 }

@@ -195,9 +195,9 @@ mod tests {
     use super::*;
 
     /// Paid per step of every scenario (80,000 times by 10,000 sessions of eight steps): eight
-    /// of them fill one of mimalloc's 1,792-byte blocks, a few bytes more the next (2,048).
+    /// of them fill one of mimalloc's 1,280-byte blocks, a few bytes more the next (1,536).
     #[test]
     fn a_step_stays_small() {
-        assert!(size_of::<StepData>() <= 224, "{}", size_of::<StepData>());
+        assert!(size_of::<StepData>() <= 160, "{}", size_of::<StepData>());
     }
 }
