@@ -55,6 +55,8 @@ pub struct Loader {
     names: HashMap<String, String>,
     /// What the document being loaded may reach (`include:` follows its file-root rules).
     trust: super::trust::Trust,
+    /// The scenarios' definitions for `/config`, compressed together.
+    definitions: super::packed::Packer,
 }
 
 /// Where a scenario is read: the file's index and errors, the path of the scenario in it.
@@ -98,6 +100,7 @@ impl Loader {
             region: opts.region.clone(),
             names: HashMap::new(),
             trust: Default::default(),
+            definitions: Default::default(),
         }
     }
 
@@ -315,7 +318,7 @@ impl Loader {
             reuse_connections: m.reuse_connections.unwrap_or(true) && http_steps > 1,
             fingerprint: hash.finish(),
             alert: head.alert,
-            redacted_json: super::scenario::Packed::new(&redacted.to_string()),
+            redacted_json: self.definitions.pack(&redacted.to_string()),
             secrets,
         })
     }

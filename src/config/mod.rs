@@ -35,6 +35,7 @@ pub mod limits;
 pub(crate) mod locate;
 pub mod matcher;
 pub(crate) mod model;
+mod packed;
 pub(crate) mod probe_settings;
 /// Protobuf without codegen (`proto_file`), public for the fuzz targets.
 pub use probe_settings::protobuf;

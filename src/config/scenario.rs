@@ -71,7 +71,7 @@ pub struct Scenario {
     ///
     /// Kept as compact JSON text, compressed: as a `serde_json::Value` tree it took ten times
     /// the memory (12 KB for an IM scenario), for a page that is rarely read.
-    pub redacted_json: Packed,
+    pub redacted_json: super::packed::Packed,
     /// Secret values (from `env` references and secret keys), longest first: replaced by
     /// `<redacted>` wherever they appear in traces and logs.
     pub secrets: Vec<String>,
@@ -97,44 +97,6 @@ impl Scenario {
     /// Every string (and object key) of `v` redacted as by [`Self::redact_text`].
     pub fn redact_json(&self, v: &mut serde_json::Value) {
         crate::redact::json_with_secrets(v, &crate::redact::merge(&[&self.secrets]));
-    }
-}
-
-/// Text kept compressed (Snappy, already in the tree for remote_write): a scenario's definition
-/// as JSON is ~1.4 KB that only `/config` reads, held by every scenario; Snappy halves it and
-/// costs microseconds to read back.
-pub struct Packed(Box<[u8]>);
-
-impl Packed {
-    pub fn new(text: &str) -> Packed {
-        let bytes = snap::raw::Encoder::new()
-            .compress_vec(text.as_bytes())
-            .unwrap_or_else(|_| text.as_bytes().to_vec());
-        Packed(bytes.into_boxed_slice())
-    }
-
-    /// The text as given to [`Packed::new`].
-    pub fn text(&self) -> String {
-        snap::raw::Decoder::new()
-            .decompress_vec(&self.0)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default()
-    }
-
-    /// Bytes kept.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Packed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Packed({} bytes)", self.0.len())
     }
 }
 
@@ -453,14 +415,5 @@ scenarios:
             v,
             serde_json::json!({r: [format!("x {r} y"), {"k": r}], "n": 1})
         );
-    }
-
-    #[test]
-    fn packed_text_comes_back_whole_and_smaller() {
-        let text = r#"{"scenario":"im-00001","setup":[{"name":"a-connect","tcp.connect":{"as":"a","target":"127.0.0.1:9301","framing":{"length":{"bytes":4}}}},{"name":"b-connect","tcp.connect":{"as":"b","target":"127.0.0.1:9301","framing":{"length":{"bytes":4}}}}],"é":"ü"}"#;
-        let p = super::Packed::new(text);
-        assert_eq!(p.text(), text);
-        assert!(p.len() < text.len(), "{} of {}", p.len(), text.len());
-        assert_eq!(super::Packed::new("").text(), "");
     }
 }
