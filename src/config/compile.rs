@@ -417,6 +417,7 @@ impl Loader {
             self.templates
                 .add_undeclared_overrides(&mut scope, &[], &mut rendered);
         }
+        scope.shrink_to_fit();
         (sink, scope)
     }
 
