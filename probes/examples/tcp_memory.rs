@@ -22,8 +22,11 @@ use sonde_probes::tls::{TlsClient, TlsOptions};
 use sonde_probes::{ResolveOptions, Resolver};
 use tokio::time::Instant;
 
+#[path = "common/counting.rs"]
+mod counting;
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: counting::Counting = counting::Counting;
 
 fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -123,6 +126,7 @@ async fn main() {
         conns.push(open_one(&req).await);
     }
     let base = rss_kib();
+    let heap_base = counting::live();
     println!("baseline RSS after 10 connections: {base} KiB");
     let started = std::time::Instant::now();
     while conns.len() < total + 10 {
@@ -144,6 +148,10 @@ async fn main() {
     println!(
         "after 2 s idle: RSS {rss} KiB, {:.2} KiB per connection",
         rss.saturating_sub(base) as f64 / total as f64
+    );
+    println!(
+        "live heap per connection: {}",
+        counting::live().per(heap_base, total)
     );
     let closed = conns.iter().filter(|c| c.closed().is_some()).count();
     println!("connections closed meanwhile: {closed}");

@@ -25,8 +25,11 @@ use sonde_probes::ws::{connect, Payload, WsConn, WsConnectRequest};
 use sonde_probes::{ResolveOptions, Resolver};
 use tokio::time::Instant;
 
+#[path = "common/counting.rs"]
+mod counting;
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: counting::Counting = counting::Counting;
 
 fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -160,6 +163,7 @@ async fn main() {
         conns.push(open_one(&req, &dialogue, 1_000_000 + i).await);
     }
     let base = rss_kib();
+    let heap_base = counting::live();
     println!("baseline RSS after 10 connections: {base} KiB");
     let started = std::time::Instant::now();
     while conns.len() < total + 10 {
@@ -174,8 +178,8 @@ async fn main() {
         if n % 1000 == 0 || n == total {
             let rss = rss_kib();
             println!(
-                "{n:>6} connections: RSS {rss} KiB, {:.1} KiB per connection above baseline ({:.1?})",
-                (rss.saturating_sub(base)) as f64 / n as f64,
+                "{n:>6} connections: RSS {rss} KiB, {:.2} KiB per connection above baseline ({:.1?})",
+                rss.saturating_sub(base) as f64 / n as f64,
                 started.elapsed()
             );
         }
@@ -185,8 +189,12 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = rss_kib();
     println!(
-        "after 2 s idle: RSS {rss} KiB, {:.1} KiB per connection",
-        (rss.saturating_sub(base)) as f64 / total as f64
+        "after 2 s idle: RSS {rss} KiB, {:.2} KiB per connection",
+        rss.saturating_sub(base) as f64 / total as f64
+    );
+    println!(
+        "live heap per connection: {}",
+        counting::live().per(heap_base, total)
     );
     let closed = conns.iter().filter(|c| c.closed().is_some()).count();
     println!("connections closed meanwhile: {closed}");

@@ -9,7 +9,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -24,19 +24,25 @@ pub(crate) async fn read_into<R: AsyncRead + Unpin + ?Sized>(
     io: &mut R,
     buf: &mut BytesMut,
 ) -> std::io::Result<usize> {
-    poll_fn(|cx| {
-        let mut scratch = [0u8; SCRATCH];
-        let mut rb = ReadBuf::new(&mut scratch);
-        match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                buf.extend_from_slice(rb.filled());
-                Poll::Ready(Ok(rb.filled().len()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+    poll_fn(|cx| poll_read_into(io, cx, buf)).await
+}
+
+/// [`read_into`] for code that is polled itself (a `Stream`, a `Sink`).
+pub(crate) fn poll_read_into<R: AsyncRead + Unpin + ?Sized>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let mut scratch = [0u8; SCRATCH];
+    let mut rb = ReadBuf::new(&mut scratch);
+    match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            buf.extend_from_slice(rb.filled());
+            Poll::Ready(Ok(rb.filled().len()))
         }
-    })
-    .await
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 #[cfg(test)]

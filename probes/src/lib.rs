@@ -31,6 +31,7 @@ pub mod tcp_conn;
 pub mod text;
 pub mod tls;
 pub mod ws;
+mod ws_socket;
 mod ws_upgrade;
 
 use std::fmt;

@@ -7,22 +7,22 @@
 //! handle.
 //!
 //! We dial ourselves (the shared [`Resolver`], [`connect_tcp`], [`TlsClient`]) and upgrade
-//! ourselves too (`ws_upgrade`, with tungstenite's request writer and response parser), handing
-//! the stream to tokio-tungstenite only for the framing, so the phases are measured exactly as
+//! ourselves too (`ws_upgrade`, with tungstenite's request writer and response parser), and frame
+//! ourselves with tungstenite's frame types (`ws_socket`), so the phases are measured exactly as
 //! for HTTP probes and the same resolver overrides and TLS options apply.
 //!
 //! Each connection lives in one task of its own that owns the socket: it reads frames into a
 //! bounded inbox (the oldest frame is dropped and counted when a slow reader lets it overflow),
-//! answers pings (tungstenite queues the pong, the task's next read or write flushes it), sends
+//! answers pings (the socket queues the pong, the task's next read or write flushes it), sends
 //! heartbeat pings when the connection has been idle, and writes what the handles ask it to via
 //! a small command mailbox. Why one task and not a lock around the socket: reading must go on
 //! while nobody is waiting in `expect` (to answer pings and notice a close at once), and a single
 //! owner needs no lock on the hot path.
 //!
-//! Memory matters: the IM benchmark holds 20,000 of these. tungstenite's default buffers are
-//! 128 KiB each way; we use [`READ_BUFFER_SIZE`] and write each frame out at once. The task's
-//! future lives as long as the connection and is as large as its largest await, so the rare,
-//! large ones (a command, the heartbeat, the goodbye) are boxed while they run.
+//! Memory matters: the IM benchmark holds 20,000 of these. An idle connection holds no read or
+//! write buffer (`ws_socket`). The task's future lives as long as the connection and is as
+//! large as its largest await, so the rare, large ones (a command, the heartbeat, the goodbye)
+//! are boxed while they run.
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -40,9 +40,7 @@ use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 use url::Url;
 
 use crate::resolve::connect_tcp;
@@ -51,13 +49,6 @@ use crate::{
     fmt_duration, with_deadline, Failure, FailureReason, Outcome, Phase, Recorder, ResolveOptions,
     Resolver,
 };
-
-/// Capacity of tungstenite's read buffer per connection. Frames larger than this still arrive
-/// (the buffer grows while one is read); it is the steady-state cost of an idle connection,
-/// twice per IM session, so it is sized for chat-sized frames: 1 KiB holds several of them, and
-/// reading a burst takes a few more reads, not more memory. (tungstenite zero-fills the whole
-/// buffer, so all of it is resident: 4 KiB cost 3 KiB more per connection.)
-pub const READ_BUFFER_SIZE: usize = 1024;
 
 /// What to connect to and how.
 #[derive(Clone, Debug)]
@@ -335,7 +326,7 @@ enum CloseAnswer {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-type Socket = WebSocketStream<Box<dyn Io>>;
+type Socket = crate::ws_socket::WsSocket<Box<dyn Io>>;
 
 /// Resolve, connect, TLS (for `wss://`) and upgrade under `deadline`. Phases `resolve`,
 /// `connect`, `tls` and `processing` (upgrade request sent until the 101 response) are in the
@@ -386,7 +377,7 @@ async fn dial_and_upgrade(
     rec.doing("waiting for the WebSocket upgrade response");
     let started = Instant::now();
     marks.arm();
-    let res = crate::ws_upgrade::client_upgrade(request, stream, config(req)).await;
+    let res = crate::ws_upgrade::client_upgrade(request, stream, limits(req)).await;
     let user = started.elapsed();
     let kernel = marks.take();
     rec.timings
@@ -480,14 +471,12 @@ fn build_request(url: &Url, req: &WsConnectRequest) -> Result<Request, Failure> 
     Ok(request)
 }
 
-fn config(req: &WsConnectRequest) -> WebSocketConfig {
+fn limits(req: &WsConnectRequest) -> crate::ws_socket::Limits {
     let max = req.max_frame_size.max(1);
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_SIZE)
-        // 0 = write every frame out at once instead of collecting 128 KiB first.
-        .write_buffer_size(0)
-        .max_frame_size(Some(max))
-        .max_message_size(Some(max))
+    crate::ws_socket::Limits {
+        frame: max,
+        message: max,
+    }
 }
 
 fn header_pairs(h: &tokio_tungstenite::tungstenite::http::HeaderMap) -> Vec<(String, String)> {

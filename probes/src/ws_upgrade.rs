@@ -3,11 +3,10 @@
 //!
 //! tungstenite 0.30's client handshake reads the response head into a 4 KiB buffer and hands that
 //! very allocation on as the connection's read buffer (its `FrameCodec` only ever reserves more),
-//! so every connection kept ~4 KiB however small `read_buffer_size` was: ~3 KiB over the 1 KiB
-//! we ask for, on each of the two connections of an IM session. Here the head is read into a
-//! buffer of our own that is dropped once parsed; only the bytes that followed the head (frames
-//! the server sent right after its 101) are handed on, in an allocation of their exact size, and
-//! tungstenite then sizes its read buffer by the configuration.
+//! so every connection kept ~4 KiB, on each of the two connections of an IM session. Here the
+//! head is read into a buffer of our own that is dropped once parsed; only the bytes that
+//! followed the head (frames the server sent right after its 101) are handed on to the
+//! [`WsSocket`], which keeps no read buffer between frames.
 //!
 //! Everything else is tungstenite's: the request is written by its `generate_request` (same
 //! validation, same header order), the response parsed by its parser, and failures are its
@@ -20,9 +19,9 @@ use tokio_tungstenite::tungstenite::handshake::client::{generate_request, Reques
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::WebSocketStream;
+
+use crate::ws_socket::{Limits, WsSocket};
 
 /// Room added per read of the response head (the head is usually a few hundred bytes).
 const HEAD_CHUNK: usize = 1024;
@@ -35,13 +34,14 @@ const MIN_PACKET_SIZE: usize = 128;
 const MIN_PACKET_CHECK: usize = 64;
 
 /// Send the upgrade `request` on `stream` and read the answer: on a valid 101, the WebSocket
-/// (with whatever followed the head already in its read buffer) and the response. A refusal is
-/// `Error::Http` with the bytes after the head as its body, as tungstenite gives it.
+/// (with whatever followed the head already in its read buffer, and `limits` on what it
+/// reads) and the response. A refusal is `Error::Http` with the bytes after the head as its
+/// body, as tungstenite gives it.
 pub(crate) async fn client_upgrade<S>(
     request: Request,
     mut stream: S,
-    config: WebSocketConfig,
-) -> Result<(WebSocketStream<S>, Response), WsError>
+    limits: Limits,
+) -> Result<(WsSocket<S>, Response), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -57,7 +57,7 @@ where
 
     let (response, tail) = read_head(&mut stream).await?;
     let response = verify(response, &accept_key, offered.as_deref(), tail.as_slice())?;
-    let ws = WebSocketStream::from_partially_read(stream, tail, Role::Client, Some(config)).await;
+    let ws = WsSocket::new(stream, &tail, limits);
     Ok((ws, response))
 }
 
@@ -144,7 +144,7 @@ mod tests {
         answer: &str,
         after: &[u8],
         protocols: Option<&str>,
-    ) -> Result<(WebSocketStream<tokio::io::DuplexStream>, Response), WsError> {
+    ) -> Result<(WsSocket<tokio::io::DuplexStream>, Response), WsError> {
         let (client, mut server) = tokio::io::duplex(1 << 16);
         let answer = answer.to_string();
         let after = after.to_vec();
@@ -174,7 +174,11 @@ mod tests {
                 .headers_mut()
                 .insert("sec-websocket-protocol", p.parse().unwrap());
         }
-        client_upgrade(request, client, WebSocketConfig::default()).await
+        let limits = Limits {
+            frame: 1 << 16,
+            message: 1 << 16,
+        };
+        client_upgrade(request, client, limits).await
     }
 
     const OK: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n";

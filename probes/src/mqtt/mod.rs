@@ -17,7 +17,6 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use url::Url;
 
 pub use codec::{ConnectOpts, Properties, Publish, Version};
@@ -290,14 +289,14 @@ async fn upgrade(
     request
         .headers_mut()
         .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
-    let config = WebSocketConfig::default()
-        .read_buffer_size(2048)
-        .write_buffer_size(0)
-        .max_frame_size(Some(max_packet_size.max(1)))
-        .max_message_size(Some(max_packet_size.max(1)));
+    let max = max_packet_size.max(1);
+    let limits = crate::ws_socket::Limits {
+        frame: max,
+        message: max,
+    };
     rec.doing("waiting for the WebSocket upgrade response");
     let started = Instant::now();
-    let res = crate::ws_upgrade::client_upgrade(request, stream, config).await;
+    let res = crate::ws_upgrade::client_upgrade(request, stream, limits).await;
     rec.timings.add_since(Phase::Processing, started);
     match res {
         Ok((ws, response)) => {

@@ -6,7 +6,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
+
+use crate::ws_socket::WsSocket;
 
 /// Any byte stream: TCP or TLS over TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -14,7 +15,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 pub enum Transport {
     Stream(Box<dyn Io>),
-    Ws(Box<WebSocketStream<Box<dyn Io>>>),
+    Ws(Box<WsSocket<Box<dyn Io>>>),
 }
 
 impl Transport {
@@ -35,7 +36,7 @@ impl Transport {
                             return Ok(b.len());
                         }
                     }
-                    // tungstenite has queued the pong; the next write or read flushes it.
+                    // The socket has queued the pong; the next write or read flushes it.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Text(_))) => {
                         return Err(
@@ -72,7 +73,8 @@ impl Transport {
                     let _ = s.shutdown().await;
                 }
                 Transport::Ws(ws) => {
-                    let _ = ws.close().await;
+                    // The `Sink`'s close: a close frame without a code, the broker's answer not awaited.
+                    let _ = SinkExt::close(&mut **ws).await;
                 }
             }
         })
