@@ -701,7 +701,7 @@ impl Task {
                 self.shared.push(TEXT, t.as_bytes(), received_at, kernel_rx)
             }
             Some(Ok(Message::Binary(b))) => self.shared.push(BINARY, &b, received_at, kernel_rx),
-            // tungstenite has queued the pong; the next poll flushes it.
+            // The socket (`ws_socket`) has queued the pong; the next poll flushes it.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(frame))) => {
                 let peer = frame.map(|f| (u16::from(f.code), f.reason.as_str().to_string()));
