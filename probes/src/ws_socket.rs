@@ -370,13 +370,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsSocket<S> {
         Ok(())
     }
 
-    /// Write `out` and any reply, then flush the stream (tungstenite's `flush`).
+    /// Write `out`, then any reply, then flush the stream (tungstenite's `flush`). The reply
+    /// waits in its slot, where a newer pong replaces it, until `out` is written: a peer that
+    /// pings and never reads would otherwise queue a pong in `out` for every ping.
     fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if let Err(e) = self.queue_reply() {
-            return Poll::Ready(Err(e));
+        loop {
+            let written = ready!(self.poll_write_out(cx));
+            self.state.reset_is_closed(written)?;
+            if self.reply.is_none() {
+                break;
+            }
+            self.queue_reply()?;
         }
-        let written = ready!(self.poll_write_out(cx));
-        self.state.reset_is_closed(written)?;
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         self.reply_unflushed = false;
         Poll::Ready(Ok(()))
@@ -555,6 +560,8 @@ mod tests {
         at: usize,
         chunk: usize,
         eof: bool,
+        /// Writes stay pending (a peer that does not read).
+        blocked: bool,
         written: Vec<u8>,
     }
 
@@ -565,6 +572,7 @@ mod tests {
                 at: 0,
                 chunk,
                 eof: true,
+                blocked: false,
                 written: Vec::new(),
             }
         }
@@ -594,6 +602,9 @@ mod tests {
             _: &mut Context<'_>,
             b: &[u8],
         ) -> Poll<std::io::Result<usize>> {
+            if self.blocked {
+                return Poll::Pending;
+            }
             self.written.extend_from_slice(b);
             Poll::Ready(Ok(b.len()))
         }
@@ -909,6 +920,41 @@ mod tests {
         got.push(item(None));
         assert_eq!(got, want);
         assert_eq!(frames(&ours.io.written), frames(&theirs.get_ref().written));
+    }
+
+    /// A peer that pings and never reads (our writes stay blocked) gets one pong queued, the
+    /// newest, however many pings it sends: each replaces the last in the reply slot.
+    #[tokio::test]
+    async fn a_ping_flood_against_blocked_writes_queues_one_pong() {
+        let mut input = frame(0x81, b"first");
+        for i in 0..10_000u32 {
+            input.extend(frame(0x89, &i.to_be_bytes()));
+        }
+        input.extend(frame(0x81, b"last"));
+        let mut peer = Peer::new(&input, 4096);
+        peer.blocked = true;
+        let mut ws = WsSocket::new(peer, b"", LIMITS);
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("first"));
+        // Pings come out as messages, as from tungstenite; the first pong went to `out`, where
+        // it waits for the peer to read.
+        let mut pings = 0;
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Ping(_) => pings += 1,
+                m => {
+                    assert_eq!(m, Message::text("last"));
+                    break;
+                }
+            }
+        }
+        assert_eq!(pings, 10_000);
+        assert!(ws.out.len() <= 2 + 4 + 4, "{} bytes queued", ws.out.len());
+        let reply = ws.reply.as_ref().map(|f| f.payload().to_vec());
+        assert_eq!(
+            reply,
+            Some(9_999u32.to_be_bytes().to_vec()),
+            "the newest pong waits"
+        );
     }
 
     #[tokio::test]
