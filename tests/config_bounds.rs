@@ -35,6 +35,25 @@ use sonde_testkit::runtime;
 
 // ---- item 4: the loader ----------------------------------------------------------------------
 
+/// A connection's inbox keeps frames up to `max_frame_size`, recording their length in 32 bits:
+/// a limit past 1 GiB is refused at load, with its place, rather than fail a connection later.
+#[test]
+fn a_max_frame_size_past_one_gib_is_a_load_error() {
+    for (conn, at) in [
+        ("ws.connect: {url: \"ws://127.0.0.1:1/\", as: c, max_frame_size: 5GiB}", 4),
+        ("tcp.connect: {target: \"127.0.0.1:1\", as: c, framing: {lines: lf}, max_frame_size: 5GiB}", 4),
+    ] {
+        let yaml = format!(
+            "scenario: s\nsession: persistent\nsetup:\n  - {conn}\nsteps:\n  - ws.close: {{on: c}}\n"
+        );
+        let e = one_err(&yaml);
+        assert_eq!(e.line, at, "{e}");
+        assert!(e.message.contains("expected at most 1GiB"), "{e}");
+    }
+    let ok = "scenario: s\nsession: persistent\nsetup:\n  - ws.connect: {url: \"ws://127.0.0.1:1/\", as: c, max_frame_size: 1GiB}\nsteps:\n  - ws.close: {on: c}\n";
+    assert!(load_str("t.yaml", ok, &LoadOptions::default()).is_ok());
+}
+
 #[test]
 fn non_ascii_in_hex_base64_and_status_is_an_error_not_a_panic() {
     let ws = |payload: &str| {

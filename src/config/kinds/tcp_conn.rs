@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sonde_probes::tcp_conn::{Endian, Framing, Heartbeat, LengthPrefix, TcpConnectRequest};
 use sonde_probes::ws::Payload;
 
-use super::ws::{frame_match, FrameMatchModel, INBOX_LIMIT, MAX_FRAME};
+use super::ws::{frame_match, FrameMatchModel, INBOX_LIMIT};
 use super::{At, StepKind};
 use crate::config::build::{ip_options, Alpn, Cx};
 use crate::config::flow::valid_name;
@@ -303,7 +303,7 @@ pub fn tcp_connect(m: &TcpConnectModel, at: &At<'_>, cx: &mut Cx) -> Option<TcpC
             format!("no port in {:?} — expected host:port", m.target),
         );
     }
-    let max = m.max_frame_size.map_or(MAX_FRAME, |b| b.0);
+    let max = super::ws::max_frame_size(m.max_frame_size, &p("max_frame_size"), cx);
     let framing = framing(m.framing.as_ref(), max, &p("framing"), cx);
     let decode = decode(m, at.path, cx);
     let heartbeat = heartbeat(m.heartbeat.as_ref(), at.heartbeat, &p("heartbeat"), cx);

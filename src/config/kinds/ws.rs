@@ -19,6 +19,21 @@ use crate::config::units::{ByteSize, Dur, IpProto, Ordered, Text};
 pub const INBOX_LIMIT: usize = 64;
 /// Default cap on one frame.
 pub const MAX_FRAME: u64 = 1024 * 1024;
+/// The largest `max_frame_size` taken: a connection keeps up to [`INBOX_LIMIT`] frames, and
+/// its inbox records a frame's length in 32 bits.
+pub const MAX_FRAME_CEILING: u64 = 1 << 30;
+
+/// `max_frame_size` as given (or the default), checked against [`MAX_FRAME_CEILING`].
+pub fn max_frame_size(given: Option<ByteSize>, path: &str, cx: &mut Cx) -> u64 {
+    let max = given.map_or(MAX_FRAME, |b| b.0);
+    if max > MAX_FRAME_CEILING {
+        cx.err_value(
+            path,
+            format!("max_frame_size of {max} bytes — expected at most 1GiB"),
+        );
+    }
+    max
+}
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WsConnectModel {
@@ -180,6 +195,7 @@ pub fn ws_connect(
     let url = ws_url(&m.url, &p("url"), cx);
     let headers = ws_headers(m.headers.as_ref(), &p("headers"), cx);
     let tls = cx.tls_client(m.tls_config.as_ref(), &p("tls_config"), Alpn::Http1);
+    let max_frame = max_frame_size(m.max_frame_size, &p("max_frame_size"), cx);
     let host = url
         .as_ref()
         .and_then(|u| u.host_str().map(str::to_string))
@@ -203,7 +219,7 @@ pub fn ws_connect(
             tls_client: tls?,
             heartbeat,
             inbox_limit: INBOX_LIMIT,
-            max_frame_size: m.max_frame_size.map_or(MAX_FRAME, |b| b.0) as usize,
+            max_frame_size: usize::try_from(max_frame).unwrap_or(usize::MAX),
         },
     })
 }
