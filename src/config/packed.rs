@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 thread_local! {
     /// The chunk this thread decompressed last, and its text (see [`Packed::text`]).
-    static LAST: RefCell<(Weak<Chunk>, Vec<u8>)> = RefCell::new((Weak::new(), Vec::new()));
+    static LAST: RefCell<(Weak<Chunk>, Vec<u8>)> =
+        const { RefCell::new((Weak::new(), Vec::new())) };
 }
 
 /// Text compressed in one piece: large enough that alike scenarios share most of it, small
