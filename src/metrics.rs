@@ -627,24 +627,9 @@ mod tests {
         assert!(text.contains(r#"scenario="s0""#));
     }
 
+    /// A tcp step of 7 ms, its connect phase 7 ms.
     fn tcp_step(name: &str, failure: Option<FailureReason>) -> crate::engine::StepReport {
-        let mut timings = sonde_probes::Timings::default();
-        timings.add(Phase::Connect, std::time::Duration::from_millis(7));
-        crate::engine::StepReport {
-            name: name.into(),
-            kind: "tcp",
-            stage: crate::engine::Stage::Steps,
-            success: failure.is_none(),
-            duration: std::time::Duration::from_millis(7),
-            failure: failure.map(|r| sonde_probes::Failure::new(r, "x")),
-            attempts: 1,
-            timings,
-            remote_addr: None,
-            events: vec![],
-            captures: vec![],
-            checks: vec![],
-            facts: crate::engine::StepFacts::Tcp(Default::default()),
-        }
+        super::golden::step(name, 7.0, failure, &[(Phase::Connect, 7.0)])
     }
 
     fn run(steps: Vec<crate::engine::StepReport>) -> RunReport {

@@ -48,7 +48,7 @@ fn scenario(yaml: &str) -> Arc<Scenario> {
 }
 
 /// A step report: `phases` in milliseconds, a certificate expiring at `not_after`.
-fn step(
+pub(super) fn step(
     name: &str,
     ms: f64,
     failure: Option<FailureReason>,
