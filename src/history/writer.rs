@@ -11,10 +11,12 @@
 //! and the one just ended while its row is not written yet, are read from their minute rows,
 //! see `reader::covering`), so an hour row is written once, by the first batch after its hour
 //! ends (or the minute's retention pass, when no run comes) — instead of by every batch, which
-//! halves the rows a batch writes. Until then the row is listed in `open_hours`; a writer that
-//! starts (after a crash or `kill -9`) or loses its caches rebuilds every listed row from its
-//! minute rows — sketches merge exactly, so the rebuilt row is the one that would have been
-//! written.
+//! halves the rows a batch writes. A row no run added to for over a minute is written earlier
+//! and leaves the cache ([`idle`]); a run that comes later reads it back. Until a row is
+//! wholly written it is listed in `open_hours` (readers take a listed hour from its minute
+//! rows); a writer that starts (after a crash or `kill -9`) or loses its caches rebuilds every
+//! listed row from its minute rows — sketches merge exactly, so the rebuilt row is the one that
+//! would have been written.
 
 use std::collections::HashMap;
 use std::sync::Arc;
