@@ -50,12 +50,6 @@ impl Chunk {
 }
 
 impl Packed {
-    /// A text in a chunk of its own.
-    pub fn new(text: &str) -> Packed {
-        let mut packer = Packer::default();
-        packer.pack(text)
-    }
-
     /// The text as given.
     ///
     /// `/config` reads every scenario in load order, so consecutive calls mostly hit the same
@@ -150,7 +144,8 @@ mod tests {
         for (t, k) in texts.iter().zip(&packed) {
             assert_eq!(&k.text(), t);
         }
-        assert_eq!(Packed::new("").text(), "");
+        let empty = Packer::default().pack("");
+        assert_eq!(empty.text(), "");
     }
 
     /// Alike definitions compressed together cost a fraction of one compressed alone.

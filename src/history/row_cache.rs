@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use super::schema::{HOUR_MS, MINUTE_MS};
 use super::sketch::Sketch;
 
 /// A rollup row's key: scenario, start, step (an index into the writer's step names; 0 is `""`,
@@ -19,6 +20,17 @@ pub(super) struct RollKey {
     pub start: i64,
     pub step: u32,
     pub hour: bool,
+}
+
+impl RollKey {
+    /// The row's resolution in milliseconds.
+    pub fn res(&self) -> i64 {
+        if self.hour {
+            HOUR_MS
+        } else {
+            MINUTE_MS
+        }
+    }
 }
 
 /// A cached row: its key without the scenario, its state and its sketch.

@@ -29,16 +29,6 @@ use super::schema::{HOUR_MS, MINUTE_MS};
 use super::sketch::Sketch;
 use super::{Clock, StoreOptions};
 
-impl RollKey {
-    fn res(&self) -> i64 {
-        if self.hour {
-            HOUR_MS
-        } else {
-            MINUTE_MS
-        }
-    }
-}
-
 /// Hour rows are kept at least this long, so 30-day uptime stays answerable.
 pub const MIN_HOUR_RETENTION_MS: i64 = 31 * 86_400_000;
 
