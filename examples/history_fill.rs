@@ -80,6 +80,7 @@ fn main() {
                         ("processing".into(), dur * 0.7),
                         ("transfer".into(), dur * 0.1),
                     ],
+                    once: false,
                 }],
                 trace: (!success)
                     .then(|| format!("{{\"scenario\":\"{name}\",\"generated\":true}}")),

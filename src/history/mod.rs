@@ -98,6 +98,10 @@ pub struct StepRow {
     pub duration_s: f64,
     /// Phase name → seconds (`resolve`, `connect`, `tls`, `processing`, `transfer`, frames…).
     pub phases: Vec<(String, f64)>,
+    /// Runs once per connection life (a persistent session's setup or teardown), not every
+    /// interval: the writer does not keep its rollup rows cached for the next run.
+    #[serde(skip)]
+    pub once: bool,
 }
 
 /// Which runs a listing wants; newest first.

@@ -162,6 +162,7 @@ impl Ring {
                         success: e.failed_step != Some(*i),
                         duration_s: *d as f64,
                         phases: Vec::new(),
+                        once: false,
                     })
                 })
                 .collect(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{RunRow, StepRow};
 use crate::config::scenario::Scenario;
-use crate::engine::RunReport;
+use crate::engine::{RunReport, Stage};
 
 /// One run on its way to disk.
 #[derive(Clone, Debug)]
@@ -95,6 +95,7 @@ impl Record {
                     .iter()
                     .map(|(p, d)| (p.as_str().to_string(), d.as_secs_f64()))
                     .collect(),
+                once: scenario.persistent && s.stage != Stage::Steps,
             })
             .collect();
         let trace = keep_trace.then(|| report.to_json(scenario).to_string());
@@ -157,6 +158,7 @@ pub fn decode_steps(text: &str) -> Vec<StepRow> {
                         Some((p.first()?.as_str()?.to_string(), p.get(1)?.as_f64()?))
                     })
                     .collect(),
+                once: false,
             })
         })
         .collect()
@@ -192,6 +194,7 @@ mod tests {
             success: false,
             duration_s: 0.25,
             phases: vec![("connect".into(), 0.001), ("tls".into(), 0.01)],
+            once: false,
         }];
         let text = encode_steps(&steps);
         // The stored form is unchanged (stores written before read the same).

@@ -66,6 +66,7 @@ fn rec(scenario: &str, started_ms: i64, duration_s: f64, success: bool) -> Recor
             success,
             duration_s: duration_s / 2.0,
             phases: vec![("connect".into(), 0.001)],
+            once: false,
         }],
         trace: (!success).then(|| r#"{"scenario":"x"}"#.to_string()),
     }
@@ -264,6 +265,59 @@ fn idle_hour_rows_are_written_early_and_read_back() {
     assert_eq!((pts.len(), pts[0].count), (1, 2));
     let up = r.uptime("a", Duration::from_secs(3 * 3600));
     assert_eq!((up.runs, up.failures), (2, 1));
+}
+
+/// A persistent session's setup steps run once per connection: their rows are written by the
+/// batch that brings them and leave the cache, and a reconnect in the same hour adds to them.
+#[test]
+fn rows_of_steps_that_run_once_leave_the_cache_at_once() {
+    let f = Fake::new();
+    let mut w = f.writer(StoreOptions::default());
+    let session_run = |at: i64, setup: bool| {
+        let mut r = rec("a", at, 0.1, true);
+        if setup {
+            r.steps.insert(
+                0,
+                StepRow {
+                    name: "login".into(),
+                    kind: "tcp.send".into(),
+                    success: true,
+                    duration_s: 0.02,
+                    phases: Vec::new(),
+                    once: true,
+                },
+            );
+        }
+        r
+    };
+    f.set(T0 + MINUTE_MS + 1_000);
+    w.write(&[session_run(T0 + MINUTE_MS, true)]).unwrap();
+    // Run and `get` rows cached (minute and hour); login's two rows written and gone, its hour
+    // row not listed as open.
+    assert_eq!(w.cached_rows(), 4);
+    let login = |f: &Fake, res: i64| -> i64 {
+        rusqlite::Connection::open(schema::db_path(f.dir.path()))
+            .unwrap()
+            .query_row(
+                "SELECT COALESCE(SUM(count), 0) FROM rollups WHERE step='login' AND res=?1",
+                [res],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!((login(&f, MINUTE_MS), login(&f, HOUR_MS)), (1, 1));
+    f.set(T0 + 5 * MINUTE_MS + 1_000);
+    w.write(&[session_run(T0 + 5 * MINUTE_MS, true)]).unwrap();
+    assert_eq!(
+        login(&f, HOUR_MS),
+        2,
+        "the reconnect's login adds to the row read back"
+    );
+    f.set(T0 + 3 * HOUR_MS);
+    let pts = f
+        .reader()
+        .latency("a", Some("login"), T0, Duration::from_secs(3600));
+    assert_eq!((pts.len(), pts[0].count), (1, 2));
 }
 
 #[test]
@@ -580,6 +634,7 @@ fn two_steps(started_ms: i64) -> Record {
         success: true,
         duration_s,
         phases: Vec::new(),
+        once: false,
     };
     let mut r = rec("a", started_ms, 0.5, true);
     r.steps = vec![step("login", 0.1)];

@@ -11,8 +11,9 @@
 //! and the one just ended while its row is not written yet, are read from their minute rows,
 //! see `reader::covering`), so an hour row is written once, by the first batch after its hour
 //! ends (or the minute's retention pass, when no run comes) — instead of by every batch, which
-//! halves the rows a batch writes. A row no run added to for over a minute is written earlier
-//! and leaves the cache ([`idle`]); a run that comes later reads it back. Until a row is
+//! halves the rows a batch writes. A row no run added to for over a minute, or of a step that
+//! runs once per connection, is written earlier and leaves the cache ([`idle`]); a run that
+//! comes later reads it back. Until a row is
 //! wholly written it is listed in `open_hours` (readers take a listed hour from its minute
 //! rows); a writer that starts (after a crash or `kill -9`) or loses its caches rebuilds every
 //! listed row from its minute rows — sketches merge exactly, so the rebuilt row is the one that
@@ -285,11 +286,13 @@ impl Caches {
                 step,
                 hour,
             };
-            self.row(tx, at(0))?.add(r.duration_s, r.success, r.reason);
+            self.row(tx, at(0), false)?
+                .add(r.duration_s, r.success, r.reason);
             for s in &r.steps {
                 let reason = if s.success { None } else { r.reason };
                 let key = at(self.step_id(&s.name));
-                self.row(tx, key)?.add(s.duration_s, s.success, reason);
+                self.row(tx, key, s.once)?
+                    .add(s.duration_s, s.success, reason);
             }
         }
         Ok(())
@@ -311,13 +314,22 @@ impl Caches {
     /// The cached row for `key` (read from disk on first touch), marked dirty. An hour row
     /// that is not due yet is listed in `open_hours` (in this batch's transaction) when it
     /// enters the cache, so a crash before it is written leaves a note to rebuild it.
-    fn row(&mut self, tx: &Connection, key: RollKey) -> rusqlite::Result<&mut Sketch> {
+    ///
+    /// The row of a step that runs `once` per connection life is marked [`idle`] already: it
+    /// is written by this batch and leaves the cache, instead of waiting a minute or two for
+    /// the next run that will not come (ten rows per session, while 10,000 sessions connect).
+    fn row(&mut self, tx: &Connection, key: RollKey, once: bool) -> rusqlite::Result<&mut Sketch> {
         let open = !due(&key, self.horizon);
+        let touched = if once {
+            self.minute.saturating_sub(2)
+        } else {
+            self.minute
+        };
         // Looked up twice on a hit: returning the first borrow from the match would keep
         // `self.rows` borrowed for the miss as well.
         if self.rows.contains(&key) {
             let c = self.rows.get_mut(&key).expect("just found");
-            c.touched = self.minute;
+            c.touched = touched;
             if !c.dirty {
                 c.dirty = true;
                 self.dirty += 1;
@@ -342,7 +354,7 @@ impl Caches {
             load_row(tx, &key, name)?.unwrap_or_default()
         };
         self.dirty += 1;
-        let c = self.rows.insert(key.sid, Row::new(key, self.minute, s));
+        let c = self.rows.insert(key.sid, Row::new(key, touched, s));
         Ok(&mut c.sketch)
     }
 
