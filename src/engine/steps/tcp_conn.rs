@@ -128,9 +128,11 @@ pub async fn exec(action: &TcpConnAction, cx: &StepCx<'_>, ctx: &mut RunCtx) -> 
 fn tls_report(cx: &StepCx<'_>, on: &str, o: Outcome<TcpConnectFacts>) -> StepReport {
     let mut r = StepReport::from_outcome(cx.step, cx.stage, o, |f| {
         StepFacts::Ws(Box::new(WsFacts {
-            handshake: f.tls.map(|tls| WsConnectFacts {
-                tls: Some(tls),
-                ..Default::default()
+            handshake: f.tls.map(|tls| {
+                Box::new(WsConnectFacts {
+                    tls: Some(tls),
+                    ..Default::default()
+                })
             }),
             ..Default::default()
         }))
