@@ -75,7 +75,7 @@ async fn serve() {
     std::future::pending::<()>().await;
 }
 
-async fn open_one(req: &TcpConnectRequest) -> TcpConn {
+async fn open_one(req: &std::sync::Arc<TcpConnectRequest>) -> TcpConn {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (out, conn) = connect(req, deadline).await;
     let conn = conn.unwrap_or_else(|| panic!("connect failed: {:?}", out.failure));
@@ -106,7 +106,7 @@ async fn main() {
         .read_line(&mut line)
         .unwrap();
     let addr: std::net::SocketAddr = line.trim().parse().expect("the server's address");
-    let req = TcpConnectRequest {
+    let req = std::sync::Arc::new(TcpConnectRequest {
         host: addr.ip().to_string(),
         port: addr.port(),
         resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
@@ -120,7 +120,7 @@ async fn main() {
             every: Duration::from_secs(20),
             body: Bytes::from_static(b"\x1a\x00"),
         }),
-    };
+    });
     let mut conns: Vec<TcpConn> = Vec::with_capacity(total + 10);
     for _ in 0..10 {
         conns.push(open_one(&req).await);

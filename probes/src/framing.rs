@@ -13,14 +13,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 /// Byte order of a length prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Endian {
     Big,
     Little,
 }
 
 /// A length-prefixed framing: `[header: offset bytes][length: width bytes][body]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LengthPrefix {
     /// 1, 2, 4 or 8 bytes.
     pub width: usize,
@@ -33,7 +33,7 @@ pub struct LengthPrefix {
 }
 
 /// How frames are delimited on the wire.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Framing {
     /// Lines ending at `\n` (a trailing `\r` is dropped from received lines); sent frames end
     /// with `\r\n` when `crlf`, else `\n`.

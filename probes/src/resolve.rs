@@ -78,6 +78,16 @@ fn prober_opts(mut opts: ResolverOpts) -> ResolverOpts {
 }
 
 impl Resolver {
+    /// The very same resolver (a clone of it), not merely one with the same servers.
+    pub fn same(&self, other: &Resolver) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// What [`Self::same`] compares, for hashing.
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     /// The system's configuration (`/etc/resolv.conf`, `/etc/hosts`).
     pub fn system() -> Result<Self, String> {
         let mut b = TokioResolver::builder_tokio()

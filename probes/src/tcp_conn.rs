@@ -62,10 +62,40 @@ pub struct TcpConnectRequest {
     pub heartbeat: Option<Heartbeat>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Heartbeat {
     pub every: Duration,
     pub body: Bytes,
+}
+
+impl TcpConnectRequest {
+    /// Whether `other` connects the same way: equal settings, and the very same resolver and
+    /// TLS configuration (not merely alike: those are built from files read at load). Lets the
+    /// identical connects of many scenarios share one request.
+    pub fn same_as(&self, other: &TcpConnectRequest) -> bool {
+        self.host == other.host
+            && self.port == other.port
+            && self.resolver.same(&other.resolver)
+            && self.ip == other.ip
+            && self.tls == other.tls
+            && self.tls_client.same(&other.tls_client)
+            && self.framing == other.framing
+            && self.max_frame_size == other.max_frame_size
+            && self.inbox_limit == other.inbox_limit
+            && self.heartbeat == other.heartbeat
+    }
+
+    /// A hash of what [`Self::same_as`] compares.
+    pub fn sharing_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.host, self.port, self.ip, self.tls).hash(&mut h);
+        self.resolver.identity().hash(&mut h);
+        self.tls_client.identity().hash(&mut h);
+        (&self.framing, self.max_frame_size, self.inbox_limit).hash(&mut h);
+        self.heartbeat.hash(&mut h);
+        h.finish()
+    }
 }
 
 /// What the connect saw.
@@ -221,8 +251,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// Resolve, connect and (with `tls`) handshake under `deadline`. On success the handle is
 /// `Some` and the connection is running.
+///
+/// The request is shared with the connection's task, which reads the host, TLS client and
+/// heartbeat from it for its whole life instead of keeping copies (and identical connects of
+/// many scenarios share one request).
 pub async fn connect(
-    req: &TcpConnectRequest,
+    req: &Arc<TcpConnectRequest>,
     deadline: Instant,
 ) -> (Outcome<TcpConnectFacts>, Option<TcpConn>) {
     let mut rec = Recorder::new();
@@ -255,7 +289,7 @@ pub async fn connect(
     }
 }
 
-fn spawn(io: Box<dyn Io>, marks: crate::kts::Marks, req: &TcpConnectRequest) -> TcpConn {
+fn spawn(io: Box<dyn Io>, marks: crate::kts::Marks, req: &Arc<TcpConnectRequest>) -> TcpConn {
     let shared = Arc::new(Shared {
         inbox: crate::frame_inbox::FrameInbox::new(req.inbox_limit),
         arrived: Notify::new(),
@@ -269,9 +303,7 @@ fn spawn(io: Box<dyn Io>, marks: crate::kts::Marks, req: &TcpConnectRequest) -> 
         codec: Codec::new(req.framing.clone(), req.max_frame_size),
         buf: BytesMut::new(),
         shared: shared.clone(),
-        heartbeat: req.heartbeat.clone().filter(|h| !h.every.is_zero()),
-        host: req.host.clone(),
-        tls_client: req.tls_client.clone(),
+        req: req.clone(),
         last_sent: Instant::now(),
         is_tls: req.tls,
         marks: marks.clone(),
@@ -299,9 +331,8 @@ struct Task {
     codec: Codec,
     buf: BytesMut,
     shared: Arc<Shared>,
-    heartbeat: Option<Heartbeat>,
-    host: String,
-    tls_client: TlsClient,
+    /// The host and TLS client for a STARTTLS, the heartbeat.
+    req: Arc<TcpConnectRequest>,
     last_sent: Instant,
     /// Already TLS (`tls` at connect, or a STARTTLS done): another upgrade is refused.
     is_tls: bool,
@@ -322,7 +353,7 @@ impl Task {
                 if self.drain_frames().is_break() {
                     return;
                 }
-                let tick = self.heartbeat.as_ref().map(|h| self.last_sent + h.every);
+                let tick = self.heartbeat().map(|h| self.last_sent + h.every);
                 let event = tokio::select! {
                     cmd = commands.recv() => Event::Command(cmd),
                     r = crate::lazy_read::read_into(&mut io, &mut self.buf) => Event::Read(r),
@@ -356,6 +387,11 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// The heartbeat, unless none was asked for (or every 0 s).
+    fn heartbeat(&self) -> Option<&Heartbeat> {
+        self.req.heartbeat.as_ref().filter(|h| !h.every.is_zero())
     }
 
     /// Queue every whole frame the buffer holds; bytes that cannot be framed end the connection.
@@ -504,11 +540,12 @@ impl Task {
             return (Some(io), rec.finish(Some(f), TcpConnectFacts::default()));
         }
         let mut facts = TcpConnectFacts::default();
-        let (host, client) = (self.host.clone(), self.tls_client.clone());
+        let req = self.req.clone();
         let res = tokio::time::timeout_at(
             deadline,
             // On the connection's own timestamped socket: the rounds get the kernel's figure.
-            client.handshake(io, &host, &mut rec, &self.marks),
+            req.tls_client
+                .handshake(io, &req.host, &mut rec, &self.marks),
         )
         .await;
         match res {
@@ -534,7 +571,7 @@ impl Task {
     }
 
     async fn on_tick(&mut self, io: &mut Box<dyn Io>) -> ControlFlow<()> {
-        let Some(hb) = self.heartbeat.clone() else {
+        let Some(hb) = self.heartbeat().cloned() else {
             return ControlFlow::Continue(());
         };
         match self

@@ -145,6 +145,25 @@ fn system_roots() -> Arc<RootCertStore> {
 }
 
 impl TlsClient {
+    /// The very same configuration (a clone of this client, or one built with it), for the
+    /// same server name: not merely alike, since the roots and keys come from files.
+    pub fn same(&self, other: &TlsClient) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+            && self.server_name == other.server_name
+            && self.insecure == other.insecure
+            && self.tls13 == other.tls13
+    }
+
+    /// What [`Self::same`] compares, for hashing.
+    pub fn identity(&self) -> (usize, Option<&str>, bool, bool) {
+        (
+            Arc::as_ptr(&self.config) as usize,
+            self.server_name.as_deref(),
+            self.insecure,
+            self.tls13,
+        )
+    }
+
     /// Build a client. `alpn` is offered in order (for HTTP: `h2`, `http/1.1`). Errors name the
     /// file and what is wrong with it; they are configuration errors.
     pub fn new(opts: &TlsOptions, alpn: &[&[u8]]) -> Result<Self, String> {

@@ -588,7 +588,7 @@ fn tcp_frame_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
             }
         }
     });
-    let req = TcpConnectRequest {
+    let req = std::sync::Arc::new(TcpConnectRequest {
         host: "127.0.0.1".into(),
         port,
         resolver: Resolver::with_servers(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
@@ -599,7 +599,7 @@ fn tcp_frame_from_the_kernel_is_not_delayed_by_a_blocked_runtime() {
         max_frame_size: 64 * 1024,
         inbox_limit: 16,
         heartbeat: None,
-    };
+    });
     let (sent, frame, kernel) = current_thread().block_on(async {
         let deadline = Instant::now() + Duration::from_secs(5);
         let (out, conn) = connect(&req, deadline).await;

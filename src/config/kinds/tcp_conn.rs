@@ -6,6 +6,8 @@
 //!
 //! The one-shot `tcp` kind (blackbox's `query_response`) is [`super::tcp`].
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -178,7 +180,8 @@ pub enum TcpConnAction {
 #[derive(Debug)]
 pub struct TcpConnect {
     pub name: String,
-    pub request: TcpConnectRequest,
+    /// Shared with the connection's task while it lives.
+    pub request: Arc<TcpConnectRequest>,
     pub decode: Decode,
 }
 
@@ -326,7 +329,7 @@ pub fn tcp_connect(m: &TcpConnectModel, at: &At<'_>, cx: &mut Cx) -> Option<TcpC
     let (host, port) = target?;
     Some(TcpConnect {
         name: m.as_.clone(),
-        request: TcpConnectRequest {
+        request: shared_request(TcpConnectRequest {
             host,
             port,
             resolver: resolver?,
@@ -337,9 +340,51 @@ pub fn tcp_connect(m: &TcpConnectModel, at: &At<'_>, cx: &mut Cx) -> Option<TcpC
             max_frame_size: usize::try_from(max).unwrap_or(usize::MAX),
             inbox_limit: INBOX_LIMIT,
             heartbeat: heartbeat?,
-        },
+        }),
         decode: decode?,
     })
+}
+
+/// Requests alive, by [`TcpConnectRequest::sharing_hash`]; dead entries are swept as the table
+/// grows.
+struct RequestPool {
+    by_hash: HashMap<u64, Vec<Weak<TcpConnectRequest>>>,
+    sweep_at: usize,
+}
+
+static REQUESTS: LazyLock<Mutex<RequestPool>> = LazyLock::new(|| {
+    Mutex::new(RequestPool {
+        by_hash: HashMap::new(),
+        sweep_at: 1024,
+    })
+});
+
+/// The one request for connects that are the same ([`TcpConnectRequest::same_as`]): 10,000
+/// sessions' `tcp.connect` to one server hold one request (~300 bytes with its heap) instead of
+/// one each, and so do their connections' tasks, which keep it for their life.
+fn shared_request(req: TcpConnectRequest) -> Arc<TcpConnectRequest> {
+    let mut pool = REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let list = pool.by_hash.entry(req.sharing_hash()).or_default();
+    list.retain(|w| w.strong_count() > 0);
+    if let Some(found) = list
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|r| r.same_as(&req))
+    {
+        return found;
+    }
+    let req = Arc::new(req);
+    list.push(Arc::downgrade(&req));
+    // Per-run builds (a templated target) add a request per run: sweep the dead ones, at
+    // twice the size of what was alive at the last sweep.
+    if pool.by_hash.len() >= pool.sweep_at {
+        pool.by_hash.retain(|_, l| {
+            l.retain(|w| w.strong_count() > 0);
+            !l.is_empty()
+        });
+        pool.sweep_at = (2 * pool.by_hash.len()).max(1024);
+    }
+    req
 }
 
 /// The framing written, checked; lines (LF) when none is.
@@ -767,4 +812,47 @@ fn hex(text: &str, path: &str, cx: &mut Cx) -> Option<Vec<u8>> {
         cx.err_value(path, "invalid hex — expected pairs of hex digits like 0a1b");
     }
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::scenario::Scenario;
+    use crate::config::{load_str, LoadOptions};
+
+    fn request(sc: &Scenario) -> Arc<TcpConnectRequest> {
+        match sc.steps[0].built().map(|b| &b.action) {
+            Some(Action::TcpConn(TcpConnAction::Connect(c))) => c.request.clone(),
+            other => panic!("not a built tcp.connect: {other:?}"),
+        }
+    }
+
+    /// 10,000 sessions to one server hold one request; any difference keeps its own.
+    #[test]
+    fn identical_connects_share_one_request_and_others_keep_theirs() {
+        let connect = |name: &str, extra: &str| {
+            format!(
+                "  - scenario: {name}\n    steps:\n      - tcp.connect: {{as: c, target: \
+                 \"127.0.0.1:9\", heartbeat: {{text: hi, every: 30s}}{extra}}}\n"
+            )
+        };
+        let yaml = format!(
+            "scenarios:\n{}{}{}{}{}",
+            connect("a", ""),
+            connect("b", ""),
+            connect("c", ", max_frame_size: 1KiB"),
+            connect("d", ", tls: true"),
+            connect("e", ", tls: true"),
+        );
+        let cfg = load_str("t.yaml", &yaml, &LoadOptions::default()).expect("loads");
+        let r: Vec<_> = cfg.scenarios.iter().map(|s| request(s)).collect();
+        assert!(Arc::ptr_eq(&r[0], &r[1]), "identical connects share");
+        assert!(
+            !Arc::ptr_eq(&r[0], &r[2]),
+            "another frame size keeps its own"
+        );
+        assert!(!Arc::ptr_eq(&r[0], &r[3]), "TLS keeps its own");
+        assert!(Arc::ptr_eq(&r[3], &r[4]), "the same TLS client is shared");
+        assert_eq!(r[2].max_frame_size, 1024);
+    }
 }
