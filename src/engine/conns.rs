@@ -41,6 +41,8 @@ impl Conns {
     /// Keep `conn` as `name`, replacing (and so closing) one of that name.
     pub fn insert(&mut self, name: &str, conn: impl SessionConn) {
         self.remove(name);
+        // Exact room: a session's two connections kept room for four, in every session.
+        self.0.reserve_exact(1);
         self.0.push((name.to_string(), Box::new(conn)));
     }
 

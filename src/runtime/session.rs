@@ -28,6 +28,9 @@ use crate::engine::{self, RunCtx, RunReport, Stage, StepFacts, StepReport};
 /// First pause before retrying a failed setup; doubles up to the interval.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 
+/// A connection's end, as [`crate::engine::conns::SessionConn::wait_closed`] gives it.
+type Ending<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
+
 /// A persistent session's state between runs.
 pub struct Session {
     pub ctx: RunCtx,
@@ -69,19 +72,18 @@ impl Session {
         if !self.connected {
             return std::future::pending().await;
         }
-        let mut futs: Vec<Pin<Box<dyn Future<Output = String> + Send + '_>>> = self
+        // Each connection's own future, not one boxed around it to add the name: this waits in
+        // every idle session.
+        let mut futs: Vec<(&str, Ending<'_>)> = self
             .ctx
             .conns
             .iter()
-            .map(|(n, c)| {
-                Box::pin(async move { format!("connection `{n}`: {}", c.wait_closed().await) })
-                    as Pin<Box<dyn Future<Output = String> + Send + '_>>
-            })
+            .map(|(n, c)| (n, c.wait_closed()))
             .collect();
         std::future::poll_fn(move |cx| {
-            for f in futs.iter_mut() {
+            for (n, f) in futs.iter_mut() {
                 if let Poll::Ready(v) = f.as_mut().poll(cx) {
-                    return Poll::Ready(v);
+                    return Poll::Ready(format!("connection `{n}`: {v}"));
                 }
             }
             Poll::Pending
