@@ -725,9 +725,19 @@ pub fn tcp_send(m: &TcpSendModel, path: &str, cx: &mut Cx) -> Option<TcpSend> {
         on: m.on.clone(),
         body,
         raw: m.raw.unwrap_or(false),
-        shown,
-        frame,
+        shown: exact(shown),
+        frame: match frame {
+            Payload::Text(t) => Payload::Text(exact(t)),
+            binary => binary,
+        },
     })
+}
+
+/// `s` without the spare room its writing left (JSON and `format!` grow by doubling): a send
+/// built at load keeps both texts for the scenario's life, in every scenario.
+fn exact(mut s: String) -> String {
+    s.shrink_to_fit();
+    s
 }
 
 /// Where field `login.user` of a send's `protobuf:` sits in the YAML.
