@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
 use sonde_probes::resolve::{IpProtocol, ResolveOptions, Resolver};
@@ -21,7 +22,12 @@ use super::units::{IpProto, TlsVersionWord};
 pub use super::probe_settings::tls::Alpn;
 
 /// Built once per load, shared by every step of it.
-#[derive(Clone, Default)]
+///
+/// A scenario's per-run builds have one of their own ([`Shared::over`]): it starts empty and
+/// looks things up in the load's (read-only once the load is over) before building them, so no
+/// scenario carries a copy of the load's maps, and runs of different scenarios never wait on one
+/// another's builds.
+#[derive(Default)]
 pub struct Shared {
     /// Created on first use: a configuration whose steps all name a resolver never reads
     /// `/etc/resolv.conf`.
@@ -35,6 +41,35 @@ pub struct Shared {
     /// `--config.file-root`: files a scenario names (`proto_file`) are confined below it, or
     /// below the scenario file's own folder without it.
     pub file_root: Option<PathBuf>,
+    /// The load's, looked up before anything is built (a scenario's own state only).
+    load: Option<Arc<LoadShared>>,
+}
+
+/// The load's [`Shared`] as scenarios see it after the load: published once, then read-only.
+#[derive(Default)]
+pub struct LoadShared {
+    /// Known from the start, so a scenario's own state is right even before publication.
+    file_root: Option<PathBuf>,
+    done: OnceLock<Shared>,
+}
+
+impl LoadShared {
+    pub fn new(file_root: Option<PathBuf>) -> Self {
+        LoadShared {
+            file_root,
+            done: OnceLock::new(),
+        }
+    }
+
+    /// Publish the load's state (once; later calls are ignored).
+    pub fn publish(&self, shared: Shared) {
+        let _ = self.done.set(shared);
+    }
+
+    /// The load's state, once published.
+    pub fn get(&self) -> Option<&Shared> {
+        self.done.get()
+    }
 }
 
 impl Shared {
@@ -44,6 +79,35 @@ impl Shared {
             file_root,
             ..Shared::default()
         }
+    }
+
+    /// A scenario's own state for its per-run builds: empty, over the load's `load`.
+    pub fn over(load: &Arc<LoadShared>) -> Self {
+        Shared {
+            protos: super::probe_settings::protobuf::Cache::over(load.clone()),
+            file_root: load.file_root.clone(),
+            load: Some(load.clone()),
+            ..Shared::default()
+        }
+    }
+
+    /// Whether anything was built into this state (the load's lookups aside).
+    pub fn is_empty(&self) -> bool {
+        self.system.is_none()
+            && self.by_servers.is_empty()
+            && self.unused.is_none()
+            && self.tls.is_empty()
+            && self.protos.is_empty()
+    }
+
+    /// `find` in this state, then in the load's.
+    fn find<T>(&self, find: impl Fn(&Shared) -> Option<T>) -> Option<T> {
+        find(self).or_else(|| self.load.as_ref()?.get().and_then(find))
+    }
+
+    /// The client built for `key`, here or in the load.
+    pub(super) fn tls_client(&self, key: &(TlsOptions, Alpn)) -> Option<TlsClient> {
+        self.find(|s| s.tls.get(key).cloned())
     }
 }
 
@@ -158,8 +222,8 @@ impl Cx<'_> {
         target_path: &str,
     ) -> Option<Resolver> {
         if let Some(servers) = servers {
-            if let Some(r) = self.shared.by_servers.get(servers) {
-                return Some(r.clone());
+            if let Some(r) = self.shared.find(|s| s.by_servers.get(servers).cloned()) {
+                return Some(r);
             }
             return match Resolver::with_servers(servers) {
                 Ok(r) => {
@@ -172,18 +236,19 @@ impl Cx<'_> {
                 }
             };
         }
-        let system = self
-            .shared
-            .system
-            .get_or_insert_with(Resolver::system)
-            .clone();
+        let system = match self.shared.find(|s| s.system.clone()) {
+            Some(s) => s,
+            None => self.shared.system.insert(Resolver::system()).clone(),
+        };
         match system {
             Ok(r) => Some(r),
             Err(_) if targets::is_ip_literal(host) => {
-                if self.shared.unused.is_none() {
-                    let lo: SocketAddr = ([127, 0, 0, 1], 53).into();
-                    self.shared.unused = Resolver::with_servers(&[lo]).ok();
+                let unused = self.shared.find(|s| s.unused.clone());
+                if unused.is_some() {
+                    return unused;
                 }
+                let lo: SocketAddr = ([127, 0, 0, 1], 53).into();
+                self.shared.unused = Resolver::with_servers(&[lo]).ok();
                 self.shared.unused.clone()
             }
             Err(e) => {
@@ -287,5 +352,70 @@ pub fn ip_options(pref: Option<IpProto>, fallback: Option<bool>) -> ResolveOptio
             IpProto::Ip6 => IpProtocol::Ip6,
         },
         fallback: fallback.unwrap_or(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run `f` with a context over `shared`.
+    fn with_cx<T>(shared: &mut Shared, f: impl FnOnce(&mut Cx) -> T) -> T {
+        let index = PosIndex::build("");
+        let mut errors = FileErrors::new("t.yaml");
+        let mut hash = Fnv::default();
+        let mut cx = Cx {
+            index: &index,
+            errors: &mut errors,
+            shared,
+            dir: Path::new(""),
+            hash: &mut hash,
+        };
+        let out = f(&mut cx);
+        assert!(errors.is_empty());
+        out
+    }
+
+    fn lo(port: u16) -> Vec<SocketAddr> {
+        vec![([127, 0, 0, 1], port).into()]
+    }
+
+    fn insecure() -> TlsOptions {
+        TlsOptions {
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        }
+    }
+
+    /// A resolver and a TLS client: whether each was found or built.
+    fn build_both(cx: &mut Cx, port: u16) -> (bool, bool) {
+        let r = cx.resolver(Some(&lo(port)), "h", "p").is_some();
+        let t = cx.tls_client_for(insecure(), Alpn::Http1, "p").is_some();
+        (r, t)
+    }
+
+    /// A scenario's own state finds what the load built (nothing is built again, nor kept per
+    /// scenario), and keeps what the load had not built.
+    #[test]
+    fn a_scenarios_state_finds_the_loads_and_keeps_only_its_own() {
+        let load = Arc::new(LoadShared::new(Some(PathBuf::from("/root"))));
+        let mut own = Shared::over(&load);
+        assert_eq!(own.file_root, Some(PathBuf::from("/root")));
+        let mut at_load = Shared::default();
+        assert_eq!(
+            with_cx(&mut at_load, |cx| build_both(cx, 5353)),
+            (true, true)
+        );
+        load.publish(at_load);
+        assert_eq!(with_cx(&mut own, |cx| build_both(cx, 5353)), (true, true));
+        assert!(own.is_empty(), "built again for the scenario");
+        with_cx(&mut own, |cx| cx.resolver(Some(&lo(5354)), "h", "p"));
+        assert!(!own.is_empty());
+        assert!(own.by_servers.contains_key(&lo(5354)));
+        let loads = load.get().unwrap();
+        assert!(
+            !loads.by_servers.contains_key(&lo(5354)),
+            "the load's is read-only"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
 
-use super::build::{Cx, Shared};
+use super::build::{Cx, LoadShared, Shared};
 use super::conn_names::ConnRef;
 use super::deser::deserialize_recovering;
 use super::error::{FileErrors, Pos};
@@ -21,7 +21,9 @@ use super::kinds::{shorthand_kinds, KINDS};
 use super::locate::{index_path, key_path, PosIndex};
 use super::model::{ScenarioModel, StepModel};
 use super::redact::{redact, secrets, Fnv, MIN_SECRET_LEN};
-use super::step::{capture_names, name_steps, step, Mode, RtBase, Stage, StepOpts, StepOut};
+use super::step::{
+    capture_names, name_steps, step, FileRt, Mode, RtBase, Stage, StepOpts, StepOut,
+};
 use super::suggest;
 use super::template::{Scope, Templates, When};
 use super::units::SessionWord;
@@ -50,6 +52,8 @@ fn human(d: Duration) -> String {
 pub struct Loader {
     templates: Arc<Templates>,
     shared: Mutex<Shared>,
+    /// Where `shared` is published when the load is over, for the scenarios' per-run builds.
+    load: Arc<LoadShared>,
     region: Option<String>,
     /// Scenario name → where it was first defined (`file:line:col`).
     names: HashMap<String, String>,
@@ -59,6 +63,15 @@ pub struct Loader {
     definitions: super::packed::Packer,
 }
 
+impl Drop for Loader {
+    /// The load is over: its resolvers, TLS clients and `.proto` pools become what every
+    /// scenario's per-run builds look up first.
+    fn drop(&mut self) {
+        let shared = std::mem::take(self.shared.get_mut().unwrap_or_else(|e| e.into_inner()));
+        self.load.publish(shared);
+    }
+}
+
 /// Where a scenario is read: the file's index and errors, the path of the scenario in it.
 struct Here<'a> {
     path: &'a str,
@@ -66,6 +79,8 @@ struct Here<'a> {
     dir: &'a Path,
     /// The file's groups (beside `scenarios:`), shared by its scenarios.
     groups: &'a Groups,
+    /// What the file's scenarios' per-run builds share.
+    rt: &'a Arc<FileRt>,
 }
 
 impl Here<'_> {
@@ -97,6 +112,7 @@ impl Loader {
                 Templates::new(opts.region.clone()).with_overrides(opts.vars.clone()),
             ),
             shared: Mutex::new(Shared::with_file_root(opts.file_root.clone())),
+            load: Arc::new(LoadShared::new(opts.file_root.clone())),
             region: opts.region.clone(),
             names: HashMap::new(),
             trust: Default::default(),
@@ -122,7 +138,13 @@ impl Loader {
         let mut errors = FileErrors::new(file);
         let index = Arc::new(PosIndex::build(text));
         if let Some(top) = top_level(text, &index, &mut errors) {
-            self.forms(top, dir, &index, &mut errors, out);
+            let rt = Arc::new(FileRt {
+                templates: self.templates.clone(),
+                dir: dir.to_path_buf(),
+                file: file.to_string(),
+                load: self.load.clone(),
+            });
+            self.forms(top, &rt, &index, &mut errors, out);
         }
         errors
     }
@@ -131,11 +153,12 @@ impl Loader {
     fn forms(
         &mut self,
         top: Mapping,
-        dir: &Path,
+        rt: &Arc<FileRt>,
         index: &Arc<PosIndex>,
         errors: &mut FileErrors,
         out: &mut Vec<Arc<Scenario>>,
     ) {
+        let dir = rt.dir.as_path();
         // Beside `scenarios:`, groups shared by every scenario of the file.
         let shared = if top.contains_key("scenario") {
             Groups::default()
@@ -148,6 +171,7 @@ impl Loader {
                 index,
                 dir,
                 groups: &shared,
+                rt,
             };
             if let Some(s) = s.scenario(v, &here, errors) {
                 out.push(Arc::new(s));
@@ -262,17 +286,10 @@ impl Loader {
         let outs = self.build_steps(gathered, &scope, &opts, here, errors, &mut hash, &mut conns);
         super::conn_names::check(&conns, errors);
         let rt = Arc::new(RtBase {
-            templates: self.templates.clone(),
+            file: here.rt.clone(),
             scope,
-            dir: here.dir.to_path_buf(),
-            shared: Mutex::new(
-                self.shared
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            ),
             opts,
-            file: errors.file.clone(),
+            own: Mutex::new(None),
         });
         let [mut setup, mut steps, mut teardown] = name_steps(outs, &rt, here.index, errors);
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::build::{Cx, Shared};
+use super::build::{Cx, LoadShared, Shared};
 use super::deser::deserialize_recovering;
 use super::error::{FileErrors, Pos};
 use super::expect;
@@ -192,16 +192,42 @@ fn build(
     })
 }
 
+/// What a per-run build needs that every scenario of a file shares: one per file, not one
+/// copy per scenario.
+pub struct FileRt {
+    pub templates: Arc<Templates>,
+    pub dir: PathBuf,
+    pub file: String,
+    /// The load's resolvers, TLS clients and `.proto` pools, looked up before building anew.
+    pub load: Arc<LoadShared>,
+}
+
 /// What a per-run build needs, shared by the dynamic steps of a scenario.
 pub struct RtBase {
-    pub templates: Arc<Templates>,
+    pub file: Arc<FileRt>,
     pub scope: Scope,
-    pub dir: PathBuf,
-    /// Resolvers and TLS clients for this scenario's per-run builds: its own, seeded from the
-    /// load's, so that runs of different scenarios never wait on one another's builds.
-    pub shared: Mutex<Shared>,
     pub opts: StepOpts,
-    pub file: String,
+    /// What this scenario's per-run builds built that the load had not: none in the common case
+    /// (so boxed, and only kept when something is in it). The scenario's own, so runs of
+    /// different scenarios never wait on one another's builds.
+    pub own: Mutex<Option<Box<Shared>>>,
+}
+
+impl RtBase {
+    /// Build with this scenario's shared state (held for the whole build, as runs of the same
+    /// scenario may build at once), over the load's.
+    fn with_shared<T>(&self, build: impl FnOnce(&mut Shared) -> T) -> T {
+        let mut guard = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared = match guard.take() {
+            Some(own) => *own,
+            None => Shared::over(&self.file.load),
+        };
+        let out = build(&mut shared);
+        if !shared.is_empty() {
+            *guard = Some(Box::new(shared));
+        }
+        out
+    }
 }
 
 /// Name the steps (explicit names must be unique; the others are named after their kind) and
@@ -282,21 +308,22 @@ fn dynamic_builder(rt: Arc<RtBase>, raw: Value, base: String) -> Box<BuildFn> {
         }
         let mut v: Value = serde_json::from_str(&raw)
             .map_err(|e| format!("{base}: cannot read the step back: {e}"))?;
-        rt.templates.render_tree_rt(&mut v, &base, &scope)?;
+        rt.file.templates.render_tree_rt(&mut v, &base, &scope)?;
         let index = PosIndex::build("");
-        let mut errors = FileErrors::new(&rt.file);
+        let mut errors = FileErrors::new(&rt.file.file);
         let rec = deserialize_recovering::<StepModel>(v, &base, "a step", &index, &mut errors);
         let mut hash = Fnv::default();
         let out = rec.value.and_then(|sm| {
-            let mut guard = rt.shared.lock().unwrap_or_else(|e| e.into_inner());
-            let mut cx = Cx {
-                index: &index,
-                errors: &mut errors,
-                shared: &mut guard,
-                dir: &rt.dir,
-                hash: &mut hash,
-            };
-            step(&sm, &base, &rt.opts, Mode::Full, &mut cx).built
+            rt.with_shared(|shared| {
+                let mut cx = Cx {
+                    index: &index,
+                    errors: &mut errors,
+                    shared,
+                    dir: &rt.file.dir,
+                    hash: &mut hash,
+                };
+                step(&sm, &base, &rt.opts, Mode::Full, &mut cx).built
+            })
         });
         let secrets = sink.take();
         match out {
@@ -316,5 +343,54 @@ fn rendered_error(base: &str, errors: FileErrors) -> String {
         format!("{base}: the rendered step is invalid")
     } else {
         format!("{base} as rendered for this run: {}", msgs.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::scenario::{Action, Captured, Scenario, StepBody};
+
+    /// The URL of the `i`th step of `sc` as built for a run with `captured`.
+    fn url(sc: &Scenario, i: usize, captured: &[Captured]) -> String {
+        let StepBody::PerRun(d) = &sc.steps[i].body else {
+            panic!("not built per run: {:?}", sc.steps[i]);
+        };
+        match (d.build)(captured).unwrap().0.action {
+            Action::Http(h) => h.url.to_string(),
+            other => panic!("not http: {other:?}"),
+        }
+    }
+
+    const TWO: &str = r#"
+scenarios:
+  - scenario: one
+    interval: 10s
+    vars: {user: alice}
+    steps:
+      - {name: a, http: {url: "http://127.0.0.1:1/{{ user }}/{{ uuid() }}"}, capture: {t: {json: "$.t"}}}
+      - {name: b, http: {url: "http://127.0.0.1:1/{{ user }}/{{ t }}"}, resolver: ["127.0.0.1:5353"]}
+  - scenario: two
+    interval: 10s
+    vars: {user: bob}
+    steps:
+      - {name: a, http: {url: "http://127.0.0.1:1/{{ user }}/{{ uuid() }}"}, capture: {t: {json: "$.t"}}}
+      - {name: b, http: {url: "http://127.0.0.1:1/{{ user }}/{{ t }}"}, resolver: ["127.0.0.1:5353"]}
+"#;
+
+    /// Scenarios share what a per-run build needs of their file and load, not their scope:
+    /// each renders its own vars and the run's captures, every run.
+    #[test]
+    fn per_run_builds_render_their_own_scenarios_vars() {
+        let cfg = crate::config::load_str("t.yaml", TWO, &Default::default()).unwrap();
+        let [one, two] = &cfg.scenarios[..] else {
+            panic!("two scenarios");
+        };
+        assert!(url(one, 0, &[]).starts_with("http://127.0.0.1:1/alice/"));
+        assert!(url(two, 0, &[]).starts_with("http://127.0.0.1:1/bob/"));
+        assert_ne!(url(one, 0, &[]), url(one, 0, &[]), "uuid() is per run");
+        let t = |v: u16| vec![("t".to_string(), serde_json::json!(v))];
+        assert_eq!(url(one, 1, &t(200)), "http://127.0.0.1:1/alice/200");
+        assert_eq!(url(two, 1, &t(503)), "http://127.0.0.1:1/bob/503");
+        assert_eq!(url(one, 1, &t(404)), "http://127.0.0.1:1/alice/404");
     }
 }

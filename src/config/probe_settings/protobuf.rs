@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use miette::Diagnostic;
 use prost_reflect::{
@@ -22,12 +23,37 @@ use prost_reflect::{
 };
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
+use crate::config::build::LoadShared;
+
 /// Largest `.proto` file read (imports each count on their own).
 pub const MAX_PROTO_BYTES: u64 = 1 << 20;
 
 /// The compiled files of one load, by canonical path: each file is compiled once, however many
-/// steps name it.
-pub type Cache = HashMap<PathBuf, Result<DescriptorPool, String>>;
+/// steps name it. A scenario's per-run cache ([`Cache::over`]) also finds the load's.
+#[derive(Default)]
+pub struct Cache {
+    pools: HashMap<PathBuf, Result<DescriptorPool, String>>,
+    load: Option<Arc<LoadShared>>,
+}
+
+impl Cache {
+    /// Empty, over the load's cache (once the load has published it).
+    pub fn over(load: Arc<LoadShared>) -> Self {
+        Cache {
+            pools: HashMap::new(),
+            load: Some(load),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+
+    fn get(&self, full: &Path) -> Option<&Result<DescriptorPool, String>> {
+        let load = || self.load.as_ref()?.get()?.protos.pools.get(full);
+        self.pools.get(full).or_else(load)
+    }
+}
 
 /// Compile `file` (relative to `dir`, confined below `root`), through `cache`.
 pub fn compile(
@@ -41,7 +67,7 @@ pub fn compile(
         return done.clone();
     }
     let res = compile_uncached(&full, root);
-    cache.insert(full, res.clone());
+    cache.pools.insert(full, res.clone());
     res
 }
 
@@ -293,9 +319,31 @@ message Deliver { string from = 1; string text = 2; google.protobuf.Timestamp at
         for (n, t) in files {
             std::fs::write(dir.path().join(n), t).unwrap();
         }
-        let mut cache = Cache::new();
+        let mut cache = Cache::default();
         let r = compile(&mut cache, dir.path(), dir.path(), entry);
         (dir, r)
+    }
+
+    /// A scenario's per-run cache finds what the load compiled: the file is not compiled (nor
+    /// its pool kept) once per scenario, and the pool is the load's.
+    #[test]
+    fn a_scenarios_cache_finds_the_loads_pools() {
+        use crate::config::build::{LoadShared, Shared};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("chat.proto"), CHAT).unwrap();
+        let d = dir.path();
+        let mut shared = Shared::default();
+        let at_load = compile(&mut shared.protos, d, d, "chat.proto").unwrap();
+        let load = std::sync::Arc::new(LoadShared::new(None));
+        load.publish(shared);
+        let mut own = Cache::over(load);
+        let per_run = compile(&mut own, d, d, "chat.proto").unwrap();
+        assert!(own.is_empty(), "compiled again for the scenario");
+        assert_eq!(per_run, at_load);
+        // What the load did not compile is compiled and kept by the scenario.
+        std::fs::write(d.join("other.proto"), CHAT).unwrap();
+        assert!(compile(&mut own, d, d, "other.proto").is_ok());
+        assert!(!own.is_empty());
     }
 
     #[test]
@@ -356,7 +404,7 @@ message Deliver { string from = 1; string text = 2; google.protobuf.Timestamp at
             "syntax = \"proto3\";\nimport \"link.proto\";\n",
         )
         .unwrap();
-        let mut cache = Cache::new();
+        let mut cache = Cache::default();
         let e = compile(&mut cache, &inner, &inner, "a.proto").unwrap_err();
         assert!(e.contains("outside"), "{e}");
         let e = compile(&mut cache, &inner, &inner, "../secret.proto").unwrap_err();

@@ -72,8 +72,8 @@ impl Cx<'_> {
         if opts == TlsOptions::default() {
             return Some(default_client(alpn));
         }
-        if let Some(c) = self.shared.tls.get(&(opts.clone(), alpn)) {
-            return Some(c.clone());
+        if let Some(c) = self.shared.tls_client(&(opts.clone(), alpn)) {
+            return Some(c);
         }
         match TlsClient::new(&opts, alpn.protocols()) {
             Ok(c) => {
