@@ -22,7 +22,7 @@ use super::locate::{index_path, key_path, PosIndex};
 use super::model::{ScenarioModel, StepModel};
 use super::redact::{redact, secrets, Fnv, MIN_SECRET_LEN};
 use super::step::{
-    capture_names, name_steps, step, FileRt, Mode, RtBase, Stage, StepOpts, StepOut,
+    capture_names, name_steps, step, FileRt, Mode, RawTexts, RtBase, Stage, StepOpts, StepOut,
 };
 use super::suggest;
 use super::template::{Scope, Templates, When};
@@ -54,6 +54,8 @@ pub struct Loader {
     shared: Mutex<Shared>,
     /// Where `shared` is published when the load is over, for the scenarios' per-run builds.
     load: Arc<LoadShared>,
+    /// The texts of per-run steps, each kept once.
+    texts: RawTexts,
     region: Option<String>,
     /// Scenario name → where it was first defined (`file:line:col`).
     names: HashMap<String, String>,
@@ -113,6 +115,7 @@ impl Loader {
             ),
             shared: Mutex::new(Shared::with_file_root(opts.file_root.clone())),
             load: Arc::new(LoadShared::new(opts.file_root.clone())),
+            texts: RawTexts::default(),
             region: opts.region.clone(),
             names: HashMap::new(),
             trust: Default::default(),
@@ -291,7 +294,8 @@ impl Loader {
             opts,
             own: Mutex::new(None),
         });
-        let [mut setup, mut steps, mut teardown] = name_steps(outs, &rt, here.index, errors);
+        let [mut setup, mut steps, mut teardown] =
+            name_steps(outs, &rt, &mut self.texts, here.index, errors);
 
         secrets.extend(
             sink.take()

@@ -2,7 +2,7 @@
 //! [`super::kinds`]), the names of a scenario's steps, and the per-run builder of steps whose
 //! templates use captures or per-run functions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -230,11 +230,32 @@ impl RtBase {
     }
 }
 
+/// The raw texts of a load's per-run steps, each kept once however many scenarios have it
+/// (10,000 sessions of one shape repeat the same step text 10,000 times). Lives as long as the
+/// load; the texts as long as a step uses them.
+#[derive(Default)]
+pub struct RawTexts(HashSet<Arc<str>>);
+
+impl RawTexts {
+    /// `raw` as compact JSON text (a YAML value tree is several times larger), shared with
+    /// every equal text of the load.
+    fn intern(&mut self, raw: &Value) -> Arc<str> {
+        let text = serde_json::to_string(raw).unwrap_or_default();
+        if let Some(known) = self.0.get(text.as_str()) {
+            return known.clone();
+        }
+        let text: Arc<str> = text.into();
+        self.0.insert(text.clone());
+        text
+    }
+}
+
 /// Name the steps (explicit names must be unique; the others are named after their kind) and
-/// make them: built now, or per run through `rt`.
+/// make them: built now, or per run through `rt`, their texts kept in `texts`.
 pub fn name_steps(
     outs: Vec<StepOut>,
     rt: &Arc<RtBase>,
+    texts: &mut RawTexts,
     index: &PosIndex,
     errors: &mut FileErrors,
 ) -> [Vec<Step>; 3] {
@@ -264,7 +285,7 @@ pub fn name_steps(
         };
         let body = match (o.dynamic, o.built) {
             (Some(raw), _) => StepBody::PerRun(Dynamic {
-                build: dynamic_builder(rt.clone(), raw, o.base),
+                build: dynamic_builder(rt.clone(), texts.intern(&raw), o.base),
             }),
             (None, Some(b)) => StepBody::Built(b),
             (None, None) => continue,
@@ -294,11 +315,7 @@ fn free_name(kind: &str, taken: &mut HashMap<String, Pos>) -> String {
 
 /// The per-run builder of a dynamic step: render the raw tree with the run's captures, type it,
 /// and build it with the same [`step`] builder as at load.
-fn dynamic_builder(rt: Arc<RtBase>, raw: Value, base: String) -> Box<BuildFn> {
-    // Kept as compact JSON text (a YAML value tree is several times larger), parsed per run.
-    let raw: Box<str> = serde_json::to_string(&raw)
-        .unwrap_or_default()
-        .into_boxed_str();
+fn dynamic_builder(rt: Arc<RtBase>, raw: Arc<str>, base: String) -> Box<BuildFn> {
     Box::new(move |captured: &[Captured]| {
         let (sink, sink_value) = SecretSink::value();
         let mut scope = rt.scope.clone();
@@ -377,8 +394,22 @@ scenarios:
       - {name: b, http: {url: "http://127.0.0.1:1/{{ user }}/{{ t }}"}, resolver: ["127.0.0.1:5353"]}
 "#;
 
-    /// Scenarios share what a per-run build needs of their file and load, not their scope:
-    /// each renders its own vars and the run's captures, every run.
+    /// Equal texts of per-run steps are kept once; different ones apart.
+    #[test]
+    fn raw_texts_are_kept_once() {
+        let mut texts = super::RawTexts::default();
+        let v = |s: &str| serde_norway::from_str::<serde_norway::Value>(s).unwrap();
+        let a = texts.intern(&v("{http: {url: 'http://x/{{ user }}'}}"));
+        let b = texts.intern(&v("{http: {url: 'http://x/{{ user }}'}}"));
+        let c = texts.intern(&v("{http: {url: 'http://y/{{ user }}'}}"));
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        assert_eq!(&*a, r#"{"http":{"url":"http://x/{{ user }}"}}"#);
+        assert!(!std::sync::Arc::ptr_eq(&a, &c));
+    }
+
+    /// Scenarios share what a per-run build needs of their file and load, and step `b`'s text
+    /// (the same in both), not their scope: each renders its own vars and the run's captures,
+    /// every run.
     #[test]
     fn per_run_builds_render_their_own_scenarios_vars() {
         let cfg = crate::config::load_str("t.yaml", TWO, &Default::default()).unwrap();
