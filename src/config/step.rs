@@ -182,13 +182,13 @@ fn build(
         expect_path: &ep,
         servers: servers.as_deref(),
         heartbeat: opts.heartbeat,
-        reads_body: !captures.is_empty() || !post.json.is_empty(),
+        reads_body: !captures.is_empty() || !post.json().is_empty(),
     };
     let action = m.build_kind(base, at, cx)?;
     Some(Built {
         action,
         expect: post,
-        captures,
+        captures: captures.into_boxed_slice(),
     })
 }
 

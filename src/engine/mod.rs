@@ -181,8 +181,8 @@ async fn exec(built: &Built, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport {
             report.fail(f);
         }
     }
-    if report.failure.is_none() && !built.expect.json.is_empty() {
-        if let Some(f) = checks::json_checks(&built.expect.json, &mut report) {
+    if report.failure.is_none() && !built.expect.json().is_empty() {
+        if let Some(f) = checks::json_checks(built.expect.json(), &mut report) {
             report.fail(f);
         }
     }
