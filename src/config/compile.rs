@@ -338,7 +338,7 @@ impl Loader {
             // server's side): reuse only pays between the http steps of one run.
             reuse_connections: m.reuse_connections.unwrap_or(true) && http_steps > 1,
             fingerprint: hash.finish(),
-            alert: head.alert,
+            alert: head.alert.map(Box::new),
             redacted_json: self.definitions.pack(&redacted.to_string()),
             secrets,
         })
