@@ -98,8 +98,8 @@ pub struct StepRow {
     pub duration_s: f64,
     /// Phase name → seconds (`resolve`, `connect`, `tls`, `processing`, `transfer`, frames…).
     pub phases: Vec<(String, f64)>,
-    /// Runs once per connection life (a persistent session's setup or teardown), not every
-    /// interval: the writer does not keep its rollup rows cached for the next run.
+    /// Runs once per connection life (a persistent session's setup, in a run that connected),
+    /// not every interval: the writer does not keep its rollup rows cached for the next run.
     #[serde(skip)]
     pub once: bool,
 }

@@ -82,6 +82,10 @@ impl Record {
             (None, Some(e)) => Some(red(e)),
             (None, None) => None,
         };
+        // Setup runs once per connection only when it connects: while a session is down, the
+        // failing runs (their `session` step) and setup attempts come every interval, and
+        // their rows stay cached as any step's.
+        let connected = scenario.persistent && report.success();
         let steps = report
             .steps
             .iter()
@@ -95,7 +99,7 @@ impl Record {
                     .iter()
                     .map(|(p, d)| (p.as_str().to_string(), d.as_secs_f64()))
                     .collect(),
-                once: scenario.persistent && s.stage != Stage::Steps,
+                once: connected && s.stage != Stage::Steps && s.kind != "session",
             })
             .collect();
         let trace = keep_trace.then(|| report.to_json(scenario).to_string());
@@ -204,6 +208,55 @@ mod tests {
         );
         assert_eq!(decode_steps(&text), steps);
         assert!(decode_steps("not json").is_empty());
+    }
+
+    /// Only a run that connected says its setup steps ran once: while a session is down its
+    /// failing runs and setup attempts come every interval, and their rows stay cached.
+    #[test]
+    fn setup_steps_run_once_only_in_a_run_that_connected() {
+        use crate::engine::{StepFacts, StepReport};
+        use sonde_probes::{Failure, FailureReason};
+        let yaml = "scenario: s\nsession: persistent\nsetup:\n  - {name: login, sleep: 1ms}\n\
+                    steps:\n  - {name: ping, sleep: 1ms}\n";
+        let cfg = crate::config::load_str("t.yaml", yaml, &Default::default()).expect("loads");
+        let sc = &cfg.scenarios[0];
+        let name: Arc<str> = Arc::from("s");
+        let once = |steps: Vec<StepReport>| -> Vec<bool> {
+            let mut r = RunReport::new("s", std::time::SystemTime::now());
+            for s in steps {
+                r.push_step(s);
+            }
+            let rec = Record::from_report(sc, &name, &name, &r, 0, false);
+            rec.steps.iter().map(|s| s.once).collect()
+        };
+        let step = |n: &str, stage| {
+            StepReport::passed(
+                n.into(),
+                "sleep",
+                stage,
+                Default::default(),
+                StepFacts::None {},
+            )
+        };
+        let failed = |n: &str, kind| {
+            let f = Failure::new(FailureReason::Connect, "down");
+            StepReport::failed_as(n.into(), kind, Stage::Setup, f, StepFacts::None {})
+        };
+        let connected = once(vec![
+            step("login", Stage::Setup),
+            step("ping", Stage::Steps),
+        ]);
+        assert_eq!(connected, [true, false]);
+        assert_eq!(
+            once(vec![failed("login", "sleep")]),
+            [false],
+            "a failed attempt"
+        );
+        assert_eq!(
+            once(vec![failed("session", "session")]),
+            [false],
+            "a run while down"
+        );
     }
 
     #[test]
