@@ -798,3 +798,38 @@ async fn a_raw_send_goes_out_as_is_and_replies_are_still_cut_by_the_framing() {
         "{f}"
     );
 }
+
+/// A `.proto` compiled for a scenario whose folder allows its import is not handed to one whose
+/// folder does not: imports are confined to the root of the scenario that names the file (here
+/// an import through a symlink that leaves the inner folder).
+#[test]
+fn a_proto_import_outside_a_scenarios_folder_is_refused_after_another_compiled_it() {
+    let top = tempfile::tempdir().unwrap();
+    let (inner, other) = (top.path().join("z"), top.path().join("other"));
+    std::fs::create_dir(&inner).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    std::os::unix::fs::symlink(&other, inner.join("link")).unwrap();
+    std::fs::write(
+        other.join("common.proto"),
+        "syntax = \"proto3\";\npackage c;\nmessage Common { string v = 1; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        inner.join("chat.proto"),
+        "syntax = \"proto3\";\npackage chat;\nimport \"link/common.proto\";\nmessage Frame { c.Common c = 1; }\n",
+    )
+    .unwrap();
+    let connect = |name: &str, file: &str| {
+        format!("scenario: {name}\nsteps:\n  - tcp.connect: {{as: c, target: \"127.0.0.1:9\", proto_file: {file}, message: chat.Frame}}\n")
+    };
+    std::fs::write(top.path().join("a.yaml"), connect("wide", "z/chat.proto")).unwrap();
+    std::fs::write(inner.join("x.yaml"), connect("narrow", "chat.proto")).unwrap();
+    let e = load_paths(
+        &[top.path().join("a.yaml"), inner.join("x.yaml")],
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    let e = e[0].to_string();
+    assert!(e.contains("x.yaml") && e.contains("is outside"), "{e}");
+}

@@ -28,11 +28,14 @@ use crate::config::build::LoadShared;
 /// Largest `.proto` file read (imports each count on their own).
 pub const MAX_PROTO_BYTES: u64 = 1 << 20;
 
-/// The compiled files of one load, by canonical path: each file is compiled once, however many
-/// steps name it. A scenario's per-run cache ([`Cache::over`]) also finds the load's.
+/// The compiled files of one load, by confinement root and canonical path: each file is
+/// compiled once, however many steps name it. A scenario's per-run cache ([`Cache::over`])
+/// also finds the load's. The root is part of the key because imports were confined to the
+/// root of whoever compiled the file: a scenario with a narrower root (its own folder, without
+/// `--config.file-root`) must not be handed a pool holding an import it may not read.
 #[derive(Default)]
 pub struct Cache {
-    pools: HashMap<PathBuf, Result<DescriptorPool, String>>,
+    pools: HashMap<(PathBuf, PathBuf), Result<DescriptorPool, String>>,
     load: Option<Arc<LoadShared>>,
 }
 
@@ -49,9 +52,9 @@ impl Cache {
         self.pools.is_empty()
     }
 
-    fn get(&self, full: &Path) -> Option<&Result<DescriptorPool, String>> {
-        let load = || self.load.as_ref()?.get()?.protos.pools.get(full);
-        self.pools.get(full).or_else(load)
+    fn get(&self, key: &(PathBuf, PathBuf)) -> Option<&Result<DescriptorPool, String>> {
+        let load = || self.load.as_ref()?.get()?.protos.pools.get(key);
+        self.pools.get(key).or_else(load)
     }
 }
 
@@ -63,11 +66,12 @@ pub fn compile(
     file: &str,
 ) -> Result<DescriptorPool, String> {
     let full = crate::config::trust::confine(dir, root, file)?;
-    if let Some(done) = cache.get(&full) {
+    let key = (root.to_path_buf(), full);
+    if let Some(done) = cache.get(&key) {
         return done.clone();
     }
-    let res = compile_uncached(&full, root);
-    cache.pools.insert(full, res.clone());
+    let res = compile_uncached(&key.1, root);
+    cache.pools.insert(key, res.clone());
     res
 }
 
