@@ -7,10 +7,8 @@
 //! again, and a success turns it back on (one more line). Probing never stops for the store.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{
-    sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
-};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +26,33 @@ enum Msg {
     Run(Box<Record>),
     /// Write what is queued, then stop and say so.
     Close(std::sync::mpsc::Sender<()>),
+}
+
+/// The watchers' side of the queue to the writer: bounded by a count, not by a buffer made up
+/// front. `sync_channel(50,000)` reserved its 50,000 slots (1.2 MB a process) for a queue that
+/// holds a batch's worth (2 s of runs) when the writer keeps up; this one allocates as it
+/// fills and gives back as it drains.
+#[derive(Clone)]
+struct Queue {
+    tx: Sender<Msg>,
+    /// Runs sent and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl Queue {
+    /// Queue `rec` unless `cap` runs already wait; false when it is dropped.
+    fn push(&self, rec: Record) -> bool {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.cap {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        if self.tx.send(Msg::Run(Box::new(rec))).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
 }
 
 /// An open store: its reader (for the web) and its writing side (an observer of runs).
@@ -50,7 +75,16 @@ pub fn open(
         .map(|_| schema::open_reader(folder))
         .collect::<Result<Vec<_>, _>>()?;
     let reader = Reader::pool(conns, clock.clone());
-    let (tx, rx) = sync_channel(opts.queue.max(1));
+    let (tx, rx) = channel();
+    let queue = Queue {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        cap: opts.queue.max(1),
+    };
+    let taken = Taken {
+        queued: queue.queued.clone(),
+        metrics: metrics.clone(),
+    };
     let writer = Writer::new(conn, clock, opts.clone());
     if let Ok(b) = writer.used_bytes() {
         metrics.size_bytes.set(b as i64);
@@ -59,12 +93,12 @@ pub fn open(
     let m = metrics.clone();
     let thread = std::thread::Builder::new()
         .name("sonde-history".into())
-        .spawn(move || write_loop(writer, rx, opts, m, lock))
+        .spawn(move || write_loop(writer, rx, opts, taken, m, lock))
         .map_err(|e| OpenError(format!("cannot start the history writer: {e}")))?;
     Ok(History {
         reader: Arc::new(reader),
         observer: Arc::new(HistoryObserver {
-            tx,
+            queue,
             region: Arc::from(region),
             metrics,
             overflowed: Arc::new(AtomicBool::new(false)),
@@ -85,10 +119,24 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// so after a batch's first run it sleeps and takes the queue's contents this often.
 const TICK: Duration = Duration::from_millis(50);
 
+/// The writer's side of [`Queue`]'s count (and of `sonde_history_queue_length`).
+struct Taken {
+    queued: Arc<AtomicUsize>,
+    metrics: HistoryMetrics,
+}
+
+impl Taken {
+    fn one(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.queue_length.dec();
+    }
+}
+
 fn write_loop(
     mut writer: Writer,
     rx: Receiver<Msg>,
     opts: StoreOptions,
+    taken: Taken,
     metrics: HistoryMetrics,
     _lock: FolderLock,
 ) {
@@ -101,7 +149,7 @@ fn write_loop(
         // Idle: sleep until a run arrives (one wake-up per batch, not per run).
         let mut closing = match rx.recv_timeout(PRUNE_EVERY) {
             Ok(Msg::Run(r)) => {
-                metrics.queue_length.dec();
+                taken.one();
                 batch.push(*r);
                 None
             }
@@ -110,11 +158,12 @@ fn write_loop(
             Err(RecvTimeoutError::Disconnected) => Some(None),
         };
         if !batch.is_empty() && closing.is_none() {
-            closing = collect(&rx, &mut batch, &opts, &metrics);
+            closing = collect(&rx, &mut batch, &opts, &taken);
         }
         if closing.is_some() {
             // Whatever is still queued goes in the last batch.
             while let Ok(Msg::Run(r)) = rx.try_recv() {
+                taken.one();
                 batch.push(*r);
             }
         }
@@ -138,14 +187,14 @@ fn collect(
     rx: &Receiver<Msg>,
     batch: &mut Vec<Record>,
     opts: &StoreOptions,
-    metrics: &HistoryMetrics,
+    taken: &Taken,
 ) -> Option<Option<std::sync::mpsc::Sender<()>>> {
     let deadline = Instant::now() + opts.flush_interval;
     loop {
         while batch.len() < opts.max_batch {
             match rx.try_recv() {
                 Ok(Msg::Run(r)) => {
-                    metrics.queue_length.dec();
+                    taken.one();
                     batch.push(*r);
                 }
                 Ok(Msg::Close(ack)) => return Some(Some(ack)),
@@ -222,7 +271,7 @@ fn prune(writer: &mut Writer, metrics: &HistoryMetrics, h: &mut Health) {
 
 /// The writing side, one observer among the runtime's.
 pub struct HistoryObserver {
-    tx: SyncSender<Msg>,
+    queue: Queue,
     region: Arc<str>,
     metrics: HistoryMetrics,
     overflowed: Arc<AtomicBool>,
@@ -235,16 +284,8 @@ impl HistoryObserver {
     pub fn close(&self, grace: Duration) {
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
         let deadline = Instant::now() + grace;
-        let mut msg = Msg::Close(ack_tx);
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(_) => return,
-            }
+        if self.queue.tx.send(Msg::Close(ack_tx)).is_err() {
+            return;
         }
         if ack_rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -262,8 +303,8 @@ impl HistoryObserver {
 impl HistoryObserver {
     /// Queue records as watchers do, without a scenario.
     pub(super) fn sender_for_tests(&self) -> impl Fn(Record) {
-        let tx = self.tx.clone();
-        move |r| tx.send(Msg::Run(Box::new(r))).unwrap()
+        let queue = self.queue.clone();
+        move |r| assert!(queue.push(r), "queued")
     }
 }
 
@@ -273,7 +314,7 @@ impl Observer for HistoryObserver {
             scenario: scenario.clone(),
             name: Arc::from(scenario.name.as_str()),
             region: self.region.clone(),
-            tx: self.tx.clone(),
+            queue: self.queue.clone(),
             metrics: self.metrics.clone(),
             overflowed: self.overflowed.clone(),
             traces: TracePolicy::default(),
@@ -285,7 +326,7 @@ struct Watch {
     scenario: Arc<Scenario>,
     name: Arc<str>,
     region: Arc<str>,
-    tx: SyncSender<Msg>,
+    queue: Queue,
     metrics: HistoryMetrics,
     overflowed: Arc<AtomicBool>,
     traces: TracePolicy,
@@ -303,16 +344,60 @@ impl ScenarioObserver for Watch {
             started_ms,
             keep,
         );
-        match self.tx.try_send(Msg::Run(Box::new(rec))) {
-            Ok(()) => {
-                self.metrics.queue_length.inc();
-            }
-            Err(_) => {
-                self.metrics.dropped_runs.inc();
-                if !self.overflowed.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("the history writer falls behind: runs are dropped from the history, not from probing (sonde_history_dropped_runs_total)");
-                }
+        if self.queue.push(rec) {
+            self.metrics.queue_length.inc();
+        } else {
+            self.metrics.dropped_runs.inc();
+            if !self.overflowed.swap(true, Ordering::Relaxed) {
+                tracing::warn!("the history writer falls behind: runs are dropped from the history, not from probing (sonde_history_dropped_runs_total)");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            scenario: Arc::from("s"),
+            region: Arc::from("eu"),
+            started_ms: 0,
+            duration_s: 0.1,
+            success: true,
+            failed_step: None,
+            reason: None,
+            error: None,
+            steps: Vec::new(),
+            trace: None,
+        }
+    }
+
+    /// The bound holds without a buffer made up front: past `cap` waiting runs a push is
+    /// dropped, and what the writer takes makes room again.
+    #[test]
+    fn the_queue_drops_past_its_bound_and_makes_room_as_the_writer_takes() {
+        let (tx, rx) = channel();
+        let queue = Queue {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            cap: 2,
+        };
+        let taken = Taken {
+            queued: queue.queued.clone(),
+            metrics: HistoryMetrics::register(&mut prometheus_client::registry::Registry::default()),
+        };
+        assert!(queue.push(record()) && queue.push(record()));
+        assert!(!queue.push(record()), "a third waiting run is dropped");
+        assert!(matches!(rx.try_recv(), Ok(Msg::Run(_))));
+        taken.one();
+        assert!(queue.push(record()), "room again once one is taken");
+        assert_eq!(queue.queued.load(Ordering::Relaxed), 2);
+        drop(rx);
+        let before = queue.queued.load(Ordering::Relaxed);
+        taken.one();
+        assert!(!queue.push(record()), "no writer: dropped");
+        assert_eq!(queue.queued.load(Ordering::Relaxed), before - 1);
     }
 }
