@@ -43,6 +43,8 @@ pub(super) struct Row {
     pub dirty: bool,
     /// The minute of the last batch that added to the row.
     pub touched: u32,
+    /// Last added to by a step that runs once per connection: idle at once.
+    pub once: bool,
     pub sketch: Sketch,
 }
 
@@ -54,6 +56,7 @@ impl Row {
             hour: key.hour,
             dirty: true,
             touched,
+            once: false,
             sketch,
         }
     }

@@ -85,8 +85,10 @@ impl Default for Caches {
 /// a long interval. It is written and leaves the cache rather than wait there for its hour to
 /// end: memory held for every such row of every scenario, against one read if it is added to
 /// again.
+///
+/// A row last added to by a step that runs once per connection is idle at once.
 fn idle(c: &Row, minute: u32) -> bool {
-    minute > c.touched.saturating_add(1)
+    c.once || minute > c.touched.saturating_add(1)
 }
 
 /// How long a row stays cached after its bucket ended, for runs that started in it and are
@@ -315,21 +317,17 @@ impl Caches {
     /// that is not due yet is listed in `open_hours` (in this batch's transaction) when it
     /// enters the cache, so a crash before it is written leaves a note to rebuild it.
     ///
-    /// The row of a step that runs `once` per connection life is marked [`idle`] already: it
-    /// is written by this batch and leaves the cache, instead of waiting a minute or two for
-    /// the next run that will not come (ten rows per session, while 10,000 sessions connect).
+    /// The row of a step that runs `once` per connection life is [`idle`] at once: it is
+    /// written by this batch and leaves the cache, instead of waiting a minute or two for the
+    /// next run that will not come (ten rows per session, while 10,000 sessions connect).
     fn row(&mut self, tx: &Connection, key: RollKey, once: bool) -> rusqlite::Result<&mut Sketch> {
         let open = !due(&key, self.horizon);
-        let touched = if once {
-            self.minute.saturating_sub(2)
-        } else {
-            self.minute
-        };
         // Looked up twice on a hit: returning the first borrow from the match would keep
         // `self.rows` borrowed for the miss as well.
         if self.rows.contains(&key) {
             let c = self.rows.get_mut(&key).expect("just found");
-            c.touched = touched;
+            c.touched = self.minute;
+            c.once = once;
             if !c.dirty {
                 c.dirty = true;
                 self.dirty += 1;
@@ -354,7 +352,8 @@ impl Caches {
             load_row(tx, &key, name)?.unwrap_or_default()
         };
         self.dirty += 1;
-        let c = self.rows.insert(key.sid, Row::new(key, touched, s));
+        let c = self.rows.insert(key.sid, Row::new(key, self.minute, s));
+        c.once = once;
         Ok(&mut c.sketch)
     }
 
