@@ -7,10 +7,12 @@
 //! again, and a success turns it back on (one more line). Probing never stops for the store.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::metrics::HistoryMetrics;
 use super::reader::Reader;
@@ -35,20 +37,21 @@ enum Msg {
 #[derive(Clone)]
 struct Queue {
     tx: Sender<Msg>,
-    /// Runs sent and not yet taken by the writer.
-    queued: Arc<AtomicUsize>,
-    cap: usize,
+    /// Runs sent and not yet taken by the writer: `sonde_history_queue_length` itself, which
+    /// the writer lowers as it takes them.
+    queued: Gauge,
+    cap: i64,
 }
 
 impl Queue {
     /// Queue `rec` unless `cap` runs already wait; false when it is dropped.
     fn push(&self, rec: Record) -> bool {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.cap {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+        if self.queued.inc() >= self.cap {
+            self.queued.dec();
             return false;
         }
         if self.tx.send(Msg::Run(Box::new(rec))).is_err() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.queued.dec();
             return false;
         }
         true
@@ -78,12 +81,8 @@ pub fn open(
     let (tx, rx) = channel();
     let queue = Queue {
         tx,
-        queued: Arc::new(AtomicUsize::new(0)),
-        cap: opts.queue.max(1),
-    };
-    let taken = Taken {
-        queued: queue.queued.clone(),
-        metrics: metrics.clone(),
+        queued: metrics.queue_length.clone(),
+        cap: i64::try_from(opts.queue.max(1)).unwrap_or(i64::MAX),
     };
     let writer = Writer::new(conn, clock, opts.clone());
     if let Ok(b) = writer.used_bytes() {
@@ -93,7 +92,7 @@ pub fn open(
     let m = metrics.clone();
     let thread = std::thread::Builder::new()
         .name("sonde-history".into())
-        .spawn(move || write_loop(writer, rx, opts, taken, m, lock))
+        .spawn(move || write_loop(writer, rx, opts, m, lock))
         .map_err(|e| OpenError(format!("cannot start the history writer: {e}")))?;
     Ok(History {
         reader: Arc::new(reader),
@@ -119,24 +118,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// so after a batch's first run it sleeps and takes the queue's contents this often.
 const TICK: Duration = Duration::from_millis(50);
 
-/// The writer's side of [`Queue`]'s count (and of `sonde_history_queue_length`).
-struct Taken {
-    queued: Arc<AtomicUsize>,
-    metrics: HistoryMetrics,
-}
-
-impl Taken {
-    fn one(&self) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.queue_length.dec();
-    }
-}
-
 fn write_loop(
     mut writer: Writer,
     rx: Receiver<Msg>,
     opts: StoreOptions,
-    taken: Taken,
     metrics: HistoryMetrics,
     _lock: FolderLock,
 ) {
@@ -149,7 +134,7 @@ fn write_loop(
         // Idle: sleep until a run arrives (one wake-up per batch, not per run).
         let mut closing = match rx.recv_timeout(PRUNE_EVERY) {
             Ok(Msg::Run(r)) => {
-                taken.one();
+                metrics.queue_length.dec();
                 batch.push(*r);
                 None
             }
@@ -158,12 +143,12 @@ fn write_loop(
             Err(RecvTimeoutError::Disconnected) => Some(None),
         };
         if !batch.is_empty() && closing.is_none() {
-            closing = collect(&rx, &mut batch, &opts, &taken);
+            closing = collect(&rx, &mut batch, &opts, &metrics);
         }
         if closing.is_some() {
             // Whatever is still queued goes in the last batch.
             while let Ok(Msg::Run(r)) = rx.try_recv() {
-                taken.one();
+                metrics.queue_length.dec();
                 batch.push(*r);
             }
         }
@@ -187,14 +172,14 @@ fn collect(
     rx: &Receiver<Msg>,
     batch: &mut Vec<Record>,
     opts: &StoreOptions,
-    taken: &Taken,
+    metrics: &HistoryMetrics,
 ) -> Option<Option<std::sync::mpsc::Sender<()>>> {
     let deadline = Instant::now() + opts.flush_interval;
     loop {
         while batch.len() < opts.max_batch {
             match rx.try_recv() {
                 Ok(Msg::Run(r)) => {
-                    taken.one();
+                    metrics.queue_length.dec();
                     batch.push(*r);
                 }
                 Ok(Msg::Close(ack)) => return Some(Some(ack)),
@@ -344,9 +329,7 @@ impl ScenarioObserver for Watch {
             started_ms,
             keep,
         );
-        if self.queue.push(rec) {
-            self.metrics.queue_length.inc();
-        } else {
+        if !self.queue.push(rec) {
             self.metrics.dropped_runs.inc();
             if !self.overflowed.swap(true, Ordering::Relaxed) {
                 tracing::warn!("the history writer falls behind: runs are dropped from the history, not from probing (sonde_history_dropped_runs_total)");
@@ -381,23 +364,20 @@ mod tests {
         let (tx, rx) = channel();
         let queue = Queue {
             tx,
-            queued: Arc::new(AtomicUsize::new(0)),
+            queued: Gauge::default(),
             cap: 2,
         };
-        let taken = Taken {
-            queued: queue.queued.clone(),
-            metrics: HistoryMetrics::register(&mut prometheus_client::registry::Registry::default()),
-        };
+        let taken = queue.queued.clone();
         assert!(queue.push(record()) && queue.push(record()));
         assert!(!queue.push(record()), "a third waiting run is dropped");
         assert!(matches!(rx.try_recv(), Ok(Msg::Run(_))));
-        taken.one();
+        taken.dec();
         assert!(queue.push(record()), "room again once one is taken");
-        assert_eq!(queue.queued.load(Ordering::Relaxed), 2);
+        assert_eq!(queue.queued.get(), 2);
         drop(rx);
-        let before = queue.queued.load(Ordering::Relaxed);
-        taken.one();
+        let before = queue.queued.get();
+        taken.dec();
         assert!(!queue.push(record()), "no writer: dropped");
-        assert_eq!(queue.queued.load(Ordering::Relaxed), before - 1);
+        assert_eq!(queue.queued.get(), before - 1);
     }
 }
