@@ -11,12 +11,15 @@ use std::pin::Pin;
 
 use tokio::time::Instant;
 
+/// A connection's end: resolves with the reason.
+pub type Ending<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
+
 /// What a session needs of an open connection, whatever its protocol.
 pub trait SessionConn: Send + Sync + 'static {
     /// Why the connection ended, once it has (`None` while open).
     fn closed(&self) -> Option<String>;
     /// Resolves with the reason when the connection ends.
-    fn wait_closed(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
+    fn wait_closed(&self) -> Ending<'_>;
     /// When the connection was established.
     fn connected_at(&self) -> Instant;
     /// For [`Conns::get`]: the executor of a kind downcasts to its own connection type.

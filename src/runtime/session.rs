@@ -11,8 +11,6 @@
 //!   one run reports the break. A setup that fails is retried with exponential backoff (1 s,
 //!   2 s, 4 s… up to the interval); runs due meanwhile fail saying the session is reconnecting.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
@@ -23,13 +21,11 @@ use tokio::time::Instant;
 use super::observer::SessionEvent;
 use crate::backoff::Backoff;
 use crate::config::scenario::Scenario;
+use crate::engine::conns::Ending;
 use crate::engine::{self, RunCtx, RunReport, Stage, StepFacts, StepReport};
 
 /// First pause before retrying a failed setup; doubles up to the interval.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
-
-/// A connection's end, as [`crate::engine::conns::SessionConn::wait_closed`] gives it.
-type Ending<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
 
 /// A persistent session's state between runs.
 pub struct Session {

@@ -4,8 +4,6 @@
 //! message *summaries*, never whole payloads, and at most [`MAX_RECORDED`] skipped messages.
 
 use std::any::Any;
-use std::future::Future;
-use std::pin::Pin;
 
 use serde::Serialize;
 use sonde_probes::mqtt::{self, Message, MqttConn, MqttConnectFacts, Properties, Publish};
@@ -488,7 +486,7 @@ impl SessionConn for MqttConn {
     fn closed(&self) -> Option<String> {
         MqttConn::closed(self).map(|c| c.to_string())
     }
-    fn wait_closed(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+    fn wait_closed(&self) -> crate::engine::conns::Ending<'_> {
         Box::pin(async move { MqttConn::wait_closed(self).await.to_string() })
     }
     fn connected_at(&self) -> Instant {

@@ -7,8 +7,6 @@
 //! ([`WsFacts`]), so a scenario reads the same whichever transport carries its frames.
 
 use std::any::Any;
-use std::future::Future;
-use std::pin::Pin;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -36,7 +34,7 @@ impl SessionConn for TcpSession {
     fn closed(&self) -> Option<String> {
         self.conn.closed().map(|c| c.to_string())
     }
-    fn wait_closed(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+    fn wait_closed(&self) -> crate::engine::conns::Ending<'_> {
         Box::pin(async move { self.conn.wait_closed().await.to_string() })
     }
     fn connected_at(&self) -> Instant {

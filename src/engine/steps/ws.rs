@@ -3,8 +3,6 @@
 //! whole frames, and at most [`MAX_RECORDED`] skipped frames per expect.
 
 use std::any::Any;
-use std::future::Future;
-use std::pin::Pin;
 
 use serde::Serialize;
 use sonde_probes::ws::{self, ExpectResult, Payload, WsConn, WsConnectFacts};
@@ -459,7 +457,7 @@ impl SessionConn for WsConn {
     fn closed(&self) -> Option<String> {
         WsConn::closed(self).map(|c| c.to_string())
     }
-    fn wait_closed(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+    fn wait_closed(&self) -> crate::engine::conns::Ending<'_> {
         Box::pin(async move { WsConn::wait_closed(self).await.to_string() })
     }
     fn connected_at(&self) -> Instant {
