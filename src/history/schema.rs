@@ -129,12 +129,14 @@ pub fn open_writer(folder: &Path) -> Result<Connection, OpenError> {
     .map_err(fail)?;
     conn.execute_batch(SCHEMA).map_err(fail)?;
     // A batch touches a row (and an index entry) per scenario, spread over the B-trees: a page
-    // cache saves re-reading pages every batch. 8 MiB, not 32: the cache is live heap for the
-    // process's life (32 MiB was ~6.5 KB of every session at 5,000 sessions a process,
-    // bench/im-results.md), and a miss is one read from the kernel's page cache. No map for
-    // the writer: every page it touched through one stayed in the process's RSS (file-backed,
-    // ~6 KB per session at 9,900 WebSocket sessions with the smaller cache).
-    conn.execute_batch("PRAGMA cache_size=-8192; PRAGMA mmap_size=0;")
+    // cache saves re-reading pages every batch. 4 MiB, not 32 or 8: the cache is live heap for
+    // the process's life (32 MiB was ~6.5 KB of every session at 5,000 sessions a process,
+    // bench/im-results.md), a miss is one read from the kernel's page cache, and the rollup
+    // rows are written in key order (`Writer::write_due`), so consecutive writes share their
+    // pages: 4 MiB sorted costs no more CPU than 8 MiB unsorted did (bench/history.sh). No map
+    // for the writer: every page it touched through one stayed in the process's RSS
+    // (file-backed, ~6 KB per session at 9,900 WebSocket sessions with the smaller cache).
+    conn.execute_batch("PRAGMA cache_size=-4096; PRAGMA mmap_size=0;")
         .map_err(fail)?;
     // A read-only folder or file shows here, not at open.
     conn.execute_batch("BEGIN IMMEDIATE; UPDATE meta SET value=value WHERE key='schema'; COMMIT;")

@@ -376,10 +376,23 @@ impl Caches {
             "DELETE FROM open_hours WHERE scenario_id=?1 AND step=?2 AND start_ms=?3",
         )?;
         let mut written = Vec::new();
-        let due_rows = self
+        let mut due_rows: Vec<(RollKey, &Row)> = self
             .rows
             .iter()
-            .filter(|(k, c)| c.dirty && (due(k, horizon) || idle(c, self.minute)));
+            .filter(|(k, c)| c.dirty && (due(k, horizon) || idle(c, self.minute)))
+            .collect();
+        // In the table's key order (scenario, resolution, step name, start): the cache holds
+        // rows in hash order, and upserts in that order walk the B-tree at random, each from
+        // its root to another leaf. In key order, consecutive upserts share their path and
+        // mostly their leaf, so the page cache need hold little more than one path.
+        due_rows.sort_unstable_by(|(a, _), (b, _)| {
+            (a.sid, a.hour, &*self.names[a.step as usize], a.start).cmp(&(
+                b.sid,
+                b.hour,
+                &*self.names[b.step as usize],
+                b.start,
+            ))
+        });
         for (key, c) in due_rows {
             let name = &*self.names[key.step as usize];
             let s = &c.sketch;
