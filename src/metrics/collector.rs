@@ -315,7 +315,7 @@ fn step_duration(d: &ScenarioData, base: Base, out: &mut Out) -> fmt::Result {
 
 fn step_phases(d: &ScenarioData, base: Base, out: &mut Out) -> fmt::Result {
     for s in &d.steps {
-        for (phase, secs) in &s.phases {
+        for (phase, secs) in s.phases.iter() {
             let labels = Labels::step(base, s).with("phase", phase.as_str());
             out.series(&labels, Value::Float(*secs))?;
         }
@@ -325,7 +325,7 @@ fn step_phases(d: &ScenarioData, base: Base, out: &mut Out) -> fmt::Result {
 
 fn step_failures(d: &ScenarioData, base: Base, out: &mut Out) -> fmt::Result {
     for s in &d.steps {
-        for (reason, n) in &s.failures {
+        for (reason, n) in s.failures() {
             let labels = Labels::step(base, s).with("reason", reason.as_str());
             out.series(&labels, Value::Count(*n))?;
         }
@@ -335,7 +335,7 @@ fn step_failures(d: &ScenarioData, base: Base, out: &mut Out) -> fmt::Result {
 
 fn tls_not_after(d: &ScenarioData, base: Base, out: &mut Out) -> fmt::Result {
     for s in &d.steps {
-        if let Some(t) = s.tls_not_after {
+        if let Some(t) = s.tls_not_after() {
             out.series(&Labels::step(base, s), Value::Int(t))?;
         }
     }
