@@ -38,16 +38,17 @@ pub struct RunBrief {
     pub message: Option<String>,
 }
 
-/// A run in brief as kept: 24 bytes for a passing run (10,000 scenarios keep 20 each), and
-/// no allocation; what is rarely there is boxed.
+/// A run in brief as kept: 16 bytes for a passing run (10,000 scenarios keep 20 each), and
+/// no allocation; what is rarely there is kept beside the runs ([`Recent::rares`]).
 struct Kept {
     /// The start in Unix milliseconds, written back as [`crate::time::rfc3339`] writes it
-    /// (unless `rare` keeps the text).
+    /// (unless its rare part keeps the text).
     started_ms: u64,
     duration: f32,
     result: RunResult,
     attempt: bool,
-    rare: Option<Box<Rare>>,
+    /// It has a rare part: the next one in [`Recent::rares`] from its place.
+    rare: bool,
 }
 
 /// What a kept run rarely has.
@@ -76,7 +77,7 @@ fn stamp_text(ms: u64) -> String {
 type Failed = (Option<String>, Option<&'static str>, Option<String>);
 
 impl Kept {
-    fn of(scenario: &Scenario, r: &RunReport, attempt: bool) -> Self {
+    fn of(scenario: &Scenario, r: &RunReport, attempt: bool) -> (Self, Option<Rare>) {
         let failure = r.failure();
         let message = failure
             .map(|f| f.message.as_str())
@@ -94,17 +95,19 @@ impl Kept {
             failure,
             started_at,
         };
-        Kept {
+        let rare = (rare.failure.is_some() || rare.started_at.is_some()).then_some(rare);
+        let kept = Kept {
             started_ms,
             duration: r.duration.as_secs_f32(),
             result: r.result,
             attempt,
-            rare: (rare.failure.is_some() || rare.started_at.is_some()).then(|| Box::new(rare)),
-        }
+            rare: rare.is_some(),
+        };
+        (kept, rare)
     }
 
-    fn brief(&self) -> RunBrief {
-        let rare = self.rare.as_deref();
+    /// The brief, with the run's rare part if it has one.
+    fn brief(&self, rare: Option<&Rare>) -> RunBrief {
         let (failed_step, reason, message) =
             rare.and_then(|r| r.failure.clone()).unwrap_or_default();
         RunBrief {
@@ -149,6 +152,8 @@ pub struct Break {
 /// A scenario's recent past.
 pub struct Recent {
     runs: VecDeque<Kept>,
+    /// The rare parts of the kept runs that have one, in the same order.
+    rares: VecDeque<Rare>,
     last_failure: Option<Arc<RunReport>>,
     last_break: Option<Break>,
     events: VecDeque<EventRecord>,
@@ -159,6 +164,7 @@ impl Default for Recent {
         Recent {
             // Exactly what is kept: growing by doubling would leave room for 32 runs.
             runs: VecDeque::with_capacity(RECENT_RUNS),
+            rares: VecDeque::new(),
             last_failure: None,
             last_break: None,
             events: VecDeque::new(),
@@ -169,7 +175,7 @@ impl Default for Recent {
 impl Recent {
     /// A scheduled run (`attempt`: false) or a reconnect attempt ended.
     pub fn run(&mut self, scenario: &Scenario, r: &Arc<RunReport>, attempt: bool) {
-        push_bounded(&mut self.runs, Kept::of(scenario, r, attempt), RECENT_RUNS);
+        self.keep(Kept::of(scenario, r, attempt));
         if !r.success() {
             self.last_failure = Some(r.clone());
         }
@@ -205,9 +211,30 @@ impl Recent {
         );
     }
 
+    /// The runs kept: the last [`RECENT_RUNS`], the oldest giving way with its rare part. The
+    /// rare parts' room is given back once none is left (a burst of failures long over).
+    fn keep(&mut self, (kept, rare): (Kept, Option<Rare>)) {
+        if self.runs.len() >= RECENT_RUNS && self.runs.pop_front().is_some_and(|k| k.rare) {
+            self.rares.pop_front();
+            if self.rares.is_empty() {
+                self.rares = VecDeque::new();
+            }
+        }
+        self.runs.push_back(kept);
+        if let Some(rare) = rare {
+            self.rares.reserve_exact(1);
+            self.rares.push_back(rare);
+        }
+    }
+
     /// Newest first.
     pub fn runs(&self) -> Vec<RunBrief> {
-        self.runs.iter().rev().map(Kept::brief).collect()
+        let mut rares = self.rares.iter().rev();
+        self.runs
+            .iter()
+            .rev()
+            .map(|k| k.brief(if k.rare { rares.next() } else { None }))
+            .collect()
     }
 
     pub fn last_failure(&self) -> Option<Arc<RunReport>> {
@@ -295,10 +322,44 @@ mod tests {
         assert_eq!(r.runs()[0].kind, "reconnect_attempt");
     }
 
+    /// The rare parts sit beside the runs, not in them: however passing and failing runs mix
+    /// and age out, each brief gets its own run's message, and the rare parts' room goes once
+    /// the last failure has aged out.
+    #[test]
+    fn each_brief_keeps_its_own_failure_as_runs_age_out() {
+        let sc = scenario();
+        let mut r = Recent::default();
+        let passed = |i: u64| {
+            let mut run = RunReport::new(&sc.name, SystemTime::UNIX_EPOCH);
+            run.duration = std::time::Duration::from_millis(i);
+            Arc::new(run)
+        };
+        for i in 0..47u64 {
+            let run = if i % 3 == 0 {
+                failed(&sc, &format!("m{i}"))
+            } else {
+                passed(i)
+            };
+            r.run(&sc, &run, false);
+            let briefs = r.runs();
+            assert_eq!(briefs.len(), (i as usize + 1).min(RECENT_RUNS));
+            for (j, b) in briefs.iter().enumerate() {
+                let k = i - j as u64;
+                let want = (k % 3 == 0).then(|| format!("m{k}"));
+                assert_eq!(b.message, want, "after run {i}, brief {j}");
+            }
+        }
+        for i in 0..RECENT_RUNS as u64 {
+            r.run(&sc, &passed(i + 1), false);
+        }
+        assert!(r.runs().iter().all(|b| b.message.is_none()));
+        assert_eq!(r.rares.capacity(), 0);
+    }
+
     #[test]
     fn a_kept_run_is_small_and_gives_back_its_start_as_written() {
         assert!(
-            std::mem::size_of::<Kept>() <= 24,
+            std::mem::size_of::<Kept>() <= 16,
             "{}",
             std::mem::size_of::<Kept>()
         );
