@@ -100,6 +100,11 @@ impl Shared {
             && self.protos.is_empty()
     }
 
+    /// Whether this is a build after the load, over its published state.
+    pub(super) fn after_load(&self) -> bool {
+        self.load.is_some()
+    }
+
     /// `find` in this state, then in the load's.
     fn find<T>(&self, find: impl Fn(&Shared) -> Option<T>) -> Option<T> {
         find(self).or_else(|| self.load.as_ref()?.get().and_then(find))
@@ -319,6 +324,12 @@ impl Cx<'_> {
     fn tls_file(&mut self, file: Option<&str>, path: &str) -> Option<PathBuf> {
         let file = file?;
         let full = self.dir.join(file);
+        // A build after the load (a step built per run, or a session's setup built for each
+        // connection) finds the load's client by these paths: a file gone or changed since does
+        // not fail a step the load built. A client not built at load reads its files itself.
+        if self.shared.after_load() {
+            return Some(full);
+        }
         match std::fs::read(&full) {
             Ok(bytes) => {
                 self.hash.write(&bytes);

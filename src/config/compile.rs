@@ -107,6 +107,14 @@ struct Header {
     heartbeat: Option<Duration>,
 }
 
+/// How a scenario's steps are built: its templates' scope, what their build depends on, and
+/// whether it is a persistent session (whose setup and teardown run once per connection).
+struct How<'a> {
+    scope: &'a Scope,
+    opts: &'a StepOpts,
+    persistent: bool,
+}
+
 impl Loader {
     pub fn new(opts: &LoadOptions) -> Self {
         Loader {
@@ -286,7 +294,12 @@ impl Loader {
             heartbeat: head.heartbeat,
         };
         let mut conns = Vec::new();
-        let outs = self.build_steps(gathered, &scope, &opts, here, errors, &mut hash, &mut conns);
+        let how = How {
+            scope: &scope,
+            opts: &opts,
+            persistent: head.persistent,
+        };
+        let outs = self.build_steps(gathered, &how, here, errors, &mut hash, &mut conns);
         super::conn_names::check(&conns, errors);
         let rt = Arc::new(RtBase {
             file: here.rt.clone(),
@@ -294,8 +307,14 @@ impl Loader {
             opts,
             own: Mutex::new(None),
         });
-        let [mut setup, mut steps, mut teardown] =
-            name_steps(outs, &rt, &mut self.texts, here.index, errors);
+        let [mut setup, mut steps, mut teardown] = name_steps(
+            outs,
+            &rt,
+            &mut self.texts,
+            &mut self.definitions,
+            here.index,
+            errors,
+        );
 
         secrets.extend(
             sink.take()
@@ -446,12 +465,10 @@ impl Loader {
     /// typed, and built — or kept to be built per run. Each step's connection (opened or used)
     /// goes to `conns` for the check of names. A group's step is located in the group's file,
     /// its problems reported at the use ([`super::groups`]).
-    #[allow(clippy::too_many_arguments)]
     fn build_steps(
         &self,
         gathered: Vec<Item>,
-        scope: &Scope,
-        opts: &StepOpts,
+        how: &How,
         here: &Here,
         errors: &mut FileErrors,
         hash: &mut Fnv,
@@ -465,11 +482,13 @@ impl Loader {
             let index: &PosIndex = item.origin.as_ref().map_or(here.index, |o| &o.index);
             let errs = local.as_mut().unwrap_or(&mut *errors);
             let conns_before = conns.len();
+            // Run once per connection: built each time they run (`StepBody::OnDemand`).
+            let on_demand = how.persistent && item.stage != Stage::Main;
             let out = self.build_one(
                 item.value,
                 &item.base,
-                scope,
-                opts,
+                how,
+                on_demand,
                 here,
                 index,
                 errs,
@@ -504,8 +523,8 @@ impl Loader {
         &self,
         mut v: Value,
         base: &str,
-        scope: &Scope,
-        opts: &StepOpts,
+        how: &How,
+        on_demand: bool,
         here: &Here,
         index: &PosIndex,
         errors: &mut FileErrors,
@@ -513,6 +532,7 @@ impl Loader {
         captures: &mut Vec<String>,
         conns: &mut Vec<ConnRef>,
     ) -> Option<StepOut> {
+        let (scope, opts) = (how.scope, how.opts);
         let (checked, when) = self
             .templates
             .check_tree(&v, base, scope, captures, index, errors);
@@ -523,8 +543,14 @@ impl Loader {
             self.templates
                 .render_tree(&mut v, base, scope, index, errors)
         };
-        hash.write(serde_json::to_string(&v).unwrap_or_default().as_bytes());
+        let text = serde_json::to_string(&v).unwrap_or_default();
+        hash.write(text.as_bytes());
         let raw = dynamic.then(|| v.clone());
+        // Kept as text only when the text reads back as the same tree (YAML has values JSON
+        // has not: tags, non-finite numbers); otherwise the step stays built.
+        let text = (on_demand && rendered && !dynamic)
+            .then_some(text)
+            .filter(|t| serde_json::from_str::<Value>(t).is_ok_and(|back| back == v));
         let rec = deserialize_recovering::<StepModel>(v, base, "a step", index, errors);
         let damaged = rec.damaged();
         let sm = rec.value?;
@@ -555,6 +581,7 @@ impl Loader {
         drop(guard);
         if !damaged {
             out.dynamic = raw;
+            out.rendered = text;
         }
         for c in capture_names(&sm) {
             if !captures.contains(&c) {

@@ -18,9 +18,12 @@ use super::funcs::SecretSink;
 use super::kinds::{At, KINDS};
 use super::locate::{key_path, PosIndex};
 use super::model::StepModel;
+use super::packed::Packer;
 use super::redact::Fnv;
 use super::template::{Scope, Templates};
-use crate::config::scenario::{BuildFn, Built, Captured, Dynamic, Retry, Step, StepBody};
+use crate::config::scenario::{
+    BuildFn, Built, Captured, Dynamic, OnDemand, OnDemandFn, Retry, Step, StepBody,
+};
 
 /// Which part of the scenario a step belongs to.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -58,6 +61,8 @@ pub struct StepOut {
     pub built: Option<Built>,
     /// The raw tree of a step built per run.
     pub dynamic: Option<Value>,
+    /// The rendered tree, as JSON, of a step built each time it runs ([`OnDemand`]).
+    pub rendered: Option<String>,
     /// Where the step sits, and in which part of the scenario.
     pub base: String,
     pub stage: Stage,
@@ -83,6 +88,7 @@ pub fn step(m: &StepModel, base: &str, opts: &StepOpts, mode: Mode, cx: &mut Cx)
         retry: None,
         built: None,
         dynamic: None,
+        rendered: None,
         base: base.to_string(),
         stage: Stage::Main,
     };
@@ -251,11 +257,13 @@ impl RawTexts {
 }
 
 /// Name the steps (explicit names must be unique; the others are named after their kind) and
-/// make them: built now, or per run through `rt`, their texts kept in `texts`.
+/// make them: built now, or per run through `rt`, their texts kept in `texts`, or each time they
+/// run, their rendered texts packed by `packer`.
 pub fn name_steps(
     outs: Vec<StepOut>,
     rt: &Arc<RtBase>,
     texts: &mut RawTexts,
+    packer: &mut Packer,
     index: &PosIndex,
     errors: &mut FileErrors,
 ) -> [Vec<Step>; 3] {
@@ -278,17 +286,24 @@ pub fn name_steps(
         }
     }
     let mut lists: [Vec<Step>; 3] = Default::default();
+    let mut on_demand: Option<Arc<OnDemandFn>> = None;
     for o in outs {
         let name = match o.name {
             Some(n) => n,
             None => free_name(o.kind, &mut taken),
         };
-        let body = match (o.dynamic, o.built) {
-            (Some(raw), _) => StepBody::PerRun(Dynamic {
+        let body = match (o.dynamic, o.built, o.rendered) {
+            (Some(raw), _, _) => StepBody::PerRun(Dynamic {
                 build: dynamic_builder(rt.clone(), texts.intern(&raw), o.base),
             }),
-            (None, Some(b)) => StepBody::Built(b),
-            (None, None) => continue,
+            (None, Some(_), Some(text)) => StepBody::OnDemand(OnDemand {
+                text: packer.pack(&format!("[{},{text}]", serde_json::Value::String(o.base))),
+                build: on_demand
+                    .get_or_insert_with(|| on_demand_builder(rt.clone()))
+                    .clone(),
+            }),
+            (None, Some(b), None) => StepBody::Built(b),
+            (None, None, _) => continue,
         };
         lists[o.stage as usize].push(Step {
             name,
@@ -326,28 +341,44 @@ fn dynamic_builder(rt: Arc<RtBase>, raw: Arc<str>, base: String) -> Box<BuildFn>
         let mut v: Value = serde_json::from_str(&raw)
             .map_err(|e| format!("{base}: cannot read the step back: {e}"))?;
         rt.file.templates.render_tree_rt(&mut v, &base, &scope)?;
-        let index = PosIndex::build("");
-        let mut errors = FileErrors::new(&rt.file.file);
-        let rec = deserialize_recovering::<StepModel>(v, &base, "a step", &index, &mut errors);
-        let mut hash = Fnv::default();
-        let out = rec.value.and_then(|sm| {
-            rt.with_shared(|shared| {
-                let mut cx = Cx {
-                    index: &index,
-                    errors: &mut errors,
-                    shared,
-                    dir: &rt.file.dir,
-                    hash: &mut hash,
-                };
-                step(&sm, &base, &rt.opts, Mode::Full, &mut cx).built
-            })
-        });
-        let secrets = sink.take();
-        match out {
-            Some(b) if errors.is_empty() => Ok((b, secrets)),
-            _ => Err(rendered_error(&base, errors)),
-        }
+        let built = build_rendered(&rt, v, &base)?;
+        Ok((built, sink.take()))
     })
+}
+
+/// The builder of a scenario's [`OnDemand`] steps: their texts were rendered at load, so they
+/// are typed and built as they are, never rendered again (a value that reads like a template
+/// stays a value).
+fn on_demand_builder(rt: Arc<RtBase>) -> Arc<OnDemandFn> {
+    Arc::new(move |text| {
+        let (base, v): (String, Value) = serde_json::from_str(&text.text())
+            .map_err(|e| format!("cannot read the step back: {e}"))?;
+        build_rendered(&rt, v, &base)
+    })
+}
+
+/// Type and build a rendered step tree with the same [`step`] builder as at load.
+fn build_rendered(rt: &RtBase, v: Value, base: &str) -> Result<Built, String> {
+    let index = PosIndex::build("");
+    let mut errors = FileErrors::new(&rt.file.file);
+    let rec = deserialize_recovering::<StepModel>(v, base, "a step", &index, &mut errors);
+    let mut hash = Fnv::default();
+    let out = rec.value.and_then(|sm| {
+        rt.with_shared(|shared| {
+            let mut cx = Cx {
+                index: &index,
+                errors: &mut errors,
+                shared,
+                dir: &rt.file.dir,
+                hash: &mut hash,
+            };
+            step(&sm, base, &rt.opts, Mode::Full, &mut cx).built
+        })
+    });
+    match out {
+        Some(b) if errors.is_empty() => Ok(b),
+        _ => Err(rendered_error(base, errors)),
+    }
 }
 
 fn rendered_error(base: &str, errors: FileErrors) -> String {
@@ -423,5 +454,89 @@ scenarios:
         assert_eq!(url(one, 1, &t(200)), "http://127.0.0.1:1/alice/200");
         assert_eq!(url(two, 1, &t(503)), "http://127.0.0.1:1/bob/503");
         assert_eq!(url(one, 1, &t(404)), "http://127.0.0.1:1/alice/404");
+    }
+
+    const SESSIONS: &str = r#"
+scenarios:
+  - scenario: kept
+    interval: 10s
+    session: persistent
+    vars: {user: alice, literal: "{% raw %}{{ env.HOME }}{% endraw %}"}
+    setup:
+      - {name: connect, ws.connect: {as: a, url: "ws://127.0.0.1:1/{{ user }}"}}
+      - {name: hello, ws.send: {on: a, text: "hello {{ user }} {{ literal }}"}}
+    steps:
+      - {name: ping, ws.send: {on: a, text: "ping {{ user }}"}}
+    teardown:
+      - {name: bye, ws.send: {on: a, text: "bye {{ user }}"}}
+  - scenario: per-run
+    interval: 10s
+    setup:
+      - {name: connect, ws.connect: {as: a, url: "ws://127.0.0.1:1/x"}}
+    steps:
+      - {name: ping, ws.send: {on: a, text: ping}}
+"#;
+
+    fn sent_text(built: &crate::config::scenario::Built) -> String {
+        use crate::config::scenario::{Action, WsAction};
+        match &built.action {
+            Action::Ws(WsAction::Send(s)) => match &s.payload {
+                sonde_probes::ws::Payload::Text(t) => t.clone(),
+                other => panic!("not text: {other:?}"),
+            },
+            other => panic!("not ws.send: {other:?}"),
+        }
+    }
+
+    /// A persistent session's setup and teardown are kept as their rendered text and built when
+    /// they run, to what the load built; its `steps:`, and every step of a per-run scenario,
+    /// stay built. What rendered into template syntax is sent as it is, never rendered again.
+    #[test]
+    fn a_sessions_setup_and_teardown_are_built_when_they_run_from_their_rendered_text() {
+        let cfg = crate::config::load_str("t.yaml", SESSIONS, &Default::default()).unwrap();
+        let [kept, per_run] = &cfg.scenarios[..] else {
+            panic!("two scenarios");
+        };
+        let on_demand = |s: &crate::config::scenario::Step| match &s.body {
+            StepBody::OnDemand(d) => d.build().unwrap(),
+            other => panic!("{} is not built on demand: {other:?}", s.name),
+        };
+        assert!(matches!(kept.setup[0].body, StepBody::OnDemand(_)));
+        assert_eq!(
+            sent_text(&on_demand(&kept.setup[1])),
+            "hello alice {{ env.HOME }}"
+        );
+        assert_eq!(sent_text(&on_demand(&kept.teardown[0])), "bye alice");
+        // Built again each time, the same.
+        assert_eq!(
+            sent_text(&on_demand(&kept.setup[1])),
+            "hello alice {{ env.HOME }}"
+        );
+        assert_eq!(sent_text(kept.steps[0].built().unwrap()), "ping alice");
+        assert!(per_run.setup[0].built().is_some());
+        assert!(per_run.steps[0].built().is_some());
+    }
+
+    /// Built again for a reconnect, a session's setup finds the TLS client the load built from
+    /// its `tls_config` files: a CA file gone since (rotated, unmounted) does not fail it.
+    #[test]
+    fn a_sessions_setup_builds_after_its_ca_file_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let pem = ca.self_signed(&key).unwrap().pem();
+        std::fs::write(dir.path().join("ca.crt"), pem).unwrap();
+        let file = dir.path().join("s.yaml");
+        let text = "scenario: s\ninterval: 10s\nsession: persistent\nsetup:\n  - {name: c, ws.connect: {as: a, url: \"wss://127.0.0.1:1/x\", tls_config: {ca_file: ca.crt}}}\nsteps:\n  - {name: p, ws.send: {on: a, text: p}}\n";
+        std::fs::write(&file, text).unwrap();
+        let cfg = crate::config::load_paths(&[file], &Default::default()).unwrap();
+        std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
+        let StepBody::OnDemand(d) = &cfg.scenarios[0].setup[0].body else {
+            panic!("not built on demand");
+        };
+        if let Err(e) = d.build() {
+            panic!("{e}");
+        }
     }
 }

@@ -170,6 +170,15 @@ async fn attempt(cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport {
                 StepFacts::None {},
             ),
         },
+        StepBody::OnDemand(d) => match d.build() {
+            Ok(built) => exec(&built, cx, ctx).await,
+            Err(m) => StepReport::failed(
+                cx.step,
+                cx.stage,
+                Failure::new(FailureReason::Assertion, m),
+                StepFacts::None {},
+            ),
+        },
     }
 }
 
