@@ -17,8 +17,9 @@ pub const MAX_COOKIES: usize = 64;
 #[derive(Default)]
 pub struct RunCtx {
     pub captures: Vec<Captured>,
-    /// The http steps' cookies, by the rules of RFC 6265 (Domain, Path, Expires, Secure).
-    cookies: CookieStore,
+    /// What only http steps use, made by the first: the context of a persistent session sits
+    /// in its idle task between runs (10,000 sessions), and inline these took 72 of its bytes.
+    web: Option<Box<WebState>>,
     /// Open long-lived connections (WebSocket…) by name.
     pub conns: Conns,
     /// When the last `ws.send` of this run was written: `ws.expect` measures from it.
@@ -27,12 +28,23 @@ pub struct RunCtx {
     /// answer.
     pub last_ws_send: Option<(String, sonde_probes::ws::Sent)>,
     /// The last `mqtt.publish`: when it was written (as `last_send`) and the kernel's send
-    /// timestamp of its last byte, where a receiver's kernel figure starts.
-    pub last_publish: Option<(Instant, Result<sonde_probes::kts::RealTime, String>)>,
+    /// timestamp of its last byte, where a receiver's kernel figure starts. Boxed, as only
+    /// MQTT runs have one (40 bytes inline).
+    pub last_publish: Option<Box<Published>>,
     /// Secrets met so far (see [`crate::engine::RunReport::secrets`]).
     pub secrets: Vec<String>,
+}
+
+/// An `mqtt.publish`'s write and the kernel's send timestamp of its last byte.
+pub type Published = (Instant, Result<sonde_probes::kts::RealTime, String>);
+
+/// The http steps' state across a run (or a persistent session).
+#[derive(Default)]
+struct WebState {
+    /// Cookies, by the rules of RFC 6265 (Domain, Path, Expires, Secure).
+    cookies: CookieStore,
     /// Kept-alive HTTP connections (`reuse_connections`).
-    pub http: sonde_probes::http::ConnPool,
+    http: sonde_probes::http::ConnPool,
 }
 
 impl RunCtx {
@@ -54,10 +66,19 @@ impl RunCtx {
         }
     }
 
+    fn web(&mut self) -> &mut WebState {
+        self.web.get_or_insert_with(Box::default)
+    }
+
+    /// Kept-alive HTTP connections (`reuse_connections`).
+    pub fn http_pool(&mut self) -> &mut sonde_probes::http::ConnPool {
+        &mut self.web().http
+    }
+
     /// The `Cookie` header the jar has for a request to `url`, if any.
     pub fn cookie_header(&self, url: &Url) -> Option<String> {
-        let v: Vec<String> = self
-            .cookies
+        let jar = &self.web.as_ref()?.cookies;
+        let v: Vec<String> = jar
             .get_request_values(url)
             .map(|(n, v)| format!("{n}={v}"))
             .collect();
@@ -82,17 +103,18 @@ impl RunCtx {
             return;
         };
         let (domain, path) = (String::from(&c.domain), String::from(&c.path));
-        let known = self.cookies.contains_any(&domain, &path, c.name());
-        if !known && self.cookies.iter_any().count() >= MAX_COOKIES {
+        let jar = &mut self.web().cookies;
+        let known = jar.contains_any(&domain, &path, c.name());
+        if !known && jar.iter_any().count() >= MAX_COOKIES {
             // Expired cookies stay in the store until dropped: make room with them first.
-            let live: Vec<_> = self.cookies.iter_unexpired().cloned().collect();
-            self.cookies = CookieStore::from_cookies(live.into_iter().map(Ok::<_, ()>), false)
+            let live: Vec<_> = jar.iter_unexpired().cloned().collect();
+            *jar = CookieStore::from_cookies(live.into_iter().map(Ok::<_, ()>), false)
                 .unwrap_or_default();
-            if self.cookies.iter_any().count() >= MAX_COOKIES {
+            if jar.iter_any().count() >= MAX_COOKIES {
                 return;
             }
         }
-        let _ = self.cookies.insert(c.into_owned(), url);
+        let _ = jar.insert(c.into_owned(), url);
     }
 
     /// Whether every connection is still open (a persistent session's health).

@@ -27,7 +27,7 @@ pub async fn exec(r: &HttpRequest, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepRep
         _ => r,
     };
     let o = if cx.share.connections {
-        probe_pooled(req, cx.deadline, &mut ctx.http).await
+        probe_pooled(req, cx.deadline, ctx.http_pool()).await
     } else {
         probe(req, cx.deadline).await
     };

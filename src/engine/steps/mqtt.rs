@@ -234,7 +234,9 @@ async fn publish(
     match conn.publish(publish, cx.deadline).await {
         Ok(acked) => {
             ctx.last_send = acked.sent_at;
-            ctx.last_publish = acked.sent_at.map(|at| (at, acked.kernel_sent.clone()));
+            ctx.last_publish = acked
+                .sent_at
+                .map(|at| Box::new((at, acked.kernel_sent.clone())));
             for (ph, d) in &acked.phases {
                 r.timings.add(*ph, *d);
             }
@@ -439,7 +441,7 @@ async fn expect(
 fn received(r: &mut StepReport, ctx: &RunCtx, m: &Message, user: std::time::Duration) {
     let Some((_, tx)) = ctx
         .last_publish
-        .as_ref()
+        .as_deref()
         .filter(|(at, _)| ctx.last_send == Some(*at) && *at <= m.received_at)
     else {
         return;
