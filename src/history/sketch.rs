@@ -69,7 +69,12 @@ impl Sketch {
     fn add_bucket(&mut self, b: u8, n: u32) {
         match self.hist.binary_search_by_key(&b, |(k, _)| *k) {
             Ok(i) => self.hist[i].1 = self.hist[i].1.saturating_add(n),
-            Err(i) => self.hist.insert(i, (b, n)),
+            // One more slot, not twice as many: a row's buckets are set in its first runs, and
+            // the open rows of every scenario stay cached for their hour.
+            Err(i) => {
+                self.hist.reserve_exact(1);
+                self.hist.insert(i, (b, n));
+            }
         }
     }
 
