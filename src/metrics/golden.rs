@@ -64,7 +64,7 @@ pub(super) fn step(
         stage: Stage::Steps,
         success: failure.is_none(),
         duration: Duration::from_secs_f64(ms / 1000.0),
-        failure: failure.map(|r| sonde_probes::Failure::new(r, "x")),
+        failure: failure.map(|r| Box::new(sonde_probes::Failure::new(r, "x"))),
         attempts: 1,
         timings,
         remote_addr: None,

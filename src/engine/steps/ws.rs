@@ -175,10 +175,10 @@ async fn connect(c: &WsConnect, cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport
         ctx.conns.insert(&c.name, conn);
     } else if r.failure.is_none() {
         r.success = false;
-        r.failure = Some(Failure::new(
+        r.failure = Some(Box::new(Failure::new(
             FailureReason::Protocol,
             "the connection was not established",
-        ));
+        )));
     }
     r
 }
