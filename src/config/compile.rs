@@ -63,6 +63,8 @@ pub struct Loader {
     trust: super::trust::Trust,
     /// The scenarios' definitions for `/config`, compressed together.
     definitions: super::packed::Packer,
+    /// The rendered texts of the steps built each time they run, compressed together.
+    on_demand: super::packed::Packer,
 }
 
 impl Drop for Loader {
@@ -128,6 +130,7 @@ impl Loader {
             names: HashMap::new(),
             trust: Default::default(),
             definitions: Default::default(),
+            on_demand: super::packed::Packer::with_chunk(super::packed::SMALL_CHUNK),
         }
     }
 
@@ -311,7 +314,7 @@ impl Loader {
             outs,
             &rt,
             &mut self.texts,
-            &mut self.definitions,
+            &mut self.on_demand,
             here.index,
             errors,
         );
@@ -581,7 +584,7 @@ impl Loader {
         drop(guard);
         if !damaged {
             out.dynamic = raw;
-            out.rendered = text;
+            out.rendered = text.filter(|_| sm.rebuilds_the_same());
         }
         for c in capture_names(&sm) {
             if !captures.contains(&c) {

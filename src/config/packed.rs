@@ -90,12 +90,33 @@ impl std::fmt::Debug for Packed {
 
 /// Packs the texts of one load into shared chunks; the last chunk is sealed when the packer
 /// is dropped (the load's end).
-#[derive(Default)]
 pub struct Packer {
     current: Option<Arc<Chunk>>,
+    /// Text a chunk holds before it is sealed.
+    chunk: usize,
 }
 
+impl Default for Packer {
+    fn default() -> Self {
+        Packer::with_chunk(CHUNK)
+    }
+}
+
+/// Chunks for texts read back one at a time, at moments of their own (a persistent session's
+/// setup steps, built each time they run, see `scenario::OnDemand`): reading one decompresses
+/// its chunk, and a quarter of [`CHUNK`] costs a quarter of the time while alike scenarios,
+/// several to a chunk, still share most of it.
+pub const SMALL_CHUNK: usize = CHUNK / 4;
+
 impl Packer {
+    /// A packer sealing chunks of about `chunk` bytes of text.
+    pub fn with_chunk(chunk: usize) -> Packer {
+        Packer {
+            current: None,
+            chunk,
+        }
+    }
+
     pub fn pack(&mut self, text: &str) -> Packed {
         let chunk = self.current.get_or_insert_with(Arc::default).clone();
         let (start, end) = {
@@ -104,7 +125,7 @@ impl Packer {
             open.push_str(text);
             (start, open.len())
         };
-        if end >= CHUNK {
+        if end >= self.chunk {
             self.seal();
         }
         let to_u32 = |n: usize| u32::try_from(n).expect("a chunk stays far below 4 GiB");

@@ -539,4 +539,47 @@ scenarios:
             panic!("{e}");
         }
     }
+
+    /// The same for a `.proto` file: the load compiled it, and a reconnect's build takes that,
+    /// however the file changed on disk since.
+    #[test]
+    fn a_sessions_setup_builds_after_its_proto_file_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let proto = "syntax = \"proto3\";\npackage t;\nmessage F { string a = 1; }\n";
+        std::fs::write(dir.path().join("t.proto"), proto).unwrap();
+        let file = dir.path().join("s.yaml");
+        let text = "scenario: s\ninterval: 10s\nsession: persistent\nsetup:\n  - {name: c, tcp.connect: {as: a, target: \"127.0.0.1:1\", framing: {length: {bytes: 4}}, proto_file: t.proto, message: t.F}}\n  - {name: hi, tcp.send: {on: a, proto_file: t.proto, message: t.F, protobuf: {a: hi}}}\nsteps:\n  - {name: p, tcp.send: {on: a, text: p}}\n";
+        std::fs::write(&file, text).unwrap();
+        let cfg = crate::config::load_paths(&[file], &Default::default()).unwrap();
+        std::fs::remove_file(dir.path().join("t.proto")).unwrap();
+        for step in &cfg.scenarios[0].setup {
+            let StepBody::OnDemand(d) = &step.body else {
+                panic!("{} not built on demand", step.name);
+            };
+            if let Err(e) = d.build() {
+                panic!("{}: {e}", step.name);
+            }
+        }
+    }
+
+    /// An `mqtt.connect` without a `client_id` picks a random one when it is built: a session
+    /// keeps the one picked at load across reconnects, so that step stays built; with a
+    /// `client_id` it is built on demand like the rest.
+    #[test]
+    fn an_mqtt_connect_with_a_random_client_id_stays_built() {
+        let text = |id: &str| {
+            format!(
+                "scenario: m\ninterval: 10s\nsession: persistent\nsetup:\n  - {{name: c, mqtt.connect: {{as: m, url: \"mqtt://127.0.0.1:1\"{id}}}}}\nsteps:\n  - {{name: p, mqtt.publish: {{on: m, topic: t, text: x}}}}\n"
+            )
+        };
+        let cfg = crate::config::load_str("m.yaml", &text(""), &Default::default()).unwrap();
+        assert!(matches!(cfg.scenarios[0].setup[0].body, StepBody::Built(_)));
+        let cfg =
+            crate::config::load_str("m.yaml", &text(", client_id: probe-1"), &Default::default())
+                .unwrap();
+        assert!(matches!(
+            cfg.scenarios[0].setup[0].body,
+            StepBody::OnDemand(_)
+        ));
+    }
 }

@@ -76,6 +76,13 @@ pub trait StepKind {
     /// per-run functions), before they are rendered: names rather than values.
     fn check_unrendered(&self, _path: &str, _cx: &mut Cx) {}
 
+    /// Whether building the step again from the same tree gives the same step. A persistent
+    /// session's setup and teardown are built each time they run (`StepBody::OnDemand`) only
+    /// when it does; a kind that picks something at build (a random default) says no.
+    fn rebuilds_the_same(&self) -> bool {
+        true
+    }
+
     /// Check every value and build the step's action; `None` after reporting a problem.
     fn build(&self, at: &At<'_>, cx: &mut Cx) -> Option<Action>;
 }
@@ -270,6 +277,14 @@ macro_rules! step_kinds {
                 $(if let Some(m) = &self.$field {
                     return m.check_unrendered(&key_path(base, $key), cx);
                 })*
+            }
+
+            /// Whether building the step again gives the same step ([`StepKind::rebuilds_the_same`]).
+            pub fn rebuilds_the_same(&self) -> bool {
+                $(if let Some(m) = &self.$field {
+                    return m.rebuilds_the_same();
+                })*
+                true
             }
 
             /// Build the step's kind (the first one written) at `base`.

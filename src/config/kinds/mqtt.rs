@@ -174,6 +174,12 @@ impl StepKind for MqttConnectModel {
         Some(&self.as_)
     }
 
+    /// Without a `client_id`, the build picks a random one: a session keeps the one picked at
+    /// load across reconnects (as it always did), so such a step stays built.
+    fn rebuilds_the_same(&self) -> bool {
+        self.client_id.is_some()
+    }
+
     fn build(&self, at: &At<'_>, cx: &mut Cx) -> Option<Action> {
         let c = connect(self, at.path, at.servers, cx)?;
         Some(Action::Mqtt(MqttAction::Connect(Box::new(c))))

@@ -36,6 +36,11 @@ pub const MAX_PROTO_BYTES: u64 = 1 << 20;
 #[derive(Default)]
 pub struct Cache {
     pools: HashMap<(PathBuf, PathBuf), Result<DescriptorPool, String>>,
+    /// The canonical path each name (root, folder joined with the name as written) was
+    /// confined to: a build after the load (a step built per run, a session's setup built for
+    /// each connection) takes the file the load compiled, without resolving the name on disk
+    /// again — a `.proto` removed or a symlink swapped since does not change or fail it.
+    confined: HashMap<(PathBuf, PathBuf), PathBuf>,
     load: Option<Arc<LoadShared>>,
 }
 
@@ -44,6 +49,7 @@ impl Cache {
     pub fn over(load: Arc<LoadShared>) -> Self {
         Cache {
             pools: HashMap::new(),
+            confined: HashMap::new(),
             load: Some(load),
         }
     }
@@ -56,6 +62,11 @@ impl Cache {
         let load = || self.load.as_ref()?.get()?.protos.pools.get(key);
         self.pools.get(key).or_else(load)
     }
+
+    fn confined(&self, written: &(PathBuf, PathBuf)) -> Option<&PathBuf> {
+        let load = || self.load.as_ref()?.get()?.protos.confined.get(written);
+        self.confined.get(written).or_else(load)
+    }
 }
 
 /// Compile `file` (relative to `dir`, confined below `root`), through `cache`.
@@ -65,7 +76,14 @@ pub fn compile(
     root: &Path,
     file: &str,
 ) -> Result<DescriptorPool, String> {
+    let written = (root.to_path_buf(), dir.join(file));
+    if let Some(full) = cache.confined(&written) {
+        if let Some(done) = cache.get(&(root.to_path_buf(), full.clone())) {
+            return done.clone();
+        }
+    }
     let full = crate::config::trust::confine(dir, root, file)?;
+    cache.confined.insert(written, full.clone());
     let key = (root.to_path_buf(), full);
     if let Some(done) = cache.get(&key) {
         return done.clone();
