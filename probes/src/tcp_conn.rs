@@ -608,7 +608,7 @@ fn describe_io(e: &std::io::Error) -> String {
 }
 
 impl TcpConn {
-    /// Send one frame (framed by the connection's codec). Returns when it was written, for
+    /// Send one frame (framed by the connection's framing). Returns when it was written, for
     /// send-to-match latency.
     pub async fn send(&self, body: Bytes, deadline: Instant) -> Result<Instant, Failure> {
         self.send_timed(body, false, deadline).await.map(|s| s.at)

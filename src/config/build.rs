@@ -2,7 +2,7 @@
 //! load and shared between steps (resolvers, TLS clients), plus small helpers for regexes,
 //! resolvers and TLS configuration.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -36,6 +36,8 @@ pub struct Shared {
     /// Never asked: for IP-literal targets when the system resolver cannot be built.
     unused: Option<Resolver>,
     pub(super) tls: HashMap<(TlsOptions, Alpn), TlsClient>,
+    /// The `tls_config` files read (by the path the step names, joined to its folder).
+    tls_files: HashSet<PathBuf>,
     /// `.proto` files compiled for this load (`proto_file`), each once.
     pub protos: super::probe_settings::protobuf::Cache,
     /// `--config.file-root`: files a scenario names (`proto_file`) are confined below it, or
@@ -97,12 +99,17 @@ impl Shared {
             && self.by_servers.is_empty()
             && self.unused.is_none()
             && self.tls.is_empty()
+            && self.tls_files.is_empty()
             && self.protos.is_empty()
     }
 
-    /// Whether this is a build after the load, over its published state.
-    pub(super) fn after_load(&self) -> bool {
-        self.load.is_some()
+    /// Whether the load read `file` for a `tls_config` (a build after the load, over its
+    /// published state, asks).
+    fn read_at_load(&self, file: &Path) -> bool {
+        self.load
+            .as_ref()
+            .and_then(|l| l.get())
+            .is_some_and(|l| l.tls_files.contains(file))
     }
 
     /// `find` in this state, then in the load's.
@@ -320,19 +327,21 @@ impl Cx<'_> {
         self.tls_client_for(opts, alpn, path)
     }
 
-    /// Resolve a tls_config file against the YAML file's folder and check it can be read.
+    /// Resolve a tls_config file against the YAML file's folder and check it can be read (after
+    /// the load, a file the load read is taken as read).
     fn tls_file(&mut self, file: Option<&str>, path: &str) -> Option<PathBuf> {
         let file = file?;
         let full = self.dir.join(file);
         // A build after the load (a step built per run, or a session's setup built for each
-        // connection) finds the load's client by these paths: a file gone or changed since does
-        // not fail a step the load built. A client not built at load reads its files itself.
-        if self.shared.after_load() {
+        // connection) finds the load's client by these paths: a file the load read, gone or
+        // changed since, does not fail a step the load built.
+        if self.shared.read_at_load(&full) {
             return Some(full);
         }
         match std::fs::read(&full) {
             Ok(bytes) => {
                 self.hash.write(&bytes);
+                self.shared.tls_files.insert(full.clone());
                 Some(full)
             }
             Err(e) => {

@@ -341,7 +341,7 @@ fn dynamic_builder(rt: Arc<RtBase>, raw: Arc<str>, base: String) -> Box<BuildFn>
         let mut v: Value = serde_json::from_str(&raw)
             .map_err(|e| format!("{base}: cannot read the step back: {e}"))?;
         rt.file.templates.render_tree_rt(&mut v, &base, &scope)?;
-        let built = build_rendered(&rt, v, &base)?;
+        let built = build_rendered(&rt, v, &base, RENDERED)?;
         Ok((built, sink.take()))
     })
 }
@@ -353,12 +353,12 @@ fn on_demand_builder(rt: Arc<RtBase>) -> Arc<OnDemandFn> {
     Arc::new(move |text| {
         let (base, v): (String, Value) = serde_json::from_str(&text.text())
             .map_err(|e| format!("cannot read the step back: {e}"))?;
-        build_rendered(&rt, v, &base)
+        build_rendered(&rt, v, &base, BUILT_AGAIN)
     })
 }
 
 /// Type and build a rendered step tree with the same [`step`] builder as at load.
-fn build_rendered(rt: &RtBase, v: Value, base: &str) -> Result<Built, String> {
+fn build_rendered(rt: &RtBase, v: Value, base: &str, how: &str) -> Result<Built, String> {
     let index = PosIndex::build("");
     let mut errors = FileErrors::new(&rt.file.file);
     let rec = deserialize_recovering::<StepModel>(v, base, "a step", &index, &mut errors);
@@ -377,11 +377,16 @@ fn build_rendered(rt: &RtBase, v: Value, base: &str) -> Result<Built, String> {
     });
     match out {
         Some(b) if errors.is_empty() => Ok(b),
-        _ => Err(rendered_error(base, errors)),
+        _ => Err(rendered_error(base, errors, how)),
     }
 }
 
-fn rendered_error(base: &str, errors: FileErrors) -> String {
+/// How a build after the load names the step in its errors: a per-run build rendered it for
+/// the run, an on-demand build builds what the load rendered.
+const RENDERED: &str = "as rendered for this run";
+const BUILT_AGAIN: &str = "as built again for this connection";
+
+fn rendered_error(base: &str, errors: FileErrors, how: &str) -> String {
     let msgs: Vec<String> = errors
         .into_errors()
         .into_iter()
@@ -390,7 +395,7 @@ fn rendered_error(base: &str, errors: FileErrors) -> String {
     if msgs.is_empty() {
         format!("{base}: the rendered step is invalid")
     } else {
-        format!("{base} as rendered for this run: {}", msgs.join("; "))
+        format!("{base} {how}: {}", msgs.join("; "))
     }
 }
 

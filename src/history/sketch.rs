@@ -126,6 +126,7 @@ impl Sketch {
     /// A histogram read back; a damaged blob reads as far as it is whole.
     pub fn set_hist_bytes(&mut self, bytes: &[u8]) {
         self.hist.clear();
+        self.hist.reserve_exact(bytes.len() / 5);
         for c in bytes.chunks_exact(5) {
             let n = u32::from_le_bytes([c[1], c[2], c[3], c[4]]);
             self.add_bucket(c[0].min(BUCKETS as u8 - 1), n);

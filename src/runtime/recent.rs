@@ -14,7 +14,7 @@ use super::observer::SessionEvent;
 use crate::config::scenario::Scenario;
 use crate::engine::{RunReport, RunResult};
 
-/// Runs kept in brief per scenario (48 bytes each when passing).
+/// Runs kept in brief per scenario (16 bytes each when passing).
 pub const RECENT_RUNS: usize = 20;
 /// Session events kept per scenario.
 pub const SESSION_EVENTS: usize = 32;
