@@ -152,33 +152,26 @@ pub async fn run_step(
     }
 }
 
-/// One attempt: build the step if it is built per run, then execute it.
+/// One attempt: build the step if it is built when it runs, then execute it.
 async fn attempt(cx: &StepCx<'_>, ctx: &mut RunCtx) -> StepReport {
-    match &cx.step.body {
-        StepBody::Built(b) => exec(b, cx, ctx).await,
-        StepBody::PerRun(d) => match (d.build)(&ctx.captures) {
-            Ok((built, secrets)) => {
-                for s in secrets {
-                    ctx.add_secret(s);
-                }
-                exec(&built, cx, ctx).await
+    let built = match &cx.step.body {
+        StepBody::Built(b) => return exec(b, cx, ctx).await,
+        StepBody::PerRun(d) => (d.build)(&ctx.captures).map(|(built, secrets)| {
+            for s in secrets {
+                ctx.add_secret(s);
             }
-            Err(m) => StepReport::failed(
-                cx.step,
-                cx.stage,
-                Failure::new(FailureReason::Assertion, m),
-                StepFacts::None {},
-            ),
-        },
-        StepBody::OnDemand(d) => match d.build() {
-            Ok(built) => exec(&built, cx, ctx).await,
-            Err(m) => StepReport::failed(
-                cx.step,
-                cx.stage,
-                Failure::new(FailureReason::Assertion, m),
-                StepFacts::None {},
-            ),
-        },
+            built
+        }),
+        StepBody::OnDemand(d) => d.build(),
+    };
+    match built {
+        Ok(built) => exec(&built, cx, ctx).await,
+        Err(m) => StepReport::failed(
+            cx.step,
+            cx.stage,
+            Failure::new(FailureReason::Assertion, m),
+            StepFacts::None {},
+        ),
     }
 }
 
